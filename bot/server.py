@@ -1,0 +1,194 @@
+"""The bot's production HTTP server: waitress (threaded WSGI) serving a small router.
+
+Why waitress: a slow request must never block the others. waitress runs each request in a
+worker thread, so Bolt's synchronous ``App`` (the Slack issue) can sit behind its WSGI adapter
+without the event-loop stall FIELD-NOTES describes for the Starlette adapter. Pure Python,
+no build tools, production grade.
+
+At start-up the bot resumes executions whose process died (expired leases) and, every few
+seconds, expires pending approvals that ran out of time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import structlog
+
+from runbooks.engine.errors import RunbookError
+from runbooks.engine.models import SYSTEM
+from runbooks.engine.wiring import Runtime, open_runtime
+
+StartResponse = Callable[..., Any]
+Handler = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
+SWEEP_INTERVAL_S = 5.0
+DEFAULT_PORT = 3000
+
+log = structlog.get_logger("runbook_bot.bot")
+
+
+class BotApp:
+    """A WSGI application: /health, /ready, and room for /slack/events, /metrics, webhooks."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.routes: dict[tuple[str, str], Handler] = {
+            ("GET", "/health"): self.health,
+            ("GET", "/ready"): self.ready,
+        }
+
+    def health(self, _environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Liveness: the process answers."""
+        return 200, {"status": "ok"}
+
+    def ready(self, _environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Readiness: the store answers and the configuration is valid."""
+        from runbooks.engine.config import load_config
+
+        checks: dict[str, str] = {}
+        try:
+            self.runtime.store.ping()
+            checks["store"] = "ok"
+        except Exception as exc:
+            checks["store"] = f"unreachable: {type(exc).__name__}"
+        try:
+            load_config(self.runtime.settings.config_dir)
+            checks["config"] = "ok"
+        except RunbookError as exc:
+            checks["config"] = f"invalid: {exc.message.splitlines()[0]}"
+        ok = all(v == "ok" for v in checks.values())
+        return (200 if ok else 503), {"status": "ready" if ok else "not ready", "checks": checks}
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
+        handler = self.routes.get((method, path))
+        if handler is None:
+            known = sorted({p for _, p in self.routes})
+            status, body = (
+                (405 if any(p == path for _, p in self.routes) else 404),
+                {"error": f"no route {method} {path}", "routes": known},
+            )
+        else:
+            try:
+                status, body = handler(environ)
+            except Exception:
+                log.exception("request failed", path=path)
+                status, body = 500, {"error": "internal error; see the bot's log"}
+        payload = json.dumps(body).encode()
+        reason = {
+            200: "OK",
+            404: "Not Found",
+            405: "Method Not Allowed",
+            500: "Internal Server Error",
+            503: "Service Unavailable",
+        }.get(status, "")
+        start_response(
+            f"{status} {reason}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+        )
+        return [payload]
+
+
+class Housekeeper:
+    """Resume orphaned executions at start-up; expire stale approvals periodically."""
+
+    def __init__(self, runtime: Runtime, interval: float = SWEEP_INTERVAL_S) -> None:
+        self.runtime = runtime
+        self.interval = interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="housekeeper", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def resume_orphans(self) -> list[str]:
+        resumed = []
+        for execution in self.runtime.engine.resumable():
+            try:
+                log.info("resuming orphaned execution", execution_id=execution.id)
+                self.runtime.engine.resume(execution.id, actor=SYSTEM)
+                resumed.append(execution.id)
+            except RunbookError as exc:
+                log.warning("could not resume", execution_id=execution.id, error=exc.message)
+        return resumed
+
+    def _loop(self) -> None:
+        self.resume_orphans()
+        while not self.stop.wait(self.interval):
+            try:
+                for execution_id in self.runtime.engine.expire_due():
+                    log.info("approval expired", execution_id=execution_id)
+            except Exception:
+                log.exception("housekeeping failed")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the HTTP server")
+    serve.add_argument("--port", type=int, default=None, help="port (default: $PORT, else 3000)")
+    serve.add_argument(
+        "--host",
+        default=os.environ.get("HOST", "0.0.0.0"),  # noqa: S104
+        help="address to bind (default: $HOST, else 0.0.0.0)",
+    )
+    serve.add_argument("--threads", type=int, default=8, help="worker threads (default 8)")
+    args = parser.parse_args(argv)
+
+    from runbooks.adapters import build_adapters
+    from runbooks.engine.logs import configure_logging
+    from runbooks.engine.settings import load_settings
+
+    try:
+        port = args.port or int(os.environ.get("PORT") or DEFAULT_PORT)
+    except ValueError:
+        parser.error(f"PORT={os.environ['PORT']!r} is not a port number")
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_target or "-")
+        runtime = open_runtime(settings, adapters=build_adapters)
+    except RunbookError as exc:
+        print(f"runbook-bot cannot start: {exc}", flush=True)
+        return 2
+
+    from waitress.server import create_server
+
+    app = BotApp(runtime)
+    housekeeper = Housekeeper(runtime)
+    housekeeper.start()
+    log.info(
+        "runbook-bot serving",
+        host=args.host,
+        port=port,
+        config=runtime.config.describe(),
+        state=settings.state_description,
+        slack="off (Slack front end not built yet)",
+    )
+    server = create_server(
+        app, host=args.host, port=port, threads=args.threads, ident="runbook-bot"
+    )
+
+    def stop(_signum: int, _frame: Any) -> None:
+        housekeeper.stop.set()
+        server.close()
+
+    signal.signal(signal.SIGTERM, stop)
+    print(
+        f"runbook-bot listening on http://{args.host}:{port} "
+        f"(config {runtime.config.describe()}, state {settings.state_description})",
+        flush=True,
+    )
+    try:
+        server.run()
+    except (KeyboardInterrupt, OSError):
+        pass
+    finally:
+        housekeeper.stop.set()
+        runtime.close()
+    return 0

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Bootstrap runbook-bot on a machine that has nothing but Python 3.11+.
+
+    python3 dev.py serve [ARGS...]   install into .venv if needed, start the bot (port 3000)
+    python3 dev.py test  [PYTEST ARGS...]   install dev extras if needed, run ruff, mypy,
+                                            import-linter and the whole pytest suite
+    python3 dev.py install           install only (used by the Dockerfile-free CI path)
+
+Uses only the standard library. The virtualenv is reinstalled when pyproject.toml changes
+(a stamp file holds its hash), so repeated runs start at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("RUNBOOK_BOT_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+
+
+def _stamp(extra: str) -> Path:
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    return VENV / f".installed-{extra}-{digest}"
+
+
+def ensure_installed(*, dev: bool) -> None:
+    """Create .venv and install the project (with dev extras when asked), once per pyproject."""
+    extra = "dev" if dev else "run"
+    stamp = _stamp(extra)
+    if stamp.exists() or (not dev and _stamp("dev").exists()):
+        return
+    if not PY.exists():
+        print(f"creating virtualenv {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    target = ".[dev]" if dev else "."
+    print(
+        f"installing runbook-bot{'[dev]' if dev else ''} into {VENV} (first run only)", flush=True
+    )
+    subprocess.run(
+        [str(PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", target],
+        cwd=ROOT,
+        check=True,
+    )
+    for old in VENV.glob(f".installed-{extra}-*"):
+        old.unlink()
+    stamp.touch()
+
+
+def run_tests(args: list[str]) -> int:
+    """Run every check CI runs, in order, stopping at the first failure."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    checks: list[list[str]] = [
+        [str(PY), "-m", "ruff", "check", "."],
+        [str(PY), "-m", "ruff", "format", "--check", "."],
+        [str(PY), "-m", "mypy"],
+        [str(BIN / "lint-imports")],
+        [str(PY), "-m", "pytest", "-W", "error", *args],
+    ]
+    for argv in checks:
+        print(
+            "$ " + " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv)),
+            flush=True,
+        )
+        code = subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
+        if code != 0:
+            return code
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(__doc__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "serve":
+        ensure_installed(dev=False)
+        os.execv(str(PY), [str(PY), "-m", "bot", "serve", *rest])  # noqa: S606
+    if command == "test":
+        ensure_installed(dev=True)
+        return run_tests(rest)
+    if command == "install":
+        ensure_installed(dev=True)
+        return 0
+    print(f"unknown command {command!r}; use one of: serve, test, install", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

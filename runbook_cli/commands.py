@@ -1,0 +1,224 @@
+"""What the invoke tasks do: open the engine, call it, render, map errors to exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from invoke.exceptions import Exit
+from rich.console import Console
+
+from runbook_cli.program import EXIT_FAILED, EXIT_OK, EXIT_PENDING, EXIT_REFUSED
+from runbook_cli.render import (
+    ProgressPrinter,
+    outcome_line,
+    plan_json,
+    print_plan,
+)
+from runbooks.engine.errors import InvalidInput, Refused, RunbookError
+from runbooks.engine.executor import clean_reason
+from runbooks.engine.models import Actor, Execution, State
+from runbooks.engine.wiring import Runtime, open_runtime
+
+APPROVAL_POLL_S = 1.0
+EXIT_FOR_STATE = {
+    State.SUCCEEDED: EXIT_OK,
+    State.FAILED: EXIT_FAILED,
+    State.COMPENSATED: EXIT_FAILED,
+    State.COMPENSATION_FAILED: EXIT_FAILED,
+    State.CANCELLED: EXIT_FAILED,
+    State.DENIED: EXIT_REFUSED,
+    State.EXPIRED: EXIT_REFUSED,
+}
+
+
+def consoles(as_json: bool) -> tuple[Console, Console]:
+    """(human, errors): with --json, human output goes to stderr so stdout stays one document."""
+    err = Console(stderr=True, highlight=False)
+    return (err if as_json else Console(highlight=False)), err
+
+
+def open_cli_runtime() -> Runtime:
+    from runbooks.adapters import build_adapters
+    from runbooks.engine.logs import configure_logging
+    from runbooks.engine.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_target or str(settings.state_dir / "logs" / "runbook-bot.jsonl"))
+    return open_runtime(settings, adapters=build_adapters)
+
+
+def cli_actor(runtime: Runtime) -> Actor:
+    from runbooks.engine.approvals import terminal_actor
+
+    return terminal_actor(runtime.config, override=runtime.settings.user_override)
+
+
+def emit_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def cli_errors(as_json: bool = False) -> Iterator[None]:
+    """Turn project errors into a message and the contract's exit code."""
+    try:
+        yield
+    except RunbookError as exc:
+        if as_json:
+            emit_json({"error": exc.code, "message": exc.message, "hint": exc.hint})
+        else:
+            _, err = consoles(False)
+            err.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False)
+            if exc.hint:
+                err.print(f"[dim]{exc.hint}[/dim]", highlight=False)
+        raise Exit(code=exc.exit_code) from None
+
+
+def _confirm(console: Console, question: str) -> bool:
+    console.print(f"{question} [bold]\\[y/N][/bold] ", end="")
+    try:
+        answer = input()
+    except EOFError:
+        return False
+    return answer.strip().lower() in {"y", "yes"}
+
+
+def run_runbook(name: str, raw: dict[str, Any]) -> None:
+    """Body of every runbook task."""
+    flags = {
+        key: raw.pop(key)
+        for key in ("dry_run", "yes", "json", "no_wait", "reason", "break_glass", "incident")
+    }
+    as_json = bool(flags["json"])
+    with cli_errors(as_json):
+        if flags["break_glass"] and not (flags["reason"] and flags["incident"]):
+            raise InvalidInput("--break-glass needs --reason TEXT and --incident ID")
+        runtime = open_cli_runtime()
+        try:
+            code = _run(runtime, name, raw, flags, as_json)
+        finally:
+            runtime.close()
+    if code:
+        raise Exit(code=code)
+
+
+def _run(
+    runtime: Runtime, name: str, raw: dict[str, Any], flags: dict[str, Any], as_json: bool
+) -> int:
+    engine = runtime.engine
+    out, _ = consoles(as_json)
+    actor = cli_actor(runtime)
+    prepared = engine.prepare(name, raw, actor=actor)
+    plan = prepared.plan
+    banner = runtime.banner(plan.environment)
+    gate = engine.policy.gate(plan.runbook, plan.environment, read_only=plan.read_only)
+    print_plan(
+        out, plan, banner=banner, reason=clean_reason(flags["reason"]), approvals=gate.required
+    )
+    if flags["dry_run"]:
+        engine.dry_run(prepared, actor=actor, reason=flags["reason"])
+        if as_json:
+            emit_json({**plan_json(plan, banner), "dry_run": True})
+        else:
+            out.print("[dim]dry run: nothing was changed[/dim]")
+        return EXIT_OK
+    if not flags["yes"] and not plan.read_only:
+        if not sys.stdin.isatty():
+            raise Refused(
+                "no terminal to confirm this plan on; pass --yes to confirm it "
+                "non-interactively (or --dry-run to only look)"
+            )
+        if not _confirm(out, "Submit this plan?"):
+            out.print("nothing done")
+            return EXIT_REFUSED
+    execution = engine.submit(
+        prepared,
+        actor=actor,
+        reason=flags["reason"],
+        incident=flags["incident"],
+        break_glass=flags["break_glass"],
+    )
+    printer = ProgressPrinter(out)
+    unsubscribe = engine.events.subscribe(printer)
+    try:
+        execution = _drive_to_end(runtime, execution, actor, flags, out)
+    finally:
+        unsubscribe()
+    if as_json:
+        from runbook_cli.render import execution_detail
+
+        emit_json(execution_detail(execution))
+    else:
+        out.print(outcome_line(execution))
+    if execution.state in EXIT_FOR_STATE:
+        return EXIT_FOR_STATE[execution.state]
+    return EXIT_PENDING
+
+
+def _drive_to_end(
+    runtime: Runtime, execution: Execution, actor: Actor, flags: dict[str, Any], out: Console
+) -> Execution:
+    engine = runtime.engine
+    announced = False
+    while True:
+        if execution.state == State.APPROVED:
+            execution = engine.start(execution.id, actor=actor)
+            continue
+        if execution.state != State.AWAITING_APPROVAL:
+            return execution
+        if execution.confirmed_hash != execution.plan.hash and actor.id == execution.requester.id:
+            # The plan changed under us: show it again and ask again.
+            print_plan(
+                out,
+                execution.plan,
+                banner=runtime.banner(execution.environment),
+                reason=execution.reason,
+                approvals=execution.required_approvals,
+                execution_id=execution.id,
+            )
+            if (
+                flags["yes"]
+                or not sys.stdin.isatty()
+                or not _confirm(out, "The plan changed. Submit the new plan?")
+            ):
+                out.print(f"the plan changed; {execution.id} waits for you to confirm it")
+                return execution
+            execution = engine.confirm(execution.id, actor=actor, plan_hash=execution.plan.hash)
+            continue
+        if flags["no_wait"]:
+            out.print(f"{execution.id} is waiting for approval")
+            if not flags["json"]:
+                sys.stdout.write(execution.id + "\n")
+            return execution
+        if not announced:
+            out.print(
+                f"{execution.id} waits for {execution.required_approvals} approval(s) "
+                f"(approvers: {', '.join(execution.approver_groups) or 'anyone'}); "
+                "Ctrl-C leaves it pending"
+            )
+            announced = True
+        try:
+            engine.clock.sleep(APPROVAL_POLL_S)
+        except KeyboardInterrupt:
+            out.print(
+                f"\n{execution.id} is still pending; cancel it with `runs.cancel {execution.id}`"
+            )
+            return execution
+        engine.expire_due()
+        execution = engine.get(execution.id)
+
+
+def with_runtime(fn: Callable[[Runtime], int | None], *, as_json: bool = False) -> None:
+    """Run a listing or admin command with error mapping."""
+    with cli_errors(as_json):
+        runtime = open_cli_runtime()
+        try:
+            code = fn(runtime) or 0
+        finally:
+            runtime.close()
+    if code:
+        raise Exit(code=code)

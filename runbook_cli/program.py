@@ -1,0 +1,52 @@
+"""The ``runbook`` console script: invoke's Program with our exit-code contract.
+
+invoke exits 1 on its own parse errors (unknown task, unknown flag, missing argument); our
+contract says 2 for invalid input, so parse errors are turned into ``Exit(code=2)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from invoke.collection import Collection
+from invoke.exceptions import Exit, ParseError
+from invoke.program import Program
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_PENDING = 0, 1, 2, 3
+
+
+class RunbookProgram(Program):
+    """Program whose parse errors exit 2, with our collection as the namespace."""
+
+    def parse_core_args(self) -> None:
+        try:
+            super().parse_core_args()
+        except ParseError as exc:
+            raise Exit(
+                f"{exc}\n(use --list to see the tasks, or TASK --help)", code=EXIT_REFUSED
+            ) from None
+
+    def parse_tasks(self) -> None:
+        try:
+            super().parse_tasks()
+        except ParseError as exc:
+            raise Exit(
+                f"{exc}\n(use --list to see the tasks, or TASK --help)", code=EXIT_REFUSED
+            ) from None
+
+    def parse_core(self, argv: Any) -> None:
+        try:
+            super().parse_core(argv)
+        except ParseError as exc:
+            raise Exit(str(exc), code=EXIT_REFUSED) from None
+
+
+def build_program() -> RunbookProgram:
+    from runbook_cli.collection import build_namespace
+
+    namespace: Collection = build_namespace()
+    return RunbookProgram(name="runbook", binary="runbook", namespace=namespace, version="0.1.0")
+
+
+def main() -> None:
+    build_program().run()

@@ -1,0 +1,265 @@
+"""Terminal rendering with rich: the plan as a table, progress lines, a clear final line.
+
+Also the JSON shapes scripts rely on (``--json``): every listing row has at least ``id``,
+``runbook``, ``environment``, ``state``, ``requester`` and ``created_at``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from runbooks.engine.clock import format_duration, iso
+from runbooks.engine.models import Event, Execution, State
+from runbooks.engine.plan import Plan
+
+TIER_STYLE = {
+    "production": "bold white on red",
+    "staging": "bold black on yellow",
+    "sandbox": "bold black on green",
+}
+STATE_STYLE = {
+    State.SUCCEEDED: "bold green",
+    State.FAILED: "bold red",
+    State.COMPENSATED: "bold yellow",
+    State.COMPENSATION_FAILED: "bold red",
+    State.CANCELLED: "yellow",
+    State.DENIED: "red",
+    State.EXPIRED: "red",
+    State.AWAITING_APPROVAL: "cyan",
+    State.RUNNING: "blue",
+}
+
+
+def execution_summary(execution: Execution) -> dict[str, Any]:
+    """The JSON object for one execution in listings and runbook task results."""
+    return {
+        "id": execution.id,
+        "runbook": execution.runbook,
+        "environment": execution.environment,
+        "region": execution.plan.region,
+        "state": str(execution.state),
+        "requester": execution.requester.id,
+        "origin": execution.requester.origin,
+        "created_at": iso(execution.created_at),
+        "updated_at": iso(execution.updated_at),
+        "started_at": iso(execution.started_at) if execution.started_at else None,
+        "ended_at": iso(execution.ended_at) if execution.ended_at else None,
+        "reason": execution.reason,
+        "incident": execution.incident,
+        "lock_key": execution.lock_key,
+        "plan_hash": execution.plan.hash,
+        "required_approvals": execution.required_approvals,
+        "approvals": [a.actor.id for a in execution.valid_approvals()],
+        "expires_at": iso(execution.expires_at) if execution.expires_at else None,
+        "error": execution.error,
+    }
+
+
+def execution_detail(execution: Execution) -> dict[str, Any]:
+    """``runs.show --json``: the summary plus parameters, steps and approvals."""
+    return {
+        **execution_summary(execution),
+        "params": execution.plan.params,
+        "summary": execution.plan.summary,
+        "notes": execution.plan.notes,
+        "steps": [
+            {
+                "step": record.index + 1,
+                "description": record.description,
+                "status": str(record.status),
+                "reversible": record.reversible,
+                "attempts": record.attempts,
+                "started_at": iso(record.started_at) if record.started_at else None,
+                "ended_at": iso(record.ended_at) if record.ended_at else None,
+                "output": record.output,
+                "error": record.error,
+            }
+            for record in execution.steps
+        ],
+        "decisions": [
+            {
+                "by": a.actor.id,
+                "via": a.actor.origin,
+                "decision": a.decision,
+                "at": iso(a.at),
+                "reason": a.reason,
+                "void": a.void,
+            }
+            for a in execution.approvals
+        ],
+    }
+
+
+def plan_json(plan: Plan, banner: str) -> dict[str, Any]:
+    return {
+        "runbook": plan.runbook,
+        "environment": plan.environment,
+        "region": plan.region,
+        "banner": banner,
+        "lock_key": plan.lock_key,
+        "plan_hash": plan.hash,
+        "summary": plan.summary,
+        "notes": plan.notes,
+        "params": plan.params,
+        "steps": [
+            {
+                "step": i + 1,
+                "description": s["description"],
+                "reversible": s["reversible"],
+                "irreversible_reason": s.get("irreversible_reason"),
+            }
+            for i, s in enumerate(plan.steps)
+        ],
+    }
+
+
+def print_plan(
+    console: Console,
+    plan: Plan,
+    *,
+    banner: str,
+    reason: str | None = None,
+    approvals: int | None = None,
+    execution_id: str | None = None,
+) -> None:
+    """The banner, then every step exactly as it will run."""
+    console.print(Text(f" {banner} ", style=TIER_STYLE.get(plan.tier, "bold")))
+    header = Table.grid(padding=(0, 2))
+    header.add_row("runbook", plan.runbook + (f"  ({execution_id})" if execution_id else ""))
+    header.add_row("plan", f"{plan.summary}  [dim]hash {plan.short_hash}[/dim]")
+    if plan.region:
+        header.add_row("region", plan.region)
+    header.add_row("lock", plan.lock_key or "none (read-only)")
+    if approvals is not None:
+        header.add_row("approvals", "none needed" if approvals == 0 else f"{approvals} required")
+    if reason:
+        header.add_row("reason", reason)
+    console.print(header)
+    if plan.steps:
+        table = Table(show_header=True, header_style="bold", expand=False)
+        table.add_column("#", justify="right")
+        table.add_column("what will change")
+        table.add_column("undo")
+        for index, step in enumerate(plan.steps, start=1):
+            undo = (
+                "yes"
+                if step["reversible"]
+                else Text(step.get("irreversible_reason") or "no", style="yellow")
+            )
+            table.add_row(str(index), step["description"], undo)
+        console.print(table)
+    else:
+        console.print("[bold]nothing to do[/bold]: the live state already matches")
+    for note in plan.notes:
+        console.print(f"[dim]note:[/dim] {note}")
+
+
+class ProgressPrinter:
+    """Print one line per step transition as events arrive."""
+
+    SYMBOL: ClassVar[dict[str, str]] = {
+        "step.started": "▶",
+        "step.succeeded": "✔",
+        "step.failed": "✘",
+        "step.cancelled": "■",
+        "step.undoing": "↶",
+        "step.undone": "↶",
+        "step.undo_failed": "✘",
+    }
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def __call__(self, event: Event) -> None:
+        payload = event.payload
+        if event.type in self.SYMBOL:
+            step = payload.get("step")
+            line = f"{self.SYMBOL[event.type]} step {step}: {payload.get('description')}"
+            if event.type == "step.succeeded" and payload.get("output"):
+                line += f"  [dim]({'; '.join(payload['output'])})[/dim]"
+            if payload.get("error"):
+                line += f"\n    [red]{payload['error']}[/red]"
+            if event.type in {"step.undoing", "step.undone"}:
+                verb = "undoing" if event.type == "step.undoing" else "undone"
+                line = f"{self.SYMBOL[event.type]} {verb} step {step}"
+            self.console.print(line)
+        elif event.type == "plan.changed":
+            self.console.print("[yellow]the plan changed since it was confirmed:[/yellow]")
+            for change in payload.get("changes", []):
+                self.console.print(f"  {change}")
+        elif event.type == "approval.granted":
+            self.console.print(f"✔ approved by {payload.get('approver')}")
+        elif event.type == "execution.state" and payload.get("state") in {
+            "compensating",
+            "approved",
+        }:
+            self.console.print(f"[dim]{payload['execution_id']}: {payload['state']}[/dim]")
+
+
+def outcome_line(execution: Execution) -> Text:
+    took = ""
+    if execution.started_at and execution.ended_at:
+        took = f" in {format_duration(execution.ended_at - execution.started_at)}"
+    symbol = {State.SUCCEEDED: "✔"}.get(execution.state, "✘")
+    if execution.state in {State.AWAITING_APPROVAL, State.APPROVED, State.RUNNING}:
+        symbol = "…"
+    text = (
+        f"{symbol} {execution.id} {execution.runbook} {execution.environment}: "
+        f"{execution.state}{took}"
+    )
+    if execution.error:
+        text += f" — {execution.error}"
+    return Text(text, style=STATE_STYLE.get(execution.state, "bold"))
+
+
+def print_execution(console: Console, execution: Execution, *, banner: str) -> None:
+    print_plan(
+        console,
+        execution.plan,
+        banner=banner,
+        reason=execution.reason,
+        approvals=execution.required_approvals,
+        execution_id=execution.id,
+    )
+    table = Table(show_header=True, header_style="bold")
+    for column in ("#", "step", "status", "output / error"):
+        table.add_column(column)
+    for record in execution.steps:
+        detail = "; ".join(record.output)
+        if record.error:
+            detail = (detail + "; " if detail else "") + f"[red]{record.error}[/red]"
+        table.add_row(str(record.index + 1), record.description, str(record.status), detail)
+    if execution.steps:
+        console.print(table)
+    console.print(
+        f"requested by {execution.requester.name} via {execution.requester.origin} "
+        f"at {iso(execution.created_at)}"
+    )
+    for decision in execution.approvals:
+        void = " (void: plan changed)" if decision.void else ""
+        console.print(
+            f"{decision.decision} by {decision.actor.name} via {decision.actor.origin} "
+            f"at {iso(decision.at)}{void}"
+        )
+    console.print(outcome_line(execution))
+
+
+def listing_table(executions: list[Execution]) -> Panel | Table:
+    table = Table(show_header=True, header_style="bold")
+    for column in ("id", "runbook", "environment", "state", "requester", "created"):
+        table.add_column(column)
+    for execution in executions:
+        table.add_row(
+            execution.id,
+            execution.runbook,
+            execution.environment,
+            Text(str(execution.state), style=STATE_STYLE.get(execution.state, "")),
+            execution.requester.name,
+            iso(execution.created_at),
+        )
+    return table

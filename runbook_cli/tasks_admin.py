@@ -1,0 +1,297 @@
+"""Fixed task namespaces: runs, audit, config, bot. Docstrings are the --help text."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from typing import TYPE_CHECKING, Any, cast
+
+from invoke.collection import Collection
+from invoke.exceptions import Exit
+from invoke.tasks import Task, task
+
+from runbook_cli.program import EXIT_FAILED, EXIT_PENDING, EXIT_REFUSED
+
+if TYPE_CHECKING:
+    from runbooks.engine.wiring import Runtime
+
+# Task bodies import their helpers (rich, structlog, the store) when they run, so that
+# `--list` and `--help` import none of them.
+
+# ---------------------------------------------------------------------------------- runs
+
+
+@task(
+    help={
+        "limit": "how many (newest first; default 20)",
+        "state": "only this state",
+        "json": "one JSON array on stdout",
+    }
+)
+def list_(c: Any, limit: int = 20, state: str = "", json: bool = False) -> None:
+    """List executions, newest first."""
+    from runbook_cli.commands import consoles, emit_json, with_runtime
+    from runbook_cli.render import execution_summary, listing_table
+
+    def go(rt: Runtime) -> None:
+        executions = rt.engine.list(limit=limit, states=[state] if state else None)
+        if json:
+            emit_json([execution_summary(e) for e in executions])
+        else:
+            consoles(False)[0].print(listing_table(executions))
+
+    with_runtime(go, as_json=json)
+
+
+@task(help={"id": "execution id (rb-xxxxxx)", "json": "one JSON object on stdout"})
+def show(c: Any, id: str, json: bool = False) -> None:
+    """Show one execution: plan, steps, decisions, outcome."""
+    from runbook_cli.commands import consoles, emit_json, with_runtime
+    from runbook_cli.render import execution_detail, print_execution
+
+    def go(rt: Runtime) -> None:
+        execution = rt.engine.get(id)
+        if json:
+            emit_json(execution_detail(execution))
+        else:
+            print_execution(consoles(False)[0], execution, banner=rt.banner(execution.environment))
+
+    with_runtime(go, as_json=json)
+
+
+def _follow(rt: Runtime, json: bool, action: Any) -> int:
+    from runbook_cli.commands import EXIT_FOR_STATE, consoles, emit_json
+    from runbook_cli.render import ProgressPrinter, execution_detail, outcome_line
+
+    out, _ = consoles(json)
+    unsubscribe = rt.engine.events.subscribe(ProgressPrinter(out))
+    try:
+        execution = action()
+    finally:
+        unsubscribe()
+    if json:
+        emit_json(execution_detail(execution))
+    else:
+        out.print(outcome_line(execution))
+    return EXIT_FOR_STATE.get(execution.state, EXIT_PENDING)
+
+
+@task(help={"id": "execution id", "json": "one JSON object on stdout"})
+def resume(c: Any, id: str, json: bool = False) -> None:
+    """Resume an execution whose process died, at the first step not verified."""
+    from runbook_cli.commands import cli_actor, with_runtime
+
+    with_runtime(
+        lambda rt: _follow(rt, json, lambda: rt.engine.resume(id, actor=cli_actor(rt))),
+        as_json=json,
+    )
+
+
+@task(
+    help={
+        "id": "execution id",
+        "reason": "why (shown to the requester and in the audit log)",
+        "json": "one JSON object on stdout",
+    }
+)
+def cancel(c: Any, id: str, reason: str = "", json: bool = False) -> None:
+    """Cancel an execution: pending ones at once, running ones between steps, then compensate."""
+    from runbook_cli.commands import cli_actor, with_runtime
+
+    def go(rt: Runtime) -> int:
+        code = _follow(rt, json, lambda: rt.engine.cancel(id, actor=cli_actor(rt), reason=reason))
+        return 0 if code in {EXIT_FAILED, EXIT_PENDING} else code
+
+    with_runtime(go, as_json=json)
+
+
+# --------------------------------------------------------------------------------- audit
+
+
+@task(
+    help={
+        "head": "SEQ:MAC of a head seen earlier (log stream or an earlier verify): "
+        "catches deletion of the newest records",
+        "json": "one JSON object on stdout",
+    }
+)
+def verify(c: Any, head: str = "", json: bool = False) -> None:
+    """Verify the audit chain; exit 0 if intact, 1 naming the first bad seq."""
+    from runbook_cli.commands import emit_json, with_runtime
+    from runbooks.engine.audit import parse_head
+
+    def go(rt: Runtime) -> int:
+        result = rt.engine.audit.verify(head=parse_head(head) if head else None)
+        if json:
+            emit_json(
+                {
+                    "ok": result.ok,
+                    "records": result.count,
+                    "head": result.head,
+                    "bad_seq": result.bad_seq,
+                    "problem": result.problem,
+                }
+            )
+        elif result.ok:
+            print(f"audit chain intact: {result.count} records, head {result.head}")
+        else:
+            print(f"audit chain BROKEN at seq {result.bad_seq}: {result.problem}")
+            print(f"last good head: {result.head}")
+        return 0 if result.ok else EXIT_FAILED
+
+    with_runtime(go, as_json=json)
+
+
+@task(help={"n": "how many records (default 20)", "json": "one JSON array on stdout"})
+def tail(c: Any, n: int = 20, json: bool = False) -> None:
+    """Show the newest audit records."""
+    from runbook_cli.commands import emit_json, with_runtime
+
+    def go(rt: Runtime) -> None:
+        records = rt.engine.audit.tail(n)
+        if json:
+            emit_json(records)
+            return
+        for r in records:
+            target = r.get("target") or {}
+            where = " ".join(
+                str(v) for v in (target.get("runbook"), target.get("environment")) if v
+            )
+            print(
+                f"{r['seq']:>6} {r['time']} {r['actor']['id']}@{r['actor']['origin']} "
+                f"{r['action']} {where} {r.get('execution_id') or ''} → {r['outcome']}"
+            )
+
+    with_runtime(go, as_json=json)
+
+
+@task(
+    help={
+        "since": "only records at or after this ISO time (e.g. 2026-11-01T00:00Z)",
+        "format": "jsonl (default) or csv",
+    }
+)
+def export(c: Any, since: str = "", format: str = "jsonl") -> None:
+    """Export audit records as JSON lines or CSV on stdout."""
+    import json as jsonlib
+
+    from runbook_cli.commands import with_runtime
+    from runbooks.engine.clock import parse_iso
+    from runbooks.engine.errors import InvalidInput
+
+    def go(rt: Runtime) -> None:
+        if format not in {"jsonl", "csv"}:
+            raise InvalidInput(f"--format {format!r} is not supported; use jsonl or csv")
+        try:
+            start = parse_iso(since) if since else None
+        except ValueError:
+            raise InvalidInput(
+                f"--since {since!r} is not an ISO time; e.g. 2026-11-01T00:00Z"
+            ) from None
+        records = rt.engine.audit.export(since=start)
+        if format == "jsonl":
+            for record in records:
+                sys.stdout.write(jsonlib.dumps(record, sort_keys=True) + "\n")
+            return
+        columns = [
+            "seq",
+            "time",
+            "actor_id",
+            "actor_origin",
+            "action",
+            "runbook",
+            "environment",
+            "execution_id",
+            "incident",
+            "outcome",
+            "reason",
+            "params",
+            "mac",
+        ]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        for r in records:
+            target = r.get("target") or {}
+            writer.writerow(
+                {
+                    "seq": r["seq"],
+                    "time": r["time"],
+                    "actor_id": r["actor"]["id"],
+                    "actor_origin": r["actor"]["origin"],
+                    "action": r["action"],
+                    "runbook": target.get("runbook"),
+                    "environment": target.get("environment"),
+                    "execution_id": r.get("execution_id"),
+                    "incident": r.get("incident"),
+                    "outcome": r["outcome"],
+                    "reason": r.get("reason"),
+                    "params": jsonlib.dumps(r.get("params") or {}, sort_keys=True),
+                    "mac": r["mac"],
+                }
+            )
+        sys.stdout.write(buffer.getvalue())
+
+    with_runtime(go)
+
+
+# -------------------------------------------------------------------------------- config
+
+
+@task
+def check(c: Any) -> None:
+    """Validate config/ (RUNBOOK_BOT_CONFIG); print a summary, exit 2 listing every problem."""
+    from runbook_cli.commands import cli_errors
+    from runbooks.engine.config import load_config
+    from runbooks.engine.errors import ConfigError
+    from runbooks.engine.settings import load_settings
+
+    with cli_errors():
+        settings = load_settings()
+        try:
+            config = load_config(settings.config_dir)
+        except ConfigError as exc:
+            print(f"configuration INVALID ({settings.config_dir}):", file=sys.stderr)
+            print(exc.message, file=sys.stderr)
+            raise Exit(code=EXIT_REFUSED) from None
+    print(f"configuration OK: {config.describe()}")
+    for name, env in config.environments.environments.items():
+        services = ", ".join(env.services) or "none"
+        print(
+            f"  {name:<12} {env.tier:<10} regions {', '.join(env.regions)} "
+            f"(primary {env.primary_region}); services: {services}"
+        )
+    print(
+        f"  people: {', '.join(config.policy.people) or 'none'}; "
+        f"rules: {len(config.policy.rules)}; "
+        f"terminal identity override: {'allowed' if config.policy.allow_user_override else 'off'}"
+    )
+
+
+# ----------------------------------------------------------------------------------- bot
+
+
+@task(help={"port": "port (default: $PORT, else 3000)"})
+def serve(c: Any, port: int = 0) -> None:
+    """Start the bot's HTTP server (/health, /ready; Slack and webhooks join later)."""
+    import os
+
+    # exec rather than import: the terminal front end never imports the bot (Slack SDK).
+    argv = [sys.executable, "-m", "bot", "serve", *(["--port", str(port)] if port else [])]
+    os.execv(sys.executable, argv)  # noqa: S606
+
+
+def collections() -> list[Collection]:
+    runs = Collection("runs")
+    runs.add_task(cast("Task[Any]", list_), name="list")
+    for item in (show, resume, cancel):
+        runs.add_task(item)
+    audit = Collection("audit")
+    for item in (verify, tail, export):
+        audit.add_task(item)
+    config = Collection("config")
+    config.add_task(cast("Task[Any]", check))
+    bot = Collection("bot")
+    bot.add_task(serve)
+    return [runs, audit, config, bot]

@@ -1,0 +1,325 @@
+"""Load and validate ``config/environments.yaml`` and ``config/policy.yaml``.
+
+Errors name the file, the key path and what is allowed. Unknown keys are errors. Secrets are
+never read from these files: they name environment variables instead (``*_env`` keys).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from runbooks.engine.clock import parse_duration
+from runbooks.engine.errors import ConfigError
+
+Tier = Literal["sandbox", "staging", "production"]
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+REGION_NAMES = ("us-east-1", "us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-central-1")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceConfig(_Strict):
+    """One service the runbooks operate (a Kubernetes deployment)."""
+
+    deployment: str
+    namespace: str
+    strategy: Literal["rolling", "blue-green"] = "rolling"
+    container: str | None = None
+    port: int = 3000
+    health_path: str = "/health"
+    ready_path: str = "/ready"
+    hpa: str | None = None
+
+
+class ScalingLimits(_Strict):
+    """Policy bounds for replicas (the spec: 2-20 instances)."""
+
+    min_replicas: int = Field(2, ge=0)
+    max_replicas: int = Field(20, ge=1)
+    scale_up_cooldown: Seconds = 180.0
+    scale_down_cooldown: Seconds = 600.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScalingLimits:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) must not exceed max_replicas "
+                f"({self.max_replicas})"
+            )
+        return self
+
+
+class Target(_Strict):
+    """A recovery objective: RTO and RPO in seconds."""
+
+    rto: Seconds
+    rpo: Seconds
+
+
+class RollbackTriggers(_Strict):
+    """Automatic rollback thresholds from the spec."""
+
+    error_rate: float = Field(0.05, gt=0, le=1)
+    p95_ms: float = Field(1000, gt=0)
+    failing_health_checks: int = Field(3, ge=1)
+
+
+class Route53Config(_Strict):
+    zone: str
+    record: str
+    routing: Literal["failover", "weighted"] = "failover"
+
+
+class MongoConfig(_Strict):
+    """Where the database is; the URI itself (with credentials) comes from ``uri_env``."""
+
+    uri_env: str
+    kind: Literal["atlas", "replica-set"] = "atlas"
+    region_tags: dict[str, str] = Field(default_factory=dict)
+
+
+class EnvironmentConfig(_Strict):
+    """One environment of the spec (development, staging, production)."""
+
+    tier: Tier
+    description: str = ""
+    regions: list[str] = Field(min_length=1)
+    primary_region: str
+    kube_contexts: dict[str, str] = Field(default_factory=dict)
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+    autoscaling_groups: dict[str, str] = Field(default_factory=dict)
+    instance_types: list[str] = Field(default_factory=list)
+    route53: Route53Config | None = None
+    mongodb: MongoConfig | None = None
+    backup_bucket: str | None = None
+    scaling: ScalingLimits = ScalingLimits()
+    targets: dict[str, Target] = Field(default_factory=dict)
+    rollback_triggers: RollbackTriggers = RollbackTriggers()
+
+    @model_validator(mode="after")
+    def _regions_consistent(self) -> EnvironmentConfig:
+        for region in self.regions:
+            if region not in REGION_NAMES:
+                raise ValueError(f"unknown region {region!r}; known: {', '.join(REGION_NAMES)}")
+        if self.primary_region not in self.regions:
+            raise ValueError(
+                f"primary_region {self.primary_region!r} is not one of regions "
+                f"({', '.join(self.regions)})"
+            )
+        for mapping_name in ("kube_contexts", "autoscaling_groups"):
+            for region in getattr(self, mapping_name):
+                if region not in self.regions:
+                    raise ValueError(
+                        f"{mapping_name} names region {region!r}, which is not one of this "
+                        f"environment's regions ({', '.join(self.regions)})"
+                    )
+        return self
+
+
+class EnvironmentsFile(_Strict):
+    """``environments.yaml``."""
+
+    installation: str
+    sandbox: bool = False
+    environments: dict[str, EnvironmentConfig] = Field(min_length=1)
+
+
+class Person(_Strict):
+    """Someone who may request or approve runbooks."""
+
+    name: str
+    slack_id: str | None = None
+    email: str | None = None
+    terminal_users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+
+
+class Rule(_Strict):
+    """Who may do what where. Rules are read top to bottom; the first that matches wins."""
+
+    runbooks: str = "*"
+    environments: list[str] = Field(default_factory=lambda: ["*"])
+    approvals: int = Field(0, ge=0, le=5)
+    requesters: list[str] = Field(default_factory=lambda: ["*"])
+    approvers: list[str] = Field(default_factory=lambda: ["*"])
+    expiry: Seconds = 1800.0
+    channels: list[str] = Field(default_factory=list)
+    terminal_requests: bool = True
+    slack_approvals_only: bool = False
+    maintenance_window: bool = False
+    break_glass: bool = False
+
+    def matches(self, runbook: str, environment: str) -> bool:
+        return fnmatch.fnmatchcase(runbook, self.runbooks) and any(
+            fnmatch.fnmatchcase(environment, pattern) for pattern in self.environments
+        )
+
+
+class Freeze(_Strict):
+    environments: list[str]
+    start: str
+    end: str
+    reason: str = ""
+
+
+class PolicyFile(_Strict):
+    """``policy.yaml``."""
+
+    allow_user_override: bool = False
+    people: dict[str, Person] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+    freezes: list[Freeze] = Field(default_factory=list)
+
+    def rule_for(self, runbook: str, environment: str) -> Rule:
+        for rule in self.rules:
+            if rule.matches(runbook, environment):
+                return rule
+        return Rule(runbooks=runbook, environments=[environment], approvals=0)
+
+    def person_for_terminal(self, login: str) -> str | None:
+        for key, person in self.people.items():
+            if login in person.terminal_users:
+                return key
+        return None
+
+    def terminal_users(self) -> list[str]:
+        return sorted(u for p in self.people.values() for u in p.terminal_users)
+
+
+class Config:
+    """The validated configuration directory."""
+
+    def __init__(self, directory: Path, environments: EnvironmentsFile, policy: PolicyFile):
+        self.directory = directory
+        self.environments = environments
+        self.policy = policy
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.environments.sandbox
+
+    def environment_names(self) -> list[str]:
+        return list(self.environments.environments)
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        try:
+            return self.environments.environments[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown environment {name!r}; known: {', '.join(self.environment_names())}"
+            ) from None
+
+    def describe(self) -> str:
+        kind = "sandbox" if self.is_sandbox else "installation"
+        return f"{self.directory} ({kind} {self.environments.installation!r})"
+
+
+def _format_loc(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    """Render pydantic errors as ``file: key.path: problem`` lines."""
+    lines = []
+    for item in error.errors():
+        loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key (not allowed here; check the spelling against docs/configuration.md)"
+        elif item["type"] == "missing":
+            msg = "required key is missing"
+        elif item["type"] == "literal_error":
+            msg = msg.replace("Input should be", "must be")
+        lines.append(f"{source}: {_format_loc(loc)}: {msg}")
+    return "\n".join(lines)
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.exists():
+        raise ConfigError(
+            f"{path}: file not found",
+            hint="set RUNBOOK_BOT_CONFIG to a directory holding environments.yaml and policy.yaml",
+        )
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, found {type(data).__name__}")
+    return data
+
+
+def load_config(directory: Path) -> Config:
+    """Read and validate both files; raise ConfigError listing every problem found."""
+    problems: list[str] = []
+    env_path, policy_path = directory / "environments.yaml", directory / "policy.yaml"
+    environments = policy = None
+    try:
+        environments = EnvironmentsFile.model_validate(_read_yaml(env_path))
+    except ValidationError as exc:
+        problems.append(format_validation_error(str(env_path), exc))
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        policy = PolicyFile.model_validate(_read_yaml(policy_path))
+    except ValidationError as exc:
+        problems.append(format_validation_error(str(policy_path), exc))
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if environments is not None and policy is not None:
+        problems.extend(_cross_check(policy_path, environments, policy))
+    if problems or environments is None or policy is None:
+        raise ConfigError("\n".join(problems))
+    return Config(directory, environments, policy)
+
+
+def _cross_check(path: Path, envs: EnvironmentsFile, policy: PolicyFile) -> list[str]:
+    problems = []
+    groups = {g for p in policy.people.values() for g in p.groups} | {"*"}
+    for index, rule in enumerate(policy.rules):
+        for name in (*rule.requesters, *rule.approvers):
+            if name not in groups and name not in policy.people:
+                problems.append(
+                    f"{path}: rules[{index}]: unknown group or person {name!r}; known groups: "
+                    f"{', '.join(sorted(groups - {'*'}))}"
+                )
+        for pattern in rule.environments:
+            if not any(fnmatch.fnmatchcase(e, pattern) for e in envs.environments):
+                problems.append(
+                    f"{path}: rules[{index}].environments: {pattern!r} matches no environment; "
+                    f"known: {', '.join(envs.environments)}"
+                )
+    for index, freeze in enumerate(policy.freezes):
+        for name in freeze.environments:
+            if name not in envs.environments:
+                problems.append(f"{path}: freezes[{index}]: unknown environment {name!r}")
+    seen: dict[str, str] = {}
+    for key, person in policy.people.items():
+        for login in person.terminal_users:
+            if login in seen:
+                problems.append(
+                    f"{path}: people.{key}.terminal_users: {login!r} already belongs to "
+                    f"{seen[login]}"
+                )
+            seen[login] = key
+    return problems

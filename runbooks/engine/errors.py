@@ -1,0 +1,96 @@
+"""One error taxonomy for the whole project.
+
+Every error carries a stable ``code`` and a message written for the person at the keyboard:
+what was wrong and what would be right. Front ends map ``exit_code`` (CLI) or render the
+message (Slack) in one place each.
+"""
+
+from __future__ import annotations
+
+
+class RunbookError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+    code = "error"
+    #: Exit code in the CLI contract: 1 failed, 2 refused or invalid, 3 still pending.
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n{self.hint}" if self.hint else self.message
+
+
+class InvalidInput(RunbookError):
+    """A parameter, a name or a flag was wrong; nothing was created."""
+
+    code = "invalid_input"
+    exit_code = 2
+
+
+class ConfigError(InvalidInput):
+    """The configuration files are invalid (file, key path, what is allowed)."""
+
+    code = "config_error"
+
+
+class NotFound(InvalidInput):
+    """An execution, runbook or record does not exist."""
+
+    code = "not_found"
+
+
+class Refused(RunbookError):
+    """The request is valid but may not happen now (policy, lock, state)."""
+
+    code = "refused"
+    exit_code = 2
+
+
+class LockHeld(Refused):
+    """Another execution holds the lock key."""
+
+    code = "lock_held"
+
+    def __init__(self, message: str, *, holder: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.holder = holder
+
+
+class LeaseHeld(Refused):
+    """Another live process is running this execution."""
+
+    code = "lease_held"
+
+
+class ConcurrentUpdate(RunbookError):
+    """An optimistic write lost a race; the caller re-reads and retries."""
+
+    code = "concurrent_update"
+
+
+class StepFailed(RunbookError):
+    """A step's run raised or its verification did not hold before the deadline."""
+
+    code = "step_failed"
+
+
+class Cancelled(RunbookError):
+    """Someone asked for the execution to stop."""
+
+    code = "cancelled"
+
+
+class LeaseLost(RunbookError):
+    """This process no longer owns the execution's lease; it must stop touching it."""
+
+    code = "lease_lost"
+
+
+class AuditError(RunbookError):
+    """The audit log cannot be written or its key is missing."""
+
+    code = "audit_error"

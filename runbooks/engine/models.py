@@ -1,0 +1,251 @@
+"""Persisted records: executions with their steps and approvals, actors, events, audit rows."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from runbooks.engine.plan import Plan
+
+
+class State(StrEnum):
+    """Execution states. See docs/engine.md for the transitions."""
+
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+    COMPENSATION_FAILED = "compensation_failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset(
+    {
+        State.DENIED,
+        State.EXPIRED,
+        State.SUCCEEDED,
+        State.FAILED,
+        State.COMPENSATED,
+        State.COMPENSATION_FAILED,
+        State.CANCELLED,
+    }
+)
+
+#: Allowed transitions; anything else is a bug and raises.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.AWAITING_APPROVAL: frozenset(
+        {State.APPROVED, State.DENIED, State.EXPIRED, State.CANCELLED}
+    ),
+    State.APPROVED: frozenset(
+        {State.RUNNING, State.AWAITING_APPROVAL, State.CANCELLED, State.EXPIRED}
+    ),
+    State.RUNNING: frozenset({State.SUCCEEDED, State.FAILED, State.COMPENSATING, State.CANCELLED}),
+    State.FAILED: frozenset({State.COMPENSATING}),
+    State.COMPENSATING: frozenset({State.COMPENSATED, State.COMPENSATION_FAILED, State.CANCELLED}),
+}
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNDOING = "undoing"
+    UNDONE = "undone"
+    UNDO_FAILED = "undo_failed"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did something, and through which front end."""
+
+    id: str
+    name: str
+    origin: str  # cli | slack | scheduler | webhook | system
+
+    def to_doc(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_doc(doc: dict[str, Any]) -> Actor:
+        return Actor(id=doc["id"], name=doc["name"], origin=doc["origin"])
+
+
+SYSTEM = Actor(id="runbook-bot", name="runbook-bot", origin="system")
+
+
+@dataclass
+class StepRecord:
+    index: int
+    kind: str
+    description: str
+    reversible: bool
+    status: StepStatus = StepStatus.PENDING
+    started_at: float | None = None
+    ended_at: float | None = None
+    attempts: int = 0
+    output: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = dataclasses.asdict(self)
+        doc["status"] = str(self.status)
+        return doc
+
+    @staticmethod
+    def from_doc(doc: dict[str, Any]) -> StepRecord:
+        return StepRecord(**{**doc, "status": StepStatus(doc["status"])})
+
+
+@dataclass
+class Approval:
+    actor: Actor
+    decision: str  # approved | denied
+    plan_hash: str
+    at: float
+    reason: str | None = None
+    void: bool = False
+
+    def to_doc(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "actor": self.actor.to_doc()}
+
+    @staticmethod
+    def from_doc(doc: dict[str, Any]) -> Approval:
+        return Approval(**{**doc, "actor": Actor.from_doc(doc["actor"])})
+
+
+@dataclass
+class Execution:
+    """One request of a runbook, from approval to its outcome."""
+
+    id: str
+    plan: Plan
+    state: State
+    requester: Actor
+    created_at: float
+    updated_at: float
+    reason: str | None = None
+    incident: str | None = None
+    break_glass: bool = False
+    required_approvals: int = 0
+    approver_groups: list[str] = field(default_factory=list)
+    expires_at: float | None = None
+    confirmed_hash: str | None = None
+    approvals: list[Approval] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    started_at: float | None = None
+    ended_at: float | None = None
+    error: str | None = None
+    cancel_reason: str | None = None
+    version: int = 0
+
+    @property
+    def runbook(self) -> str:
+        return self.plan.runbook
+
+    @property
+    def environment(self) -> str:
+        return self.plan.environment
+
+    @property
+    def lock_key(self) -> str | None:
+        return self.plan.lock_key
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def valid_approvals(self) -> list[Approval]:
+        return [
+            a
+            for a in self.approvals
+            if a.decision == "approved" and not a.void and a.plan_hash == self.plan.hash
+        ]
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "runbook": self.runbook,
+            "environment": self.environment,
+            "state": str(self.state),
+            "plan": self.plan.to_doc(),
+            "plan_hash": self.plan.hash,
+            "requester": self.requester.to_doc(),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "reason": self.reason,
+            "incident": self.incident,
+            "break_glass": self.break_glass,
+            "required_approvals": self.required_approvals,
+            "approver_groups": self.approver_groups,
+            "expires_at": self.expires_at,
+            "confirmed_hash": self.confirmed_hash,
+            "approvals": [a.to_doc() for a in self.approvals],
+            "steps": [s.to_doc() for s in self.steps],
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "error": self.error,
+            "cancel_reason": self.cancel_reason,
+            "version": self.version,
+        }
+
+    @staticmethod
+    def from_doc(doc: dict[str, Any]) -> Execution:
+        return Execution(
+            id=doc["id"],
+            plan=Plan.from_doc(doc["plan"]),
+            state=State(doc["state"]),
+            requester=Actor.from_doc(doc["requester"]),
+            created_at=doc["created_at"],
+            updated_at=doc["updated_at"],
+            reason=doc.get("reason"),
+            incident=doc.get("incident"),
+            break_glass=doc.get("break_glass", False),
+            required_approvals=doc.get("required_approvals", 0),
+            approver_groups=list(doc.get("approver_groups", [])),
+            expires_at=doc.get("expires_at"),
+            confirmed_hash=doc.get("confirmed_hash"),
+            approvals=[Approval.from_doc(a) for a in doc.get("approvals", [])],
+            steps=[StepRecord.from_doc(s) for s in doc.get("steps", [])],
+            started_at=doc.get("started_at"),
+            ended_at=doc.get("ended_at"),
+            error=doc.get("error"),
+            cancel_reason=doc.get("cancel_reason"),
+            version=doc.get("version", 0),
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """A transition, stored in the outbox for front ends in other processes to render."""
+
+    id: int
+    execution_id: str | None
+    type: str
+    payload: dict[str, Any]
+    at: float
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One stored audit record: the MAC covers seq, prev and the body bytes."""
+
+    seq: int
+    prev: str
+    body: bytes
+    mac: str
+
+
+@dataclass(frozen=True)
+class Lease:
+    execution_id: str
+    owner: str
+    until: float

@@ -1,0 +1,212 @@
+"""Plans and steps.
+
+A plan is an ordered list of concrete steps, each describing exactly what it will change. Steps
+are frozen dataclasses registered by ``kind``, so a stored plan can be rebuilt in another
+process (resume) without planning again. The plan hash (SHA-256 over canonical JSON) is what
+approvals bind to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from runbooks.engine.errors import InvalidInput, StepFailed
+
+if TYPE_CHECKING:
+    from runbooks.engine.clock import Clock
+    from runbooks.engine.config import Config, EnvironmentConfig
+    from runbooks.engine.params import RunbookParams
+
+_STEP_KINDS: dict[str, type[Step]] = {}
+
+
+def canonical_json(value: Any) -> bytes:
+    """Serialise deterministically: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Adapters:
+    """The adapters a runbook may use, handed over by the front end (kube, aws, ...).
+
+    The engine only passes this through; later issues add typed attributes.
+    """
+
+
+@dataclass
+class PlanContext:
+    """What a runbook sees while planning: configuration, parameters and read-only adapters."""
+
+    config: Config
+    env: EnvironmentConfig
+    params: RunbookParams
+    clock: Clock
+    adapters: Adapters
+    state_dir: Path
+
+    @property
+    def environment(self) -> str:
+        return self.params.environment
+
+
+@dataclass
+class RunContext(PlanContext):
+    """What a step sees while running: the plan context plus the execution and cancellation."""
+
+    execution_id: str = ""
+    check_cancelled: Callable[[], None] = lambda: None
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        """Record a line of step output (shown in the CLI, Slack and the audit log)."""
+        self.notes.append(text)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """One action with a postcondition.
+
+    Subclasses set ``kind`` via the class statement (``class Patch(Step, kind="kube.patch")``),
+    implement ``describe`` and ``run``, usually ``verify``, and ``undo`` where the effect can be
+    reversed. ``run`` must be idempotent: if the effect is already present it does nothing.
+    """
+
+    kind: ClassVar[str] = ""
+    #: Seconds the postcondition may take to hold before the step fails.
+    timeout: float = 300.0
+    #: Seconds between polls of ``verify`` when the step cannot watch.
+    poll_interval: ClassVar[float] = 1.0
+    #: Why this step cannot be undone (shown in the plan), when it has no ``undo``.
+    irreversible_reason: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, kind: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind:
+            if kind in _STEP_KINDS and _STEP_KINDS[kind].__qualname__ != cls.__qualname__:
+                raise TypeError(f"step kind {kind!r} is already registered")
+            cls.kind = kind
+            _STEP_KINDS[kind] = cls
+
+    def describe(self) -> str:
+        """Say exactly what this step changes, in one line."""
+        raise NotImplementedError
+
+    def run(self, ctx: RunContext) -> str | None:
+        """Make the change (idempotently); return a line of output or None."""
+        raise NotImplementedError
+
+    def verify(self, ctx: RunContext) -> bool:
+        """Tell whether the postcondition holds now."""
+        return True
+
+    def wait(self, ctx: RunContext, deadline: float) -> None:
+        """Block until ``verify`` holds, the deadline passes (StepFailed) or a cancel arrives.
+
+        Steps whose API can watch override this; the default polls.
+        """
+        while True:
+            ctx.check_cancelled()
+            if self.verify(ctx):
+                return
+            if ctx.clock.now() >= deadline:
+                raise StepFailed(
+                    f"postcondition did not hold within {self.timeout:g}s: {self.describe()}"
+                )
+            ctx.clock.sleep(min(self.poll_interval, max(0.0, deadline - ctx.clock.now())))
+
+    def undo(self, ctx: RunContext) -> str | None:
+        """Reverse the change (idempotently); return a line of output or None."""
+        raise NotImplementedError
+
+    @classmethod
+    def reversible(cls) -> bool:
+        return cls.undo is not Step.undo
+
+    def to_spec(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "args": dataclasses.asdict(self),
+            "description": self.describe(),
+            "reversible": self.reversible(),
+            "irreversible_reason": None if self.reversible() else self.irreversible_reason,
+        }
+
+    @staticmethod
+    def from_spec(spec: dict[str, Any]) -> Step:
+        try:
+            cls = _STEP_KINDS[spec["kind"]]
+        except KeyError:
+            raise InvalidInput(
+                f"stored plan names step kind {spec.get('kind')!r}, which this version does not "
+                "know; resume it with the version that created it"
+            ) from None
+        return cls(**spec["args"])
+
+
+@dataclass(frozen=True)
+class PlanDraft:
+    """What a runbook's planner returns: steps plus optional summary and notes."""
+
+    steps: list[Step]
+    summary: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A concrete plan, bound to a runbook, an environment and parameters."""
+
+    runbook: str
+    environment: str
+    tier: str
+    region: str | None
+    lock_key: str | None
+    params: dict[str, Any]
+    steps: list[dict[str, Any]]
+    summary: str
+    notes: list[str]
+    read_only: bool = False
+
+    def to_doc(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_doc(doc: dict[str, Any]) -> Plan:
+        return Plan(**doc)
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(canonical_json(self.to_doc())).hexdigest()
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash[:12]
+
+    def build_steps(self) -> list[Step]:
+        return [Step.from_spec(spec) for spec in self.steps]
+
+
+def diff_plans(old: Plan, new: Plan) -> list[str]:
+    """Describe how two plans differ, step by step, for the people who approved the old one."""
+    lines: list[str] = []
+    old_steps = [s["description"] for s in old.steps]
+    new_steps = [s["description"] for s in new.steps]
+    for index in range(max(len(old_steps), len(new_steps))):
+        before = old_steps[index] if index < len(old_steps) else None
+        after = new_steps[index] if index < len(new_steps) else None
+        if before != after:
+            if before is not None:
+                lines.append(f"- step {index + 1}: {before}")
+            if after is not None:
+                lines.append(f"+ step {index + 1}: {after}")
+    if old.notes != new.notes:
+        lines.extend(f"- note: {n}" for n in old.notes if n not in new.notes)
+        lines.extend(f"+ note: {n}" for n in new.notes if n not in old.notes)
+    if not lines and old.to_doc() != new.to_doc():
+        lines.append("step arguments changed (same descriptions)")
+    return lines

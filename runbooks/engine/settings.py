@@ -1,0 +1,88 @@
+"""Settings from the process environment, and where state lives by default.
+
+The defaults must not depend on the current directory: a terminal anywhere in the checkout
+and the bot share one state file at ``<checkout>/.runbook-bot/state.db``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from runbooks.engine.errors import InvalidInput
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (where tasks.py is), if any."""
+    return PACKAGE_ROOT if (PACKAGE_ROOT / "tasks.py").exists() else None
+
+
+def _state_home() -> Path:
+    root = checkout_root()
+    if root is not None:
+        return root / ".runbook-bot"
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "runbook-bot"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs to find its configuration and state."""
+
+    state_url: str
+    config_dir: Path
+    state_dir: Path
+    audit_key_env: str | None
+    user_override: str | None
+    lease_ttl: float
+    log_target: str
+
+    @property
+    def state_description(self) -> str:
+        if self.state_url.startswith(("mongodb://", "mongodb+srv://")):
+            from runbooks.engine.redact import redact_text
+
+            return redact_text(self.state_url)
+        return f"sqlite:{self.state_url}"
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read ``RUNBOOK_BOT_*`` variables, falling back to the checkout's defaults."""
+    env = dict(os.environ if environ is None else environ)
+    state_dir = Path(env.get("RUNBOOK_BOT_HOME") or _state_home())
+    state_url = env.get("RUNBOOK_BOT_STATE") or str(state_dir / "state.db")
+    if not state_url.startswith(("mongodb://", "mongodb+srv://")):
+        state_path = Path(state_url).expanduser()
+        state_url = str(state_path if state_path.is_absolute() else Path.cwd() / state_path)
+    config = env.get("RUNBOOK_BOT_CONFIG")
+    if config:
+        config_dir = Path(config).expanduser().resolve()
+    else:
+        root = checkout_root()
+        if root is None:
+            raise InvalidInput(
+                "no configuration directory: RUNBOOK_BOT_CONFIG is not set and this install "
+                "is not a source checkout",
+                hint="set RUNBOOK_BOT_CONFIG=/path/to/config (see config/example/)",
+            )
+        config_dir = root / "config"
+    try:
+        lease_ttl = float(env.get("RUNBOOK_BOT_LEASE_TTL", "30"))
+    except ValueError:
+        raise InvalidInput(
+            f"RUNBOOK_BOT_LEASE_TTL={env['RUNBOOK_BOT_LEASE_TTL']!r} is not a number of seconds"
+        ) from None
+    if lease_ttl <= 0:
+        raise InvalidInput("RUNBOOK_BOT_LEASE_TTL must be a positive number of seconds")
+    return Settings(
+        state_url=state_url,
+        config_dir=config_dir,
+        state_dir=state_dir,
+        audit_key_env=env.get("RUNBOOK_BOT_AUDIT_KEY"),
+        user_override=env.get("RUNBOOK_USER") or None,
+        lease_ttl=lease_ttl,
+        log_target=env.get("RUNBOOK_BOT_LOG", ""),
+    )

@@ -1,0 +1,64 @@
+"""Build an engine from settings: the one place front ends get their engine from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from runbooks.engine.audit import AuditLog, resolve_audit_key
+from runbooks.engine.clock import Clock, SystemClock
+from runbooks.engine.config import Config, load_config
+from runbooks.engine.executor import Engine
+from runbooks.engine.plan import Adapters
+from runbooks.engine.registry import Registry, load_registry
+from runbooks.engine.settings import Settings, load_settings
+from runbooks.engine.store import Store, open_store
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    config: Config
+    store: Store
+    engine: Engine
+
+    def banner(self, environment: str) -> str:
+        """``PRODUCTION · production · config ... · state ...``: shown above every plan."""
+        env = self.config.environment(environment)
+        label = "SANDBOX" if env.tier == "sandbox" else env.tier.upper()
+        return (
+            f"{label} · environment {environment} · config {self.config.describe()} · "
+            f"state {self.settings.state_description}"
+        )
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_runtime(
+    settings: Settings | None = None,
+    *,
+    registry: Registry | None = None,
+    clock: Clock | None = None,
+    adapters: Callable[[Config], Adapters] | None = None,
+) -> Runtime:
+    """Load configuration, open the store, resolve the audit key and build the engine."""
+    settings = settings or load_settings()
+    config = load_config(settings.config_dir)
+    store = open_store(settings.state_url)
+    clock = clock or SystemClock()
+    key = resolve_audit_key(
+        env_key=settings.audit_key_env, sandbox=config.is_sandbox, state_dir=settings.state_dir
+    )
+    engine = Engine(
+        config=config,
+        store=store,
+        registry=registry if registry is not None else load_registry(),
+        audit=AuditLog(store, key, clock),
+        clock=clock,
+        adapters_factory=(lambda: adapters(config)) if adapters else Adapters,
+        state_dir=settings.state_dir,
+        state_description=settings.state_description,
+        lease_ttl=settings.lease_ttl,
+    )
+    return Runtime(settings=settings, config=config, store=store, engine=engine)

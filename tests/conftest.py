@@ -1,0 +1,132 @@
+"""Shared fixtures: isolated state, the sandbox configuration, engines on a fake clock."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import settings as hypothesis_settings
+
+from runbooks.engine.audit import AuditLog
+from runbooks.engine.clock import FakeClock
+from runbooks.engine.config import Config, load_config
+from runbooks.engine.executor import Engine
+from runbooks.engine.logs import configure_logging
+from runbooks.engine.registry import Registry
+from runbooks.engine.store.base import Store
+from runbooks.engine.store.sqlite import SqliteStore
+from tests.engine import world
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+AUDIT_KEY = "test-audit-key-0123456789abcdef"
+
+hypothesis_settings.register_profile("ci", deadline=None, derandomize=True, max_examples=60)
+hypothesis_settings.register_profile("dev", deadline=None, max_examples=100)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(autouse=True)
+def _log_stream() -> Iterator[io.StringIO]:
+    """Send structured logs to a buffer per test (tests that read logs use ``log_stream``)."""
+    stream = io.StringIO()
+    configure_logging(stream)
+    yield stream
+
+
+@pytest.fixture
+def log_stream(_log_stream: io.StringIO) -> io.StringIO:
+    return _log_stream
+
+
+@pytest.fixture(autouse=True)
+def _reset_world() -> Iterator[None]:
+    world.reset()
+    yield
+    world.reset()
+
+
+@pytest.fixture(scope="session")
+def sandbox_config() -> Config:
+    return load_config(ROOT / "config")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "state.db")
+    yield store
+    store.close()
+
+
+EngineFactory = Callable[..., Engine]
+
+
+@pytest.fixture
+def make_engine(
+    sandbox_config: Config, clock: FakeClock, sqlite_store: SqliteStore, tmp_path: Path
+) -> EngineFactory:
+    """Build an engine over the test runbooks; keyword overrides for store, clock, registry."""
+
+    def build(**overrides: Any) -> Engine:
+        store: Store = overrides.pop("store", sqlite_store)
+        engine_clock = overrides.pop("clock", clock)
+        return Engine(
+            config=overrides.pop("config", sandbox_config),
+            store=store,
+            registry=overrides.pop("registry", Registry(world.SPECS)),
+            audit=AuditLog(store, AUDIT_KEY.encode(), engine_clock),
+            clock=engine_clock,
+            state_dir=tmp_path / "home",
+            lease_ttl=overrides.pop("lease_ttl", 30.0),
+            **overrides,
+        )
+
+    return build
+
+
+@pytest.fixture
+def engine(make_engine: EngineFactory) -> Engine:
+    return make_engine()
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for running the real CLI against isolated state."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK")}
+    env.update(
+        RUNBOOK_BOT_STATE=str(tmp_path / "state.db"),
+        RUNBOOK_BOT_HOME=str(tmp_path / "home"),
+        RUNBOOK_BOT_CONFIG=str(ROOT / "config"),
+        RUNBOOK_BOT_LOG=str(tmp_path / "log.jsonl"),
+        RUNBOOK_BOT_AUDIT_KEY=AUDIT_KEY,
+        RUNBOOK_USER="alice",
+        COLUMNS="200",
+    )
+    return env
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], *, timeout: float = 60, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``runbook`` console script (stdin is not a terminal)."""
+    return subprocess.run(
+        [str(BIN / "runbook"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        input=stdin if stdin is not None else "",
+        cwd=ROOT,
+    )

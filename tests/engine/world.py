@@ -1,0 +1,105 @@
+"""Runbooks for engine tests: they act on an in-memory key-value 'world'.
+
+Planning reads the world (live state); steps change it and verify it; undo restores it.
+``FAILING_VERIFY`` and ``FAILING_UNDO`` make named keys misbehave.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field
+
+from runbooks.engine.params import RunbookParams
+from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
+from runbooks.engine.registry import RunbookSpec, runbook
+
+STATE: dict[str, int] = {}
+RUNS: list[str] = []
+FAILING_VERIFY: set[str] = set()
+FAILING_UNDO: set[str] = set()
+GATES: dict[str, threading.Event] = {}
+
+
+def reset() -> None:
+    STATE.clear()
+    RUNS.clear()
+    FAILING_VERIFY.clear()
+    FAILING_UNDO.clear()
+    GATES.clear()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetValue(Step, kind="test.set"):
+    key: str
+    before: int
+    after: int
+    timeout: float = 10.0
+
+    def describe(self) -> str:
+        return f"set {self.key}: {self.before} → {self.after}"
+
+    def run(self, ctx: RunContext) -> str | None:
+        gate = GATES.get(self.key)
+        if gate is not None:
+            while not gate.is_set():
+                ctx.check_cancelled()
+                gate.wait(0.01)
+        if STATE.get(self.key, 0) == self.after:
+            return "already set"
+        RUNS.append(self.key)
+        STATE[self.key] = self.after
+        return f"{self.key}={self.after}"
+
+    def verify(self, ctx: RunContext) -> bool:
+        return self.key not in FAILING_VERIFY and STATE.get(self.key, 0) == self.after
+
+    def undo(self, ctx: RunContext) -> str | None:
+        if self.key in FAILING_UNDO:
+            raise RuntimeError(f"cannot restore {self.key}")
+        RUNS.append(f"undo:{self.key}")
+        STATE[self.key] = self.before
+        return f"{self.key}={self.before}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Announce(Step, kind="test.announce"):
+    text: str
+    irreversible_reason = "a message cannot be unsent"
+
+    def describe(self) -> str:
+        return f"announce: {self.text}"
+
+    def run(self, ctx: RunContext) -> str | None:
+        RUNS.append(f"announce:{self.text}")
+        return None
+
+
+class SetParams(RunbookParams):
+    keys: str = Field("a,b,c", description="comma-separated keys to set")
+    value: int = Field(1, ge=0, le=20, description="target value (0-20)")
+    announce: bool = Field(False, description="start with an announcement")
+
+
+@runbook("test.set", params=SetParams, lock="{environment}:test")
+def set_values(ctx: PlanContext, params: SetParams) -> PlanDraft:
+    """Set keys of the test world to a value."""
+    steps: list[Step] = []
+    if params.announce:
+        steps.append(Announce(text=f"setting {params.keys}"))
+    for key in params.keys.split(","):
+        current = STATE.get(key, 0)
+        if current != params.value:
+            steps.append(SetValue(key=key, before=current, after=params.value))
+    return PlanDraft(steps=steps, summary=f"set {params.keys} to {params.value}")
+
+
+@runbook("test.status", params=RunbookParams, read_only=True)
+def status(ctx: PlanContext, params: RunbookParams) -> list[Step]:
+    """Read-only: show the world."""
+    return []
+
+
+SPECS: list[RunbookSpec[Any]] = [set_values, status]
