@@ -6,6 +6,8 @@ contract says 2 for invalid input, so parse errors are turned into ``Exit(code=2
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from invoke.collection import Collection
@@ -49,4 +51,8 @@ def build_program() -> RunbookProgram:
 
 
 def main() -> None:
-    build_program().run()
+    try:
+        build_program().run()
+    except BrokenPipeError:  # `runbook --list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_FAILED)

@@ -7,6 +7,7 @@ tokens, PEM blocks) are masked wherever they appear, including inside longer str
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -37,13 +38,23 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+#: Cheap pre-check: a string that matches none of these cannot match any pattern above, so
+#: the common case (ids, names, short text) costs one search instead of seven substitutions.
+_TRIGGER = re.compile(
+    r"://|xox|xapp-|AKIA|ASIA|bearer|token|PRIVATE KEY|password|passwd|pwd|secret", re.IGNORECASE
+)
+
+
 def redact_text(text: str) -> str:
     """Mask credential-looking substrings of ``text``."""
+    if not _TRIGGER.search(text):
+        return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     """Tell whether a mapping key names a secret (``password``, ``slack_token`` ...)."""
     return bool(_SECRET_KEY.search(key))

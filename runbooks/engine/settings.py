@@ -17,7 +17,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 def checkout_root() -> Path | None:
     """The source checkout this package runs from (where tasks.py is), if any."""
-    return PACKAGE_ROOT if (PACKAGE_ROOT / "tasks.py").exists() else None
+    markers = ("tasks.py", "pyproject.toml", "config")
+    return PACKAGE_ROOT if all((PACKAGE_ROOT / m).exists() for m in markers) else None
 
 
 def _state_home() -> Path:

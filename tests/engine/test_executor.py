@@ -283,6 +283,7 @@ def test_resume_continues_at_first_unverified_step_without_repeating(make_engine
     done = engine.resume(execution.id, actor=DAVE)
     assert done.state == State.SUCCEEDED
     assert world.RUNS == ["b", "c"]
+    assert [s.attempts for s in done.steps] == [0, 1, 1]  # the verified step was not re-run
     assert engine.store.get_lease(execution.id) is None
 
 

@@ -1,0 +1,165 @@
+"""The bot process, started as a user starts it, probed over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runbooks.engine.store.sqlite import SqliteStore
+from tests.cli.test_cli import start_held_run, wait_for
+from tests.conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - local test server
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+class Bot:
+    def __init__(self, env: dict[str, str], port: int) -> None:
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_ready(self) -> None:
+        def answering() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"bot exited: {self.proc.communicate()[0]}")
+            try:
+                return get(self.base + "/health")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(answering, what="the bot to answer /health")
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        return out
+
+
+@pytest.fixture
+def bot_env(cli_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    config = tmp_path / "config"
+    shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("example"))
+    return {**cli_env, "RUNBOOK_BOT_CONFIG": str(config), "RUNBOOK_BOT_LOG": "-"}
+
+
+@pytest.fixture
+def bot(bot_env: dict[str, str]) -> Iterator[Bot]:
+    running = Bot(bot_env, free_port())
+    running.wait_ready()
+    yield running
+    running.stop()
+
+
+def test_health_and_ready(bot: Bot, bot_env: dict[str, str]) -> None:
+    assert get(bot.base + "/health") == (200, {"status": "ok"})
+    status, body = get(bot.base + "/ready")
+    assert status == 200 and body["checks"] == {"store": "ok", "config": "ok"}
+    # Break the configuration under the running bot: readiness says so, liveness does not.
+    policy = Path(bot_env["RUNBOOK_BOT_CONFIG"]) / "policy.yaml"
+    policy.write_text(policy.read_text() + "\nunexpected_key: 1\n")
+    status, body = get(bot.base + "/ready")
+    assert status == 503
+    assert "unexpected_key" in str(body["checks"])
+    assert get(bot.base + "/health")[0] == 200
+    status, body = get(bot.base + "/nope")
+    assert status == 404 and "/health" in str(body["routes"])
+
+
+def test_port_comes_from_PORT_when_no_flag(bot_env: dict[str, str]) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1"],
+        env={**bot_env, "PORT": str(port)},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/health"), what="bot on $PORT")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert f"listening on http://127.0.0.1:{port}" in out
+
+
+def _answers(url: str) -> bool:
+    try:
+        return get(url)[0] == 200
+    except OSError:
+        return False
+
+
+def test_invalid_configuration_refuses_to_start_with_the_reason(bot_env: dict[str, str]) -> None:
+    env_file = Path(bot_env["RUNBOOK_BOT_CONFIG"]) / "environments.yaml"
+    env_file.write_text(env_file.read_text().replace("    primary_region: us-east-1\n", "", 1))
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "serve", "--port", str(free_port())],
+        env=bot_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert (
+        "environments.yaml: environments.development.primary_region: required key is missing"
+        in result.stdout
+    )
+
+
+def test_bot_resumes_an_orphaned_execution_at_start_up(
+    bot_env: dict[str, str], tmp_path: Path
+) -> None:
+    proc, workdir, hold, store, execution_id = start_held_run(bot_env, tmp_path)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+    lease = store.get_lease(execution_id)
+    assert lease is not None
+    expiry = lease.until + 0.05
+    wait_for(lambda: time.time() > expiry, what="the lease to expire")
+    hold.touch()
+    bot = Bot(bot_env, free_port())
+    try:
+        bot.wait_ready()
+        fresh = SqliteStore(bot_env["RUNBOOK_BOT_STATE"])
+        wait_for(
+            lambda: fresh.get_execution(execution_id).state == "succeeded",  # type: ignore[union-attr]
+            what="the bot to finish the orphaned execution",
+        )
+    finally:
+        out = bot.stop()
+    assert (workdir / "journal").read_text().split() == ["step-1", "step-2", "step-3"]
+    assert "resuming orphaned execution" in out

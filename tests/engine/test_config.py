@@ -1,0 +1,151 @@
+"""Configuration: precise errors (file, key path, what is allowed); unknown keys refused."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from runbooks.engine.clock import parse_duration
+from runbooks.engine.config import load_config
+from runbooks.engine.errors import ConfigError
+from tests.conftest import ROOT, run_cli
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "config"
+    shutil.copytree(ROOT / "config", target, ignore=shutil.ignore_patterns("example"))
+    return target
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_shipped_configurations_are_valid() -> None:
+    sandbox = load_config(ROOT / "config")
+    assert sandbox.is_sandbox and sandbox.environment_names() == [
+        "development",
+        "staging",
+        "production",
+    ]
+    production = sandbox.environment("production")
+    assert production.regions == ["us-east-1", "us-west-2"]
+    assert production.targets["api"].rto == 15 * 60 and production.targets["database"].rpo == 300
+    assert production.scaling.min_replicas == 2 and production.scaling.max_replicas == 20
+    assert production.rollback_triggers.error_rate == 0.05
+    example = load_config(ROOT / "config" / "example")
+    assert not example.is_sandbox and not example.policy.allow_user_override
+
+
+def test_policy_defaults_follow_the_spec() -> None:
+    policy = load_config(ROOT / "config").policy
+    assert policy.rule_for("rollback", "development").approvals == 0
+    assert policy.rule_for("rollback", "staging").approvals == 1
+    assert policy.rule_for("rollback", "production").approvals == 1
+    assert policy.rule_for("scale.pods", "production").approvals == 1
+    assert policy.rule_for("dr.failover", "production").approvals == 2
+    assert policy.rule_for("dr.failback", "production").approvals == 2
+    assert policy.rule_for("maintenance.resize", "production").approvals == 2
+    assert policy.rule_for("restore.test", "production").approvals == 0
+    assert policy.rule_for("rollback", "production").expiry == 30 * 60
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (
+            "environments.yaml",
+            "    tier: production",
+            "    tier: prod",
+            "environments.yaml: environments.production.tier: must be 'sandbox', 'staging' or "
+            "'production'",
+        ),
+        (
+            "environments.yaml",
+            "    primary_region: us-east-1\n    kube_contexts: {us-east-1: "
+            "sandbox-us-east-1, us-west-2",
+            "    primary_region: eu-west-9\n    kube_contexts: {us-east-1: sandbox-us-east-1, "
+            "us-west-2",
+            "environments.production: primary_region 'eu-west-9' is not one of "
+            "regions (us-east-1, us-west-2)",
+        ),
+        (
+            "environments.yaml",
+            "installation: sandbox",
+            "installation: sandbox\nsandbx: true",
+            "environments.yaml: sandbx: unknown key",
+        ),
+        (
+            "environments.yaml",
+            "max_replicas: 5}",
+            "max_replicas: 0}",
+            "environments.development.scaling.max_replicas: Input should be greater than or "
+            "equal to 1",
+        ),
+        (
+            "policy.yaml",
+            "approvals: 2, break_glass: true}",
+            "approvals: 2, break_glass: true, approver: [sre]}",
+            "rules[4].approver: unknown key",
+        ),
+        (
+            "policy.yaml",
+            "approvers: [sre], approvals: 1}",
+            "approvers: [sres], approvals: 1}",
+            "policy.yaml: rules[3]: unknown group or person 'sres'; known groups: developers, sre",
+        ),
+        ("policy.yaml", "expiry: 30m", "expiry: 30 minutes", "invalid duration '30 minutes'"),
+        (
+            "policy.yaml",
+            "terminal_users: [bob]",
+            "terminal_users: [alice]",
+            "people.bob.terminal_users: 'alice' already belongs to alice",
+        ),
+    ],
+    ids=[
+        "tier",
+        "primary-region",
+        "unknown-top-key",
+        "bounds",
+        "unknown-rule-key",
+        "unknown-group",
+        "duration",
+        "duplicate-login",
+    ],
+)
+def test_errors_name_file_key_and_what_is_allowed(
+    config_dir: Path, file: str, old: str, new: str, expected: str
+) -> None:
+    edit(config_dir / file, old, new)
+    with pytest.raises(ConfigError) as error:
+        load_config(config_dir)
+    assert expected in error.value.message
+
+
+def test_malformed_yaml_gives_line_and_column(config_dir: Path) -> None:
+    (config_dir / "policy.yaml").write_text("people: [alice\nrules: {")
+    with pytest.raises(ConfigError, match=r"policy.yaml: line \d+, column \d+: malformed YAML"):
+        load_config(config_dir)
+
+
+def test_config_check_exit_codes(config_dir: Path, cli_env: dict[str, str]) -> None:
+    ok = run_cli(["config.check"], {**cli_env, "RUNBOOK_BOT_CONFIG": str(config_dir)})
+    assert ok.returncode == 0 and ok.stdout.startswith("configuration OK")
+    assert "production   production regions us-east-1, us-west-2" in ok.stdout
+    edit(config_dir / "environments.yaml", "    tier: staging", "    tier: stage")
+    edit(config_dir / "policy.yaml", "allow_user_override: true", "allow_user_override: maybe")
+    bad = run_cli(["config.check"], {**cli_env, "RUNBOOK_BOT_CONFIG": str(config_dir)})
+    assert bad.returncode == 2
+    assert "environments.staging.tier" in bad.stderr and "allow_user_override" in bad.stderr
+
+
+def test_durations() -> None:
+    assert parse_duration("90") == 90 and parse_duration("1h30m") == 5400
+    assert parse_duration("2d") == 172800 and parse_duration(15) == 15
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration("soon")
