@@ -43,11 +43,16 @@ def ensure_installed(*, dev: bool) -> None:
     print(
         f"installing runbook-bot{'[dev]' if dev else ''} into {VENV} (first run only)", flush=True
     )
-    subprocess.run(
+    result = subprocess.run(
         [str(PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", target],
         cwd=ROOT,
-        check=True,
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    if result.returncode != 0:  # pip's own chatter is shown only when it matters
+        sys.stdout.write(result.stdout + result.stderr)
+        raise SystemExit(f"installing runbook-bot failed (pip exit {result.returncode})")
     for old in VENV.glob(f".installed-{extra}-*"):
         old.unlink()
     stamp.touch()
