@@ -5,8 +5,9 @@ worker thread, so Bolt's synchronous ``App`` (the Slack issue) can sit behind it
 without the event-loop stall FIELD-NOTES describes for the Starlette adapter. Pure Python,
 no build tools, production grade.
 
-At start-up the bot resumes executions whose process died (expired leases) and, every few
-seconds, expires pending approvals that ran out of time.
+At start-up the bot resumes executions whose process died (expired leases). Every couple of
+seconds (``RUNBOOK_BOT_SWEEP_INTERVAL``) it expires pending approvals that ran out of time and
+starts approved executions whose requester is not waiting for them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from runbooks.engine.wiring import Runtime, open_runtime
 
 StartResponse = Callable[..., Any]
 Handler = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
-SWEEP_INTERVAL_S = 5.0
+SWEEP_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_SWEEP_INTERVAL", "2"))
 DEFAULT_PORT = 3000
 
 log = structlog.get_logger("runbook_bot.bot")
@@ -102,6 +103,8 @@ class Housekeeper:
         self.runtime = runtime
         self.interval = interval
         self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._running: set[str] = set()
         self.thread = threading.Thread(target=self._loop, name="housekeeper", daemon=True)
 
     def start(self) -> None:
@@ -118,14 +121,49 @@ class Housekeeper:
                 log.warning("could not resume", execution_id=execution.id, error=exc.message)
         return resumed
 
+    def start_approved(self) -> list[str]:
+        """Start approved executions whose requester is not waiting (nobody holds a lease).
+
+        Each runs in its own thread; the lease makes sure only one process starts it, even
+        with several bot replicas.
+        """
+        started = []
+        for execution in self.runtime.engine.startable():
+            with self._lock:
+                if execution.id in self._running:
+                    continue
+                self._running.add(execution.id)
+            thread = threading.Thread(
+                target=self._start, args=(execution.id,), name=f"run-{execution.id}", daemon=True
+            )
+            thread.start()
+            started.append(execution.id)
+        return started
+
+    def _start(self, execution_id: str) -> None:
+        try:
+            log.info("starting approved execution", execution_id=execution_id)
+            result = self.runtime.engine.start(execution_id, actor=SYSTEM)
+            log.info("execution ended", execution_id=execution_id, state=str(result.state))
+        except RunbookError as exc:
+            log.info("did not start", execution_id=execution_id, why=exc.message)
+        except Exception:
+            log.exception("execution crashed", execution_id=execution_id)
+        finally:
+            with self._lock:
+                self._running.discard(execution_id)
+
     def _loop(self) -> None:
         self.resume_orphans()
-        while not self.stop.wait(self.interval):
+        while True:
             try:
                 for execution_id in self.runtime.engine.expire_due():
                     log.info("approval expired", execution_id=execution_id)
+                self.start_approved()
             except Exception:
                 log.exception("housekeeping failed")
+            if self.stop.wait(self.interval):
+                return
 
 
 def main(argv: list[str]) -> int:

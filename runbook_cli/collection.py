@@ -62,7 +62,7 @@ def runbook_task(spec: RunbookSpec[Any]) -> Task[Any]:
 
 def build_namespace(registry: Registry | None = None) -> Collection:
     """The root collection: runbooks from the registry, then runs/audit/config/bot."""
-    from runbook_cli import tasks_admin
+    from runbook_cli import tasks_admin, tasks_approvals
 
     registry = registry if registry is not None else load_registry()
     root = Collection()
@@ -76,6 +76,6 @@ def build_namespace(registry: Registry | None = None) -> Collection:
                 namespaces[spec.namespace] = Collection(spec.namespace)
                 root.add_collection(namespaces[spec.namespace])
             namespaces[spec.namespace].add_task(task)
-    for collection in tasks_admin.collections():
+    for collection in (*tasks_admin.collections(), *tasks_approvals.collections()):
         root.add_collection(collection)
     return root

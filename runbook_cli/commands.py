@@ -18,6 +18,7 @@ from runbook_cli.render import (
     plan_json,
     print_plan,
 )
+from runbooks.engine.clock import format_duration
 from runbooks.engine.errors import InvalidInput, Refused, RunbookError
 from runbooks.engine.executor import clean_reason
 from runbooks.engine.models import Actor, Execution, State
@@ -163,7 +164,6 @@ def _drive_to_end(
     runtime: Runtime, execution: Execution, actor: Actor, flags: dict[str, Any], out: Console
 ) -> Execution:
     engine = runtime.engine
-    announced = False
     while True:
         if execution.state == State.APPROVED:
             execution = engine.start(execution.id, actor=actor)
@@ -194,22 +194,44 @@ def _drive_to_end(
             if not flags["json"]:
                 sys.stdout.write(execution.id + "\n")
             return execution
-        if not announced:
-            out.print(
-                f"{execution.id} waits for {execution.required_approvals} approval(s) "
-                f"(approvers: {', '.join(execution.approver_groups) or 'anyone'}); "
-                "Ctrl-C leaves it pending"
-            )
-            announced = True
         try:
-            engine.clock.sleep(APPROVAL_POLL_S)
+            with engine.hold(execution.id):
+                execution = _wait_for_decision(runtime, execution, out)
+                if execution.state == State.APPROVED:
+                    # Still holding the lease: nobody else (the bot) can start it meanwhile.
+                    execution = engine.start(execution.id, actor=actor)
         except KeyboardInterrupt:
             out.print(
-                f"\n{execution.id} is still pending; cancel it with `runs.cancel {execution.id}`"
+                f"\nstopped waiting; {execution.id} is still pending. Follow it with "
+                f"`runs.show {execution.id}`; once approved the bot starts it, or "
+                f"`runs.resume {execution.id}` where no bot runs. Withdraw it with "
+                f"`runs.cancel {execution.id}`."
             )
-            return execution
-        engine.expire_due()
-        execution = engine.get(execution.id)
+            return engine.get(execution.id)
+
+
+def _wait_for_decision(runtime: Runtime, execution: Execution, out: Console) -> Execution:
+    """Poll until the request is no longer awaiting approval, with a live status line."""
+    engine = runtime.engine
+    out.print(
+        f"{execution.id} waits for {execution.required_approvals} approval(s) from "
+        f"{', '.join(execution.approver_groups) or 'anyone'}: approve with "
+        f"`approvals.approve {execution.id}` or in Slack. Ctrl-C stops waiting (the request "
+        "stays pending)."
+    )
+    with out.status("waiting for approval") as status:
+        while execution.state == State.AWAITING_APPROVAL:
+            engine.clock.sleep(APPROVAL_POLL_S)
+            engine.expire_due()
+            execution = engine.get(execution.id)
+            left = (execution.expires_at or 0) - engine.clock.now()
+            status.update(
+                f"waiting for approval: {len(execution.valid_approvals())}/"
+                f"{execution.required_approvals} · expires in {format_duration(max(0, left))}"
+            )
+    if execution.state in {State.DENIED, State.EXPIRED, State.CANCELLED}:
+        out.print(f"[red]{execution.id} {execution.state}[/red]: {execution.error or ''}")
+    return execution
 
 
 def with_runtime(fn: Callable[[Runtime], int | None], *, as_json: bool = False) -> None:

@@ -1,19 +1,29 @@
-"""The approval gate: how many approvals a request needs, who may give them, who is asking.
+"""Access policy and the approval gate, enforced by the engine for every front end.
 
-This issue fills in the counting rules the engine enforces (never the requester, one person
-counts once, bound to the plan hash, expiring); the full policy language (channels, windows,
-freezes, break-glass reviews) grows here in the approvals issue.
+- Who may request: the rule's ``requesters`` (groups, people, ``slack:<usergroup id>``).
+- Where from: Slack requests only from the rule's ``channels`` (if any); terminal requests only
+  where ``terminal_requests`` allows.
+- Change freezes: during a freeze of the environment only break-glass requests run.
+- Approvals: ``approvals`` distinct people from ``approvers``, never the requester, bound to the
+  plan hash, before ``expiry``; ``slack_approvals_only`` refuses approvals from terminals (Slack
+  identities are verified by Slack's request signature, terminal ones are OS logins).
+- Break-glass: only where the rule allows it, with a reason and an incident id.
 """
 
 from __future__ import annotations
 
 import getpass
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from runbooks.engine.config import Config
+from runbooks.engine.clock import format_duration, iso, parse_iso
+from runbooks.engine.config import Config, Freeze, Rule
 from runbooks.engine.errors import InvalidInput
 from runbooks.engine.models import Actor
+
+#: Resolves a Slack user group id to the Slack user ids in it (provided by the Slack front end).
+UsergroupResolver = Callable[[str], set[str]]
+SLACK_GROUP_PREFIX = "slack:"
 
 
 @dataclass(frozen=True)
@@ -24,33 +34,201 @@ class Gate:
     approver_groups: tuple[str, ...]
     expiry: float
     break_glass_allowed: bool
-
-
-class ApprovalPolicy(Protocol):
-    def gate(self, runbook: str, environment: str, *, read_only: bool) -> Gate: ...
-
-    def may_approve(self, actor: Actor, groups: tuple[str, ...] | list[str]) -> bool: ...
+    requesters: tuple[str, ...] = ("*",)
+    channels: tuple[str, ...] = ()
+    terminal_requests: bool = True
+    slack_approvals_only: bool = False
+    rule: str = "default: no rule matched"
+    freezes: tuple[Freeze, ...] = field(default=())
 
 
 class ConfigPolicy:
-    """Reads ``config/policy.yaml``: first matching rule wins."""
+    """Reads ``config/policy.yaml``: the first matching rule decides."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, usergroups: UsergroupResolver | None = None) -> None:
         self._config = config
+        self._usergroups = usergroups
 
     def gate(self, runbook: str, environment: str, *, read_only: bool) -> Gate:
         if read_only:
-            return Gate(0, (), 0.0, False)
-        rule = self._config.policy.rule_for(runbook, environment)
-        return Gate(rule.approvals, tuple(rule.approvers), rule.expiry, rule.break_glass)
+            return Gate(0, (), 0.0, False, rule="read-only runbook: no gate")
+        policy = self._config.policy
+        index, rule = _matching_rule(policy.rules, runbook, environment)
+        freezes = tuple(f for f in policy.freezes if environment in f.environments)
+        return Gate(
+            required=rule.approvals,
+            approver_groups=tuple(rule.approvers),
+            expiry=rule.expiry,
+            break_glass_allowed=rule.break_glass,
+            requesters=tuple(rule.requesters),
+            channels=tuple(rule.channels),
+            terminal_requests=rule.terminal_requests,
+            slack_approvals_only=rule.slack_approvals_only,
+            rule=f"rules[{index}] ({rule.runbooks} in {', '.join(rule.environments)})"
+            if index >= 0
+            else "default: no rule matched (0 approvals)",
+            freezes=freezes,
+        )
 
-    def may_approve(self, actor: Actor, groups: tuple[str, ...] | list[str]) -> bool:
+    def member_of(self, actor: Actor, groups: tuple[str, ...] | list[str]) -> bool:
+        """Tell whether the actor belongs to any of ``groups`` (or is named in it)."""
         if "*" in groups:
             return True
         person = self._config.policy.people.get(actor.id)
         if person is None:
             return False
-        return actor.id in groups or bool(set(person.groups) & set(groups))
+        if actor.id in groups or set(person.groups) & set(groups):
+            return True
+        if self._usergroups is not None and person.slack_id:
+            for group in groups:
+                if group.startswith(SLACK_GROUP_PREFIX) and person.slack_id in self._usergroups(
+                    group.removeprefix(SLACK_GROUP_PREFIX)
+                ):
+                    return True
+        return False
+
+    def may_approve(self, actor: Actor, groups: tuple[str, ...] | list[str]) -> bool:
+        return self.member_of(actor, groups)
+
+    def active_freeze(self, gate: Gate, now: float) -> Freeze | None:
+        for freeze in gate.freezes:
+            if parse_iso(freeze.start) <= now < parse_iso(freeze.end):
+                return freeze
+        return None
+
+    def request_refusal(
+        self,
+        actor: Actor,
+        gate: Gate,
+        *,
+        runbook: str,
+        environment: str,
+        channel: str | None,
+        break_glass: bool,
+        now: float,
+    ) -> str | None:
+        """Why this person may not make this request here and now, or None."""
+        if not self.member_of(actor, gate.requesters):
+            return (
+                f"{actor.name} may not request {runbook} in {environment}; requesters: "
+                f"{', '.join(gate.requesters)} ({gate.rule})"
+            )
+        if actor.origin == "cli" and not gate.terminal_requests:
+            return (
+                f"{runbook} in {environment} cannot be requested from a terminal; "
+                f"use Slack ({gate.rule})"
+            )
+        if actor.origin == "slack" and gate.channels and channel not in gate.channels:
+            return (
+                f"{runbook} in {environment} can only be requested from "
+                f"{', '.join('<#' + c + '>' for c in gate.channels)}, not from "
+                f"{'<#' + channel + '>' if channel else 'a direct message'}"
+            )
+        freeze = self.active_freeze(gate, now)
+        if freeze is not None and not break_glass:
+            return (
+                f"{environment} is in a change freeze until {freeze.end}"
+                f"{': ' + freeze.reason if freeze.reason else ''}; only break-glass "
+                "requests (--break-glass --reason TEXT --incident ID) run during a freeze"
+            )
+        if break_glass and not gate.break_glass_allowed:
+            return f"break-glass is not allowed for {runbook} in {environment} ({gate.rule})"
+        return None
+
+    def approval_refusal(
+        self, actor: Actor, gate: Gate, *, runbook: str, environment: str
+    ) -> str | None:
+        if not self.member_of(actor, gate.approver_groups):
+            return (
+                f"{actor.name} may not approve {runbook} in {environment}; approvers: "
+                f"{', '.join(gate.approver_groups) or 'nobody'}"
+            )
+        if gate.slack_approvals_only and actor.origin != "slack":
+            return (
+                f"approvals for {runbook} in {environment} must come from Slack "
+                "(its identity is verified by Slack's signature), not from a terminal"
+            )
+        return None
+
+    def explain(
+        self, runbook: str, environment: str, person: str, *, read_only: bool, now: float
+    ) -> list[str]:
+        """Say in words what this person may do with this runbook here, and why."""
+        policy = self._config.policy
+        if person not in policy.people:
+            raise InvalidInput(f"unknown person {person!r}; known: {', '.join(policy.people)}")
+        who = policy.people[person]
+        actor = Actor(person, who.name, "cli")
+        gate = self.gate(runbook, environment, read_only=read_only)
+        lines = [f"{runbook} in {environment}: decided by {gate.rule}."]
+        if read_only:
+            lines.append(
+                f"It is read-only: anyone known may run it, {who.name} included; "
+                "no approval, no lock."
+            )
+            return lines
+        groups = ", ".join(who.groups) or "no groups"
+        if self.member_of(actor, gate.requesters):
+            lines.append(
+                f"{who.name} ({groups}) MAY request it: requesters are "
+                f"{', '.join(gate.requesters)}."
+            )
+        else:
+            lines.append(
+                f"{who.name} ({groups}) may NOT request it: requesters are "
+                f"{', '.join(gate.requesters)}."
+            )
+        if gate.required == 0:
+            lines.append("It needs no approval: it runs once the requester confirms the plan.")
+        else:
+            approvers = [
+                f"{p.name} ({key})"
+                for key, p in policy.people.items()
+                if key != person
+                and self.member_of(Actor(key, p.name, "slack"), gate.approver_groups)
+            ]
+            lines.append(
+                f"It needs {gate.required} approval(s) from {', '.join(gate.approver_groups)}, "
+                f"never the requester, within {format_duration(gate.expiry)}; approvals are "
+                "bound to the exact plan shown and void if it changes before the first step."
+            )
+            lines.append(
+                f"Who can approve a request by {who.name}: {', '.join(approvers) or 'nobody'}."
+            )
+            if self.member_of(actor, gate.approver_groups):
+                lines.append(f"{who.name} may approve other people's requests for it.")
+        if gate.slack_approvals_only:
+            lines.append("Approvals must come from Slack, not a terminal.")
+        if gate.channels:
+            lines.append(f"Slack requests only from channels {', '.join(gate.channels)}.")
+        if not gate.terminal_requests:
+            lines.append("Terminal requests are not allowed; use Slack.")
+        lines.append(
+            "Break-glass is "
+            + (
+                "allowed (needs --reason and --incident; audited and reviewed afterwards)."
+                if gate.break_glass_allowed
+                else "not allowed."
+            )
+        )
+        freeze = self.active_freeze(gate, now)
+        if freeze is not None:
+            why = freeze.reason or "no reason given"
+            lines.append(
+                f"A change freeze is in force until {freeze.end} ({why}): only "
+                "break-glass requests run."
+            )
+        upcoming = [f for f in gate.freezes if parse_iso(f.start) > now]
+        lines.extend(f"Freeze ahead: {f.start} to {f.end}." for f in upcoming)
+        lines.append(f"(as of {iso(now)})")
+        return lines
+
+
+def _matching_rule(rules: list[Rule], runbook: str, environment: str) -> tuple[int, Rule]:
+    for index, rule in enumerate(rules):
+        if rule.matches(runbook, environment):
+            return index, rule
+    return -1, Rule(runbooks=runbook, environments=[environment], approvals=0)
 
 
 def terminal_actor(config: Config, *, override: str | None, login: str | None = None) -> Actor:

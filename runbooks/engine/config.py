@@ -164,10 +164,27 @@ class Rule(_Strict):
 
 
 class Freeze(_Strict):
+    """A change freeze: only break-glass requests run in these environments meanwhile."""
+
     environments: list[str]
     start: str
     end: str
     reason: str = ""
+
+    @model_validator(mode="after")
+    def _times(self) -> Freeze:
+        from runbooks.engine.clock import parse_iso
+
+        try:
+            start, end = parse_iso(self.start), parse_iso(self.end)
+        except ValueError:
+            raise ValueError(
+                f"start and end must be ISO times like 2026-12-20T00:00Z "
+                f"(got {self.start!r}, {self.end!r})"
+            ) from None
+        if end <= start:
+            raise ValueError(f"end {self.end} is not after start {self.start}")
+        return self
 
 
 class PolicyFile(_Strict):

@@ -8,14 +8,16 @@ one execution at a time holds a lock key. A crashed process leaves a lease that 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from runbooks.engine.approvals import ApprovalPolicy, ConfigPolicy
+from runbooks.engine.approvals import ConfigPolicy
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import Clock, SystemClock, format_duration
 from runbooks.engine.config import Config
@@ -56,6 +58,8 @@ def clean_reason(reason: str | None) -> str | None:
 
 
 CANCEL_POLL_S = 0.5
+DECISION_RETRIES = 50
+T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
 
@@ -116,7 +120,7 @@ class Engine:
         registry: Registry,
         audit: AuditLog,
         clock: Clock | None = None,
-        policy: ApprovalPolicy | None = None,
+        policy: ConfigPolicy | None = None,
         adapters_factory: Callable[[], Adapters] = Adapters,
         state_dir: Path,
         state_description: str = "",
@@ -212,12 +216,48 @@ class Engine:
         reason: str | None = None,
         incident: str | None = None,
         break_glass: bool = False,
+        channel: str | None = None,
     ) -> Execution:
-        """Create an execution for the plan the requester saw (and thereby confirmed)."""
+        """Create an execution for the plan the requester saw (and thereby confirmed).
+
+        Refuses (audited) when policy forbids this person, front end, channel or moment.
+        Break-glass skips the approvals where policy allows it, needs a reason and an incident
+        id, and opens a review item that someone else must acknowledge.
+        """
         plan = prepared.plan
         reason = clean_reason(reason)
         gate = self.policy.gate(plan.runbook, plan.environment, read_only=plan.read_only)
         now = self.clock.now()
+        if break_glass and not (reason and incident):
+            raise InvalidInput(
+                "--break-glass needs --reason TEXT and --incident ID (the "
+                "PagerDuty incident this emergency belongs to)"
+            )
+        refusal = (
+            None
+            if plan.read_only
+            else self.policy.request_refusal(
+                actor,
+                gate,
+                runbook=plan.runbook,
+                environment=plan.environment,
+                channel=channel,
+                break_glass=break_glass,
+                now=now,
+            )
+        )
+        if refusal:
+            self.audit.record(
+                "request.refused",
+                actor=actor,
+                outcome="not_allowed",
+                target=self._target(plan),
+                params=plan.params,
+                reason=reason,
+                incident=incident,
+                detail={"why": refusal, "channel": channel, "break_glass": break_glass},
+            )
+            raise Refused(refusal)
         execution = Execution(
             id=new_execution_id(),
             plan=plan,
@@ -267,8 +307,38 @@ class Engine:
                 "break_glass": break_glass,
             },
         )
-        self._publish(execution, "execution.created")
-        if self._gate_satisfied(execution):
+        self._publish(execution, "execution.created", break_glass=break_glass)
+        if break_glass:
+            self.audit.record(
+                "break_glass.used",
+                actor=actor,
+                outcome="approvals_bypassed",
+                target=self._target(plan),
+                params=plan.params,
+                reason=reason,
+                execution_id=execution.id,
+                incident=incident,
+                detail={"bypassed_approvals": gate.required, "rule": gate.rule},
+            )
+            self.store.create_review(
+                execution.id,
+                {
+                    "runbook": plan.runbook,
+                    "environment": plan.environment,
+                    "requester": actor.to_doc(),
+                    "reason": reason,
+                    "incident": incident,
+                    "bypassed_approvals": gate.required,
+                },
+                now,
+            )
+            self._transition(
+                execution,
+                State.APPROVED,
+                actor=actor,
+                detail={"why": "BREAK-GLASS: approvals bypassed", "break_glass": True},
+            )
+        elif self._gate_satisfied(execution):
             self._transition(
                 execution,
                 State.APPROVED,
@@ -278,17 +348,21 @@ class Engine:
         return execution
 
     def _acquire_lock(self, key: str, execution: Execution, *, actor: Actor) -> None:
-        holder = self.store.try_lock(key, execution.id)
-        if holder is None:
-            return
-        held = self.get(holder) if holder else None
-        if held is not None:
-            self._expire_if_due(held)
-        if held is None or held.terminal:
-            if self.store.steal_lock(key, execution.id, holder):
+        for _ in range(10):
+            holder = self.store.try_lock(key, execution.id)
+            if holder is None:
                 return
-            holder = self.store.lock_holder(key) or holder
             held = self.store.get_execution(holder)
+            if held is not None:
+                # Expiring a stale holder releases its lock; the next try then takes it.
+                self._expire_if_due(held)
+            if held is None or held.terminal:
+                if self.store.steal_lock(key, execution.id, holder):
+                    return
+                continue  # released or taken meanwhile: look again
+            break
+        else:
+            raise Refused(f"{key} kept changing hands; try again")
         state = f"{held.state}, requested by {held.requester.name}" if held else "unknown"
         hint = f"see `runs.show {holder}`"
         if held is not None and held.state in {State.RUNNING, State.COMPENSATING}:
@@ -309,20 +383,40 @@ class Engine:
         )
         raise LockHeld(f"{key} is locked by {holder} ({state})", holder=holder, hint=hint)
 
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """Re-read and retry a decision that lost an optimistic-concurrency race."""
+        for _ in range(DECISION_RETRIES):
+            try:
+                return attempt()
+            except ConcurrentUpdate:
+                continue
+        raise ConcurrentUpdate("the execution kept changing underneath; try again")
+
     def approve(
         self, execution_id: str, *, actor: Actor, plan_hash: str | None = None
     ) -> Execution:
-        """Record an approval bound to the current plan; start the clock if now satisfied."""
+        """Record an approval bound to the current plan; approve the execution when enough.
+
+        ``plan_hash`` (or a prefix of it) is the plan the approver saw; a mismatch is refused.
+        """
+        return self._retrying(lambda: self._approve(execution_id, actor=actor, plan_hash=plan_hash))
+
+    def _approve(self, execution_id: str, *, actor: Actor, plan_hash: str | None) -> Execution:
         execution = self._load_for_decision(execution_id, actor=actor)
+        gate = self.policy.gate(
+            execution.runbook, execution.environment, read_only=execution.plan.read_only
+        )
+        # The approver groups were fixed when the request was made; the rest is current policy.
+        gate = dataclasses.replace(
+            gate, approver_groups=tuple(execution.approver_groups) or gate.approver_groups
+        )
         refusal = None
         if actor.id == execution.requester.id:
             refusal = f"you requested {execution.id}; someone else must approve it"
-        elif not self.policy.may_approve(actor, execution.approver_groups or ["*"]):
-            refusal = (
-                f"{actor.name} may not approve {execution.runbook} in "
-                f"{execution.environment}; approvers: "
-                f"{', '.join(execution.approver_groups) or 'anyone'}"
-            )
+        elif why := self.policy.approval_refusal(
+            actor, gate, runbook=execution.runbook, environment=execution.environment
+        ):
+            refusal = why
         elif plan_hash is not None and plan_hash != execution.plan.hash[: len(plan_hash)]:
             refusal = (
                 f"the plan of {execution.id} changed since you saw it; "
@@ -345,7 +439,22 @@ class Engine:
                 actor=actor, decision="approved", plan_hash=execution.plan.hash, at=self.clock.now()
             )
         )
-        self._save(execution)
+        if self._gate_satisfied(execution):
+            # One write: the last approval and the transition land together or not at all.
+            execution.state = State.APPROVED
+            try:
+                self._save(execution)
+            except ConcurrentUpdate:
+                execution.state = State.AWAITING_APPROVAL
+                raise
+            self._record_approval(execution, actor)
+            self._after_transition(execution, State.AWAITING_APPROVAL, actor=actor)
+        else:
+            self._save(execution)
+            self._record_approval(execution, actor)
+        return execution
+
+    def _record_approval(self, execution: Execution, actor: Actor) -> None:
         self.audit.record(
             "approval.granted",
             actor=actor,
@@ -359,15 +468,35 @@ class Engine:
             },
         )
         self._publish(execution, "approval.granted", approver=actor.name)
-        if self._gate_satisfied(execution):
-            self._transition(execution, State.APPROVED, actor=actor)
-        return execution
 
     def deny(self, execution_id: str, *, actor: Actor, reason: str) -> Execution:
-        """End a pending request at once, with a reason."""
+        """End a pending request at once, with a reason.
+
+        Anyone who may approve it can deny it; the requester can withdraw it the same way.
+        """
         if not reason.strip():
             raise InvalidInput("a denial needs --reason TEXT so the requester knows why")
+        cleaned = clean_reason(reason) or reason
+        return self._retrying(lambda: self._deny(execution_id, actor=actor, reason=cleaned))
+
+    def _deny(self, execution_id: str, *, actor: Actor, reason: str) -> Execution:
         execution = self._load_for_decision(execution_id, actor=actor)
+        if actor.id != execution.requester.id and not self.policy.member_of(
+            actor, execution.approver_groups or ["*"]
+        ):
+            why = (
+                f"{actor.name} may not deny {execution.runbook} in {execution.environment}; "
+                f"approvers: {', '.join(execution.approver_groups)}"
+            )
+            self.audit.record(
+                "approval.refused",
+                actor=actor,
+                outcome="refused",
+                execution_id=execution.id,
+                target=self._target(execution.plan),
+                detail={"why": why},
+            )
+            raise Refused(why)
         execution.approvals.append(
             Approval(
                 actor=actor,
@@ -383,6 +512,9 @@ class Engine:
 
     def confirm(self, execution_id: str, *, actor: Actor, plan_hash: str) -> Execution:
         """The requester confirms a (changed) plan again."""
+        return self._retrying(lambda: self._confirm(execution_id, actor=actor, plan_hash=plan_hash))
+
+    def _confirm(self, execution_id: str, *, actor: Actor, plan_hash: str) -> Execution:
         execution = self._load_for_decision(execution_id, actor=actor)
         if actor.id != execution.requester.id:
             raise Refused(f"only {execution.requester.name} can confirm {execution.id}")
@@ -438,6 +570,63 @@ class Engine:
             except ConcurrentUpdate:
                 continue
         return expired
+
+    @contextmanager
+    def hold(self, execution_id: str) -> Iterator[None]:
+        """Hold the execution's lease while a requester waits for approval in this process.
+
+        The bot starts approved executions that nobody holds; a waiting terminal holds its
+        own, so exactly one process starts it. Released on exit (Ctrl-C included).
+        """
+        now = self.clock.now()
+        if not self.store.claim_lease(execution_id, self.owner, now + self.lease_ttl, now):
+            raise LeaseHeld(f"{execution_id} is held by another process")
+        heartbeat = _Heartbeat(self.store, execution_id, self.owner, self.lease_ttl, self.clock)
+        try:
+            with heartbeat:
+                yield
+        finally:
+            if not heartbeat.lost:
+                self.store.release_lease(execution_id, self.owner)
+
+    def startable(self) -> list[Execution]:
+        """Approved executions that nobody is about to start (no live lease)."""
+        now = self.clock.now()
+        found = []
+        for execution in self.store.list_executions(limit=1000, states=[State.APPROVED]):
+            lease = self.store.get_lease(execution.id)
+            if lease is None or lease.until <= now:
+                found.append(execution)
+        return found
+
+    def reviews(self, *, open_only: bool = True) -> list[dict[str, Any]]:
+        """Break-glass review items, oldest first."""
+        return self.store.list_reviews(open_only=open_only)
+
+    def ack_review(self, execution_id: str, *, actor: Actor, note: str = "") -> None:
+        """Close a break-glass review; the person who broke the glass cannot close it."""
+        items = {r["execution_id"]: r for r in self.store.list_reviews(open_only=False)}
+        item = items.get(execution_id)
+        if item is None:
+            raise NotFound(f"no break-glass review for {execution_id!r}; see `approvals.reviews`")
+        if item["acknowledged_by"] is not None:
+            raise Refused(
+                f"the review of {execution_id} was already acknowledged by "
+                f"{item['acknowledged_by']['name']}"
+            )
+        if item["doc"]["requester"]["id"] == actor.id:
+            raise Refused(f"you broke the glass on {execution_id}; someone else must review it")
+        if not self.store.ack_review(execution_id, actor.to_doc(), self.clock.now()):
+            raise Refused(f"the review of {execution_id} was acknowledged just now by someone else")
+        self.audit.record(
+            "break_glass.reviewed",
+            actor=actor,
+            outcome="acknowledged",
+            execution_id=execution_id,
+            reason=clean_reason(note),
+            incident=item["doc"].get("incident"),
+            target={"runbook": item["doc"]["runbook"], "environment": item["doc"]["environment"]},
+        )
 
     # running ------------------------------------------------------------------------------
     def start(self, execution_id: str, *, actor: Actor) -> Execution:
@@ -501,8 +690,13 @@ class Engine:
         )
 
     def resume(self, execution_id: str, *, actor: Actor) -> Execution:
-        """Continue a running execution whose process died, at the first step not verified."""
+        """Continue a running execution whose process died, at the first step not verified.
+
+        An approved execution that nobody started (its requester stopped waiting) is started.
+        """
         execution = self.get(execution_id)
+        if execution.state == State.APPROVED:
+            return self.start(execution_id, actor=actor)
         if execution.state not in {State.RUNNING, State.COMPENSATING}:
             raise Refused(
                 f"{execution.id} is {execution.state}; only a running execution whose "
@@ -769,6 +963,29 @@ class Engine:
         except ConcurrentUpdate:
             execution.state = previous
             raise
+        self._after_transition(
+            execution,
+            previous,
+            actor=actor,
+            reason=reason,
+            detail=detail,
+            event_type=event_type,
+            release=release,
+        )
+
+    def _after_transition(
+        self,
+        execution: Execution,
+        previous: State,
+        *,
+        actor: Actor,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
+        event_type: str = "execution.state",
+        release: bool = True,
+    ) -> None:
+        """Audit, publish and (at the end) release the lock for a saved transition."""
+        state = execution.state
         self.audit.record(
             f"execution.{state}",
             actor=actor,

@@ -105,6 +105,20 @@ class Store(ABC):
     @abstractmethod
     def events_after(self, event_id: int, *, limit: int = 100) -> list[Event]: ...
 
+    # break-glass review items -------------------------------------------------------------
+    @abstractmethod
+    def create_review(self, execution_id: str, doc: dict[str, Any], at: float) -> None:
+        """Open a review item for a break-glass execution (one per execution)."""
+
+    @abstractmethod
+    def list_reviews(self, *, open_only: bool = True) -> list[dict[str, Any]]:
+        """Review items, oldest first; each has ``execution_id``, ``created_at``, ``doc``,
+        ``acknowledged_by`` and ``acknowledged_at``."""
+
+    @abstractmethod
+    def ack_review(self, execution_id: str, by: dict[str, Any], at: float) -> bool:
+        """Close an open review item; False if there is none or it is already closed."""
+
     # key-value (scheduler state and the like) --------------------------------------------
     @abstractmethod
     def kv_get(self, key: str) -> Any: ...

@@ -217,6 +217,42 @@ class MongoStore(Store):
         cursor = self.db.events.find({"id": {"$gt": event_id}}).sort("id", ASCENDING).limit(limit)
         return [Event(d["id"], d["execution_id"], d["type"], d["payload"], d["at"]) for d in cursor]
 
+    # reviews ------------------------------------------------------------------------------
+    def create_review(self, execution_id: str, doc: dict[str, Any], at: float) -> None:
+        self.db.reviews.update_one(
+            {"_id": execution_id},
+            {
+                "$setOnInsert": {
+                    "created_at": at,
+                    "doc": doc,
+                    "acknowledged_by": None,
+                    "acknowledged_at": None,
+                }
+            },
+            upsert=True,
+        )
+
+    def list_reviews(self, *, open_only: bool = True) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"acknowledged_by": None} if open_only else {}
+        cursor = self.db.reviews.find(query).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
+        return [
+            {
+                "execution_id": d["_id"],
+                "created_at": d["created_at"],
+                "doc": d["doc"],
+                "acknowledged_by": d["acknowledged_by"],
+                "acknowledged_at": d["acknowledged_at"],
+            }
+            for d in cursor
+        ]
+
+    def ack_review(self, execution_id: str, by: dict[str, Any], at: float) -> bool:
+        result = self.db.reviews.update_one(
+            {"_id": execution_id, "acknowledged_by": None},
+            {"$set": {"acknowledged_by": by, "acknowledged_at": at}},
+        )
+        return result.modified_count == 1
+
     # key-value ----------------------------------------------------------------------------
     def kv_get(self, key: str) -> Any:
         doc = self.db.kv.find_one({"_id": key})

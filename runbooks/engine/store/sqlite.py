@@ -54,6 +54,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_execution ON events (execution_id);
     CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    """
+    CREATE TABLE reviews (
+        execution_id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        doc TEXT NOT NULL,
+        acknowledged_by TEXT,
+        acknowledged_at REAL
+    );
+    """,
 )
 
 
@@ -304,6 +313,41 @@ class SqliteStore(Store):
             .fetchall()
         )
         return [Event(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    # reviews ------------------------------------------------------------------------------
+    def create_review(self, execution_id: str, doc: dict[str, Any], at: float) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO reviews (execution_id, created_at, doc) VALUES (?, ?, ?)",
+                (execution_id, at, json.dumps(doc)),
+            )
+
+    def list_reviews(self, *, open_only: bool = True) -> list[dict[str, Any]]:
+        query = (
+            "SELECT execution_id, created_at, doc, acknowledged_by, acknowledged_at FROM reviews"
+        )
+        if open_only:
+            query += " WHERE acknowledged_by IS NULL"
+        rows = self._conn().execute(query + " ORDER BY created_at, execution_id").fetchall()
+        return [
+            {
+                "execution_id": r[0],
+                "created_at": r[1],
+                "doc": json.loads(r[2]),
+                "acknowledged_by": json.loads(r[3]) if r[3] else None,
+                "acknowledged_at": r[4],
+            }
+            for r in rows
+        ]
+
+    def ack_review(self, execution_id: str, by: dict[str, Any], at: float) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE reviews SET acknowledged_by = ?, acknowledged_at = ? "
+                "WHERE execution_id = ? AND acknowledged_by IS NULL",
+                (json.dumps(by), at, execution_id),
+            )
+        return cursor.rowcount == 1
 
     # key-value ----------------------------------------------------------------------------
     def kv_get(self, key: str) -> Any:
