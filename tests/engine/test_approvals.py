@@ -177,7 +177,7 @@ def test_break_glass_runs_without_approvals_and_opens_a_review(build) -> None:
 
 def test_break_glass_only_where_policy_allows(build) -> None:
     engine = build()
-    with pytest.raises(Refused, match="break-glass is not allowed for test.set in staging"):
+    with pytest.raises(Refused, match=r"break-glass is not allowed for test.set in staging"):
         request(engine, env="staging", break_glass=True, reason="x", incident="PD-1")
     assert engine.reviews() == []
 
@@ -196,7 +196,7 @@ def test_freeze_refuses_all_but_break_glass(build, clock: FakeClock) -> None:
             ]
         )
     )
-    with pytest.raises(Refused, match="change freeze until .*Black Friday"):
+    with pytest.raises(Refused, match=r"change freeze until .*Black Friday"):
         request(engine)
     assert request(engine, env="staging").state == State.AWAITING_APPROVAL  # other envs run
     assert (
@@ -246,7 +246,7 @@ def test_terminal_requests_and_terminal_approvals_can_be_forbidden(build) -> Non
 
 def test_unknown_or_unauthorised_people_are_refused(build) -> None:
     engine = build()
-    with pytest.raises(Refused, match="Carol may not request test.set in production"):
+    with pytest.raises(Refused, match=r"Carol may not request test.set in production"):
         request(engine, actor=CAROL)
     assert request(engine, actor=CAROL, env="development").state == State.APPROVED
     execution = request(engine)
