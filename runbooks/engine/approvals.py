@@ -38,6 +38,7 @@ class Gate:
     channels: tuple[str, ...] = ()
     terminal_requests: bool = True
     slack_approvals_only: bool = False
+    maintenance_window: bool = False
     rule: str = "default: no rule matched"
     freezes: tuple[Freeze, ...] = field(default=())
 
@@ -64,6 +65,7 @@ class ConfigPolicy:
             channels=tuple(rule.channels),
             terminal_requests=rule.terminal_requests,
             slack_approvals_only=rule.slack_approvals_only,
+            maintenance_window=rule.maintenance_window,
             rule=f"rules[{index}] ({rule.runbooks} in {', '.join(rule.environments)})"
             if index >= 0
             else "default: no rule matched (0 approvals)",
@@ -131,6 +133,19 @@ class ConfigPolicy:
                 f"{': ' + freeze.reason if freeze.reason else ''}; only break-glass "
                 "requests (--break-glass --reason TEXT --incident ID) run during a freeze"
             )
+        if gate.maintenance_window and not break_glass:
+            schedules = self._config.schedules
+            if schedules.open_window(environment, now) is None:
+                upcoming = schedules.next_window(environment, now)
+                nxt = (
+                    f"the next is {upcoming[0].name!r} at {iso(upcoming[1])}"
+                    if upcoming
+                    else f"schedules.yaml declares none for {environment}"
+                )
+                return (
+                    f"{runbook} in {environment} runs only inside a maintenance window; "
+                    f"none is open now ({nxt})"
+                )
         if break_glass and not gate.break_glass_allowed:
             return f"break-glass is not allowed for {runbook} in {environment} ({gate.rule})"
         return None
@@ -199,6 +214,17 @@ class ConfigPolicy:
                 lines.append(f"{who.name} may approve other people's requests for it.")
         if gate.slack_approvals_only:
             lines.append("Approvals must come from Slack, not a terminal.")
+        if gate.maintenance_window:
+            window = self._config.schedules.open_window(environment, now)
+            upcoming = self._config.schedules.next_window(environment, now)
+            state = (
+                f"window {window.name!r} is open now"
+                if window
+                else f"next window: {upcoming[0].name!r} at {iso(upcoming[1])}"
+                if upcoming
+                else "no window is declared for this environment"
+            )
+            lines.append(f"It runs only inside a maintenance window ({state}).")
         if gate.channels:
             lines.append(f"Slack requests only from channels {', '.join(gate.channels)}.")
         if not gate.terminal_requests:
@@ -218,8 +244,8 @@ class ConfigPolicy:
                 f"A change freeze is in force until {freeze.end} ({why}): only "
                 "break-glass requests run."
             )
-        upcoming = [f for f in gate.freezes if parse_iso(f.start) > now]
-        lines.extend(f"Freeze ahead: {f.start} to {f.end}." for f in upcoming)
+        ahead = [f for f in gate.freezes if parse_iso(f.start) > now]
+        lines.extend(f"Freeze ahead: {f.start} to {f.end}." for f in ahead)
         lines.append(f"(as of {iso(now)})")
         return lines
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from runbooks.engine.clock import parse_duration
 from runbooks.engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from runbooks.engine.schedule import SchedulesFile
 
 Tier = Literal["sandbox", "staging", "production"]
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
@@ -214,10 +217,19 @@ class PolicyFile(_Strict):
 class Config:
     """The validated configuration directory."""
 
-    def __init__(self, directory: Path, environments: EnvironmentsFile, policy: PolicyFile):
+    def __init__(
+        self,
+        directory: Path,
+        environments: EnvironmentsFile,
+        policy: PolicyFile,
+        schedules: SchedulesFile | None = None,
+    ):
+        from runbooks.engine.schedule import SchedulesFile
+
         self.directory = directory
         self.environments = environments
         self.policy = policy
+        self.schedules = schedules if schedules is not None else SchedulesFile()
 
     @property
     def is_sandbox(self) -> bool:
@@ -286,8 +298,11 @@ def _read_yaml(path: Path) -> Any:
     return data
 
 
-def load_config(directory: Path) -> Config:
-    """Read and validate both files; raise ConfigError listing every problem found."""
+def load_config(directory: Path, *, schedules: Path | None = None) -> Config:
+    """Read and validate the files; raise ConfigError listing every problem found.
+
+    ``schedules`` is the path of ``schedules.yaml`` (maintenance windows, drills), if any.
+    """
     problems: list[str] = []
     env_path, policy_path = directory / "environments.yaml", directory / "policy.yaml"
     environments = policy = None
@@ -303,11 +318,26 @@ def load_config(directory: Path) -> Config:
         problems.append(format_validation_error(str(policy_path), exc))
     except ConfigError as exc:
         problems.append(str(exc))
+    from runbooks.engine.schedule import SchedulesFile, load_schedules
+
+    schedule_file = SchedulesFile()
+    if schedules is not None:
+        try:
+            schedule_file = load_schedules(schedules)
+        except ConfigError as exc:
+            problems.append(exc.message)
     if environments is not None and policy is not None:
         problems.extend(_cross_check(policy_path, environments, policy))
+        for index, window in enumerate(schedule_file.maintenance_windows):
+            for name in window.environments:
+                if name not in environments.environments:
+                    problems.append(
+                        f"{schedules}: maintenance_windows[{index}].environments: unknown "
+                        f"environment {name!r}; known: {', '.join(environments.environments)}"
+                    )
     if problems or environments is None or policy is None:
         raise ConfigError("\n".join(problems))
-    return Config(directory, environments, policy)
+    return Config(directory, environments, policy, schedule_file)
 
 
 def _cross_check(path: Path, envs: EnvironmentsFile, policy: PolicyFile) -> list[str]:

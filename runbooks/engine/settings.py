@@ -40,6 +40,7 @@ class Settings:
     user_override: str | None
     lease_ttl: float
     log_target: str
+    schedules_path: Path | None = None
 
     @property
     def state_description(self) -> str:
@@ -78,7 +79,16 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ) from None
     if lease_ttl <= 0:
         raise InvalidInput("RUNBOOK_BOT_LEASE_TTL must be a positive number of seconds")
+    schedules = env.get("RUNBOOK_BOT_SCHEDULES")
+    if schedules:
+        schedules_path: Path | None = Path(schedules).expanduser().resolve()
+    elif (config_dir / "schedules.yaml").exists():
+        schedules_path = config_dir / "schedules.yaml"
+    else:
+        root = checkout_root()
+        schedules_path = root / "schedules.yaml" if root is not None else None
     return Settings(
+        schedules_path=schedules_path,
         state_url=state_url,
         config_dir=config_dir,
         state_dir=state_dir,

@@ -44,7 +44,7 @@ def open_runtime(
 ) -> Runtime:
     """Load configuration, open the store, resolve the audit key and build the engine."""
     settings = settings or load_settings()
-    config = load_config(settings.config_dir)
+    config = load_config(settings.config_dir, schedules=settings.schedules_path)
     store = open_store(settings.state_url)
     clock = clock or SystemClock()
     key = resolve_audit_key(
