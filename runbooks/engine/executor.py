@@ -63,6 +63,16 @@ T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
 
+def step_records(plan: Plan) -> list[StepRecord]:
+    """Fresh (pending) step records for every step of a plan."""
+    return [
+        StepRecord(
+            index=i, kind=s["kind"], description=s["description"], reversible=s["reversible"]
+        )
+        for i, s in enumerate(plan.steps)
+    ]
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A validated request with its plan, ready to show and submit."""
@@ -272,15 +282,7 @@ class Engine:
             approver_groups=list(gate.approver_groups),
             expires_at=now + gate.expiry if gate.required else None,
             confirmed_hash=plan.hash,
-            steps=[
-                StepRecord(
-                    index=i,
-                    kind=s["kind"],
-                    description=s["description"],
-                    reversible=s["reversible"],
-                )
-                for i, s in enumerate(plan.steps)
-            ],
+            steps=step_records(plan),
         )
         for _ in range(20):
             try:
@@ -669,12 +671,7 @@ class Engine:
             approval.void = True
         execution.plan = fresh
         execution.confirmed_hash = None
-        execution.steps = [
-            StepRecord(
-                index=i, kind=s["kind"], description=s["description"], reversible=s["reversible"]
-            )
-            for i, s in enumerate(fresh.steps)
-        ]
+        execution.steps = step_records(fresh)
         changes = diff_plans(old, fresh)
         self._transition(
             execution,
