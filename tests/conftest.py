@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import settings as hypothesis_settings
 
 from runbooks.engine.audit import AuditLog
@@ -130,3 +135,68 @@ def run_cli(
         input=stdin if stdin is not None else "",
         cwd=ROOT,
     )
+
+
+# --------------------------------------------------------------------------- Kubernetes
+KUBECTL = shutil.which("kubectl")
+
+
+@dataclass
+class KubeSandbox:
+    """Two seeded emulators (us-east-1, us-west-2) and a kubeconfig naming both."""
+
+    emulators: dict[str, Any]
+    kubeconfig: Path
+    cache_dir: Path
+
+    def cluster(self, region: str = "us-east-1") -> Any:
+        return self.emulators[region].cluster
+
+    def kubectl(
+        self, *args: str, region: str = "us-east-1", timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        if KUBECTL is None:
+            pytest.skip("kubectl is not installed on this machine (it is on the CI image)")
+        return subprocess.run(
+            [
+                KUBECTL,
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--context",
+                region,
+                "--cache-dir",
+                str(self.cache_dir),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def hook(self, path: str, body: dict[str, Any], region: str = "us-east-1") -> Any:
+        request = urllib.request.Request(  # noqa: S310 - the local emulator
+            self.emulators[region].url + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - local
+            return json.loads(response.read())
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[KubeSandbox]:
+    """Fresh seeded emulators per test, on free ports; the controller steps every 20 ms."""
+    from sandbox.kube.emulator import Cluster, KubeEmulator, kubeconfig
+    from sandbox.kube.seed import seed
+
+    emulators = {
+        region: KubeEmulator(seed(Cluster(region, pace=0.02), region)).start()
+        for region in ("us-east-1", "us-west-2")
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig({r: e.url for r, e in emulators.items()})))
+    yield KubeSandbox(emulators, path, tmp_path / "kube-cache")
+    for emulator in emulators.values():
+        emulator.stop()

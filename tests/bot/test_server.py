@@ -156,7 +156,7 @@ def test_bot_resumes_an_orphaned_execution_at_start_up(
         bot.wait_ready()
         fresh = SqliteStore(bot_env["RUNBOOK_BOT_STATE"])
         wait_for(
-            lambda: fresh.get_execution(execution_id).state == "succeeded",  # type: ignore[union-attr]
+            lambda: fresh.get_execution(execution_id).state == "succeeded",
             what="the bot to finish the orphaned execution",
         )
     finally:

@@ -1,0 +1,1 @@
+"""A Kubernetes API emulator for the sandbox and the tests (see emulator.py)."""

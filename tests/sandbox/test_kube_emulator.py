@@ -1,0 +1,213 @@
+"""The Kubernetes API emulator, checked with independent clients: kubectl and the official
+Python client (the emulator is ours, so it is not its own oracle)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from kubernetes import client, watch
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+
+from sandbox.kube.emulator import BY_PATH
+from tests.cli.test_cli import wait_for
+from tests.conftest import KubeSandbox
+
+NS = "production"
+DEPLOY = BY_PATH["apps", "v1", "deployments"]
+
+
+def apps(kube: KubeSandbox, region: str = "us-east-1") -> client.AppsV1Api:
+    return client.AppsV1Api(
+        kube_config.new_client_from_config(config_file=str(kube.kubeconfig), context=region)
+    )
+
+
+def image(kube: KubeSandbox, region: str = "us-east-1") -> str:
+    deploy = kube.cluster(region).get(DEPLOY, NS, "api-deployment")
+    return str(deploy["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+def test_kubectl_sees_the_seeded_regions(kube: KubeSandbox) -> None:
+    version = kube.kubectl("version", "-o", "json")
+    assert json.loads(version.stdout)["serverVersion"]["gitVersion"] == "v1.32.4"
+    east = kube.kubectl("get", "namespaces", "-o", "jsonpath={.items[*].metadata.name}")
+    assert east.stdout.split() == ["development", "production", "staging"]
+    west = kube.kubectl("get", "ns", "-o", "jsonpath={.items[*].metadata.name}", region="us-west-2")
+    assert west.stdout.split() == ["production"]
+    pods = kube.kubectl(
+        "get", "pods", "-n", NS, "-l", "app=api", "-o", "jsonpath={.items[*].status.phase}"
+    )
+    assert pods.stdout.split() == ["Running"] * 3
+    hpa = kube.kubectl(
+        "get",
+        "hpa",
+        "api-deployment",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.spec.minReplicas}-{.spec.maxReplicas}",
+    )
+    assert hpa.stdout == "2-10"
+
+
+def test_kubectl_rollout_history_undo_and_status(kube: KubeSandbox) -> None:
+    history = kube.kubectl("rollout", "history", "deployment/api-deployment", "-n", NS)
+    assert [line.split()[:2] for line in history.stdout.splitlines()[2:] if line.strip()] == [
+        ["1", "deploy"],
+        ["2", "deploy"],
+        ["3", "deploy"],
+    ]
+    assert image(kube).endswith("app-api:1.4.2")
+    undo = kube.kubectl("rollout", "undo", "deployment/api-deployment", "-n", NS)
+    assert undo.returncode == 0, undo.stderr
+    status = kube.kubectl(
+        "rollout", "status", "deployment/api-deployment", "-n", NS, "--timeout=30s"
+    )
+    assert status.returncode == 0 and "successfully rolled out" in status.stdout
+    assert image(kube).endswith("app-api:1.4.1")
+    history = kube.kubectl("rollout", "history", "deployment/api-deployment", "-n", NS)
+    assert [line.split()[0] for line in history.stdout.splitlines()[2:] if line.strip()] == [
+        "1",
+        "3",
+        "4",
+    ]
+    missing = kube.kubectl(
+        "rollout", "undo", "deployment/api-deployment", "-n", NS, "--to-revision=9"
+    )
+    assert missing.returncode != 0 and "unable to find specified revision 9" in missing.stderr
+
+
+def test_kubectl_scale_and_the_hpa_clamps(kube: KubeSandbox) -> None:
+    assert (
+        kube.kubectl("scale", "deployment/api-deployment", "-n", NS, "--replicas=5").returncode == 0
+    )
+    wait_for(
+        lambda: (
+            kube.kubectl(
+                "get",
+                "deploy",
+                "api-deployment",
+                "-n",
+                NS,
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ).stdout
+            == "5"
+        ),
+        what="5 ready replicas",
+    )
+    kube.kubectl("scale", "deployment/api-deployment", "-n", NS, "--replicas=50")
+    wait_for(
+        lambda: kube.cluster().get(DEPLOY, NS, "api-deployment")["spec"]["replicas"] == 10,
+        what="the HPA to clamp replicas to 10",
+    )
+
+
+def test_stale_update_conflicts_and_errors_are_status_objects(kube: KubeSandbox) -> None:
+    api = apps(kube)
+    first = api.read_namespaced_deployment("api-deployment", NS)
+    second = api.read_namespaced_deployment("api-deployment", NS)
+    first.spec.paused = True
+    api.replace_namespaced_deployment("api-deployment", NS, first)
+    second.spec.paused = False
+    with pytest.raises(ApiException) as conflict:
+        api.replace_namespaced_deployment("api-deployment", NS, second)
+    assert conflict.value.status == 409
+    assert json.loads(conflict.value.body or "{}")["reason"] == "Conflict"
+    with pytest.raises(ApiException) as missing:
+        api.read_namespaced_deployment("nope", NS)
+    assert (
+        missing.value.status == 404 and json.loads(missing.value.body or "{}")["kind"] == "Status"
+    )
+    with pytest.raises(ApiException) as invalid:
+        api.patch_namespaced_deployment_scale("api-deployment", NS, {"spec": {"replicas": -1}})
+    assert invalid.value.status == 422
+
+
+def test_patch_types_and_generation(kube: KubeSandbox) -> None:
+    api = apps(kube)
+    before = api.read_namespaced_deployment("api-deployment", NS)
+    # strategic merge (a dict body): containers merge by name
+    api.patch_namespaced_deployment(
+        "api-deployment",
+        NS,
+        {
+            "spec": {
+                "template": {"spec": {"containers": [{"name": "api", "image": "app-api:9.9.9"}]}}
+            }
+        },
+    )
+    after = api.read_namespaced_deployment("api-deployment", NS)
+    assert after.spec.template.spec.containers[0].image == "app-api:9.9.9"
+    assert after.spec.template.spec.containers[0].ports[0].container_port == 3000
+    assert after.metadata.generation == before.metadata.generation + 1
+    # JSON patch (a list body)
+    api.patch_namespaced_deployment(
+        "api-deployment",
+        NS,
+        [{"op": "replace", "path": "/metadata/labels", "value": {"app": "api", "x": "y"}}],
+    )
+    patched = api.read_namespaced_deployment("api-deployment", NS)
+    assert patched.metadata.labels == {"app": "api", "x": "y"}
+    assert patched.metadata.generation == after.metadata.generation  # metadata only
+
+
+def test_watch_streams_changes_with_field_selector(kube: KubeSandbox) -> None:
+    api = apps(kube)
+    listed = api.list_namespaced_deployment(NS, field_selector="metadata.name=api-deployment")
+    seen: list[tuple[str, int]] = []
+
+    def follow() -> None:
+        stream = watch.Watch()
+        for event in stream.stream(
+            api.list_namespaced_deployment,
+            NS,
+            field_selector="metadata.name=api-deployment",
+            resource_version=listed.metadata.resource_version,
+            timeout_seconds=10,
+        ):
+            seen.append((event["type"], event["object"].spec.replicas))
+            if event["object"].spec.replicas == 4:
+                stream.stop()
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    api.patch_namespaced_deployment_scale("api-deployment", NS, {"spec": {"replicas": 4}})
+    thread.join(timeout=15)
+    assert ("MODIFIED", 4) in seen
+
+
+def test_broken_image_never_becomes_ready_and_exceeds_the_deadline(kube: KubeSandbox) -> None:
+    api = apps(kube)
+    api.patch_namespaced_deployment(
+        "api-deployment",
+        NS,
+        {
+            "spec": {
+                "progressDeadlineSeconds": 1,
+                "template": {"spec": {"containers": [{"name": "api", "image": "app-api:broken"}]}},
+            }
+        },
+    )
+    status = kube.kubectl(
+        "rollout", "status", "deployment/api-deployment", "-n", NS, "--timeout=30s"
+    )
+    assert status.returncode != 0
+    assert "exceeded its progress deadline" in status.stderr
+    deploy = api.read_namespaced_deployment("api-deployment", NS)
+    progressing = next(c for c in deploy.status.conditions if c.type == "Progressing")
+    assert progressing.reason == "ProgressDeadlineExceeded"
+    assert deploy.status.available_replicas >= 2  # old pods keep serving
+
+
+def test_injected_conflicts_answer_409_then_clear(kube: KubeSandbox) -> None:
+    kube.hook("/_sandbox/conflicts", {"count": 1})
+    api = apps(kube)
+    with pytest.raises(ApiException) as first:
+        api.patch_namespaced_deployment_scale("api-deployment", NS, {"spec": {"replicas": 4}})
+    assert first.value.status == 409
+    api.patch_namespaced_deployment_scale("api-deployment", NS, {"spec": {"replicas": 4}})
+    assert api.read_namespaced_deployment("api-deployment", NS).spec.replicas == 4
