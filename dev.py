@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Bootstrap runbook-bot on a machine that has nothing but Python 3.11+.
 
-    python3 dev.py serve [ARGS...]   install into .venv if needed, start the bot (port 3000)
+    python3 dev.py serve [--port N]  install into .venv if needed, start the sandbox and the bot
     python3 dev.py test  [PYTEST ARGS...]   install dev extras if needed, run ruff, mypy,
                                             import-linter and the whole pytest suite
     python3 dev.py install           install only (used by the Dockerfile-free CI path)
@@ -86,7 +86,8 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "serve":
         ensure_installed(dev=False)
-        os.execv(str(PY), [str(PY), "-m", "bot", "serve", *rest])  # noqa: S606
+        # The sandbox (Kubernetes emulators) and the bot together; Ctrl-C stops both.
+        os.execv(str(PY), [str(PY), "-m", "sandbox", "up", "--bot", *rest])  # noqa: S606
     if command == "test":
         ensure_installed(dev=True)
         return run_tests(rest)

@@ -31,7 +31,9 @@ def runbook_task(spec: RunbookSpec[Any]) -> Task[Any]:
     parameters = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     help_text: dict[str, str] = {}
     taken = set()
-    for name, field in spec.params.model_fields.items():
+    # Required parameters first (in declaration order: that is the positional order).
+    fields = sorted(spec.params.model_fields.items(), key=lambda item: not item[1].is_required())
+    for name, field in fields:
         taken.add(name)
         if field.is_required():
             parameters.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD))
@@ -67,15 +69,19 @@ def build_namespace(registry: Registry | None = None) -> Collection:
     registry = registry if registry is not None else load_registry()
     root = Collection()
     namespaces: dict[str, Collection] = {}
+    prefixes = {spec.namespace for spec in registry if spec.namespace}
     for spec in registry:
         task = runbook_task(spec)
-        if spec.namespace is None:
+        namespace = spec.namespace or (spec.name if spec.name in prefixes else None)
+        if namespace is None:
             root.add_task(task)
-        else:
-            if spec.namespace not in namespaces:
-                namespaces[spec.namespace] = Collection(spec.namespace)
-                root.add_collection(namespaces[spec.namespace])
-            namespaces[spec.namespace].add_task(task)
+            continue
+        if namespace not in namespaces:
+            namespaces[namespace] = Collection(namespace)
+            root.add_collection(namespaces[namespace])
+        # `rollback` beside `rollback.history`: the collection's default task answers to the
+        # bare name, so `invoke rollback production` still works.
+        namespaces[namespace].add_task(task, default=spec.namespace is None)
     for collection in (*tasks_admin.collections(), *tasks_approvals.collections()):
         root.add_collection(collection)
     return root

@@ -20,6 +20,21 @@ EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_PENDING = 0, 1, 2, 3
 class RunbookProgram(Program):
     """Program whose parse errors exit 2, with our collection as the namespace."""
 
+    def run(self, argv: list[str] | None = None, exit: bool = True) -> None:
+        """``runbook TASK ... --help`` means ``runbook --help TASK``.
+
+        invoke's parser would otherwise complain about missing positionals first, or even take
+        ``--help`` as a positional value.
+        """
+        args = list(sys.argv if argv is None else argv)
+        if (
+            len(args) > 2
+            and not args[1].startswith("-")
+            and any(a in {"--help", "-h"} for a in args[2:])
+        ):
+            args = [args[0], "--help", args[1]]
+        super().run(args, exit)
+
     def parse_core_args(self) -> None:
         try:
             super().parse_core_args()

@@ -153,7 +153,7 @@ def print_plan(
             )
             table.add_row(str(index), step["description"], undo)
         console.print(table)
-    else:
+    elif not plan.read_only:
         console.print("[bold]nothing to do[/bold]: the live state already matches")
     for note in plan.notes:
         console.print(f"[dim]note:[/dim] {note}")

@@ -282,6 +282,26 @@ def serve(c: Any, port: int = 0) -> None:
     os.execv(sys.executable, argv)  # noqa: S606
 
 
+# ------------------------------------------------------------------------------- sandbox
+
+
+@task
+def up(c: Any) -> None:
+    """Run the whole sandbox (Kubernetes emulators per region) until Ctrl-C; writes
+    .runbook-bot/sandbox/env for the bot, terminals and `kubectl` (source it)."""
+    import os
+
+    os.execv(sys.executable, [sys.executable, "-m", "sandbox", "up"])  # noqa: S606
+
+
+@task
+def reset(c: Any) -> None:
+    """Remove the default state store and sandbox files (stop the sandbox first)."""
+    import os
+
+    os.execv(sys.executable, [sys.executable, "-m", "sandbox", "reset"])  # noqa: S606
+
+
 def collections() -> list[Collection]:
     runs = Collection("runs")
     runs.add_task(cast("Task[Any]", list_), name="list")
@@ -294,4 +314,7 @@ def collections() -> list[Collection]:
     config.add_task(cast("Task[Any]", check))
     bot = Collection("bot")
     bot.add_task(serve)
-    return [runs, audit, config, bot]
+    sandbox = Collection("sandbox")
+    sandbox.add_task(cast("Task[Any]", up))
+    sandbox.add_task(cast("Task[Any]", reset))
+    return [runs, audit, config, bot, sandbox]

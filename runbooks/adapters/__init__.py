@@ -1,16 +1,58 @@
 """Adapters: one module per external system, the only place its SDK is imported.
 
-``build_adapters`` gives the engine what the runbooks use; the Kubernetes, AWS, MongoDB and
-PagerDuty adapters join it in their issues.
+``build_adapters`` gives the engine what the runbooks use (``runbooks.interfaces``). Clients
+are created lazily, one per (environment, region), on first use.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from pathlib import Path
+
 from runbooks.engine.config import Config
-from runbooks.engine.plan import Adapters
+from runbooks.engine.errors import InvalidInput
+from runbooks.interfaces import Infrastructure, KubeOps
 
 
-def build_adapters(config: Config) -> Adapters:
+class LiveInfrastructure(Infrastructure):
+    """Adapters talking to real (or emulated) systems, as configured."""
+
+    def __init__(self, config: Config, *, kubeconfig: str | None = None) -> None:
+        self._config = config
+        self._kubeconfig = kubeconfig
+        self._kube: dict[tuple[str, str], KubeOps] = {}
+        self._lock = threading.Lock()
+
+    def _kubeconfig_path(self) -> str | None:
+        if self._kubeconfig:
+            return self._kubeconfig
+        if os.environ.get("KUBECONFIG"):
+            return os.environ["KUBECONFIG"].split(os.pathsep)[0]
+        default = Path.home() / ".kube" / "config"
+        if default.exists():
+            return str(default)
+        return None  # in-cluster
+
+    def kube(self, environment: str, region: str) -> KubeOps:
+        env = self._config.environment(environment)
+        context = env.kube_contexts.get(region)
+        if context is None:
+            raise InvalidInput(
+                f"{environment} has no Kubernetes context for {region}; configured: "
+                f"{', '.join(env.kube_contexts) or 'none'} (kube_contexts in environments.yaml)"
+            )
+        with self._lock:
+            if (environment, region) not in self._kube:
+                from runbooks.adapters.kube import KubeAdapter, make_api_client
+
+                api = make_api_client(context=context, kubeconfig=self._kubeconfig_path())
+                self._kube[environment, region] = KubeAdapter(
+                    api, region=region, label=f"{environment}/{region}"
+                )
+            return self._kube[environment, region]
+
+
+def build_adapters(config: Config) -> LiveInfrastructure:
     """Create the adapters for this configuration (lazily; nothing connects yet)."""
-    del config  # used once the first adapter lands
-    return Adapters()
+    return LiveInfrastructure(config)

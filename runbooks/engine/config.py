@@ -40,6 +40,20 @@ class ServiceConfig(_Strict):
     health_path: str = "/health"
     ready_path: str = "/ready"
     hpa: str | None = None
+    #: Blue-green only: the Kubernetes Service that points at one colour, and each colour's
+    #: deployment; the Service's selector label ``color_label`` names the live colour.
+    service: str | None = None
+    colors: dict[str, str] = Field(default_factory=dict)
+    color_label: str = "color"
+
+    @model_validator(mode="after")
+    def _blue_green(self) -> ServiceConfig:
+        if self.strategy == "blue-green" and (len(self.colors) < 2 or not self.service):
+            raise ValueError(
+                "a blue-green service needs `service` (the Kubernetes Service) "
+                "and at least two `colors` (colour: deployment)"
+            )
+        return self
 
 
 class ScalingLimits(_Strict):

@@ -51,6 +51,22 @@ class Settings:
         return f"sqlite:{self.state_url}"
 
 
+def read_sandbox_env(path: Path) -> dict[str, str]:
+    """Parse the ``export KEY=VALUE`` lines that ``invoke sandbox.up`` writes."""
+    import shlex
+
+    values: dict[str, str] = {}
+    if not path.exists():
+        return values
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if line.startswith("export ") and "=" in line:
+            key, _, value = line.removeprefix("export ").partition("=")
+            parsed = shlex.split(value)
+            values[key.strip()] = parsed[0] if parsed else ""
+    return values
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read ``RUNBOOK_BOT_*`` variables, falling back to the checkout's defaults."""
     env = dict(os.environ if environ is None else environ)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ from runbooks.engine.config import Config, load_config
 from runbooks.engine.executor import Engine
 from runbooks.engine.plan import Adapters
 from runbooks.engine.registry import Registry, load_registry
-from runbooks.engine.settings import Settings, load_settings
+from runbooks.engine.settings import Settings, load_settings, read_sandbox_env
 from runbooks.engine.store import Store, open_store
 
 
@@ -45,6 +46,10 @@ def open_runtime(
     """Load configuration, open the store, resolve the audit key and build the engine."""
     settings = settings or load_settings()
     config = load_config(settings.config_dir, schedules=settings.schedules_path)
+    if config.is_sandbox:
+        # The sandbox's emulators announce themselves in this file; explicit settings win.
+        for name, value in read_sandbox_env(settings.state_dir / "sandbox" / "env").items():
+            os.environ.setdefault(name, value)
     store = open_store(settings.state_url)
     clock = clock or SystemClock()
     key = resolve_audit_key(

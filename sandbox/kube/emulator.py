@@ -623,6 +623,12 @@ class Cluster:
             new_rs = self._write("replicasets", "apps", rs)
             status["progressStartedAt"] = self.clock()
             top += 1
+        # A different new replica set is a new rollout: its progress deadline starts now.
+        private = self._progress.setdefault(meta["uid"], {})
+        if private.get("replicaset") != new_rs["metadata"]["name"]:
+            private["replicaset"] = new_rs["metadata"]["name"]
+            status["progressStartedAt"] = self.clock()
+            status["resetProgress"] = True
         # Keep the deployment's revision annotation equal to the newest replica set's.
         revision = new_rs["metadata"]["annotations"][REVISION]
         if (meta.get("annotations") or {}).get(REVISION) != revision:
@@ -685,6 +691,8 @@ class Cluster:
 
         def condition(kind: str, value: str, reason: str, message: str) -> None:
             old = conditions.get(kind)
+            if old and (old["status"], old["reason"], old["message"]) == (value, reason, message):
+                return  # unchanged conditions keep their timestamps (no churn)
             transition = old["lastTransitionTime"] if old and old["status"] == value else stamp
             conditions[kind] = {
                 "type": kind,
@@ -711,6 +719,9 @@ class Cluster:
         deadline = spec.get("progressDeadlineSeconds", 600)
         rs_name = new_rs["metadata"]["name"]
         previous = conditions.get("Progressing", {})
+        sticky = previous.get("reason") == "ProgressDeadlineExceeded" and not status.pop(
+            "resetProgress", False
+        )
         if complete:
             condition(
                 "Progressing",
@@ -718,9 +729,7 @@ class Cluster:
                 "NewReplicaSetAvailable",
                 f'ReplicaSet "{rs_name}" has successfully progressed.',
             )
-        elif previous.get("reason") == "ProgressDeadlineExceeded" or (
-            self.clock() - started > deadline
-        ):
+        elif sticky or self.clock() - started > deadline:
             condition(
                 "Progressing",
                 "False",
@@ -753,7 +762,9 @@ class Cluster:
         self._set_status(deploy, status)
 
     def _set_status(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
-        public = {k: v for k, v in status.items() if k != "progressStartedAt"}
+        public = {
+            k: v for k, v in status.items() if k not in {"progressStartedAt", "resetProgress"}
+        }
         current = self.objects.get(
             self._key(
                 BY_PATH["apps", "v1", "deployments"],

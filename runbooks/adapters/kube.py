@@ -1,0 +1,396 @@
+"""Kubernetes adapter: the official ``kubernetes`` client, in the runbooks' words.
+
+- One API client per kubeconfig context (environment + region), or in-cluster configuration.
+- ``undo`` follows kubectl's rollback algorithm (polymorphichelpers/rollback.go): target is
+  ``--to-revision`` or the second-highest revision; refuse when paused; skip when the template
+  already matches (ignoring ``pod-template-hash``); one JSON patch replacing
+  ``/spec/template`` and ``/metadata/annotations``.
+- ``wait_rollout`` watches the deployment with ``fieldSelector=metadata.name=...`` and applies
+  ``kubectl rollout status``'s rules; it never sleeps in a loop.
+- HTTP 409 is retried with a fresh read; other API errors become InfrastructureError naming the
+  object and the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kubernetes import client, watch
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+
+from runbooks.engine.errors import Refused
+from runbooks.interfaces import (
+    DeploymentState,
+    HpaState,
+    InfrastructureError,
+    Revision,
+    RolloutFailed,
+)
+
+REVISION = "deployment.kubernetes.io/revision"
+#: Deployment annotations kubectl keeps on undo instead of copying them from the ReplicaSet.
+KEEP_ANNOTATIONS = (
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION,
+    "deployment.kubernetes.io/revision-history",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+)
+CONFLICT_RETRIES = 5
+T = TypeVar("T")
+
+
+def make_api_client(*, context: str | None, kubeconfig: str | None) -> client.ApiClient:
+    """An ApiClient for a kubeconfig context, or in-cluster when no kubeconfig is given."""
+    try:
+        if kubeconfig is None:
+            configuration = client.Configuration()
+            kube_config.load_incluster_config(client_configuration=configuration)
+            return client.ApiClient(configuration)
+        api: client.ApiClient = kube_config.new_client_from_config(
+            config_file=kubeconfig, context=context
+        )
+        return api
+    except (kube_config.ConfigException, OSError) as exc:
+        raise InfrastructureError(
+            f"cannot configure Kubernetes context {context!r} from {kubeconfig or 'in-cluster'}: "
+            f"{exc}",
+            hint="check KUBECONFIG and kube_contexts in environments.yaml (in the sandbox, run "
+            "`invoke sandbox.up` first)",
+        ) from None
+
+
+class KubeAdapter:
+    """Operations on one cluster."""
+
+    def __init__(self, api_client: client.ApiClient, *, region: str, label: str) -> None:
+        self.region = region
+        self.label = label  # e.g. "production/us-east-1", used in messages
+        self._api = api_client
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.autoscaling = client.AutoscalingV2Api(api_client)
+
+    # error handling ---------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except ApiException as exc:
+            raise self._error(what, exc) from None
+        except OSError as exc:  # connection refused, DNS, TLS
+            raise InfrastructureError(
+                f"cannot reach Kubernetes ({self.label}) to {what}: {exc}",
+                hint="is the cluster (or `invoke sandbox.up`) running?",
+            ) from None
+
+    def _error(self, what: str, exc: ApiException) -> InfrastructureError:
+        reason = exc.reason or ""
+        try:
+            body = json.loads(exc.body or "{}")
+            reason = body.get("message") or reason
+        except (TypeError, ValueError):
+            pass
+        return InfrastructureError(
+            f"Kubernetes ({self.label}) refused to {what}: HTTP {exc.status} {reason}"
+        )
+
+    def _retry_conflicts(self, what: str, attempt: Callable[[], T]) -> T:
+        """Run a read-modify-write; on 409 read again and retry."""
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                return attempt()
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise self._error(what, exc) from None
+        raise InfrastructureError(
+            f"Kubernetes ({self.label}): {what} kept conflicting with "
+            f"other writers ({CONFLICT_RETRIES} attempts)"
+        )
+
+    # reads ------------------------------------------------------------------------------
+    def _raw_deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        obj = self._call(
+            f"read deployment {namespace}/{name}",
+            lambda: self.apps.read_namespaced_deployment(name, namespace),
+        )
+        return dict(self._api.sanitize_for_serialization(obj))
+
+    def deployment(self, namespace: str, name: str) -> DeploymentState:
+        return _state(self._raw_deployment(namespace, name))
+
+    def revisions(self, namespace: str, name: str) -> list[Revision]:
+        deploy = self._raw_deployment(namespace, name)
+        return _revisions(deploy, self._replicasets(namespace, deploy))
+
+    def _replicasets(self, namespace: str, deploy: dict[str, Any]) -> list[dict[str, Any]]:
+        labels = (deploy["spec"].get("selector") or {}).get("matchLabels") or {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        listed = self._call(
+            f"list replica sets of {namespace}/{deploy['metadata']['name']}",
+            lambda: self.apps.list_namespaced_replica_set(namespace, label_selector=selector),
+        )
+        uid = deploy["metadata"]["uid"]
+        items = [self._api.sanitize_for_serialization(rs) for rs in listed.items]
+        return [
+            rs
+            for rs in items
+            if any(
+                ref.get("uid") == uid and ref.get("controller")
+                for ref in rs["metadata"].get("ownerReferences", [])
+            )
+        ]
+
+    # rollback ---------------------------------------------------------------------------
+    def undo(self, namespace: str, name: str, to_revision: int) -> bool:
+        def attempt() -> bool:
+            deploy = self.apps.read_namespaced_deployment(name, namespace)
+            raw = self._api.sanitize_for_serialization(deploy)
+            if raw["spec"].get("paused"):
+                raise Refused(
+                    f"deployment {namespace}/{name} ({self.label}) is paused; resume "
+                    "the rollout (kubectl rollout resume) before rolling back"
+                )
+            by_number = {r.number: r for r in _revisions(raw, self._replicasets(namespace, raw))}
+            if to_revision not in by_number:
+                raise Refused(
+                    f"revision {to_revision} of {namespace}/{name} ({self.label}) "
+                    f"does not exist; known: {', '.join(map(str, sorted(by_number)))}"
+                )
+            target = by_number[to_revision]
+            if _strip_hash(raw["spec"]["template"]) == target.template:
+                return False
+            annotations = {
+                k: v
+                for k, v in (raw["metadata"].get("annotations") or {}).items()
+                if k in KEEP_ANNOTATIONS
+            }
+            rs_annotations = _rs_annotations(raw, self._replicasets(namespace, raw), to_revision)
+            annotations.update(
+                {k: v for k, v in rs_annotations.items() if k not in KEEP_ANNOTATIONS}
+            )
+            self.apps.patch_namespaced_deployment(
+                name,
+                namespace,
+                [
+                    {"op": "replace", "path": "/spec/template", "value": target.template},
+                    {"op": "replace", "path": "/metadata/annotations", "value": annotations},
+                ],
+            )
+            return True
+
+        return self._retry_conflicts(f"roll back deployment {namespace}/{name}", attempt)
+
+    def wait_rollout(
+        self, namespace: str, name: str, *, timeout: float, check: Callable[[], None]
+    ) -> DeploymentState:
+        deadline = time.monotonic() + timeout
+        state = self.deployment(namespace, name)
+        resource_version = None
+        while True:
+            check()
+            done, message = _rollout_done(state)
+            if done:
+                return state
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RolloutFailed(
+                    f"rollout of {namespace}/{name} ({self.label}) did not "
+                    f"finish within {timeout:g}s: {message}"
+                )
+            stream = watch.Watch()
+            try:
+                for event in stream.stream(
+                    self.apps.list_namespaced_deployment,
+                    namespace,
+                    field_selector=f"metadata.name={name}",
+                    resource_version=resource_version or None,
+                    timeout_seconds=max(1, min(int(left) + 1, 5)),
+                ):
+                    raw = self._api.sanitize_for_serialization(event["object"])
+                    resource_version = raw["metadata"]["resourceVersion"]
+                    state = _state(raw)
+                    check()
+                    if _rollout_done(state)[0]:
+                        stream.stop()
+                        break
+            except ApiException as exc:
+                if exc.status == 410:  # expired resourceVersion: list again
+                    resource_version = None
+                    state = self.deployment(namespace, name)
+                    continue
+                raise self._error(f"watch deployment {namespace}/{name}", exc) from None
+            else:
+                if not _rollout_done(state)[0]:
+                    state = self.deployment(namespace, name)
+
+    # scaling ----------------------------------------------------------------------------
+    def scale(self, namespace: str, name: str, replicas: int) -> None:
+        self._retry_conflicts(
+            f"scale deployment {namespace}/{name} to {replicas}",
+            lambda: self.apps.patch_namespaced_deployment_scale(
+                name, namespace, {"spec": {"replicas": replicas}}
+            ),
+        )
+
+    def hpa_for(self, namespace: str, deployment: str) -> HpaState | None:
+        listed = self._call(
+            f"list autoscalers in {namespace}",
+            lambda: self.autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace),
+        )
+        for item in listed.items:
+            raw = self._api.sanitize_for_serialization(item)
+            ref = raw["spec"].get("scaleTargetRef") or {}
+            if ref.get("kind") == "Deployment" and ref.get("name") == deployment:
+                return _hpa_state(raw)
+        return None
+
+    def set_hpa_bounds(self, namespace: str, name: str, minimum: int, maximum: int) -> None:
+        self._retry_conflicts(
+            f"set autoscaler {namespace}/{name} to {minimum}-{maximum}",
+            lambda: self.autoscaling.patch_namespaced_horizontal_pod_autoscaler(
+                name, namespace, {"spec": {"minReplicas": minimum, "maxReplicas": maximum}}
+            ),
+        )
+
+    # services ---------------------------------------------------------------------------
+    def service_selector(self, namespace: str, service: str) -> dict[str, str]:
+        obj = self._call(
+            f"read service {namespace}/{service}",
+            lambda: self.core.read_namespaced_service(service, namespace),
+        )
+        return dict((obj.spec.selector if obj.spec else None) or {})
+
+    def set_service_selector(self, namespace: str, service: str, selector: dict[str, str]) -> None:
+        def attempt() -> None:
+            current = self.core.read_namespaced_service(service, namespace)
+            if current.spec is None:
+                raise InfrastructureError(f"service {namespace}/{service} has no spec")
+            current.spec.selector = selector
+            self.core.replace_namespaced_service(service, namespace, current)
+
+        self._retry_conflicts(f"switch service {namespace}/{service}", attempt)
+
+    def endpoints(self, namespace: str, service: str) -> tuple[list[str], list[str]]:
+        obj = self._call(
+            f"read endpoints {namespace}/{service}",
+            lambda: self.core.read_namespaced_endpoints(service, namespace),
+        )
+        ready: list[str] = []
+        not_ready: list[str] = []
+        for subset in obj.subsets or []:
+            ready += [a.target_ref.name or "" for a in subset.addresses or [] if a.target_ref]
+            not_ready += [
+                a.target_ref.name or "" for a in subset.not_ready_addresses or [] if a.target_ref
+            ]
+        return sorted(ready), sorted(not_ready)
+
+
+# pure helpers (unit-tested without a server) -------------------------------------------------
+
+
+def _strip_hash(template: dict[str, Any]) -> dict[str, Any]:
+    clean = copy.deepcopy(template)
+    labels = (clean.get("metadata") or {}).get("labels")
+    if labels:
+        labels.pop("pod-template-hash", None)
+    return clean
+
+
+def _images(template: dict[str, Any]) -> dict[str, str]:
+    return {
+        c["name"]: c.get("image", "") for c in (template.get("spec") or {}).get("containers", [])
+    }
+
+
+def _revisions(deploy: dict[str, Any], replicasets: list[dict[str, Any]]) -> list[Revision]:
+    out = []
+    for rs in replicasets:
+        annotations = rs["metadata"].get("annotations") or {}
+        number = int(annotations.get(REVISION, "0") or 0)
+        if number <= 0:
+            continue
+        template = _strip_hash(rs["spec"]["template"])
+        out.append(
+            Revision(
+                number=number,
+                replicaset=rs["metadata"]["name"],
+                images=_images(template),
+                change_cause=annotations.get("kubernetes.io/change-cause", ""),
+                template=template,
+                replicas=rs["spec"].get("replicas", 0),
+            )
+        )
+    return sorted(out, key=lambda r: r.number)
+
+
+def _rs_annotations(
+    deploy: dict[str, Any], replicasets: list[dict[str, Any]], number: int
+) -> dict[str, str]:
+    for rs in replicasets:
+        annotations = rs["metadata"].get("annotations") or {}
+        if annotations.get(REVISION) == str(number):
+            return dict(annotations)
+    return {}
+
+
+def _state(raw: dict[str, Any]) -> DeploymentState:
+    spec, status, meta = raw["spec"], raw.get("status") or {}, raw["metadata"]
+    return DeploymentState(
+        name=meta["name"],
+        namespace=meta["namespace"],
+        revision=int((meta.get("annotations") or {}).get(REVISION, "0") or 0),
+        images=_images(spec["template"]),
+        replicas=spec.get("replicas", 1),
+        ready=status.get("readyReplicas", 0) or 0,
+        updated=status.get("updatedReplicas", 0) or 0,
+        available=status.get("availableReplicas", 0) or 0,
+        generation=meta.get("generation", 0) or 0,
+        observed_generation=status.get("observedGeneration", 0) or 0,
+        paused=bool(spec.get("paused")),
+        template=_strip_hash(spec["template"]),
+        labels=dict(meta.get("labels") or {}),
+        conditions={
+            c["type"]: (c["status"], c.get("reason", "")) for c in status.get("conditions") or []
+        },
+    )
+
+
+def _rollout_done(state: DeploymentState) -> tuple[bool, str]:
+    """kubectl rollout status, in order: generation, deadline, updated, old, available."""
+    if state.generation > state.observed_generation:
+        return False, "waiting for the deployment spec update to be observed"
+    progressing = state.conditions.get("Progressing")
+    if progressing and progressing[1] == "ProgressDeadlineExceeded":
+        raise RolloutFailed(
+            f"deployment {state.namespace}/{state.name} exceeded its progress deadline: "
+            f"{state.updated} of {state.replicas} updated replicas, {state.available} available "
+            f"(image {state.image_text()} is not becoming ready)"
+        )
+    if state.updated < state.replicas:
+        return False, f"{state.updated} of {state.replicas} new replicas updated"
+    if state.ready > state.updated or state.available < state.updated:
+        return False, f"{state.available} of {state.updated} updated replicas available"
+    return True, "successfully rolled out"
+
+
+def _hpa_state(raw: dict[str, Any]) -> HpaState:
+    spec, status = raw["spec"], raw.get("status") or {}
+    targets: dict[str, int | None] = {"cpu": None, "memory": None}
+    for metric in spec.get("metrics") or []:
+        resource = metric.get("resource") or {}
+        if resource.get("name") in targets:
+            targets[resource["name"]] = (resource.get("target") or {}).get("averageUtilization")
+    return HpaState(
+        name=raw["metadata"]["name"],
+        min_replicas=spec.get("minReplicas", 1),
+        max_replicas=spec["maxReplicas"],
+        current=status.get("currentReplicas", 0) or 0,
+        desired=status.get("desiredReplicas", 0) or 0,
+        cpu_target=targets["cpu"],
+        memory_target=targets["memory"],
+    )

@@ -1,0 +1,128 @@
+"""What runbooks need from the outside world, in their own words.
+
+Runbook modules import these types, never an adapter module (an adapter imports its SDK, and
+import-linter counts that edge). ``runbooks.adapters`` implements them; tests may too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runbooks.engine.errors import InvalidInput, RunbookError
+from runbooks.engine.plan import Adapters, PlanContext
+
+
+class InfrastructureError(RunbookError):
+    """An external system refused or failed; the message names the object and the reason."""
+
+    code = "infrastructure_error"
+
+
+class RolloutFailed(InfrastructureError):
+    """A rollout did not complete (e.g. ProgressDeadlineExceeded)."""
+
+    code = "rollout_failed"
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One entry of a deployment's rollout history (a ReplicaSet)."""
+
+    number: int
+    replicaset: str
+    images: dict[str, str]
+    change_cause: str
+    template: dict[str, Any]
+    replicas: int
+
+    def image_text(self) -> str:
+        return short_images(self.images)
+
+
+def short_images(images: dict[str, str]) -> str:
+    """``app-api:1.4.2`` for ``123.dkr.ecr.../app-api:1.4.2``: the part people recognise."""
+    return ", ".join(sorted({image.rsplit("/", 1)[-1] for image in images.values()})) or "no image"
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    name: str
+    namespace: str
+    revision: int
+    images: dict[str, str]
+    replicas: int
+    ready: int
+    updated: int
+    available: int
+    generation: int
+    observed_generation: int
+    paused: bool
+    template: dict[str, Any]
+    labels: dict[str, str]
+    conditions: dict[str, tuple[str, str]] = field(default_factory=dict)  # type -> (status, reason)
+
+    def image_text(self) -> str:
+        return short_images(self.images)
+
+
+@dataclass(frozen=True)
+class HpaState:
+    name: str
+    min_replicas: int
+    max_replicas: int
+    current: int
+    desired: int
+    cpu_target: int | None
+    memory_target: int | None
+
+
+class KubeOps(Protocol):
+    """Kubernetes operations for one cluster (one environment in one region)."""
+
+    region: str
+
+    def deployment(self, namespace: str, name: str) -> DeploymentState: ...
+
+    def revisions(self, namespace: str, name: str) -> list[Revision]: ...
+
+    def undo(self, namespace: str, name: str, to_revision: int) -> bool:
+        """Roll back like ``kubectl rollout undo``; False when already at that template."""
+        ...
+
+    def wait_rollout(
+        self, namespace: str, name: str, *, timeout: float, check: Callable[[], None]
+    ) -> DeploymentState:
+        """Watch until the rollout completes (like ``kubectl rollout status``)."""
+        ...
+
+    def scale(self, namespace: str, name: str, replicas: int) -> None: ...
+
+    def hpa_for(self, namespace: str, deployment: str) -> HpaState | None: ...
+
+    def set_hpa_bounds(self, namespace: str, name: str, minimum: int, maximum: int) -> None: ...
+
+    def service_selector(self, namespace: str, service: str) -> dict[str, str]: ...
+
+    def set_service_selector(
+        self, namespace: str, service: str, selector: dict[str, str]
+    ) -> None: ...
+
+    def endpoints(self, namespace: str, service: str) -> tuple[list[str], list[str]]:
+        """(ready pod names, not-ready pod names) behind a service."""
+        ...
+
+
+class Infrastructure(Adapters):
+    """The adapters runbooks use, reached through ``ctx.adapters``."""
+
+    def kube(self, environment: str, region: str) -> KubeOps:
+        raise InvalidInput(f"no Kubernetes adapter is configured for {environment} in {region}")
+
+
+def infrastructure(ctx: PlanContext) -> Infrastructure:
+    """The context's adapters as the runbooks' interface."""
+    if not isinstance(ctx.adapters, Infrastructure):
+        raise InvalidInput("this runbook needs infrastructure adapters; the front end gave none")
+    return ctx.adapters

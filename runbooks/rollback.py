@@ -1,0 +1,345 @@
+"""``rollback``: undo a bad release, like ``kubectl rollout undo``, then wait and check health.
+
+By default every region where the environment runs the service (the active region first),
+since a bad release reached them all; ``--region`` narrows it. Blue-green services roll back
+by pointing their Service at the previous colour.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from runbooks.engine.config import EnvironmentConfig, ServiceConfig
+from runbooks.engine.errors import InvalidInput, Refused, StepFailed
+from runbooks.engine.params import RegionalParams
+from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
+from runbooks.engine.registry import runbook
+from runbooks.interfaces import KubeOps, Revision, infrastructure
+
+POLL_S = 0.2
+
+
+class RollbackParams(RegionalParams):
+    service: str = Field("api", description="service to roll back (default api)")
+    to_revision: int | None = Field(
+        None, ge=1, description="revision to return to (default: the one before the current)"
+    )
+
+
+class HistoryParams(RegionalParams):
+    service: str = Field("api", description="service whose history to show (default api)")
+
+
+def service_config(env: EnvironmentConfig, environment: str, name: str) -> ServiceConfig:
+    try:
+        return env.services[name]
+    except KeyError:
+        raise InvalidInput(
+            f"unknown service {name!r} in {environment}; known: {', '.join(env.services)}"
+        ) from None
+
+
+def service_name(name: str, service: ServiceConfig) -> str:
+    return service.service or f"{name}-service"
+
+
+def rollout_regions(env: EnvironmentConfig, region: str | None) -> list[str]:
+    """The regions to act on: the given one, else all with a cluster, primary first."""
+    if region is not None:
+        return [region]
+    regions = [r for r in env.regions if r in env.kube_contexts]
+    return sorted(regions, key=lambda r: r != env.primary_region)
+
+
+def kube_for(ctx: PlanContext | RunContext, environment: str, region: str) -> KubeOps:
+    return infrastructure(ctx).kube(environment, region)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UndoDeployment(Step, kind="kube.undo"):
+    """Return a deployment to an earlier ReplicaSet's template, then wait for it to be healthy.
+
+    The target is named by ReplicaSet, not by revision number: an undo renumbers revisions
+    (revision 2 becomes 4), and a resumed step must still recognise its own effect.
+    """
+
+    environment: str
+    region: str
+    namespace: str
+    deployment: str
+    service: str
+    from_revision: int
+    from_replicaset: str
+    from_images: str
+    to_revision: int
+    to_replicaset: str
+    to_images: str
+    timeout: float = 300.0
+
+    def describe(self) -> str:
+        return (
+            f"roll back deployment {self.deployment} in {self.environment} ({self.region}): "
+            f"revision {self.from_revision} ({self.from_images}) → revision "
+            f"{self.to_revision} ({self.to_images})"
+        )
+
+    def _go_to(self, ctx: RunContext, replicaset: str) -> str:
+        kube = kube_for(ctx, self.environment, self.region)
+        target = _revision_of(kube.revisions(self.namespace, self.deployment), replicaset)
+        if target is None:
+            raise StepFailed(
+                f"replica set {replicaset} of {self.deployment} ({self.region}) "
+                "no longer exists; nothing to return to"
+            )
+        if kube.deployment(self.namespace, self.deployment).template == target.template:
+            return f"{self.region}: already at {replicaset} ({target.image_text()})"
+        kube.undo(self.namespace, self.deployment, target.number)
+        return f"{self.region}: patched {self.deployment} to {replicaset} ({target.image_text()})"
+
+    def run(self, ctx: RunContext) -> str | None:
+        return self._go_to(ctx, self.to_replicaset)
+
+    def wait(self, ctx: RunContext, deadline: float) -> None:
+        _wait_healthy(ctx, self, deadline)
+
+    def verify(self, ctx: RunContext) -> bool:
+        kube = kube_for(ctx, self.environment, self.region)
+        target = _revision_of(kube.revisions(self.namespace, self.deployment), self.to_replicaset)
+        state = kube.deployment(self.namespace, self.deployment)
+        return (
+            target is not None
+            and state.template == target.template
+            and state.available >= state.replicas
+        )
+
+    def undo(self, ctx: RunContext) -> str | None:
+        output = self._go_to(ctx, self.from_replicaset)
+        kube = kube_for(ctx, self.environment, self.region)
+        kube.wait_rollout(
+            self.namespace, self.deployment, timeout=self.timeout, check=ctx.check_cancelled
+        )
+        return output
+
+
+def _revision_of(revisions: list[Revision], replicaset: str) -> Revision | None:
+    return next((r for r in revisions if r.replicaset == replicaset), None)
+
+
+def _wait_healthy(ctx: RunContext, step: UndoDeployment, deadline: float) -> None:
+    """Rollout complete (watched), then every replica ready behind the service."""
+    kube = kube_for(ctx, step.environment, step.region)
+    left = max(1.0, deadline - ctx.clock.now())
+    state = kube.wait_rollout(
+        step.namespace, step.deployment, timeout=left, check=ctx.check_cancelled
+    )
+    ctx.note(
+        f"{step.region}: rollout complete, {state.available}/{state.replicas} available "
+        f"({state.image_text()})"
+    )
+    while True:
+        ready, not_ready = kube.endpoints(step.namespace, step.service)
+        if len(ready) >= state.replicas and not not_ready:
+            ctx.note(f"{step.region}: service {step.service} has {len(ready)} ready endpoints")
+            return
+        if ctx.clock.now() >= deadline:
+            raise StepFailed(
+                f"service {step.service} ({step.region}) has {len(ready)} ready and "
+                f"{len(not_ready)} unready endpoints after the rollout"
+            )
+        ctx.check_cancelled()
+        time.sleep(POLL_S)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SwitchColor(Step, kind="kube.switch_color"):
+    """Point a blue-green service at another colour and check its endpoints."""
+
+    environment: str
+    region: str
+    namespace: str
+    service: str
+    label: str
+    from_color: str
+    from_images: str
+    to_color: str
+    to_deployment: str
+    to_images: str
+    timeout: float = 120.0
+    poll_interval = POLL_S
+
+    def describe(self) -> str:
+        return (
+            f"switch service {self.service} in {self.environment} ({self.region}) from "
+            f"{self.from_color} ({self.from_images}) to {self.to_color} ({self.to_images})"
+        )
+
+    def _switch(self, ctx: RunContext, color: str) -> str:
+        kube = kube_for(ctx, self.environment, self.region)
+        selector = kube.service_selector(self.namespace, self.service)
+        if selector.get(self.label) == color:
+            return f"{self.service} already selects {color}"
+        kube.set_service_selector(self.namespace, self.service, {**selector, self.label: color})
+        return f"{self.service} now selects {self.label}={color}"
+
+    def run(self, ctx: RunContext) -> str | None:
+        return self._switch(ctx, self.to_color)
+
+    def verify(self, ctx: RunContext) -> bool:
+        kube = kube_for(ctx, self.environment, self.region)
+        if kube.service_selector(self.namespace, self.service).get(self.label) != self.to_color:
+            return False
+        ready, _ = kube.endpoints(self.namespace, self.service)
+        return bool(ready) and all(p.startswith(self.to_deployment + "-") for p in ready)
+
+    def undo(self, ctx: RunContext) -> str | None:
+        return self._switch(ctx, self.from_color)
+
+
+@runbook("rollback", params=RollbackParams, lock="{environment}:{service}")
+def rollback(ctx: PlanContext, params: RollbackParams) -> PlanDraft:
+    """Roll a service back to its previous release (or --to-revision N), in every region.
+
+    Like `kubectl rollout undo`, then waits like `kubectl rollout status` and checks that every
+    replica is ready behind the service. Blue-green services switch to the previous colour.
+    """
+    env = ctx.env
+    service = service_config(env, params.environment, params.service)
+    steps: list[Step] = []
+    notes: list[str] = []
+    for region in rollout_regions(env, params.region):
+        kube = kube_for(ctx, params.environment, region)
+        if service.strategy == "blue-green":
+            steps.append(_plan_blue_green(kube, params, service, region))
+            continue
+        step, note = _plan_undo(kube, params, service, region)
+        if step is not None:
+            steps.append(step)
+        if note:
+            notes.append(note)
+    summary = f"roll back {params.service} in {params.environment} ({len(steps)} region(s))"
+    return PlanDraft(steps=steps, summary=summary, notes=notes)
+
+
+def _plan_undo(
+    kube: KubeOps, params: RollbackParams, service: ServiceConfig, region: str
+) -> tuple[UndoDeployment | None, str | None]:
+    name, namespace = service.deployment, service.namespace
+    state = kube.deployment(namespace, name)
+    if state.paused:
+        raise Refused(
+            f"deployment {namespace}/{name} ({region}) is paused: a rollout is in "
+            "progress and was paused; resume or finish it before rolling back"
+        )
+    revisions = kube.revisions(namespace, name)
+    current = next((r for r in revisions if r.template == state.template), None)
+    if current is None:
+        raise Refused(
+            f"{namespace}/{name} ({region}): no replica set matches the current "
+            "template; wait for the controller and try again"
+        )
+    if params.to_revision is not None:
+        target = next((r for r in revisions if r.number == params.to_revision), None)
+        if target is None:
+            raise InvalidInput(
+                f"--to-revision {params.to_revision}: {name} in {params.environment} ({region}) "
+                f"has revisions {', '.join(str(r.number) for r in revisions)}; see "
+                f"`rollback.history {params.environment}`"
+            )
+    else:
+        earlier = [r for r in revisions if r.number < current.number]
+        if not earlier:
+            raise Refused(
+                f"{name} in {params.environment} ({region}) has no revision before "
+                f"{current.number}; there is nothing to roll back to"
+            )
+        target = earlier[-1]
+    if target.template == state.template:
+        return None, (
+            f"{region}: {name} already runs revision {target.number}'s template "
+            f"({target.image_text()}); nothing to do there"
+        )
+    return UndoDeployment(
+        environment=params.environment,
+        region=region,
+        namespace=namespace,
+        deployment=name,
+        service=service_name(params.service, service),
+        from_revision=current.number,
+        from_replicaset=current.replicaset,
+        from_images=current.image_text(),
+        to_revision=target.number,
+        to_replicaset=target.replicaset,
+        to_images=target.image_text(),
+    ), None
+
+
+def _plan_blue_green(
+    kube: KubeOps, params: RollbackParams, service: ServiceConfig, region: str
+) -> SwitchColor:
+    assert service.service is not None  # validated by ServiceConfig
+    if params.to_revision is not None:
+        raise InvalidInput(
+            "--to-revision does not apply to a blue-green service; it switches to the other colour"
+        )
+    selector = kube.service_selector(service.namespace, service.service)
+    live = selector.get(service.color_label)
+    if live not in service.colors:
+        raise Refused(
+            f"service {service.service} ({region}) selects "
+            f"{service.color_label}={live!r}, which is none of "
+            f"{', '.join(service.colors)}"
+        )
+    others = [c for c in service.colors if c != live]
+    if len(others) != 1:
+        raise InvalidInput(
+            f"{params.service} has {len(service.colors)} colours; cannot tell which one is previous"
+        )
+    target = others[0]
+    target_state = kube.deployment(service.namespace, service.colors[target])
+    if target_state.available == 0:
+        raise Refused(
+            f"{service.colors[target]} ({region}) has no available pods; scale it up "
+            "before switching traffic to it"
+        )
+    live_state = kube.deployment(service.namespace, service.colors[live])
+    return SwitchColor(
+        environment=params.environment,
+        region=region,
+        namespace=service.namespace,
+        service=service.service,
+        label=service.color_label,
+        from_color=live,
+        from_images=live_state.image_text(),
+        to_color=target,
+        to_deployment=service.colors[target],
+        to_images=target_state.image_text(),
+    )
+
+
+@runbook("rollback.history", params=HistoryParams, read_only=True)
+def history(ctx: PlanContext, params: HistoryParams) -> PlanDraft:
+    """List a service's revisions (images, change-cause) in each region, to choose from."""
+    env = ctx.env
+    service = service_config(env, params.environment, params.service)
+    notes = []
+    for region in rollout_regions(env, params.region):
+        kube = kube_for(ctx, params.environment, region)
+        names = (
+            list(service.colors.values())
+            if service.strategy == "blue-green"
+            else [service.deployment]
+        )
+        for name in names:
+            state = kube.deployment(service.namespace, name)
+            for revision in kube.revisions(service.namespace, name):
+                mark = "  ← current" if revision.template == state.template else ""
+                notes.append(
+                    f"{region} {name} revision {revision.number}: "
+                    f"{revision.image_text()}  {revision.change_cause}{mark}"
+                )
+    return PlanDraft(
+        steps=[], summary=f"history of {params.service} in {params.environment}", notes=notes
+    )

@@ -1,0 +1,222 @@
+"""``scale.pods`` and ``scale.hpa``: change replicas or autoscaler bounds within policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from runbooks.engine.errors import InvalidInput
+from runbooks.engine.params import RegionalParams
+from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
+from runbooks.engine.registry import runbook
+from runbooks.rollback import kube_for, service_config
+
+
+class ScalePodsParams(RegionalParams):
+    service: str = Field(description="service to scale (e.g. api)")
+    replicas: int = Field(ge=0, description="replica count (within the environment's bounds)")
+
+
+class ScaleHpaParams(RegionalParams):
+    service: str = Field(description="service whose autoscaler to change (e.g. api)")
+    min: int = Field(ge=1, description="autoscaler minimum replicas")
+    max: int = Field(ge=1, description="autoscaler maximum replicas")
+
+
+def _region(ctx: PlanContext, region: str | None) -> str:
+    # The region currently serving the environment; DR will make this dynamic.
+    return region or ctx.env.primary_region
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleDeployment(Step, kind="kube.scale"):
+    environment: str
+    region: str
+    namespace: str
+    deployment: str
+    from_replicas: int
+    to_replicas: int
+    timeout: float = 300.0
+
+    def describe(self) -> str:
+        return (
+            f"scale deployment {self.deployment} in {self.environment} ({self.region}): "
+            f"{self.from_replicas} → {self.to_replicas} replicas"
+        )
+
+    def _scale(self, ctx: RunContext, replicas: int) -> str:
+        kube = kube_for(ctx, self.environment, self.region)
+        if kube.deployment(self.namespace, self.deployment).replicas == replicas:
+            return f"already {replicas} replicas"
+        kube.scale(self.namespace, self.deployment, replicas)
+        return f"scaled to {replicas}"
+
+    def run(self, ctx: RunContext) -> str | None:
+        return self._scale(ctx, self.to_replicas)
+
+    def wait(self, ctx: RunContext, deadline: float) -> None:
+        kube = kube_for(ctx, self.environment, self.region)
+        state = kube.wait_rollout(
+            self.namespace,
+            self.deployment,
+            timeout=max(1.0, deadline - ctx.clock.now()),
+            check=ctx.check_cancelled,
+        )
+        if state.replicas != self.to_replicas:
+            raise InvalidInput(
+                f"{self.deployment} has {state.replicas} replicas, not "
+                f"{self.to_replicas}: something (an autoscaler?) changed it"
+            )
+        ctx.note(f"{state.ready}/{state.replicas} replicas ready")
+
+    def undo(self, ctx: RunContext) -> str | None:
+        return self._scale(ctx, self.from_replicas)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetAutoscalerBounds(Step, kind="kube.hpa_bounds"):
+    environment: str
+    region: str
+    namespace: str
+    hpa: str
+    deployment: str
+    from_min: int
+    from_max: int
+    to_min: int
+    to_max: int
+    timeout: float = 300.0
+
+    def describe(self) -> str:
+        return (
+            f"set autoscaler {self.hpa} in {self.environment} ({self.region}): "
+            f"{self.from_min}-{self.from_max} → {self.to_min}-{self.to_max} replicas"
+        )
+
+    def _set(self, ctx: RunContext, low: int, high: int) -> str:
+        kube = kube_for(ctx, self.environment, self.region)
+        state = kube.hpa_for(self.namespace, self.deployment)
+        if state is not None and (state.min_replicas, state.max_replicas) == (low, high):
+            return f"already {low}-{high}"
+        kube.set_hpa_bounds(self.namespace, self.hpa, low, high)
+        return f"bounds now {low}-{high}"
+
+    def run(self, ctx: RunContext) -> str | None:
+        return self._set(ctx, self.to_min, self.to_max)
+
+    def wait(self, ctx: RunContext, deadline: float) -> None:
+        kube = kube_for(ctx, self.environment, self.region)
+        while True:
+            state = kube.wait_rollout(
+                self.namespace,
+                self.deployment,
+                timeout=max(1.0, deadline - ctx.clock.now()),
+                check=ctx.check_cancelled,
+            )
+            if self.to_min <= state.replicas <= self.to_max:
+                ctx.note(
+                    f"{self.deployment}: {state.ready}/{state.replicas} ready, within "
+                    f"{self.to_min}-{self.to_max}"
+                )
+                return
+            ctx.check_cancelled()
+            ctx.clock.sleep(0.2)
+
+    def undo(self, ctx: RunContext) -> str | None:
+        return self._set(ctx, self.from_min, self.from_max)
+
+
+@runbook("scale.pods", params=ScalePodsParams, lock="{environment}:{service}")
+def scale_pods(ctx: PlanContext, params: ScalePodsParams) -> PlanDraft:
+    """Scale a service's deployment to a replica count, within policy and its autoscaler."""
+    env = ctx.env
+    service = service_config(env, params.environment, params.service)
+    limits = env.scaling
+    if not limits.min_replicas <= params.replicas <= limits.max_replicas:
+        raise InvalidInput(
+            f"--replicas: {params.replicas} is outside {params.environment}'s bounds "
+            f"{limits.min_replicas}-{limits.max_replicas} (scaling in environments.yaml)"
+        )
+    region = _region(ctx, params.region)
+    kube = kube_for(ctx, params.environment, region)
+    state = kube.deployment(service.namespace, service.deployment)
+    hpa = kube.hpa_for(service.namespace, service.deployment)
+    if hpa is not None and not hpa.min_replicas <= params.replicas <= hpa.max_replicas:
+        raise InvalidInput(
+            f"--replicas: {service.deployment} is managed by autoscaler {hpa.name} "
+            f"({hpa.min_replicas}-{hpa.max_replicas}), which would undo {params.replicas}; "
+            f"change its bounds with `scale.hpa {params.environment} --service {params.service} "
+            f"--min A --max B`"
+        )
+    notes = []
+    steps: list[Step] = []
+    if state.replicas == params.replicas:
+        notes.append(f"{service.deployment} already has {params.replicas} replicas")
+    else:
+        steps.append(
+            ScaleDeployment(
+                environment=params.environment,
+                region=region,
+                namespace=service.namespace,
+                deployment=service.deployment,
+                from_replicas=state.replicas,
+                to_replicas=params.replicas,
+            )
+        )
+    if hpa is not None:
+        notes.append(
+            f"autoscaler {hpa.name} ({hpa.min_replicas}-{hpa.max_replicas}) may "
+            "move it later within its bounds"
+        )
+    return PlanDraft(
+        steps=steps,
+        summary=f"scale {params.service} in {params.environment} ({region}) to {params.replicas}",
+        notes=notes,
+    )
+
+
+@runbook("scale.hpa", params=ScaleHpaParams, lock="{environment}:{service}")
+def scale_hpa(ctx: PlanContext, params: ScaleHpaParams) -> PlanDraft:
+    """Change a service's autoscaler bounds (min/max replicas) within policy."""
+    env = ctx.env
+    service = service_config(env, params.environment, params.service)
+    limits = env.scaling
+    if params.min > params.max:
+        raise InvalidInput(f"--min {params.min} is above --max {params.max}")
+    if params.min < limits.min_replicas or params.max > limits.max_replicas:
+        raise InvalidInput(
+            f"--min/--max: {params.min}-{params.max} is outside {params.environment}'s bounds "
+            f"{limits.min_replicas}-{limits.max_replicas} (scaling in environments.yaml)"
+        )
+    region = _region(ctx, params.region)
+    kube = kube_for(ctx, params.environment, region)
+    hpa = kube.hpa_for(service.namespace, service.deployment)
+    if hpa is None:
+        raise InvalidInput(
+            f"no autoscaler manages {service.deployment} in "
+            f"{params.environment} ({region}); use scale.pods"
+        )
+    steps: list[Step] = []
+    notes = [f"targets: CPU {hpa.cpu_target or '-'}%, memory {hpa.memory_target or '-'}%"]
+    if (hpa.min_replicas, hpa.max_replicas) == (params.min, params.max):
+        notes.append(f"{hpa.name} already has bounds {params.min}-{params.max}")
+    else:
+        steps.append(
+            SetAutoscalerBounds(
+                environment=params.environment,
+                region=region,
+                namespace=service.namespace,
+                hpa=hpa.name,
+                deployment=service.deployment,
+                from_min=hpa.min_replicas,
+                from_max=hpa.max_replicas,
+                to_min=params.min,
+                to_max=params.max,
+            )
+        )
+    return PlanDraft(
+        steps=steps,
+        summary=f"autoscaler of {params.service} in "
+        f"{params.environment} ({region}): {params.min}-{params.max}",
+        notes=notes,
+    )

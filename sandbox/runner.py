@@ -1,0 +1,117 @@
+"""Run the whole sandbox in the foreground: ``python -m sandbox up [--bot]``.
+
+Starts a Kubernetes API emulator per region on free ports, writes a kubeconfig with contexts
+``us-east-1`` and ``us-west-2`` and ``<state dir>/sandbox/env`` (``export`` lines the default
+configuration reads), and removes the env file on exit. With ``--bot`` it also runs
+``python -m bot serve`` with that environment and stops it on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runbooks.engine.settings import load_settings
+from sandbox.kube.emulator import Cluster, KubeEmulator, kubeconfig
+from sandbox.kube.seed import LAYOUT, seed
+
+
+def start_emulators(*, pace: float = 0.2, ready_after: float = 1.0) -> dict[str, KubeEmulator]:
+    """One seeded emulator per region (rollouts take a few seconds, like a small cluster)."""
+    return {
+        region: KubeEmulator(
+            seed(Cluster(region, pace=pace, ready_after=ready_after), region)
+        ).start()
+        for region in LAYOUT
+    }
+
+
+def write_env(directory: Path, emulators: dict[str, KubeEmulator]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / "kubeconfig"
+    config_path.write_text(yaml.safe_dump(kubeconfig({r: e.url for r, e in emulators.items()})))
+    env_path = directory / "env"
+    lines = [
+        "# written by `invoke sandbox.up`; removed when it stops",
+        f"export KUBECONFIG={shlex.quote(str(config_path))}",
+    ]
+    env_path.write_text("\n".join(lines) + "\n")
+    return env_path
+
+
+def reset(state_dir: Path) -> list[Path]:
+    """Remove the sandbox's state store and emulator files (executions would point at
+    objects that no longer exist once the emulators start from the seed again)."""
+    removed = []
+    for path in [
+        state_dir / "state.db",
+        state_dir / "state.db-wal",
+        state_dir / "state.db-shm",
+        state_dir / "sandbox" / "env",
+        state_dir / "sandbox" / "kubeconfig",
+    ]:
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run the sandbox until Ctrl-C")
+    up.add_argument("--bot", action="store_true", help="also run the bot against it")
+    up.add_argument("--port", type=int, default=None, help="the bot's port (with --bot)")
+    sub.add_parser("reset", help="remove the default state store and sandbox files")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    directory = settings.state_dir / "sandbox"
+    if args.command == "reset":
+        for path in reset(settings.state_dir):
+            print(f"removed {path}")
+        return 0
+    emulators = start_emulators()
+    env_path = write_env(directory, emulators)
+    for region, emulator in emulators.items():
+        print(f"kubernetes {region}: {emulator.url}", flush=True)
+    print(f"sandbox ready: source {env_path}", flush=True)
+    stop = threading.Event()
+    bot: subprocess.Popen[Any] | None = None
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        if args.bot:
+            env = {**os.environ, "KUBECONFIG": str(directory / "kubeconfig")}
+            command = [sys.executable, "-m", "bot", "serve"]
+            if args.port:
+                command += ["--port", str(args.port)]
+            bot = subprocess.Popen(command, env=env)
+        while not stop.wait(0.5):
+            if bot is not None and bot.poll() is not None:
+                print(f"the bot exited ({bot.returncode}); stopping the sandbox", flush=True)
+                return bot.returncode or 1
+    finally:
+        if bot is not None and bot.poll() is None:
+            bot.send_signal(signal.SIGTERM)
+            try:
+                bot.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                bot.kill()
+        env_path.unlink(missing_ok=True)
+        for emulator in emulators.values():
+            emulator.stop()
+        print("sandbox stopped", flush=True)
+    return 0

@@ -1,0 +1,248 @@
+"""Scenario tests: rollback and scaling against the emulated clusters, asserting on effects."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from runbooks.engine.errors import InvalidInput, Refused
+from runbooks.engine.executor import Engine
+from runbooks.engine.models import Actor, Execution, State
+from sandbox.kube.emulator import BY_PATH
+from tests.conftest import KubeSandbox
+
+ALICE = Actor("alice", "Alice", "cli")
+BOB = Actor("bob", "Bob", "slack")
+DEPLOY = BY_PATH["apps", "v1", "deployments"]
+SERVICES = BY_PATH["", "v1", "services"]
+
+
+def run(engine: Engine, name: str, **params: Any) -> Execution:
+    """Request, approve where needed (bob), start: as a requester plus an approver would."""
+    prepared = engine.prepare(name, params, actor=ALICE)
+    execution = engine.submit(prepared, actor=ALICE)
+    if execution.state == State.AWAITING_APPROVAL:
+        engine.approve(execution.id, actor=BOB, plan_hash=execution.plan.hash)
+    return engine.start(execution.id, actor=ALICE)
+
+
+def image(
+    kube: KubeSandbox, region: str, namespace: str = "production", name: str = "api-deployment"
+) -> str:
+    deploy = kube.cluster(region).get(DEPLOY, namespace, name)
+    return str(deploy["spec"]["template"]["spec"]["containers"][0]["image"]).rsplit("/", 1)[-1]
+
+
+def actions(engine: Engine, execution_id: str) -> list[str]:
+    return [r["action"] for r in engine.audit.export() if r.get("execution_id") == execution_id]
+
+
+def test_rollback_reaches_every_region_and_waits_for_health(kube, kube_engine) -> None:
+    done = run(kube_engine, "rollback", environment="production")
+    assert done.state == State.SUCCEEDED, done.error
+    assert [s.description.split(": ")[0] for s in done.steps] == [
+        "roll back deployment api-deployment in production (us-east-1)",
+        "roll back deployment api-deployment in production (us-west-2)",
+    ]
+    for region in ("us-east-1", "us-west-2"):
+        assert image(kube, region) == "app-api:1.4.1"
+        deploy = kube.cluster(region).get(DEPLOY, "production", "api-deployment")
+        assert deploy["status"]["availableReplicas"] == 3
+    assert "rollout complete, 3/3 available" in " ".join(done.steps[0].output)
+    assert "3 ready endpoints" in " ".join(done.steps[0].output)
+
+
+def test_rollback_to_an_explicit_revision_in_one_region(kube, kube_engine) -> None:
+    done = run(kube_engine, "rollback", environment="production", to_revision=1, region="us-west-2")
+    assert done.state == State.SUCCEEDED, done.error
+    assert image(kube, "us-west-2") == "app-api:1.4.0"
+    assert image(kube, "us-east-1") == "app-api:1.4.2"  # untouched
+    history = kube.kubectl(
+        "rollout", "history", "deployment/api-deployment", "-n", "production", region="us-west-2"
+    )
+    assert [line.split()[0] for line in history.stdout.splitlines()[2:] if line.strip()] == [
+        "2",
+        "3",
+        "4",
+    ]
+
+
+def test_refusals_name_what_is_wrong(kube, kube_engine) -> None:
+    with pytest.raises(
+        InvalidInput,
+        match=r"--to-revision 9: api-deployment in production "
+        r"\(us-east-1\) has revisions 1, 2, 3",
+    ):
+        kube_engine.prepare(
+            "rollback", {"environment": "production", "to_revision": "9"}, actor=ALICE
+        )
+    with pytest.raises(InvalidInput, match="unknown service 'payments' in production; known: api"):
+        kube_engine.prepare(
+            "rollback", {"environment": "production", "service": "payments"}, actor=ALICE
+        )
+    with pytest.raises(InvalidInput, match="unknown region 'eu-west-1' for production"):
+        kube_engine.prepare(
+            "rollback", {"environment": "production", "region": "eu-west-1"}, actor=ALICE
+        )
+    deploy = kube.cluster().get(DEPLOY, "production", "api-deployment")
+    deploy["spec"]["paused"] = True
+    kube.cluster().replace(DEPLOY, "production", "api-deployment", deploy)
+    with pytest.raises(Refused, match="is paused"):
+        kube_engine.prepare("rollback", {"environment": "production"}, actor=ALICE)
+    assert kube_engine.list() == []
+
+
+def test_target_that_never_becomes_ready_fails_clearly_and_is_compensated(
+    kube, kube_engine
+) -> None:
+    for region in ("us-east-1",):
+        deploy = kube.cluster(region).get(DEPLOY, "production", "api-deployment")
+        deploy["spec"]["progressDeadlineSeconds"] = 1
+        kube.cluster(region).replace(DEPLOY, "production", "api-deployment", deploy)
+    kube.hook(
+        "/_sandbox/broken",
+        {"images": ["123456789012.dkr.ecr.us-east-1.amazonaws.com/app-api:1.4.1"]},
+    )
+    done = run(kube_engine, "rollback", environment="production", region="us-east-1")
+    assert done.state == State.COMPENSATED
+    assert "exceeded its progress deadline" in (done.steps[0].error or "")
+    assert "app-api:1.4.1 is not becoming ready" in (done.steps[0].error or "")
+    assert image(kube, "us-east-1") == "app-api:1.4.2"  # compensation restored the release
+    recorded = actions(kube_engine, done.id)
+    assert recorded[-6:] == [
+        "step.failed",
+        "execution.failed",
+        "execution.compensating",
+        "step.undoing",
+        "step.undone",
+        "execution.compensated",
+    ]
+    failed = [r for r in kube_engine.audit.export() if r["action"] == "step.failed"]
+    assert "exceeded its progress deadline" in json.dumps(failed)
+
+
+def test_blue_green_rollback_switches_the_service_to_the_other_colour(kube, kube_engine) -> None:
+    cluster = kube.cluster("us-east-1")
+    assert cluster.get(SERVICES, "staging", "web-service")["spec"]["selector"]["color"] == "green"
+    done = run(kube_engine, "rollback", environment="staging", service="web")
+    assert done.state == State.SUCCEEDED, done.error
+    assert done.steps[0].description == (
+        "switch service web-service in staging (us-east-1) from green (app-api:1.4.2) to "
+        "blue (app-api:1.4.1)"
+    )
+    assert cluster.get(SERVICES, "staging", "web-service")["spec"]["selector"]["color"] == "blue"
+    endpoints = cluster.get(BY_PATH["", "v1", "endpoints"], "staging", "web-service")
+    pods = [a["targetRef"]["name"] for a in endpoints["subsets"][0]["addresses"]]
+    assert pods and all(p.startswith("web-blue-") for p in pods)
+
+
+def test_conflicts_during_the_patch_are_retried(kube, kube_engine) -> None:
+    kube.hook("/_sandbox/requests", {"clear": True})
+    kube.hook("/_sandbox/conflicts", {"count": 2})
+    done = run(kube_engine, "rollback", environment="development")
+    assert done.state == State.SUCCEEDED, done.error
+    assert image(kube, "us-east-1", "development") == "app-api:1.4.1"
+    requests = kube.hook("/_sandbox/requests", {})["requests"]
+    patches = [
+        r
+        for r in requests
+        if r[0] == "PATCH" and r[1].endswith("/namespaces/development/deployments/api-deployment")
+    ]
+    assert len(patches) == 3  # two 409s, then the write that landed
+
+
+def test_dry_run_changes_nothing(kube, kube_engine) -> None:
+    def versions() -> dict[str, str]:
+        cluster = kube.cluster("us-east-1")
+        with cluster.lock:
+            return {
+                "/".join(k): o["metadata"]["resourceVersion"] for k, o in cluster.objects.items()
+            }
+
+    before = versions()
+    prepared = kube_engine.prepare("rollback", {"environment": "production"}, actor=ALICE)
+    kube_engine.dry_run(prepared, actor=ALICE)
+    prepared = kube_engine.prepare(
+        "scale.pods", {"environment": "production", "service": "api", "replicas": 6}, actor=ALICE
+    )
+    kube_engine.dry_run(prepared, actor=ALICE)
+    assert versions() == before
+    assert kube_engine.list() == []
+
+
+def test_runbook_rollback_equals_kubectl_rollout_undo_on_a_twin(kube, kube_engine) -> None:
+    """us-east-1 and us-west-2 start identical: one rolls back via the runbook, the other via
+    kubectl; the resulting pod templates and revision annotations must be equal."""
+    done = run(kube_engine, "rollback", environment="production", region="us-east-1")
+    assert done.state == State.SUCCEEDED, done.error
+    undo = kube.kubectl(
+        "rollout", "undo", "deployment/api-deployment", "-n", "production", region="us-west-2"
+    )
+    assert undo.returncode == 0, undo.stderr
+    status = kube.kubectl(
+        "rollout",
+        "status",
+        "deployment/api-deployment",
+        "-n",
+        "production",
+        "--timeout=30s",
+        region="us-west-2",
+    )
+    assert status.returncode == 0
+    east = kube.cluster("us-east-1").get(DEPLOY, "production", "api-deployment")
+    west = kube.cluster("us-west-2").get(DEPLOY, "production", "api-deployment")
+    assert east["spec"]["template"] == west["spec"]["template"]
+    assert east["metadata"]["annotations"] == west["metadata"]["annotations"]
+
+
+def test_scale_within_bounds_and_refusals_outside(kube, kube_engine) -> None:
+    done = run(kube_engine, "scale.pods", environment="production", service="api", replicas=6)
+    assert done.state == State.SUCCEEDED, done.error
+    deploy = kube.cluster("us-east-1").get(DEPLOY, "production", "api-deployment")
+    assert deploy["spec"]["replicas"] == 6 and deploy["status"]["readyReplicas"] == 6
+    assert (
+        kube.cluster("us-west-2").get(DEPLOY, "production", "api-deployment")["spec"]["replicas"]
+        == 3
+    )  # the serving region only
+    with pytest.raises(InvalidInput, match=r"50 is outside production's bounds 2-20"):
+        kube_engine.prepare(
+            "scale.pods",
+            {"environment": "production", "service": "api", "replicas": 50},
+            actor=ALICE,
+        )
+    with pytest.raises(
+        InvalidInput,
+        match=r"managed by autoscaler api-deployment \(2-10\).*"
+        r"scale.hpa production --service api",
+    ):
+        kube_engine.prepare(
+            "scale.pods",
+            {"environment": "production", "service": "api", "replicas": 15},
+            actor=ALICE,
+        )
+
+
+def test_scale_hpa_then_pods_beyond_the_old_bounds(kube, kube_engine) -> None:
+    done = run(kube_engine, "scale.hpa", environment="production", service="api", min=4, max=16)
+    assert done.state == State.SUCCEEDED, done.error
+    hpa = kube.cluster().get(
+        BY_PATH["autoscaling", "v2", "horizontalpodautoscalers"], "production", "api-deployment"
+    )
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (4, 16)
+    assert kube.cluster().get(DEPLOY, "production", "api-deployment")["spec"]["replicas"] == 4
+    done = run(kube_engine, "scale.pods", environment="production", service="api", replicas=15)
+    assert done.state == State.SUCCEEDED, done.error
+    with pytest.raises(InvalidInput, match="--min 9 is above --max 3"):
+        kube_engine.prepare(
+            "scale.hpa",
+            {"environment": "production", "service": "api", "min": 9, "max": 3},
+            actor=ALICE,
+        )
+    with pytest.raises(InvalidInput, match="outside production's bounds 2-20"):
+        kube_engine.prepare(
+            "scale.hpa",
+            {"environment": "production", "service": "api", "min": 2, "max": 30},
+            actor=ALICE,
+        )
