@@ -67,10 +67,8 @@ def test_policy_defaults_follow_the_spec() -> None:
         ),
         (
             "environments.yaml",
-            "    primary_region: us-east-1\n    kube_contexts: {us-east-1: "
-            "sandbox-us-east-1, us-west-2",
-            "    primary_region: eu-west-9\n    kube_contexts: {us-east-1: sandbox-us-east-1, "
-            "us-west-2",
+            "    primary_region: us-east-1\n    kube_contexts: {us-east-1: us-east-1, us-west-2",
+            "    primary_region: eu-west-9\n    kube_contexts: {us-east-1: us-east-1, us-west-2",
             "environments.production: primary_region 'eu-west-9' is not one of "
             "regions (us-east-1, us-west-2)",
         ),
