@@ -1,0 +1,56 @@
+"""The sandbox as a user runs it: `python -m sandbox up --bot` (what `python3 dev.py serve`
+execs), then the real `runbook` command against it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from runbooks.engine.settings import read_sandbox_env
+from tests.bot.test_server import _answers, free_port
+from tests.cli.test_cli import wait_for
+from tests.conftest import ROOT, run_cli
+
+
+def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path) -> None:
+    env = {k: v for k, v in cli_env.items() if k != "RUNBOOK_BOT_LOG"}
+    home = Path(env["RUNBOOK_BOT_HOME"])
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "up", "--bot", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        env_file = home / "sandbox" / "env"
+        wait_for(env_file.exists, what="the sandbox env file")
+        kubeconfig = read_sandbox_env(env_file)["KUBECONFIG"]
+        assert Path(kubeconfig).exists()
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/health"), what="the bot")
+        # A terminal with the sandbox config finds the emulators through the env file alone.
+        dry = run_cli(["rollback", "development", "--dry-run", "--json"], env)
+        assert dry.returncode == 0, dry.stderr
+        plan = json.loads(dry.stdout)
+        assert plan["steps"][0]["description"] == (
+            "roll back deployment api-deployment in development (us-east-1): revision 3 "
+            "(app-api:1.4.2) → revision 2 (app-api:1.4.1)"
+        )
+        done = run_cli(["rollback", "development", "--yes", "--json"], env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["state"] == "succeeded"
+        history = run_cli(["rollback.history", "development", "--json"], env)
+        assert any(
+            "app-api:1.4.1" in n and "current" in n for n in json.loads(history.stdout)["notes"]
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "sandbox stopped" in out
+    assert not (home / "sandbox" / "env").exists()
