@@ -59,16 +59,25 @@ def kube_for(ctx: PlanContext | RunContext, environment: str, region: str) -> Ku
 
 
 @dataclass(frozen=True, kw_only=True)
-class UndoDeployment(Step, kind="kube.undo"):
+class KubeStep(Step):
+    """A step acting on one namespace of one environment's cluster in one region."""
+
+    environment: str
+    region: str
+    namespace: str
+
+    def kube(self, ctx: RunContext) -> KubeOps:
+        return kube_for(ctx, self.environment, self.region)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UndoDeployment(KubeStep, kind="kube.undo"):
     """Return a deployment to an earlier ReplicaSet's template, then wait for it to be healthy.
 
     The target is named by ReplicaSet, not by revision number: an undo renumbers revisions
     (revision 2 becomes 4), and a resumed step must still recognise its own effect.
     """
 
-    environment: str
-    region: str
-    namespace: str
     deployment: str
     service: str
     from_revision: int
@@ -87,7 +96,7 @@ class UndoDeployment(Step, kind="kube.undo"):
         )
 
     def _go_to(self, ctx: RunContext, replicaset: str) -> str:
-        kube = kube_for(ctx, self.environment, self.region)
+        kube = self.kube(ctx)
         target = _revision_of(kube.revisions(self.namespace, self.deployment), replicaset)
         if target is None:
             raise StepFailed(
@@ -106,7 +115,7 @@ class UndoDeployment(Step, kind="kube.undo"):
         _wait_healthy(ctx, self, deadline)
 
     def verify(self, ctx: RunContext) -> bool:
-        kube = kube_for(ctx, self.environment, self.region)
+        kube = self.kube(ctx)
         target = _revision_of(kube.revisions(self.namespace, self.deployment), self.to_replicaset)
         state = kube.deployment(self.namespace, self.deployment)
         return (
@@ -117,7 +126,7 @@ class UndoDeployment(Step, kind="kube.undo"):
 
     def undo(self, ctx: RunContext) -> str | None:
         output = self._go_to(ctx, self.from_replicaset)
-        kube = kube_for(ctx, self.environment, self.region)
+        kube = self.kube(ctx)
         kube.wait_rollout(
             self.namespace, self.deployment, timeout=self.timeout, check=ctx.check_cancelled
         )
@@ -130,7 +139,7 @@ def _revision_of(revisions: list[Revision], replicaset: str) -> Revision | None:
 
 def _wait_healthy(ctx: RunContext, step: UndoDeployment, deadline: float) -> None:
     """Rollout complete (watched), then every replica ready behind the service."""
-    kube = kube_for(ctx, step.environment, step.region)
+    kube = step.kube(ctx)
     left = max(1.0, deadline - ctx.clock.now())
     state = kube.wait_rollout(
         step.namespace, step.deployment, timeout=left, check=ctx.check_cancelled
@@ -154,12 +163,9 @@ def _wait_healthy(ctx: RunContext, step: UndoDeployment, deadline: float) -> Non
 
 
 @dataclass(frozen=True, kw_only=True)
-class SwitchColor(Step, kind="kube.switch_color"):
+class SwitchColor(KubeStep, kind="kube.switch_color"):
     """Point a blue-green service at another colour and check its endpoints."""
 
-    environment: str
-    region: str
-    namespace: str
     service: str
     label: str
     from_color: str
@@ -177,7 +183,7 @@ class SwitchColor(Step, kind="kube.switch_color"):
         )
 
     def _switch(self, ctx: RunContext, color: str) -> str:
-        kube = kube_for(ctx, self.environment, self.region)
+        kube = self.kube(ctx)
         selector = kube.service_selector(self.namespace, self.service)
         if selector.get(self.label) == color:
             return f"{self.service} already selects {color}"
@@ -188,7 +194,7 @@ class SwitchColor(Step, kind="kube.switch_color"):
         return self._switch(ctx, self.to_color)
 
     def verify(self, ctx: RunContext) -> bool:
-        kube = kube_for(ctx, self.environment, self.region)
+        kube = self.kube(ctx)
         if kube.service_selector(self.namespace, self.service).get(self.label) != self.to_color:
             return False
         ready, _ = kube.endpoints(self.namespace, self.service)

@@ -10,7 +10,7 @@ from runbooks.engine.errors import InvalidInput
 from runbooks.engine.params import RegionalParams
 from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
-from runbooks.rollback import kube_for, service_config
+from runbooks.rollback import KubeStep, kube_for, service_config
 
 
 class ScalePodsParams(RegionalParams):
@@ -30,10 +30,7 @@ def _region(ctx: PlanContext, region: str | None) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ScaleDeployment(Step, kind="kube.scale"):
-    environment: str
-    region: str
-    namespace: str
+class ScaleDeployment(KubeStep, kind="kube.scale"):
     deployment: str
     from_replicas: int
     to_replicas: int
@@ -46,7 +43,7 @@ class ScaleDeployment(Step, kind="kube.scale"):
         )
 
     def _scale(self, ctx: RunContext, replicas: int) -> str:
-        kube = kube_for(ctx, self.environment, self.region)
+        kube = self.kube(ctx)
         if kube.deployment(self.namespace, self.deployment).replicas == replicas:
             return f"already {replicas} replicas"
         kube.scale(self.namespace, self.deployment, replicas)
@@ -56,7 +53,7 @@ class ScaleDeployment(Step, kind="kube.scale"):
         return self._scale(ctx, self.to_replicas)
 
     def wait(self, ctx: RunContext, deadline: float) -> None:
-        kube = kube_for(ctx, self.environment, self.region)
+        kube = self.kube(ctx)
         state = kube.wait_rollout(
             self.namespace,
             self.deployment,
@@ -75,10 +72,7 @@ class ScaleDeployment(Step, kind="kube.scale"):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SetAutoscalerBounds(Step, kind="kube.hpa_bounds"):
-    environment: str
-    region: str
-    namespace: str
+class SetAutoscalerBounds(KubeStep, kind="kube.hpa_bounds"):
     hpa: str
     deployment: str
     from_min: int
@@ -94,7 +88,7 @@ class SetAutoscalerBounds(Step, kind="kube.hpa_bounds"):
         )
 
     def _set(self, ctx: RunContext, low: int, high: int) -> str:
-        kube = kube_for(ctx, self.environment, self.region)
+        kube = self.kube(ctx)
         state = kube.hpa_for(self.namespace, self.deployment)
         if state is not None and (state.min_replicas, state.max_replicas) == (low, high):
             return f"already {low}-{high}"
@@ -105,7 +99,7 @@ class SetAutoscalerBounds(Step, kind="kube.hpa_bounds"):
         return self._set(ctx, self.to_min, self.to_max)
 
     def wait(self, ctx: RunContext, deadline: float) -> None:
-        kube = kube_for(ctx, self.environment, self.region)
+        kube = self.kube(ctx)
         while True:
             state = kube.wait_rollout(
                 self.namespace,
