@@ -17,8 +17,9 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -26,7 +27,11 @@ from runbooks.engine.errors import RunbookError
 from runbooks.engine.models import SYSTEM
 from runbooks.engine.wiring import Runtime, open_runtime
 
+if TYPE_CHECKING:
+    from bot.slack.app import SlackFrontEnd
+
 StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 Handler = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 SWEEP_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_SWEEP_INTERVAL", "2"))
 DEFAULT_PORT = 3000
@@ -35,14 +40,41 @@ log = structlog.get_logger("runbook_bot.bot")
 
 
 class BotApp:
-    """A WSGI application: /health, /ready, and room for /slack/events, /metrics, webhooks."""
+    """A WSGI application: /health, /ready, /metrics and (when Slack is on) /slack/events."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, slack: SlackFrontEnd | None = None) -> None:
+        from bot.metrics import Metrics
+
         self.runtime = runtime
+        self.slack = slack
+        self.metrics = Metrics(runtime.store)
         self.routes: dict[tuple[str, str], Handler] = {
             ("GET", "/health"): self.health,
             ("GET", "/ready"): self.ready,
         }
+        self.raw_routes: dict[tuple[str, str], WsgiApp] = {("GET", "/metrics"): self._metrics}
+        if slack is not None:
+            self.raw_routes[("POST", "/slack/events")] = self._slack_events
+
+    def _metrics(self, _environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        body = self.metrics.render()
+        start_response(
+            "200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    def _slack_events(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        assert self.slack is not None
+        started = time.perf_counter()
+        try:
+            # Bolt answers once the listener acked; lazy work continues on its thread pool.
+            return list(self.slack.handler(environ, start_response))
+        finally:
+            self.metrics.slack_ack.observe(time.perf_counter() - started)
 
     def health(self, _environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Liveness: the process answers."""
@@ -68,11 +100,15 @@ class BotApp:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
+        raw = self.raw_routes.get((method, path))
+        if raw is not None:
+            return raw(environ, start_response)
         handler = self.routes.get((method, path))
         if handler is None:
-            known = sorted({p for _, p in self.routes})
+            every = [*self.routes, *self.raw_routes]
+            known = sorted({p for _, p in every})
             status, body = (
-                (405 if any(p == path for _, p in self.routes) else 404),
+                (405 if any(p == path for _, p in every) else 404),
                 {"error": f"no route {method} {path}", "routes": known},
             )
         else:
@@ -103,12 +139,17 @@ class Housekeeper:
         self.runtime = runtime
         self.interval = interval
         self.stop = threading.Event()
+        self.wake = threading.Event()
         self._lock = threading.Lock()
         self._running: set[str] = set()
         self.thread = threading.Thread(target=self._loop, name="housekeeper", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
+
+    def kick(self) -> None:
+        """Sweep now (a decision just landed) instead of at the next interval."""
+        self.wake.set()
 
     def resume_orphans(self) -> list[str]:
         resumed = []
@@ -162,7 +203,9 @@ class Housekeeper:
                 self.start_approved()
             except Exception:
                 log.exception("housekeeping failed")
-            if self.stop.wait(self.interval):
+            self.wake.wait(self.interval)
+            self.wake.clear()
+            if self.stop.is_set():
                 return
 
 
@@ -197,8 +240,22 @@ def main(argv: list[str]) -> int:
 
     from waitress.server import create_server
 
-    app = BotApp(runtime)
+    from bot.slack.app import SlackSettings, build_slack
+
     housekeeper = Housekeeper(runtime)
+    slack_settings = SlackSettings.from_env()  # after open_runtime: the sandbox's env applied
+    slack = None
+    socket_handler = None
+    if slack_settings.mode is None:
+        slack_state = f"off: {slack_settings.why_off()}"
+    else:
+        slack = build_slack(runtime, slack_settings, kick=housekeeper.kick)
+        slack.notifier.start()
+        slack_state = f"on ({slack_settings.mode} mode, Web API {slack_settings.api_url})"
+        if slack_settings.mode == "socket" and slack_settings.app_token:
+            socket_handler = slack.socket_mode_handler(slack_settings.app_token)
+            socket_handler.connect()
+    app = BotApp(runtime, slack=slack if slack_settings.mode == "http" else None)
     housekeeper.start()
     log.info(
         "runbook-bot serving",
@@ -206,7 +263,8 @@ def main(argv: list[str]) -> int:
         port=port,
         config=runtime.config.describe(),
         state=settings.state_description,
-        slack="off (Slack front end not built yet)",
+        slack=slack_state,
+        slack_commands=slack.commands if slack else [],
     )
     server = create_server(
         app, host=args.host, port=port, threads=args.threads, ident="runbook-bot"
@@ -214,12 +272,18 @@ def main(argv: list[str]) -> int:
 
     def stop(_signum: int, _frame: Any) -> None:
         housekeeper.stop.set()
+        housekeeper.wake.set()
+        if slack is not None:
+            slack.notifier.stop.set()
+        if socket_handler is not None:
+            socket_handler.close()
         server.close()
 
     signal.signal(signal.SIGTERM, stop)
     print(
         f"runbook-bot listening on http://{args.host}:{port} "
-        f"(config {runtime.config.describe()}, state {settings.state_description})",
+        f"(config {runtime.config.describe()}, state {settings.state_description}, "
+        f"slack {slack_state})",
         flush=True,
     )
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import sys
 from typing import TYPE_CHECKING, Any, cast
 
@@ -287,7 +288,7 @@ def serve(c: Any, port: int = 0) -> None:
 
 @task
 def up(c: Any) -> None:
-    """Run the whole sandbox (Kubernetes emulators per region) until Ctrl-C; writes
+    """Run the whole sandbox (Kubernetes emulators per region, Slack) until Ctrl-C; writes
     .runbook-bot/sandbox/env for the bot, terminals and `kubectl` (source it)."""
     import os
 
@@ -300,6 +301,36 @@ def reset(c: Any) -> None:
     import os
 
     os.execv(sys.executable, [sys.executable, "-m", "sandbox", "reset"])  # noqa: S606
+
+
+@task(
+    help={
+        "as_": "person from policy.yaml (alice, bob, dave, carol)",
+        "channel": "channel id (default C0OPS)",
+    }
+)
+def slack(c: Any, text: str, as_: str = "alice", channel: str = "C0OPS") -> None:
+    """Type a slash command in the sandbox workspace and print what the bot answered.
+
+    Example: invoke sandbox.slack --as alice "/rollback production"
+    """
+    os.execv(  # noqa: S606 - replaces this process
+        sys.executable,
+        [sys.executable, "-m", "sandbox", "slack", "--as", as_, "--channel", channel, text],
+    )
+
+
+@task(help={"as_": "person from policy.yaml", "reason": "reason for a Deny dialog"})
+def click(c: Any, label: str, as_: str = "bob", reason: str | None = None) -> None:
+    """Press the newest button with this label (Confirm, Cancel, Approve, Deny) as someone.
+
+    Example: invoke sandbox.click --as bob Approve
+    """
+    extra = ["--reason", reason] if reason else []
+    os.execv(  # noqa: S606 - replaces this process
+        sys.executable,
+        [sys.executable, "-m", "sandbox", "click", "--as", as_, *extra, label],
+    )
 
 
 def collections() -> list[Collection]:
@@ -315,6 +346,8 @@ def collections() -> list[Collection]:
     bot = Collection("bot")
     bot.add_task(serve)
     sandbox = Collection("sandbox")
+    sandbox.add_task(cast("Task[Any]", slack))
+    sandbox.add_task(cast("Task[Any]", click))
     sandbox.add_task(cast("Task[Any]", up))
     sandbox.add_task(cast("Task[Any]", reset))
     return [runs, audit, config, bot, sandbox]

@@ -1,9 +1,14 @@
 """Run the whole sandbox in the foreground: ``python -m sandbox up [--bot]``.
 
-Starts a Kubernetes API emulator per region on free ports, writes a kubeconfig with contexts
-``us-east-1`` and ``us-west-2`` and ``<state dir>/sandbox/env`` (``export`` lines the default
-configuration reads), and removes the env file on exit. With ``--bot`` it also runs
-``python -m bot serve`` with that environment and stops it on Ctrl-C or SIGTERM.
+Starts a Kubernetes API emulator per region and the Slack Web API emulator on free ports,
+writes a kubeconfig with contexts ``us-east-1`` and ``us-west-2`` and ``<state dir>/sandbox/env``
+(``export`` lines the default configuration reads: ``KUBECONFIG``, ``SLACK_*``), and removes
+the env file on exit. With ``--bot`` it also runs ``python -m bot serve`` with that environment
+and stops it on Ctrl-C or SIGTERM.
+
+``python -m sandbox slack --as alice "/rollback production"`` types a command in the sandbox
+workspace and prints what the bot answered; ``python -m sandbox click --as bob Approve``
+presses the newest button with that label that bob can see.
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ import yaml
 from runbooks.engine.settings import load_settings
 from sandbox.kube.emulator import Cluster, KubeEmulator, kubeconfig
 from sandbox.kube.seed import LAYOUT, seed
+from sandbox.slack import (
+    SANDBOX_BOT_TOKEN,
+    SANDBOX_SIGNING_SECRET,
+    SlackEmulator,
+)
+
+DEFAULT_BOT_PORT = 3000
 
 
 def start_emulators(*, pace: float = 0.2, ready_after: float = 1.0) -> dict[str, KubeEmulator]:
@@ -35,7 +47,13 @@ def start_emulators(*, pace: float = 0.2, ready_after: float = 1.0) -> dict[str,
     }
 
 
-def write_env(directory: Path, emulators: dict[str, KubeEmulator]) -> Path:
+def write_env(
+    directory: Path,
+    emulators: dict[str, KubeEmulator],
+    slack: SlackEmulator | None = None,
+    *,
+    bot_port: int = DEFAULT_BOT_PORT,
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "kubeconfig"
     config_path.write_text(yaml.safe_dump(kubeconfig({r: e.url for r, e in emulators.items()})))
@@ -44,6 +62,14 @@ def write_env(directory: Path, emulators: dict[str, KubeEmulator]) -> Path:
         "# written by `invoke sandbox.up`; removed when it stops",
         f"export KUBECONFIG={shlex.quote(str(config_path))}",
     ]
+    if slack is not None:
+        lines += [
+            f"export SLACK_API_URL={shlex.quote(slack.api_url)}",
+            f"export SLACK_BOT_TOKEN={SANDBOX_BOT_TOKEN}",
+            f"export SLACK_SIGNING_SECRET={SANDBOX_SIGNING_SECRET}",
+            f"export RUNBOOK_BOT_SANDBOX_SLACK={shlex.quote(slack.url)}",
+            f"export RUNBOOK_BOT_URL=http://127.0.0.1:{bot_port}",
+        ]
     env_path.write_text("\n".join(lines) + "\n")
     return env_path
 
@@ -72,6 +98,14 @@ def main(argv: list[str]) -> int:
     up.add_argument("--bot", action="store_true", help="also run the bot against it")
     up.add_argument("--port", type=int, default=None, help="the bot's port (with --bot)")
     sub.add_parser("reset", help="remove the default state store and sandbox files")
+    slack = sub.add_parser("slack", help="type a slash command in the sandbox workspace")
+    slack.add_argument("--as", dest="user", required=True, help="person from policy.yaml")
+    slack.add_argument("--channel", default="C0OPS", help="channel id (default C0OPS)")
+    slack.add_argument("text", help='the command, e.g. "/rollback production"')
+    click = sub.add_parser("click", help="press the newest button with this label")
+    click.add_argument("--as", dest="user", required=True, help="person from policy.yaml")
+    click.add_argument("--reason", default=None, help="reason for a Deny dialog")
+    click.add_argument("label", help="Confirm, Cancel, Approve or Deny")
     args = parser.parse_args(argv)
     settings = load_settings()
     directory = settings.state_dir / "sandbox"
@@ -79,10 +113,18 @@ def main(argv: list[str]) -> int:
         for path in reset(settings.state_dir):
             print(f"removed {path}")
         return 0
+    if args.command in {"slack", "click"}:
+        from sandbox.workspace import act
+
+        return act(settings, args)
     emulators = start_emulators()
-    env_path = write_env(directory, emulators)
+    slack_emulator = SlackEmulator().start()
+    env_path = write_env(
+        directory, emulators, slack_emulator, bot_port=args.port or DEFAULT_BOT_PORT
+    )
     for region, emulator in emulators.items():
         print(f"kubernetes {region}: {emulator.url}", flush=True)
+    print(f"slack web api: {slack_emulator.api_url}", flush=True)
     print(f"sandbox ready: source {env_path}", flush=True)
     stop = threading.Event()
     bot: subprocess.Popen[Any] | None = None
@@ -113,5 +155,6 @@ def main(argv: list[str]) -> int:
         env_path.unlink(missing_ok=True)
         for emulator in emulators.values():
             emulator.stop()
+        slack_emulator.stop()
         print("sandbox stopped", flush=True)
     return 0

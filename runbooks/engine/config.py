@@ -204,10 +204,23 @@ class Freeze(_Strict):
         return self
 
 
+class SlackPolicy(_Strict):
+    """Where the Slack front end posts approval cards (environment glob -> channel id)."""
+
+    approvals_channels: dict[str, str] = Field(default_factory=dict)
+
+    def approvals_channel(self, environment: str) -> str | None:
+        for pattern, channel in self.approvals_channels.items():
+            if fnmatch.fnmatchcase(environment, pattern):
+                return channel
+        return None
+
+
 class PolicyFile(_Strict):
     """``policy.yaml``."""
 
     allow_user_override: bool = False
+    slack: SlackPolicy = SlackPolicy()
     people: dict[str, Person] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
     freezes: list[Freeze] = Field(default_factory=list)
@@ -221,6 +234,12 @@ class PolicyFile(_Strict):
     def person_for_terminal(self, login: str) -> str | None:
         for key, person in self.people.items():
             if login in person.terminal_users:
+                return key
+        return None
+
+    def person_for_slack(self, user_id: str) -> str | None:
+        for key, person in self.people.items():
+            if person.slack_id == user_id:
                 return key
         return None
 

@@ -243,31 +243,14 @@ class Engine:
                 "--break-glass needs --reason TEXT and --incident ID (the "
                 "PagerDuty incident this emergency belongs to)"
             )
-        refusal = (
-            None
-            if plan.read_only
-            else self.policy.request_refusal(
-                actor,
-                gate,
-                runbook=plan.runbook,
-                environment=plan.environment,
-                channel=channel,
-                break_glass=break_glass,
-                now=now,
-            )
+        self.preflight(
+            prepared,
+            actor=actor,
+            reason=reason,
+            incident=incident,
+            break_glass=break_glass,
+            channel=channel,
         )
-        if refusal:
-            self.audit.record(
-                "request.refused",
-                actor=actor,
-                outcome="not_allowed",
-                target=self._target(plan),
-                params=plan.params,
-                reason=reason,
-                incident=incident,
-                detail={"why": refusal, "channel": channel, "break_glass": break_glass},
-            )
-            raise Refused(refusal)
         execution = Execution(
             id=new_execution_id(),
             plan=plan,
@@ -309,7 +292,7 @@ class Engine:
                 "break_glass": break_glass,
             },
         )
-        self._publish(execution, "execution.created", break_glass=break_glass)
+        self._publish(execution, "execution.created", break_glass=break_glass, channel=channel)
         if break_glass:
             self.audit.record(
                 "break_glass.used",
@@ -348,6 +331,47 @@ class Engine:
                 detail={"why": "no approvals required"},
             )
         return execution
+
+    def preflight(
+        self,
+        prepared: Prepared,
+        *,
+        actor: Actor,
+        reason: str | None = None,
+        incident: str | None = None,
+        break_glass: bool = False,
+        channel: str | None = None,
+    ) -> None:
+        """Refuse (audited) what policy forbids this person, front end, channel or moment.
+
+        ``submit`` calls it; a front end may call it before showing a Confirm button, so that
+        nobody confirms a plan that would be refused.
+        """
+        plan = prepared.plan
+        if plan.read_only:
+            return
+        gate = self.policy.gate(plan.runbook, plan.environment, read_only=plan.read_only)
+        refusal = self.policy.request_refusal(
+            actor,
+            gate,
+            runbook=plan.runbook,
+            environment=plan.environment,
+            channel=channel,
+            break_glass=break_glass,
+            now=self.clock.now(),
+        )
+        if refusal:
+            self.audit.record(
+                "request.refused",
+                actor=actor,
+                outcome="not_allowed",
+                target=self._target(plan),
+                params=plan.params,
+                reason=clean_reason(reason),
+                incident=incident,
+                detail={"why": refusal, "channel": channel, "break_glass": break_glass},
+            )
+            raise Refused(refusal)
 
     def _acquire_lock(self, key: str, execution: Execution, *, actor: Actor) -> None:
         for _ in range(10):

@@ -1,0 +1,88 @@
+"""``/metrics`` for Prometheus.
+
+Execution counts, durations and pending approvals are read from the store at scrape time, so
+every bot replica reports the same numbers and a restart does not reset them. Slack ack latency
+is measured in this process around ``/slack/events``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from runbooks.engine.models import State
+from runbooks.engine.store.base import Store
+
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0)
+SCRAPE_LIMIT = 5000  # executions read per scrape (newest first)
+
+
+class StoreCollector(Collector):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        executions = self.store.list_executions(limit=SCRAPE_LIMIT)
+        by_outcome = Counter((e.runbook, e.environment, str(e.state)) for e in executions)
+        total = CounterMetricFamily(
+            "runbook_bot_executions",
+            "Executions by runbook, environment and state (outcome once ended)",
+            labels=["runbook", "environment", "state"],
+        )
+        for (runbook, environment, state), count in sorted(by_outcome.items()):
+            total.add_metric([runbook, environment, state], count)
+        yield total
+        pending = GaugeMetricFamily(
+            "runbook_bot_pending_approvals",
+            "Executions waiting for approval",
+            labels=["runbook", "environment"],
+        )
+        waiting = Counter(
+            (e.runbook, e.environment) for e in executions if e.state == State.AWAITING_APPROVAL
+        )
+        for (runbook, environment), count in sorted(waiting.items()):
+            pending.add_metric([runbook, environment], count)
+        yield pending
+        durations: dict[str, list[float]] = {}
+        for e in executions:
+            if e.terminal and e.started_at and e.ended_at:
+                durations.setdefault(e.runbook, []).append(e.ended_at - e.started_at)
+        histogram = HistogramMetricFamily(
+            "runbook_bot_execution_duration_seconds",
+            "Wall time from first step to outcome, by runbook",
+            labels=["runbook"],
+        )
+        for runbook, values in sorted(durations.items()):
+            buckets = [
+                (str(bound), float(sum(1 for v in values if v <= bound)))
+                for bound in DURATION_BUCKETS
+            ]
+            buckets.append(("+Inf", float(len(values))))
+            histogram.add_metric([runbook], buckets, sum_value=sum(values))
+        yield histogram
+
+
+class Metrics:
+    """One registry per bot (tests run several bots in one process)."""
+
+    def __init__(self, store: Store) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(StoreCollector(store))
+        self.slack_ack = Histogram(
+            "runbook_bot_slack_ack_seconds",
+            "Time to answer a request on /slack/events (Slack's deadline is 3 s)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 3.0),
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

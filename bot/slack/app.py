@@ -1,0 +1,516 @@
+"""The Bolt app: built by ``build_slack`` from settings, every listener registered here.
+
+Each command and button acks at once (parsing and identity only: no store round trip beyond
+an audit row for refusals) and does the work in a Bolt lazy listener, on Bolt's thread pool,
+so the HTTP answer is back well inside Slack's 3 seconds whatever the plan costs.
+
+Security: Bolt's request verification is on (signature over the raw body, timestamps older
+than 5 minutes refused). Identity is the Slack user id mapped through ``policy.yaml``;
+unknown users are refused politely and audited. Channels, approvers, expiry and plan hashes
+are the engine's checks, the same as in the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from slack_bolt import Ack, App, Respond
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+)
+
+from bot.slack.commands import (
+    Parsed,
+    UsageError,
+    command_names,
+    namespace_usage,
+    parse,
+    usage,
+)
+from bot.slack.notify import Notifier
+from bot.slack.render import (
+    card_blocks,
+    card_text,
+    deny_modal,
+    execution_line,
+    plan_blocks,
+    plan_text,
+    shorten_banner,
+)
+from runbooks.engine.errors import RunbookError
+from runbooks.engine.models import Actor, State
+from runbooks.engine.wiring import Runtime
+
+log = structlog.get_logger("runbook_bot.slack")
+DEFAULT_API_URL = "https://slack.com/api/"
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    """``SLACK_BOT_TOKEN``, ``SLACK_SIGNING_SECRET``, ``SLACK_APP_TOKEN``, ``SLACK_API_URL``."""
+
+    bot_token: str | None
+    signing_secret: str | None
+    app_token: str | None = None
+    api_url: str = DEFAULT_API_URL
+    min_interval: float = 1.0
+
+    @staticmethod
+    def from_env(environ: dict[str, str] | None = None) -> SlackSettings:
+        env = os.environ if environ is None else environ
+        api_url = env.get("SLACK_API_URL") or DEFAULT_API_URL
+        return SlackSettings(
+            bot_token=env.get("SLACK_BOT_TOKEN") or None,
+            signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
+            app_token=env.get("SLACK_APP_TOKEN") or None,
+            # WebClient silently drops the path unless the base URL ends with a slash.
+            api_url=api_url if api_url.endswith("/") else api_url + "/",
+            min_interval=float(env.get("RUNBOOK_BOT_SLACK_INTERVAL") or 1.0),
+        )
+
+    @property
+    def mode(self) -> str | None:
+        """``socket``, ``http``, or None (Slack off)."""
+        if not self.bot_token:
+            return None
+        if self.app_token:
+            return "socket"
+        return "http" if self.signing_secret else None
+
+    def why_off(self) -> str:
+        if not self.bot_token:
+            return "SLACK_BOT_TOKEN is not set"
+        return "SLACK_SIGNING_SECRET (HTTP mode) or SLACK_APP_TOKEN (Socket Mode) is not set"
+
+
+@dataclass
+class SlackFrontEnd:
+    app: App
+    handler: SlackRequestHandler
+    client: WebClient
+    notifier: Notifier
+    commands: list[str]
+
+    def socket_mode_handler(self, app_token: str) -> Any:
+        """Socket Mode for teams without public ingress (connects when ``connect()`` runs)."""
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        return SocketModeHandler(self.app, app_token)
+
+
+def web_client(settings: SlackSettings) -> WebClient:
+    return WebClient(
+        token=settings.bot_token,
+        base_url=settings.api_url,
+        timeout=10,
+        retry_handlers=[
+            ConnectionErrorRetryHandler(max_retry_count=2),
+            RateLimitErrorRetryHandler(max_retry_count=5),
+        ],
+    )
+
+
+def build_slack(
+    runtime: Runtime, settings: SlackSettings, *, kick: Callable[[], None] = lambda: None
+) -> SlackFrontEnd:
+    """The Bolt app with every listener, its WSGI handler and the outbox notifier.
+
+    ``kick`` asks the bot to start approved executions now rather than at the next sweep.
+    """
+    client = web_client(settings)
+    bolt_log = logging.getLogger("runbook_bot.slack.bolt")
+    bolt_log.addFilter(_quiet_token_notice)
+    app = App(
+        client=client,
+        signing_secret=settings.signing_secret,
+        request_verification_enabled=True,
+        token_verification_enabled=False,  # no auth.test at start: the bot starts offline too
+        process_before_response=False,
+        logger=bolt_log,
+    )
+    notifier = Notifier(runtime, client, min_interval=settings.min_interval)
+    listeners = _Listeners(runtime, notifier, kick)
+    commands = command_names(runtime.engine.registry)
+    for name in commands:
+        app.command(name)(ack=listeners.ack_command, lazy=[listeners.run_command])
+    for action_id, work in [
+        ("rb_confirm", listeners.on_confirm),
+        ("rb_dismiss", listeners.on_dismiss),
+        ("rb_approve", listeners.on_approve),
+        ("rb_deny", listeners.on_deny),
+        ("rb_cancel_run", listeners.on_cancel),
+        ("rb_reconfirm", listeners.on_reconfirm),
+    ]:
+        app.action(action_id)(ack=_ack, lazy=[work])
+    app.view("rb_deny_modal")(listeners.on_deny_submitted)
+    return SlackFrontEnd(app, SlackRequestHandler(app), client, notifier, commands)
+
+
+def _quiet_token_notice(record: logging.LogRecord) -> bool:
+    # Bolt reads SLACK_BOT_TOKEN itself and says it is unused when a client is given; it is
+    # the same token, configured once, so the notice is noise on every start.
+    return "`token` will be unused" not in record.getMessage()
+
+
+def _ack(ack: Ack) -> None:
+    ack()
+
+
+def _error_text(exc: RunbookError) -> str:
+    text = f":no_entry: {exc.message}"
+    if exc.hint:
+        text += f"\n{exc.hint}"
+    return text
+
+
+def _channel_of(body: dict[str, Any]) -> str | None:
+    channel = body.get("channel") or {}
+    return channel.get("id") or (body.get("container") or {}).get("channel_id")
+
+
+class _Listeners:
+    def __init__(self, runtime: Runtime, notifier: Notifier, kick: Callable[[], None]) -> None:
+        self.runtime = runtime
+        self.engine = runtime.engine
+        self.notifier = notifier
+        self.kick = kick
+
+    # identity -----------------------------------------------------------------------------
+    def actor(self, user_id: str) -> Actor | None:
+        policy = self.engine.config.policy
+        key = policy.person_for_slack(user_id)
+        if key is None:
+            return None
+        return Actor(id=key, name=policy.people[key].name, origin="slack")
+
+    def refuse_stranger(self, user_id: str, user_name: str, what: str) -> str:
+        self.engine.audit.record(
+            "request.refused",
+            actor=Actor(id=f"slack:{user_id}", name=user_name or user_id, origin="slack"),
+            outcome="unknown_user",
+            target={"slack": what},
+            detail={"why": f"Slack user {user_id} is not in policy.yaml"},
+        )
+        return (
+            f"Sorry, I do not know you yet (Slack user `{user_id}`), so I cannot run or approve "
+            f"anything for you. Ask an SRE to add `slack_id: {user_id}` to your entry in "
+            "policy.yaml."
+        )
+
+    def _done(self) -> None:
+        self.notifier.wake.set()
+        self.kick()
+
+    # slash commands ---------------------------------------------------------------------------
+    def ack_command(self, ack: Ack, command: dict[str, Any]) -> None:
+        """Parse and check identity inside the ack; bad input is answered here, privately."""
+        user_id = command.get("user_id", "")
+        if self.actor(user_id) is None:
+            text = self.refuse_stranger(user_id, command.get("user_name", ""), command["command"])
+            ack(text=text, response_type="ephemeral")
+            return
+        try:
+            parse(self.engine.registry, command["command"], command.get("text", ""))
+        except UsageError as exc:
+            text = f":warning: {exc.message}\n{exc.hint or ''}".rstrip()
+            ack(text=text, response_type="ephemeral")
+            return
+        ack()
+
+    def run_command(self, command: dict[str, Any], respond: Respond) -> None:
+        user_id = command.get("user_id", "")
+        actor = self.actor(user_id)
+        if actor is None:
+            return
+        try:
+            parsed = parse(self.engine.registry, command["command"], command.get("text", ""))
+        except UsageError:
+            return  # answered in the ack
+        try:
+            if parsed.runbook is None and parsed.verb == "help" and parsed.command != "/runbook":
+                respond(namespace_usage(self.engine.registry, parsed.command))
+            elif parsed.runbook is None:
+                self._admin(parsed, actor, respond, user_id, command.get("channel_id"))
+            elif parsed.verb == "help":
+                respond(usage(self.engine.registry.get(parsed.runbook), parsed.command))
+            else:
+                self._request(parsed, actor, respond, user_id, command.get("channel_id"))
+        except RunbookError as exc:
+            respond(_error_text(exc))
+
+    def _request(
+        self, parsed: Parsed, actor: Actor, respond: Respond, user_id: str, channel: str | None
+    ) -> None:
+        assert parsed.runbook is not None
+        engine = self.engine
+        flags = parsed.flags
+        prepared = engine.prepare(parsed.runbook, parsed.params, actor=actor)
+        plan = prepared.plan
+        banner = short_banner(self.runtime, plan.environment)
+        gate = engine.policy.gate(plan.runbook, plan.environment, read_only=plan.read_only)
+        if parsed.dry_run:
+            engine.dry_run(prepared, actor=actor, reason=flags.get("reason"))
+            respond(
+                text=plan_text(plan, banner),
+                blocks=plan_blocks(
+                    plan,
+                    banner=banner,
+                    approvals=gate.required,
+                    reason=flags.get("reason"),
+                    request=None,
+                ),
+            )
+            return
+        if plan.read_only:
+            execution = engine.submit(prepared, actor=actor, channel=channel)
+            execution = engine.start(execution.id, actor=actor)
+            outputs = [line for record in execution.steps for line in record.output]
+            respond(
+                text=card_text(execution),
+                blocks=[
+                    *card_blocks(execution, banner=banner, now=engine.clock.now()),
+                    *(
+                        [
+                            {
+                                "type": "section",
+                                "text": {
+                                    "type": "mrkdwn",
+                                    "text": "```" + "\n".join(outputs)[:2800] + "```",
+                                },
+                            }
+                        ]
+                        if outputs
+                        else []
+                    ),
+                ],
+            )
+            return
+        engine.preflight(
+            prepared,
+            actor=actor,
+            reason=flags.get("reason"),
+            incident=flags.get("incident"),
+            break_glass=bool(flags.get("break_glass")),
+            channel=channel,
+        )
+        request = {
+            "r": plan.runbook,
+            "p": parsed.params,
+            "h": plan.hash,
+            "u": user_id,
+            "c": channel,
+            "reason": flags.get("reason"),
+            "incident": flags.get("incident"),
+            "bg": bool(flags.get("break_glass")),
+        }
+        respond(
+            text=plan_text(plan, banner),
+            blocks=plan_blocks(
+                plan,
+                banner=banner,
+                approvals=0 if request["bg"] else gate.required,
+                reason=flags.get("reason"),
+                request=request,
+            ),
+        )
+
+    def _admin(
+        self, parsed: Parsed, actor: Actor, respond: Respond, user_id: str, channel: str | None
+    ) -> None:
+        engine = self.engine
+        if parsed.verb == "help":
+            commands = ", ".join(command_names(engine.registry))
+            respond(
+                f"*Commands*: {commands}. Type `/<command> help` for one.\n"
+                + namespace_usage(engine.registry, "/runbook")
+            )
+            return
+        if parsed.verb == "list":
+            rows = engine.list(limit=15)
+            respond("\n".join(execution_line(e) for e in rows) or "no executions yet")
+            return
+        execution = engine.get(parsed.args[0])
+        banner = short_banner(self.runtime, execution.environment)
+        if parsed.verb in {"show", "approve"}:
+            # Approving means pressing Approve on the card you are shown: bound to that plan.
+            respond(
+                text=card_text(execution),
+                blocks=card_blocks(execution, banner=banner, now=engine.clock.now()),
+            )
+            return
+        if parsed.verb == "deny":
+            engine.deny(execution.id, actor=actor, reason=parsed.flags["reason"])
+            respond(f"You denied `{execution.id}`.")
+            self._done()
+            return
+        if parsed.verb == "cancel":
+            self._cancel(execution.id, actor, parsed.flags.get("reason") or "")
+            respond(f"Cancellation of `{execution.id}` requested.")
+
+    def _cancel(self, execution_id: str, actor: Actor, reason: str) -> None:
+        execution = self.engine.get(execution_id)
+        if actor.id != execution.requester.id and not self.engine.policy.member_of(
+            actor, execution.approver_groups or ["sre"]
+        ):
+            from runbooks.engine.errors import Refused
+
+            raise Refused(
+                f"only {execution.requester.name} or an approver "
+                f"({', '.join(execution.approver_groups) or 'sre'}) may cancel {execution.id}"
+            )
+        self.engine.cancel(
+            execution_id, actor=actor, reason=reason or f"cancelled in Slack by {actor.name}"
+        )
+        self._done()
+
+    # buttons ------------------------------------------------------------------------------------
+    def _clicker(self, body: dict[str, Any], respond: Respond | None = None) -> Actor | None:
+        user = body.get("user") or {}
+        actor = self.actor(user.get("id", ""))
+        if actor is None:
+            text = self.refuse_stranger(user.get("id", ""), user.get("username", ""), "button")
+            self._whisper(body, text, respond)
+        return actor
+
+    def _whisper(self, body: dict[str, Any], text: str, respond: Respond | None = None) -> None:
+        """Answer only the person who clicked."""
+        channel = _channel_of(body)
+        user = (body.get("user") or {}).get("id")
+        if respond is not None and (body.get("container") or {}).get("is_ephemeral"):
+            respond(text=text, replace_original=False, response_type="ephemeral")
+        elif channel and user:
+            self.notifier.courier.client.chat_postEphemeral(channel=channel, user=user, text=text)
+
+    def on_confirm(self, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+        actor = self._clicker(body, respond)
+        if actor is None:
+            return
+        request = json.loads(action["value"])
+        if body["user"]["id"] != request["u"]:
+            self._whisper(body, "Only the person who asked for this plan can confirm it.", respond)
+            return
+        engine = self.engine
+        try:
+            prepared = engine.prepare(request["r"], request["p"], actor=actor)
+            plan = prepared.plan
+            banner = short_banner(self.runtime, plan.environment)
+            if plan.hash != request["h"]:
+                gate = engine.policy.gate(plan.runbook, plan.environment, read_only=False)
+                respond(
+                    replace_original=True,
+                    text=plan_text(plan, banner),
+                    blocks=plan_blocks(
+                        plan,
+                        banner=banner,
+                        approvals=gate.required,
+                        reason=request.get("reason"),
+                        request={**request, "h": plan.hash},
+                        heading=(
+                            ":warning: The live state changed since you saw the plan; nothing "
+                            "was submitted. This is the plan now; confirm it if it is right."
+                        ),
+                    ),
+                )
+                return
+            execution = engine.submit(
+                prepared,
+                actor=actor,
+                reason=request.get("reason"),
+                incident=request.get("incident"),
+                break_glass=bool(request.get("bg")),
+                channel=request.get("c"),
+            )
+        except RunbookError as exc:
+            respond(replace_original=False, text=_error_text(exc))
+            return
+        if execution.state == State.AWAITING_APPROVAL:
+            where = engine.config.policy.slack.approvals_channel(execution.environment)
+            place = f"<#{where}>" if where else "`/runbook approve " + execution.id + "`"
+            text = (
+                f":hourglass_flowing_sand: Submitted `{execution.id}`: waiting for "
+                f"{execution.required_approvals} approval(s) in {place}. The card there shows "
+                "progress; I will tell you the outcome."
+            )
+        else:
+            text = (
+                f":arrow_forward: `{execution.id}` is starting; progress follows in this channel."
+            )
+        respond(replace_original=True, text=text)
+        self._done()
+
+    def on_reconfirm(self, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+        actor = self._clicker(body, respond)
+        if actor is None:
+            return
+        execution_id, _, plan_hash = action["value"].partition(":")
+        try:
+            self.engine.confirm(execution_id, actor=actor, plan_hash=plan_hash)
+        except RunbookError as exc:
+            self._whisper(body, _error_text(exc), respond)
+            return
+        respond(replace_original=True, text=f"Confirmed the new plan of `{execution_id}`.")
+        self._done()
+
+    def on_dismiss(self, respond: Respond) -> None:
+        respond(replace_original=True, text="Cancelled: nothing was submitted.")
+
+    def on_approve(self, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+        actor = self._clicker(body, respond)
+        if actor is None:
+            return
+        execution_id, _, plan_hash = action["value"].partition(":")
+        try:
+            self.engine.approve(execution_id, actor=actor, plan_hash=plan_hash)
+        except RunbookError as exc:
+            self._whisper(body, _error_text(exc), respond)
+            return
+        self._done()
+
+    def on_deny(
+        self, body: dict[str, Any], action: dict[str, Any], client: WebClient, respond: Respond
+    ) -> None:
+        actor = self._clicker(body, respond)
+        if actor is None:
+            return
+        execution_id = action["value"].partition(":")[0]
+        client.views_open(
+            trigger_id=body["trigger_id"], view=deny_modal(execution_id, _channel_of(body))
+        )
+
+    def on_deny_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        actor = self.actor((body.get("user") or {}).get("id", ""))
+        if actor is None:
+            ack(response_action="errors", errors={"reason": "you are not in policy.yaml"})
+            return
+        meta = json.loads(view.get("private_metadata") or "{}")
+        reason = view["state"]["values"]["reason"]["value"].get("value") or ""
+        try:
+            self.engine.deny(meta["id"], actor=actor, reason=reason)
+        except RunbookError as exc:
+            ack(response_action="errors", errors={"reason": exc.message[:150]})
+            return
+        ack()
+        self._done()
+
+    def on_cancel(self, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+        actor = self._clicker(body, respond)
+        if actor is None:
+            return
+        execution_id = action["value"].partition(":")[0]
+        try:
+            self._cancel(execution_id, actor, "")
+        except RunbookError as exc:
+            self._whisper(body, _error_text(exc), respond)
+
+
+def short_banner(runtime: Runtime, environment: str) -> str:
+    return shorten_banner(runtime.banner(environment))

@@ -1,0 +1,242 @@
+"""Slash commands generated from the runbook registry, parsed with the CLI's rules.
+
+One command per namespace (``/rollback``, ``/scale``, ``/dr``...), root runbooks by their own
+name (``/selftest``), and ``/runbook`` for the admin verbs. The first word picks the runbook
+inside a namespace (``/scale pods ...``); a namespace whose own name is a runbook takes it when
+the first word is not a sub-command (``/rollback production``). Then, as in the terminal:
+required parameters positional in declaration order or as flags, optional ones as flags
+(``--to-revision 4`` or ``--to-revision=4``), and the common flags ``--dry-run``,
+``--reason TEXT``, ``--break-glass``, ``--incident ID``.
+
+Parsing is pure (no I/O): it runs inside the 3-second ack.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from runbooks.engine.errors import InvalidInput
+from runbooks.engine.params import flag
+from runbooks.engine.registry import Registry, RunbookSpec
+
+#: Flags every runbook command takes in Slack, with whether they take a value.
+COMMON_FLAGS: dict[str, tuple[bool, str]] = {
+    "dry_run": (False, "show the plan computed from live state and change nothing"),
+    "reason": (True, "why you are doing this (shown on the card and in the audit log)"),
+    "break_glass": (False, "emergency path where policy allows it; needs --reason and --incident"),
+    "incident": (True, "PagerDuty incident id this request belongs to"),
+}
+#: Terminal-only flags: refused with an explanation rather than as unknown.
+TERMINAL_ONLY = {"yes", "json", "no_wait"}
+ADMIN_VERBS: dict[str, str] = {
+    "list": "/runbook list — recent executions",
+    "show": "/runbook show ID — one execution with its steps",
+    "cancel": "/runbook cancel ID [--reason TEXT] — stop a pending or running execution",
+    "approve": "/runbook approve ID — approve a pending execution",
+    "deny": "/runbook deny ID --reason TEXT — deny a pending execution",
+    "help": "/runbook help — this list",
+}
+
+
+class UsageError(InvalidInput):
+    """Bad command text; the message says what was wrong, the hint shows the right form."""
+
+
+@dataclass(frozen=True)
+class Parsed:
+    command: str
+    runbook: str | None = None  # None: an admin verb or help
+    params: dict[str, Any] = field(default_factory=dict)
+    flags: dict[str, Any] = field(default_factory=dict)
+    verb: str | None = None  # admin verb (/runbook list|show|...) or "help"
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(self.flags.get("dry_run"))
+
+
+def command_names(registry: Registry) -> list[str]:
+    """Every slash command the registry implies, plus ``/runbook``."""
+    names = {spec.namespace or spec.name for spec in registry}
+    return sorted(f"/{name}" for name in names | {"runbook"})
+
+
+def _specs_for(registry: Registry, name: str) -> tuple[RunbookSpec[Any] | None, dict[str, Any]]:
+    """(the namespace's own runbook, its sub-commands by first word)."""
+    own = None
+    subs: dict[str, RunbookSpec[Any]] = {}
+    for spec in registry:
+        if spec.name == name:
+            own = spec
+        elif spec.namespace == name:
+            subs[spec.short_name] = spec
+    return own, subs
+
+
+def _fields(spec: RunbookSpec[Any]) -> tuple[list[str], dict[str, Any]]:
+    """(required names in declaration order, every field by name)."""
+    fields = dict(spec.params.model_fields)
+    required = [name for name, f in fields.items() if f.is_required()]
+    return required, fields
+
+
+def _is_bool(field_info: Any) -> bool:
+    return field_info.annotation is bool
+
+
+def usage(spec: RunbookSpec[Any], command: str) -> str:
+    """``/rollback ENVIRONMENT [--region REGION] ...`` and what each part means."""
+    required, fields = _fields(spec)
+    head = command if spec.namespace is None else f"{command} {spec.short_name}"
+    parts = [head, *(name.upper() for name in required)]
+    lines = []
+    for name, info in fields.items():
+        if name in required:
+            lines.append(f"• `{name.upper()}` (or `{flag(name)}`): {info.description or ''}")
+            continue
+        parts.append(f"[{flag(name)}]" if _is_bool(info) else f"[{flag(name)} {name.upper()}]")
+        lines.append(f"• `{flag(name)}`: {info.description or ''}")
+    parts.append("[--dry-run] [--reason TEXT] [--break-glass --incident ID]")
+    return "\n".join([f"`{' '.join(parts)}`", spec.summary, *lines])
+
+
+def namespace_usage(registry: Registry, command: str) -> str:
+    name = command.lstrip("/")
+    if name == "runbook":
+        return "\n".join(ADMIN_VERBS.values())
+    own, subs = _specs_for(registry, name)
+    forms = []
+    if own is not None:
+        forms.append(usage(own, command))
+    forms += [usage(spec, command) for _, spec in sorted(subs.items())]
+    return "\n\n".join(forms)
+
+
+def parse(registry: Registry, command: str, text: str) -> Parsed:
+    """Turn ``/command text`` into a runbook name, raw parameters and flags, or explain why not."""
+    name = command.lstrip("/")
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(
+            f"could not read `{command} {text}`: {exc}", hint="close the quote you opened"
+        ) from None
+    if name == "runbook":
+        return _parse_admin(command, words)
+    own, subs = _specs_for(registry, name)
+    if own is None and not subs:
+        raise UsageError(
+            f"unknown command {command}",
+            hint="commands: " + ", ".join(command_names(registry)),
+        )
+    if words and words[0] == "help":
+        return Parsed(command=command, verb="help")
+    if words and words[0] in subs:
+        spec = subs[words[0]]
+        words = words[1:]
+    elif own is not None:
+        spec = own
+    else:
+        what = f"`{words[0]}`" if words else "nothing"
+        raise UsageError(
+            f"{command} needs one of: {', '.join(sorted(subs))} (got {what})",
+            hint=namespace_usage(registry, command),
+        )
+    if words and words[0] == "help":
+        return Parsed(command=command, runbook=spec.name, verb="help")
+    params, flags = _parse_words(spec, command, words)
+    return Parsed(command=command, runbook=spec.name, params=params, flags=flags)
+
+
+def _parse_words(
+    spec: RunbookSpec[Any], command: str, words: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    required, fields = _fields(spec)
+    params: dict[str, Any] = {}
+    flags: dict[str, Any] = {}
+    positional: list[str] = []
+    right_form = usage(spec, command)
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if not word.startswith("--"):
+            positional.append(word)
+            continue
+        key, has_value, value = word[2:].partition("=")
+        key = key.replace("-", "_")
+        if key in TERMINAL_ONLY:
+            raise UsageError(
+                f"{flag(key)} is for the terminal; in Slack you confirm with the button",
+                hint=right_form,
+            )
+        if key in COMMON_FLAGS:
+            takes_value = COMMON_FLAGS[key][0]
+            target = flags
+        elif key in fields:
+            takes_value = not _is_bool(fields[key])
+            target = params
+        else:
+            raise UsageError(f"unknown option {flag(key)} for {spec.name}", hint=right_form)
+        if not takes_value:
+            if has_value:
+                raise UsageError(f"{flag(key)} takes no value (got {value!r})", hint=right_form)
+            target[key] = True
+            continue
+        if not has_value:
+            if i >= len(words) or words[i].startswith("--"):
+                raise UsageError(f"{flag(key)} needs a value", hint=right_form)
+            value = words[i]
+            i += 1
+        if key in target:
+            raise UsageError(f"{flag(key)} given twice", hint=right_form)
+        target[key] = value
+    missing = [name for name in required if name not in params]
+    if len(positional) > len(missing):
+        extra = " ".join(positional[len(missing) :])
+        raise UsageError(f"unexpected `{extra}`", hint=right_form)
+    params.update(zip(missing, positional, strict=False))
+    still = [name for name in required if name not in params]
+    if still:
+        raise UsageError(f"missing {', '.join(name.upper() for name in still)}", hint=right_form)
+    if flags.get("break_glass") and not (flags.get("reason") and flags.get("incident")):
+        raise UsageError("--break-glass needs --reason TEXT and --incident ID", hint=right_form)
+    return params, flags
+
+
+def _parse_admin(command: str, words: list[str]) -> Parsed:
+    all_forms = "\n".join(ADMIN_VERBS.values())
+    if not words or words[0] == "help":
+        return Parsed(command=command, verb="help")
+    verb, rest = words[0], words[1:]
+    if verb not in ADMIN_VERBS:
+        raise UsageError(f"unknown /runbook verb `{verb}`", hint=all_forms)
+    flags: dict[str, Any] = {}
+    args: list[str] = []
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        i += 1
+        if word.startswith("--"):
+            key, has_value, value = word[2:].partition("=")
+            if key != "reason":
+                raise UsageError(f"unknown option --{key}", hint=ADMIN_VERBS[verb])
+            if not has_value:
+                if i >= len(rest):
+                    raise UsageError("--reason needs a value", hint=ADMIN_VERBS[verb])
+                value = rest[i]
+                i += 1
+            flags["reason"] = value
+        else:
+            args.append(word)
+    wants_id = verb in {"show", "cancel", "approve", "deny"}
+    if wants_id and len(args) != 1:
+        raise UsageError(f"/runbook {verb} needs one execution id", hint=ADMIN_VERBS[verb])
+    if not wants_id and args:
+        raise UsageError(f"unexpected `{' '.join(args)}`", hint=ADMIN_VERBS[verb])
+    if verb == "deny" and not flags.get("reason"):
+        raise UsageError("a denial needs --reason TEXT", hint=ADMIN_VERBS[verb])
+    return Parsed(command=command, verb=verb, args=args, flags=flags)

@@ -1,0 +1,295 @@
+"""Render the engine's event outbox into Slack: approval cards, progress, threads, results.
+
+The notifier reads the store's outbox (``events_after``), so executions requested from a
+terminal get the same card as those requested in Slack, and nothing is lost while the bot was
+down: the cursor lives in the store. One bot replica notifies at a time (a lease named
+``slack-notifier``).
+
+Rate limits: Slack allows about one message per second per channel. Card updates coalesce:
+an event only marks the card dirty, and the card is rendered from the store when its channel's
+turn comes, so a burst of step events costs one ``chat.update`` and the last render always
+shows the final state. A 429 is retried after ``Retry-After`` by slack_sdk's retry handler;
+if it still fails the card stays dirty and is tried again on the next pass.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.slack.render import card_blocks, card_text, outcome_text, plan_blocks, shorten_banner
+from runbooks.engine.models import Event, Execution, State
+from runbooks.engine.wiring import Runtime
+
+log = structlog.get_logger("runbook_bot.slack")
+
+CURSOR_KEY = "slack.cursor"
+CARD_KEY = "slack.card.{}"
+LEASE_NAME = "slack-notifier"
+#: Step events worth a line in the card's thread.
+THREAD_EVENTS = {
+    "step.succeeded",
+    "step.failed",
+    "step.cancelled",
+    "step.undone",
+    "step.undo_failed",
+}
+#: States the requester hears about directly.
+TELL_REQUESTER = {
+    State.SUCCEEDED,
+    State.FAILED,
+    State.COMPENSATED,
+    State.COMPENSATION_FAILED,
+    State.CANCELLED,
+    State.DENIED,
+    State.EXPIRED,
+}
+
+
+class Courier:
+    """Calls the Web API at most once per ``min_interval`` per channel."""
+
+    def __init__(self, client: WebClient, *, min_interval: float = 1.0) -> None:
+        self.client = client
+        self.min_interval = min_interval
+        self._last: dict[str, float] = {}
+
+    def _pace(self, channel: str) -> None:
+        wait = self._last.get(channel, 0.0) + self.min_interval - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._last[channel] = time.monotonic()
+
+    def post(self, channel: str, text: str, **kwargs: Any) -> str:
+        self._pace(channel)
+        response = self.client.chat_postMessage(channel=channel, text=text, **kwargs)
+        return str(response["ts"])
+
+    def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
+        self._pace(channel)
+        self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+
+
+@dataclass
+class _Pending:
+    cards: dict[str, str] = field(default_factory=dict)  # execution id -> channel to post in
+    dirty: set[str] = field(default_factory=set)
+    thread: list[tuple[str, str]] = field(default_factory=list)  # (execution id, text)
+    direct: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+
+class Notifier:
+    """A thread following the outbox and keeping Slack in step with the store."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        client: WebClient,
+        *,
+        min_interval: float = 1.0,
+        poll: float = 0.25,
+    ) -> None:
+        self.runtime = runtime
+        self.engine = runtime.engine
+        self.courier = Courier(client, min_interval=min_interval)
+        self.poll = poll
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.pending = _Pending()
+        self.thread = threading.Thread(target=self._loop, name="slack-notifier", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    # bookkeeping ------------------------------------------------------------------------------
+    def card_ref(self, execution_id: str) -> dict[str, str] | None:
+        ref = self.engine.store.kv_get(CARD_KEY.format(execution_id))
+        return dict(ref) if ref else None
+
+    def _slack_id(self, person: str) -> str | None:
+        entry = self.engine.config.policy.people.get(person)
+        return entry.slack_id if entry else None
+
+    def _has_lease(self) -> bool:
+        store, clock = self.engine.store, self.engine.clock
+        now = clock.now()
+        until = now + max(5.0, self.engine.lease_ttl)
+        if store.renew_lease(LEASE_NAME, self.engine.owner, until):
+            return True
+        return store.claim_lease(LEASE_NAME, self.engine.owner, until, now)
+
+    # the loop ---------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        store = self.engine.store
+        cursor = store.kv_get(CURSOR_KEY)
+        if cursor is None:
+            # First start: begin at the present, do not replay history into Slack.
+            latest = 0
+            while batch := store.events_after(latest, limit=1000):
+                latest = batch[-1].id
+            store.kv_set(CURSOR_KEY, latest)
+        while not self.stop.is_set():
+            try:
+                if self._has_lease():
+                    self.pass_once()
+            except Exception:
+                log.exception("slack notifier pass failed")
+            self.wake.wait(self.poll)
+            self.wake.clear()
+
+    def pass_once(self) -> int:
+        """Read new events, then bring Slack up to date. Returns the events read."""
+        store = self.engine.store
+        cursor = int(store.kv_get(CURSOR_KEY) or 0)
+        events = store.events_after(cursor, limit=500)
+        for event in events:
+            self._note(event)
+        if events:
+            store.kv_set(CURSOR_KEY, events[-1].id)
+        self._flush()
+        return len(events)
+
+    def _note(self, event: Event) -> None:
+        execution_id = event.execution_id
+        if execution_id is None:
+            return
+        payload = event.payload
+        pending = self.pending
+        if event.type == "execution.created":
+            channel = self._card_channel(execution_id, payload)
+            if channel:
+                pending.cards[execution_id] = channel
+            return
+        if execution_id in pending.cards or self.card_ref(execution_id):
+            pending.dirty.add(execution_id)
+            if event.type in THREAD_EVENTS:
+                pending.thread.append((execution_id, _step_line(payload)))
+        state = payload.get("state")
+        if event.type == "plan.changed":
+            pending.direct.append((execution_id, "plan_changed", payload))
+        elif event.type.startswith("execution.") and state in TELL_REQUESTER:
+            pending.direct.append((execution_id, "outcome", payload))
+
+    def _card_channel(self, execution_id: str, payload: dict[str, Any]) -> str | None:
+        execution = self.engine.store.get_execution(execution_id)
+        if execution is None or execution.plan.read_only:
+            return None
+        if execution.required_approvals and not execution.break_glass:
+            channel = self.engine.config.policy.slack.approvals_channel(execution.environment)
+            if channel is None:
+                log.warning(
+                    "no approvals channel for environment; no card posted",
+                    execution_id=execution_id,
+                    environment=execution.environment,
+                )
+            return channel
+        # No approvals needed: progress goes where the request was made (Slack requests only).
+        origin = payload.get("channel")
+        return str(origin) if origin else None
+
+    def _render(self, execution: Execution) -> tuple[str, list[dict[str, Any]]]:
+        banner = shorten_banner(self.runtime.banner(execution.environment))
+        return card_text(execution), card_blocks(
+            execution, banner=banner, now=self.engine.clock.now()
+        )
+
+    def _flush(self) -> None:
+        pending = self.pending
+        for execution_id, channel in list(pending.cards.items()):
+            execution = self.engine.get(execution_id)
+            text, blocks = self._render(execution)
+            try:
+                ts = self.courier.post(channel, text, blocks=blocks)
+            except SlackApiError as exc:
+                log.warning(
+                    "could not post card; will retry", execution_id=execution_id, error=str(exc)
+                )
+                continue
+            self.engine.store.kv_set(CARD_KEY.format(execution_id), {"channel": channel, "ts": ts})
+            del pending.cards[execution_id]
+            pending.dirty.discard(execution_id)
+        for execution_id in sorted(pending.dirty):
+            ref = self.card_ref(execution_id)
+            if ref is None:
+                continue  # its card is not posted yet; the post renders the latest state
+            execution = self.engine.get(execution_id)
+            text, blocks = self._render(execution)
+            try:
+                self.courier.update(ref["channel"], ref["ts"], text, blocks)
+            except SlackApiError as exc:
+                log.warning(
+                    "could not update card; will retry", execution_id=execution_id, error=str(exc)
+                )
+                continue
+            pending.dirty.discard(execution_id)
+        while pending.thread:
+            execution_id, text = pending.thread[0]
+            ref = self.card_ref(execution_id)
+            if ref is not None:
+                try:
+                    self.courier.post(ref["channel"], text, thread_ts=ref["ts"])
+                except SlackApiError as exc:
+                    log.warning("could not post to thread; will retry", error=str(exc))
+                    return
+            pending.thread.pop(0)
+        while pending.direct:
+            execution_id, kind, _payload = pending.direct[0]
+            try:
+                self._tell_requester(execution_id, kind)
+            except SlackApiError as exc:
+                log.warning("could not message the requester; will retry", error=str(exc))
+                return
+            pending.direct.pop(0)
+
+    def _tell_requester(self, execution_id: str, kind: str) -> None:
+        execution = self.engine.get(execution_id)
+        slack_id = self._slack_id(execution.requester.id)
+        if slack_id is None:
+            return
+        if kind == "plan_changed":
+            if execution.state != State.AWAITING_APPROVAL:
+                return
+            blocks = plan_blocks(
+                execution.plan,
+                banner=shorten_banner(self.runtime.banner(execution.environment)),
+                approvals=execution.required_approvals,
+                reason=execution.reason,
+                request=None,
+                heading=(
+                    f":warning: The live state changed before `{execution.id}` started, so its "
+                    "plan changed and the approvals given so far are void. Review the new plan; "
+                    "confirm it to ask for approvals again."
+                ),
+            )
+            blocks[-1] = {
+                "type": "actions",
+                "block_id": f"reconfirm:{execution.id}",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": "Confirm"},
+                        "action_id": "rb_reconfirm",
+                        "style": "primary",
+                        "value": f"{execution.id}:{execution.plan.hash}",
+                    }
+                ],
+            }
+            self.courier.post(slack_id, f"The plan of {execution.id} changed", blocks=blocks)
+            return
+        self.courier.post(slack_id, outcome_text(execution))
+
+
+def _step_line(payload: dict[str, Any]) -> str:
+    line = f"step {payload.get('step')} {payload.get('status')}: {payload.get('description')}"
+    if payload.get("error"):
+        line += f"\n> {payload['error']}"
+    output = payload.get("output")
+    if output:
+        line += "\n```" + "\n".join(str(o) for o in output)[:2500] + "```"
+    return line

@@ -1,0 +1,279 @@
+"""Block Kit for plans, approval/progress cards and results.
+
+Every message carries a plain ``text`` too (notifications, screen readers). Button values are
+bound to what was shown: the plan card's Confirm carries the plan hash, the approval card's
+Approve carries ``execution id:plan hash``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from runbooks.engine.clock import format_duration, iso
+from runbooks.engine.models import Execution, State, StepStatus
+from runbooks.engine.plan import Plan
+
+Blocks = list[dict[str, Any]]
+
+STATE_EMOJI = {
+    State.AWAITING_APPROVAL: ":hourglass_flowing_sand:",
+    State.APPROVED: ":white_check_mark:",
+    State.DENIED: ":no_entry:",
+    State.EXPIRED: ":alarm_clock:",
+    State.RUNNING: ":arrows_counterclockwise:",
+    State.SUCCEEDED: ":large_green_circle:",
+    State.FAILED: ":red_circle:",
+    State.COMPENSATING: ":leftwards_arrow_with_hook:",
+    State.COMPENSATED: ":large_yellow_circle:",
+    State.COMPENSATION_FAILED: ":rotating_light:",
+    State.CANCELLED: ":black_square_for_stop:",
+}
+STEP_EMOJI = {
+    StepStatus.PENDING: ":white_circle:",
+    StepStatus.RUNNING: ":arrows_counterclockwise:",
+    StepStatus.SUCCEEDED: ":white_check_mark:",
+    StepStatus.FAILED: ":x:",
+    StepStatus.CANCELLED: ":black_square_for_stop:",
+    StepStatus.UNDOING: ":leftwards_arrow_with_hook:",
+    StepStatus.UNDONE: ":leftwards_arrow_with_hook:",
+    StepStatus.UNDO_FAILED: ":rotating_light:",
+}
+
+
+def shorten_banner(banner: str) -> str:
+    """``PRODUCTION · environment production`` (config and state paths are for terminals)."""
+    return banner.split(" · config ", maxsplit=1)[0]
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:2900]}]}
+
+
+def button(
+    label: str,
+    action_id: str,
+    value: str,
+    *,
+    style: str | None = None,
+    confirm: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    element: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": label},
+        "action_id": action_id,
+        "value": value,
+    }
+    if style:
+        element["style"] = style
+    if confirm:
+        title, text = confirm
+        element["confirm"] = {
+            "title": {"type": "plain_text", "text": title[:100]},
+            "text": {"type": "mrkdwn", "text": text[:300]},
+            "confirm": {"type": "plain_text", "text": label},
+            "deny": {"type": "plain_text", "text": "Back"},
+        }
+    return element
+
+
+def _params_line(params: dict[str, Any]) -> str:
+    shown = {k: v for k, v in params.items() if v is not None and k != "environment"}
+    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "defaults"
+
+
+def _plan_fields(plan: Plan, banner: str) -> list[dict[str, Any]]:
+    fields = [
+        f"*Environment*\n{banner}",
+        f"*Region*\n{plan.region or 'see the steps'}",
+        f"*Lock*\n`{plan.lock_key or 'none (read-only)'}`",
+        f"*Parameters*\n{_params_line(plan.params)}",
+    ]
+    return [{"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]}]
+
+
+def _steps_text(plan: Plan) -> str:
+    lines = []
+    for i, step in enumerate(plan.steps, start=1):
+        mark = "" if step["reversible"] else " _(cannot be undone)_"
+        lines.append(f"{i}. {step['description']}{mark}")
+    return "\n".join(lines) or "_no steps: nothing to change_"
+
+
+def plan_blocks(
+    plan: Plan,
+    *,
+    banner: str,
+    approvals: int,
+    reason: str | None,
+    request: dict[str, Any] | None,
+    heading: str | None = None,
+) -> Blocks:
+    """The private plan: what will change; Confirm / Cancel unless ``request`` is None."""
+    blocks: Blocks = []
+    if heading:
+        blocks.append(_section(heading))
+    blocks.append(_section(f"*{plan.runbook}* — {plan.summary}"))
+    blocks += _plan_fields(plan, banner)
+    blocks.append(_section("*Plan*\n" + _steps_text(plan)))
+    for note in plan.notes:
+        blocks.append(_context(f":information_source: {note}"))
+    needs = (
+        "read-only: runs at once"
+        if plan.read_only
+        else f"needs {approvals} approval(s)"
+        if approvals
+        else "no approval needed"
+    )
+    blocks.append(
+        _context(f"{needs} · plan `{plan.short_hash}`" + (f" · reason: {reason}" if reason else ""))
+    )
+    if request is not None:
+        value = json.dumps(request, separators=(",", ":"))
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": "plan",
+                "elements": [
+                    button("Confirm", "rb_confirm", value, style="primary"),
+                    button("Cancel", "rb_dismiss", value),
+                ],
+            }
+        )
+    else:
+        blocks.append(_context("dry run: nothing was changed"))
+    return blocks
+
+
+def plan_text(plan: Plan, banner: str) -> str:
+    return f"Plan for {plan.runbook} in {banner}: {len(plan.steps)} step(s)"
+
+
+def card_blocks(execution: Execution, *, banner: str, now: float) -> Blocks:
+    """The one message per execution: approvals while pending, steps while running, result."""
+    plan = execution.plan
+    state = execution.state
+    title = f"{STATE_EMOJI.get(state, '')} *{plan.runbook}* `{execution.id}` — {state}"
+    blocks: Blocks = [_section(title)]
+    blocks += _plan_fields(plan, banner)
+    who = f"*Requested by* {execution.requester.name} (via {execution.requester.origin})"
+    if execution.reason:
+        who += f"\n*Reason* {execution.reason}"
+    if execution.incident:
+        who += f"\n*Incident* <https://pagerduty.com/incidents/{execution.incident}|{execution.incident}>"
+    if execution.break_glass:
+        who += "\n:rotating_light: *BREAK-GLASS*: approvals bypassed; a review is open"
+    blocks.append(_section(who))
+    blocks.append(_section("*Steps*\n" + _step_lines(execution)))
+    approvals = execution.valid_approvals()
+    if execution.required_approvals:
+        names = ", ".join(a.actor.name for a in approvals) or "nobody yet"
+        line = f"*Approvals* {len(approvals)}/{execution.required_approvals}: {names}"
+        if state == State.AWAITING_APPROVAL and execution.expires_at:
+            line += f" · expires in {format_duration(max(0.0, execution.expires_at - now))}"
+            line += f" ({iso(execution.expires_at)})"
+        blocks.append(_section(line))
+    if execution.error:
+        blocks.append(_section(f"*Why* {execution.error}"))
+    blocks.append(_context(f"plan `{plan.short_hash}` · lock `{plan.lock_key or '-'}`"))
+    buttons = card_buttons(execution)
+    if buttons:
+        blocks.append({"type": "actions", "block_id": f"card:{execution.id}", "elements": buttons})
+    return blocks
+
+
+def card_buttons(execution: Execution) -> list[dict[str, Any]]:
+    value = f"{execution.id}:{execution.plan.hash}"
+    what = f"{execution.runbook} in {execution.environment} ({execution.id})"
+    if execution.state == State.AWAITING_APPROVAL:
+        return [
+            button(
+                "Approve",
+                "rb_approve",
+                value,
+                style="primary",
+                confirm=("Approve?", f"Approve {what} as shown on this card?"),
+            ),
+            button(
+                "Deny",
+                "rb_deny",
+                value,
+                style="danger",
+                confirm=("Deny?", f"Deny {what}? You will be asked for a reason."),
+            ),
+        ]
+    if execution.state in {State.APPROVED, State.RUNNING}:
+        return [
+            button(
+                "Cancel",
+                "rb_cancel_run",
+                value,
+                style="danger",
+                confirm=("Cancel?", f"Stop {what}? Completed steps are compensated."),
+            )
+        ]
+    return []
+
+
+def _step_lines(execution: Execution) -> str:
+    lines = []
+    for record in execution.steps:
+        took = ""
+        if record.started_at and record.ended_at:
+            took = f" ({format_duration(record.ended_at - record.started_at)})"
+        line = f"{STEP_EMOJI.get(record.status, '')} {record.index + 1}. {record.description}{took}"
+        if record.error:
+            line += f"\n      _{record.error}_"
+        lines.append(line)
+    return "\n".join(lines) or "_no steps_"
+
+
+def card_text(execution: Execution) -> str:
+    return f"{execution.runbook} {execution.id} in {execution.environment}: {execution.state}"
+
+
+def outcome_text(execution: Execution) -> str:
+    """The final word to the requester."""
+    base = f"`{execution.id}` {execution.runbook} in {execution.environment}"
+    state = execution.state
+    if state == State.SUCCEEDED:
+        took = (
+            f" in {format_duration(execution.ended_at - execution.started_at)}"
+            if execution.ended_at and execution.started_at
+            else ""
+        )
+        return f":large_green_circle: {base} succeeded{took}."
+    why = f": {execution.error}" if execution.error else ""
+    return f"{STATE_EMOJI.get(state, '')} {base} {state}{why}"
+
+
+def execution_line(execution: Execution) -> str:
+    return (
+        f"{STATE_EMOJI.get(execution.state, '')} `{execution.id}` {execution.runbook} "
+        f"{execution.environment} — {execution.state} · {execution.requester.name} · "
+        f"{iso(execution.created_at)}"
+    )
+
+
+def deny_modal(execution_id: str, channel: str | None) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "callback_id": "rb_deny_modal",
+        "private_metadata": json.dumps({"id": execution_id, "channel": channel}),
+        "title": {"type": "plain_text", "text": "Deny request"},
+        "submit": {"type": "plain_text", "text": "Deny"},
+        "close": {"type": "plain_text", "text": "Back"},
+        "blocks": [
+            _section(f"Deny `{execution_id}`? The requester sees your reason."),
+            {
+                "type": "input",
+                "block_id": "reason",
+                "label": {"type": "plain_text", "text": "Reason"},
+                "element": {"type": "plain_text_input", "action_id": "value", "multiline": True},
+            },
+        ],
+    }

@@ -1,0 +1,513 @@
+"""A local Slack: the Web API methods the bot uses, plus a user who types and clicks.
+
+``SlackEmulator`` is an HTTP server answering like Slack's Web API (``/api/<method>``) for
+``auth.test``, ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``, ``views.open``,
+``usergroups.users.list`` and ``response_url`` posts (``/response/<channel>/<user>/<n>``). It
+records every call, keeps the visible messages per channel (updates replace in place), checks
+the bot token, and answers ``429`` with ``Retry-After`` when a test asks it to
+(``POST /_sandbox/rate_limit``).
+
+``SlackUser`` plays a person in a workspace: it sends signed slash commands and button clicks
+to the bot's ``/slack/events`` the way Slack does (form-encoded commands, ``payload=`` JSON
+interactions, ``X-Slack-Signature`` over ``v0:{timestamp}:{body}``), and reads back what the
+bot showed that person. ``invoke sandbox.slack`` and ``invoke sandbox.click`` use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import threading
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+SANDBOX_BOT_TOKEN = "xoxb-sandbox-bot-token"  # noqa: S105 - a fake token for the local emulator
+SANDBOX_SIGNING_SECRET = "sandbox-signing-secret"  # noqa: S105
+TEAM_ID = "T0SANDBOX"
+BOT_USER_ID = "U0RUNBOOKBOT"
+
+
+@dataclass
+class Message:
+    """A message as a person in the workspace would see it."""
+
+    channel: str
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]]
+    thread_ts: str | None = None
+    ephemeral_to: str | None = None  # visible to this user only
+    response_url: str | None = None  # posted through this response_url (ephemeral replies)
+    updates: int = 0
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel,
+            "ts": self.ts,
+            "text": self.text,
+            "blocks": self.blocks,
+            "thread_ts": self.thread_ts,
+            "ephemeral_to": self.ephemeral_to,
+            "response_url": self.response_url,
+            "updates": self.updates,
+        }
+
+
+@dataclass
+class SlackState:
+    token: str
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    usergroups: dict[str, list[str]] = field(default_factory=dict)
+    rate_limits: dict[str, list[float]] = field(default_factory=dict)  # method -> Retry-After
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def next_ts(self) -> str:
+        return f"{int(time.time())}.{next(self._ts):06d}"
+
+    def find(self, channel: str, ts: str) -> Message | None:
+        for message in self.messages:
+            if message.channel == channel and message.ts == ts:
+                return message
+        return None
+
+
+def _blocks(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, str):
+        value = json.loads(value) if value else []
+    return list(value or [])
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _read(self) -> dict[str, Any]:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        if "json" in (self.headers.get("Content-Type") or ""):
+            return dict(json.loads(raw or "{}"))
+        return {k: v[-1] for k, v in urllib.parse.parse_qs(raw).items()}
+
+    def _send(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        state = self.server.state
+        path = urllib.parse.urlparse(self.path).path
+        with state.lock:
+            if path == "/_sandbox/calls":
+                self._send(200, state.calls)
+            elif path == "/_sandbox/messages":
+                self._send(200, [m.to_doc() for m in state.messages])
+            else:
+                self._send(404, {"ok": False, "error": "unknown_method"})
+
+    def do_POST(self) -> None:
+        path = urllib.parse.urlparse(self.path).path
+        state = self.server.state
+        if path.startswith("/_sandbox/"):
+            self._sandbox(path, self._read())
+            return
+        args = self._read()
+        if path.startswith("/response/"):
+            self._response_url(path, args)
+            return
+        method = path.removeprefix("/api/")
+        with state.lock:
+            state.calls.append({"method": method, "args": args, "at": time.time()})
+            pending = state.rate_limits.get(method) or state.rate_limits.get("*")
+            if pending:
+                retry_after = pending.pop(0)
+                self._send(
+                    429,
+                    {"ok": False, "error": "ratelimited"},
+                    {"Retry-After": str(int(retry_after))},
+                )
+                return
+            auth = self.headers.get("Authorization", "")
+            token = auth.removeprefix("Bearer ").strip() or args.get("token", "")
+            if token != state.token:
+                self._send(200, {"ok": False, "error": "invalid_auth"})
+                return
+            self._send(200, self._api(state, method, args))
+
+    def _api(self, state: SlackState, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        if method == "auth.test":
+            return {"ok": True, "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": "B0BOT"}
+        if method == "chat.postMessage":
+            if not args.get("channel"):
+                return {"ok": False, "error": "channel_not_found"}
+            message = Message(
+                channel=args["channel"],
+                ts=state.next_ts(),
+                text=args.get("text", ""),
+                blocks=_blocks(args.get("blocks")),
+                thread_ts=args.get("thread_ts"),
+            )
+            state.messages.append(message)
+            return {"ok": True, "channel": message.channel, "ts": message.ts}
+        if method == "chat.update":
+            found = state.find(args.get("channel", ""), args.get("ts", ""))
+            if found is None:
+                return {"ok": False, "error": "message_not_found"}
+            found.text = args.get("text", found.text)
+            found.blocks = _blocks(args.get("blocks"))
+            found.updates += 1
+            return {"ok": True, "channel": found.channel, "ts": found.ts}
+        if method == "chat.postEphemeral":
+            message = Message(
+                channel=args.get("channel", ""),
+                ts=state.next_ts(),
+                text=args.get("text", ""),
+                blocks=_blocks(args.get("blocks")),
+                ephemeral_to=args.get("user"),
+            )
+            state.messages.append(message)
+            return {"ok": True, "message_ts": message.ts}
+        if method == "views.open":
+            view = args.get("view")
+            view = json.loads(view) if isinstance(view, str) else view
+            return {"ok": True, "view": {"id": f"V{len(state.calls):06d}", **(view or {})}}
+        if method == "usergroups.users.list":
+            users = state.usergroups.get(args.get("usergroup", ""))
+            if users is None:
+                return {"ok": False, "error": "no_such_subteam"}
+            return {"ok": True, "users": users}
+        return {"ok": False, "error": "unknown_method"}
+
+    def _response_url(self, path: str, args: dict[str, Any]) -> None:
+        """``/response/<channel>/<user>/<n>``: ephemeral replies to one person."""
+        state = self.server.state
+        parts = path.split("/")
+        channel, user = parts[2], parts[3]
+        url = path
+        with state.lock:
+            state.calls.append({"method": "response_url", "url": url, "args": args})
+            previous = [m for m in state.messages if m.response_url == url]
+            if args.get("delete_original"):
+                for message in previous:
+                    state.messages.remove(message)
+            elif args.get("replace_original") and previous:
+                message = previous[-1]
+                message.text = args.get("text", "")
+                message.blocks = _blocks(args.get("blocks"))
+                message.updates += 1
+            else:
+                state.messages.append(
+                    Message(
+                        channel=channel,
+                        ts=state.next_ts(),
+                        text=args.get("text", ""),
+                        blocks=_blocks(args.get("blocks")),
+                        ephemeral_to=None if args.get("response_type") == "in_channel" else user,
+                        response_url=url,
+                    )
+                )
+        self._send(200, {"ok": True})
+
+    def _sandbox(self, path: str, doc: dict[str, Any]) -> None:
+        state = self.server.state
+        with state.lock:
+            if path == "/_sandbox/rate_limit":
+                method = doc.get("method", "*")
+                count = int(doc.get("count", 1))
+                state.rate_limits[method] = [float(doc.get("retry_after", 1))] * count
+            elif path == "/_sandbox/usergroup":
+                state.usergroups[doc["id"]] = list(doc["users"])
+            elif path == "/_sandbox/reset":
+                state.calls.clear()
+                state.messages.clear()
+                state.rate_limits.clear()
+            else:
+                self._send(404, {"ok": False, "error": f"no sandbox hook {path}"})
+                return
+        self._send(200, {"ok": True})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    state: SlackState
+
+
+class SlackEmulator:
+    """The local Slack Web API on 127.0.0.1 (a free port unless given)."""
+
+    def __init__(self, *, token: str = SANDBOX_BOT_TOKEN, port: int = 0) -> None:
+        self.server = _Server(("127.0.0.1", port), _Handler)
+        self.server.state = SlackState(token=token)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def state(self) -> SlackState:
+        return self.server.state
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        """What ``WebClient(base_url=...)`` needs (the trailing slash matters)."""
+        return self.url + "/api/"
+
+    def start(self) -> SlackEmulator:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def calls(self, method: str | None = None) -> list[dict[str, Any]]:
+        with self.state.lock:
+            return [dict(c) for c in self.state.calls if method is None or c["method"] == method]
+
+
+# --- the person in the workspace ------------------------------------------------------------
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """Slack's request signature: ``v0=`` + HMAC-SHA256 over ``v0:{timestamp}:{body}``."""
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def _http_json(method: str, url: str, doc: Any = None, timeout: float = 10) -> Any:
+    data = None if doc is None else json.dumps(doc).encode()
+    request = urllib.request.Request(  # noqa: S310 - local URLs only
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        return json.loads(response.read() or b"null")
+
+
+@dataclass
+class Delivery:
+    """What the bot answered over HTTP to one signed request."""
+
+    status: int
+    body: str
+
+
+def _is_user_id(channel: str) -> bool:
+    """Direct messages are posted to the user's id (U... or W...)."""
+    return channel[:1] in {"U", "W"}
+
+
+def text_of(message: dict[str, Any]) -> str:
+    """A message rendered as plain text: sections, context and the buttons' labels."""
+    lines: list[str] = []
+    for block in message.get("blocks") or []:
+        kind = block.get("type")
+        if kind == "header":
+            lines.append(f"== {block['text']['text']} ==")
+        elif kind == "section":
+            if block.get("text"):
+                lines.append(block["text"]["text"])
+            for item in block.get("fields") or []:
+                lines.append(item["text"])
+        elif kind == "context":
+            lines.append(" ".join(e.get("text", "") for e in block.get("elements", [])))
+        elif kind == "divider":
+            lines.append("---")
+        elif kind == "actions":
+            labels = [e["text"]["text"] for e in block["elements"] if e.get("type") == "button"]
+            lines.append("[" + "] [".join(labels) + "]")
+    return "\n".join(lines) if lines else message.get("text", "")
+
+
+def buttons_of(message: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for block in message.get("blocks") or []:
+        if block.get("type") == "actions":
+            for element in block["elements"]:
+                if element.get("type") == "button":
+                    found.append({**element, "block_id": block.get("block_id", "")})
+    return found
+
+
+class SlackUser:
+    """Somebody in the sandbox workspace, talking to the bot through the emulator."""
+
+    def __init__(
+        self,
+        user_id: str,
+        *,
+        bot_url: str,
+        slack_url: str,
+        signing_secret: str = SANDBOX_SIGNING_SECRET,
+        user_name: str | None = None,
+    ) -> None:
+        self.user_id = user_id
+        self.user_name = user_name or user_id.lower()
+        self.bot_url = bot_url.rstrip("/")
+        self.slack_url = slack_url.rstrip("/")
+        self.signing_secret = signing_secret
+        self._n = itertools.count(1)
+
+    # requests -------------------------------------------------------------------------------
+    def post(
+        self,
+        body: bytes,
+        content_type: str,
+        *,
+        timestamp: int | None = None,
+        signature: str | None = None,
+    ) -> Delivery:
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        headers = {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": signature or sign(self.signing_secret, ts, body),
+        }
+        request = urllib.request.Request(  # noqa: S310 - local URLs only
+            self.bot_url + "/slack/events", data=body, method="POST", headers=headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                return Delivery(response.status, response.read().decode())
+        except urllib.error.HTTPError as exc:
+            return Delivery(exc.code, exc.read().decode())
+
+    def response_url(self, channel: str) -> str:
+        return f"{self.slack_url}/response/{channel}/{self.user_id}/{next(self._n)}"
+
+    def command_body(self, text: str, *, channel: str) -> bytes:
+        command, _, rest = text.strip().partition(" ")
+        form = {
+            "token": "legacy-verification-token",
+            "team_id": TEAM_ID,
+            "team_domain": "sandbox",
+            "channel_id": channel,
+            "channel_name": channel.lower(),
+            "user_id": self.user_id,
+            "user_name": self.user_name,
+            "command": command,
+            "text": rest.strip(),
+            "api_app_id": "A0RUNBOOK",
+            "response_url": self.response_url(channel),
+            "trigger_id": f"trigger.{self.user_id}.{time.time_ns()}",
+        }
+        return urllib.parse.urlencode(form).encode()
+
+    def command(self, text: str, *, channel: str = "C0OPS") -> Delivery:
+        """Type ``/command args`` in a channel."""
+        return self.post(
+            self.command_body(text, channel=channel), "application/x-www-form-urlencoded"
+        )
+
+    def interaction(self, payload: dict[str, Any]) -> Delivery:
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+        return self.post(body, "application/x-www-form-urlencoded")
+
+    def click_payload(self, message: dict[str, Any], button: dict[str, Any]) -> dict[str, Any]:
+        channel = message["channel"]
+        return {
+            "type": "block_actions",
+            "team": {"id": TEAM_ID, "domain": "sandbox"},
+            "user": {"id": self.user_id, "username": self.user_name, "team_id": TEAM_ID},
+            "api_app_id": "A0RUNBOOK",
+            "token": "legacy-verification-token",
+            "container": {
+                "type": "message",
+                "message_ts": message["ts"],
+                "channel_id": channel,
+                "is_ephemeral": bool(message.get("ephemeral_to")),
+            },
+            "trigger_id": f"trigger.{self.user_id}.{time.time_ns()}",
+            "channel": {"id": channel, "name": channel.lower()},
+            "message": {"ts": message["ts"], "text": message["text"], "blocks": message["blocks"]},
+            "response_url": (
+                self.slack_url + message["response_url"]
+                if message.get("response_url")
+                else self.response_url(channel)
+            ),
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": button["action_id"],
+                    "block_id": button["block_id"],
+                    "text": button["text"],
+                    "value": button.get("value", ""),
+                    "action_ts": str(time.time()),
+                }
+            ],
+        }
+
+    def view_submission(self, view: dict[str, Any], values: dict[str, str]) -> Delivery:
+        """Submit a modal the bot opened, filling plain-text inputs by block id."""
+        state = {
+            block["block_id"]: {
+                block["element"]["action_id"]: {
+                    "type": "plain_text_input",
+                    "value": values.get(block["block_id"], ""),
+                }
+            }
+            for block in view.get("blocks", [])
+            if block.get("type") == "input"
+        }
+        payload = {
+            "type": "view_submission",
+            "team": {"id": TEAM_ID, "domain": "sandbox"},
+            "user": {"id": self.user_id, "username": self.user_name, "team_id": TEAM_ID},
+            "api_app_id": "A0RUNBOOK",
+            "token": "legacy-verification-token",
+            "trigger_id": f"trigger.{self.user_id}.{time.time_ns()}",
+            "view": {**view, "state": {"values": state}},
+        }
+        return self.interaction(payload)
+
+    # reading back ----------------------------------------------------------------------------
+    def visible(self) -> list[dict[str, Any]]:
+        """Every message this person can see, oldest first."""
+        messages: list[dict[str, Any]] = _http_json("GET", self.slack_url + "/_sandbox/messages")
+        return [
+            m
+            for m in messages
+            if m["ephemeral_to"] in (None, self.user_id)
+            and (not _is_user_id(m["channel"]) or m["channel"] == self.user_id)
+        ]
+
+    def find_button(self, label: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The newest visible message with a button labelled ``label`` (case-insensitive)."""
+        for message in reversed(self.visible()):
+            for button in buttons_of(message):
+                if button["text"]["text"].lower() == label.lower():
+                    return message, button
+        return None
+
+    def click(self, label: str) -> Delivery:
+        found = self.find_button(label)
+        if found is None:
+            raise LookupError(f"no message visible to {self.user_id} has a {label!r} button")
+        message, button = found
+        return self.interaction(self.click_payload(message, button))
+
+    def last_view(self) -> dict[str, Any] | None:
+        """The newest modal the bot opened for this person (views.open by trigger id)."""
+        calls: list[dict[str, Any]] = _http_json("GET", self.slack_url + "/_sandbox/calls")
+        for call in reversed(calls):
+            if call["method"] == "views.open" and self.user_id in call["args"].get(
+                "trigger_id", ""
+            ):
+                view = call["args"]["view"]
+                return dict(json.loads(view) if isinstance(view, str) else view)
+        return None

@@ -1,0 +1,105 @@
+"""``python -m sandbox slack|click``: act as a person in the sandbox workspace.
+
+Reads the running sandbox's ``env`` file for the bot's URL, the signing secret and the Slack
+emulator, sends one signed request, waits until the bot has stopped posting (or 15 s), and
+prints what this person can now see that is new or changed: messages rendered as text, with
+their buttons listed in brackets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from runbooks.engine.settings import Settings, read_sandbox_env
+from sandbox.slack import SlackUser, text_of
+
+QUIET_S = 1.5
+MAX_WAIT_S = 15.0
+
+
+def _fingerprint(messages: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    return {(m["channel"], m["ts"]): m["updates"] for m in messages}
+
+
+def act(settings: Settings, args: argparse.Namespace) -> int:
+    from runbooks.engine.config import load_config
+
+    env = read_sandbox_env(settings.state_dir / "sandbox" / "env")
+    if "RUNBOOK_BOT_SANDBOX_SLACK" not in env:
+        print("the sandbox is not running: start it with `python3 dev.py serve` first")
+        return 2
+    config = load_config(settings.config_dir)
+    person = config.policy.people.get(args.user)
+    if person is None or not person.slack_id:
+        known = ", ".join(k for k, p in config.policy.people.items() if p.slack_id)
+        print(f"unknown person {args.user!r}; people with a Slack id: {known}")
+        return 2
+    user = SlackUser(
+        person.slack_id,
+        bot_url=env["RUNBOOK_BOT_URL"],
+        slack_url=env["RUNBOOK_BOT_SANDBOX_SLACK"],
+        signing_secret=env["SLACK_SIGNING_SECRET"],
+        user_name=args.user,
+    )
+    before = _fingerprint(user.visible())
+    try:
+        if args.command == "slack":
+            delivery = user.command(args.text, channel=args.channel)
+        else:
+            delivery = user.click(args.label)
+    except LookupError as exc:
+        print(exc)
+        return 1
+    except OSError as exc:
+        print(f"the bot at {env['RUNBOOK_BOT_URL']} did not answer: {exc}")
+        return 1
+    if delivery.status != 200:
+        print(f"the bot answered HTTP {delivery.status}: {delivery.body}")
+        return 1
+    if delivery.body.strip():
+        print(f"(ack) {delivery.body}")
+    if args.command == "click" and args.label.lower() == "deny":
+        view = _wait_for_view(user)
+        if view is None:
+            print("the bot opened no Deny dialog")
+            return 1
+        reason = args.reason or "denied from the sandbox"
+        answer = user.view_submission(view, {"reason": reason})
+        if answer.body.strip():
+            print(f"(dialog) {answer.body}")
+    _print_changes(user, before)
+    return 0
+
+
+def _wait_for_view(user: SlackUser) -> dict[str, Any] | None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        view = user.last_view()
+        if view is not None:
+            return view
+        time.sleep(0.1)
+    return None
+
+
+def _print_changes(user: SlackUser, before: dict[tuple[str, str], int]) -> None:
+    last_change = time.monotonic()
+    start = last_change
+    seen = before
+    while time.monotonic() - last_change < QUIET_S and time.monotonic() - start < MAX_WAIT_S:
+        time.sleep(0.2)
+        now = _fingerprint(user.visible())
+        if now != seen:
+            seen, last_change = now, time.monotonic()
+    for message in user.visible():
+        key = (message["channel"], message["ts"])
+        if before.get(key) == message["updates"]:
+            continue
+        where = message["channel"]
+        if message["ephemeral_to"]:
+            where += " (only you)"
+        if message["thread_ts"]:
+            where += " (thread)"
+        print(f"--- #{where}")
+        print(text_of(message))

@@ -1,0 +1,161 @@
+"""A real bot process with Slack on, the local Slack Web API emulator and the Kubernetes sandbox."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runbooks.engine.models import Execution
+from runbooks.engine.store.sqlite import SqliteStore
+from sandbox.slack import (
+    SANDBOX_BOT_TOKEN,
+    SANDBOX_SIGNING_SECRET,
+    SlackEmulator,
+    SlackUser,
+    buttons_of,
+    text_of,
+)
+from tests.bot.test_server import Bot, free_port
+from tests.cli.test_cli import wait_for
+from tests.conftest import ROOT, KubeSandbox
+
+PEOPLE = {"alice": "U0ALICE", "bob": "U0BOB", "dave": "U0DAVE", "carol": "U0CAROL"}
+
+
+@dataclass
+class SlackWorld:
+    bot: Bot
+    slack: SlackEmulator
+    kube: KubeSandbox
+    env: dict[str, str]
+    users: dict[str, SlackUser]
+
+    def user(self, name: str) -> SlackUser:
+        return self.users[name]
+
+    def executions(self) -> list[Execution]:
+        store = SqliteStore(self.env["RUNBOOK_BOT_STATE"])
+        try:
+            return store.list_executions(limit=100)
+        finally:
+            store.close()
+
+    def messages(self, channel: str | None = None) -> list[dict[str, Any]]:
+        return [
+            m.to_doc()
+            for m in list(self.slack.state.messages)
+            if channel is None or m.channel == channel
+        ]
+
+    def _cards(self, channel: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages(channel) if not m["thread_ts"] and not m["ephemeral_to"]]
+
+    def card(self, channel: str = "C0APPROVALS") -> dict[str, Any]:
+        cards = self._cards(channel)
+        assert cards, f"no card in {channel}: {self.messages()}"
+        return cards[-1]
+
+    def wait_card(
+        self, predicate: Callable[[str], bool], channel: str = "C0APPROVALS", what: str = ""
+    ) -> dict[str, Any]:
+        def ready() -> bool:
+            cards = self._cards(channel)
+            return bool(cards) and predicate(text_of(cards[-1]))
+
+        wait_for(ready, what=what or f"a card in {channel}")
+        return self.card(channel)
+
+    def wait_for_message(
+        self, predicate: Callable[[dict[str, Any]], bool], what: str
+    ) -> dict[str, Any]:
+        found: list[dict[str, Any]] = []
+
+        def seen() -> bool:
+            found[:] = [m for m in self.messages() if predicate(m)]
+            return bool(found)
+
+        wait_for(seen, what=what)
+        return found[-1]
+
+    def audit_actions(self) -> list[dict[str, Any]]:
+        store = SqliteStore(self.env["RUNBOOK_BOT_STATE"])
+        try:
+            return [json.loads(row.body) for row in store.iter_audit()]
+        finally:
+            store.close()
+
+
+def labels(message: dict[str, Any]) -> list[str]:
+    return [b["text"]["text"] for b in buttons_of(message)]
+
+
+def ephemeral_to(world: SlackWorld, user: str) -> list[dict[str, Any]]:
+    return [m for m in world.messages() if m["ephemeral_to"] == PEOPLE.get(user, user)]
+
+
+@pytest.fixture
+def slack_env_extra() -> dict[str, str]:
+    """Tests override this to change the bot's environment."""
+    return {}
+
+
+@pytest.fixture
+def world(
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    kube: KubeSandbox,
+    slack_env_extra: dict[str, str],
+    policy_edit: Callable[[str], str],
+) -> Iterator[SlackWorld]:
+    config = tmp_path / "config"
+    shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("example"))
+    policy = config / "policy.yaml"
+    policy.write_text(policy_edit(policy.read_text()))
+    slack = SlackEmulator().start()
+    env = {
+        **cli_env,
+        "RUNBOOK_BOT_CONFIG": str(config),
+        "RUNBOOK_BOT_LOG": "-",
+        "KUBECONFIG": str(kube.kubeconfig),
+        "SLACK_BOT_TOKEN": SANDBOX_BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SANDBOX_SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "RUNBOOK_BOT_SLACK_INTERVAL": "0.05",
+        "RUNBOOK_BOT_SWEEP_INTERVAL": "0.3",
+        **slack_env_extra,
+    }
+    env.pop("SLACK_APP_TOKEN", None)
+    bot = Bot(env, free_port())
+    bot.wait_ready()
+    users = {
+        name: SlackUser(uid, bot_url=bot.base, slack_url=slack.url, user_name=name)
+        for name, uid in {**PEOPLE, "stranger": "U0NOBODY"}.items()
+    }
+    try:
+        yield SlackWorld(bot, slack, kube, env, users)
+    finally:
+        output = bot.stop()
+        slack.stop()
+        if "Traceback" in output:
+            print(output)
+
+
+@pytest.fixture
+def policy_edit(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """``@pytest.mark.policy_edit(old, new)`` edits the test's copy of policy.yaml."""
+    marker = request.node.get_closest_marker("policy_edit")
+    if marker is None:
+        return lambda text: text
+    old, new = marker.args
+
+    def edit(text: str) -> str:
+        assert old in text, f"policy.yaml has no {old!r} to replace"
+        return text.replace(old, new)
+
+    return edit
