@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -220,7 +221,17 @@ def main(argv: list[str]) -> int:
         help="address to bind (default: $HOST, else 0.0.0.0)",
     )
     serve.add_argument("--threads", type=int, default=8, help="worker threads (default 8)")
+    manifest = sub.add_parser("manifest", help="print the Slack app manifest")
+    manifest.add_argument(
+        "--url", default=None, help="the bot's public base URL (default: a placeholder)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "manifest":
+        from bot.slack.manifest import PLACEHOLDER_URL, manifest_yaml
+        from runbooks.engine.registry import load_registry
+
+        sys.stdout.write(manifest_yaml(load_registry(), args.url or PLACEHOLDER_URL))
+        return 0
 
     from runbooks.adapters import build_adapters
     from runbooks.engine.logs import configure_logging

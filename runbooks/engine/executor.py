@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,6 +60,9 @@ def clean_reason(reason: str | None) -> str | None:
 
 CANCEL_POLL_S = 0.5
 DECISION_RETRIES = 50
+#: How long a lock holder whose execution is not stored yet is presumed to be mid-submit.
+LOCK_UNBORN_CHECKS = 20
+LOCK_UNBORN_WAIT_S = 0.05
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
@@ -374,7 +378,8 @@ class Engine:
             raise Refused(refusal)
 
     def _acquire_lock(self, key: str, execution: Execution, *, actor: Actor) -> None:
-        for _ in range(10):
+        unborn_checks = 0
+        for _ in range(40):
             holder = self.store.try_lock(key, execution.id)
             if holder is None:
                 return
@@ -382,6 +387,13 @@ class Engine:
             if held is not None:
                 # Expiring a stale holder releases its lock; the next try then takes it.
                 self._expire_if_due(held)
+            elif unborn_checks < LOCK_UNBORN_CHECKS:
+                # A concurrent submit takes the lock just before it stores its execution: give
+                # it a moment. Only a holder still missing after that is an orphan (a process
+                # died between the two writes) whose lock may be taken over.
+                unborn_checks += 1
+                time.sleep(LOCK_UNBORN_WAIT_S)
+                continue
             if held is None or held.terminal:
                 if self.store.steal_lock(key, execution.id, holder):
                     return

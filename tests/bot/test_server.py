@@ -163,3 +163,22 @@ def test_bot_resumes_an_orphaned_execution_at_start_up(
         out = bot.stop()
     assert (workdir / "journal").read_text().split() == ["step-1", "step-2", "step-3"]
     assert "resuming orphaned execution" in out
+
+
+def test_without_slack_settings_the_bot_serves_the_rest_and_says_slack_is_off(
+    bot_env: dict[str, str],
+) -> None:
+    env = {k: v for k, v in bot_env.items() if not k.startswith("SLACK_")}
+    running = Bot(env, free_port())
+    running.wait_ready()
+    request = urllib.request.Request(  # noqa: S310 - local test server
+        running.base + "/slack/events", data=b"x", method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=5)  # noqa: S310 - local test server
+    caught.value.close()
+    assert caught.value.code == 404
+    with urllib.request.urlopen(running.base + "/metrics", timeout=5) as response:  # noqa: S310
+        assert b"runbook_bot_pending_approvals" in response.read()
+    out = running.stop()
+    assert "slack off: SLACK_BOT_TOKEN is not set" in out

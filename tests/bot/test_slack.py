@@ -8,6 +8,7 @@ card's final text and buttons, the store and the audit log.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import urllib.request
@@ -282,7 +283,7 @@ def test_rate_limited_progress_still_ends_on_the_final_state(world: SlackWorld) 
     assert final["ts"] == card["ts"]
     updates = world.slack.calls("chat.update")
     assert len(updates) >= 3  # two answered 429, then the retries got through
-    gaps = [b["at"] - a["at"] for a, b in zip(updates, updates[1:], strict=False)]
+    gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(updates)]
     assert max(gaps) >= 0.9  # Retry-After was honoured
 
 

@@ -87,8 +87,8 @@ def test_policy_defaults_follow_the_spec() -> None:
         ),
         (
             "policy.yaml",
-            "approvals: 2, break_glass: true}",
-            "approvals: 2, break_glass: true, approver: [sre]}",
+            "approvals: 2, break_glass: true, channels: [C0OPS]}",
+            "approvals: 2, break_glass: true, channels: [C0OPS], approver: [sre]}",
             "rules[4].approver: unknown key",
         ),
         (

@@ -190,7 +190,7 @@ def test_concurrent_requests_on_one_lock_key_one_wins(make_engine, tmp_path, san
         t.join()
     refusals = [o for o in outcomes if isinstance(o, LockHeld)]
     winners = [o for o in outcomes if not isinstance(o, LockHeld)]
-    assert len(refusals) == 1 and len(winners) == 1
+    assert len(refusals) == 1 and len(winners) == 1, outcomes
     assert refusals[0].holder == winners[0].id  # type: ignore[attr-defined]
 
 

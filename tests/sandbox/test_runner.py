@@ -12,7 +12,19 @@ from pathlib import Path
 from runbooks.engine.settings import read_sandbox_env
 from tests.bot.test_server import _answers, free_port
 from tests.cli.test_cli import wait_for
-from tests.conftest import ROOT, run_cli
+from tests.conftest import BIN, ROOT, run_cli
+
+
+def invoke(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "invoke"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path) -> None:
@@ -48,6 +60,30 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
         assert any(
             "app-api:1.4.1" in n and "current" in n for n in json.loads(history.stdout)["notes"]
         )
+
+        # The Slack flow without a workspace: the bot talks to the sandbox's Slack emulator.
+        sandbox_env = read_sandbox_env(env_file)
+        assert sandbox_env["SLACK_API_URL"].endswith("/api/")
+        assert sandbox_env["RUNBOOK_BOT_URL"] == f"http://127.0.0.1:{port}"
+        typed = invoke(["sandbox.slack", "--as", "alice", "/rollback staging"], env)
+        assert typed.returncode == 0, typed.stdout + typed.stderr
+        assert "--- #C0OPS (only you)" in typed.stdout
+        assert "[Confirm] [Cancel]" in typed.stdout
+        assert "revision 3 (app-api:1.4.2) → revision 2 (app-api:1.4.1)" in typed.stdout
+        confirmed = invoke(["sandbox.click", "--as", "alice", "Confirm"], env)
+        assert "--- #C0APPROVALS" in confirmed.stdout, confirmed.stdout + confirmed.stderr
+        assert "[Approve] [Deny]" in confirmed.stdout
+        approved = invoke(["sandbox.click", "--as", "bob", "Approve"], env)
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        assert "Approvals* 1/1: Bob" in approved.stdout
+
+        def staging_done() -> bool:
+            rows = json.loads(run_cli(["runs.list", "--json"], env).stdout)
+            return any(r["environment"] == "staging" and r["state"] == "succeeded" for r in rows)
+
+        wait_for(staging_done, timeout=60, what="the staging rollback approved in Slack")
+        nobody = invoke(["sandbox.click", "--as", "bob", "Approve"], env)
+        assert nobody.returncode == 1 and "no message visible to U0BOB" in nobody.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
