@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ import structlog
 from slack_bolt import Ack, App, Respond
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
@@ -148,6 +151,7 @@ def build_slack(
         listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="slack-ack"),
     )
     notifier = Notifier(runtime, client, min_interval=settings.min_interval)
+    runtime.engine.policy.use_usergroups(UsergroupCache(client))
     listeners = _Listeners(runtime, notifier, kick)
     commands = command_names(runtime.engine.registry)
     for name in commands:
@@ -163,6 +167,34 @@ def build_slack(
         app.action(action_id)(listeners.deferred(work))
     app.view("rb_deny_modal")(listeners.on_deny_submitted)
     return SlackFrontEnd(app, SlackRequestHandler(app), client, notifier, commands)
+
+
+class UsergroupCache:
+    """Members of a Slack user group (``slack:S0ONCALL`` in policy.yaml), cached for a minute.
+
+    If Slack cannot be asked, the group has no members: a policy check fails closed.
+    """
+
+    def __init__(self, client: WebClient, ttl: float = 60.0) -> None:
+        self.client = client
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, set[str]]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, usergroup: str) -> set[str]:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(usergroup)
+            if hit and now - hit[0] < self.ttl:
+                return hit[1]
+        try:
+            users = set(self.client.usergroups_users_list(usergroup=usergroup)["users"])
+        except SlackApiError as exc:
+            log.warning("cannot read a Slack user group", usergroup=usergroup, error=str(exc))
+            return set()
+        with self._lock:
+            self._cache[usergroup] = (now, users)
+        return users
 
 
 def _quiet_token_notice(record: logging.LogRecord) -> bool:

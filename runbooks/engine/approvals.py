@@ -50,6 +50,10 @@ class ConfigPolicy:
         self._config = config
         self._usergroups = usergroups
 
+    def use_usergroups(self, resolver: UsergroupResolver) -> None:
+        """Resolve ``slack:<usergroup id>`` members with this (the Slack front end sets it)."""
+        self._usergroups = resolver
+
     def gate(self, runbook: str, environment: str, *, read_only: bool) -> Gate:
         if read_only:
             return Gate(0, (), 0.0, False, rule="read-only runbook: no gate")

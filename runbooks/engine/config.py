@@ -378,10 +378,12 @@ def _cross_check(path: Path, envs: EnvironmentsFile, policy: PolicyFile) -> list
     groups = {g for p in policy.people.values() for g in p.groups} | {"*"}
     for index, rule in enumerate(policy.rules):
         for name in (*rule.requesters, *rule.approvers):
+            if name.startswith("slack:") and len(name) > len("slack:"):
+                continue  # a Slack user group, resolved by the Slack front end
             if name not in groups and name not in policy.people:
                 problems.append(
                     f"{path}: rules[{index}]: unknown group or person {name!r}; known groups: "
-                    f"{', '.join(sorted(groups - {'*'}))}"
+                    f"{', '.join(sorted(groups - {'*'}))} (or slack:<user group id>)"
                 )
         for pattern in rule.environments:
             if not any(fnmatch.fnmatchcase(e, pattern) for e in envs.environments):

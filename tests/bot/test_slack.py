@@ -308,3 +308,26 @@ def test_help_is_generated_from_the_registry(world: SlackWorld) -> None:
     shown = ephemeral_to(world, "alice")[-1]["text"]
     assert "/rollback, /runbook, /scale, /selftest" in shown
     assert "/runbook deny ID --reason TEXT" in shown
+
+
+@pytest.mark.policy_edit(
+    "approvers: [sre], approvals: 1, expiry: 30m", "approvers: [slack:S0ONCALL], approvals: 1"
+)
+def test_approvers_from_a_slack_user_group(world: SlackWorld) -> None:
+    request = urllib.request.Request(  # noqa: S310 - the local emulator
+        world.slack.url + "/_sandbox/usergroup",
+        data=json.dumps({"id": "S0ONCALL", "users": ["U0DAVE"]}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request, timeout=5).close()  # noqa: S310
+    _request_rollback(world)
+    world.user("bob").click("Approve")  # sre, but not on call
+    world.wait_for_message(
+        lambda m: m["ephemeral_to"] == "U0BOB" and "approvers: slack:S0ONCALL" in m["text"],
+        what="bob refused",
+    )
+    world.user("dave").click("Approve")
+    card = world.wait_card(lambda t: "— succeeded" in t, what="dave's approval to run it")
+    assert "1/1: Dave" in text_of(card)
+    assert world.slack.calls("usergroups.users.list")
