@@ -113,7 +113,7 @@ def _run(
     engine = runtime.engine
     out, _ = consoles(as_json)
     actor = cli_actor(runtime)
-    prepared = engine.prepare(name, raw, actor=actor)
+    prepared = engine.prepare(name, raw, actor=actor, break_glass=bool(flags["break_glass"]))
     plan = prepared.plan
     banner = runtime.banner(plan.environment)
     gate = engine.policy.gate(plan.runbook, plan.environment, read_only=plan.read_only)

@@ -114,11 +114,64 @@ class KubeOps(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Instance:
+    id: str
+    type: str
+    lifecycle: str  # InService, Pending, Terminating, ...
+    health: str  # Healthy, Unhealthy
+
+
+@dataclass(frozen=True)
+class NodeGroupState:
+    """An Auto Scaling group: the Kubernetes node group of one environment in one region."""
+
+    name: str
+    region: str
+    minimum: int
+    maximum: int
+    desired: int
+    instances: tuple[Instance, ...]
+    launch_template: str | None
+    template_version: str | None
+    #: When capacity last changed (latest scaling activity, or runbook-bot's own tag).
+    last_scaled_at: float | None
+
+    @property
+    def in_service(self) -> int:
+        return sum(
+            1 for i in self.instances if i.lifecycle == "InService" and i.health == "Healthy"
+        )
+
+
+class AwsOps(Protocol):
+    """AWS operations in one region."""
+
+    region: str
+
+    def node_group(self, name: str) -> NodeGroupState: ...
+
+    def set_desired(self, name: str, desired: int, *, at: float) -> None:
+        """Set the group's desired capacity and stamp when (the cooldown's clock)."""
+        ...
+
+    def traffic_weights(self, zone: str, record: str) -> dict[str, int]:
+        """Weights of the weighted records of ``record`` by set identifier (the region)."""
+        ...
+
+    def set_traffic_weights(self, zone: str, record: str, weights: dict[str, int]) -> None:
+        """Change the weights only (targets unchanged); wait until Route53 reports INSYNC."""
+        ...
+
+
 class Infrastructure(Adapters):
     """The adapters runbooks use, reached through ``ctx.adapters``."""
 
     def kube(self, environment: str, region: str) -> KubeOps:
         raise InvalidInput(f"no Kubernetes adapter is configured for {environment} in {region}")
+
+    def aws(self, region: str) -> AwsOps:
+        raise InvalidInput(f"no AWS adapter is configured for {region}")
 
 
 def infrastructure(ctx: PlanContext) -> Infrastructure:

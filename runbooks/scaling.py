@@ -1,4 +1,5 @@
-"""``scale.pods`` and ``scale.hpa``: change replicas or autoscaler bounds within policy."""
+"""``scale.pods``, ``scale.hpa`` and ``scale.nodes``: replicas, autoscaler bounds and node
+group capacity, within policy (the spec: 2-20) and, for nodes, its cooldowns."""
 
 from __future__ import annotations
 
@@ -6,16 +7,24 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
-from runbooks.engine.errors import InvalidInput
+from runbooks.engine.clock import format_duration, iso
+from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.params import RegionalParams
 from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
+from runbooks.interfaces import AwsOps, InfrastructureError, infrastructure
 from runbooks.rollback import KubeStep, kube_for, service_config
 
 
 class ScalePodsParams(RegionalParams):
     service: str = Field(description="service to scale (e.g. api)")
     replicas: int = Field(ge=0, description="replica count (within the environment's bounds)")
+
+
+class ScaleNodesParams(RegionalParams):
+    desired: int = Field(
+        ge=0, description="instances in the node group (within its and policy's bounds)"
+    )
 
 
 class ScaleHpaParams(RegionalParams):
@@ -212,5 +221,119 @@ def scale_hpa(ctx: PlanContext, params: ScaleHpaParams) -> PlanDraft:
         steps=steps,
         summary=f"autoscaler of {params.service} in "
         f"{params.environment} ({region}): {params.min}-{params.max}",
+        notes=notes,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AwsStep(Step):
+    """A step acting on AWS resources of one environment in one region."""
+
+    environment: str
+    region: str
+
+    def aws(self, ctx: RunContext) -> AwsOps:
+        return infrastructure(ctx).aws(self.region)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetNodeCapacity(AwsStep, kind="aws.node_capacity"):
+    group: str
+    from_desired: int
+    to_desired: int
+    timeout: float = 900.0
+    poll_interval = 2.0
+
+    def describe(self) -> str:
+        return (
+            f"set node group {self.group} in {self.environment} ({self.region}): "
+            f"{self.from_desired} → {self.to_desired} instances, wait until all are in service"
+        )
+
+    def _set(self, ctx: RunContext, desired: int) -> str:
+        aws = self.aws(ctx)
+        if aws.node_group(self.group).desired == desired:
+            return f"{self.group}: desired capacity already {desired}"
+        aws.set_desired(self.group, desired, at=ctx.clock.now())
+        return f"{self.group}: desired capacity set to {desired}"
+
+    def run(self, ctx: RunContext) -> str | None:
+        return self._set(ctx, self.to_desired)
+
+    def verify(self, ctx: RunContext) -> bool:
+        state = self.aws(ctx).node_group(self.group)
+        if state.desired != self.to_desired:
+            raise InfrastructureError(
+                f"{self.group} desired capacity is {state.desired}, not {self.to_desired}: "
+                "something else changed it"
+            )
+        done = state.in_service == self.to_desired and len(state.instances) == self.to_desired
+        if done:
+            ctx.note(f"{self.group}: {state.in_service}/{self.to_desired} instances in service")
+        return done
+
+    def undo(self, ctx: RunContext) -> str | None:
+        return self._set(ctx, self.from_desired)
+
+
+@runbook("scale.nodes", params=ScaleNodesParams, lock="{environment}:nodes")
+def scale_nodes(ctx: PlanContext, params: ScaleNodesParams) -> PlanDraft:
+    """Set a node group's capacity (Auto Scaling group) within bounds and cooldowns."""
+    env = ctx.env
+    region = _region(ctx, params.region)
+    group_name = env.autoscaling_groups.get(region)
+    if group_name is None:
+        raise InvalidInput(
+            f"{params.environment} has no node group in {region}; configured: "
+            f"{', '.join(f'{r}: {g}' for r, g in env.autoscaling_groups.items()) or 'none'} "
+            "(autoscaling_groups in environments.yaml)"
+        )
+    limits = env.scaling
+    if not limits.min_replicas <= params.desired <= limits.max_replicas:
+        raise InvalidInput(
+            f"--desired: {params.desired} is outside {params.environment}'s bounds "
+            f"{limits.min_replicas}-{limits.max_replicas} (scaling in environments.yaml)"
+        )
+    group = infrastructure(ctx).aws(region).node_group(group_name)
+    if not group.minimum <= params.desired <= group.maximum:
+        raise InvalidInput(
+            f"--desired: {params.desired} is outside {group_name}'s own bounds "
+            f"{group.minimum}-{group.maximum} (its MinSize/MaxSize)"
+        )
+    notes = [
+        f"{group_name}: {group.in_service}/{group.desired} in service, bounds "
+        f"{group.minimum}-{group.maximum}"
+    ]
+    if group.desired == params.desired:
+        notes.append(f"{group_name} already wants {params.desired} instances: nothing to do")
+        return PlanDraft(steps=[], summary=f"{group_name} stays at {params.desired}", notes=notes)
+    up = params.desired > group.desired
+    cooldown = limits.scale_up_cooldown if up else limits.scale_down_cooldown
+    if group.last_scaled_at is not None:
+        since = ctx.clock.now() - group.last_scaled_at
+        if since < cooldown:
+            direction = "scale-up" if up else "scale-down"
+            if not ctx.break_glass:
+                raise Refused(
+                    f"{group_name} last changed capacity {format_duration(since)} ago "
+                    f"({iso(group.last_scaled_at)}); the {direction} cooldown is "
+                    f"{format_duration(cooldown)}, so the next {direction} is allowed from "
+                    f"{iso(group.last_scaled_at + cooldown)}",
+                    hint="in an emergency: --break-glass --reason TEXT --incident ID",
+                )
+            notes.append(
+                f"BREAK-GLASS: the {direction} cooldown ({format_duration(cooldown)}) is skipped"
+            )
+    return PlanDraft(
+        steps=[
+            SetNodeCapacity(
+                environment=params.environment,
+                region=region,
+                group=group_name,
+                from_desired=group.desired,
+                to_desired=params.desired,
+            )
+        ],
+        summary=f"scale {group_name} in {params.environment} ({region}) to {params.desired}",
         notes=notes,
     )

@@ -1,8 +1,10 @@
 """Run the whole sandbox in the foreground: ``python -m sandbox up [--bot]``.
 
-Starts a Kubernetes API emulator per region and the Slack Web API emulator on free ports,
+Starts a Kubernetes API emulator per region, the Slack Web API emulator and a seeded moto
+server (AWS) on free ports,
 writes a kubeconfig with contexts ``us-east-1`` and ``us-west-2`` and ``<state dir>/sandbox/env``
-(``export`` lines the default configuration reads: ``KUBECONFIG``, ``SLACK_*``), and removes
+(``export`` lines the default configuration reads: ``KUBECONFIG``, ``SLACK_*``,
+``AWS_ENDPOINT_URL`` and test credentials), and removes
 the env file on exit. With ``--bot`` it also runs ``python -m bot serve`` with that environment
 and stops it on Ctrl-C or SIGTERM.
 
@@ -26,6 +28,7 @@ from typing import Any
 import yaml
 
 from runbooks.engine.settings import load_settings
+from sandbox.aws import CREDENTIALS, AwsSandbox
 from sandbox.kube.emulator import Cluster, KubeEmulator, kubeconfig
 from sandbox.kube.seed import LAYOUT, seed
 from sandbox.slack import (
@@ -52,6 +55,7 @@ def write_env(
     emulators: dict[str, KubeEmulator],
     slack: SlackEmulator | None = None,
     *,
+    aws: AwsSandbox | None = None,
     bot_port: int = DEFAULT_BOT_PORT,
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
@@ -69,6 +73,12 @@ def write_env(
             f"export SLACK_SIGNING_SECRET={SANDBOX_SIGNING_SECRET}",
             f"export RUNBOOK_BOT_SANDBOX_SLACK={shlex.quote(slack.url)}",
             f"export RUNBOOK_BOT_URL=http://127.0.0.1:{bot_port}",
+        ]
+    if aws is not None:
+        lines += [
+            f"export AWS_ENDPOINT_URL={shlex.quote(aws.url)}",
+            *(f"export {key}={value}" for key, value in CREDENTIALS.items()),
+            "export AWS_DEFAULT_REGION=us-east-1",
         ]
     env_path.write_text("\n".join(lines) + "\n")
     return env_path
@@ -119,12 +129,14 @@ def main(argv: list[str]) -> int:
         return act(settings, args)
     emulators = start_emulators()
     slack_emulator = SlackEmulator().start()
+    aws = AwsSandbox().start().seed()
     env_path = write_env(
-        directory, emulators, slack_emulator, bot_port=args.port or DEFAULT_BOT_PORT
+        directory, emulators, slack_emulator, aws=aws, bot_port=args.port or DEFAULT_BOT_PORT
     )
     for region, emulator in emulators.items():
         print(f"kubernetes {region}: {emulator.url}", flush=True)
     print(f"slack web api: {slack_emulator.api_url}", flush=True)
+    print(f"aws (moto): {aws.url}", flush=True)
     print(f"sandbox ready: source {env_path}", flush=True)
     stop = threading.Event()
     bot: subprocess.Popen[Any] | None = None
@@ -156,5 +168,6 @@ def main(argv: list[str]) -> int:
         for emulator in emulators.values():
             emulator.stop()
         slack_emulator.stop()
+        aws.stop()
         print("sandbox stopped", flush=True)
     return 0

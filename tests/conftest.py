@@ -200,3 +200,54 @@ def kube(tmp_path: Path) -> Iterator[KubeSandbox]:
     yield KubeSandbox(emulators, path, tmp_path / "kube-cache")
     for emulator in emulators.values():
         emulator.stop()
+
+
+# --------------------------------------------------------------------------------- AWS
+AWS_CLI = BIN / "aws"
+
+
+@pytest.fixture(scope="session")
+def aws_server() -> Iterator[Any]:
+    """One moto server for the session; each test resets and reseeds it (``aws``)."""
+    from sandbox.aws import AwsSandbox
+
+    server = AwsSandbox().start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class AwsWorld:
+    server: Any
+    env: dict[str, str]
+
+    def client(self, service: str, region: str = "us-east-1") -> Any:
+        return self.server.client(service, region)
+
+    def cli(self, *args: str, region: str = "us-east-1") -> Any:
+        """The AWS CLI (PyPI awscli): an independent oracle reading the same server."""
+        result = subprocess.run(
+            [str(AWS_CLI), "--region", region, "--output", "json", *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+@pytest.fixture
+def aws(aws_server: Any, monkeypatch: pytest.MonkeyPatch) -> AwsWorld:
+    """The seeded sandbox AWS; boto3 in this process and child processes point at it."""
+    from sandbox.aws import CREDENTIALS
+
+    aws_server.reset()
+    aws_server.seed()
+    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": aws_server.url, "AWS_DEFAULT_REGION": "us-east-1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    return AwsWorld(aws_server, env)

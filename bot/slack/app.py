@@ -319,7 +319,9 @@ class _Listeners:
         assert parsed.runbook is not None
         engine = self.engine
         flags = parsed.flags
-        prepared = engine.prepare(parsed.runbook, parsed.params, actor=actor)
+        prepared = engine.prepare(
+            parsed.runbook, parsed.params, actor=actor, break_glass=bool(flags.get("break_glass"))
+        )
         plan = prepared.plan
         banner = short_banner(self.runtime, plan.environment)
         gate = engine.policy.gate(plan.runbook, plan.environment, read_only=plan.read_only)
@@ -468,7 +470,9 @@ class _Listeners:
             return
         engine = self.engine
         try:
-            prepared = engine.prepare(request["r"], request["p"], actor=actor)
+            prepared = engine.prepare(
+                request["r"], request["p"], actor=actor, break_glass=bool(request.get("bg"))
+            )
             plan = prepared.plan
             banner = short_banner(self.runtime, plan.environment)
             if plan.hash != request["h"]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from runbooks.engine.config import Config
 from runbooks.engine.errors import InvalidInput
-from runbooks.interfaces import Infrastructure, KubeOps
+from runbooks.interfaces import AwsOps, Infrastructure, KubeOps
 
 
 class LiveInfrastructure(Infrastructure):
@@ -22,6 +22,7 @@ class LiveInfrastructure(Infrastructure):
         self._config = config
         self._kubeconfig = kubeconfig
         self._kube: dict[tuple[str, str], KubeOps] = {}
+        self._aws: dict[str, AwsOps] = {}
         self._lock = threading.Lock()
 
     def _kubeconfig_path(self) -> str | None:
@@ -51,6 +52,15 @@ class LiveInfrastructure(Infrastructure):
                     api, region=region, label=f"{environment}/{region}"
                 )
             return self._kube[environment, region]
+
+    def aws(self, region: str) -> AwsOps:
+        with self._lock:
+            if region not in self._aws:
+                from runbooks.adapters.aws import AwsAdapter
+
+                # The endpoint comes from boto3's configuration (AWS_ENDPOINT_URL in the sandbox).
+                self._aws[region] = AwsAdapter(region)
+            return self._aws[region]
 
 
 def build_adapters(config: Config) -> LiveInfrastructure:

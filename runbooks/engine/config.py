@@ -90,9 +90,12 @@ class RollbackTriggers(_Strict):
 
 
 class Route53Config(_Strict):
+    """The DNS layout: ``record`` (the public name) aliases ``traffic_record``, whose weighted
+    records (one per region, the region as set identifier) carry the traffic split."""
+
     zone: str
     record: str
-    routing: Literal["failover", "weighted"] = "failover"
+    traffic_record: str
 
 
 class MongoConfig(_Strict):

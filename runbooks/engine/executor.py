@@ -162,7 +162,9 @@ class Engine:
             self._adapters = self._adapters_factory()
         return self._adapters
 
-    def _plan(self, spec: RunbookSpec[Any], params: RunbookParams) -> Plan:
+    def _plan(
+        self, spec: RunbookSpec[Any], params: RunbookParams, *, break_glass: bool = False
+    ) -> Plan:
         env = self.config.environment(params.environment)
         ctx = PlanContext(
             config=self.config,
@@ -171,6 +173,7 @@ class Engine:
             clock=self.clock,
             adapters=self.adapters,
             state_dir=self.state_dir,
+            break_glass=break_glass,
         )
         draft = spec.make_plan(ctx)
         region = getattr(params, "region", None) or None
@@ -187,7 +190,9 @@ class Engine:
             read_only=spec.read_only,
         )
 
-    def prepare(self, name: str, raw_params: dict[str, Any], *, actor: Actor) -> Prepared:
+    def prepare(
+        self, name: str, raw_params: dict[str, Any], *, actor: Actor, break_glass: bool = False
+    ) -> Prepared:
         """Validate parameters and compute the plan from live state; change nothing.
 
         Invalid input is audited as a rejected request and raised as InvalidInput.
@@ -195,7 +200,7 @@ class Engine:
         try:
             spec = self.registry.get(name)
             params = validate_params(spec.params, raw_params, self.config)
-            return Prepared(spec, params, self._plan(spec, params))
+            return Prepared(spec, params, self._plan(spec, params, break_glass=break_glass))
         except InvalidInput as exc:
             self.audit.record(
                 "request.rejected",
@@ -685,7 +690,7 @@ class Engine:
             )
         spec = self.registry.get(execution.runbook)
         params = validate_params(spec.params, execution.plan.params, self.config)
-        fresh = self._plan(spec, params)
+        fresh = self._plan(spec, params, break_glass=execution.break_glass)
         if fresh.hash != execution.plan.hash:
             self._void_for_plan_change(execution, fresh)
             return execution
@@ -828,6 +833,7 @@ class Engine:
             state_dir=self.state_dir,
             execution_id=execution.id,
             check_cancelled=check_cancelled,
+            break_glass=execution.break_glass,
         )
         try:
             with heartbeat:

@@ -48,6 +48,8 @@ class PlanContext:
     clock: Clock
     adapters: Adapters
     state_dir: Path
+    #: The request uses break-glass: planners may relax guards (cooldowns), never bounds.
+    break_glass: bool = False
 
     @property
     def environment(self) -> str:

@@ -84,6 +84,40 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
         wait_for(staging_done, timeout=60, what="the staging rollback approved in Slack")
         nobody = invoke(["sandbox.click", "--as", "bob", "Approve"], env)
         assert nobody.returncode == 1 and "no message visible to U0BOB" in nobody.stdout
+
+        # The AWS CLI works against the sandbox's moto server with the env file alone.
+        aws_env = {**env, **read_sandbox_env(env_file)}
+        zones = subprocess.run(
+            [str(BIN / "aws"), "route53", "list-hosted-zones-by-name", "--output", "json"],
+            env=aws_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        zone_id = json.loads(zones.stdout)["HostedZones"][0]["Id"]
+        records = subprocess.run(
+            [
+                str(BIN / "aws"),
+                "route53",
+                "list-resource-record-sets",
+                "--hosted-zone-id",
+                zone_id,
+                "--output",
+                "json",
+            ],
+            env=aws_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        weights = {
+            r["SetIdentifier"]: r["Weight"]
+            for r in json.loads(records.stdout)["ResourceRecordSets"]
+            if r["Name"] == "api-production.example.com."
+        }
+        assert weights == {"us-east-1": 100, "us-west-2": 0}
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)

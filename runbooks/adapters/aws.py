@@ -1,0 +1,229 @@
+"""AWS through boto3: one adapter per region, clients created on first use.
+
+Clients use the standard retry mode. The endpoint comes from boto3's own configuration
+(``AWS_ENDPOINT_URL``, which the sandbox exports for its moto server) unless given. Every
+AWS error becomes an ``InfrastructureError`` naming the resource and the region.
+
+DNS layout (checked here, because moto accepts what Route53 refuses): the public name (e.g.
+``api.example.com``) is an alias or CNAME to a per-environment traffic name whose *weighted*
+records, one per region with the region as set identifier, carry the split. A traffic name
+holding anything else (failover, latency or plain records) is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from runbooks.engine.clock import iso, parse_iso
+from runbooks.interfaces import InfrastructureError, Instance, NodeGroupState
+
+T = TypeVar("T")
+SCALED_TAG = "runbook-bot:last-scaled-at"
+CHANGE_POLL_S = 2.0
+CHANGE_TIMEOUT_S = 300.0
+
+
+class AwsAdapter:
+    def __init__(self, region: str, *, endpoint_url: str | None = None) -> None:
+        self.region = region
+        self._endpoint_url = endpoint_url
+        self._session = boto3.session.Session(region_name=region)
+        self._config = BotoConfig(
+            retries={"mode": "standard", "max_attempts": 5},
+            connect_timeout=5,
+            read_timeout=30,
+        )
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def client(self, service: str) -> Any:
+        with self._lock:
+            if service not in self._clients:
+                self._clients[service] = self._session.client(
+                    service, config=self._config, endpoint_url=self._endpoint_url
+                )
+            return self._clients[service]
+
+    def _call(self, what: str, fn: Callable[..., T], **kwargs: Any) -> T:
+        try:
+            return fn(**kwargs)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise InfrastructureError(
+                f"{what} in {self.region}: {error.get('Code', 'error')}: "
+                f"{error.get('Message', str(exc))}"
+            ) from None
+        except NoCredentialsError:
+            raise InfrastructureError(
+                f"{what} in {self.region}: no AWS credentials",
+                hint="set AWS_PROFILE or the instance role; in the sandbox, source "
+                ".runbook-bot/sandbox/env",
+            ) from None
+        except BotoCoreError as exc:
+            raise InfrastructureError(f"{what} in {self.region}: {exc}") from None
+
+    # Auto Scaling ---------------------------------------------------------------------------
+    def node_group(self, name: str) -> NodeGroupState:
+        asg = self.client("autoscaling")
+        what = f"autoscaling group {name}"
+        found = self._call(what, asg.describe_auto_scaling_groups, AutoScalingGroupNames=[name])
+        groups = found.get("AutoScalingGroups", [])
+        if not groups:
+            raise InfrastructureError(f"{what} does not exist in {self.region}")
+        group = groups[0]
+        template = group.get("LaunchTemplate") or {}
+        stamps: list[float] = []
+        for tag in group.get("Tags", []):
+            if tag.get("Key") == SCALED_TAG:
+                with contextlib.suppress(ValueError):  # a hand-edited tag: ignore it
+                    stamps.append(parse_iso(tag["Value"]))
+        activities = self._call(
+            what, asg.describe_scaling_activities, AutoScalingGroupName=name, MaxRecords=1
+        ).get("Activities", [])
+        for activity in activities:
+            started = activity.get("StartTime")
+            if isinstance(started, datetime):
+                stamps.append(started.timestamp())
+        return NodeGroupState(
+            name=name,
+            region=self.region,
+            minimum=int(group["MinSize"]),
+            maximum=int(group["MaxSize"]),
+            desired=int(group["DesiredCapacity"]),
+            instances=tuple(
+                Instance(
+                    id=i["InstanceId"],
+                    type=i.get("InstanceType", ""),
+                    lifecycle=i.get("LifecycleState", ""),
+                    health=i.get("HealthStatus", ""),
+                )
+                for i in group.get("Instances", [])
+            ),
+            launch_template=template.get("LaunchTemplateName") or template.get("LaunchTemplateId"),
+            template_version=template.get("Version"),
+            last_scaled_at=max(stamps) if stamps else None,
+        )
+
+    def set_desired(self, name: str, desired: int, *, at: float) -> None:
+        asg = self.client("autoscaling")
+        what = f"autoscaling group {name}"
+        self._call(
+            what,
+            asg.set_desired_capacity,
+            AutoScalingGroupName=name,
+            DesiredCapacity=desired,
+            HonorCooldown=False,  # the runbook enforces the spec's cooldowns itself
+        )
+        self._call(
+            what,
+            asg.create_or_update_tags,
+            Tags=[
+                {
+                    "ResourceId": name,
+                    "ResourceType": "auto-scaling-group",
+                    "Key": SCALED_TAG,
+                    "Value": iso(at),
+                    "PropagateAtLaunch": False,
+                }
+            ],
+        )
+
+    # Route53 ------------------------------------------------------------------------------------
+    def _zone_id(self, zone: str) -> str:
+        route53 = self.client("route53")
+        name = zone if zone.endswith(".") else zone + "."
+        found = self._call(f"hosted zone {name}", route53.list_hosted_zones_by_name, DNSName=name)
+        for candidate in found.get("HostedZones", []):
+            if candidate["Name"] == name:
+                return str(candidate["Id"]).rsplit("/", 1)[-1]
+        raise InfrastructureError(f"hosted zone {name} does not exist")
+
+    def _weighted(self, zone_id: str, record: str) -> list[dict[str, Any]]:
+        route53 = self.client("route53")
+        name = record if record.endswith(".") else record + "."
+        found = self._call(
+            f"records of {name}",
+            route53.list_resource_record_sets,
+            HostedZoneId=zone_id,
+            StartRecordName=name,
+        )
+        records = [r for r in found.get("ResourceRecordSets", []) if r["Name"] == name]
+        if not records:
+            raise InfrastructureError(f"{name} has no records in its hosted zone")
+        wrong = [r for r in records if "Weight" not in r or "SetIdentifier" not in r]
+        if wrong:
+            kinds = sorted({_routing(r) for r in wrong})
+            raise InfrastructureError(
+                f"DNS layout: {name} must hold only weighted records (one per region, the region "
+                f"as set identifier), but it also holds {', '.join(kinds)} records; Route53 "
+                "refuses mixed routing policies on one name",
+                hint="see the DNS layout in docs/aws.md",
+            )
+        return records
+
+    def traffic_weights(self, zone: str, record: str) -> dict[str, int]:
+        records = self._weighted(self._zone_id(zone), record)
+        return {r["SetIdentifier"]: int(r["Weight"]) for r in records}
+
+    def set_traffic_weights(self, zone: str, record: str, weights: dict[str, int]) -> None:
+        route53 = self.client("route53")
+        zone_id = self._zone_id(zone)
+        records = self._weighted(zone_id, record)
+        known = {r["SetIdentifier"] for r in records}
+        unknown = set(weights) - known
+        if unknown:
+            raise InfrastructureError(
+                f"{record} has no weighted record for {', '.join(sorted(unknown))}; "
+                f"it has: {', '.join(sorted(known))}"
+            )
+        changes = []
+        for current in records:
+            weight = weights.get(current["SetIdentifier"])
+            if weight is None or int(current["Weight"]) == weight:
+                continue
+            changes.append({"Action": "UPSERT", "ResourceRecordSet": {**current, "Weight": weight}})
+        if not changes:
+            return
+        answer = self._call(
+            f"records of {record}",
+            route53.change_resource_record_sets,
+            HostedZoneId=zone_id,
+            ChangeBatch={"Comment": "runbook-bot traffic weights", "Changes": changes},
+        )
+        change_id = answer["ChangeInfo"]["Id"]
+        self._wait_insync(change_id)
+
+    def _wait_insync(self, change_id: str) -> None:
+        import time
+
+        route53 = self.client("route53")
+        deadline = time.monotonic() + CHANGE_TIMEOUT_S
+        while True:
+            status = self._call(f"change {change_id}", route53.get_change, Id=change_id)
+            if status["ChangeInfo"]["Status"] == "INSYNC":
+                return
+            if time.monotonic() > deadline:
+                raise InfrastructureError(
+                    f"Route53 change {change_id} not in sync after {CHANGE_TIMEOUT_S:g}s"
+                )
+            time.sleep(CHANGE_POLL_S)
+
+
+def _routing(record: dict[str, Any]) -> str:
+    for key, label in (
+        ("Failover", "failover"),
+        ("Region", "latency"),
+        ("GeoLocation", "geolocation"),
+        ("MultiValueAnswer", "multivalue"),
+    ):
+        if key in record:
+            return label
+    return "simple"

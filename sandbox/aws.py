@@ -1,0 +1,170 @@
+"""The sandbox's AWS: a moto server seeded with the spec's values.
+
+Both regions; per environment and region an Auto Scaling group with a launch template and a
+target group behind a load balancer (production: c5.xlarge, 4-10 instances in us-east-1, a
+2-instance standby in us-west-2); the hosted zone ``example.com`` with the DNS layout the
+runbooks expect (``api.example.com`` → CNAME ``api-production.example.com``, whose weighted
+records ``us-east-1`` (100) and ``us-west-2`` (0) point at each region's load balancer), the
+backup buckets and the bot's secrets.
+
+Test credentials only; ``AWS_ENDPOINT_URL`` points boto3 and the AWS CLI at the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+AMI = "ami-12c6146b"  # an image id moto knows
+
+
+@dataclass(frozen=True)
+class GroupSeed:
+    environment: str
+    region: str
+    name: str
+    instance_type: str
+    minimum: int
+    maximum: int
+    desired: int
+
+
+GROUPS = [
+    GroupSeed("production", "us-east-1", "prod-api-use1", "c5.xlarge", 4, 10, 4),
+    GroupSeed("production", "us-west-2", "prod-api-usw2", "c5.xlarge", 2, 10, 2),
+    GroupSeed("staging", "us-east-1", "staging-api-use1", "t3.medium", 2, 4, 2),
+]
+ZONE = "example.com."
+PUBLIC_RECORD = "api.example.com."
+TRAFFIC_RECORD = "api-production.example.com."
+BUCKETS = {
+    "app-backups": "us-east-1",
+    "app-backups-usw2": "us-west-2",
+    "staging-app-backups": "us-east-1",
+}
+
+
+class AwsSandbox:
+    """A moto server on 127.0.0.1 (a free port unless given)."""
+
+    def __init__(self, port: int = 0) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.url = ""
+
+    def start(self) -> AwsSandbox:
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def client(self, service: str, region: str = "us-east-1") -> Any:
+        return boto3.client(
+            service,
+            region_name=region,
+            endpoint_url=self.url,
+            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def reset(self) -> None:
+        request = urllib.request.Request(self.url + "/moto-api/reset", method="POST")  # noqa: S310
+        urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - the local server
+
+    def seed(self) -> AwsSandbox:
+        balancers = {}
+        for group in GROUPS:
+            balancers[group.environment, group.region] = self._group(group)
+        route53 = self.client("route53")
+        zone_id = route53.create_hosted_zone(Name=ZONE, CallerReference="sandbox-example-com")[
+            "HostedZone"
+        ]["Id"]
+        changes: list[dict[str, Any]] = [
+            {
+                "Action": "CREATE",
+                "ResourceRecordSet": {
+                    "Name": PUBLIC_RECORD,
+                    "Type": "CNAME",
+                    "TTL": 60,
+                    "ResourceRecords": [{"Value": TRAFFIC_RECORD}],
+                },
+            }
+        ]
+        for region, weight in (("us-east-1", 100), ("us-west-2", 0)):
+            changes.append(
+                {
+                    "Action": "CREATE",
+                    "ResourceRecordSet": {
+                        "Name": TRAFFIC_RECORD,
+                        "Type": "CNAME",
+                        "TTL": 60,
+                        "SetIdentifier": region,
+                        "Weight": weight,
+                        "ResourceRecords": [{"Value": balancers["production", region]}],
+                    },
+                }
+            )
+        route53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": changes})
+        for bucket, region in BUCKETS.items():
+            s3 = self.client("s3", region)
+            if region == "us-east-1":
+                s3.create_bucket(Bucket=bucket)
+            else:
+                s3.create_bucket(
+                    Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
+                )
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        secrets = self.client("secretsmanager")
+        secrets.create_secret(
+            Name="runbook-bot/audit-key", SecretString="sandbox-audit-key-0123456789"
+        )
+        return self
+
+    def _group(self, group: GroupSeed) -> str:
+        ec2 = self.client("ec2", group.region)
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnets = [
+            ec2.create_subnet(
+                VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{group.region}{z}"
+            )["Subnet"]["SubnetId"]
+            for i, z in enumerate("ab")
+        ]
+        ec2.create_launch_template(
+            LaunchTemplateName=f"{group.name}-lt",
+            LaunchTemplateData={"ImageId": AMI, "InstanceType": group.instance_type},
+        )
+        elb = self.client("elbv2", group.region)
+        balancer = elb.create_load_balancer(Name=f"{group.name}-lb", Subnets=subnets)[
+            "LoadBalancers"
+        ][0]
+        target_group = elb.create_target_group(
+            Name=f"{group.name}-tg", Protocol="HTTP", Port=80, VpcId=vpc, TargetType="instance"
+        )["TargetGroups"][0]["TargetGroupArn"]
+        self.client("autoscaling", group.region).create_auto_scaling_group(
+            AutoScalingGroupName=group.name,
+            LaunchTemplate={"LaunchTemplateName": f"{group.name}-lt", "Version": "$Latest"},
+            MinSize=group.minimum,
+            MaxSize=group.maximum,
+            DesiredCapacity=group.desired,
+            VPCZoneIdentifier=",".join(subnets),
+            TargetGroupARNs=[target_group],
+            Tags=[
+                {
+                    "Key": "environment",
+                    "Value": group.environment,
+                    "PropagateAtLaunch": True,
+                    "ResourceId": group.name,
+                    "ResourceType": "auto-scaling-group",
+                }
+            ],
+        )
+        return str(balancer["DNSName"])
