@@ -22,7 +22,12 @@ P = TypeVar("P", bound=RunbookParams)
 Planner = Callable[[PlanContext, P], "PlanDraft | list[Step]"]
 
 #: Modules whose RunbookSpecs make up the product. A new runbook is a module plus one line here.
-BUILTIN_MODULES: tuple[str, ...] = ("runbooks.selftest", "runbooks.rollback", "runbooks.scaling")
+BUILTIN_MODULES: tuple[str, ...] = (
+    "runbooks.selftest",
+    "runbooks.rollback",
+    "runbooks.scaling",
+    "runbooks.dr",
+)
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)?$")
 

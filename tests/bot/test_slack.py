@@ -172,7 +172,7 @@ def test_forged_and_replayed_requests_change_nothing(world: SlackWorld) -> None:
             "--replicas: 50 is outside production's bounds 2-20",
             "",
         ),
-        ("/scale production", "/scale needs one of: hpa, pods", "`/scale pods ENVIRONMENT SERVICE"),
+        ("/scale production", "/scale needs one of: hpa, nodes, pods", "`/scale pods ENVIRONMENT SERVICE"),
         (
             "/rollback production --region eu-west-1",
             "unknown region 'eu-west-1' for production",
@@ -306,7 +306,7 @@ def test_help_is_generated_from_the_registry(world: SlackWorld) -> None:
     assert answer.body == ""
     wait_for(lambda: len(ephemeral_to(world, "alice")) == 2, what="/runbook help")
     shown = ephemeral_to(world, "alice")[-1]["text"]
-    assert "/rollback, /runbook, /scale, /selftest" in shown
+    assert "/dr, /rollback, /runbook, /scale, /selftest" in shown
     assert "/runbook deny ID --reason TEXT" in shown
 
 
