@@ -172,7 +172,11 @@ def test_forged_and_replayed_requests_change_nothing(world: SlackWorld) -> None:
             "--replicas: 50 is outside production's bounds 2-20",
             "",
         ),
-        ("/scale production", "/scale needs one of: hpa, nodes, pods", "`/scale pods ENVIRONMENT SERVICE"),
+        (
+            "/scale production",
+            "/scale needs one of: hpa, nodes, pods",
+            "`/scale pods ENVIRONMENT SERVICE",
+        ),
         (
             "/rollback production --region eu-west-1",
             "unknown region 'eu-west-1' for production",
