@@ -519,20 +519,35 @@ class _Listeners:
         respond(replace_original=True, text=text)
         self._done()
 
+    def _decide(
+        self,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: Respond,
+        decide: Callable[[str, Actor, str], object],
+    ) -> str | None:
+        """Run an engine decision for the clicker on ``execution id:plan hash``; refusals
+        answer the clicker privately. Returns the execution id when it went through."""
+        actor = self._clicker(body, respond)
+        if actor is None:
+            return None
+        execution_id, _, plan_hash = str(action["value"]).partition(":")
+        try:
+            decide(execution_id, actor, plan_hash)
+        except RunbookError as exc:
+            self._whisper(body, _error_text(exc), respond)
+            return None
+        self._done()
+        return execution_id
+
     def on_reconfirm(
         self, body: dict[str, Any], action: dict[str, Any], respond: Respond, _client: WebClient
     ) -> None:
-        actor = self._clicker(body, respond)
-        if actor is None:
-            return
-        execution_id, _, plan_hash = action["value"].partition(":")
-        try:
-            self.engine.confirm(execution_id, actor=actor, plan_hash=plan_hash)
-        except RunbookError as exc:
-            self._whisper(body, _error_text(exc), respond)
-            return
-        respond(replace_original=True, text=f"Confirmed the new plan of `{execution_id}`.")
-        self._done()
+        def confirm(execution_id: str, actor: Actor, plan_hash: str) -> object:
+            return self.engine.confirm(execution_id, actor=actor, plan_hash=plan_hash)
+
+        if execution_id := self._decide(body, action, respond, confirm):
+            respond(replace_original=True, text=f"Confirmed the new plan of `{execution_id}`.")
 
     def on_dismiss(
         self, _body: dict[str, Any], _action: dict[str, Any], respond: Respond, _client: WebClient
@@ -542,16 +557,10 @@ class _Listeners:
     def on_approve(
         self, body: dict[str, Any], action: dict[str, Any], respond: Respond, _client: WebClient
     ) -> None:
-        actor = self._clicker(body, respond)
-        if actor is None:
-            return
-        execution_id, _, plan_hash = action["value"].partition(":")
-        try:
-            self.engine.approve(execution_id, actor=actor, plan_hash=plan_hash)
-        except RunbookError as exc:
-            self._whisper(body, _error_text(exc), respond)
-            return
-        self._done()
+        def approve(execution_id: str, actor: Actor, plan_hash: str) -> object:
+            return self.engine.approve(execution_id, actor=actor, plan_hash=plan_hash)
+
+        self._decide(body, action, respond, approve)
 
     def on_deny(
         self, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
