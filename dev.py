@@ -32,17 +32,15 @@ def _stamp(extra: str) -> Path:
 
 def ensure_installed(*, dev: bool) -> None:
     """Create .venv and install the project (with dev extras when asked), once per pyproject."""
-    extra = "dev" if dev else "run"
+    extra = "dev" if dev else "sandbox"
     stamp = _stamp(extra)
     if stamp.exists() or (not dev and _stamp("dev").exists()):
         return
     if not PY.exists():
         print(f"creating virtualenv {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    target = ".[dev]" if dev else "."
-    print(
-        f"installing runbook-bot{'[dev]' if dev else ''} into {VENV} (first run only)", flush=True
-    )
+    target = f".[{extra}]"
+    print(f"installing runbook-bot[{extra}] into {VENV} (first run only)", flush=True)
     result = subprocess.run(
         [str(PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", target],
         cwd=ROOT,

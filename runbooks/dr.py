@@ -86,10 +86,20 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
                 parts.append(f"{name}: cannot read ({exc.message})")
         notes.append(f"compute {label}: " + ("; ".join(parts) or "nothing configured"))
     if env.mongodb is not None:
-        notes.append(
-            f"database ({env.mongodb.kind}): primary region and replication lag are not "
-            "reported yet"
-        )
+        try:
+            topology = infra.database(params.environment).topology()
+            lags = ", ".join(
+                f"{region} {format_duration(lag)}"
+                for region in env.regions
+                if region != topology.primary_region and (lag := topology.lag(region)) is not None
+            )
+            primary = topology.primary_region or "NO REGION"
+            notes.append(
+                f"database ({env.mongodb.kind}): primary in {primary}; replication lag: "
+                f"{lags or 'no secondaries reporting'}"
+            )
+        except RunbookError as exc:
+            notes.append(f"database ({env.mongodb.kind}): cannot read ({exc.message})")
     if env.targets:
         notes.append(
             "targets: "

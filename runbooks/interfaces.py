@@ -164,6 +164,52 @@ class AwsOps(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class DbMember:
+    host: str
+    region: str | None  # from the member's region tag (None: untagged)
+    state: str  # PRIMARY, SECONDARY, ...
+    lag: float | None  # seconds behind the primary (None for the primary or unknown)
+
+
+@dataclass(frozen=True)
+class DbTopology:
+    """The replica set as the database reports it (``replSetGetStatus`` + its config)."""
+
+    members: tuple[DbMember, ...]
+
+    @property
+    def primary_region(self) -> str | None:
+        for member in self.members:
+            if member.state == "PRIMARY":
+                return member.region
+        return None
+
+    def lag(self, region: str) -> float | None:
+        """The smallest lag among the region's healthy secondaries (its best candidate);
+        0 when the primary is there; None when the region has no readable member."""
+        if self.primary_region == region:
+            return 0.0
+        lags = [
+            m.lag
+            for m in self.members
+            if m.region == region and m.state == "SECONDARY" and m.lag is not None
+        ]
+        return min(lags) if lags else None
+
+
+class DatabaseOps(Protocol):
+    """The environment's MongoDB: topology, and moving the primary to a region."""
+
+    def topology(self) -> DbTopology: ...
+
+    def promote(self, region: str, *, timeout: float, check: Callable[[], None]) -> None:
+        """Make ``region`` the preferred one and wait until the primary is there."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Infrastructure(Adapters):
     """The adapters runbooks use, reached through ``ctx.adapters``."""
 
@@ -172,6 +218,9 @@ class Infrastructure(Adapters):
 
     def aws(self, region: str) -> AwsOps:
         raise InvalidInput(f"no AWS adapter is configured for {region}")
+
+    def database(self, environment: str) -> DatabaseOps:
+        raise InvalidInput(f"no database adapter is configured for {environment}")
 
 
 def infrastructure(ctx: PlanContext) -> Infrastructure:

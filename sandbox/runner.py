@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from runbooks.engine.settings import load_settings
+from sandbox import atlas as atlas_sandbox
 from sandbox.aws import CREDENTIALS, AwsSandbox
 from sandbox.kube.emulator import Cluster, KubeEmulator, kubeconfig
 from sandbox.kube.seed import LAYOUT, seed
@@ -56,6 +57,7 @@ def write_env(
     slack: SlackEmulator | None = None,
     *,
     aws: AwsSandbox | None = None,
+    database: tuple[atlas_sandbox.AtlasEmulator, atlas_sandbox.WireDatabase] | None = None,
     bot_port: int = DEFAULT_BOT_PORT,
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
@@ -79,6 +81,14 @@ def write_env(
             f"export AWS_ENDPOINT_URL={shlex.quote(aws.url)}",
             *(f"export {key}={value}" for key, value in CREDENTIALS.items()),
             "export AWS_DEFAULT_REGION=us-east-1",
+        ]
+    if database is not None:
+        api, wire = database
+        lines += [
+            f"export PRODUCTION_MONGODB_URI={shlex.quote(wire.uri)}",
+            f"export ATLAS_API_URL={shlex.quote(api.url)}",
+            f"export ATLAS_PUBLIC_KEY={atlas_sandbox.PUBLIC_KEY}",
+            f"export ATLAS_PRIVATE_KEY={atlas_sandbox.PRIVATE_KEY}",
         ]
     env_path.write_text("\n".join(lines) + "\n")
     return env_path
@@ -130,13 +140,24 @@ def main(argv: list[str]) -> int:
     emulators = start_emulators()
     slack_emulator = SlackEmulator().start()
     aws = AwsSandbox().start().seed()
+    cluster = atlas_sandbox.ClusterState()
+    database = (
+        atlas_sandbox.AtlasEmulator(cluster).start(),
+        atlas_sandbox.WireDatabase(cluster).start(),
+    )
     env_path = write_env(
-        directory, emulators, slack_emulator, aws=aws, bot_port=args.port or DEFAULT_BOT_PORT
+        directory,
+        emulators,
+        slack_emulator,
+        aws=aws,
+        database=database,
+        bot_port=args.port or DEFAULT_BOT_PORT,
     )
     for region, emulator in emulators.items():
         print(f"kubernetes {region}: {emulator.url}", flush=True)
     print(f"slack web api: {slack_emulator.api_url}", flush=True)
     print(f"aws (moto): {aws.url}", flush=True)
+    print(f"atlas admin api: {database[0].url}; database: {database[1].uri}", flush=True)
     print(f"sandbox ready: source {env_path}", flush=True)
     stop = threading.Event()
     bot: subprocess.Popen[Any] | None = None
@@ -169,5 +190,7 @@ def main(argv: list[str]) -> int:
             emulator.stop()
         slack_emulator.stop()
         aws.stop()
+        for server in database:
+            server.stop()
         print("sandbox stopped", flush=True)
     return 0

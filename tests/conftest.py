@@ -251,3 +251,25 @@ def aws(aws_server: Any, monkeypatch: pytest.MonkeyPatch) -> AwsWorld:
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(key, raising=False)
     return AwsWorld(aws_server, env)
+
+
+# ---------------------------------------------------------------------------- database
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The sandbox's Atlas cluster: Admin API emulator + scripted wire-protocol server, with
+    the environment variables the production configuration reads."""
+    from sandbox import atlas
+
+    state = atlas.ClusterState(election_delay=0.2)
+    api = atlas.AtlasEmulator(state).start()
+    wire = atlas.WireDatabase(state).start()
+    for key, value in {
+        "PRODUCTION_MONGODB_URI": wire.uri,
+        "ATLAS_API_URL": api.url,
+        "ATLAS_PUBLIC_KEY": atlas.PUBLIC_KEY,
+        "ATLAS_PRIVATE_KEY": atlas.PRIVATE_KEY,
+    }.items():
+        monkeypatch.setenv(key, value)
+    yield state
+    api.stop()
+    wire.stop()

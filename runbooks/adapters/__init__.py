@@ -12,7 +12,7 @@ from pathlib import Path
 
 from runbooks.engine.config import Config
 from runbooks.engine.errors import InvalidInput
-from runbooks.interfaces import AwsOps, Infrastructure, KubeOps
+from runbooks.interfaces import AwsOps, DatabaseOps, Infrastructure, KubeOps
 
 
 class LiveInfrastructure(Infrastructure):
@@ -23,6 +23,7 @@ class LiveInfrastructure(Infrastructure):
         self._kubeconfig = kubeconfig
         self._kube: dict[tuple[str, str], KubeOps] = {}
         self._aws: dict[str, AwsOps] = {}
+        self._databases: dict[str, DatabaseOps] = {}
         self._lock = threading.Lock()
 
     def _kubeconfig_path(self) -> str | None:
@@ -61,6 +62,23 @@ class LiveInfrastructure(Infrastructure):
                 # The endpoint comes from boto3's configuration (AWS_ENDPOINT_URL in the sandbox).
                 self._aws[region] = AwsAdapter(region)
             return self._aws[region]
+
+    def close(self) -> None:
+        with self._lock:
+            for database in self._databases.values():
+                database.close()
+            self._databases.clear()
+
+    def database(self, environment: str) -> DatabaseOps:
+        env = self._config.environment(environment)
+        if env.mongodb is None:
+            raise InvalidInput(f"{environment} has no database configured (mongodb)")
+        with self._lock:
+            if environment not in self._databases:
+                from runbooks.adapters.mongo import MongoAdapter
+
+                self._databases[environment] = MongoAdapter(environment, env.mongodb)
+            return self._databases[environment]
 
 
 def build_adapters(config: Config) -> LiveInfrastructure:

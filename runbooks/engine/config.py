@@ -103,7 +103,12 @@ class MongoConfig(_Strict):
 
     uri_env: str
     kind: Literal["atlas", "replica-set"] = "atlas"
+    #: Our region name -> the value of the members' ``region`` tag (Atlas: US_EAST_1).
     region_tags: dict[str, str] = Field(default_factory=dict)
+    #: Atlas only: where the Admin API finds the cluster (keys come from ATLAS_PUBLIC_KEY /
+    #: ATLAS_PRIVATE_KEY, the base URL from ATLAS_API_URL, default cloud.mongodb.com).
+    atlas_project: str | None = None
+    atlas_cluster: str | None = None
 
 
 class EnvironmentConfig(_Strict):

@@ -162,6 +162,12 @@ class Engine:
             self._adapters = self._adapters_factory()
         return self._adapters
 
+    def close(self) -> None:
+        """Release the adapters' connections (the store is the runtime's to close)."""
+        if self._adapters is not None:
+            self._adapters.close()
+            self._adapters = None
+
     def _plan(
         self, spec: RunbookSpec[Any], params: RunbookParams, *, break_glass: bool = False
     ) -> Plan:

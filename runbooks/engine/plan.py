@@ -34,8 +34,11 @@ def canonical_json(value: Any) -> bytes:
 class Adapters:
     """The adapters a runbook may use, handed over by the front end (kube, aws, ...).
 
-    The engine only passes this through; later issues add typed attributes.
+    The engine only passes this through; ``runbooks.interfaces.Infrastructure`` is the real one.
     """
+
+    def close(self) -> None:
+        """Release connections (database clients); the engine calls it when it closes."""
 
 
 @dataclass

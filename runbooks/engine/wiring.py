@@ -33,6 +33,7 @@ class Runtime:
         )
 
     def close(self) -> None:
+        self.engine.close()
         self.store.close()
 
 

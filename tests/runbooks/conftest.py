@@ -21,7 +21,7 @@ from tests.conftest import AUDIT_KEY, KubeSandbox
 def kube_engine(kube: KubeSandbox, sandbox_config: Config, tmp_path: Path) -> Iterator[Engine]:
     store = SqliteStore(tmp_path / "state.db")
     clock = SystemClock()
-    yield Engine(
+    engine = Engine(
         config=sandbox_config,
         store=store,
         registry=load_registry(),
@@ -32,4 +32,6 @@ def kube_engine(kube: KubeSandbox, sandbox_config: Config, tmp_path: Path) -> It
         ),
         state_dir=tmp_path / "home",
     )
+    yield engine
+    engine.close()
     store.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import State
 from tests.conftest import AwsWorld
@@ -16,7 +18,10 @@ def _status(engine: Engine) -> list[str]:
     return done.plan.notes
 
 
-def test_status_reports_each_component_by_region(kube_engine: Engine, aws: AwsWorld) -> None:
+def test_status_reports_each_component_by_region(
+    kube_engine: Engine, aws: AwsWorld, cluster: Any
+) -> None:
+    cluster.lag["US_WEST_2"] = 4.0
     notes = _status(kube_engine)
     assert notes[0] == (
         "DNS api.example.com. → api-production.example.com.: weights us-east-1 100, "
@@ -27,6 +32,7 @@ def test_status_reports_each_component_by_region(kube_engine: Engine, aws: AwsWo
         "4/4 in service (bounds 4-10); api: api-deployment 3/3 ready"
     )
     assert notes[2].startswith("compute us-west-2: node group prod-api-usw2 2/2 in service")
+    assert notes[3] == "database (atlas): primary in us-east-1; replication lag: us-west-2 4.0s"
     assert any(n.startswith("targets: api RTO 15m") for n in notes)
     assert kube_engine.list()[0].plan.read_only
 
@@ -44,3 +50,7 @@ def test_status_still_reports_when_a_component_cannot_be_read(
         "exist in us-west-2)"
     ) in notes[2]
     assert "api: api-deployment 3/3 ready" in notes[2]
+    # no database configured in this process's environment: said, not fatal
+    assert notes[3].startswith(
+        "database (atlas): cannot read (production database: PRODUCTION_MONGODB_URI is not set"
+    )

@@ -1,0 +1,202 @@
+"""The environment's MongoDB for DR: where the primary is, replication lag per region, and
+moving the primary to another region.
+
+Topology comes from the database itself, the same way for Atlas and self-managed replica
+sets: ``replSetGetStatus`` (member states and optimes) and ``replSetGetConfig`` (each member's
+``region`` tag; Atlas tags its nodes ``region: US_EAST_1``, a self-managed set is tagged by its
+operators). Lag of a member = the primary's optime minus the member's.
+
+Promotion differs:
+- Atlas: the Admin API (``PATCH /api/atlas/v2/groups/{project}/clusters/{cluster}``) gives the
+  target region priority 7 and the others 6, 5, ...; Atlas runs the election. Digest auth with
+  ``ATLAS_PUBLIC_KEY`` / ``ATLAS_PRIVATE_KEY``, base URL ``ATLAS_API_URL``.
+- Self-managed: ``replSetReconfig`` raising the target region's members' priorities above the
+  rest, then ``replSetStepDown`` on the current primary.
+Both then wait until the database reports the primary in the target region.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pymongo
+import requests
+from pymongo.errors import PyMongoError
+from requests.auth import HTTPDigestAuth
+
+from runbooks.engine.config import MongoConfig
+from runbooks.interfaces import DbMember, DbTopology, InfrastructureError
+
+ATLAS_MEDIA_TYPE = "application/vnd.atlas.2023-02-01+json"
+DEFAULT_ATLAS_URL = "https://cloud.mongodb.com"
+POLL_S = 1.0
+
+
+class AtlasApi:
+    """The few Atlas Admin API calls DR needs."""
+
+    def __init__(self, base_url: str, project: str, cluster: str, auth: Any) -> None:
+        self.url = f"{base_url.rstrip('/')}/api/atlas/v2/groups/{project}/clusters/{cluster}"
+        self.cluster = cluster
+        self.session = requests.Session()
+        self.session.auth = auth
+        self.session.headers.update({"Accept": ATLAS_MEDIA_TYPE, "Content-Type": ATLAS_MEDIA_TYPE})
+
+    def _request(self, method: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            response = self.session.request(method, self.url, json=body, timeout=30)
+        except requests.RequestException as exc:
+            raise InfrastructureError(f"Atlas cluster {self.cluster}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail") or response.text
+            except ValueError:
+                detail = response.text
+            raise InfrastructureError(
+                f"Atlas cluster {self.cluster}: HTTP {response.status_code}: {detail}"
+            )
+        doc: dict[str, Any] = response.json()
+        return doc
+
+    def cluster_doc(self) -> dict[str, Any]:
+        return self._request("GET")
+
+    def prefer_region(self, tag: str) -> None:
+        """Priority 7 for ``tag``'s region, then 6, 5, ... for the others in their order."""
+        doc = self.cluster_doc()
+        specs = doc.get("replicationSpecs") or []
+        if not specs:
+            raise InfrastructureError(f"Atlas cluster {self.cluster} has no replicationSpecs")
+        for spec in specs:
+            configs = spec.get("regionConfigs") or []
+            if not any(c.get("regionName") == tag for c in configs):
+                raise InfrastructureError(
+                    f"Atlas cluster {self.cluster} has no electable nodes in {tag}; regions: "
+                    f"{', '.join(c.get('regionName', '?') for c in configs)}"
+                )
+            ordered = sorted(
+                configs, key=lambda c: (c.get("regionName") != tag, -int(c.get("priority", 0)))
+            )
+            for priority, config in zip(range(7, 0, -1), ordered, strict=False):
+                config["priority"] = priority
+        self._request("PATCH", {"replicationSpecs": specs})
+
+
+class MongoAdapter:
+    def __init__(self, environment: str, config: MongoConfig) -> None:
+        self.environment = environment
+        self.config = config
+        self._tags = {tag: region for region, tag in config.region_tags.items()}
+        self._client: pymongo.MongoClient[dict[str, Any]] | None = None
+
+    def _db(self) -> pymongo.MongoClient[dict[str, Any]]:
+        if self._client is None:
+            uri = os.environ.get(self.config.uri_env)
+            if not uri:
+                raise InfrastructureError(
+                    f"{self.environment} database: {self.config.uri_env} is not set",
+                    hint="set it to the cluster's connection string (a secret)",
+                )
+            self._client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> MongoAdapter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _command(self, name: str, value: Any = 1, **extra: Any) -> dict[str, Any]:
+        try:
+            reply: dict[str, Any] = self._db().admin.command(name, value, **extra)
+            return reply
+        except PyMongoError as exc:
+            raise InfrastructureError(f"{self.environment} database: {name}: {exc}") from None
+
+    def topology(self) -> DbTopology:
+        status = self._command("replSetGetStatus")
+        config = self._command("replSetGetConfig")["config"]
+        regions = {
+            m["host"]: self._tags.get((m.get("tags") or {}).get("region", ""))
+            for m in config.get("members", [])
+        }
+        primary_optime = next(
+            (m["optimeDate"] for m in status["members"] if m.get("stateStr") == "PRIMARY"), None
+        )
+        members = []
+        for m in status["members"]:
+            lag = None
+            if primary_optime is not None and m.get("stateStr") == "SECONDARY":
+                lag = max(0.0, (primary_optime - m["optimeDate"]).total_seconds())
+            members.append(
+                DbMember(
+                    host=m["name"], region=regions.get(m["name"]), state=m["stateStr"], lag=lag
+                )
+            )
+        return DbTopology(tuple(members))
+
+    def promote(self, region: str, *, timeout: float, check: Callable[[], None]) -> None:
+        tag = self.config.region_tags.get(region)
+        if tag is None:
+            raise InfrastructureError(
+                f"{self.environment} database: no region tag for {region} "
+                "(mongodb.region_tags in environments.yaml)"
+            )
+        if self.topology().primary_region == region:
+            return
+        if self.config.kind == "atlas":
+            api = self._atlas()
+            try:
+                api.prefer_region(tag)
+            finally:
+                api.session.close()
+        else:
+            self._reconfigure(tag)
+        deadline = time.monotonic() + timeout
+        while self.topology().primary_region != region:
+            check()
+            if time.monotonic() > deadline:
+                raise InfrastructureError(
+                    f"{self.environment} database: the primary is not in {region} after "
+                    f"{timeout:g}s"
+                )
+            time.sleep(POLL_S)
+
+    def _atlas(self) -> AtlasApi:
+        if not (self.config.atlas_project and self.config.atlas_cluster):
+            raise InfrastructureError(
+                f"{self.environment} database: atlas_project and atlas_cluster are needed to "
+                "promote a region on Atlas (mongodb in environments.yaml)"
+            )
+        public, private = os.environ.get("ATLAS_PUBLIC_KEY"), os.environ.get("ATLAS_PRIVATE_KEY")
+        if not (public and private):
+            raise InfrastructureError(
+                f"{self.environment} database: ATLAS_PUBLIC_KEY and ATLAS_PRIVATE_KEY are not set"
+            )
+        return AtlasApi(
+            os.environ.get("ATLAS_API_URL") or DEFAULT_ATLAS_URL,
+            self.config.atlas_project,
+            self.config.atlas_cluster,
+            HTTPDigestAuth(public, private),
+        )
+
+    def _reconfigure(self, tag: str) -> None:
+        config = self._command("replSetGetConfig")["config"]
+        for member in config["members"]:
+            in_target = (member.get("tags") or {}).get("region") == tag
+            if member.get("priority", 1) > 0:  # arbiters and hidden members stay at 0
+                member["priority"] = 10 if in_target else 1
+        config["version"] = int(config["version"]) + 1
+        self._command("replSetReconfig", config)
+        # The primary may already have stepped down after the reconfig (the connection drops).
+        with contextlib.suppress(InfrastructureError):
+            self._command("replSetStepDown", 60, secondaryCatchUpPeriodSecs=30)
