@@ -1,4 +1,4 @@
-"""Disaster recovery: ``dr.status`` (read-only) so far.
+"""Disaster recovery: ``dr.status`` (read-only), ``dr.failover`` and ``dr.failback``.
 
 ``dr.status`` reports, per component, which region is active: DNS (the weighted traffic
 records), compute per region (node group and the services' deployments) and the recovery
@@ -8,15 +8,22 @@ reported as such and the rest is still shown.
 
 from __future__ import annotations
 
-from pydantic import Field
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from pydantic import Field, ValidationInfo, field_validator
 
 from runbooks.engine.clock import format_duration
-from runbooks.engine.errors import RunbookError
+from runbooks.engine.config import EnvironmentConfig
+from runbooks.engine.errors import InvalidInput, Refused, RunbookError
 from runbooks.engine.params import RunbookParams
-from runbooks.engine.plan import PlanContext, PlanDraft
+from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
-from runbooks.interfaces import infrastructure
+from runbooks.interfaces import InfrastructureError, infrastructure
 from runbooks.rollback import kube_for
+from runbooks.scaling import AwsStep, ScaleDeployment, SetNodeCapacity
 
 
 class DrStatusParams(RunbookParams):
@@ -113,3 +120,289 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
         summary=f"DR status of {params.environment}: active region {active or 'unknown'}",
         notes=notes,
     )
+
+
+# --- failover and failback ----------------------------------------------------------------------
+
+
+class FailoverParams(RunbookParams):
+    environment: str = Field("production", description="environment (default production)")
+    region: str = Field(description="region to move the environment to (e.g. us-west-2)")
+    accept_data_loss: bool = Field(
+        False,
+        description="with --break-glass: fail over although replication lag exceeds the RPO",
+    )
+
+    @field_validator("region")
+    @classmethod
+    def _known(cls, value: str, info: ValidationInfo) -> str:
+        from runbooks.engine.params import _config
+
+        config = _config(info)
+        environment = info.data.get("environment")
+        if config is not None and environment is not None:
+            regions = config.environment(environment).regions
+            if value not in regions:
+                raise ValueError(
+                    f"unknown region {value!r} for {environment}; known: {', '.join(regions)}"
+                )
+        return value
+
+
+class FailbackParams(RunbookParams):
+    environment: str = Field("production", description="environment (default production)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromoteDatabase(Step, kind="db.promote"):
+    environment: str
+    region: str
+    timeout: float = 3600.0
+    irreversible_reason = (
+        "the new primary takes writes at once; moving it back is a failback "
+        "(`dr.failback`, which first checks that the other region has caught up). Manually: "
+        "Atlas UI → cluster → Edit configuration → make the old region highest priority, "
+        "after confirming replication lag is 0"
+    )
+
+    def describe(self) -> str:
+        return f"promote the {self.environment} database in {self.region} (move its primary there)"
+
+    def run(self, ctx: RunContext) -> str | None:
+        database = infrastructure(ctx).database(self.environment)
+        database.promote(self.region, timeout=self.timeout, check=ctx.check_cancelled)
+        return f"database primary now in {self.region}"
+
+    def verify(self, ctx: RunContext) -> bool:
+        topology = infrastructure(ctx).database(self.environment).topology()
+        return topology.primary_region == self.region
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShiftTraffic(AwsStep, kind="dns.weights"):
+    zone: str
+    record: str
+    from_weights: dict[str, int]
+    to_weights: dict[str, int]
+
+    def describe(self) -> str:
+        def split(weights: dict[str, int]) -> str:
+            return "/".join(f"{r} {w}" for r, w in sorted(weights.items()))
+
+        return (
+            f"shift traffic of {self.record}: {split(self.from_weights)} → {split(self.to_weights)}"
+        )
+
+    def run(self, ctx: RunContext) -> str | None:
+        self.aws(ctx).set_traffic_weights(self.zone, self.record, self.to_weights)
+        return "Route53 change in sync"
+
+    def verify(self, ctx: RunContext) -> bool:
+        return self.aws(ctx).traffic_weights(self.zone, self.record) == self.to_weights
+
+    def undo(self, ctx: RunContext) -> str | None:
+        self.aws(ctx).set_traffic_weights(self.zone, self.record, self.from_weights)
+        return "traffic weights restored"
+
+
+def health_url(env: EnvironmentConfig, region: str) -> str | None:
+    if env.health_url is None:
+        return None
+    return os.path.expandvars(env.health_url).replace("{region}", region)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyRegion(AwsStep, kind="dr.verify"):
+    """The target serves: its load balancer targets are healthy and /health answers 200
+    ``checks`` times in a row. Reports the RTO achieved against the target."""
+
+    group: str | None
+    url: str | None
+    checks: int = 3
+    interval: float = 1.0
+    rto_target: float | None = None
+    timeout: float = 300.0
+
+    def describe(self) -> str:
+        parts = []
+        if self.group:
+            parts.append(f"{self.group} targets healthy")
+        if self.url:
+            parts.append(f"{self.url} answers 200 {self.checks} times in a row")
+        return f"verify {self.region}: " + (" and ".join(parts) or "nothing configured to check")
+
+    def run(self, ctx: RunContext) -> str | None:
+        if self.group:
+            healthy, total = self.aws(ctx).target_health(self.group)
+            if total == 0 or healthy < total:
+                raise InfrastructureError(
+                    f"{self.group}: {healthy}/{total} load balancer targets healthy"
+                )
+            ctx.note(f"{self.group}: {healthy}/{total} targets healthy")
+        if self.url:
+            for attempt in range(self.checks):
+                if attempt:
+                    ctx.clock.sleep(self.interval)
+                ctx.check_cancelled()
+                status = _get_status(self.url)
+                if status != 200:
+                    raise InfrastructureError(
+                        f"{self.url} answered {status} (check {attempt + 1} of {self.checks})"
+                    )
+            ctx.note(f"{self.url}: 200 × {self.checks}")
+        took = ctx.clock.now() - ctx.started_at
+        verdict = ""
+        if self.rto_target is not None:
+            verdict = (
+                f" (target {format_duration(self.rto_target)}: "
+                f"{'met' if took <= self.rto_target else 'MISSED'})"
+            )
+        return f"RTO achieved: {format_duration(took)}{verdict}"
+
+
+def _get_status(url: str) -> int | str:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - configured URL
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code
+    except OSError as exc:
+        return f"no answer ({exc})"
+
+
+def _dns(ctx: PlanContext) -> tuple[str, str, dict[str, int]]:
+    env = ctx.env
+    if env.route53 is None:
+        raise InvalidInput(f"{ctx.environment} has no route53 configured: nothing to fail over")
+    r53 = env.route53
+    weights = (
+        infrastructure(ctx).aws(env.primary_region).traffic_weights(r53.zone, r53.traffic_record)
+    )
+    return r53.zone, r53.traffic_record, weights
+
+
+def _move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: str) -> PlanDraft:
+    """The steps that move an environment's traffic, compute and database to ``target``."""
+    env = ctx.env
+    infra = infrastructure(ctx)
+    zone, record, weights = _dns(ctx)
+    source = active_region(weights)
+    notes = ["DNS now: " + ", ".join(f"{r} {w}" for r, w in sorted(weights.items()))]
+    if source == target:
+        notes.append(f"{ctx.environment} already serves from {target}: nothing to do")
+        return PlanDraft(steps=[], summary=f"{what}: already in {target}", notes=notes)
+    if source is None:
+        raise Refused(f"no region carries traffic for {record} (all weights 0); fix DNS first")
+    steps: list[Step] = []
+    # Compute: the target gets the source's current capacity.
+    source_group = env.autoscaling_groups.get(source)
+    target_group = env.autoscaling_groups.get(target)
+    if target_group is None:
+        raise InvalidInput(f"{ctx.environment} has no node group in {target} to fail over to")
+    target_state = infra.aws(target).node_group(target_group)
+    wanted = (
+        infra.aws(source).node_group(source_group).desired if source_group else target_state.desired
+    )
+    if wanted > target_state.maximum:
+        raise Refused(
+            f"{target_group} can hold at most {target_state.maximum} instances; {source} runs "
+            f"{wanted}. Raise its MaxSize first"
+        )
+    if wanted > target_state.desired:
+        steps.append(
+            SetNodeCapacity(
+                environment=ctx.environment,
+                region=target,
+                group=target_group,
+                from_desired=target_state.desired,
+                to_desired=wanted,
+            )
+        )
+    for name, service in sorted(env.services.items()):
+        if source not in env.kube_contexts or target not in env.kube_contexts:
+            continue
+        have = kube_for(ctx, ctx.environment, target).deployment(
+            service.namespace, service.deployment
+        )
+        need = kube_for(ctx, ctx.environment, source).deployment(
+            service.namespace, service.deployment
+        )
+        if need.replicas > have.replicas:
+            steps.append(
+                ScaleDeployment(
+                    environment=ctx.environment,
+                    region=target,
+                    namespace=service.namespace,
+                    deployment=service.deployment,
+                    from_replicas=have.replicas,
+                    to_replicas=need.replicas,
+                )
+            )
+        notes.append(
+            f"{name}: {target} runs {have.image_text()}, {source} runs {need.image_text()}"
+        )
+    # Database: lag within the RPO, or an explicit, break-glass acceptance of data loss.
+    if env.mongodb is not None:
+        topology = infra.database(ctx.environment).topology()
+        rpo = env.targets["database"].rpo if "database" in env.targets else 0.0
+        lag = topology.lag(target)
+        if topology.primary_region != target:
+            if lag is None:
+                raise Refused(
+                    f"the database has no readable member in {target}; cannot promote there"
+                )
+            if lag > rpo:
+                message = (
+                    f"replication lag in {target} is {format_duration(lag)}, beyond the database "
+                    f"RPO of {format_duration(rpo)}: failing over now loses those writes"
+                )
+                if not (ctx.break_glass and accept_data_loss):
+                    raise Refused(
+                        message,
+                        hint="wait for the lag to fall, or accept the loss explicitly: "
+                        "--break-glass --accept-data-loss --reason TEXT --incident ID",
+                    )
+                notes.append(f"DATA LOSS ACCEPTED (break-glass): {message}")
+            else:
+                notes.append(
+                    f"database lag in {target}: {format_duration(lag)} (RPO {format_duration(rpo)})"
+                )
+            steps.append(PromoteDatabase(environment=ctx.environment, region=target))
+    to_weights = {region: (100 if region == target else 0) for region in weights}
+    steps.append(
+        ShiftTraffic(
+            environment=ctx.environment,
+            region=env.primary_region,
+            zone=zone,
+            record=record,
+            from_weights=weights,
+            to_weights=to_weights,
+        )
+    )
+    api_target = env.targets.get("api")
+    steps.append(
+        VerifyRegion(
+            environment=ctx.environment,
+            region=target,
+            group=target_group,
+            url=health_url(env, target),
+            rto_target=api_target.rto if api_target else None,
+        )
+    )
+    notes.append(f"{source} keeps running (for failback); its capacity is not reduced")
+    return PlanDraft(steps=steps, summary=f"{what}: {source} → {target}", notes=notes)
+
+
+@runbook("dr.failover", params=FailoverParams, lock="{environment}:dr")
+def dr_failover(ctx: PlanContext, params: FailoverParams) -> PlanDraft:
+    """Move an environment to another region: capacity, database, DNS, then verify."""
+    if params.accept_data_loss and not ctx.break_glass:
+        raise InvalidInput("--accept-data-loss is only taken with --break-glass")
+    return _move_plan(ctx, params.region, accept_data_loss=params.accept_data_loss, what="failover")
+
+
+@runbook("dr.failback", params=FailbackParams, lock="{environment}:dr")
+def dr_failback(ctx: PlanContext, params: FailbackParams) -> PlanDraft:
+    """Return an environment to its primary region after a failover (data sync checked)."""
+    return _move_plan(ctx, ctx.env.primary_region, accept_data_loss=False, what="failback")

@@ -155,6 +155,10 @@ class AwsOps(Protocol):
         """Set the group's desired capacity and stamp when (the cooldown's clock)."""
         ...
 
+    def target_health(self, name: str) -> tuple[int, int]:
+        """(healthy, registered) targets in the group's load balancer target groups."""
+        ...
+
     def traffic_weights(self, zone: str, record: str) -> dict[str, int]:
         """Weights of the weighted records of ``record`` by set identifier (the region)."""
         ...

@@ -30,6 +30,7 @@ import yaml
 from runbooks.engine.settings import load_settings
 from sandbox import atlas as atlas_sandbox
 from sandbox.aws import CREDENTIALS, AwsSandbox
+from sandbox.health import HealthServer
 from sandbox.kube.emulator import Cluster, KubeEmulator, kubeconfig
 from sandbox.kube.seed import LAYOUT, seed
 from sandbox.slack import (
@@ -58,6 +59,7 @@ def write_env(
     *,
     aws: AwsSandbox | None = None,
     database: tuple[atlas_sandbox.AtlasEmulator, atlas_sandbox.WireDatabase] | None = None,
+    health: HealthServer | None = None,
     bot_port: int = DEFAULT_BOT_PORT,
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
@@ -90,6 +92,8 @@ def write_env(
             f"export ATLAS_PUBLIC_KEY={atlas_sandbox.PUBLIC_KEY}",
             f"export ATLAS_PRIVATE_KEY={atlas_sandbox.PRIVATE_KEY}",
         ]
+    if health is not None:
+        lines.append(f"export RUNBOOK_BOT_SANDBOX_HEALTH={shlex.quote(health.url)}")
     env_path.write_text("\n".join(lines) + "\n")
     return env_path
 
@@ -145,12 +149,14 @@ def main(argv: list[str]) -> int:
         atlas_sandbox.AtlasEmulator(cluster).start(),
         atlas_sandbox.WireDatabase(cluster).start(),
     )
+    health = HealthServer().start()
     env_path = write_env(
         directory,
         emulators,
         slack_emulator,
         aws=aws,
         database=database,
+        health=health,
         bot_port=args.port or DEFAULT_BOT_PORT,
     )
     for region, emulator in emulators.items():
@@ -192,5 +198,6 @@ def main(argv: list[str]) -> int:
         aws.stop()
         for server in database:
             server.stop()
+        health.stop()
         print("sandbox stopped", flush=True)
     return 0

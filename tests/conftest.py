@@ -273,3 +273,14 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     yield state
     api.stop()
     wire.stop()
+
+
+@pytest.fixture
+def health(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Per-region /health of the sandbox (``health.fail(region)`` makes one answer 503)."""
+    from sandbox.health import HealthServer
+
+    server = HealthServer().start()
+    monkeypatch.setenv("RUNBOOK_BOT_SANDBOX_HEALTH", server.url)
+    yield server
+    server.stop()

@@ -136,6 +136,24 @@ class AwsAdapter:
             ],
         )
 
+    def target_health(self, name: str) -> tuple[int, int]:
+        asg, elb = self.client("autoscaling"), self.client("elbv2")
+        what = f"autoscaling group {name}"
+        found = self._call(what, asg.describe_auto_scaling_groups, AutoScalingGroupNames=[name])
+        groups = found.get("AutoScalingGroups", [])
+        if not groups:
+            raise InfrastructureError(f"{what} does not exist in {self.region}")
+        healthy = total = 0
+        for arn in groups[0].get("TargetGroupARNs", []):
+            targets = self._call(
+                f"target group {arn.rsplit('/', 2)[-2]}",
+                elb.describe_target_health,
+                TargetGroupArn=arn,
+            ).get("TargetHealthDescriptions", [])
+            total += len(targets)
+            healthy += sum(1 for t in targets if t["TargetHealth"]["State"] == "healthy")
+        return healthy, total
+
     # Route53 ------------------------------------------------------------------------------------
     def _zone_id(self, zone: str) -> str:
         route53 = self.client("route53")

@@ -127,6 +127,10 @@ class EnvironmentConfig(_Strict):
     backup_bucket: str | None = None
     scaling: ScalingLimits = ScalingLimits()
     targets: dict[str, Target] = Field(default_factory=dict)
+    #: The service's health URL per region: ``{region}`` is replaced, ``${VAR}`` expanded.
+    health_url: str | None = None
+    #: How long a partial failover test holds its traffic split.
+    partial_soak: Seconds = 600.0
     rollback_triggers: RollbackTriggers = RollbackTriggers()
 
     @model_validator(mode="after")

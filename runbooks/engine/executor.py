@@ -838,6 +838,7 @@ class Engine:
             adapters=self.adapters,
             state_dir=self.state_dir,
             execution_id=execution.id,
+            started_at=execution.started_at or self.clock.now(),
             check_cancelled=check_cancelled,
             break_glass=execution.break_glass,
         )
@@ -958,6 +959,14 @@ class Engine:
             record.output = [*record.output, *[line for line in [output, *ctx.notes] if line]]
             self._step_transition(execution, record, "step.undone", actor=actor)
         execution.ended_at = self.clock.now()
+        kept = [
+            f"step {r.index + 1} ({r.description}) stays done: "
+            f"{execution.plan.steps[r.index].get('irreversible_reason') or 'it cannot be undone'}"
+            for r in execution.steps
+            if r.status == StepStatus.SUCCEEDED and not r.reversible
+        ]
+        if kept:
+            execution.error = f"{execution.error}; NOT UNDONE: {' | '.join(kept)}"
         if failed:
             execution.error = (
                 f"{execution.error}; compensation failed at step(s) "

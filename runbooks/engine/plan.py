@@ -64,6 +64,8 @@ class RunContext(PlanContext):
     """What a step sees while running: the plan context plus the execution and cancellation."""
 
     execution_id: str = ""
+    #: When the execution's first step started (its RTO clock).
+    started_at: float = 0.0
     check_cancelled: Callable[[], None] = lambda: None
     notes: list[str] = field(default_factory=list)
 

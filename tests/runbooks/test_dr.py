@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.executor import Engine
-from runbooks.engine.models import State
-from tests.conftest import AwsWorld
-from tests.runbooks.test_rollback import ALICE
+from runbooks.engine.models import Actor, Execution, State
+from tests.conftest import AwsWorld, KubeSandbox
+from tests.runbooks.test_rollback import ALICE, BOB, DEPLOY
+
+REGIONS = ("us-east-1", "us-west-2")
+
+DAVE = Actor("dave", "Dave", "slack")
 
 
 def _status(engine: Engine) -> list[str]:
@@ -53,4 +60,150 @@ def test_status_still_reports_when_a_component_cannot_be_read(
     # no database configured in this process's environment: said, not fatal
     assert notes[3].startswith(
         "database (atlas): cannot read (production database: PRODUCTION_MONGODB_URI is not set"
+    )
+
+
+def _weights(aws: AwsWorld) -> dict[str, int]:
+    """Read by the AWS CLI, independently of the adapter."""
+    zone = aws.cli("route53", "list-hosted-zones-by-name")["HostedZones"][0]["Id"]
+    records = aws.cli("route53", "list-resource-record-sets", "--hosted-zone-id", zone)
+    return {
+        r["SetIdentifier"]: r["Weight"]
+        for r in records["ResourceRecordSets"]
+        if r["Name"] == "api-production.example.com."
+    }
+
+
+def _desired(aws: AwsWorld, name: str, region: str) -> int:
+    found = aws.cli(
+        "autoscaling",
+        "describe-auto-scaling-groups",
+        "--auto-scaling-group-names",
+        name,
+        region=region,
+    )
+    return int(found["AutoScalingGroups"][0]["DesiredCapacity"])
+
+
+def _run(engine: Engine, name: str, params: dict[str, Any], **submit: Any) -> Execution:
+    prepared = engine.prepare(
+        name, params, actor=ALICE, break_glass=bool(submit.get("break_glass"))
+    )
+    execution = engine.submit(prepared, actor=ALICE, **submit)
+    for approver in (BOB, DAVE):
+        if execution.state == State.AWAITING_APPROVAL:
+            execution = engine.approve(execution.id, actor=approver, plan_hash=execution.plan.hash)
+    return engine.start(execution.id, actor=ALICE)
+
+
+def test_failover_then_failback(
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+) -> None:
+    done = _run(kube_engine, "dr.failover", {"region": "us-west-2"})
+    assert done.state == State.SUCCEEDED, done.error
+    assert [s["description"] for s in done.plan.steps] == [
+        "set node group prod-api-usw2 in production (us-west-2): 2 → 4 instances, wait until "
+        "all are in service",
+        "promote the production database in us-west-2 (move its primary there)",
+        "shift traffic of api-production.example.com.: us-east-1 100/us-west-2 0 → "
+        "us-east-1 0/us-west-2 100",
+        "verify us-west-2: prod-api-usw2 targets healthy and "
+        f"{health.url}/us-west-2/health answers 200 3 times in a row",
+    ]
+    assert not done.plan.steps[1]["reversible"]
+    assert "dr.failback" in done.plan.steps[1]["irreversible_reason"]
+    assert _weights(aws) == {"us-east-1": 0, "us-west-2": 100}
+    assert _desired(aws, "prod-api-usw2", "us-west-2") == 4
+    assert _desired(aws, "prod-api-use1", "us-east-1") == 4  # the old region keeps running
+    assert cluster.primary == "US_WEST_2"
+    (rto,) = [line for line in done.steps[-1].output if line.startswith("RTO achieved: ")]
+    assert rto.endswith("(target 15m: met)")
+    assert health.server.hits.get("us-west-2") == 3
+
+    back = _run(kube_engine, "dr.failback", {})
+    assert back.state == State.SUCCEEDED, back.error
+    assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}
+    assert cluster.primary == "US_EAST_1"
+    again = kube_engine.prepare("dr.failback", {}, actor=ALICE)
+    assert again.plan.steps == [] and "already serves from us-east-1" in again.plan.notes[-1]
+
+
+def test_failover_refused_when_lag_exceeds_the_rpo(
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+) -> None:
+    cluster.lag["US_WEST_2"] = 600.0
+    with pytest.raises(Refused) as caught:
+        kube_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE)
+    assert "replication lag in us-west-2 is 10m, beyond the database RPO of 5m" in (
+        caught.value.message
+    )
+    assert "--accept-data-loss" in (caught.value.hint or "")
+    with pytest.raises(Refused):  # break-glass alone is not enough
+        kube_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE, break_glass=True)
+    with pytest.raises(InvalidInput):  # and accepting data loss needs break-glass
+        kube_engine.prepare(
+            "dr.failover", {"region": "us-west-2", "accept_data_loss": True}, actor=ALICE
+        )
+    prepared = kube_engine.prepare(
+        "dr.failover",
+        {"region": "us-west-2", "accept_data_loss": True},
+        actor=ALICE,
+        break_glass=True,
+    )
+    assert any(n.startswith("DATA LOSS ACCEPTED (break-glass)") for n in prepared.plan.notes)
+    assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}
+    assert cluster.primary == "US_EAST_1" and cluster.patches == []
+
+
+def test_failover_whose_verification_fails_compensates(
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+) -> None:
+    health.fail("us-west-2")
+    done = _run(kube_engine, "dr.failover", {"region": "us-west-2"})
+    assert done.state == State.COMPENSATED
+    assert "health answered 503" in (done.error or "")
+    assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}  # traffic back
+    assert _desired(aws, "prod-api-usw2", "us-west-2") == 2  # capacity back
+    # The promoted database is not moved back automatically, and the report says so.
+    assert cluster.primary == "US_WEST_2"
+    assert (
+        "NOT UNDONE: step 2 (promote the production database in us-west-2 (move its primary "
+        "there)) stays done: the new primary takes writes at once"
+    ) in (done.error or "")
+
+
+def test_failover_dry_run_changes_nothing(
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any, kube: KubeSandbox
+) -> None:
+    def snapshot() -> Any:
+        return (
+            _weights(aws),
+            aws.client("autoscaling", "us-east-1").describe_auto_scaling_groups()[
+                "AutoScalingGroups"
+            ],
+            aws.client("autoscaling", "us-west-2").describe_auto_scaling_groups()[
+                "AutoScalingGroups"
+            ],
+            cluster.cluster_doc(),
+            cluster.primary,
+            [kube.cluster(r).get(DEPLOY, "production", "api-deployment")["spec"] for r in REGIONS],
+        )
+
+    before = snapshot()
+    prepared = kube_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE)
+    kube_engine.dry_run(prepared, actor=ALICE)
+    assert len(prepared.plan.steps) == 4
+    assert snapshot() == before
+    assert kube_engine.list() == []
+
+
+def test_failover_to_the_active_region_or_an_unknown_one(
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+) -> None:
+    same = kube_engine.prepare("dr.failover", {"region": "us-east-1"}, actor=ALICE)
+    assert same.plan.steps == [] and "already serves from us-east-1" in same.plan.notes[-1]
+    with pytest.raises(InvalidInput) as caught:
+        kube_engine.prepare("dr.failover", {"region": "eu-west-1"}, actor=ALICE)
+    assert "unknown region 'eu-west-1' for production; known: us-east-1, us-west-2" in (
+        caught.value.message
     )

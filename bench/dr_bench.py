@@ -1,0 +1,191 @@
+"""``dr.failover`` through the engine vs. a script making the same provider calls.
+
+Both run against the sandbox's servers in this process: moto (AWS), the Atlas emulator with
+its wire-protocol server, the Kubernetes emulators and the per-region /health. Before each
+run everything is reset to the seed (moto reset + reseed, a fresh cluster state). The
+baseline uses the same adapter classes the runbook uses (so the provider calls, waits and
+polls are identical) and makes the calls the failover plan makes, in the same order: read the
+DNS weights and both node groups, both deployments, the database topology; set the target's
+capacity and wait for it; promote the database; set the weights; target health and /health
+three times. The engine adds planning through the registry, parameter validation, approvals
+(two, from two approvers), the store, the audit chain and events, and re-plans at start.
+Runs alternate; medians are reported, and the difference per step.
+
+    python bench/dr_bench.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runbooks.adapters import LiveInfrastructure  # noqa: E402
+from runbooks.adapters.aws import AwsAdapter  # noqa: E402
+from runbooks.adapters.mongo import MongoAdapter  # noqa: E402
+from runbooks.engine.audit import AuditLog  # noqa: E402
+from runbooks.engine.clock import SystemClock  # noqa: E402
+from runbooks.engine.config import load_config  # noqa: E402
+from runbooks.engine.executor import Engine  # noqa: E402
+from runbooks.engine.logs import configure_logging  # noqa: E402
+from runbooks.engine.models import Actor, State  # noqa: E402
+from runbooks.engine.registry import load_registry  # noqa: E402
+from runbooks.engine.store.sqlite import SqliteStore  # noqa: E402
+from sandbox import atlas  # noqa: E402
+from sandbox.aws import CREDENTIALS, AwsSandbox  # noqa: E402
+from sandbox.health import HealthServer  # noqa: E402
+from sandbox.kube.emulator import Cluster, KubeEmulator, kubeconfig  # noqa: E402
+from sandbox.kube.seed import seed  # noqa: E402
+
+ALICE = Actor("alice", "Alice", "cli")
+APPROVERS = [Actor("bob", "Bob", "slack"), Actor("dave", "Dave", "slack")]
+ZONE, RECORD = "example.com.", "api-production.example.com."
+
+
+class World:
+    def __init__(self, tmp: Path) -> None:
+        self.aws = AwsSandbox().start()
+        self.health = HealthServer().start()
+        self.kube = {
+            region: KubeEmulator(seed(Cluster(region, pace=0.02), region)).start()
+            for region in ("us-east-1", "us-west-2")
+        }
+        self.kubeconfig = tmp / "kubeconfig"
+        self.kubeconfig.write_text(
+            yaml.safe_dump(kubeconfig({r: e.url for r, e in self.kube.items()}))
+        )
+        self.state = atlas.ClusterState(election_delay=0.5)
+        self.atlas = atlas.AtlasEmulator(self.state).start()
+        self.wire = atlas.WireDatabase(self.state).start()
+        os.environ.update(
+            {
+                **CREDENTIALS,
+                "AWS_ENDPOINT_URL": self.aws.url,
+                "PRODUCTION_MONGODB_URI": self.wire.uri,
+                "ATLAS_API_URL": self.atlas.url,
+                "ATLAS_PUBLIC_KEY": atlas.PUBLIC_KEY,
+                "ATLAS_PRIVATE_KEY": atlas.PRIVATE_KEY,
+                "RUNBOOK_BOT_SANDBOX_HEALTH": self.health.url,
+            }
+        )
+
+    def reset(self) -> None:
+        self.aws.reset()
+        self.aws.seed()
+        fresh = atlas.ClusterState(election_delay=0.5)
+        with self.state.lock:
+            self.state.regions, self.state.primary = fresh.regions, fresh.primary
+            self.state.lag, self.state.state_name = fresh.lag, fresh.state_name
+
+    def stop(self) -> None:
+        self.aws.stop()
+        self.health.stop()
+        self.atlas.stop()
+        self.wire.stop()
+        for emulator in self.kube.values():
+            emulator.stop()
+
+
+def baseline(world: World) -> float:
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    config = load_config(ROOT / "config").environment("production")
+    start = time.perf_counter()
+    east, west = AwsAdapter("us-east-1"), AwsAdapter("us-west-2")
+    weights = east.traffic_weights(ZONE, RECORD)
+    source = east.node_group("prod-api-use1")
+    target = west.node_group("prod-api-usw2")
+    for region in ("us-east-1", "us-west-2"):
+        api = kube_config.new_client_from_config(config_file=str(world.kubeconfig), context=region)
+        client.AppsV1Api(api).read_namespaced_deployment("api-deployment", "production")
+        api.close()
+    assert config.mongodb is not None
+    with MongoAdapter("production", config.mongodb) as database:
+        database.topology()
+        west.set_desired("prod-api-usw2", source.desired, at=time.time())
+        while west.node_group("prod-api-usw2").in_service != source.desired:
+            time.sleep(2.0)
+        database.promote("us-west-2", timeout=60, check=lambda: None)
+    assert target.desired < source.desired and weights["us-east-1"] == 100
+    east.set_traffic_weights(ZONE, RECORD, {"us-east-1": 0, "us-west-2": 100})
+    west.target_health("prod-api-usw2")
+    for attempt in range(3):
+        if attempt:
+            time.sleep(1.0)
+        with urllib.request.urlopen(f"{world.health.url}/us-west-2/health", timeout=5):  # noqa: S310
+            pass
+    return time.perf_counter() - start
+
+
+def through_engine(world: World, tmp: Path, index: int) -> tuple[float, int]:
+    config = load_config(ROOT / "config")
+    store = SqliteStore(tmp / f"engine-{index}.db")
+    clock = SystemClock()
+    engine = Engine(
+        config=config,
+        store=store,
+        registry=load_registry(),
+        audit=AuditLog(store, b"bench-key-0123456789", clock),
+        clock=clock,
+        adapters_factory=lambda: LiveInfrastructure(config, kubeconfig=str(world.kubeconfig)),
+        state_dir=tmp,
+    )
+    start = time.perf_counter()
+    prepared = engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE)
+    execution = engine.submit(prepared, actor=ALICE)
+    for approver in APPROVERS:
+        execution = engine.approve(execution.id, actor=approver, plan_hash=execution.plan.hash)
+    execution = engine.start(execution.id, actor=ALICE)
+    elapsed = time.perf_counter() - start
+    assert execution.state == State.SUCCEEDED, execution.error
+    steps = len(execution.steps)
+    engine.close()
+    store.close()
+    return elapsed, steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="dr-bench-"))
+    configure_logging(str(tmp / "log.jsonl"))
+    world = World(tmp)
+    direct: list[float] = []
+    engine: list[float] = []
+    steps = 0
+    try:
+        for i in range(args.runs):
+            order = ["direct", "engine"] if i % 2 == 0 else ["engine", "direct"]
+            for which in order:
+                world.reset()
+                if which == "direct":
+                    direct.append(baseline(world))
+                else:
+                    took, steps = through_engine(world, tmp, i)
+                    engine.append(took)
+    finally:
+        world.stop()
+    d, e = statistics.median(direct), statistics.median(engine)
+    print(f"{args.runs} runs each, alternating, medians")
+    print("| measure | value |")
+    print("| --- | --- |")
+    print(f"| the same provider calls, scripted | {d:.3f} s |")
+    print(f"| `dr.failover production us-west-2` through the engine ({steps} steps) | {e:.3f} s |")
+    print(f"| ratio | {e / d:.2f}x |")
+    print(f"| engine's own time per step | {(e - d) / steps * 1000:.1f} ms |")
+
+
+if __name__ == "__main__":
+    main()
