@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pydantic import Field, ValidationInfo, field_validator
 
 from runbooks.engine.clock import format_duration
-from runbooks.engine.config import EnvironmentConfig
+from runbooks.engine.config import EnvironmentConfig, Seconds
 from runbooks.engine.errors import InvalidInput, Refused, RunbookError
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
@@ -131,6 +131,15 @@ class FailoverParams(RunbookParams):
     accept_data_loss: bool = Field(
         False,
         description="with --break-glass: fail over although replication lag exceeds the RPO",
+    )
+    partial: int | None = Field(
+        None,
+        ge=1,
+        le=50,
+        description="partial failover test: move this percent of traffic, soak, move it back",
+    )
+    soak: Seconds | None = Field(
+        None, description="how long a partial test holds (default: partial_soak of the env)"
     )
 
     @field_validator("region")
@@ -394,12 +403,117 @@ def _move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: s
     return PlanDraft(steps=steps, summary=f"{what}: {source} → {target}", notes=notes)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Soak(AwsStep, kind="dr.soak"):
+    """Hold a traffic split while watching the target; the first bad signal fails the step
+    (and compensation moves the traffic back)."""
+
+    group: str | None
+    url: str | None
+    seconds: float
+    interval: float = 5.0
+
+    def describe(self) -> str:
+        watched = " and ".join(
+            p for p in [f"{self.group} targets" if self.group else "", self.url or ""] if p
+        )
+        return (
+            f"soak {format_duration(self.seconds)} in {self.region}, watching "
+            f"{watched or 'nothing configured'} every {format_duration(self.interval)}"
+        )
+
+    def run(self, ctx: RunContext) -> str | None:
+        deadline = ctx.clock.now() + self.seconds
+        checks = 0
+        while True:
+            ctx.check_cancelled()
+            if self.group:
+                healthy, total = self.aws(ctx).target_health(self.group)
+                if total == 0 or healthy < total:
+                    raise InfrastructureError(
+                        f"bad signal after {checks} good checks: {self.group} has "
+                        f"{healthy}/{total} healthy targets"
+                    )
+            if self.url:
+                status = _get_status(self.url)
+                if status != 200:
+                    raise InfrastructureError(
+                        f"bad signal after {checks} good checks: {self.url} answered {status}"
+                    )
+            checks += 1
+            left = deadline - ctx.clock.now()
+            if left <= 0:
+                return f"{checks} checks healthy over {format_duration(self.seconds)}"
+            ctx.clock.sleep(min(self.interval, left))
+
+
 @runbook("dr.failover", params=FailoverParams, lock="{environment}:dr")
 def dr_failover(ctx: PlanContext, params: FailoverParams) -> PlanDraft:
-    """Move an environment to another region: capacity, database, DNS, then verify."""
+    """Move an environment to another region: capacity, database, DNS, then verify.
+
+    With --partial P: the quarterly test — P % of traffic to the region for the soak time,
+    watched, then back (at once at the first bad signal). Database and capacity untouched.
+    """
     if params.accept_data_loss and not ctx.break_glass:
         raise InvalidInput("--accept-data-loss is only taken with --break-glass")
+    if params.partial is not None:
+        return _partial_plan(ctx, params)
+    if params.soak is not None:
+        raise InvalidInput("--soak is for a partial test (--partial P)")
     return _move_plan(ctx, params.region, accept_data_loss=params.accept_data_loss, what="failover")
+
+
+def _partial_plan(ctx: PlanContext, params: FailoverParams) -> PlanDraft:
+    env = ctx.env
+    assert params.partial is not None
+    zone, record, weights = _dns(ctx)
+    source = active_region(weights)
+    if source is None or weights.get(source) != 100:
+        raise Refused(
+            f"a partial test starts from 100 % in one region; {record} is split "
+            f"{', '.join(f'{r} {w}' for r, w in sorted(weights.items()))} now"
+        )
+    if source == params.region:
+        raise InvalidInput(f"{params.region} already carries all traffic; test another region")
+    split = {r: 0 for r in weights}
+    split[source] = 100 - params.partial
+    split[params.region] = params.partial
+    soak = params.soak if params.soak is not None else env.partial_soak
+
+    def shift(before: dict[str, int], after: dict[str, int]) -> ShiftTraffic:
+        return ShiftTraffic(
+            environment=ctx.environment,
+            region=env.primary_region,
+            zone=zone,
+            record=record,
+            from_weights=before,
+            to_weights=after,
+        )
+
+    steps: list[Step] = [
+        shift(weights, split),
+        Soak(
+            environment=ctx.environment,
+            region=params.region,
+            group=env.autoscaling_groups.get(params.region),
+            url=health_url(env, params.region),
+            seconds=soak,
+            interval=min(5.0, max(0.5, soak / 10)),
+            timeout=soak + 60.0,
+        ),
+        shift(split, weights),
+    ]
+    return PlanDraft(
+        steps=steps,
+        summary=(
+            f"partial failover test: {params.partial} % to {params.region} for "
+            f"{format_duration(soak)}"
+        ),
+        notes=[
+            "database and capacity are not touched; at the first bad signal the traffic "
+            "goes back at once (compensation of step 1)"
+        ],
+    )
 
 
 @runbook("dr.failback", params=FailbackParams, lock="{environment}:dr")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -207,3 +209,53 @@ def test_failover_to_the_active_region_or_an_unknown_one(
     assert "unknown region 'eu-west-1' for production; known: us-east-1, us-west-2" in (
         caught.value.message
     )
+
+
+def test_partial_failover_moves_a_share_soaks_and_moves_it_back(
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+) -> None:
+    done = _run(kube_engine, "dr.failover", {"region": "us-west-2", "partial": "10", "soak": "2s"})
+    assert done.state == State.SUCCEEDED, done.error
+    assert done.plan.steps[0]["description"] == (
+        "shift traffic of api-production.example.com.: us-east-1 100/us-west-2 0 → "
+        "us-east-1 90/us-west-2 10"
+    )
+    assert done.plan.steps[1]["description"].startswith("soak 2.0s in us-west-2, watching")
+    assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}  # back after the soak
+    assert health.server.hits.get("us-west-2", 0) >= 3  # watched during the soak
+    assert cluster.primary == "US_EAST_1" and cluster.patches == []  # database untouched
+    assert _desired(aws, "prod-api-usw2", "us-west-2") == 2  # capacity untouched
+
+
+def test_partial_failover_with_a_bad_signal_mid_soak_moves_traffic_back(
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+) -> None:
+    prepared = kube_engine.prepare(
+        "dr.failover", {"region": "us-west-2", "partial": "10", "soak": "30s"}, actor=ALICE
+    )
+    execution = kube_engine.submit(prepared, actor=ALICE)
+    for approver in (BOB, DAVE):
+        execution = kube_engine.approve(execution.id, actor=approver, plan_hash=execution.plan.hash)
+    seen_split: list[dict[str, int]] = []
+
+    def break_mid_soak() -> None:
+        # Wait until the split is live and a few checks passed, then make the region fail.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if health.server.hits.get("us-west-2", 0) >= 2:
+                seen_split.append(_weights(aws))
+                health.fail("us-west-2")
+                return
+            time.sleep(0.05)
+
+    breaker = threading.Thread(target=break_mid_soak)
+    breaker.start()
+    started = time.monotonic()
+    done = kube_engine.start(execution.id, actor=ALICE)
+    breaker.join()
+    assert seen_split == [{"us-east-1": 90, "us-west-2": 10}]
+    assert done.state == State.COMPENSATED
+    assert "bad signal after" in (done.error or "") and "answered 503" in (done.error or "")
+    assert time.monotonic() - started < 25  # aborted at the signal, not after the 30 s soak
+    assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}
+    assert cluster.patches == []
