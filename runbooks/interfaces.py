@@ -155,8 +155,24 @@ class AwsOps(Protocol):
         """Set the group's desired capacity and stamp when (the cooldown's clock)."""
         ...
 
+    def template_versions(self, template: str) -> list[tuple[int, str, str]]:
+        """(version number, instance type, description) of a launch template's versions."""
+        ...
+
+    def create_template_version(
+        self, template: str, *, source: str, instance_type: str, description: str
+    ) -> int: ...
+
+    def set_group_template(self, name: str, template: str, version: str) -> None:
+        """Point the group at a launch template version (new instances use it)."""
+        ...
+
+    def replace_instance(self, name: str, instance_id: str) -> None:
+        """Terminate one instance in the group without lowering its desired capacity."""
+        ...
+
     def target_health(self, name: str) -> tuple[int, int]:
-        """(healthy, registered) targets in the group's load balancer target groups."""
+        """(healthy, registered) of the group's current instances in its target groups."""
         ...
 
     def traffic_weights(self, zone: str, record: str) -> dict[str, int]:

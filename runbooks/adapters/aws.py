@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.parsers import ResponseParserError
 
 from runbooks.engine.clock import iso, parse_iso
 from runbooks.interfaces import InfrastructureError, Instance, NodeGroupState
@@ -69,6 +70,11 @@ class AwsAdapter:
             ) from None
         except BotoCoreError as exc:
             raise InfrastructureError(f"{what} in {self.region}: {exc}") from None
+        except ResponseParserError:
+            raise InfrastructureError(
+                f"{what} in {self.region}: the endpoint's answer could not be parsed (an "
+                "emulator that does not implement this call?)"
+            ) from None
 
     # Auto Scaling ---------------------------------------------------------------------------
     def node_group(self, name: str) -> NodeGroupState:
@@ -136,6 +142,54 @@ class AwsAdapter:
             ],
         )
 
+    def template_versions(self, template: str) -> list[tuple[int, str, str]]:
+        ec2 = self.client("ec2")
+        found = self._call(
+            f"launch template {template}",
+            ec2.describe_launch_template_versions,
+            LaunchTemplateName=template,
+        )
+        return [
+            (
+                int(v["VersionNumber"]),
+                v.get("LaunchTemplateData", {}).get("InstanceType", ""),
+                v.get("VersionDescription", ""),
+            )
+            for v in found.get("LaunchTemplateVersions", [])
+        ]
+
+    def create_template_version(
+        self, template: str, *, source: str, instance_type: str, description: str
+    ) -> int:
+        ec2 = self.client("ec2")
+        created = self._call(
+            f"launch template {template}",
+            ec2.create_launch_template_version,
+            LaunchTemplateName=template,
+            SourceVersion=source,
+            VersionDescription=description,
+            LaunchTemplateData={"InstanceType": instance_type},
+        )
+        return int(created["LaunchTemplateVersion"]["VersionNumber"])
+
+    def set_group_template(self, name: str, template: str, version: str) -> None:
+        asg = self.client("autoscaling")
+        self._call(
+            f"autoscaling group {name}",
+            asg.update_auto_scaling_group,
+            AutoScalingGroupName=name,
+            LaunchTemplate={"LaunchTemplateName": template, "Version": version},
+        )
+
+    def replace_instance(self, name: str, instance_id: str) -> None:
+        asg = self.client("autoscaling")
+        self._call(
+            f"instance {instance_id} of {name}",
+            asg.terminate_instance_in_auto_scaling_group,
+            InstanceId=instance_id,
+            ShouldDecrementDesiredCapacity=False,
+        )
+
     def target_health(self, name: str) -> tuple[int, int]:
         asg, elb = self.client("autoscaling"), self.client("elbv2")
         what = f"autoscaling group {name}"
@@ -143,6 +197,7 @@ class AwsAdapter:
         groups = found.get("AutoScalingGroups", [])
         if not groups:
             raise InfrastructureError(f"{what} does not exist in {self.region}")
+        members = {i["InstanceId"] for i in groups[0].get("Instances", [])}
         healthy = total = 0
         for arn in groups[0].get("TargetGroupARNs", []):
             targets = self._call(
@@ -150,8 +205,11 @@ class AwsAdapter:
                 elb.describe_target_health,
                 TargetGroupArn=arn,
             ).get("TargetHealthDescriptions", [])
-            total += len(targets)
-            healthy += sum(1 for t in targets if t["TargetHealth"]["State"] == "healthy")
+            # Only the group's current instances count: a replaced instance drains out of the
+            # target group for a while (and moto never removes it).
+            current = [t for t in targets if t["Target"]["Id"] in members]
+            total += len(current)
+            healthy += sum(1 for t in current if t["TargetHealth"]["State"] == "healthy")
         return healthy, total
 
     # Route53 ------------------------------------------------------------------------------------

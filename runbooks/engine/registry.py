@@ -27,6 +27,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "runbooks.rollback",
     "runbooks.scaling",
     "runbooks.dr",
+    "runbooks.maintenance",
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)?$")

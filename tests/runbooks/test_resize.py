@@ -1,0 +1,141 @@
+"""``maintenance.resize`` against the sandbox's moto server (the AWS CLI as oracle)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from runbooks.engine.clock import iso
+from runbooks.engine.errors import InvalidInput, Refused
+from runbooks.engine.executor import Engine
+from runbooks.engine.models import Execution, State
+from tests.conftest import AwsWorld
+from tests.runbooks.test_rollback import ALICE, BOB
+
+GROUP = "staging-api-use1"
+
+
+def _group(aws: AwsWorld) -> Any:
+    found = aws.cli(
+        "autoscaling", "describe-auto-scaling-groups", "--auto-scaling-group-names", GROUP
+    )
+    return found["AutoScalingGroups"][0]
+
+
+def _types(aws: AwsWorld) -> list[str]:
+    """Instance types as EC2 reports them (not the group's own listing)."""
+    ids = [i["InstanceId"] for i in _group(aws)["Instances"]]
+    found = aws.cli("ec2", "describe-instances", "--instance-ids", *ids)
+    return sorted(i["InstanceType"] for r in found["Reservations"] for i in r["Instances"])
+
+
+def _window(seconds: float) -> str:
+    """An ad hoc window that opened a minute ago and closes ``seconds`` from now."""
+    start = time.time() - 60
+    return f"{iso(start)}/{int(60 + seconds)}s"
+
+
+def _run(engine: Engine, params: dict[str, Any]) -> Execution:
+    prepared = engine.prepare("maintenance.resize", params, actor=ALICE)
+    execution = engine.submit(prepared, actor=ALICE)
+    if execution.state == State.AWAITING_APPROVAL:
+        execution = engine.approve(execution.id, actor=BOB, plan_hash=execution.plan.hash)
+    return engine.start(execution.id, actor=ALICE)
+
+
+def test_resize_replaces_every_instance_within_the_window(
+    kube_engine: Engine, aws: AwsWorld
+) -> None:
+    done = _run(
+        kube_engine,
+        {
+            "environment": "staging",
+            "instance_type": "t3.large",
+            "window": _window(600),
+            "settle": "0s",
+        },
+    )
+    assert done.state == State.SUCCEEDED, done.error
+    assert _types(aws) == ["t3.large", "t3.large"]
+    group = _group(aws)
+    assert group["LaunchTemplate"]["Version"] == "2" and group["DesiredCapacity"] == 2
+    assert "staging-api-use1: all 2 instances are t3.large" in done.steps[1].output
+    assert "1 at a time" in done.plan.steps[1]["description"]
+
+
+def test_window_closing_midway_returns_to_the_previous_template_and_type(
+    kube_engine: Engine, aws: AwsWorld
+) -> None:
+    aws.client("autoscaling").set_desired_capacity(AutoScalingGroupName=GROUP, DesiredCapacity=4)
+    done = _run(
+        kube_engine,
+        # Four instances, one at a time, each settling 1 s: the 2.5 s left cannot hold them all.
+        {
+            "environment": "staging",
+            "instance_type": "t3.large",
+            "window": _window(2.5),
+            "settle": "1s",
+        },
+    )
+    assert done.state == State.COMPENSATED, [(s.status, s.error, s.output) for s in done.steps]
+    assert "maintenance window" in (done.error or "")
+    assert _types(aws) == ["t3.medium"] * 4  # replaced back
+    group = _group(aws)
+    assert group["LaunchTemplate"]["Version"] == "1"  # pinned previous version, not $Latest
+    versions = aws.cli(
+        "ec2", "describe-launch-template-versions", "--launch-template-name", f"{GROUP}-lt"
+    )
+    # the new version stays as an unused record
+    assert sorted(v["VersionNumber"] for v in versions["LaunchTemplateVersions"]) == [1, 2]
+    assert "version 2 kept unused; the group uses 1 again" in done.steps[0].output
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "message"),
+    [
+        (
+            {"instance_type": "m5.24xlarge"},
+            InvalidInput,
+            "'m5.24xlarge' is not allowed in staging; allowed: t3.medium, t3.large, t3.xlarge",
+        ),
+        (
+            {"instance_type": "t3.large", "window": "nope"},
+            InvalidInput,
+            "--window 'nope': no such window; known:",
+        ),
+        (
+            {"instance_type": "t3.large", "window": "tomorrow/4h"},
+            InvalidInput,
+            "expected START/DURATION",
+        ),
+        (
+            {"instance_type": "t3.large", "window": "2020-01-01T00:00Z/1h"},
+            Refused,
+            "is not open now",
+        ),
+    ],
+)
+def test_bad_resize_requests_change_nothing(
+    kube_engine: Engine, aws: AwsWorld, params: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    before = _group(aws)
+    with pytest.raises(error) as caught:
+        kube_engine.prepare("maintenance.resize", {"environment": "staging", **params}, actor=ALICE)
+    assert message in str(getattr(caught.value, "message", caught.value))
+    assert _group(aws) == before
+
+
+def test_production_resize_needs_an_open_declared_window(
+    kube_engine: Engine, aws: AwsWorld
+) -> None:
+    prepared = kube_engine.prepare(
+        "maintenance.resize",
+        {"environment": "production", "instance_type": "c5.2xlarge", "window": _window(600)},
+        actor=ALICE,
+    )
+    # An ad hoc window does not satisfy policy: production resizes only in a declared window.
+    with pytest.raises(Refused) as caught:
+        kube_engine.submit(prepared, actor=ALICE)
+    assert "runs only inside a maintenance window" in caught.value.message
