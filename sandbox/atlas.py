@@ -178,21 +178,21 @@ class _Handler(BaseHTTPRequestHandler):
         prefix = f"/api/atlas/v2/groups/{PROJECT}/clusters/"
         return path[len(prefix) :] if path.startswith(prefix) else None
 
+    def _cluster(self) -> ClusterState | None:
+        """The cluster this request names, or None after answering 404 as Atlas does."""
+        name = self._route()
+        if name == CLUSTER:
+            return self.server.state
+        detail = f"No cluster named {name}"
+        self._send(404, {"error": 404, "errorCode": "CLUSTER_NOT_FOUND", "detail": detail})
+        return None
+
     def do_GET(self) -> None:
         if not self._authorized():
             self._challenge()
             return
-        name = self._route()
-        state = self.server.state
-        if name != CLUSTER:
-            self._send(
-                404,
-                {
-                    "error": 404,
-                    "errorCode": "CLUSTER_NOT_FOUND",
-                    "detail": f"No cluster named {name}",
-                },
-            )
+        state = self._cluster()
+        if state is None:
             return
         with state.lock:
             self._send(200, state.cluster_doc())
@@ -202,17 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             self._challenge()
             return
-        name = self._route()
-        state = self.server.state
-        if name != CLUSTER:
-            self._send(
-                404,
-                {
-                    "error": 404,
-                    "errorCode": "CLUSTER_NOT_FOUND",
-                    "detail": f"No cluster named {name}",
-                },
-            )
+        state = self._cluster()
+        if state is None:
             return
         with state.lock:
             problem = state.apply(body)

@@ -224,6 +224,17 @@ class AwsWorld:
     def client(self, service: str, region: str = "us-east-1") -> Any:
         return self.server.client(service, region)
 
+    def group(self, name: str, region: str = "us-east-1") -> Any:
+        """An Auto Scaling group as the AWS CLI describes it."""
+        found = self.cli(
+            "autoscaling",
+            "describe-auto-scaling-groups",
+            "--auto-scaling-group-names",
+            name,
+            region=region,
+        )
+        return found["AutoScalingGroups"][0]
+
     def cli(self, *args: str, region: str = "us-east-1") -> Any:
         """The AWS CLI (PyPI awscli): an independent oracle reading the same server."""
         result = subprocess.run(

@@ -77,14 +77,7 @@ def _weights(aws: AwsWorld) -> dict[str, int]:
 
 
 def _desired(aws: AwsWorld, name: str, region: str) -> int:
-    found = aws.cli(
-        "autoscaling",
-        "describe-auto-scaling-groups",
-        "--auto-scaling-group-names",
-        name,
-        region=region,
-    )
-    return int(found["AutoScalingGroups"][0]["DesiredCapacity"])
+    return int(aws.group(name, region)["DesiredCapacity"])
 
 
 def _run(engine: Engine, name: str, params: dict[str, Any], **submit: Any) -> Execution:

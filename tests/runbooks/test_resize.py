@@ -18,10 +18,7 @@ GROUP = "staging-api-use1"
 
 
 def _group(aws: AwsWorld) -> Any:
-    found = aws.cli(
-        "autoscaling", "describe-auto-scaling-groups", "--auto-scaling-group-names", GROUP
-    )
-    return found["AutoScalingGroups"][0]
+    return aws.group(GROUP)
 
 
 def _types(aws: AwsWorld) -> list[str]:

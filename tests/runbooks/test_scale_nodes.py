@@ -15,14 +15,7 @@ from tests.runbooks.test_rollback import ALICE, BOB
 
 
 def _group(aws: AwsWorld, name: str = "prod-api-use1", region: str = "us-east-1") -> Any:
-    found = aws.cli(
-        "autoscaling",
-        "describe-auto-scaling-groups",
-        "--auto-scaling-group-names",
-        name,
-        region=region,
-    )
-    return found["AutoScalingGroups"][0]
+    return aws.group(name, region)
 
 
 def _run(engine: Engine, params: dict[str, str], **submit: Any) -> Execution:
