@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from runbooks.engine.settings import read_sandbox_env
 from tests.bot.test_server import _answers, free_port
@@ -87,40 +88,96 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
 
         # The AWS CLI works against the sandbox's moto server with the env file alone.
         aws_env = {**env, **read_sandbox_env(env_file)}
-        zones = subprocess.run(
-            [str(BIN / "aws"), "route53", "list-hosted-zones-by-name", "--output", "json"],
-            env=aws_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        zone_id = json.loads(zones.stdout)["HostedZones"][0]["Id"]
-        records = subprocess.run(
-            [
-                str(BIN / "aws"),
-                "route53",
-                "list-resource-record-sets",
-                "--hosted-zone-id",
-                zone_id,
-                "--output",
-                "json",
-            ],
-            env=aws_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        weights = {
-            r["SetIdentifier"]: r["Weight"]
-            for r in json.loads(records.stdout)["ResourceRecordSets"]
-            if r["Name"] == "api-production.example.com."
-        }
-        assert weights == {"us-east-1": 100, "us-west-2": 0}
+        assert _weights(aws_env) == {"us-east-1": 100, "us-west-2": 0}
+        assert _desired(aws_env, "us-west-2", "prod-api-usw2") == 2
+
+        # Production DR failover from Slack: two approvals (bob and dave), never alice's own.
+        typed = invoke(["sandbox.slack", "--as", "alice", "/dr failover us-west-2"], env)
+        assert typed.returncode == 0, typed.stdout + typed.stderr
+        assert "promote the production database in us-west-2" in typed.stdout
+        assert "[Confirm] [Cancel]" in typed.stdout
+        confirmed = invoke(["sandbox.click", "--as", "alice", "Confirm"], env)
+        assert "[Approve] [Deny]" in confirmed.stdout, confirmed.stdout + confirmed.stderr
+        own = invoke(["sandbox.click", "--as", "alice", "Approve"], env)
+        assert "someone else must approve" in own.stdout, own.stdout
+        first = invoke(["sandbox.click", "--as", "bob", "Approve"], env)
+        assert "Approvals* 1/2: Bob" in first.stdout, first.stdout
+        assert _weights(aws_env) == {"us-east-1": 100, "us-west-2": 0}  # one is not enough
+        second = invoke(["sandbox.click", "--as", "dave", "Approve"], env)
+        assert "2/2" in second.stdout, second.stdout
+
+        def finished(runbook: str) -> str | None:
+            rows = json.loads(run_cli(["runs.list", "--json"], env).stdout)
+            for row in rows:
+                if row["runbook"] == runbook and row["state"] not in {
+                    "awaiting_approval",
+                    "approved",
+                    "running",
+                    "compensating",
+                }:
+                    return str(row["state"])
+            return None
+
+        wait_for(lambda: finished("dr.failover") is not None, timeout=90, what="the failover")
+        assert finished("dr.failover") == "succeeded"
+        # The independent oracle: the AWS CLI sees the traffic and the capacity in us-west-2.
+        assert _weights(aws_env) == {"us-east-1": 0, "us-west-2": 100}
+        assert _desired(aws_env, "us-west-2", "prod-api-usw2") == 4
+        status = run_cli(["dr.status", "--json"], env)
+        assert "active: us-west-2" in status.stdout and "primary in us-west-2" in status.stdout
+
+        # Failback from a terminal: requested by alice, approved by bob and dave at theirs.
+        pending = run_cli(["dr.failback", "--yes", "--no-wait", "--json"], env)
+        assert pending.returncode == 3, pending.stdout + pending.stderr
+        failback_id = json.loads(pending.stdout)["id"]
+        for approver in ("bob", "dave"):
+            approved_cli = run_cli(
+                ["approvals.approve", failback_id, "--yes"], {**env, "RUNBOOK_USER": approver}
+            )
+            assert approved_cli.returncode in (0, 3), approved_cli.stdout + approved_cli.stderr
+        wait_for(lambda: finished("dr.failback") is not None, timeout=90, what="the failback")
+        assert finished("dr.failback") == "succeeded"
+        assert _weights(aws_env) == {"us-east-1": 100, "us-west-2": 0}
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "sandbox stopped" in out
     assert not (home / "sandbox" / "env").exists()
+
+
+def _aws(env: dict[str, str], *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [str(BIN / "aws"), *args, "--output", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def _weights(env: dict[str, str]) -> dict[str, int]:
+    """The production traffic split as the AWS CLI reads it."""
+    zone_id = _aws(env, "route53", "list-hosted-zones-by-name")["HostedZones"][0]["Id"]
+    records = _aws(env, "route53", "list-resource-record-sets", "--hosted-zone-id", zone_id)
+    return {
+        r["SetIdentifier"]: r["Weight"]
+        for r in records["ResourceRecordSets"]
+        if r["Name"] == "api-production.example.com."
+    }
+
+
+def _desired(env: dict[str, str], region: str, group: str) -> int:
+    found = _aws(
+        env,
+        "autoscaling",
+        "describe-auto-scaling-groups",
+        "--region",
+        region,
+        "--auto-scaling-group-names",
+        group,
+    )
+    return int(found["AutoScalingGroups"][0]["DesiredCapacity"])
