@@ -91,6 +91,13 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
                 )
             except RunbookError as exc:
                 parts.append(f"{name}: cannot read ({exc.message})")
+        query = error_rate_query(env, region)
+        if query is not None:
+            try:
+                rate = infra.metrics(params.environment).query(query)
+                parts.append("error rate " + (_percent(rate) if rate is not None else "no samples"))
+            except RunbookError as exc:
+                parts.append(f"error rate: cannot read ({exc.message})")
         notes.append(f"compute {label}: " + ("; ".join(parts) or "nothing configured"))
     if env.mongodb is not None:
         try:
@@ -220,13 +227,34 @@ def health_url(env: EnvironmentConfig, region: str) -> str | None:
     return os.path.expandvars(env.health_url).replace("{region}", region)
 
 
+def error_rate_query(env: EnvironmentConfig, region: str) -> str | None:
+    if env.prometheus is None:
+        return None
+    return env.prometheus.error_rate_query.replace("{region}", region)
+
+
+def _percent(rate: float) -> str:
+    return f"{rate * 100:.2f} %".replace(".00 %", " %")
+
+
+def read_error_rate(ctx: RunContext | PlanContext, environment: str, query: str) -> float | None:
+    """The region's error rate (0..1) from Prometheus; None when it has no samples."""
+    return infrastructure(ctx).metrics(environment).query(query)
+
+
 @dataclass(frozen=True, kw_only=True)
 class VerifyRegion(AwsStep, kind="dr.verify"):
-    """The target serves: its load balancer targets are healthy and /health answers 200
-    ``checks`` times in a row. Reports the RTO achieved against the target."""
+    """The target serves: its load balancer targets are healthy, /health answers 200
+    ``checks`` times in a row, and (with Prometheus configured) its error rate is below the
+    rollback trigger. Reports the RTO achieved against the target.
+
+    An unreachable Prometheus does not fail the verification (it may have been in the region
+    that failed); the report says the error rate was not checked."""
 
     group: str | None
     url: str | None
+    error_query: str | None = None
+    max_error_rate: float = 0.05
     checks: int = 3
     interval: float = 1.0
     rto_target: float | None = None
@@ -238,6 +266,8 @@ class VerifyRegion(AwsStep, kind="dr.verify"):
             parts.append(f"{self.group} targets healthy")
         if self.url:
             parts.append(f"{self.url} answers 200 {self.checks} times in a row")
+        if self.error_query:
+            parts.append(f"error rate at most {_percent(self.max_error_rate)}")
         return f"verify {self.region}: " + (" and ".join(parts) or "nothing configured to check")
 
     def run(self, ctx: RunContext) -> str | None:
@@ -259,6 +289,22 @@ class VerifyRegion(AwsStep, kind="dr.verify"):
                         f"{self.url} answered {status} (check {attempt + 1} of {self.checks})"
                     )
             ctx.note(f"{self.url}: 200 × {self.checks}")
+        if self.error_query:
+            try:
+                rate = read_error_rate(ctx, self.environment, self.error_query)
+            except RunbookError as exc:
+                ctx.note(f"error rate NOT CHECKED: {exc.message}")
+            else:
+                if rate is not None and rate > self.max_error_rate:
+                    raise InfrastructureError(
+                        f"error rate in {self.region} is {_percent(rate)}, above the rollback "
+                        f"trigger of {_percent(self.max_error_rate)}"
+                    )
+                ctx.note(
+                    f"error rate in {self.region}: "
+                    + (_percent(rate) if rate is not None else "no samples yet")
+                    + f" (limit {_percent(self.max_error_rate)})"
+                )
         took = ctx.clock.now() - ctx.started_at
         verdict = ""
         if self.rto_target is not None:
@@ -396,6 +442,8 @@ def _move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: s
             region=target,
             group=target_group,
             url=health_url(env, target),
+            error_query=error_rate_query(env, target),
+            max_error_rate=env.rollback_triggers.error_rate,
             rto_target=api_target.rto if api_target else None,
         )
     )
@@ -412,10 +460,13 @@ class Soak(AwsStep, kind="dr.soak"):
     url: str | None
     seconds: float
     interval: float = 5.0
+    error_query: str | None = None
+    max_error_rate: float = 0.05
 
     def describe(self) -> str:
-        watched = " and ".join(
-            p for p in [f"{self.group} targets" if self.group else "", self.url or ""] if p
+        error = f"error rate (at most {_percent(self.max_error_rate)})" if self.error_query else ""
+        watched = ", ".join(
+            p for p in [f"{self.group} targets" if self.group else "", self.url or "", error] if p
         )
         return (
             f"soak {format_duration(self.seconds)} in {self.region}, watching "
@@ -439,6 +490,20 @@ class Soak(AwsStep, kind="dr.soak"):
                 if status != 200:
                     raise InfrastructureError(
                         f"bad signal after {checks} good checks: {self.url} answered {status}"
+                    )
+            if self.error_query:
+                # A test is never worth flying blind: an unreadable error rate is a bad signal.
+                try:
+                    rate = read_error_rate(ctx, self.environment, self.error_query)
+                except RunbookError as exc:
+                    raise InfrastructureError(
+                        f"bad signal after {checks} good checks: error rate unreadable "
+                        f"({exc.message})"
+                    ) from None
+                if rate is not None and rate > self.max_error_rate:
+                    raise InfrastructureError(
+                        f"bad signal after {checks} good checks: error rate in {self.region} "
+                        f"is {_percent(rate)} (limit {_percent(self.max_error_rate)})"
                     )
             checks += 1
             left = deadline - ctx.clock.now()
@@ -497,6 +562,8 @@ def _partial_plan(ctx: PlanContext, params: FailoverParams) -> PlanDraft:
             region=params.region,
             group=env.autoscaling_groups.get(params.region),
             url=health_url(env, params.region),
+            error_query=error_rate_query(env, params.region),
+            max_error_rate=env.rollback_triggers.error_rate,
             seconds=soak,
             interval=min(5.0, max(0.5, soak / 10)),
             timeout=soak + 60.0,

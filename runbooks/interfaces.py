@@ -230,6 +230,14 @@ class DatabaseOps(Protocol):
     def close(self) -> None: ...
 
 
+class MetricsOps(Protocol):
+    """The environment's Prometheus."""
+
+    def query(self, expr: str) -> float | None:
+        """An instant query's value; None when there are no samples."""
+        ...
+
+
 class Infrastructure(Adapters):
     """The adapters runbooks use, reached through ``ctx.adapters``."""
 
@@ -241,6 +249,9 @@ class Infrastructure(Adapters):
 
     def database(self, environment: str) -> DatabaseOps:
         raise InvalidInput(f"no database adapter is configured for {environment}")
+
+    def metrics(self, environment: str) -> MetricsOps:
+        raise InvalidInput(f"no metrics adapter is configured for {environment}")
 
 
 def infrastructure(ctx: PlanContext) -> Infrastructure:

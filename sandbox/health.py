@@ -1,15 +1,26 @@
-"""Each region's service ``/health`` for the sandbox, with a switch to make one fail.
+"""Each region's service ``/health`` and its error rate for the sandbox, with switches.
 
 ``GET /{region}/health`` answers 200 ``{"status": "ok"}`` or 503 once the region is switched
 off with ``POST /_sandbox/health {"region": "us-west-2", "healthy": false}``.
+
+``GET /api/v1/query?query=...`` answers like Prometheus's instant query: the error rate of the
+region named by the query's ``region="..."`` label matcher (0.2 % unless set with ``POST
+/_sandbox/error_rate {"region": "us-west-2", "rate": 0.08}``); a query naming no region gets
+an empty vector (no data), one that is not balanced gets Prometheus's ``bad_data`` error.
+``POST /_sandbox/error_rate {"up": false}`` makes the query endpoint answer 503.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
+import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+DEFAULT_ERROR_RATE = 0.002
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -28,6 +39,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        if url.path == "/api/v1/query":
+            self._query(urllib.parse.parse_qs(url.query).get("query", [""])[0])
+            return
         parts = self.path.strip("/").split("/")
         if len(parts) == 2 and parts[1] == "health":
             region = parts[0]
@@ -39,6 +54,24 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(404, {"error": f"no route {self.path}"})
 
+    def _query(self, expr: str) -> None:
+        self.server.queries.append(expr)
+        if not self.server.prometheus_up:
+            self._send(503, {"status": "error", "errorType": "unavailable", "error": "down"})
+            return
+        if not expr or expr.count("(") != expr.count(")") or expr.count("{") != expr.count("}"):
+            self._send(
+                400,
+                {"status": "error", "errorType": "bad_data", "error": f"parse error: {expr!r}"},
+            )
+            return
+        match = re.search(r'region="([^"]+)"', expr)
+        result = []
+        if match:
+            rate = self.server.error_rates.get(match.group(1), DEFAULT_ERROR_RATE)
+            result = [{"metric": {}, "value": [time.time(), repr(rate)]}]
+        self._send(200, {"status": "success", "data": {"resultType": "vector", "result": result}})
+
     def do_POST(self) -> None:
         doc = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         if self.path == "/_sandbox/health":
@@ -48,6 +81,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.server.failing.add(doc["region"])
             self._send(200, {"failing": sorted(self.server.failing)})
             return
+        if self.path == "/_sandbox/error_rate":
+            self.server.prometheus_up = bool(doc.get("up", True))
+            if "region" in doc:
+                self.server.error_rates[doc["region"]] = float(doc["rate"])
+            self._send(200, {"error_rates": self.server.error_rates})
+            return
         self._send(404, {"error": f"no route {self.path}"})
 
 
@@ -55,6 +94,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     failing: set[str]
     hits: dict[str, int]
+    error_rates: dict[str, float]
+    queries: list[str]
+    prometheus_up: bool
 
 
 class HealthServer:
@@ -62,6 +104,9 @@ class HealthServer:
         self.server = _Server(("127.0.0.1", port), _Handler)
         self.server.failing = set()
         self.server.hits = {}
+        self.server.error_rates = {}
+        self.server.queries = []
+        self.server.prometheus_up = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -74,6 +119,13 @@ class HealthServer:
             self.server.failing.add(region)
         else:
             self.server.failing.discard(region)
+
+    def set_error_rate(self, region: str, rate: float) -> None:
+        self.server.error_rates[region] = rate
+
+    @property
+    def queries(self) -> list[str]:
+        return list(self.server.queries)
 
     def start(self) -> HealthServer:
         self.thread.start()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from runbooks.engine.config import Config
 from runbooks.engine.errors import InvalidInput
-from runbooks.interfaces import AwsOps, DatabaseOps, Infrastructure, KubeOps
+from runbooks.interfaces import AwsOps, DatabaseOps, Infrastructure, KubeOps, MetricsOps
 
 
 class LiveInfrastructure(Infrastructure):
@@ -79,6 +79,14 @@ class LiveInfrastructure(Infrastructure):
 
                 self._databases[environment] = MongoAdapter(environment, env.mongodb)
             return self._databases[environment]
+
+    def metrics(self, environment: str) -> MetricsOps:
+        env = self._config.environment(environment)
+        if env.prometheus is None:
+            raise InvalidInput(f"{environment} has no Prometheus configured (prometheus)")
+        from runbooks.adapters.prometheus import PrometheusAdapter
+
+        return PrometheusAdapter(env.prometheus.url)
 
 
 def build_adapters(config: Config) -> LiveInfrastructure:

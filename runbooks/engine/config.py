@@ -111,6 +111,21 @@ class MongoConfig(_Strict):
     atlas_cluster: str | None = None
 
 
+DEFAULT_ERROR_RATE_QUERY = (
+    'sum(rate(http_requests_total{region="{region}",status=~"5.."}[5m])) / '
+    'sum(rate(http_requests_total{region="{region}"}[5m]))'
+)
+
+
+class PrometheusConfig(_Strict):
+    """Where the service's error rate is read (Prometheus HTTP API, instant queries)."""
+
+    #: Base URL (``${VAR}`` expanded), e.g. http://prometheus.monitoring:9090
+    url: str
+    #: PromQL giving the 5xx share of one region's requests (0..1); ``{region}`` is replaced.
+    error_rate_query: str = DEFAULT_ERROR_RATE_QUERY
+
+
 class EnvironmentConfig(_Strict):
     """One environment of the spec (development, staging, production)."""
 
@@ -129,6 +144,8 @@ class EnvironmentConfig(_Strict):
     targets: dict[str, Target] = Field(default_factory=dict)
     #: The service's health URL per region: ``{region}`` is replaced, ``${VAR}`` expanded.
     health_url: str | None = None
+    #: Error rate per region, checked by DR verification and partial-test soaks.
+    prometheus: PrometheusConfig | None = None
     #: How long a partial failover test holds its traffic split.
     partial_soak: Seconds = 600.0
     rollback_triggers: RollbackTriggers = RollbackTriggers()

@@ -28,9 +28,10 @@ def _status(engine: Engine) -> list[str]:
 
 
 def test_status_reports_each_component_by_region(
-    kube_engine: Engine, aws: AwsWorld, cluster: Any
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
     cluster.lag["US_WEST_2"] = 4.0
+    health.set_error_rate("us-west-2", 0.031)
     notes = _status(kube_engine)
     assert notes[0] == (
         "DNS api.example.com. → api-production.example.com.: weights us-east-1 100, "
@@ -40,7 +41,13 @@ def test_status_reports_each_component_by_region(
         "compute us-east-1 (primary, ACTIVE): node group prod-api-use1 "
         "4/4 in service (bounds 4-10); api: api-deployment 3/3 ready"
     )
+    assert notes[1].endswith("; error rate 0.20 %")
     assert notes[2].startswith("compute us-west-2: node group prod-api-usw2 2/2 in service")
+    assert notes[2].endswith("; error rate 3.10 %")
+    assert health.queries[-1] == (
+        'sum(rate(http_requests_total{region="us-west-2",status=~"5.."}[5m])) / '
+        'sum(rate(http_requests_total{region="us-west-2"}[5m]))'
+    )
     assert notes[3] == "database (atlas): primary in us-east-1; replication lag: us-west-2 4.0s"
     assert any(n.startswith("targets: api RTO 15m") for n in notes)
     assert kube_engine.list()[0].plan.read_only
@@ -103,7 +110,7 @@ def test_failover_then_failback(
         "shift traffic of api-production.example.com.: us-east-1 100/us-west-2 0 → "
         "us-east-1 0/us-west-2 100",
         "verify us-west-2: prod-api-usw2 targets healthy and "
-        f"{health.url}/us-west-2/health answers 200 3 times in a row",
+        f"{health.url}/us-west-2/health answers 200 3 times in a row and error rate at most 5 %",
     ]
     assert not done.plan.steps[1]["reversible"]
     assert "dr.failback" in done.plan.steps[1]["irreversible_reason"]
@@ -114,6 +121,7 @@ def test_failover_then_failback(
     (rto,) = [line for line in done.steps[-1].output if line.startswith("RTO achieved: ")]
     assert rto.endswith("(target 15m: met)")
     assert health.server.hits.get("us-west-2") == 3
+    assert "error rate in us-west-2: 0.20 % (limit 5 %)" in done.steps[-1].output
 
     back = _run(kube_engine, "dr.failback", {})
     assert back.state == State.SUCCEEDED, back.error
@@ -165,6 +173,33 @@ def test_failover_whose_verification_fails_compensates(
         "NOT UNDONE: step 2 (promote the production database in us-west-2 (move its primary "
         "there)) stays done: the new primary takes writes at once"
     ) in (done.error or "")
+
+
+def test_failover_whose_error_rate_is_too_high_compensates(
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+) -> None:
+    health.set_error_rate("us-west-2", 0.12)
+    done = _run(kube_engine, "dr.failover", {"region": "us-west-2"})
+    assert done.state == State.COMPENSATED
+    assert "error rate in us-west-2 is 12 %, above the rollback trigger of 5 %" in (
+        done.error or ""
+    )
+    assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}
+    assert _desired(aws, "prod-api-usw2", "us-west-2") == 2
+
+
+def test_failover_verifies_without_an_unreachable_prometheus_and_says_so(
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+) -> None:
+    """Prometheus may have died with the failed region: health checks still gate the
+    verification, and the report says the error rate was not checked."""
+    health.server.prometheus_up = False
+    done = _run(kube_engine, "dr.failover", {"region": "us-west-2"})
+    assert done.state == State.SUCCEEDED, done.error
+    assert _weights(aws) == {"us-east-1": 0, "us-west-2": 100}
+    [line] = [o for o in done.steps[-1].output if "error rate" in o]
+    assert line.startswith("error rate NOT CHECKED: Prometheus at http://127.0.0.1:")
+    assert "(503)" in line
 
 
 def test_failover_dry_run_changes_nothing(
@@ -252,3 +287,34 @@ def test_partial_failover_with_a_bad_signal_mid_soak_moves_traffic_back(
     assert time.monotonic() - started < 25  # aborted at the signal, not after the 30 s soak
     assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}
     assert cluster.patches == []
+
+
+def test_partial_failover_aborts_when_the_error_rate_rises_mid_soak(
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+) -> None:
+    prepared = kube_engine.prepare(
+        "dr.failover", {"region": "us-west-2", "partial": "10", "soak": "30s"}, actor=ALICE
+    )
+    assert "error rate (at most 5 %)" in prepared.plan.steps[1]["description"]
+    execution = kube_engine.submit(prepared, actor=ALICE)
+    for approver in (BOB, DAVE):
+        execution = kube_engine.approve(execution.id, actor=approver, plan_hash=execution.plan.hash)
+
+    def degrade_mid_soak() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if sum('region="us-west-2"' in q for q in health.queries) >= 2:
+                health.set_error_rate("us-west-2", 0.07)
+                return
+            time.sleep(0.05)
+
+    degrader = threading.Thread(target=degrade_mid_soak)
+    degrader.start()
+    started = time.monotonic()
+    done = kube_engine.start(execution.id, actor=ALICE)
+    degrader.join()
+    assert done.state == State.COMPENSATED
+    error = done.error or ""
+    assert "bad signal after" in error and "error rate in us-west-2 is 7 % (limit 5 %)" in error
+    assert time.monotonic() - started < 25
+    assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}
