@@ -144,6 +144,18 @@ class NodeGroupState:
         )
 
 
+@dataclass(frozen=True)
+class StandaloneInstance:
+    """An EC2 instance found by its Name tag."""
+
+    id: str
+    name: str
+    type: str
+    state: str  # pending, running, stopping, stopped
+    status_ok: bool  # both EC2 status checks (instance and system) ok
+    group: str | None  # the Auto Scaling group it belongs to, if any
+
+
 class AwsOps(Protocol):
     """AWS operations in one region."""
 
@@ -173,6 +185,18 @@ class AwsOps(Protocol):
 
     def target_health(self, name: str) -> tuple[int, int]:
         """(healthy, registered) of the group's current instances in its target groups."""
+        ...
+
+    def standalone(self, name: str) -> StandaloneInstance:
+        """The one live instance with this Name tag (an error if none or several)."""
+        ...
+
+    def stop_instance(self, instance_id: str) -> None: ...
+
+    def start_instance(self, instance_id: str) -> None: ...
+
+    def set_instance_type(self, instance_id: str, instance_type: str) -> None:
+        """Change a stopped instance's type."""
         ...
 
     def traffic_weights(self, zone: str, record: str) -> dict[str, int]:

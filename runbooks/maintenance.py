@@ -1,5 +1,9 @@
 """``maintenance.resize``: the spec's vertical scaling procedure, inside a maintenance window.
 
+With ``--instance NAME`` it resizes one standalone instance instead (one listed in the
+environment's ``standalone_instances``): stop, change the type, start, wait until both EC2
+status checks pass; compensation does the same back to the previous type.
+
 For an environment's node group (Auto Scaling group) in a region: a new launch template
 version with the new instance type, the group pointed at it, instances replaced in batches
 that keep the minimum healthy percentage (default 90 %; at least one at a time), each
@@ -17,6 +21,7 @@ is not offered: nothing here could test it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import Field
@@ -26,7 +31,7 @@ from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.params import RegionalParams
 from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
-from runbooks.interfaces import AwsOps, InfrastructureError
+from runbooks.interfaces import AwsOps, InfrastructureError, StandaloneInstance
 from runbooks.scaling import AwsStep, _region
 
 
@@ -39,6 +44,11 @@ class ResizeParams(RegionalParams):
     )
     min_healthy: int = Field(90, ge=50, le=100, description="minimum healthy percentage")
     settle: str = Field("30s", description="how long each replacement must stay healthy")
+    instance: str | None = Field(
+        None,
+        description="resize this standalone instance (Name tag, from standalone_instances) "
+        "instead of the node group",
+    )
 
 
 def _window(ctx: PlanContext, params: ResizeParams) -> tuple[str, float, float] | None:
@@ -231,6 +241,147 @@ class RollInstances(AwsStep, kind="aws.roll_instances"):
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class ResizeInstance(AwsStep, kind="aws.resize_instance"):
+    """Stop a standalone instance, change its type, start it, wait for its status checks."""
+
+    name: str
+    instance_id: str
+    from_type: str
+    to_type: str
+    window_end: float | None
+    margin: float
+    timeout: float = 1800.0
+    poll_interval = 2.0
+
+    def describe(self) -> str:
+        until = ""
+        if self.window_end is not None:
+            until = f", not starting after {iso(self.window_end - self.margin)}"
+        return (
+            f"resize instance {self.name} ({self.instance_id}) in {self.environment} "
+            f"({self.region}): stop, {self.from_type} → {self.to_type}, start, wait until its "
+            f"status checks pass{until}"
+        )
+
+    def _change(self, ctx: RunContext, want: str, *, guard_window: bool) -> bool:
+        aws = self.aws(ctx)
+        instance = aws.standalone(self.name)
+        if instance.id != self.instance_id:
+            raise InfrastructureError(
+                f"the instance named {self.name} is now {instance.id}, not {self.instance_id} "
+                "as planned; plan again"
+            )
+        if instance.type == want and instance.state == "running" and instance.status_ok:
+            return False
+        end = self.window_end
+        if guard_window and end is not None and ctx.clock.now() + self.margin > end:
+            raise InfrastructureError(
+                f"the maintenance window ends at {iso(end)}: no time to stop {self.name}; "
+                "not starting"
+            )
+        if instance.type != want:
+            if instance.state != "stopped":
+                aws.stop_instance(instance.id)
+                self._wait(ctx, lambda i: i.state == "stopped", "stopped")
+            aws.set_instance_type(instance.id, want)
+        if aws.standalone(self.name).state != "running":
+            aws.start_instance(instance.id)
+        self._wait(ctx, lambda i: i.state == "running" and i.status_ok, "running, checks ok")
+        return True
+
+    def _wait(self, ctx: RunContext, done: Callable[[StandaloneInstance], bool], what: str) -> None:
+        aws = self.aws(ctx)
+        deadline = ctx.clock.now() + self.timeout
+        while True:
+            ctx.check_cancelled()
+            instance = aws.standalone(self.name)
+            if done(instance):
+                return
+            if ctx.clock.now() > deadline:
+                raise InfrastructureError(
+                    f"{self.name} not {what} after {format_duration(self.timeout)} "
+                    f"(state {instance.state}, status checks "
+                    f"{'ok' if instance.status_ok else 'not ok'})"
+                )
+            ctx.clock.sleep(self.poll_interval)
+
+    def run(self, ctx: RunContext) -> str | None:
+        if not self._change(ctx, self.to_type, guard_window=True):
+            return f"{self.name} is already {self.to_type} and running"
+        return f"{self.name} running as {self.to_type}, status checks ok"
+
+    def verify(self, ctx: RunContext) -> bool:
+        instance = self.aws(ctx).standalone(self.name)
+        return instance.type == self.to_type and instance.state == "running" and instance.status_ok
+
+    def undo(self, ctx: RunContext) -> str | None:
+        self._change(ctx, self.from_type, guard_window=False)
+        return f"{self.name} running as {self.from_type} again"
+
+
+def _instance_plan(
+    ctx: PlanContext,
+    params: ResizeParams,
+    notes: list[str],
+    window_end: float | None,
+    margin: float,
+) -> PlanDraft:
+    from runbooks.interfaces import infrastructure
+
+    assert params.instance is not None
+    env = ctx.env
+    regions = [r for r, names in env.standalone_instances.items() if params.instance in names]
+    if params.region is not None:
+        regions = [r for r in regions if r == params.region]
+    if not regions:
+        configured = [
+            f"{name} ({region})"
+            for region, names in env.standalone_instances.items()
+            for name in names
+        ]
+        raise InvalidInput(
+            f"--instance {params.instance!r} is not a standalone instance of "
+            f"{params.environment}"
+            + (f" in {params.region}" if params.region else "")
+            + f"; configured: {', '.join(configured) or 'none'} (standalone_instances)"
+        )
+    region = regions[0]
+    instance = infrastructure(ctx).aws(region).standalone(params.instance)
+    if instance.group is not None:
+        raise InvalidInput(
+            f"{params.instance} belongs to autoscaling group {instance.group}: resize the "
+            "group (without --instance) so the group does not replace it"
+        )
+    if instance.type == params.instance_type:
+        notes.append(f"{params.instance} is already {params.instance_type}")
+        return PlanDraft(
+            steps=[], summary=f"{params.instance} already {params.instance_type}", notes=notes
+        )
+    notes.append(
+        f"{params.instance} ({instance.id}) is {instance.state} as {instance.type}; it is "
+        "STOPPED while its type changes: it serves nothing for a few minutes"
+    )
+    step = ResizeInstance(
+        environment=params.environment,
+        region=region,
+        name=params.instance,
+        instance_id=instance.id,
+        from_type=instance.type,
+        to_type=params.instance_type,
+        window_end=window_end,
+        margin=margin,
+    )
+    return PlanDraft(
+        steps=[step],
+        summary=(
+            f"resize instance {params.instance} in {params.environment} ({region}) to "
+            f"{params.instance_type}"
+        ),
+        notes=notes,
+    )
+
+
 @runbook("maintenance.resize", params=ResizeParams, lock="{environment}:nodes")
 def resize(ctx: PlanContext, params: ResizeParams) -> PlanDraft:
     """Change a node group's instance type inside a maintenance window, batch by batch."""
@@ -247,10 +398,6 @@ def resize(ctx: PlanContext, params: ResizeParams) -> PlanDraft:
         settle = parse_duration(params.settle)
     except ValueError:
         raise InvalidInput(f"--settle {params.settle!r}: expected a duration like 30s") from None
-    region = _region(ctx, params.region)
-    group_name = env.autoscaling_groups.get(region)
-    if group_name is None:
-        raise InvalidInput(f"{params.environment} has no node group in {region}")
     window = _window(ctx, params)
     now = ctx.clock.now()
     notes = []
@@ -264,6 +411,12 @@ def resize(ctx: PlanContext, params: ResizeParams) -> PlanDraft:
         notes.append("BREAK-GLASS: no maintenance window open")
     else:
         notes.append(f"no maintenance window is declared open for {params.environment} now")
+    if params.instance is not None:
+        return _instance_plan(ctx, params, notes, window[2] if window else None, settle)
+    region = _region(ctx, params.region)
+    group_name = env.autoscaling_groups.get(region)
+    if group_name is None:
+        raise InvalidInput(f"{params.environment} has no node group in {region}")
     aws = infrastructure(ctx).aws(region)
     group = aws.node_group(group_name)
     if group.launch_template is None or group.template_version is None:

@@ -5,7 +5,8 @@ target group behind a load balancer (production: c5.xlarge, 4-10 instances in us
 2-instance standby in us-west-2); the hosted zone ``example.com`` with the DNS layout the
 runbooks expect (``api.example.com`` → CNAME ``api-production.example.com``, whose weighted
 records ``us-east-1`` (100) and ``us-west-2`` (0) point at each region's load balancer), the
-backup buckets and the bot's secrets.
+backup buckets, the bot's secrets and one standalone instance (a reporting server) per
+environment that ``maintenance.resize --instance`` can resize.
 
 Test credentials only; ``AWS_ENDPOINT_URL`` points boto3 and the AWS CLI at the server.
 """
@@ -39,6 +40,11 @@ GROUPS = [
     GroupSeed("production", "us-east-1", "prod-api-use1", "c5.xlarge", 4, 10, 4),
     GroupSeed("production", "us-west-2", "prod-api-usw2", "c5.xlarge", 2, 10, 2),
     GroupSeed("staging", "us-east-1", "staging-api-use1", "t3.medium", 2, 4, 2),
+]
+#: Instances outside any group (environment, region, Name tag, type): a reporting server each.
+STANDALONE = [
+    ("production", "us-east-1", "prod-reports-use1", "c5.xlarge"),
+    ("staging", "us-east-1", "staging-reports-use1", "t3.medium"),
 ]
 ZONE = "example.com."
 PUBLIC_RECORD = "api.example.com."
@@ -84,6 +90,22 @@ class AwsSandbox:
         balancers = {}
         for group in GROUPS:
             balancers[group.environment, group.region] = self._group(group)
+        for environment, region, name, instance_type in STANDALONE:
+            self.client("ec2", region).run_instances(
+                ImageId=AMI,
+                InstanceType=instance_type,
+                MinCount=1,
+                MaxCount=1,
+                TagSpecifications=[
+                    {
+                        "ResourceType": "instance",
+                        "Tags": [
+                            {"Key": "Name", "Value": name},
+                            {"Key": "environment", "Value": environment},
+                        ],
+                    }
+                ],
+            )
         route53 = self.client("route53")
         zone_id = route53.create_hosted_zone(Name=ZONE, CallerReference="sandbox-example-com")[
             "HostedZone"

@@ -24,7 +24,12 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from botocore.parsers import ResponseParserError
 
 from runbooks.engine.clock import iso, parse_iso
-from runbooks.interfaces import InfrastructureError, Instance, NodeGroupState
+from runbooks.interfaces import (
+    InfrastructureError,
+    Instance,
+    NodeGroupState,
+    StandaloneInstance,
+)
 
 T = TypeVar("T")
 SCALED_TAG = "runbook-bot:last-scaled-at"
@@ -211,6 +216,68 @@ class AwsAdapter:
             total += len(current)
             healthy += sum(1 for t in current if t["TargetHealth"]["State"] == "healthy")
         return healthy, total
+
+    # EC2 instances outside groups ------------------------------------------------------------
+    def standalone(self, name: str) -> StandaloneInstance:
+        ec2 = self.client("ec2")
+        what = f"instance {name}"
+        found = self._call(
+            what,
+            ec2.describe_instances,
+            Filters=[
+                {"Name": "tag:Name", "Values": [name]},
+                {
+                    "Name": "instance-state-name",
+                    "Values": ["pending", "running", "stopping", "stopped"],
+                },
+            ],
+        )
+        instances = [i for r in found.get("Reservations", []) for i in r.get("Instances", [])]
+        if not instances:
+            raise InfrastructureError(f"no live instance named {name} in {self.region}")
+        if len(instances) > 1:
+            ids = ", ".join(sorted(i["InstanceId"] for i in instances))
+            raise InfrastructureError(
+                f"{len(instances)} instances are named {name} in {self.region} ({ids}); "
+                "the Name tag must be unique"
+            )
+        instance = instances[0]
+        statuses = self._call(
+            what,
+            ec2.describe_instance_status,
+            InstanceIds=[instance["InstanceId"]],
+            IncludeAllInstances=True,
+        ).get("InstanceStatuses", [])
+        status_ok = bool(statuses) and all(
+            statuses[0].get(key, {}).get("Status") == "ok"
+            for key in ("InstanceStatus", "SystemStatus")
+        )
+        tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+        return StandaloneInstance(
+            id=instance["InstanceId"],
+            name=name,
+            type=instance.get("InstanceType", ""),
+            state=instance.get("State", {}).get("Name", ""),
+            status_ok=status_ok,
+            group=tags.get("aws:autoscaling:groupName"),
+        )
+
+    def stop_instance(self, instance_id: str) -> None:
+        ec2 = self.client("ec2")
+        self._call(f"instance {instance_id}", ec2.stop_instances, InstanceIds=[instance_id])
+
+    def start_instance(self, instance_id: str) -> None:
+        ec2 = self.client("ec2")
+        self._call(f"instance {instance_id}", ec2.start_instances, InstanceIds=[instance_id])
+
+    def set_instance_type(self, instance_id: str, instance_type: str) -> None:
+        ec2 = self.client("ec2")
+        self._call(
+            f"instance {instance_id}",
+            ec2.modify_instance_attribute,
+            InstanceId=instance_id,
+            InstanceType={"Value": instance_type},
+        )
 
     # Route53 ------------------------------------------------------------------------------------
     def _zone_id(self, zone: str) -> str:

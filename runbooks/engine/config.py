@@ -136,6 +136,9 @@ class EnvironmentConfig(_Strict):
     kube_contexts: dict[str, str] = Field(default_factory=dict)
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
     autoscaling_groups: dict[str, str] = Field(default_factory=dict)
+    #: Instances outside any group that ``maintenance.resize --instance`` may resize, by their
+    #: Name tag, per region.
+    standalone_instances: dict[str, list[str]] = Field(default_factory=dict)
     instance_types: list[str] = Field(default_factory=list)
     route53: Route53Config | None = None
     mongodb: MongoConfig | None = None
@@ -160,7 +163,7 @@ class EnvironmentConfig(_Strict):
                 f"primary_region {self.primary_region!r} is not one of regions "
                 f"({', '.join(self.regions)})"
             )
-        for mapping_name in ("kube_contexts", "autoscaling_groups"):
+        for mapping_name in ("kube_contexts", "autoscaling_groups", "standalone_instances"):
             for region in getattr(self, mapping_name):
                 if region not in self.regions:
                     raise ValueError(

@@ -136,3 +136,67 @@ def test_production_resize_needs_an_open_declared_window(
     with pytest.raises(Refused) as caught:
         kube_engine.submit(prepared, actor=ALICE)
     assert "runs only inside a maintenance window" in caught.value.message
+
+
+def _standalone(aws: AwsWorld, name: str) -> dict[str, Any]:
+    """The instance with this Name tag as the AWS CLI describes it."""
+    found = aws.cli("ec2", "describe-instances", "--filters", f"Name=tag:Name,Values={name}")
+    [instance] = [i for r in found["Reservations"] for i in r["Instances"]]
+    return dict(instance)
+
+
+def test_resize_a_standalone_instance_stops_changes_and_starts_it(
+    kube_engine: Engine, aws: AwsWorld
+) -> None:
+    before = _standalone(aws, "staging-reports-use1")
+    assert before["InstanceType"] == "t3.medium" and before["State"]["Name"] == "running"
+    params = {
+        "environment": "staging",
+        "instance_type": "t3.xlarge",
+        "instance": "staging-reports-use1",
+        "window": _window(600),
+        "settle": "1s",
+    }
+    prepared = kube_engine.prepare("maintenance.resize", params, actor=ALICE)
+    [step] = prepared.plan.steps
+    assert step["description"].startswith(
+        f"resize instance staging-reports-use1 ({before['InstanceId']}) in staging (us-east-1): "
+        "stop, t3.medium → t3.xlarge, start, wait until its status checks pass, not starting "
+        "after "
+    )
+    assert any("STOPPED while its type changes" in n for n in prepared.plan.notes)
+    done = _run(kube_engine, params)
+    assert done.state == State.SUCCEEDED, done.error
+    after = _standalone(aws, "staging-reports-use1")
+    assert after["InstanceId"] == before["InstanceId"]  # the same instance, not a new one
+    assert after["InstanceType"] == "t3.xlarge" and after["State"]["Name"] == "running"
+    status = aws.cli("ec2", "describe-instance-status", "--instance-ids", after["InstanceId"])
+    assert status["InstanceStatuses"][0]["InstanceStatus"]["Status"] == "ok"
+    assert _types(aws) == ["t3.medium", "t3.medium"]  # the node group is not touched
+    again = kube_engine.prepare("maintenance.resize", params, actor=ALICE)
+    assert again.plan.steps == [] and "already t3.xlarge" in again.plan.notes[-1]
+
+
+def test_resize_a_standalone_instance_refuses_bad_names_and_a_closing_window(
+    kube_engine: Engine, aws: AwsWorld
+) -> None:
+    base = {"environment": "staging", "instance_type": "t3.large", "window": _window(600)}
+    with pytest.raises(InvalidInput) as caught:
+        kube_engine.prepare("maintenance.resize", {**base, "instance": "nope"}, actor=ALICE)
+    assert caught.value.message == (
+        "--instance 'nope' is not a standalone instance of staging; configured: "
+        "staging-reports-use1 (us-east-1) (standalone_instances)"
+    )
+    with pytest.raises(InvalidInput) as caught:
+        kube_engine.prepare(
+            "maintenance.resize", {**base, "instance": "prod-reports-use1"}, actor=ALICE
+        )
+    assert "not a standalone instance of staging" in caught.value.message
+    # The window closes before a stop/start fits (the settle time is the margin): the step
+    # refuses to stop the instance, which keeps running as it was.
+    short = {**base, "instance": "staging-reports-use1", "window": _window(5), "settle": "30s"}
+    done = _run(kube_engine, short)
+    assert done.state in (State.FAILED, State.COMPENSATED)
+    assert "no time to stop staging-reports-use1; not starting" in (done.error or "")
+    after = _standalone(aws, "staging-reports-use1")
+    assert after["InstanceType"] == "t3.medium" and after["State"]["Name"] == "running"
