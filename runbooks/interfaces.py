@@ -99,6 +99,19 @@ class KubeOps(Protocol):
 
     def scale(self, namespace: str, name: str, replicas: int) -> None: ...
 
+    def set_container_resources(
+        self,
+        namespace: str,
+        name: str,
+        container: str,
+        resources: dict[str, dict[str, str | None]],
+        *,
+        cause: str,
+    ) -> None:
+        """Strategic-merge a container's requests/limits (None removes a key); starts a
+        rollout. ``cause`` becomes the change-cause annotation (rollout history)."""
+        ...
+
     def hpa_for(self, namespace: str, deployment: str) -> HpaState | None: ...
 
     def set_hpa_bounds(self, namespace: str, name: str, minimum: int, maximum: int) -> None: ...

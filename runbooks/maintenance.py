@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from pydantic import Field
 
@@ -51,7 +52,15 @@ class ResizeParams(RegionalParams):
     )
 
 
-def _window(ctx: PlanContext, params: ResizeParams) -> tuple[str, float, float] | None:
+class _Windowed(Protocol):
+    @property
+    def environment(self) -> str: ...
+
+    @property
+    def window(self) -> str | None: ...
+
+
+def _window(ctx: PlanContext, params: _Windowed) -> tuple[str, float, float] | None:
     """(name, start, end) of the window to work in; None when none is needed or open."""
     now = ctx.clock.now()
     schedules = ctx.config.schedules
@@ -89,6 +98,22 @@ def _window(ctx: PlanContext, params: ResizeParams) -> tuple[str, float, float] 
             return window.name, bounds[0], bounds[1]
     names = [w.name for w in schedules.maintenance_windows] or ["none declared"]
     raise InvalidInput(f"--window {params.window!r}: no such window; known: {', '.join(names)}")
+
+
+def window_notes(ctx: PlanContext, params: _Windowed) -> tuple[float | None, list[str]]:
+    """The end of the window to work in (None: none) and the plan's notes about it; refused
+    when a named or ad hoc window is not open now."""
+    window = _window(ctx, params)
+    now = ctx.clock.now()
+    if window is not None:
+        name, start, end = window
+        if not start <= now < end:
+            raise Refused(f"maintenance window {name} is not open now ({iso(start)} to {iso(end)})")
+        # No "time left" here: the plan is hashed, and it must not change by the second.
+        return end, [f"window {name}: until {iso(end)}"]
+    if ctx.break_glass:
+        return None, ["BREAK-GLASS: no maintenance window open"]
+    return None, [f"no maintenance window is declared open for {params.environment} now"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -398,21 +423,9 @@ def resize(ctx: PlanContext, params: ResizeParams) -> PlanDraft:
         settle = parse_duration(params.settle)
     except ValueError:
         raise InvalidInput(f"--settle {params.settle!r}: expected a duration like 30s") from None
-    window = _window(ctx, params)
-    now = ctx.clock.now()
-    notes = []
-    if window is not None:
-        name, start, end = window
-        if not start <= now < end:
-            raise Refused(f"maintenance window {name} is not open now ({iso(start)} to {iso(end)})")
-        # No "time left" here: the plan is hashed, and it must not change by the second.
-        notes.append(f"window {name}: until {iso(end)}")
-    elif ctx.break_glass:
-        notes.append("BREAK-GLASS: no maintenance window open")
-    else:
-        notes.append(f"no maintenance window is declared open for {params.environment} now")
+    window_end, notes = window_notes(ctx, params)
     if params.instance is not None:
-        return _instance_plan(ctx, params, notes, window[2] if window else None, settle)
+        return _instance_plan(ctx, params, notes, window_end, settle)
     region = _region(ctx, params.region)
     group_name = env.autoscaling_groups.get(region)
     if group_name is None:
@@ -460,7 +473,7 @@ def resize(ctx: PlanContext, params: ResizeParams) -> PlanDraft:
             description_tag=description,
             batch=batch,
             settle=settle,
-            window_end=window[2] if window else None,
+            window_end=window_end,
         ),
     ]
     return PlanDraft(

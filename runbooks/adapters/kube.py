@@ -228,6 +228,26 @@ class KubeAdapter:
                 if not _rollout_done(state)[0]:
                     state = self.deployment(namespace, name)
 
+    def set_container_resources(
+        self,
+        namespace: str,
+        name: str,
+        container: str,
+        resources: dict[str, dict[str, str | None]],
+        *,
+        cause: str,
+    ) -> None:
+        body = {
+            "metadata": {"annotations": {"kubernetes.io/change-cause": cause}},
+            "spec": {
+                "template": {"spec": {"containers": [{"name": container, "resources": resources}]}}
+            },
+        }
+        self._retry_conflicts(
+            f"set resources of {namespace}/{name} container {container}",
+            lambda: self.apps.patch_namespaced_deployment(name, namespace, body),
+        )
+
     # scaling ----------------------------------------------------------------------------
     def scale(self, namespace: str, name: str, replicas: int) -> None:
         self._retry_conflicts(

@@ -28,6 +28,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "runbooks.scaling",
     "runbooks.dr",
     "runbooks.maintenance",
+    "runbooks.workloads",
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)?$")

@@ -8,7 +8,9 @@ HPAs. One emulator is one cluster (one region); state lives in memory.
 
 Test hooks live under ``/_sandbox/`` (never part of the Kubernetes API):
 ``POST /_sandbox/conflicts {"count": N}`` makes the next N writes answer 409;
-``POST /_sandbox/broken {"images": [...]}`` makes pods of those images never become ready.
+``POST /_sandbox/broken {"images": [...]}`` makes pods of those images never become ready;
+``POST /_sandbox/oom {"memory_limit_below": "1Gi"}`` makes pods whose memory limit is lower
+crash (OOMKilled, never ready); ``{}`` clears it.
 """
 
 from __future__ import annotations
@@ -187,6 +189,7 @@ class Cluster:
         self.history: list[tuple[int, str, str, dict[str, Any]]] = []
         self.conflicts_to_inject = 0
         self.broken_images: set[str] = set()
+        self.oom_below: float | None = None
         self.requests: list[tuple[str, str]] = []
         self._stop = threading.Event()
         self._names = (f"{n:05x}"[-5:] for n in itertools.count(0x1A2B3))
@@ -830,12 +833,17 @@ class Cluster:
             broken = any(
                 image in self.broken_images or image.endswith(":broken") for image in images
             )
+            oom = self.oom_below is not None and any(
+                _memory(((c.get("resources") or {}).get("limits") or {}).get("memory"))
+                < self.oom_below
+                for c in pod["spec"].get("containers", [])
+            )
             created = (
                 datetime.strptime(pod["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ")
                 .replace(tzinfo=UTC)
                 .timestamp()
             )
-            ready = not broken and now - created >= self.ready_after
+            ready = not broken and not oom and now - created >= self.ready_after
             phase = "Running" if ready else "Pending"
             was_ready = any(
                 c["type"] == "Ready" and c["status"] == "True"
@@ -865,7 +873,11 @@ class Cluster:
                             if ready
                             else {
                                 "waiting": {
-                                    "reason": "ImagePullBackOff" if broken else "ContainerCreating"
+                                    "reason": "ImagePullBackOff"
+                                    if broken
+                                    else "CrashLoopBackOff"
+                                    if oom
+                                    else "ContainerCreating"
                                 }
                             },
                         }
@@ -1182,6 +1194,9 @@ class _Handler(BaseHTTPRequestHandler):
                 cluster.conflicts_to_inject = int(body.get("count", 1))
             elif path == "/_sandbox/broken":
                 cluster.broken_images = set(body.get("images", []))
+            elif path == "/_sandbox/oom":
+                below = body.get("memory_limit_below")
+                cluster.oom_below = _memory(below) if below else None
             elif path == "/_sandbox/requests":
                 requests = list(cluster.requests)
                 if body.get("clear"):
@@ -1458,3 +1473,17 @@ def kubeconfig(
         ],
         "current-context": next(iter(clusters)),
     }
+
+
+_MEMORY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
+
+
+def _memory(text: Any) -> float:
+    """A memory quantity in bytes (no limit: infinite)."""
+    if not text:
+        return float("inf")
+    value = str(text)
+    for unit, factor in _MEMORY_UNITS.items():
+        if value.endswith(unit):
+            return float(value[: -len(unit)]) * factor
+    return float(value)
