@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from runbooks.engine.clock import format_duration
+from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.config import EnvironmentConfig, Seconds
 from runbooks.engine.errors import InvalidInput, Refused, RunbookError
 from runbooks.engine.params import RunbookParams
-from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
+from runbooks.engine.plan import PastRun, PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
 from runbooks.interfaces import InfrastructureError, infrastructure
 from runbooks.rollback import kube_for
@@ -114,6 +114,18 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
             )
         except RunbookError as exc:
             notes.append(f"database ({env.mongodb.kind}): cannot read ({exc.message})")
+    if env.backup_bucket is not None:
+        try:
+            latest = infra.aws(env.primary_region).latest_object(env.backup_bucket)
+            if latest is None:
+                notes.append(f"backups: {env.backup_bucket} is EMPTY")
+            else:
+                # No age ("2h ago"): notes are part of the plan's hash and must not tick.
+                key, modified = latest
+                notes.append(f"backups: latest in {env.backup_bucket}: {key} at {iso(modified)}")
+        except RunbookError as exc:
+            notes.append(f"backups: {env.backup_bucket}: cannot read ({exc.message})")
+    notes.extend(_drills(ctx.history(), params.environment))
     if env.targets:
         notes.append(
             "targets: "
@@ -127,6 +139,30 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
         summary=f"DR status of {params.environment}: active region {active or 'unknown'}",
         notes=notes,
     )
+
+
+RAN = {"succeeded", "failed", "compensated", "compensation_failed"}
+
+
+def _drills(history: list[PastRun], environment: str) -> list[str]:
+    """The last partial failover test and the last full failover or failback that ran."""
+
+    def line(label: str, run: PastRun | None) -> str:
+        if run is None:
+            return f"{label}: none recorded"
+        when = iso(run.ended_at) if run.ended_at else "?"
+        return f"{label}: {when} {run.state.upper()} ({run.id}: {run.summary})"
+
+    ran = [
+        r
+        for r in history
+        if r.environment == environment
+        and r.state in RAN
+        and r.runbook in ("dr.failover", "dr.failback")
+    ]
+    partial = next((r for r in ran if r.params.get("partial")), None)
+    full = next((r for r in ran if not r.params.get("partial")), None)
+    return [line("last partial failover test", partial), line("last failover/failback", full)]
 
 
 # --- failover and failback ----------------------------------------------------------------------

@@ -212,6 +212,10 @@ class AwsOps(Protocol):
         """Change a stopped instance's type."""
         ...
 
+    def latest_object(self, bucket: str) -> tuple[str, float] | None:
+        """(key, last modified) of the newest object in a bucket; None when it is empty."""
+        ...
+
     def traffic_weights(self, zone: str, record: str) -> dict[str, int]:
         """Weights of the weighted records of ``record`` by set identifier (the region)."""
         ...

@@ -145,6 +145,12 @@ class AwsSandbox:
                     Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
                 )
             s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+            if bucket == "app-backups":
+                s3.put_object(
+                    Bucket=bucket,
+                    Key="mongodb/production/snapshot-latest.archive",
+                    Body=b"sandbox snapshot",
+                )
         secrets = self.client("secretsmanager")
         secrets.create_secret(
             Name="runbook-bot/audit-key", SecretString="sandbox-audit-key-0123456789"

@@ -35,6 +35,9 @@ T = TypeVar("T")
 SCALED_TAG = "runbook-bot:last-scaled-at"
 CHANGE_POLL_S = 2.0
 CHANGE_TIMEOUT_S = 300.0
+#: Listing a backup bucket stops after this many pages of 1000 keys (a status line, not an
+#: inventory).
+MAX_LIST_PAGES = 20
 
 
 class AwsAdapter:
@@ -278,6 +281,25 @@ class AwsAdapter:
             InstanceId=instance_id,
             InstanceType={"Value": instance_type},
         )
+
+    # S3 ---------------------------------------------------------------------------------------
+    def latest_object(self, bucket: str) -> tuple[str, float] | None:
+        s3 = self.client("s3")
+        newest: tuple[str, float] | None = None
+        token: str | None = None
+        for _ in range(MAX_LIST_PAGES):
+            kwargs: dict[str, Any] = {"Bucket": bucket}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call(f"bucket {bucket}", s3.list_objects_v2, **kwargs)
+            for item in page.get("Contents", []):
+                modified = item["LastModified"].timestamp()
+                if newest is None or modified > newest[1]:
+                    newest = (str(item["Key"]), modified)
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                break
+        return newest
 
     # Route53 ------------------------------------------------------------------------------------
     def _zone_id(self, zone: str) -> str:

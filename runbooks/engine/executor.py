@@ -8,6 +8,7 @@ one execution at a time holds a lock key. A crashed process leaves a lease that 
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import logging
 import threading
@@ -36,6 +37,7 @@ from runbooks.engine.errors import (
 from runbooks.engine.events import EventBus
 from runbooks.engine.ids import new_execution_id, process_owner
 from runbooks.engine.models import (
+    TERMINAL_STATES,
     TRANSITIONS,
     Actor,
     Approval,
@@ -45,7 +47,15 @@ from runbooks.engine.models import (
     StepStatus,
 )
 from runbooks.engine.params import RunbookParams, validate_params
-from runbooks.engine.plan import Adapters, Plan, PlanContext, RunContext, Step, diff_plans
+from runbooks.engine.plan import (
+    Adapters,
+    PastRun,
+    Plan,
+    PlanContext,
+    RunContext,
+    Step,
+    diff_plans,
+)
 from runbooks.engine.redact import redact_text
 from runbooks.engine.registry import Registry, RunbookSpec
 from runbooks.engine.store.base import Store
@@ -180,6 +190,7 @@ class Engine:
             adapters=self.adapters,
             state_dir=self.state_dir,
             break_glass=break_glass,
+            history=self._history,
         )
         draft = spec.make_plan(ctx)
         region = getattr(params, "region", None) or None
@@ -697,7 +708,12 @@ class Engine:
         spec = self.registry.get(execution.runbook)
         params = validate_params(spec.params, execution.plan.params, self.config)
         fresh = self._plan(spec, params, break_glass=execution.break_glass)
-        if fresh.hash != execution.plan.hash:
+        if fresh.hash != execution.plan.hash and execution.plan.read_only:
+            # Nothing was approved: a read-only report is simply the newer one.
+            execution.plan = fresh
+            execution.confirmed_hash = fresh.hash
+            execution.steps = step_records(fresh)
+        elif fresh.hash != execution.plan.hash:
             self._void_for_plan_change(execution, fresh)
             return execution
         if not self.store.claim_lease(
@@ -987,6 +1003,26 @@ class Engine:
 
     def list(self, *, limit: int = 50, states: list[str] | None = None) -> list[Execution]:
         return self.store.list_executions(limit=limit, states=states)
+
+    #: How far back planners can look (``PlanContext.history``).
+    HISTORY_LIMIT = 500
+
+    def _history(self) -> builtins.list[PastRun]:
+        finished = self.store.list_executions(
+            limit=self.HISTORY_LIMIT, states=sorted(s.value for s in TERMINAL_STATES)
+        )
+        return [
+            PastRun(
+                id=e.id,
+                runbook=e.runbook,
+                environment=e.environment,
+                params=dict(e.plan.params),
+                state=e.state.value,
+                ended_at=e.ended_at,
+                summary=e.plan.summary,
+            )
+            for e in finished
+        ]
 
     def _save(self, execution: Execution) -> None:
         execution.updated_at = self.clock.now()

@@ -41,6 +41,23 @@ class Adapters:
         """Release connections (database clients); the engine calls it when it closes."""
 
 
+@dataclass(frozen=True)
+class PastRun:
+    """A finished execution, as planners may see it (e.g. "last drill" in ``dr.status``)."""
+
+    id: str
+    runbook: str
+    environment: str
+    params: dict[str, Any]
+    state: str
+    ended_at: float | None
+    summary: str
+
+
+def _no_history() -> list[PastRun]:
+    return []
+
+
 @dataclass
 class PlanContext:
     """What a runbook sees while planning: configuration, parameters and read-only adapters."""
@@ -53,6 +70,8 @@ class PlanContext:
     state_dir: Path
     #: The request uses break-glass: planners may relax guards (cooldowns), never bounds.
     break_glass: bool = False
+    #: Finished executions, newest first (read-only; the engine's store).
+    history: Callable[[], list[PastRun]] = _no_history
 
     @property
     def environment(self) -> str:

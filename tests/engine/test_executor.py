@@ -155,6 +155,19 @@ def test_changed_plan_voids_approvals_and_nothing_runs(engine):
     assert world.STATE == {"a": 1, "b": 1, "c": 1}
 
 
+def test_a_read_only_report_shows_the_state_at_start_without_asking_again(engine):
+    """Nothing is approved for a read-only runbook, so a report that changed between the
+    request and the start (a status moving under an outage) is simply the newer report."""
+    prepared = engine.prepare("test.status", {"environment": "production"}, actor=ALICE)
+    assert prepared.plan.notes == ["state: {}"]
+    execution = engine.submit(prepared, actor=ALICE)
+    world.STATE["a"] = 7
+    done = engine.start(execution.id, actor=ALICE)
+    assert done.state == State.SUCCEEDED
+    assert done.plan.notes == ["state: {'a': 7}"]
+    assert engine.get(execution.id).plan.notes == ["state: {'a': 7}"]
+
+
 def test_second_request_on_a_locked_key_is_refused_naming_the_holder(engine):
     first = submit(engine, "production")
     with pytest.raises(LockHeld) as refused:

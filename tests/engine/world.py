@@ -97,9 +97,9 @@ def set_values(ctx: PlanContext, params: SetParams) -> PlanDraft:
 
 
 @runbook("test.status", params=RunbookParams, read_only=True)
-def status(ctx: PlanContext, params: RunbookParams) -> list[Step]:
+def status(ctx: PlanContext, params: RunbookParams) -> PlanDraft:
     """Read-only: show the world."""
-    return []
+    return PlanDraft(steps=[], notes=[f"state: {dict(sorted(STATE.items()))}"])
 
 
 SPECS: list[RunbookSpec[Any]] = [set_values, status]

@@ -49,6 +49,13 @@ def test_status_reports_each_component_by_region(
         'sum(rate(http_requests_total{region="us-west-2"}[5m]))'
     )
     assert notes[3] == "database (atlas): primary in us-east-1; replication lag: us-west-2 4.0s"
+    assert notes[4].startswith(
+        "backups: latest in app-backups: mongodb/production/snapshot-latest.archive at "
+    )
+    assert notes[5:7] == [
+        "last partial failover test: none recorded",
+        "last failover/failback: none recorded",
+    ]
     assert any(n.startswith("targets: api RTO 15m") for n in notes)
     assert kube_engine.list()[0].plan.read_only
 
@@ -129,6 +136,8 @@ def test_failover_then_failback(
     assert cluster.primary == "US_EAST_1"
     again = kube_engine.prepare("dr.failback", {}, actor=ALICE)
     assert again.plan.steps == [] and "already serves from us-east-1" in again.plan.notes[-1]
+    last = [n for n in _status(kube_engine) if n.startswith("last failover/failback: ")]
+    assert last[0].endswith(f"SUCCEEDED ({back.id}: failback: us-west-2 → us-east-1)")
 
 
 def test_failover_refused_when_lag_exceeds_the_rpo(
@@ -253,6 +262,11 @@ def test_partial_failover_moves_a_share_soaks_and_moves_it_back(
     assert health.server.hits.get("us-west-2", 0) >= 3  # watched during the soak
     assert cluster.primary == "US_EAST_1" and cluster.patches == []  # database untouched
     assert _desired(aws, "prod-api-usw2", "us-west-2") == 2  # capacity untouched
+    drills = [n for n in _status(kube_engine) if n.startswith("last ")]
+    assert drills[0].endswith(
+        f"SUCCEEDED ({done.id}: partial failover test: 10 % to us-west-2 for 2.0s)"
+    )
+    assert drills[1] == "last failover/failback: none recorded"
 
 
 def test_partial_failover_with_a_bad_signal_mid_soak_moves_traffic_back(
