@@ -233,8 +233,9 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(manifest_yaml(load_registry(), args.url or PLACEHOLDER_URL))
         return 0
 
-    from runbooks.adapters import build_adapters
+    from runbooks.adapters import build_adapters, resolve_secret
     from runbooks.engine.logs import configure_logging
+    from runbooks.engine.secrets import resolve_environment
     from runbooks.engine.settings import load_settings
 
     try:
@@ -244,7 +245,9 @@ def main(argv: list[str]) -> int:
     try:
         settings = load_settings()
         configure_logging(settings.log_target or "-")
-        runtime = open_runtime(settings, adapters=build_adapters)
+        runtime = open_runtime(settings, adapters=build_adapters, secrets=resolve_secret)
+        # Slack's tokens and anything else given as aws-secretsmanager: references.
+        resolve_environment(os.environ, resolve_secret)
     except RunbookError as exc:
         print(f"runbook-bot cannot start: {exc}", flush=True)
         return 2

@@ -43,13 +43,13 @@ def consoles(as_json: bool) -> tuple[Console, Console]:
 
 
 def open_cli_runtime() -> Runtime:
-    from runbooks.adapters import build_adapters
+    from runbooks.adapters import build_adapters, resolve_secret
     from runbooks.engine.logs import configure_logging
     from runbooks.engine.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_target or str(settings.state_dir / "logs" / "runbook-bot.jsonl"))
-    return open_runtime(settings, adapters=build_adapters)
+    return open_runtime(settings, adapters=build_adapters, secrets=resolve_secret)
 
 
 def cli_actor(runtime: Runtime) -> Actor:

@@ -13,6 +13,7 @@ Test credentials only; ``AWS_ENDPOINT_URL`` points boto3 and the AWS CLI at the 
 
 from __future__ import annotations
 
+import json
 import logging
 import urllib.request
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import Any
 
 import boto3
 from moto.server import ThreadedMotoServer
+
+from sandbox.slack import SANDBOX_BOT_TOKEN, SANDBOX_SIGNING_SECRET
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 AMI = "ami-12c6146b"  # an image id moto knows
@@ -154,6 +157,12 @@ class AwsSandbox:
         secrets = self.client("secretsmanager")
         secrets.create_secret(
             Name="runbook-bot/audit-key", SecretString="sandbox-audit-key-0123456789"
+        )
+        secrets.create_secret(
+            Name="runbook-bot/slack",
+            SecretString=json.dumps(
+                {"bot_token": SANDBOX_BOT_TOKEN, "signing_secret": SANDBOX_SIGNING_SECRET}
+            ),
         )
         return self
 

@@ -73,7 +73,14 @@ def write_env(
     if slack is not None:
         lines += [
             f"export SLACK_API_URL={shlex.quote(slack.api_url)}",
-            f"export SLACK_BOT_TOKEN={SANDBOX_BOT_TOKEN}",
+            # With the AWS sandbox up, the bot token comes from its Secrets Manager, as in a
+            # real installation (the signing secret stays plain: `sandbox.slack` signs with it).
+            "export SLACK_BOT_TOKEN="
+            + (
+                "aws-secretsmanager:runbook-bot/slack#bot_token"
+                if aws is not None
+                else SANDBOX_BOT_TOKEN
+            ),
             f"export SLACK_SIGNING_SECRET={SANDBOX_SIGNING_SECRET}",
             f"export RUNBOOK_BOT_SANDBOX_SLACK={shlex.quote(slack.url)}",
             f"export RUNBOOK_BOT_URL=http://127.0.0.1:{bot_port}",

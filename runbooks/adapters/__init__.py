@@ -6,12 +6,14 @@ are created lazily, one per (environment, region), on first use.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from pathlib import Path
 
 from runbooks.engine.config import Config
 from runbooks.engine.errors import InvalidInput
+from runbooks.engine.secrets import resolve_reference
 from runbooks.interfaces import AwsOps, DatabaseOps, Infrastructure, KubeOps, MetricsOps
 
 
@@ -87,6 +89,23 @@ class LiveInfrastructure(Infrastructure):
         from runbooks.adapters.prometheus import PrometheusAdapter
 
         return PrometheusAdapter(env.prometheus.url)
+
+
+@functools.lru_cache(maxsize=64)
+def resolve_secret(reference: str) -> str:
+    """Resolve an ``aws-secretsmanager:`` reference (boto3 is imported only when one is used;
+    each secret is fetched once per process)."""
+    from runbooks.adapters.secrets import resolve_secret as resolve
+
+    return resolve(reference)
+
+
+def secret_env(name: str) -> str | None:
+    """An environment variable's value, with an ``aws-secretsmanager:`` reference resolved."""
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return resolve_reference(name, value, resolve_secret)
 
 
 def build_adapters(config: Config) -> LiveInfrastructure:

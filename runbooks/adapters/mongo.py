@@ -28,6 +28,7 @@ import requests
 from pymongo.errors import PyMongoError
 from requests.auth import HTTPDigestAuth
 
+from runbooks.adapters import secret_env
 from runbooks.engine.config import MongoConfig
 from runbooks.interfaces import DbMember, DbTopology, InfrastructureError
 
@@ -95,7 +96,7 @@ class MongoAdapter:
 
     def _db(self) -> pymongo.MongoClient[dict[str, Any]]:
         if self._client is None:
-            uri = os.environ.get(self.config.uri_env)
+            uri = secret_env(self.config.uri_env)
             if not uri:
                 raise InfrastructureError(
                     f"{self.environment} database: {self.config.uri_env} is not set",
@@ -177,7 +178,7 @@ class MongoAdapter:
                 f"{self.environment} database: atlas_project and atlas_cluster are needed to "
                 "promote a region on Atlas (mongodb in environments.yaml)"
             )
-        public, private = os.environ.get("ATLAS_PUBLIC_KEY"), os.environ.get("ATLAS_PRIVATE_KEY")
+        public, private = secret_env("ATLAS_PUBLIC_KEY"), secret_env("ATLAS_PRIVATE_KEY")
         if not (public and private):
             raise InfrastructureError(
                 f"{self.environment} database: ATLAS_PUBLIC_KEY and ATLAS_PRIVATE_KEY are not set"

@@ -1,8 +1,10 @@
 """Remove secrets from anything that is logged or audited.
 
-Two nets: keys whose names say "secret" (token, password, ...) lose their value, and values
+Three nets: keys whose names say "secret" (token, password, ...) lose their value; values
 that look like credentials (Slack tokens, AWS keys, ``user:password@`` in URLs, bearer
-tokens, PEM blocks) are masked wherever they appear, including inside longer strings.
+tokens, PEM blocks) are masked wherever they appear, including inside longer strings; and
+values registered as secrets (``register_secret``: everything resolved from Secrets Manager)
+are masked wherever they appear.
 """
 
 from __future__ import annotations
@@ -45,8 +47,23 @@ _TRIGGER = re.compile(
 )
 
 
+#: Secret values known to this process (resolved from Secrets Manager): masked wherever they
+#: appear, even where nothing about them looks like a credential.
+_KNOWN: set[str] = set()
+MIN_KNOWN_LENGTH = 6
+
+
+def register_secret(value: str) -> None:
+    """Mask ``value`` in everything logged or audited from now on."""
+    if len(value) >= MIN_KNOWN_LENGTH:
+        _KNOWN.add(value)
+
+
 def redact_text(text: str) -> str:
-    """Mask credential-looking substrings of ``text``."""
+    """Mask credential-looking substrings of ``text``, and every registered secret."""
+    for known in _KNOWN:
+        if known in text:
+            text = text.replace(known, MASK)
     if not _TRIGGER.search(text):
         return text
     for pattern, replacement in _PATTERNS:

@@ -12,6 +12,7 @@ from runbooks.engine.config import Config, load_config
 from runbooks.engine.executor import Engine
 from runbooks.engine.plan import Adapters
 from runbooks.engine.registry import Registry, load_registry
+from runbooks.engine.secrets import Resolver, resolve_reference
 from runbooks.engine.settings import Settings, load_settings, read_sandbox_env
 from runbooks.engine.store import Store, open_store
 
@@ -43,18 +44,27 @@ def open_runtime(
     registry: Registry | None = None,
     clock: Clock | None = None,
     adapters: Callable[[Config], Adapters] | None = None,
+    secrets: Resolver | None = None,
 ) -> Runtime:
-    """Load configuration, open the store, resolve the audit key and build the engine."""
+    """Load configuration, open the store, resolve the audit key and build the engine.
+
+    ``secrets`` resolves an ``aws-secretsmanager:`` reference in ``RUNBOOK_BOT_AUDIT_KEY`` (the
+    front ends pass the Secrets Manager adapter); without it a reference is an error. Other
+    variables are resolved where they are read (adapters) or by the bot at start.
+    """
     settings = settings or load_settings()
     config = load_config(settings.config_dir, schedules=settings.schedules_path)
     if config.is_sandbox:
         # The sandbox's emulators announce themselves in this file; explicit settings win.
         for name, value in read_sandbox_env(settings.state_dir / "sandbox" / "env").items():
             os.environ.setdefault(name, value)
+    audit_key_env = resolve_reference(
+        "RUNBOOK_BOT_AUDIT_KEY", settings.audit_key_env or "", secrets
+    )
     store = open_store(settings.state_url)
     clock = clock or SystemClock()
     key = resolve_audit_key(
-        env_key=settings.audit_key_env, sandbox=config.is_sandbox, state_dir=settings.state_dir
+        env_key=audit_key_env or None, sandbox=config.is_sandbox, state_dir=settings.state_dir
     )
     engine = Engine(
         config=config,

@@ -159,3 +159,24 @@ def test_promotion_times_out_with_the_reason(cluster: atlas.ClusterState) -> Non
         adapter.promote("us-west-2", timeout=1.5, check=calls.set)
     assert "the primary is not in us-west-2 after 1.5s" in caught.value.message
     assert calls.is_set()  # cancellation was checked while waiting
+
+
+def test_uri_and_atlas_keys_may_come_from_secrets_manager(
+    cluster: atlas.ClusterState, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection string and the Admin API key are references resolved on first use."""
+    import os
+
+    secrets = aws.client("secretsmanager")
+    secrets.create_secret(
+        Name="prod/mongodb-uri", SecretString=os.environ["PRODUCTION_MONGODB_URI"]
+    )
+    secrets.create_secret(
+        Name="prod/atlas", SecretString=f'{{"private_key": "{atlas.PRIVATE_KEY}"}}'
+    )
+    monkeypatch.setenv("PRODUCTION_MONGODB_URI", "aws-secretsmanager:prod/mongodb-uri")
+    monkeypatch.setenv("ATLAS_PRIVATE_KEY", "aws-secretsmanager:prod/atlas#private_key")
+    with MongoAdapter("production", CONFIG) as adapter:
+        assert adapter.topology().primary_region == "us-east-1"
+        adapter.promote("us-west-2", timeout=10, check=lambda: None)  # digest auth: the key
+    assert cluster.primary == "US_WEST_2"

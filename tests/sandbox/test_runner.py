@@ -65,6 +65,9 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
         # The Slack flow without a workspace: the bot talks to the sandbox's Slack emulator.
         sandbox_env = read_sandbox_env(env_file)
         assert sandbox_env["SLACK_API_URL"].endswith("/api/")
+        # The bot's token is a Secrets Manager reference the bot resolves at start (the Slack
+        # emulator refuses any other token, so the flow below proves it was resolved).
+        assert sandbox_env["SLACK_BOT_TOKEN"] == "aws-secretsmanager:runbook-bot/slack#bot_token"
         assert sandbox_env["RUNBOOK_BOT_URL"] == f"http://127.0.0.1:{port}"
         typed = invoke(["sandbox.slack", "--as", "alice", "/rollback staging"], env)
         assert typed.returncode == 0, typed.stdout + typed.stderr
