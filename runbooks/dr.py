@@ -58,6 +58,19 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
             )
         except RunbookError as exc:
             notes.append(f"DNS {r53.record}: cannot read ({exc.message})")
+        try:
+            checks = infra.aws(env.primary_region).health_checks(r53.zone)
+            if checks:
+                notes.append(
+                    "Route53 health checks: "
+                    + "; ".join(
+                        f"{target} {'OK' if healthy == total else 'FAILING'} "
+                        f"({healthy}/{total} checkers)"
+                        for target, healthy, total in checks
+                    )
+                )
+        except RunbookError as exc:
+            notes.append(f"Route53 health checks: cannot read ({exc.message})")
     else:
         notes.append("DNS: not managed here (no route53 in environments.yaml)")
     for region in env.regions:

@@ -212,6 +212,11 @@ class AwsOps(Protocol):
         """Change a stopped instance's type."""
         ...
 
+    def health_checks(self, domain: str) -> list[tuple[str, int, int]]:
+        """Route53 health checks on names under ``domain``: (target, healthy observers, all
+        observers), e.g. ("https://api-us-east-1.example.com/health", 8, 8)."""
+        ...
+
     def latest_object(self, bucket: str) -> tuple[str, float] | None:
         """(key, last modified) of the newest object in a bucket; None when it is empty."""
         ...

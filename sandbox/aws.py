@@ -139,6 +139,16 @@ class AwsSandbox:
                 }
             )
         route53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": changes})
+        for region in ("us-east-1", "us-west-2"):  # what automatic failover would watch
+            route53.create_health_check(
+                CallerReference=f"sandbox-api-{region}",
+                HealthCheckConfig={
+                    "Type": "HTTPS",
+                    "FullyQualifiedDomainName": f"api-{region}.example.com",
+                    "ResourcePath": "/health",
+                    "Port": 443,
+                },
+            )
         for bucket, region in BUCKETS.items():
             s3 = self.client("s3", region)
             if region == "us-east-1":

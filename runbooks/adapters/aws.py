@@ -302,6 +302,31 @@ class AwsAdapter:
         return newest
 
     # Route53 ------------------------------------------------------------------------------------
+    def health_checks(self, domain: str) -> list[tuple[str, int, int]]:
+        route53 = self.client("route53")
+        suffix = domain.rstrip(".")
+        found = self._call("Route53 health checks", route53.list_health_checks)
+        result = []
+        for check in found.get("HealthChecks", []):
+            config = check.get("HealthCheckConfig", {})
+            host = str(config.get("FullyQualifiedDomainName", ""))
+            if not host.rstrip(".").endswith(suffix):
+                continue
+            scheme = "https" if str(config.get("Type", "")).startswith("HTTPS") else "http"
+            target = f"{scheme}://{host}{config.get('ResourcePath', '')}"
+            observations = self._call(
+                f"health check {check['Id']}",
+                route53.get_health_check_status,
+                HealthCheckId=check["Id"],
+            ).get("HealthCheckObservations", [])
+            healthy = sum(
+                1
+                for o in observations
+                if str(o.get("StatusReport", {}).get("Status", "")).startswith("Success")
+            )
+            result.append((target, healthy, len(observations)))
+        return sorted(result)
+
     def _zone_id(self, zone: str) -> str:
         route53 = self.client("route53")
         name = zone if zone.endswith(".") else zone + "."

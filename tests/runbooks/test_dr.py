@@ -37,22 +37,26 @@ def test_status_reports_each_component_by_region(
         "DNS api.example.com. → api-production.example.com.: weights us-east-1 100, "
         "us-west-2 0; active: us-east-1"
     )
-    assert notes[1].startswith(
+    assert notes[1] == (
+        "Route53 health checks: https://api-us-east-1.example.com/health OK (1/1 checkers); "
+        "https://api-us-west-2.example.com/health OK (1/1 checkers)"
+    )
+    assert notes[2].startswith(
         "compute us-east-1 (primary, ACTIVE): node group prod-api-use1 "
         "4/4 in service (bounds 4-10); api: api-deployment 3/3 ready"
     )
-    assert notes[1].endswith("; error rate 0.20 %")
-    assert notes[2].startswith("compute us-west-2: node group prod-api-usw2 2/2 in service")
-    assert notes[2].endswith("; error rate 3.10 %")
+    assert notes[2].endswith("; error rate 0.20 %")
+    assert notes[3].startswith("compute us-west-2: node group prod-api-usw2 2/2 in service")
+    assert notes[3].endswith("; error rate 3.10 %")
     assert health.queries[-1] == (
         'sum(rate(http_requests_total{region="us-west-2",status=~"5.."}[5m])) / '
         'sum(rate(http_requests_total{region="us-west-2"}[5m]))'
     )
-    assert notes[3] == "database (atlas): primary in us-east-1; replication lag: us-west-2 4.0s"
-    assert notes[4].startswith(
+    assert notes[4] == "database (atlas): primary in us-east-1; replication lag: us-west-2 4.0s"
+    assert notes[5].startswith(
         "backups: latest in app-backups: mongodb/production/snapshot-latest.archive at "
     )
-    assert notes[5:7] == [
+    assert notes[6:8] == [
         "last partial failover test: none recorded",
         "last failover/failback: none recorded",
     ]
@@ -71,10 +75,10 @@ def test_status_still_reports_when_a_component_cannot_be_read(
     assert (
         "node group prod-api-usw2: cannot read (autoscaling group prod-api-usw2 does not "
         "exist in us-west-2)"
-    ) in notes[2]
-    assert "api: api-deployment 3/3 ready" in notes[2]
+    ) in notes[3]
+    assert "api: api-deployment 3/3 ready" in notes[3]
     # no database configured in this process's environment: said, not fatal
-    assert notes[3].startswith(
+    assert notes[4].startswith(
         "database (atlas): cannot read (production database: PRODUCTION_MONGODB_URI is not set"
     )
 
