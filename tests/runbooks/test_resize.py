@@ -34,12 +34,17 @@ def _window(seconds: float) -> str:
     return f"{iso(start)}/{int(60 + seconds)}s"
 
 
-def _run(engine: Engine, params: dict[str, Any]) -> Execution:
-    prepared = engine.prepare("maintenance.resize", params, actor=ALICE)
+def run_approved(engine: Engine, runbook: str, params: dict[str, Any]) -> Execution:
+    """Request as alice, approve as bob when needed, start."""
+    prepared = engine.prepare(runbook, params, actor=ALICE)
     execution = engine.submit(prepared, actor=ALICE)
     if execution.state == State.AWAITING_APPROVAL:
         execution = engine.approve(execution.id, actor=BOB, plan_hash=execution.plan.hash)
     return engine.start(execution.id, actor=ALICE)
+
+
+def _run(engine: Engine, params: dict[str, Any]) -> Execution:
+    return run_approved(engine, "maintenance.resize", params)
 
 
 def test_resize_replaces_every_instance_within_the_window(

@@ -11,8 +11,8 @@ from runbooks.engine.errors import InvalidInput
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import Execution, State
 from tests.conftest import KubeSandbox
-from tests.runbooks.test_resize import _window
-from tests.runbooks.test_rollback import ALICE, BOB, DEPLOY
+from tests.runbooks.test_resize import _window, run_approved
+from tests.runbooks.test_rollback import ALICE, DEPLOY
 
 SEEDED = {
     "limits": {"cpu": "2", "memory": "2Gi"},
@@ -36,11 +36,7 @@ def _resources(kube: KubeSandbox) -> dict[str, Any]:
 
 
 def _run(engine: Engine, params: dict[str, Any]) -> Execution:
-    prepared = engine.prepare("maintenance.resources", params, actor=ALICE)
-    execution = engine.submit(prepared, actor=ALICE)
-    if execution.state == State.AWAITING_APPROVAL:
-        execution = engine.approve(execution.id, actor=BOB, plan_hash=execution.plan.hash)
-    return engine.start(execution.id, actor=ALICE)
+    return run_approved(engine, "maintenance.resources", params)
 
 
 def test_resources_change_rolls_out_inside_the_window(
