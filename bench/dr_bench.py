@@ -34,13 +34,13 @@ sys.path.insert(0, str(ROOT))
 from runbooks.adapters import LiveInfrastructure  # noqa: E402
 from runbooks.adapters.aws import AwsAdapter  # noqa: E402
 from runbooks.adapters.mongo import MongoAdapter  # noqa: E402
+from runbooks.catalog import load_catalog  # noqa: E402
 from runbooks.engine.audit import AuditLog  # noqa: E402
 from runbooks.engine.clock import SystemClock  # noqa: E402
 from runbooks.engine.config import load_config  # noqa: E402
 from runbooks.engine.executor import Engine  # noqa: E402
 from runbooks.engine.logs import configure_logging  # noqa: E402
 from runbooks.engine.models import Actor, State  # noqa: E402
-from runbooks.engine.registry import load_registry  # noqa: E402
 from runbooks.engine.store.sqlite import SqliteStore  # noqa: E402
 from sandbox import atlas  # noqa: E402
 from sandbox.aws import CREDENTIALS, AwsSandbox  # noqa: E402
@@ -187,7 +187,7 @@ def through_engine(world: World, tmp: Path, index: int) -> tuple[float, float, i
     engine = Engine(
         config=config,
         store=store,
-        registry=load_registry(),
+        registry=load_catalog(),
         audit=AuditLog(store, b"bench-key-0123456789", clock),
         clock=clock,
         adapters_factory=lambda: infrastructure,

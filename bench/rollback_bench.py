@@ -25,6 +25,7 @@ from kubernetes import client, watch
 from kubernetes import config as kube_config
 
 from runbooks.adapters import LiveInfrastructure
+from runbooks.catalog import load_catalog
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import SystemClock
 from runbooks.engine.config import load_config
@@ -33,7 +34,7 @@ from runbooks.engine.logs import configure_logging
 from runbooks.engine.models import Actor, State
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import PlanContext, RunContext, Step
-from runbooks.engine.registry import Registry, load_registry, runbook
+from runbooks.engine.registry import Registry, runbook
 from runbooks.engine.store.sqlite import SqliteStore
 from sandbox.kube.emulator import Cluster, KubeEmulator, kubeconfig
 from sandbox.kube.seed import seed
@@ -101,7 +102,7 @@ def through_engine(path: Path, tmp: Path, index: int) -> float:
     engine = Engine(
         config=config,
         store=store,
-        registry=load_registry(),
+        registry=load_catalog(),
         audit=AuditLog(store, b"bench-key-0123456789", clock),
         clock=clock,
         adapters_factory=lambda: LiveInfrastructure(config, kubeconfig=str(path)),

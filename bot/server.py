@@ -5,9 +5,9 @@ worker thread, so Bolt's synchronous ``App`` (the Slack issue) can sit behind it
 without the event-loop stall FIELD-NOTES describes for the Starlette adapter. Pure Python,
 no build tools, production grade.
 
-At start-up the bot resumes executions whose process died (expired leases). Every couple of
-seconds (``RUNBOOK_BOT_SWEEP_INTERVAL``) it expires pending approvals that ran out of time and
-starts approved executions whose requester is not waiting for them.
+Every couple of seconds (``RUNBOOK_BOT_SWEEP_INTERVAL``), on the leader, the engine's
+supervisor resumes executions whose process died (expired leases), expires pending approvals
+that ran out of time and starts approved executions whose requester is not waiting for them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from runbooks.engine.errors import RunbookError
-from runbooks.engine.models import SYSTEM
 from runbooks.engine.wiring import Runtime, open_runtime
 
 if TYPE_CHECKING:
@@ -134,15 +133,24 @@ class BotApp:
 
 
 class Housekeeper:
-    """Resume orphaned executions at start-up; expire stale approvals periodically."""
+    """The engine's supervisor on a timer, while this process holds the ``supervisor`` lease.
+
+    Every sweep (``RUNBOOK_BOT_SWEEP_INTERVAL``, default 2 s, or at once when kicked) expires
+    approvals, resumes executions whose lease expired (continuously, not only at start) and
+    starts approved executions nobody holds. With several replicas only the leader sweeps.
+    """
 
     def __init__(self, runtime: Runtime, interval: float = SWEEP_INTERVAL_S) -> None:
+        from runbooks.engine.leases import LeaderLease
+        from runbooks.engine.supervisor import Supervisor
+
+        engine = runtime.engine
         self.runtime = runtime
         self.interval = interval
+        self.supervisor = Supervisor(engine)
+        self.leader = LeaderLease(engine.store, "supervisor", engine.owner, engine.clock)
         self.stop = threading.Event()
         self.wake = threading.Event()
-        self._lock = threading.Lock()
-        self._running: set[str] = set()
         self.thread = threading.Thread(target=self._loop, name="housekeeper", daemon=True)
 
     def start(self) -> None:
@@ -152,62 +160,26 @@ class Housekeeper:
         """Sweep now (a decision just landed) instead of at the next interval."""
         self.wake.set()
 
-    def resume_orphans(self) -> list[str]:
-        resumed = []
-        for execution in self.runtime.engine.resumable():
-            try:
-                log.info("resuming orphaned execution", execution_id=execution.id)
-                self.runtime.engine.resume(execution.id, actor=SYSTEM)
-                resumed.append(execution.id)
-            except RunbookError as exc:
-                log.warning("could not resume", execution_id=execution.id, error=exc.message)
-        return resumed
-
-    def start_approved(self) -> list[str]:
-        """Start approved executions whose requester is not waiting (nobody holds a lease).
-
-        Each runs in its own thread; the lease makes sure only one process starts it, even
-        with several bot replicas.
-        """
-        started = []
-        for execution in self.runtime.engine.startable():
-            with self._lock:
-                if execution.id in self._running:
-                    continue
-                self._running.add(execution.id)
-            thread = threading.Thread(
-                target=self._start, args=(execution.id,), name=f"run-{execution.id}", daemon=True
-            )
-            thread.start()
-            started.append(execution.id)
-        return started
-
-    def _start(self, execution_id: str) -> None:
-        try:
+    def sweep(self) -> None:
+        if self.leader.acquire() is None:
+            return
+        done = self.supervisor.sweep()
+        for execution_id in done.expired:
+            log.info("approval expired", execution_id=execution_id)
+        for execution_id in done.resumed:
+            log.info("resuming orphaned execution", execution_id=execution_id)
+        for execution_id in done.started:
             log.info("starting approved execution", execution_id=execution_id)
-            result = self.runtime.engine.start(execution_id, actor=SYSTEM)
-            log.info("execution ended", execution_id=execution_id, state=str(result.state))
-        except RunbookError as exc:
-            log.info("did not start", execution_id=execution_id, why=exc.message)
-        except Exception:
-            log.exception("execution crashed", execution_id=execution_id)
-        finally:
-            with self._lock:
-                self._running.discard(execution_id)
 
     def _loop(self) -> None:
-        self.resume_orphans()
-        while True:
+        while not self.stop.is_set():
             try:
-                for execution_id in self.runtime.engine.expire_due():
-                    log.info("approval expired", execution_id=execution_id)
-                self.start_approved()
+                self.sweep()
             except Exception:
                 log.exception("housekeeping failed")
-            self.wake.wait(self.interval)
+            self.wake.wait(min(self.interval, self.leader.retry))
             self.wake.clear()
-            if self.stop.is_set():
-                return
+        self.leader.release()
 
 
 def main(argv: list[str]) -> int:
@@ -228,12 +200,13 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.command == "manifest":
         from bot.slack.manifest import PLACEHOLDER_URL, manifest_yaml
-        from runbooks.engine.registry import load_registry
+        from runbooks.catalog import load_catalog
 
-        sys.stdout.write(manifest_yaml(load_registry(), args.url or PLACEHOLDER_URL))
+        sys.stdout.write(manifest_yaml(load_catalog(), args.url or PLACEHOLDER_URL))
         return 0
 
     from runbooks.adapters import build_adapters, resolve_secret
+    from runbooks.catalog import load_catalog
     from runbooks.engine.logs import configure_logging
     from runbooks.engine.secrets import resolve_environment
     from runbooks.engine.settings import load_settings
@@ -245,7 +218,9 @@ def main(argv: list[str]) -> int:
     try:
         settings = load_settings()
         configure_logging(settings.log_target or "-")
-        runtime = open_runtime(settings, adapters=build_adapters, secrets=resolve_secret)
+        runtime = open_runtime(
+            settings, registry=load_catalog(), adapters=build_adapters, secrets=resolve_secret
+        )
         # Slack's tokens and anything else given as aws-secretsmanager: references.
         resolve_environment(os.environ, resolve_secret)
     except RunbookError as exc:

@@ -13,7 +13,8 @@ from typing import Any
 from invoke.collection import Collection
 from invoke.tasks import Task
 
-from runbooks.engine.registry import Registry, RunbookSpec, load_registry
+from runbooks.catalog import load_catalog
+from runbooks.engine.registry import Registry, RunbookSpec
 
 COMMON_FLAGS: dict[str, tuple[Any, str]] = {
     "dry_run": (False, "show the plan computed from live state and change nothing"),
@@ -66,7 +67,7 @@ def build_namespace(registry: Registry | None = None) -> Collection:
     """The root collection: runbooks from the registry, then runs/audit/config/bot."""
     from runbook_cli import tasks_admin, tasks_approvals
 
-    registry = registry if registry is not None else load_registry()
+    registry = registry if registry is not None else load_catalog()
     root = Collection()
     namespaces: dict[str, Collection] = {}
     prefixes = {spec.namespace for spec in registry if spec.namespace}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from runbook_cli.render import (
     print_plan,
 )
 from runbooks.engine.clock import format_duration
-from runbooks.engine.errors import InvalidInput, Refused, RunbookError
+from runbooks.engine.errors import Refused, RunbookError
 from runbooks.engine.executor import clean_reason
 from runbooks.engine.models import Actor, Execution, State
 from runbooks.engine.wiring import Runtime, open_runtime
@@ -49,7 +50,11 @@ def open_cli_runtime() -> Runtime:
 
     settings = load_settings()
     configure_logging(settings.log_target or str(settings.state_dir / "logs" / "runbook-bot.jsonl"))
-    return open_runtime(settings, adapters=build_adapters, secrets=resolve_secret)
+    from runbooks.catalog import load_catalog
+
+    return open_runtime(
+        settings, registry=load_catalog(), adapters=build_adapters, secrets=resolve_secret
+    )
 
 
 def cli_actor(runtime: Runtime) -> Actor:
@@ -96,8 +101,6 @@ def run_runbook(name: str, raw: dict[str, Any]) -> None:
     }
     as_json = bool(flags["json"])
     with cli_errors(as_json):
-        if flags["break_glass"] and not (flags["reason"] and flags["incident"]):
-            raise InvalidInput("--break-glass needs --reason TEXT and --incident ID")
         runtime = open_cli_runtime()
         try:
             code = _run(runtime, name, raw, flags, as_json)
@@ -110,43 +113,65 @@ def run_runbook(name: str, raw: dict[str, Any]) -> None:
 def _run(
     runtime: Runtime, name: str, raw: dict[str, Any], flags: dict[str, Any], as_json: bool
 ) -> int:
+    from runbooks.engine.requests import Outcome, Request
+
     engine = runtime.engine
     out, _ = consoles(as_json)
     actor = cli_actor(runtime)
-    prepared = engine.prepare(name, raw, actor=actor, break_glass=bool(flags["break_glass"]))
-    plan = prepared.plan
-    banner = runtime.banner(plan.environment)
-    gate = engine.policy.gate(plan.runbook, plan.environment, read_only=plan.read_only)
-    print_plan(
-        out, plan, banner=banner, reason=clean_reason(flags["reason"]), approvals=gate.required
-    )
-    if flags["dry_run"]:
-        engine.dry_run(prepared, actor=actor, reason=flags["reason"])
-        if as_json:
-            emit_json({**plan_json(plan, banner), "dry_run": True})
-        else:
-            out.print("[dim]dry run: nothing was changed[/dim]")
-        return EXIT_OK
-    if not flags["yes"] and not plan.read_only:
-        if not sys.stdin.isatty():
-            raise Refused(
-                "no terminal to confirm this plan on; pass --yes to confirm it "
-                "non-interactively (or --dry-run to only look)"
-            )
-        if not _confirm(out, "Submit this plan?"):
-            out.print("nothing done")
-            return EXIT_REFUSED
-    execution = engine.submit(
-        prepared,
+    request = Request(
+        runbook=name,
+        params=raw,
         actor=actor,
         reason=flags["reason"],
         incident=flags["incident"],
-        break_glass=flags["break_glass"],
+        break_glass=bool(flags["break_glass"]),
+        dry_run=bool(flags["dry_run"]),
     )
     printer = ProgressPrinter(out)
     unsubscribe = engine.events.subscribe(printer)
     try:
-        execution = _drive_to_end(runtime, execution, actor, flags, out)
+        result = engine.request(request)
+        plan = result.plan
+        banner = runtime.banner(plan.environment)
+        print_plan(
+            out,
+            plan,
+            banner=banner,
+            reason=clean_reason(flags["reason"]),
+            approvals=result.approvals,
+        )
+        if result.outcome == Outcome.DRY_RUN:
+            if as_json:
+                emit_json(
+                    {
+                        **plan_json(plan, banner),
+                        "dry_run": True,
+                        "would_refuse": result.would_refuse,
+                    }
+                )
+            else:
+                if result.would_refuse:
+                    out.print(
+                        f"[yellow]the real request would be refused now:[/yellow] "
+                        f"{result.would_refuse}"
+                    )
+                out.print("[dim]dry run: nothing was changed[/dim]")
+            return EXIT_OK
+        if result.outcome == Outcome.CONFIRM:
+            if not flags["yes"]:
+                if not sys.stdin.isatty():
+                    raise Refused(
+                        "no terminal to confirm this plan on; pass --yes to confirm it "
+                        "non-interactively (or --dry-run to only look)"
+                    )
+                if not _confirm(out, "Submit this plan?"):
+                    out.print("nothing done")
+                    return EXIT_REFUSED
+            # Submitted exactly as shown; the engine re-plans before the first step anyway.
+            confirmed = dataclasses.replace(request, confirmed_hash=plan.hash)
+            result = engine.request(confirmed, prepared=result.prepared)
+        assert result.execution is not None
+        execution = _drive_to_end(runtime, result.execution, actor, flags, out)
     finally:
         unsubscribe()
     if as_json:

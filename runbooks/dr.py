@@ -9,8 +9,6 @@ reported as such and the rest is still shown.
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -22,21 +20,15 @@ from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import PastRun, PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
 from runbooks.interfaces import InfrastructureError, infrastructure
-from runbooks.rollback import kube_for
-from runbooks.scaling import AwsStep, ScaleDeployment, SetNodeCapacity
+from runbooks.kit.aws import AwsStep, SetNodeCapacity
+from runbooks.kit.kube import ScaleDeployment, kube_for
+from runbooks.kit.regions import active_region
 
 
 class DrStatusParams(RunbookParams):
     environment: str = Field(
         "production", description="environment to report on (default production)"
     )
-
-
-def active_region(weights: dict[str, int]) -> str | None:
-    """The region carrying most traffic (None when all weights are 0)."""
-    if not weights or max(weights.values()) == 0:
-        return None
-    return max(sorted(weights), key=lambda region: weights[region])
 
 
 @runbook("dr.status", params=DrStatusParams, read_only=True)
@@ -332,7 +324,7 @@ class VerifyRegion(AwsStep, kind="dr.verify"):
                 if attempt:
                     ctx.clock.sleep(self.interval)
                 ctx.check_cancelled()
-                status = _get_status(self.url)
+                status = _get_status(ctx, self.url)
                 if status != 200:
                     raise InfrastructureError(
                         f"{self.url} answered {status} (check {attempt + 1} of {self.checks})"
@@ -364,15 +356,8 @@ class VerifyRegion(AwsStep, kind="dr.verify"):
         return f"RTO achieved: {format_duration(took)}{verdict}"
 
 
-def _get_status(url: str) -> int | str:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - configured URL
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return exc.code
-    except OSError as exc:
-        return f"no answer ({exc})"
+def _get_status(ctx: RunContext | PlanContext, url: str) -> int | str:
+    return infrastructure(ctx).health().status(url)
 
 
 def _dns(ctx: PlanContext) -> tuple[str, str, dict[str, int]]:
@@ -535,7 +520,7 @@ class Soak(AwsStep, kind="dr.soak"):
                         f"{healthy}/{total} healthy targets"
                     )
             if self.url:
-                status = _get_status(self.url)
+                status = _get_status(ctx, self.url)
                 if status != 200:
                     raise InfrastructureError(
                         f"bad signal after {checks} good checks: {self.url} answered {status}"
@@ -561,7 +546,7 @@ class Soak(AwsStep, kind="dr.soak"):
             ctx.clock.sleep(min(self.interval, left))
 
 
-@runbook("dr.failover", params=FailoverParams, lock="{environment}:dr")
+@runbook("dr.failover", params=FailoverParams, lock="{environment}:*")
 def dr_failover(ctx: PlanContext, params: FailoverParams) -> PlanDraft:
     """Move an environment to another region: capacity, database, DNS, then verify.
 
@@ -632,7 +617,7 @@ def _partial_plan(ctx: PlanContext, params: FailoverParams) -> PlanDraft:
     )
 
 
-@runbook("dr.failback", params=FailbackParams, lock="{environment}:dr")
+@runbook("dr.failback", params=FailbackParams, lock="{environment}:*")
 def dr_failback(ctx: PlanContext, params: FailbackParams) -> PlanDraft:
     """Return an environment to its primary region after a failover (data sync checked)."""
     return _move_plan(ctx, ctx.env.primary_region, accept_data_loss=False, what="failback")

@@ -284,6 +284,14 @@ class MetricsOps(Protocol):
         ...
 
 
+class HealthOps(Protocol):
+    """Health endpoints over HTTP."""
+
+    def status(self, url: str) -> int | str:
+        """The HTTP status of a GET (with a timeout), or a sentence saying why none came."""
+        ...
+
+
 class Infrastructure(Adapters):
     """The adapters runbooks use, reached through ``ctx.adapters``."""
 
@@ -298,6 +306,9 @@ class Infrastructure(Adapters):
 
     def metrics(self, environment: str) -> MetricsOps:
         raise InvalidInput(f"no metrics adapter is configured for {environment}")
+
+    def health(self) -> HealthOps:
+        raise InvalidInput("no health-check adapter is configured")
 
 
 def infrastructure(ctx: PlanContext) -> Infrastructure:

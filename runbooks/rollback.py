@@ -7,17 +7,17 @@ by pointing their Service at the previous colour.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from pydantic import Field
 
-from runbooks.engine.config import EnvironmentConfig, ServiceConfig
+from runbooks.engine.config import ServiceConfig
 from runbooks.engine.errors import InvalidInput, Refused, StepFailed
 from runbooks.engine.params import RegionalParams
 from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
-from runbooks.interfaces import KubeOps, Revision, infrastructure
+from runbooks.interfaces import KubeOps, Revision
+from runbooks.kit.kube import KubeStep, kube_for, rollout_regions, service_config, service_name
 
 POLL_S = 0.2
 
@@ -31,43 +31,6 @@ class RollbackParams(RegionalParams):
 
 class HistoryParams(RegionalParams):
     service: str = Field("api", description="service whose history to show (default api)")
-
-
-def service_config(env: EnvironmentConfig, environment: str, name: str) -> ServiceConfig:
-    try:
-        return env.services[name]
-    except KeyError:
-        raise InvalidInput(
-            f"unknown service {name!r} in {environment}; known: {', '.join(env.services)}"
-        ) from None
-
-
-def service_name(name: str, service: ServiceConfig) -> str:
-    return service.service or f"{name}-service"
-
-
-def rollout_regions(env: EnvironmentConfig, region: str | None) -> list[str]:
-    """The regions to act on: the given one, else all with a cluster, primary first."""
-    if region is not None:
-        return [region]
-    regions = [r for r in env.regions if r in env.kube_contexts]
-    return sorted(regions, key=lambda r: r != env.primary_region)
-
-
-def kube_for(ctx: PlanContext | RunContext, environment: str, region: str) -> KubeOps:
-    return infrastructure(ctx).kube(environment, region)
-
-
-@dataclass(frozen=True, kw_only=True)
-class KubeStep(Step):
-    """A step acting on one namespace of one environment's cluster in one region."""
-
-    environment: str
-    region: str
-    namespace: str
-
-    def kube(self, ctx: RunContext) -> KubeOps:
-        return kube_for(ctx, self.environment, self.region)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,7 +122,7 @@ def _wait_healthy(ctx: RunContext, step: UndoDeployment, deadline: float) -> Non
                 f"{len(not_ready)} unready endpoints after the rollout"
             )
         ctx.check_cancelled()
-        time.sleep(POLL_S)
+        ctx.clock.sleep(POLL_S)
 
 
 @dataclass(frozen=True, kw_only=True)

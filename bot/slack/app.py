@@ -50,10 +50,12 @@ from bot.slack.render import (
     execution_line,
     plan_blocks,
     plan_text,
+    report_blocks,
     shorten_banner,
 )
 from runbooks.engine.errors import RunbookError
 from runbooks.engine.models import Actor, State
+from runbooks.engine.requests import Outcome, Request
 from runbooks.engine.wiring import Runtime
 
 log = structlog.get_logger("runbook_bot.slack")
@@ -317,77 +319,53 @@ class _Listeners:
         self, parsed: Parsed, actor: Actor, respond: Respond, user_id: str, channel: str | None
     ) -> None:
         assert parsed.runbook is not None
-        engine = self.engine
         flags = parsed.flags
-        prepared = engine.prepare(
-            parsed.runbook, parsed.params, actor=actor, break_glass=bool(flags.get("break_glass"))
+        result = self.engine.request(
+            Request(
+                runbook=parsed.runbook,
+                params=parsed.params,
+                actor=actor,
+                channel=channel,
+                reason=flags.get("reason"),
+                incident=flags.get("incident"),
+                break_glass=bool(flags.get("break_glass")),
+                dry_run=parsed.dry_run,
+            )
         )
-        plan = prepared.plan
+        plan = result.plan
         banner = short_banner(self.runtime, plan.environment)
-        gate = engine.policy.gate(plan.runbook, plan.environment, read_only=plan.read_only)
-        if parsed.dry_run:
-            engine.dry_run(prepared, actor=actor, reason=flags.get("reason"))
+        if result.outcome == Outcome.REPORTED:
+            assert result.execution is not None
             respond(
-                text=plan_text(plan, banner),
-                blocks=plan_blocks(
-                    plan,
-                    banner=banner,
-                    approvals=gate.required,
-                    reason=flags.get("reason"),
-                    request=None,
-                ),
+                text=card_text(result.execution),
+                blocks=report_blocks(result.execution, banner=banner, now=self.engine.clock.now()),
             )
             return
-        if plan.read_only:
-            execution = engine.submit(prepared, actor=actor, channel=channel)
-            execution = engine.start(execution.id, actor=actor)
-            outputs = [line for record in execution.steps for line in record.output]
-            respond(
-                text=card_text(execution),
-                blocks=[
-                    *card_blocks(execution, banner=banner, now=engine.clock.now()),
-                    *(
-                        [
-                            {
-                                "type": "section",
-                                "text": {
-                                    "type": "mrkdwn",
-                                    "text": "```" + "\n".join(outputs)[:2800] + "```",
-                                },
-                            }
-                        ]
-                        if outputs
-                        else []
-                    ),
-                ],
-            )
-            return
-        engine.preflight(
-            prepared,
-            actor=actor,
-            reason=flags.get("reason"),
-            incident=flags.get("incident"),
-            break_glass=bool(flags.get("break_glass")),
-            channel=channel,
-        )
-        request = {
-            "r": plan.runbook,
-            "p": parsed.params,
-            "h": plan.hash,
-            "u": user_id,
-            "c": channel,
-            "reason": flags.get("reason"),
-            "incident": flags.get("incident"),
-            "bg": bool(flags.get("break_glass")),
-        }
+        request = None
+        if result.outcome == Outcome.CONFIRM:
+            request = {
+                "r": plan.runbook,
+                "p": parsed.params,
+                "h": plan.hash,
+                "u": user_id,
+                "c": channel,
+                "reason": flags.get("reason"),
+                "incident": flags.get("incident"),
+                "bg": bool(flags.get("break_glass")),
+            }
         respond(
             text=plan_text(plan, banner),
             blocks=plan_blocks(
                 plan,
                 banner=banner,
-                approvals=0 if request["bg"] else gate.required,
+                approvals=result.approvals,
                 reason=flags.get("reason"),
                 request=request,
+                heading=(
+                    f":warning: the real request would be refused now: {result.would_refuse}"
+                    if result.would_refuse
+                    else None
+                ),
             ),
         )
 
@@ -425,16 +403,7 @@ class _Listeners:
             respond(f"Cancellation of `{execution.id}` requested.")
 
     def _cancel(self, execution_id: str, actor: Actor, reason: str) -> None:
-        execution = self.engine.get(execution_id)
-        if actor.id != execution.requester.id and not self.engine.policy.member_of(
-            actor, execution.approver_groups or ["sre"]
-        ):
-            from runbooks.engine.errors import Refused
-
-            raise Refused(
-                f"only {execution.requester.name} or an approver "
-                f"({', '.join(execution.approver_groups) or 'sre'}) may cancel {execution.id}"
-            )
+        # Who may cancel is the engine's decision (policy ``operators``), as in the terminal.
         self.engine.cancel(
             execution_id, actor=actor, reason=reason or f"cancelled in Slack by {actor.name}"
         )
@@ -470,40 +439,41 @@ class _Listeners:
             return
         engine = self.engine
         try:
-            prepared = engine.prepare(
-                request["r"], request["p"], actor=actor, break_glass=bool(request.get("bg"))
-            )
-            plan = prepared.plan
-            banner = short_banner(self.runtime, plan.environment)
-            if plan.hash != request["h"]:
-                gate = engine.policy.gate(plan.runbook, plan.environment, read_only=False)
-                respond(
-                    replace_original=True,
-                    text=plan_text(plan, banner),
-                    blocks=plan_blocks(
-                        plan,
-                        banner=banner,
-                        approvals=gate.required,
-                        reason=request.get("reason"),
-                        request={**request, "h": plan.hash},
-                        heading=(
-                            ":warning: The live state changed since you saw the plan; nothing "
-                            "was submitted. This is the plan now; confirm it if it is right."
-                        ),
-                    ),
+            result = engine.request(
+                Request(
+                    runbook=request["r"],
+                    params=request["p"],
+                    actor=actor,
+                    channel=request.get("c"),
+                    reason=request.get("reason"),
+                    incident=request.get("incident"),
+                    break_glass=bool(request.get("bg")),
+                    confirmed_hash=request["h"],
                 )
-                return
-            execution = engine.submit(
-                prepared,
-                actor=actor,
-                reason=request.get("reason"),
-                incident=request.get("incident"),
-                break_glass=bool(request.get("bg")),
-                channel=request.get("c"),
             )
         except RunbookError as exc:
             respond(replace_original=False, text=_error_text(exc))
             return
+        if result.outcome != Outcome.SUBMITTED or result.execution is None:
+            plan = result.plan
+            banner = short_banner(self.runtime, plan.environment)
+            respond(
+                replace_original=True,
+                text=plan_text(plan, banner),
+                blocks=plan_blocks(
+                    plan,
+                    banner=banner,
+                    approvals=result.approvals,
+                    reason=request.get("reason"),
+                    request={**request, "h": plan.hash},
+                    heading=(
+                        ":warning: The live state changed since you saw the plan; nothing "
+                        "was submitted. This is the plan now; confirm it if it is right."
+                    ),
+                ),
+            )
+            return
+        execution = result.execution
         if execution.state == State.AWAITING_APPROVAL:
             where = engine.config.policy.slack.approvals_channel(execution.environment)
             place = f"<#{where}>" if where else "`/runbook approve " + execution.id + "`"

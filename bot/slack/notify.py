@@ -2,8 +2,10 @@
 
 The notifier reads the store's outbox (``events_after``), so executions requested from a
 terminal get the same card as those requested in Slack, and nothing is lost while the bot was
-down: the cursor lives in the store. One bot replica notifies at a time (a lease named
-``slack-notifier``).
+down or when another replica takes over: the cursor lives in the store and only moves past an
+event once everything it asked for has reached Slack (at-least-once; posting is idempotent:
+a card is posted once per execution, and thread lines and direct messages carry a delivery
+mark per event). One bot replica notifies at a time (the ``slack-notifier`` leader lease).
 
 Rate limits: Slack allows about one message per second per channel. Card updates coalesce:
 an event only marks the card dirty, and the card is rendered from the store when its channel's
@@ -24,6 +26,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.slack.render import card_blocks, card_text, outcome_text, plan_blocks, shorten_banner
+from runbooks.engine.leases import LeaderLease
 from runbooks.engine.models import Event, Execution, State
 from runbooks.engine.wiring import Runtime
 
@@ -76,12 +79,26 @@ class Courier:
         self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
 
 
+SENT_KEY = "slack.sent.{}"
+
+
 @dataclass
 class _Pending:
-    cards: dict[str, str] = field(default_factory=dict)  # execution id -> channel to post in
-    dirty: set[str] = field(default_factory=set)
-    thread: list[tuple[str, str]] = field(default_factory=list)  # (execution id, text)
-    direct: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    """Work noted from events and not yet delivered, each item with the event that asked."""
+
+    cards: dict[str, tuple[str, int]] = field(default_factory=dict)  # id -> (channel, event)
+    dirty: dict[str, int] = field(default_factory=dict)  # execution id -> first event
+    thread: list[tuple[str, str, int]] = field(default_factory=list)  # (id, text, event)
+    direct: list[tuple[str, str, int]] = field(default_factory=list)  # (id, kind, event)
+
+    def oldest(self) -> int | None:
+        ids = [
+            *(e for _, e in self.cards.values()),
+            *self.dirty.values(),
+            *(e for *_, e in self.thread),
+            *(e for *_, e in self.direct),
+        ]
+        return min(ids) if ids else None
 
 
 class Notifier:
@@ -102,6 +119,17 @@ class Notifier:
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.pending = _Pending()
+        #: Events already noted by this process in its current term (the store's cursor
+        #: lags behind while deliveries are outstanding).
+        self._seen = 0
+        self._term: int | None = None
+        self.leader = LeaderLease(
+            self.engine.store,
+            LEASE_NAME,
+            self.engine.owner,
+            self.engine.clock,
+            lease=max(5.0, min(15.0, self.engine.lease_ttl)),
+        )
         self.thread = threading.Thread(target=self._loop, name="slack-notifier", daemon=True)
 
     def start(self) -> None:
@@ -117,12 +145,14 @@ class Notifier:
         return entry.slack_id if entry else None
 
     def _has_lease(self) -> bool:
-        store, clock = self.engine.store, self.engine.clock
-        now = clock.now()
-        until = now + max(5.0, self.engine.lease_ttl)
-        if store.renew_lease(LEASE_NAME, self.engine.owner, until):
-            return True
-        return store.claim_lease(LEASE_NAME, self.engine.owner, until, now)
+        term = self.leader.acquire()
+        if term != self._term:
+            # A new term (or none): start again from the store's cursor, which names the
+            # oldest event whose deliveries are not confirmed.
+            self.pending = _Pending()
+            self._seen = 0
+            self._term = term
+        return term is not None
 
     # the loop ---------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -142,17 +172,27 @@ class Notifier:
                 log.exception("slack notifier pass failed")
             self.wake.wait(self.poll)
             self.wake.clear()
+        self.leader.release()
 
     def pass_once(self) -> int:
-        """Read new events, then bring Slack up to date. Returns the events read."""
+        """Read new events, then bring Slack up to date. Returns the events read.
+
+        The stored cursor advances only past events whose deliveries all succeeded, so a
+        notifier that dies mid-pass leaves its successor the work it did not finish.
+        """
         store = self.engine.store
         cursor = int(store.kv_get(CURSOR_KEY) or 0)
-        events = store.events_after(cursor, limit=500)
+        seen = max(self._seen, cursor)
+        events = store.events_after(seen, limit=500)
         for event in events:
             self._note(event)
         if events:
-            store.kv_set(CURSOR_KEY, events[-1].id)
+            self._seen = events[-1].id
         self._flush()
+        oldest = self.pending.oldest()
+        done_through = self._seen if oldest is None else oldest - 1
+        if done_through > cursor:
+            store.kv_set(CURSOR_KEY, done_through)
         return len(events)
 
     def _note(self, event: Event) -> None:
@@ -162,19 +202,20 @@ class Notifier:
         payload = event.payload
         pending = self.pending
         if event.type == "execution.created":
-            channel = self._card_channel(execution_id, payload)
-            if channel:
-                pending.cards[execution_id] = channel
+            if self.card_ref(execution_id) is None:  # a replayed event: posted already
+                channel = self._card_channel(execution_id, payload)
+                if channel:
+                    pending.cards[execution_id] = (channel, event.id)
             return
         if execution_id in pending.cards or self.card_ref(execution_id):
-            pending.dirty.add(execution_id)
+            pending.dirty.setdefault(execution_id, event.id)
             if event.type in THREAD_EVENTS:
-                pending.thread.append((execution_id, _step_line(payload)))
+                pending.thread.append((execution_id, _step_line(payload), event.id))
         state = payload.get("state")
         if event.type == "plan.changed":
-            pending.direct.append((execution_id, "plan_changed", payload))
+            pending.direct.append((execution_id, "plan_changed", event.id))
         elif event.type.startswith("execution.") and state in TELL_REQUESTER:
-            pending.direct.append((execution_id, "outcome", payload))
+            pending.direct.append((execution_id, "outcome", event.id))
 
     def _card_channel(self, execution_id: str, payload: dict[str, Any]) -> str | None:
         execution = self.engine.store.get_execution(execution_id)
@@ -201,7 +242,7 @@ class Notifier:
 
     def _flush(self) -> None:
         pending = self.pending
-        for execution_id, channel in list(pending.cards.items()):
+        for execution_id, (channel, _event) in list(pending.cards.items()):
             execution = self.engine.get(execution_id)
             text, blocks = self._render(execution)
             try:
@@ -213,7 +254,7 @@ class Notifier:
                 continue
             self.engine.store.kv_set(CARD_KEY.format(execution_id), {"channel": channel, "ts": ts})
             del pending.cards[execution_id]
-            pending.dirty.discard(execution_id)
+            pending.dirty.pop(execution_id, None)
         for execution_id in sorted(pending.dirty):
             ref = self.card_ref(execution_id)
             if ref is None:
@@ -227,25 +268,34 @@ class Notifier:
                     "could not update card; will retry", execution_id=execution_id, error=str(exc)
                 )
                 continue
-            pending.dirty.discard(execution_id)
+            pending.dirty.pop(execution_id, None)
         while pending.thread:
-            execution_id, text = pending.thread[0]
+            execution_id, text, event_id = pending.thread[0]
             ref = self.card_ref(execution_id)
-            if ref is not None:
+            if ref is not None and not self._sent(event_id):
                 try:
                     self.courier.post(ref["channel"], text, thread_ts=ref["ts"])
                 except SlackApiError as exc:
                     log.warning("could not post to thread; will retry", error=str(exc))
                     return
+                self._mark_sent(event_id)
             pending.thread.pop(0)
         while pending.direct:
-            execution_id, kind, _payload = pending.direct[0]
-            try:
-                self._tell_requester(execution_id, kind)
-            except SlackApiError as exc:
-                log.warning("could not message the requester; will retry", error=str(exc))
-                return
+            execution_id, kind, event_id = pending.direct[0]
+            if not self._sent(event_id):
+                try:
+                    self._tell_requester(execution_id, kind)
+                except SlackApiError as exc:
+                    log.warning("could not message the requester; will retry", error=str(exc))
+                    return
+                self._mark_sent(event_id)
             pending.direct.pop(0)
+
+    def _sent(self, event_id: int) -> bool:
+        return bool(self.engine.store.kv_get(SENT_KEY.format(event_id)))
+
+    def _mark_sent(self, event_id: int) -> None:
+        self.engine.store.kv_set(SENT_KEY.format(event_id), True)
 
     def _tell_requester(self, execution_id: str, kind: str) -> None:
         execution = self.engine.get(execution_id)

@@ -186,6 +186,44 @@ def card_blocks(execution: Execution, *, banner: str, now: float) -> Blocks:
     return blocks
 
 
+#: Slack's limits: 50 blocks per message, 3,000 characters per section text.
+MAX_BLOCKS = 50
+SECTION_CHARS = 2900
+
+
+def report_blocks(execution: Execution, *, banner: str, now: float) -> Blocks:
+    """A read-only runbook's report: what the CLI prints as notes, as sections in Slack.
+
+    Lines are packed into sections of at most ``SECTION_CHARS`` characters; when the report
+    would pass Slack's block limit, the last block says how much was left out and where to
+    see all of it.
+    """
+    plan = execution.plan
+    title = f"{STATE_EMOJI.get(execution.state, '')} *{plan.runbook}* `{execution.id}` — "
+    blocks: Blocks = [_section(title + str(execution.state)), *_plan_fields(plan, banner)]
+    lines = [*plan.notes, *(line for record in execution.steps for line in record.output)]
+    if execution.error:
+        lines.append(f"*Why* {execution.error}")
+    chunks: list[str] = []
+    for full in lines or ["(the report is empty)"]:
+        line = full[:SECTION_CHARS]
+        if chunks and len(chunks[-1]) + 1 + len(line) <= SECTION_CHARS:
+            chunks[-1] += "\n" + line
+        else:
+            chunks.append(line)
+    room = MAX_BLOCKS - len(blocks) - 2
+    blocks += [_section(chunk) for chunk in chunks[:room]]
+    if len(chunks) > room:
+        blocks.append(
+            _context(
+                f"{len(chunks) - room} more part(s) left out (Slack's message limit): "
+                f"`runs.show {execution.id}` shows all of it"
+            )
+        )
+    blocks.append(_context(f"plan `{plan.short_hash}` · read-only: nothing was changed"))
+    return blocks
+
+
 def card_buttons(execution: Execution) -> list[dict[str, Any]]:
     value = f"{execution.id}:{execution.plan.hash}"
     what = f"{execution.runbook} in {execution.environment} ({execution.id})"

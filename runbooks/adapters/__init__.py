@@ -14,7 +14,14 @@ from pathlib import Path
 from runbooks.engine.config import Config
 from runbooks.engine.errors import InvalidInput
 from runbooks.engine.secrets import resolve_reference
-from runbooks.interfaces import AwsOps, DatabaseOps, Infrastructure, KubeOps, MetricsOps
+from runbooks.interfaces import (
+    AwsOps,
+    DatabaseOps,
+    HealthOps,
+    Infrastructure,
+    KubeOps,
+    MetricsOps,
+)
 
 
 class LiveInfrastructure(Infrastructure):
@@ -89,6 +96,11 @@ class LiveInfrastructure(Infrastructure):
         from runbooks.adapters.prometheus import PrometheusAdapter
 
         return PrometheusAdapter(env.prometheus.url)
+
+    def health(self) -> HealthOps:
+        from runbooks.adapters.http_health import HttpHealth
+
+        return HttpHealth()
 
 
 @functools.lru_cache(maxsize=64)

@@ -41,6 +41,8 @@ class Gate:
     maintenance_window: bool = False
     rule: str = "default: no rule matched"
     freezes: tuple[Freeze, ...] = field(default=())
+    #: Who besides the requester may cancel or resume (``operators``, default the approvers).
+    operators: tuple[str, ...] = ("*",)
 
 
 class ConfigPolicy:
@@ -74,6 +76,7 @@ class ConfigPolicy:
             if index >= 0
             else "default: no rule matched (0 approvals)",
             freezes=freezes,
+            operators=tuple(rule.operators if rule.operators is not None else rule.approvers),
         )
 
     def member_of(self, actor: Actor, groups: tuple[str, ...] | list[str]) -> bool:
@@ -168,6 +171,32 @@ class ConfigPolicy:
                 "(its identity is verified by Slack's signature), not from a terminal"
             )
         return None
+
+    def operator_refusal(
+        self,
+        verb: str,
+        actor: Actor,
+        *,
+        execution_id: str,
+        runbook: str,
+        environment: str,
+        requester: Actor,
+    ) -> str | None:
+        """Why this person may not ``verb`` (cancel, resume) someone's execution, or None.
+
+        The requester may always act on their own request, and so may the engine itself;
+        everyone else must be one of the rule's ``operators`` (default: its approvers).
+        """
+        if actor.origin == "system" or actor.id == requester.id:
+            return None
+        gate = self.gate(runbook, environment, read_only=False)
+        if self.member_of(actor, gate.operators):
+            return None
+        return (
+            f"{actor.name} may not {verb} {execution_id} ({runbook} in {environment}, requested "
+            f"by {requester.name}); only the requester or {', '.join(gate.operators) or 'nobody'} "
+            f"may ({gate.rule})"
+        )
 
     def explain(
         self, runbook: str, environment: str, person: str, *, read_only: bool, now: float

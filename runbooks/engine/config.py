@@ -199,6 +199,8 @@ class Rule(_Strict):
     approvals: int = Field(0, ge=0, le=5)
     requesters: list[str] = Field(default_factory=lambda: ["*"])
     approvers: list[str] = Field(default_factory=lambda: ["*"])
+    #: Who may cancel or resume someone else's execution (default: the approvers).
+    operators: list[str] | None = None
     expiry: Seconds = 1800.0
     channels: list[str] = Field(default_factory=list)
     terminal_requests: bool = True

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from runbooks.engine.approvals import ConfigPolicy
 from runbooks.engine.audit import AuditLog
@@ -59,6 +59,9 @@ from runbooks.engine.plan import (
 from runbooks.engine.redact import redact_text
 from runbooks.engine.registry import Registry, RunbookSpec
 from runbooks.engine.store.base import Store
+
+if TYPE_CHECKING:
+    from runbooks.engine.requests import Request, RequestResult
 
 SYSTEM_ACTOR = Actor(id="runbook-bot", name="runbook-bot", origin="system")
 
@@ -164,6 +167,10 @@ class Engine:
         self.state_description = state_description or store.description
         self.lease_ttl = lease_ttl
         self.owner = owner or process_owner()
+        #: Executions a thread of this process is driving now. A lease claim by our own
+        #: owner succeeds ("already ours"), so this is what keeps a second thread out.
+        self._driving: set[str] = set()
+        self._driving_lock = threading.Lock()
 
     # planning -----------------------------------------------------------------------------
     @property
@@ -200,6 +207,7 @@ class Engine:
             tier=env.tier,
             region=region,
             lock_key=spec.lock_key(params),
+            locks=spec.lock_keys(params),
             params=params.model_dump(mode="json"),
             steps=[step.to_spec() for step in draft.steps],
             summary=draft.summary or spec.summary,
@@ -228,6 +236,12 @@ class Engine:
                 detail={"error": exc.message},
             )
             raise
+
+    def request(self, request: Request, *, prepared: Prepared | None = None) -> RequestResult:
+        """The one request path for every front end (see ``runbooks.engine.requests``)."""
+        from runbooks.engine.requests import handle
+
+        return handle(self, request, prepared=prepared)
 
     def dry_run(self, prepared: Prepared, *, actor: Actor, reason: str | None = None) -> Plan:
         """Record that a plan was shown without being submitted."""
@@ -262,6 +276,7 @@ class Engine:
         """
         plan = prepared.plan
         reason = clean_reason(reason)
+        incident = (incident or "").strip() or None
         gate = self.policy.gate(plan.runbook, plan.environment, read_only=plan.read_only)
         now = self.clock.now()
         if break_glass and not (reason and incident):
@@ -295,13 +310,12 @@ class Engine:
         )
         for _ in range(20):
             try:
-                if plan.lock_key:
-                    self._acquire_lock(plan.lock_key, execution, actor=actor)
+                self._acquire_locks(plan.locks, execution, actor=actor)
                 self.store.create_execution(execution)
                 break
             except ConcurrentUpdate:  # id clash: draw another
-                if plan.lock_key:
-                    self.store.release_lock(plan.lock_key, execution.id)
+                for key in plan.locks:
+                    self.store.release_lock(key, execution.id)
                 execution.id = new_execution_id()
         self.audit.record(
             "request",
@@ -399,6 +413,42 @@ class Engine:
             )
             raise Refused(refusal)
 
+    def _acquire_locks(self, keys: list[str], execution: Execution, *, actor: Actor) -> None:
+        """Take every key of the lock set, or none: overlapping sets exclude each other.
+
+        ``ENV:*`` overlaps every key of ENV. Each side takes its own keys first and then
+        looks for the other (the wildcard holder for ``ENV:*``, or any ``ENV:`` key), so of
+        two overlapping requests racing, at least one sees the other and steps back.
+        """
+        taken: list[str] = []
+        try:
+            for key in sorted(keys):
+                self._acquire_lock(key, execution, actor=actor)
+                taken.append(key)
+            for key in keys:
+                environment, _, resource = key.partition(":")
+                if resource == "*":
+                    others = self.store.lock_holders(f"{environment}:")
+                else:
+                    wildcard = f"{environment}:*"
+                    holder = self.store.lock_holder(wildcard)
+                    others = {wildcard: holder} if holder else {}
+                for other_key, holder in sorted(others.items()):
+                    if holder == execution.id:
+                        continue
+                    held = self.store.get_execution(holder)
+                    if held is not None:
+                        self._expire_if_due(held)
+                        if held.terminal:
+                            continue  # finished: its keys are on their way out
+                    # A holder not stored yet is mid-submit (or died there): treating it as
+                    # live is what keeps two racing requests from both going ahead.
+                    raise self._lock_refusal(other_key, holder, held, execution, actor=actor)
+        except BaseException:
+            for key in taken:
+                self.store.release_lock(key, execution.id)
+            raise
+
     def _acquire_lock(self, key: str, execution: Execution, *, actor: Actor) -> None:
         unborn_checks = 0
         for _ in range(40):
@@ -423,7 +473,24 @@ class Engine:
             break
         else:
             raise Refused(f"{key} kept changing hands; try again")
-        state = f"{held.state}, requested by {held.requester.name}" if held else "unknown"
+        raise self._lock_refusal(key, holder, held, execution, actor=actor)
+
+    def _lock_refusal(
+        self,
+        key: str,
+        holder: str,
+        held: Execution | None,
+        execution: Execution,
+        *,
+        actor: Actor,
+    ) -> LockHeld:
+        state = (
+            f"{held.state}, requested by {held.requester.name}"
+            if held
+            else "being submitted right now; try again in a moment"
+        )
+        if held is not None and held.runbook != execution.runbook:
+            state = f"{held.runbook}, {state}"
         hint = f"see `runs.show {holder}`"
         if held is not None and held.state in {State.RUNNING, State.COMPENSATING}:
             lease = self.store.get_lease(holder)
@@ -441,7 +508,7 @@ class Engine:
             reason=execution.reason,
             detail={"lock": key, "holder": holder},
         )
-        raise LockHeld(f"{key} is locked by {holder} ({state})", holder=holder, hint=hint)
+        return LockHeld(f"{key} is locked by {holder} ({state})", holder=holder, hint=hint)
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Re-read and retry a decision that lost an optimistic-concurrency race."""
@@ -676,6 +743,26 @@ class Engine:
             )
         if item["doc"]["requester"]["id"] == actor.id:
             raise Refused(f"you broke the glass on {execution_id}; someone else must review it")
+        reviewed = self.store.get_execution(execution_id)
+        if reviewed is not None:
+            why = self.policy.operator_refusal(
+                "acknowledge the break-glass review of",
+                actor,
+                execution_id=execution_id,
+                runbook=reviewed.runbook,
+                environment=reviewed.environment,
+                requester=SYSTEM_ACTOR,  # nobody is exempt: the requester was refused above
+            )
+            if why is not None:
+                self.audit.record(
+                    "break_glass.review_refused",
+                    actor=actor,
+                    outcome="not_allowed",
+                    execution_id=execution_id,
+                    target=self._target(reviewed.plan),
+                    detail={"why": why},
+                )
+                raise Refused(why)
         if not self.store.ack_review(execution_id, actor.to_doc(), self.clock.now()):
             raise Refused(f"the review of {execution_id} was acknowledged just now by someone else")
         self.audit.record(
@@ -755,15 +842,22 @@ class Engine:
         An approved execution that nobody started (its requester stopped waiting) is started.
         """
         execution = self.get(execution_id)
+        self._authorise("resume", actor, execution)
         if execution.state == State.APPROVED:
             return self.start(execution_id, actor=actor)
-        if execution.state not in {State.RUNNING, State.COMPENSATING}:
+        if self._stranded(execution):
+            # Saved as failed with steps left to undo by an engine that died before it could
+            # record ``compensating`` (older versions wrote the two states separately).
+            pass
+        elif execution.state not in {State.RUNNING, State.COMPENSATING}:
             raise Refused(
                 f"{execution.id} is {execution.state}; only a running execution whose "
                 "process died can be resumed"
             )
         now = self.clock.now()
-        if not self.store.claim_lease(execution.id, self.owner, now + self.lease_ttl, now):
+        if self._driven_here(execution.id) or not self.store.claim_lease(
+            execution.id, self.owner, now + self.lease_ttl, now
+        ):
             lease = self.store.get_lease(execution.id)
             left = format_duration(max(0.0, lease.until - now)) if lease else "?"
             raise LeaseHeld(
@@ -780,23 +874,59 @@ class Engine:
             detail={"first_pending_step": self._first_pending(execution)},
         )
         self._publish(execution, "execution.resumed", by=actor.name)
+        if self._stranded(execution):
+            self._transition(execution, State.COMPENSATING, actor=actor)
         return self._drive(execution, actor=actor)
 
+    def _stranded(self, execution: Execution) -> bool:
+        """Failed, still holding its lock, with reversible steps not undone."""
+        return (
+            execution.state == State.FAILED
+            and execution.ended_at is None
+            and bool(self._to_undo(execution))
+        )
+
     def resumable(self) -> list[Execution]:
-        """Running executions whose lease has expired (their process died)."""
+        """Running (or stranded) executions whose lease has expired (their process died)."""
         now = self.clock.now()
         found = []
         for execution in self.store.list_executions(
-            limit=1000, states=[State.RUNNING, State.COMPENSATING]
+            limit=1000, states=[State.RUNNING, State.COMPENSATING, State.FAILED]
         ):
+            if execution.state == State.FAILED and not self._stranded(execution):
+                continue
             lease = self.store.get_lease(execution.id)
             if lease is None or lease.until <= now:
                 found.append(execution)
         return found
 
+    def _authorise(self, verb: str, actor: Actor, execution: Execution) -> None:
+        """Refuse (audited) a decision verb this person may not take on this execution."""
+        why = self.policy.operator_refusal(
+            verb,
+            actor,
+            execution_id=execution.id,
+            runbook=execution.runbook,
+            environment=execution.environment,
+            requester=execution.requester,
+        )
+        if why is None:
+            return
+        self.audit.record(
+            f"{verb}.refused",
+            actor=actor,
+            outcome="not_allowed",
+            execution_id=execution.id,
+            target=self._target(execution.plan),
+            incident=execution.incident,
+            detail={"why": why},
+        )
+        raise Refused(why)
+
     def cancel(self, execution_id: str, *, actor: Actor, reason: str = "") -> Execution:
         """Stop a request: at once if not started, else between steps or inside a wait."""
         execution = self.get(execution_id)
+        self._authorise("cancel", actor, execution)
         if execution.terminal:
             raise Refused(f"{execution.id} already ended ({execution.state})")
         if execution.state in {State.AWAITING_APPROVAL, State.APPROVED}:
@@ -816,6 +946,8 @@ class Engine:
         )
         self._publish(execution, "execution.cancel_requested", by=actor.name, reason=reason)
         now = self.clock.now()
+        if self._driven_here(execution.id):
+            return execution  # our own thread runs it and will see the request
         if self.store.claim_lease(execution.id, self.owner, now + self.lease_ttl, now):
             # Nobody is running it (the process died): compensate here and now.
             return self._drive(execution, actor=actor)
@@ -827,17 +959,35 @@ class Engine:
                 return record.index + 1
         return None
 
+    def _driven_here(self, execution_id: str) -> bool:
+        with self._driving_lock:
+            return execution_id in self._driving
+
     def _drive(self, execution: Execution, *, actor: Actor) -> Execution:
         """Run (or continue) steps while holding the lease; then compensate if needed."""
+        with self._driving_lock:
+            if execution.id in self._driving:
+                raise LeaseHeld(f"{execution.id} is already running in this process")
+            self._driving.add(execution.id)
+        try:
+            return self._drive_held(execution, actor=actor)
+        finally:
+            with self._driving_lock:
+                self._driving.discard(execution.id)
+
+    def _drive_held(self, execution: Execution, *, actor: Actor) -> Execution:
         steps = execution.plan.build_steps()
         spec = self.registry.get(execution.runbook)
         params = validate_params(spec.params, execution.plan.params, self.config)
         last_poll = [float("-inf")]
         heartbeat = _Heartbeat(self.store, execution.id, self.owner, self.lease_ttl, self.clock)
 
-        def check_cancelled() -> None:
+        def check_lease() -> None:
             if heartbeat.lost:
                 raise LeaseLost(f"lost the lease on {execution.id}; another process took over")
+
+        def check_cancelled() -> None:
+            check_lease()
             now = self.clock.now()
             if now - last_poll[0] >= CANCEL_POLL_S:
                 last_poll[0] = now
@@ -856,6 +1006,7 @@ class Engine:
             execution_id=execution.id,
             started_at=execution.started_at or self.clock.now(),
             check_cancelled=check_cancelled,
+            check_lease=check_lease,
             break_glass=execution.break_glass,
         )
         try:
@@ -938,21 +1089,45 @@ class Engine:
     def _after_stop(self, execution: Execution, state: State, error: str, *, actor: Actor) -> None:
         execution.error = error
         compensate = bool(self._to_undo(execution))
-        if state == State.FAILED:
-            # FAILED is final unless compensation follows: keep the lock until that ends.
-            self._transition(execution, State.FAILED, actor=actor, release=not compensate)
         if compensate:
-            self._transition(execution, State.COMPENSATING, actor=actor)
+            # Straight from running to compensating in one write: a process that dies here
+            # leaves an execution that resume (and the supervisor) will compensate. (Saving
+            # ``failed`` first left a window in which a crash stranded done steps for good.)
+            previous = execution.state
+            execution.state = State.COMPENSATING
+            self._save(execution)
+            if state == State.FAILED:
+                # The failure keeps its own audit record (written after the one save).
+                self.audit.record(
+                    "execution.failed",
+                    actor=actor,
+                    outcome=str(State.FAILED),
+                    execution_id=execution.id,
+                    target=self._target(execution.plan),
+                    reason=execution.reason,
+                    incident=execution.incident,
+                    detail={"from": str(previous), "error": error, "then": "compensating"},
+                )
+            self._after_transition(
+                execution,
+                previous,
+                actor=actor,
+                detail={"because": "failed" if state == State.FAILED else "cancelled"},
+            )
+        elif state == State.FAILED:
+            execution.ended_at = self.clock.now()
+            self._transition(execution, State.FAILED, actor=actor)
         elif state == State.CANCELLED:
             execution.ended_at = self.clock.now()
             self._transition(execution, State.CANCELLED, actor=actor)
-        else:
-            execution.ended_at = self.clock.now()
 
     def _compensate(
         self, execution: Execution, steps: list[Step], ctx: RunContext, *, actor: Actor
     ) -> None:
         failed = []
+        # Undo is what a cancel asks for: its own waits must not see the stored cancel
+        # request and abort themselves. Only a lost lease stops compensation.
+        ctx.check_cancelled = ctx.check_lease
         for record in self._to_undo(execution):
             step = steps[record.index]
             record.status = StepStatus.UNDOING
@@ -1029,8 +1204,9 @@ class Engine:
         self.store.save_execution(execution)
 
     def _release_lock(self, execution: Execution) -> None:
-        if execution.lock_key and execution.terminal:
-            self.store.release_lock(execution.lock_key, execution.id)
+        if execution.terminal:
+            for key in execution.plan.locks:
+                self.store.release_lock(key, execution.id)
 
     def _transition(
         self,

@@ -86,6 +86,8 @@ class RunContext(PlanContext):
     #: When the execution's first step started (its RTO clock).
     started_at: float = 0.0
     check_cancelled: Callable[[], None] = lambda: None
+    #: Raises when this process lost the execution's lease (compensation's only stop).
+    check_lease: Callable[[], None] = lambda: None
     notes: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -197,12 +199,17 @@ class Plan:
     summary: str
     notes: list[str]
     read_only: bool = False
+    #: Every lock key the execution holds (``lock_key`` is their display form). A key
+    #: ``ENV:*`` covers every resource of the environment (DR moves all of them).
+    locks: list[str] = field(default_factory=list)
 
     def to_doc(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @staticmethod
     def from_doc(doc: dict[str, Any]) -> Plan:
+        if "locks" not in doc:  # stored before lock sets
+            doc = {**doc, "locks": [doc["lock_key"]] if doc.get("lock_key") else []}
         return Plan(**doc)
 
     @property

@@ -1,7 +1,8 @@
 """The runbook registry: one dotted name per runbook, used by every front end.
 
 Runbook modules define ``RunbookSpec`` objects with the ``@runbook`` decorator (no global
-registration at import); ``load_registry`` collects them from the built-in modules. Tests
+registration at import); ``load_registry`` collects them from the modules it is given
+(``runbooks.catalog`` lists the product's; the engine names none). Tests
 build their own ``Registry`` from the specs they need.
 """
 
@@ -21,16 +22,6 @@ from runbooks.engine.plan import PlanContext, PlanDraft, Step
 P = TypeVar("P", bound=RunbookParams)
 Planner = Callable[[PlanContext, P], "PlanDraft | list[Step]"]
 
-#: Modules whose RunbookSpecs make up the product. A new runbook is a module plus one line here.
-BUILTIN_MODULES: tuple[str, ...] = (
-    "runbooks.selftest",
-    "runbooks.rollback",
-    "runbooks.scaling",
-    "runbooks.dr",
-    "runbooks.maintenance",
-    "runbooks.workloads",
-)
-
 _NAME = re.compile(r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)?$")
 
 
@@ -41,7 +32,7 @@ class RunbookSpec(Generic[P]):
     name: str
     params: type[P]
     planner: Planner[P]
-    lock: str | None
+    lock: str | tuple[str, ...] | None
     read_only: bool
     doc: str
 
@@ -57,10 +48,16 @@ class RunbookSpec(Generic[P]):
     def short_name(self) -> str:
         return self.name.split(".", 1)[-1]
 
-    def lock_key(self, params: RunbookParams) -> str | None:
+    def lock_keys(self, params: RunbookParams) -> list[str]:
+        """The resources this request touches, as lock keys (``ENV:*``: the whole environment)."""
         if self.read_only or self.lock is None:
-            return None
-        return self.lock.format(**params.model_dump())
+            return []
+        templates = (self.lock,) if isinstance(self.lock, str) else self.lock
+        values = params.model_dump()
+        return sorted({template.format(**values) for template in templates})
+
+    def lock_key(self, params: RunbookParams) -> str | None:
+        return ", ".join(self.lock_keys(params)) or None
 
     def make_plan(self, ctx: PlanContext) -> PlanDraft:
         result = self.planner(ctx, ctx.params)  # type: ignore[arg-type]
@@ -68,7 +65,11 @@ class RunbookSpec(Generic[P]):
 
 
 def runbook(
-    name: str, *, params: type[P], lock: str | None = None, read_only: bool = False
+    name: str,
+    *,
+    params: type[P],
+    lock: str | tuple[str, ...] | None = None,
+    read_only: bool = False,
 ) -> Callable[[Planner[P]], RunbookSpec[P]]:
     """Declare a runbook from its planner function; the docstring is the help text.
 
@@ -130,7 +131,7 @@ def specs_in_module(module_name: str) -> list[RunbookSpec[Any]]:
     return [value for value in vars(module).values() if isinstance(value, RunbookSpec)]
 
 
-def load_registry(modules: Iterable[str] = BUILTIN_MODULES) -> Registry:
+def load_registry(modules: Iterable[str]) -> Registry:
     """Import the runbook modules and collect their specs."""
     registry = Registry()
     for module_name in modules:

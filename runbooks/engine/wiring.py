@@ -11,7 +11,7 @@ from runbooks.engine.clock import Clock, SystemClock
 from runbooks.engine.config import Config, load_config
 from runbooks.engine.executor import Engine
 from runbooks.engine.plan import Adapters
-from runbooks.engine.registry import Registry, load_registry
+from runbooks.engine.registry import Registry
 from runbooks.engine.secrets import Resolver, resolve_reference
 from runbooks.engine.settings import Settings, load_settings, read_sandbox_env
 from runbooks.engine.store import Store, open_store
@@ -41,12 +41,15 @@ class Runtime:
 def open_runtime(
     settings: Settings | None = None,
     *,
-    registry: Registry | None = None,
+    registry: Registry,
     clock: Clock | None = None,
     adapters: Callable[[Config], Adapters] | None = None,
     secrets: Resolver | None = None,
 ) -> Runtime:
     """Load configuration, open the store, resolve the audit key and build the engine.
+
+    ``registry`` is the front end's (``runbooks.catalog.load_catalog()``): the engine names no
+    runbook module.
 
     ``secrets`` resolves an ``aws-secretsmanager:`` reference in ``RUNBOOK_BOT_AUDIT_KEY`` (the
     front ends pass the Secrets Manager adapter); without it a reference is an error. Other
@@ -69,7 +72,7 @@ def open_runtime(
     engine = Engine(
         config=config,
         store=store,
-        registry=registry if registry is not None else load_registry(),
+        registry=registry,
         audit=AuditLog(store, key, clock),
         clock=clock,
         adapters_factory=(lambda: adapters(config)) if adapters else Adapters,

@@ -15,13 +15,13 @@ from bot.slack.commands import UsageError, command_names, parse
 from bot.slack.manifest import manifest_yaml
 from bot.slack.notify import Courier
 from runbook_cli.collection import runbook_task
-from runbooks.engine.registry import load_registry
+from runbooks.catalog import load_catalog
 from runbooks.engine.settings import load_settings
 from runbooks.engine.wiring import open_runtime
 from sandbox.slack import SANDBOX_BOT_TOKEN, SlackEmulator
 from tests.conftest import ROOT
 
-REGISTRY = load_registry()
+REGISTRY = load_catalog()
 
 
 @pytest.mark.parametrize(
@@ -146,7 +146,7 @@ def test_socket_mode_handler_is_wired_to_the_same_app(
     checks the wiring (same Bolt app, the app-level token) without connecting."""
     for key, value in cli_env.items():
         monkeypatch.setenv(key, value)
-    runtime = open_runtime(load_settings())
+    runtime = open_runtime(load_settings(), registry=load_catalog())
     try:
         front = build_slack(
             runtime, SlackSettings(bot_token="xoxb-1", signing_secret=None, app_token="xapp-1-A")

@@ -147,6 +147,44 @@ def test_key_value(store: Store) -> None:
     assert store.kv_get("scheduler:last") == {"job": "restore", "at": 2.5}
 
 
+def test_key_value_insert_if_absent_and_compare_and_set(store: Store) -> None:
+    assert store.kv_insert("leader.x", {"owner": "a", "term": 1})
+    assert not store.kv_insert("leader.x", {"owner": "b", "term": 1})
+    assert store.kv_get("leader.x") == {"owner": "a", "term": 1}
+    assert not store.kv_swap("leader.x", {"owner": "b", "term": 1}, {"owner": "b", "term": 2})
+    assert not store.kv_swap("leader.none", {"owner": "a"}, {"owner": "b"})
+    assert store.kv_swap("leader.x", {"term": 1, "owner": "a"}, {"owner": "b", "term": 2})
+    assert store.kv_get("leader.x") == {"owner": "b", "term": 2}
+
+
+def test_lock_holders_by_prefix(store: Store) -> None:
+    assert store.try_lock("production:api", "rb-1") is None
+    assert store.try_lock("production:*", "rb-2") is None
+    assert store.try_lock("production-eu:api", "rb-3") is None
+    assert store.try_lock("staging:api", "rb-4") is None
+    assert store.lock_holders("production:") == {"production:api": "rb-1", "production:*": "rb-2"}
+    assert store.lock_holders("dev:") == {}
+
+
+def test_leader_lease_has_one_holder_and_fences_a_stale_one(store: Store) -> None:
+    from runbooks.engine.clock import FakeClock
+    from runbooks.engine.leases import LeaderLease
+
+    clock = FakeClock()
+    first = LeaderLease(store, "scheduler", "bot-1", clock)
+    second = LeaderLease(store, "scheduler", "bot-2", clock)
+    assert first.acquire() == 1 and second.acquire() is None
+    clock.advance(10)
+    assert first.acquire() == 1  # renewed: same term
+    clock.advance(14)
+    assert second.acquire() is None  # renewed 14 s ago: still first's
+    clock.advance(2)
+    assert second.acquire() == 2 and first.leads(1) is False and second.leads(2)
+    assert first.acquire() is None
+    second.release()
+    assert first.acquire() == 3
+
+
 def test_schema_is_versioned_and_reopening_migrates_nothing(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "s.db")
     store.create_execution(make_execution("rb-keep01"))

@@ -20,6 +20,8 @@ STATE: dict[str, int] = {}
 RUNS: list[str] = []
 FAILING_VERIFY: set[str] = set()
 FAILING_UNDO: set[str] = set()
+#: Keys whose undo waits (checking for cancellation, as a rollout watch does).
+WAITING_UNDO: set[str] = set()
 GATES: dict[str, threading.Event] = {}
 
 
@@ -28,6 +30,7 @@ def reset() -> None:
     RUNS.clear()
     FAILING_VERIFY.clear()
     FAILING_UNDO.clear()
+    WAITING_UNDO.clear()
     GATES.clear()
 
 
@@ -59,6 +62,10 @@ class SetValue(Step, kind="test.set"):
     def undo(self, ctx: RunContext) -> str | None:
         if self.key in FAILING_UNDO:
             raise RuntimeError(f"cannot restore {self.key}")
+        if self.key in WAITING_UNDO:
+            for _ in range(3):  # like an undo that watches its rollout
+                ctx.clock.sleep(1.0)
+                ctx.check_cancelled()
         RUNS.append(f"undo:{self.key}")
         STATE[self.key] = self.before
         return f"{self.key}={self.before}"
@@ -102,4 +109,10 @@ def status(ctx: PlanContext, params: RunbookParams) -> PlanDraft:
     return PlanDraft(steps=[], notes=[f"state: {dict(sorted(STATE.items()))}"])
 
 
-SPECS: list[RunbookSpec[Any]] = [set_values, status]
+@runbook("test.everything", params=SetParams, lock="{environment}:*")
+def set_everything(ctx: PlanContext, params: SetParams) -> PlanDraft:
+    """Set keys like test.set, locking the whole environment (as DR does)."""
+    return set_values.planner(ctx, params)  # type: ignore[return-value]
+
+
+SPECS: list[RunbookSpec[Any]] = [set_values, status, set_everything]

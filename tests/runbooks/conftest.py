@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from runbooks.adapters import LiveInfrastructure
+from runbooks.catalog import load_catalog
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import SystemClock
 from runbooks.engine.config import Config
 from runbooks.engine.executor import Engine
-from runbooks.engine.registry import load_registry
 from runbooks.engine.store.sqlite import SqliteStore
 from tests.conftest import AUDIT_KEY, KubeSandbox
 
@@ -24,7 +24,7 @@ def kube_engine(kube: KubeSandbox, sandbox_config: Config, tmp_path: Path) -> It
     engine = Engine(
         config=sandbox_config,
         store=store,
-        registry=load_registry(),
+        registry=load_catalog(),
         audit=AuditLog(store, AUDIT_KEY.encode(), clock),
         clock=clock,
         adapters_factory=lambda: LiveInfrastructure(

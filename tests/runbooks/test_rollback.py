@@ -153,7 +153,8 @@ def test_conflicts_during_the_patch_are_retried(kube, kube_engine) -> None:
     assert len(patches) == 3  # two 409s, then the write that landed
 
 
-def test_dry_run_changes_nothing(kube, kube_engine) -> None:
+def test_dry_run_changes_nothing(kube, kube_engine, aws) -> None:
+    # Scaling reads which region serves production from DNS (the sandbox's Route53).
     def versions() -> dict[str, str]:
         cluster = kube.cluster("us-east-1")
         with cluster.lock:
@@ -197,7 +198,8 @@ def test_runbook_rollback_equals_kubectl_rollout_undo_on_a_twin(kube, kube_engin
     assert east["metadata"]["annotations"] == west["metadata"]["annotations"]
 
 
-def test_scale_within_bounds_and_refusals_outside(kube, kube_engine) -> None:
+def test_scale_within_bounds_and_refusals_outside(kube, kube_engine, aws) -> None:
+    # Scaling reads which region serves production from DNS (the sandbox's Route53).
     done = run(kube_engine, "scale.pods", environment="production", service="api", replicas=6)
     assert done.state == State.SUCCEEDED, done.error
     deploy = kube.cluster("us-east-1").get(DEPLOY, "production", "api-deployment")
@@ -224,7 +226,8 @@ def test_scale_within_bounds_and_refusals_outside(kube, kube_engine) -> None:
         )
 
 
-def test_scale_hpa_then_pods_beyond_the_old_bounds(kube, kube_engine) -> None:
+def test_scale_hpa_then_pods_beyond_the_old_bounds(kube, kube_engine, aws) -> None:
+    # Scaling reads which region serves production from DNS (the sandbox's Route53).
     done = run(kube_engine, "scale.hpa", environment="production", service="api", min=4, max=16)
     assert done.state == State.SUCCEEDED, done.error
     hpa = kube.cluster().get(

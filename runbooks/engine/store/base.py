@@ -59,6 +59,10 @@ class Store(ABC):
     @abstractmethod
     def lock_holder(self, key: str) -> str | None: ...
 
+    @abstractmethod
+    def lock_holders(self, prefix: str) -> dict[str, str]:
+        """Every held lock whose key starts with ``prefix``: key -> holder."""
+
     # leases -------------------------------------------------------------------------------
     @abstractmethod
     def claim_lease(self, execution_id: str, owner: str, until: float, now: float) -> bool:
@@ -125,6 +129,14 @@ class Store(ABC):
 
     @abstractmethod
     def kv_set(self, key: str, value: Any) -> None: ...
+
+    @abstractmethod
+    def kv_insert(self, key: str, value: Any) -> bool:
+        """Insert-if-absent: store ``value`` unless ``key`` exists; True if this call stored it."""
+
+    @abstractmethod
+    def kv_swap(self, key: str, expected: Any, value: Any) -> bool:
+        """Compare-and-set: replace the value only if it still equals ``expected``."""
 
     # housekeeping -------------------------------------------------------------------------
     @abstractmethod

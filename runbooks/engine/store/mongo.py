@@ -8,6 +8,7 @@ on a clash, so concurrent appenders form one chain and a crash never leaves a ho
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,6 +116,10 @@ class MongoStore(Store):
 
     def release_lock(self, key: str, execution_id: str) -> None:
         self.db.locks.delete_one({"_id": key, "execution_id": execution_id})
+
+    def lock_holders(self, prefix: str) -> dict[str, str]:
+        found = self.db.locks.find({"_id": {"$regex": "^" + re.escape(prefix)}})
+        return {str(doc["_id"]): str(doc["execution_id"]) for doc in found}
 
     def lock_holder(self, key: str) -> str | None:
         doc = self.db.locks.find_one({"_id": key})
@@ -260,3 +265,20 @@ class MongoStore(Store):
 
     def kv_set(self, key: str, value: Any) -> None:
         self.db.kv.update_one({"_id": key}, {"$set": {"value": value}}, upsert=True)
+
+    def kv_insert(self, key: str, value: Any) -> bool:
+        try:
+            self.db.kv.insert_one({"_id": key, "value": value})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def kv_swap(self, key: str, expected: Any, value: Any) -> bool:
+        # Equality of embedded documents is order-sensitive in MongoDB: compare as read.
+        doc = self.db.kv.find_one({"_id": key})
+        if doc is None or doc["value"] != expected:
+            return False
+        result = self.db.kv.update_one(
+            {"_id": key, "value": doc["value"]}, {"$set": {"value": value}}
+        )
+        return result.matched_count == 1

@@ -197,6 +197,17 @@ class SqliteStore(Store):
                 "DELETE FROM locks WHERE key = ? AND execution_id = ?", (key, execution_id)
             )
 
+    def lock_holders(self, prefix: str) -> dict[str, str]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT key, execution_id FROM locks WHERE substr(key, 1, ?) = ?",
+                (len(prefix), prefix),
+            )
+            .fetchall()
+        )
+        return {str(k): str(v) for k, v in rows}
+
     def lock_holder(self, key: str) -> str | None:
         row = (
             self._conn().execute("SELECT execution_id FROM locks WHERE key = ?", (key,)).fetchone()
@@ -356,7 +367,24 @@ class SqliteStore(Store):
 
     def kv_set(self, key: str, value: Any) -> None:
         with self._write() as conn:
-            conn.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, json.dumps(value)))
+            conn.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, _kv_text(value)))
+
+    def kv_insert(self, key: str, value: Any) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute("INSERT OR IGNORE INTO kv VALUES (?, ?)", (key, _kv_text(value)))
+        return cursor.rowcount == 1
+
+    def kv_swap(self, key: str, expected: Any, value: Any) -> bool:
+        with self._write() as conn:
+            row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+            if row is None or json.loads(row[0]) != expected:
+                return False
+            conn.execute("UPDATE kv SET value = ? WHERE key = ?", (_kv_text(value), key))
+        return True
+
+
+def _kv_text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 def _audit_row(row: tuple[Any, ...]) -> AuditRow:

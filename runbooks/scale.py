@@ -12,8 +12,10 @@ from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.params import RegionalParams
 from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
-from runbooks.interfaces import AwsOps, InfrastructureError, infrastructure
-from runbooks.rollback import KubeStep, kube_for, service_config
+from runbooks.interfaces import infrastructure
+from runbooks.kit.aws import SetNodeCapacity
+from runbooks.kit.kube import KubeStep, ScaleDeployment, kube_for, service_config
+from runbooks.kit.regions import serving_region
 
 
 class ScalePodsParams(RegionalParams):
@@ -31,53 +33,6 @@ class ScaleHpaParams(RegionalParams):
     service: str = Field(description="service whose autoscaler to change (e.g. api)")
     min: int = Field(ge=1, description="autoscaler minimum replicas")
     max: int = Field(ge=1, description="autoscaler maximum replicas")
-
-
-def _region(ctx: PlanContext, region: str | None) -> str:
-    # The region currently serving the environment; DR will make this dynamic.
-    return region or ctx.env.primary_region
-
-
-@dataclass(frozen=True, kw_only=True)
-class ScaleDeployment(KubeStep, kind="kube.scale"):
-    deployment: str
-    from_replicas: int
-    to_replicas: int
-    timeout: float = 300.0
-
-    def describe(self) -> str:
-        return (
-            f"scale deployment {self.deployment} in {self.environment} ({self.region}): "
-            f"{self.from_replicas} → {self.to_replicas} replicas"
-        )
-
-    def _scale(self, ctx: RunContext, replicas: int) -> str:
-        kube = self.kube(ctx)
-        if kube.deployment(self.namespace, self.deployment).replicas == replicas:
-            return f"already {replicas} replicas"
-        kube.scale(self.namespace, self.deployment, replicas)
-        return f"scaled to {replicas}"
-
-    def run(self, ctx: RunContext) -> str | None:
-        return self._scale(ctx, self.to_replicas)
-
-    def wait(self, ctx: RunContext, deadline: float) -> None:
-        kube = self.kube(ctx)
-        state = kube.wait_rollout(
-            self.namespace,
-            self.deployment,
-            timeout=max(1.0, deadline - ctx.clock.now()),
-            check=ctx.check_cancelled,
-        )
-        if state.replicas != self.to_replicas:
-            raise InvalidInput(
-                f"{self.deployment} has {state.replicas} replicas, not "
-                f"{self.to_replicas}: something (an autoscaler?) changed it"
-            )
-        ctx.note(f"{state.ready}/{state.replicas} replicas ready")
-
-    def undo(self, ctx: RunContext) -> str | None:
-        return self._scale(ctx, self.from_replicas)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,7 +95,8 @@ def scale_pods(ctx: PlanContext, params: ScalePodsParams) -> PlanDraft:
             f"--replicas: {params.replicas} is outside {params.environment}'s bounds "
             f"{limits.min_replicas}-{limits.max_replicas} (scaling in environments.yaml)"
         )
-    region = _region(ctx, params.region)
+    serving = serving_region(ctx, params.region)
+    region = serving.region
     kube = kube_for(ctx, params.environment, region)
     state = kube.deployment(service.namespace, service.deployment)
     hpa = kube.hpa_for(service.namespace, service.deployment)
@@ -151,7 +107,7 @@ def scale_pods(ctx: PlanContext, params: ScalePodsParams) -> PlanDraft:
             f"change its bounds with `scale.hpa {params.environment} --service {params.service} "
             f"--min A --max B`"
         )
-    notes = []
+    notes = [serving.note]
     steps: list[Step] = []
     if state.replicas == params.replicas:
         notes.append(f"{service.deployment} already has {params.replicas} replicas")
@@ -191,7 +147,8 @@ def scale_hpa(ctx: PlanContext, params: ScaleHpaParams) -> PlanDraft:
             f"--min/--max: {params.min}-{params.max} is outside {params.environment}'s bounds "
             f"{limits.min_replicas}-{limits.max_replicas} (scaling in environments.yaml)"
         )
-    region = _region(ctx, params.region)
+    serving = serving_region(ctx, params.region)
+    region = serving.region
     kube = kube_for(ctx, params.environment, region)
     hpa = kube.hpa_for(service.namespace, service.deployment)
     if hpa is None:
@@ -200,7 +157,10 @@ def scale_hpa(ctx: PlanContext, params: ScaleHpaParams) -> PlanDraft:
             f"{params.environment} ({region}); use scale.pods"
         )
     steps: list[Step] = []
-    notes = [f"targets: CPU {hpa.cpu_target or '-'}%, memory {hpa.memory_target or '-'}%"]
+    notes = [
+        serving.note,
+        f"targets: CPU {hpa.cpu_target or '-'}%, memory {hpa.memory_target or '-'}%",
+    ]
     if (hpa.min_replicas, hpa.max_replicas) == (params.min, params.max):
         notes.append(f"{hpa.name} already has bounds {params.min}-{params.max}")
     else:
@@ -225,62 +185,12 @@ def scale_hpa(ctx: PlanContext, params: ScaleHpaParams) -> PlanDraft:
     )
 
 
-@dataclass(frozen=True, kw_only=True)
-class AwsStep(Step):
-    """A step acting on AWS resources of one environment in one region."""
-
-    environment: str
-    region: str
-
-    def aws(self, ctx: RunContext) -> AwsOps:
-        return infrastructure(ctx).aws(self.region)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SetNodeCapacity(AwsStep, kind="aws.node_capacity"):
-    group: str
-    from_desired: int
-    to_desired: int
-    timeout: float = 900.0
-    poll_interval = 2.0
-
-    def describe(self) -> str:
-        return (
-            f"set node group {self.group} in {self.environment} ({self.region}): "
-            f"{self.from_desired} → {self.to_desired} instances, wait until all are in service"
-        )
-
-    def _set(self, ctx: RunContext, desired: int) -> str:
-        aws = self.aws(ctx)
-        if aws.node_group(self.group).desired == desired:
-            return f"{self.group}: desired capacity already {desired}"
-        aws.set_desired(self.group, desired, at=ctx.clock.now())
-        return f"{self.group}: desired capacity set to {desired}"
-
-    def run(self, ctx: RunContext) -> str | None:
-        return self._set(ctx, self.to_desired)
-
-    def verify(self, ctx: RunContext) -> bool:
-        state = self.aws(ctx).node_group(self.group)
-        if state.desired != self.to_desired:
-            raise InfrastructureError(
-                f"{self.group} desired capacity is {state.desired}, not {self.to_desired}: "
-                "something else changed it"
-            )
-        done = state.in_service == self.to_desired and len(state.instances) == self.to_desired
-        if done:
-            ctx.note(f"{self.group}: {state.in_service}/{self.to_desired} instances in service")
-        return done
-
-    def undo(self, ctx: RunContext) -> str | None:
-        return self._set(ctx, self.from_desired)
-
-
 @runbook("scale.nodes", params=ScaleNodesParams, lock="{environment}:nodes")
 def scale_nodes(ctx: PlanContext, params: ScaleNodesParams) -> PlanDraft:
     """Set a node group's capacity (Auto Scaling group) within bounds and cooldowns."""
     env = ctx.env
-    region = _region(ctx, params.region)
+    serving = serving_region(ctx, params.region)
+    region = serving.region
     group_name = env.autoscaling_groups.get(region)
     if group_name is None:
         raise InvalidInput(
@@ -301,8 +211,9 @@ def scale_nodes(ctx: PlanContext, params: ScaleNodesParams) -> PlanDraft:
             f"{group.minimum}-{group.maximum} (its MinSize/MaxSize)"
         )
     notes = [
+        serving.note,
         f"{group_name}: {group.in_service}/{group.desired} in service, bounds "
-        f"{group.minimum}-{group.maximum}"
+        f"{group.minimum}-{group.maximum}",
     ]
     if group.desired == params.desired:
         notes.append(f"{group_name} already wants {params.desired} instances: nothing to do")

@@ -1,0 +1,22 @@
+"""The runbook modules that make up the product; the engine never names them.
+
+A module's name is its command namespace (``scale.*`` in ``runbooks/scale.py``). A new
+runbook is a module plus one line here.
+"""
+
+from __future__ import annotations
+
+from runbooks.engine.registry import Registry, load_registry
+
+RUNBOOK_MODULES: tuple[str, ...] = (
+    "runbooks.selftest",
+    "runbooks.rollback",
+    "runbooks.scale",
+    "runbooks.dr",
+    "runbooks.maintenance",
+)
+
+
+def load_catalog() -> Registry:
+    """The product's registry: every runbook of every module above."""
+    return load_registry(RUNBOOK_MODULES)

@@ -1,0 +1,145 @@
+"""The one request path every requester takes: CLI, Slack, the scheduler, webhooks.
+
+A front end translates what it received into a ``Request`` and calls ``Engine.request``; the
+engine validates, plans from live state, applies policy, and either answers with the plan to
+show (``CONFIRM``: nothing stored), the newer plan when the live state moved since the
+requester saw one (``CHANGED``), a dry run, the report of a read-only runbook it just ran
+(``REPORTED``), or the submitted execution (``SUBMITTED``). The front end renders the answer
+and decides nothing: refusals are raised (and audited) here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from runbooks.engine.errors import InvalidInput, RunbookError
+from runbooks.engine.models import Actor, Execution
+
+if TYPE_CHECKING:
+    from runbooks.engine.approvals import Gate
+    from runbooks.engine.executor import Engine, Prepared
+    from runbooks.engine.plan import Plan
+
+
+class Outcome(StrEnum):
+    DRY_RUN = "dry_run"
+    CONFIRM = "confirm"
+    CHANGED = "changed"
+    REPORTED = "reported"
+    SUBMITTED = "submitted"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What someone asked for, as any front end received it.
+
+    ``confirmed_hash`` is the hash of the plan the requester saw and confirmed (a Confirm
+    button); ``assume_yes`` means they confirmed in advance (``--yes``, a drill that policy
+    lets run, a webhook). With neither, the answer is the plan to show (``CONFIRM``).
+    """
+
+    runbook: str
+    params: dict[str, Any]
+    actor: Actor
+    channel: str | None = None
+    reason: str | None = None
+    incident: str | None = None
+    break_glass: bool = False
+    dry_run: bool = False
+    confirmed_hash: str | None = None
+    assume_yes: bool = False
+
+
+@dataclass
+class RequestResult:
+    outcome: Outcome
+    plan: Plan
+    gate: Gate
+    prepared: Prepared
+    execution: Execution | None = None
+    #: For a dry run: why the real request would be refused now (None: it would be accepted).
+    would_refuse: str | None = None
+    break_glass: bool = False
+
+    @property
+    def approvals(self) -> int:
+        """Approvals the request needs (none with break-glass: it bypasses them)."""
+        return 0 if self.break_glass else self.gate.required
+
+
+def handle(engine: Engine, request: Request, *, prepared: Prepared | None = None) -> RequestResult:
+    """Take one request through validation, policy, planning and submission.
+
+    ``prepared`` is a plan this process computed and showed a moment ago for the same
+    request (the terminal's y/N question): it is submitted as shown, without planning again;
+    ``Engine.start`` re-plans before the first step all the same.
+    """
+    if request.break_glass and not (
+        (request.reason or "").strip() and (request.incident or "").strip()
+    ):
+        raise InvalidInput(
+            "--break-glass needs --reason TEXT and --incident ID (the PagerDuty incident "
+            "this emergency belongs to)"
+        )
+    if prepared is None or prepared.plan.hash != request.confirmed_hash:
+        prepared = engine.prepare(
+            request.runbook, request.params, actor=request.actor, break_glass=request.break_glass
+        )
+    plan = prepared.plan
+    gate = engine.policy.gate(plan.runbook, plan.environment, read_only=plan.read_only)
+
+    def result(outcome: Outcome, **extra: Any) -> RequestResult:
+        return RequestResult(
+            outcome, plan, gate, prepared, break_glass=request.break_glass, **extra
+        )
+
+    if request.dry_run:
+        engine.dry_run(prepared, actor=request.actor, reason=request.reason)
+        return result(Outcome.DRY_RUN, would_refuse=_would_refuse(engine, prepared, request))
+    if plan.read_only:
+        execution = engine.submit(prepared, actor=request.actor, channel=request.channel)
+        return result(Outcome.REPORTED, execution=engine.start(execution.id, actor=request.actor))
+    engine.preflight(
+        prepared,
+        actor=request.actor,
+        reason=request.reason,
+        incident=request.incident,
+        break_glass=request.break_glass,
+        channel=request.channel,
+    )
+    if not request.assume_yes:
+        if request.confirmed_hash is None:
+            return result(Outcome.CONFIRM)
+        if request.confirmed_hash != plan.hash:
+            return result(Outcome.CHANGED)
+    execution = engine.submit(
+        prepared,
+        actor=request.actor,
+        reason=request.reason,
+        incident=request.incident,
+        break_glass=request.break_glass,
+        channel=request.channel,
+    )
+    return result(Outcome.SUBMITTED, execution=execution)
+
+
+def _would_refuse(engine: Engine, prepared: Prepared, request: Request) -> str | None:
+    """What policy would say to the real request now, without auditing a refusal."""
+    plan = prepared.plan
+    if plan.read_only:
+        return None
+    gate = engine.policy.gate(plan.runbook, plan.environment, read_only=False)
+    try:
+        return engine.policy.request_refusal(
+            request.actor,
+            gate,
+            runbook=plan.runbook,
+            environment=plan.environment,
+            channel=request.channel,
+            break_glass=request.break_glass,
+            now=engine.clock.now(),
+        )
+    except RunbookError as exc:
+        return exc.message

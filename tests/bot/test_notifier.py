@@ -1,0 +1,111 @@
+"""The Slack notifier as an outbox follower: durable cursor, leader lease, at-least-once.
+
+Two notifiers stand for two bot replicas on one store (one state file, one fake clock); the
+Slack Web API is the local emulator, which can answer 429 as often as a test asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from bot.slack.app import SlackSettings, web_client
+from bot.slack.notify import CURSOR_KEY, Notifier
+from runbooks.engine.clock import FakeClock
+from runbooks.engine.registry import Registry
+from runbooks.engine.settings import load_settings
+from runbooks.engine.wiring import Runtime, open_runtime
+from sandbox.slack import SANDBOX_BOT_TOKEN, SlackEmulator
+from tests.engine import world
+from tests.support.people import ALICE, BOB
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackEmulator]:
+    emulator = SlackEmulator().start()
+    yield emulator
+    emulator.stop()
+
+
+def replica(owner: str, clock: FakeClock, slack: SlackEmulator) -> tuple[Runtime, Notifier]:
+    runtime = open_runtime(load_settings(), registry=Registry(world.SPECS), clock=clock)
+    runtime.engine.owner = owner  # one process per replica: each has its own owner id
+    client = web_client(
+        SlackSettings(bot_token=SANDBOX_BOT_TOKEN, signing_secret="s", api_url=slack.api_url)
+    )
+    return runtime, Notifier(runtime, client, min_interval=0)
+
+
+def cards(slack: SlackEmulator) -> list[str]:
+    return [m.text for m in slack.state.messages if m.channel == "C0APPROVALS" and not m.thread_ts]
+
+
+def test_a_card_slack_refused_is_posted_by_the_next_leader(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, slack: SlackEmulator
+) -> None:
+    for key, value in cli_env.items():
+        monkeypatch.setenv(key, value)
+    clock = FakeClock()
+    first_rt, first = replica("replica-1", clock, slack)
+    second_rt, second = replica("replica-2", clock, slack)
+    try:
+        first_rt.store.kv_set(CURSOR_KEY, 0)
+        assert first._has_lease() and not second._has_lease()
+        prepared = first_rt.engine.prepare("test.set", {"environment": "staging"}, actor=ALICE)
+        execution = first_rt.engine.submit(prepared, actor=ALICE)
+        # Slack refuses every attempt (1 + 5 retries) of this pass: the card is not posted.
+        slack.state.rate_limits["chat.postMessage"] = [0.0] * 6
+        assert first.pass_once() >= 1
+        assert cards(slack) == []
+        assert int(first_rt.store.kv_get(CURSOR_KEY)) == 0  # not past what was not delivered
+        # replica-1 dies here, its pending work in memory only.
+        clock.advance(16)
+        assert second._has_lease()
+        second.pass_once()
+        assert len(cards(slack)) == 1 and execution.id in cards(slack)[0]
+        second.pass_once()
+        assert len(cards(slack)) == 1  # replayed events do not post twice
+        assert not first._has_lease()  # the stale leader stays out
+        last = second_rt.store.events_after(0, limit=1000)[-1].id
+        assert int(second_rt.store.kv_get(CURSOR_KEY)) == last
+    finally:
+        first_rt.close()
+        second_rt.close()
+
+
+def test_thread_lines_and_direct_messages_are_delivered_once_across_a_takeover(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, slack: SlackEmulator
+) -> None:
+    for key, value in cli_env.items():
+        monkeypatch.setenv(key, value)
+    clock = FakeClock()
+    first_rt, first = replica("replica-1", clock, slack)
+    second_rt, second = replica("replica-2", clock, slack)
+    try:
+        first_rt.store.kv_set(CURSOR_KEY, 0)
+        assert first._has_lease()
+        engine = first_rt.engine
+        execution = engine.submit(
+            engine.prepare("test.set", {"environment": "staging", "keys": "a"}, actor=ALICE),
+            actor=ALICE,
+        )
+        first.pass_once()
+        engine.approve(execution.id, actor=BOB)
+        engine.start(execution.id, actor=ALICE)
+        first.pass_once()
+        threads = [m for m in slack.state.messages if m.thread_ts]
+        dms = [m for m in slack.state.messages if m.channel == "U0ALICE"]
+        assert len(threads) == 1 and len(dms) == 1
+        # A takeover that replays everything (a cursor written before the deliveries, as
+        # when a leader dies between posting and recording) posts nothing twice.
+        first_rt.store.kv_set(CURSOR_KEY, 0)
+        clock.advance(16)
+        assert second._has_lease()
+        second.pass_once()
+        assert len([m for m in slack.state.messages if m.thread_ts]) == 1
+        assert len([m for m in slack.state.messages if m.channel == "U0ALICE"]) == 1
+        assert len(cards(slack)) == 1
+    finally:
+        first_rt.close()
+        second_rt.close()

@@ -1,0 +1,93 @@
+"""A fake ``Infrastructure``: deployments and autoscalers per (environment, region), node
+groups and DNS weights per region."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from runbooks.interfaces import (
+    DeploymentState,
+    HpaState,
+    Infrastructure,
+    Instance,
+    NodeGroupState,
+)
+
+
+def deployment(name: str, namespace: str, replicas: int) -> DeploymentState:
+    return DeploymentState(
+        name=name,
+        namespace=namespace,
+        revision=1,
+        images={"app": f"{name}:1"},
+        replicas=replicas,
+        ready=replicas,
+        updated=replicas,
+        available=replicas,
+        generation=1,
+        observed_generation=1,
+        paused=False,
+        template={},
+        labels={},
+    )
+
+
+def node_group(name: str, region: str, desired: int) -> NodeGroupState:
+    return NodeGroupState(
+        name=name,
+        region=region,
+        minimum=2,
+        maximum=20,
+        desired=desired,
+        instances=tuple(
+            Instance(f"i-{n}", "m5.large", "InService", "Healthy") for n in range(desired)
+        ),
+        launch_template=None,
+        template_version=None,
+        last_scaled_at=None,
+    )
+
+
+@dataclass
+class FakeKube:
+    region: str
+    deployments: dict[tuple[str, str], DeploymentState] = field(default_factory=dict)
+    hpas: dict[tuple[str, str], HpaState] = field(default_factory=dict)
+
+    def deployment(self, namespace: str, name: str) -> DeploymentState:
+        return self.deployments[namespace, name]
+
+    def hpa_for(self, namespace: str, deployment: str) -> HpaState | None:
+        return self.hpas.get((namespace, deployment))
+
+    def __getattr__(self, name: str) -> Any:
+        raise NotImplementedError(f"FakeKube.{name} is not faked")
+
+
+@dataclass
+class FakeAws:
+    region: str
+    groups: dict[str, NodeGroupState] = field(default_factory=dict)
+    weights: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+
+    def node_group(self, name: str) -> NodeGroupState:
+        return self.groups[name]
+
+    def traffic_weights(self, zone: str, record: str) -> dict[str, int]:
+        return dict(self.weights[zone, record])
+
+    def __getattr__(self, name: str) -> Any:
+        raise NotImplementedError(f"FakeAws.{name} is not faked")
+
+
+class FakeInfrastructure(Infrastructure):
+    def __init__(self) -> None:
+        self.kubes: dict[tuple[str, str], FakeKube] = {}
+        self.awses: dict[str, FakeAws] = {}
+
+    def kube(self, environment: str, region: str) -> FakeKube:
+        return self.kubes.setdefault((environment, region), FakeKube(region))
+
+    def aws(self, region: str) -> FakeAws:
+        return self.awses.setdefault(region, FakeAws(region))

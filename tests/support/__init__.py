@@ -1,0 +1,1 @@
+"""Shared test support: the sandbox's people, crash-injecting stores, synchronous spawning."""
