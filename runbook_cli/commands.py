@@ -21,7 +21,7 @@ from runbook_cli.render import (
 )
 from runbooks.engine.clock import format_duration
 from runbooks.engine.errors import Refused, RunbookError
-from runbooks.engine.executor import clean_reason
+from runbooks.engine.journal import clean_reason
 from runbooks.engine.models import Actor, Execution, State
 from runbooks.engine.wiring import Runtime, open_runtime
 

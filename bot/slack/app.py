@@ -53,9 +53,9 @@ from bot.slack.render import (
     report_blocks,
     shorten_banner,
 )
+from runbooks.engine import Outcome, Request
 from runbooks.engine.errors import RunbookError
 from runbooks.engine.models import Actor, State
-from runbooks.engine.requests import Outcome, Request
 from runbooks.engine.wiring import Runtime
 
 log = structlog.get_logger("runbook_bot.slack")

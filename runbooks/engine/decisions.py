@@ -1,0 +1,269 @@
+"""Decisions on executions: approve, deny, confirm, cancel, acknowledge a review.
+
+Each is authorised here by policy, for every front end alike; refusals are audited.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from runbooks.engine.errors import (
+    ConcurrentUpdate,
+    InvalidInput,
+    NotFound,
+    Refused,
+)
+from runbooks.engine.journal import DECISION_RETRIES, SYSTEM_ACTOR, Journal, T, clean_reason
+from runbooks.engine.models import (
+    Actor,
+    Approval,
+    Execution,
+    State,
+)
+
+
+class Decisions(Journal):
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """Re-read and retry a decision that lost an optimistic-concurrency race."""
+        for _ in range(DECISION_RETRIES):
+            try:
+                return attempt()
+            except ConcurrentUpdate:
+                continue
+        raise ConcurrentUpdate("the execution kept changing underneath; try again")
+
+    def approve(
+        self, execution_id: str, *, actor: Actor, plan_hash: str | None = None
+    ) -> Execution:
+        """Record an approval bound to the current plan; approve the execution when enough.
+
+        ``plan_hash`` (or a prefix of it) is the plan the approver saw; a mismatch is refused.
+        """
+        return self._retrying(lambda: self._approve(execution_id, actor=actor, plan_hash=plan_hash))
+
+    def _approve(self, execution_id: str, *, actor: Actor, plan_hash: str | None) -> Execution:
+        execution = self._load_for_decision(execution_id, actor=actor)
+        gate = self.policy.gate(
+            execution.runbook, execution.environment, read_only=execution.plan.read_only
+        )
+        # The approver groups were fixed when the request was made; the rest is current policy.
+        gate = dataclasses.replace(
+            gate, approver_groups=tuple(execution.approver_groups) or gate.approver_groups
+        )
+        refusal = None
+        if actor.id == execution.requester.id:
+            refusal = f"you requested {execution.id}; someone else must approve it"
+        elif why := self.policy.approval_refusal(
+            actor, gate, runbook=execution.runbook, environment=execution.environment
+        ):
+            refusal = why
+        elif plan_hash is not None and plan_hash != execution.plan.hash[: len(plan_hash)]:
+            refusal = (
+                f"the plan of {execution.id} changed since you saw it; "
+                f"review it again (`runs.show {execution.id}`)"
+            )
+        elif any(a.actor.id == actor.id for a in execution.valid_approvals()):
+            refusal = f"{actor.name} has already approved {execution.id}"
+        if refusal:
+            self.audit.record(
+                "approval.refused",
+                actor=actor,
+                outcome="refused",
+                execution_id=execution.id,
+                target=self._target(execution.plan),
+                detail={"why": refusal},
+            )
+            raise Refused(refusal)
+        execution.approvals.append(
+            Approval(
+                actor=actor, decision="approved", plan_hash=execution.plan.hash, at=self.clock.now()
+            )
+        )
+        if self._gate_satisfied(execution):
+            # One write: the last approval and the transition land together or not at all.
+            execution.state = State.APPROVED
+            try:
+                self._save(execution)
+            except ConcurrentUpdate:
+                execution.state = State.AWAITING_APPROVAL
+                raise
+            self._record_approval(execution, actor)
+            self._after_transition(execution, State.AWAITING_APPROVAL, actor=actor)
+        else:
+            self._save(execution)
+            self._record_approval(execution, actor)
+        return execution
+
+    def _record_approval(self, execution: Execution, actor: Actor) -> None:
+        self.audit.record(
+            "approval.granted",
+            actor=actor,
+            outcome="granted",
+            execution_id=execution.id,
+            target=self._target(execution.plan),
+            detail={
+                "plan_hash": execution.plan.hash,
+                "count": len(execution.valid_approvals()),
+                "required": execution.required_approvals,
+            },
+        )
+        self._publish(execution, "approval.granted", approver=actor.name)
+
+    def deny(self, execution_id: str, *, actor: Actor, reason: str) -> Execution:
+        """End a pending request at once, with a reason.
+
+        Anyone who may approve it can deny it; the requester can withdraw it the same way.
+        """
+        if not reason.strip():
+            raise InvalidInput("a denial needs --reason TEXT so the requester knows why")
+        cleaned = clean_reason(reason) or reason
+        return self._retrying(lambda: self._deny(execution_id, actor=actor, reason=cleaned))
+
+    def _deny(self, execution_id: str, *, actor: Actor, reason: str) -> Execution:
+        execution = self._load_for_decision(execution_id, actor=actor)
+        if actor.id != execution.requester.id and not self.policy.member_of(
+            actor, execution.approver_groups or ["*"]
+        ):
+            why = (
+                f"{actor.name} may not deny {execution.runbook} in {execution.environment}; "
+                f"approvers: {', '.join(execution.approver_groups)}"
+            )
+            self.audit.record(
+                "approval.refused",
+                actor=actor,
+                outcome="refused",
+                execution_id=execution.id,
+                target=self._target(execution.plan),
+                detail={"why": why},
+            )
+            raise Refused(why)
+        execution.approvals.append(
+            Approval(
+                actor=actor,
+                decision="denied",
+                plan_hash=execution.plan.hash,
+                at=self.clock.now(),
+                reason=reason,
+            )
+        )
+        execution.error = f"denied by {actor.name}: {reason}"
+        self._transition(execution, State.DENIED, actor=actor, reason=reason)
+        return execution
+
+    def confirm(self, execution_id: str, *, actor: Actor, plan_hash: str) -> Execution:
+        """The requester confirms a (changed) plan again."""
+        return self._retrying(lambda: self._confirm(execution_id, actor=actor, plan_hash=plan_hash))
+
+    def _confirm(self, execution_id: str, *, actor: Actor, plan_hash: str) -> Execution:
+        execution = self._load_for_decision(execution_id, actor=actor)
+        if actor.id != execution.requester.id:
+            raise Refused(f"only {execution.requester.name} can confirm {execution.id}")
+        if plan_hash != execution.plan.hash:
+            raise Refused(f"the plan of {execution.id} changed again; review it once more")
+        execution.confirmed_hash = plan_hash
+        self._save(execution)
+        self.audit.record(
+            "request.confirmed",
+            actor=actor,
+            outcome="confirmed",
+            execution_id=execution.id,
+            detail={"plan_hash": plan_hash},
+        )
+        if self._gate_satisfied(execution):
+            self._transition(execution, State.APPROVED, actor=actor)
+        return execution
+
+    def _load_for_decision(self, execution_id: str, *, actor: Actor) -> Execution:
+        execution = self.get(execution_id)
+        self._expire_if_due(execution)
+        if execution.state != State.AWAITING_APPROVAL:
+            raise Refused(f"{execution.id} is {execution.state}; it is not waiting for a decision")
+        return execution
+
+    def _gate_satisfied(self, execution: Execution) -> bool:
+        return (
+            execution.state == State.AWAITING_APPROVAL
+            and execution.confirmed_hash == execution.plan.hash
+            and len(execution.valid_approvals()) >= execution.required_approvals
+        )
+
+    def reviews(self, *, open_only: bool = True) -> list[dict[str, Any]]:
+        """Break-glass review items, oldest first."""
+        return self.store.list_reviews(open_only=open_only)
+
+    def ack_review(self, execution_id: str, *, actor: Actor, note: str = "") -> None:
+        """Close a break-glass review; the person who broke the glass cannot close it."""
+        items = {r["execution_id"]: r for r in self.store.list_reviews(open_only=False)}
+        item = items.get(execution_id)
+        if item is None:
+            raise NotFound(f"no break-glass review for {execution_id!r}; see `approvals.reviews`")
+        if item["acknowledged_by"] is not None:
+            raise Refused(
+                f"the review of {execution_id} was already acknowledged by "
+                f"{item['acknowledged_by']['name']}"
+            )
+        if item["doc"]["requester"]["id"] == actor.id:
+            raise Refused(f"you broke the glass on {execution_id}; someone else must review it")
+        reviewed = self.store.get_execution(execution_id)
+        if reviewed is not None:
+            why = self.policy.operator_refusal(
+                "acknowledge the break-glass review of",
+                actor,
+                execution_id=execution_id,
+                runbook=reviewed.runbook,
+                environment=reviewed.environment,
+                requester=SYSTEM_ACTOR,  # nobody is exempt: the requester was refused above
+            )
+            if why is not None:
+                self.audit.record(
+                    "break_glass.review_refused",
+                    actor=actor,
+                    outcome="not_allowed",
+                    execution_id=execution_id,
+                    target=self._target(reviewed.plan),
+                    detail={"why": why},
+                )
+                raise Refused(why)
+        if not self.store.ack_review(execution_id, actor.to_doc(), self.clock.now()):
+            raise Refused(f"the review of {execution_id} was acknowledged just now by someone else")
+        self.audit.record(
+            "break_glass.reviewed",
+            actor=actor,
+            outcome="acknowledged",
+            execution_id=execution_id,
+            reason=clean_reason(note),
+            incident=item["doc"].get("incident"),
+            target={"runbook": item["doc"]["runbook"], "environment": item["doc"]["environment"]},
+        )
+
+    def cancel(self, execution_id: str, *, actor: Actor, reason: str = "") -> Execution:
+        """Stop a request: at once if not started, else between steps or inside a wait."""
+        execution = self.get(execution_id)
+        self._authorise("cancel", actor, execution)
+        if execution.terminal:
+            raise Refused(f"{execution.id} already ended ({execution.state})")
+        if execution.state in {State.AWAITING_APPROVAL, State.APPROVED}:
+            execution.cancel_reason = reason or None
+            self._transition(execution, State.CANCELLED, actor=actor, reason=reason)
+            return execution
+        self.store.request_cancel(
+            execution.id, {"actor": actor.to_doc(), "reason": reason, "at": self.clock.now()}
+        )
+        self.audit.record(
+            "execution.cancel_requested",
+            actor=actor,
+            outcome="requested",
+            execution_id=execution.id,
+            reason=reason,
+            target=self._target(execution.plan),
+        )
+        self._publish(execution, "execution.cancel_requested", by=actor.name, reason=reason)
+        now = self.clock.now()
+        if self._driven_here(execution.id):
+            return execution  # our own thread runs it and will see the request
+        if self.store.claim_lease(execution.id, self.owner, now + self.lease_ttl, now):
+            # Nobody is running it (the process died): compensate here and now.
+            return self._drive(execution, actor=actor)
+        return execution

@@ -1,0 +1,292 @@
+"""The engine's journal: every transition saved, audited and published, in that order.
+
+``Journal`` is the base of the engine's parts (``Locks``, ``Decisions``, ``Runner`` and the
+``Engine`` facade): it holds what they share and the persistence they all use.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import threading
+from pathlib import Path
+from typing import Any, TypeVar
+
+from runbooks.engine.approvals import ConfigPolicy
+from runbooks.engine.audit import AuditLog
+from runbooks.engine.clock import Clock
+from runbooks.engine.config import Config
+from runbooks.engine.errors import ConcurrentUpdate, NotFound, Refused
+from runbooks.engine.events import EventBus
+from runbooks.engine.models import (
+    TERMINAL_STATES,
+    TRANSITIONS,
+    Actor,
+    Execution,
+    State,
+    StepRecord,
+)
+from runbooks.engine.params import RunbookParams
+from runbooks.engine.plan import Adapters, PastRun, Plan
+from runbooks.engine.redact import redact_text
+from runbooks.engine.registry import Registry, RunbookSpec
+from runbooks.engine.store.base import Store
+
+SYSTEM_ACTOR = Actor(id="runbook-bot", name="runbook-bot", origin="system")
+
+
+def clean_reason(reason: str | None) -> str | None:
+    """Reasons are free text people paste into: mask anything credential-shaped at once."""
+    return redact_text(reason.strip()) or None if reason else None
+
+
+CANCEL_POLL_S = 0.5
+DECISION_RETRIES = 50
+#: How long a lock holder whose execution is not stored yet is presumed to be mid-submit.
+LOCK_UNBORN_CHECKS = 20
+LOCK_UNBORN_WAIT_S = 0.05
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+
+def step_records(plan: Plan) -> list[StepRecord]:
+    """Fresh (pending) step records for every step of a plan."""
+    return [
+        StepRecord(
+            index=i, kind=s["kind"], description=s["description"], reversible=s["reversible"]
+        )
+        for i, s in enumerate(plan.steps)
+    ]
+
+
+class Journal:
+    """Shared state of the engine's parts, and saving, auditing and publishing."""
+
+    config: Config
+    store: Store
+    registry: Registry
+    audit: AuditLog
+    clock: Clock
+    policy: ConfigPolicy
+    events: EventBus
+    state_dir: Path
+    lease_ttl: float
+    owner: str
+    _driving: set[str]
+    _driving_lock: threading.Lock
+
+    # Implemented by the engine's other parts (the facade combines them).
+    def _plan(
+        self, spec: RunbookSpec[Any], params: RunbookParams, *, break_glass: bool = False
+    ) -> Plan:
+        raise NotImplementedError
+
+    def _drive(self, execution: Execution, *, actor: Actor) -> Execution:
+        raise NotImplementedError
+
+    @property
+    def adapters(self) -> Adapters:
+        raise NotImplementedError
+
+    def _release_lock(self, execution: Execution) -> None:
+        if execution.terminal:
+            for key in execution.plan.locks:
+                self.store.release_lock(key, execution.id)
+
+    def _authorise(self, verb: str, actor: Actor, execution: Execution) -> None:
+        """Refuse (audited) a decision verb this person may not take on this execution."""
+        why = self.policy.operator_refusal(
+            verb,
+            actor,
+            execution_id=execution.id,
+            runbook=execution.runbook,
+            environment=execution.environment,
+            requester=execution.requester,
+        )
+        if why is None:
+            return
+        self.audit.record(
+            f"{verb}.refused",
+            actor=actor,
+            outcome="not_allowed",
+            execution_id=execution.id,
+            target=self._target(execution.plan),
+            incident=execution.incident,
+            detail={"why": why},
+        )
+        raise Refused(why)
+
+    def _driven_here(self, execution_id: str) -> bool:
+        with self._driving_lock:
+            return execution_id in self._driving
+
+    def get(self, execution_id: str) -> Execution:
+        execution = self.store.get_execution(execution_id)
+        if execution is None:
+            raise NotFound(f"no execution {execution_id!r}; list them with `runs.list`")
+        return execution
+
+    def list(self, *, limit: int = 50, states: list[str] | None = None) -> list[Execution]:
+        return self.store.list_executions(limit=limit, states=states)
+
+    #: How far back planners can look (``PlanContext.history``).
+    HISTORY_LIMIT = 500
+
+    def _history(self) -> builtins.list[PastRun]:
+        finished = self.store.list_executions(
+            limit=self.HISTORY_LIMIT, states=sorted(s.value for s in TERMINAL_STATES)
+        )
+        return [
+            PastRun(
+                id=e.id,
+                runbook=e.runbook,
+                environment=e.environment,
+                params=dict(e.plan.params),
+                state=e.state.value,
+                ended_at=e.ended_at,
+                summary=e.plan.summary,
+            )
+            for e in finished
+        ]
+
+    def _save(self, execution: Execution) -> None:
+        execution.updated_at = self.clock.now()
+        self.store.save_execution(execution)
+
+    def _transition(
+        self,
+        execution: Execution,
+        state: State,
+        *,
+        actor: Actor,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
+        event_type: str = "execution.state",
+        release: bool = True,
+    ) -> None:
+        allowed = TRANSITIONS.get(execution.state, frozenset())
+        if state not in allowed:
+            raise RuntimeError(f"illegal transition {execution.state} -> {state} ({execution.id})")
+        previous = execution.state
+        execution.state = state
+        try:
+            self._save(execution)
+        except ConcurrentUpdate:
+            execution.state = previous
+            raise
+        self._after_transition(
+            execution,
+            previous,
+            actor=actor,
+            reason=reason,
+            detail=detail,
+            event_type=event_type,
+            release=release,
+        )
+
+    def _after_transition(
+        self,
+        execution: Execution,
+        previous: State,
+        *,
+        actor: Actor,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
+        event_type: str = "execution.state",
+        release: bool = True,
+    ) -> None:
+        """Audit, publish and (at the end) release the lock for a saved transition."""
+        state = execution.state
+        self.audit.record(
+            f"execution.{state}",
+            actor=actor,
+            outcome=str(state),
+            execution_id=execution.id,
+            target=self._target(execution.plan),
+            reason=reason or execution.reason,
+            incident=execution.incident,
+            detail={
+                "from": str(previous),
+                **({"error": execution.error} if execution.error and execution.terminal else {}),
+                **(detail or {}),
+            },
+        )
+        self._publish(execution, event_type, previous=str(previous), **(detail or {}))
+        if release:
+            self._release_lock(execution)
+
+    def _step_transition(
+        self, execution: Execution, record: StepRecord, event_type: str, *, actor: Actor
+    ) -> None:
+        self._save(execution)
+        self.audit.record(
+            event_type,
+            actor=actor,
+            outcome=str(record.status),
+            execution_id=execution.id,
+            target=self._target(execution.plan),
+            incident=execution.incident,
+            detail={
+                "step": record.index + 1,
+                "kind": record.kind,
+                "description": record.description,
+                **({"error": record.error} if record.error else {}),
+                **({"output": record.output} if record.output else {}),
+            },
+        )
+        self._publish(
+            execution,
+            event_type,
+            step=record.index + 1,
+            description=record.description,
+            status=str(record.status),
+            error=record.error,
+            output=record.output,
+        )
+
+    def _publish(self, execution: Execution, type_: str, **extra: Any) -> None:
+        self.events.publish(
+            execution.id,
+            type_,
+            {
+                "execution_id": execution.id,
+                "runbook": execution.runbook,
+                "environment": execution.environment,
+                "state": str(execution.state),
+                "requester": execution.requester.name,
+                **extra,
+            },
+        )
+
+    @staticmethod
+    def _target(plan: Plan) -> dict[str, Any]:
+        return {
+            "runbook": plan.runbook,
+            "environment": plan.environment,
+            "region": plan.region,
+            "lock": plan.lock_key,
+        }
+
+    def _expire_if_due(self, execution: Execution) -> bool:
+        if (
+            execution.state in {State.AWAITING_APPROVAL, State.APPROVED}
+            and execution.expires_at is not None
+            and self.clock.now() > execution.expires_at
+        ):
+            execution.error = "approval window expired before the run started"
+            self._transition(execution, State.EXPIRED, actor=SYSTEM_ACTOR)
+            return True
+        return False
+
+    def expire_due(self) -> builtins.list[str]:
+        """Expire every pending request past its deadline (the bot runs this periodically)."""
+        expired = []
+        for execution in self.store.list_executions(
+            limit=1000, states=[State.AWAITING_APPROVAL, State.APPROVED]
+        ):
+            try:
+                if self._expire_if_due(execution):
+                    expired.append(execution.id)
+            except ConcurrentUpdate:
+                continue
+        return expired

@@ -1,0 +1,439 @@
+"""Running executions: start (re-planning first), resume, steps, compensation, leases."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from runbooks.engine.clock import Clock, format_duration
+from runbooks.engine.errors import (
+    Cancelled,
+    ConcurrentUpdate,
+    LeaseHeld,
+    LeaseLost,
+    Refused,
+    RunbookError,
+)
+from runbooks.engine.journal import CANCEL_POLL_S, SYSTEM_ACTOR, Journal, step_records
+from runbooks.engine.models import (
+    Actor,
+    Execution,
+    State,
+    StepRecord,
+    StepStatus,
+)
+from runbooks.engine.params import validate_params
+from runbooks.engine.plan import (
+    Plan,
+    RunContext,
+    Step,
+    diff_plans,
+)
+from runbooks.engine.store.base import Store
+
+_log = logging.getLogger(__name__)
+
+
+class _Heartbeat:
+    """Renew an execution's lease from a background thread; note if it is lost."""
+
+    def __init__(self, store: Store, execution_id: str, owner: str, ttl: float, clock: Clock):
+        self._store, self._id, self._owner, self._ttl, self._clock = (
+            store,
+            execution_id,
+            owner,
+            ttl,
+            clock,
+        )
+        self._stop = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(
+            target=self._loop, name=f"lease-{execution_id}", daemon=True
+        )
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(max(0.05, self._ttl / 3)):
+            try:
+                if not self._store.renew_lease(
+                    self._id, self._owner, self._clock.now() + self._ttl
+                ):
+                    self.lost = True
+                    return
+            except Exception:  # a transient store error: try again next beat
+                _log.warning("lease renewal failed for %s; retrying", self._id, exc_info=True)
+
+
+class Runner(Journal):
+    @contextmanager
+    def hold(self, execution_id: str) -> Iterator[None]:
+        """Hold the execution's lease while a requester waits for approval in this process.
+
+        The bot starts approved executions that nobody holds; a waiting terminal holds its
+        own, so exactly one process starts it. Released on exit (Ctrl-C included).
+        """
+        now = self.clock.now()
+        if not self.store.claim_lease(execution_id, self.owner, now + self.lease_ttl, now):
+            raise LeaseHeld(f"{execution_id} is held by another process")
+        heartbeat = _Heartbeat(self.store, execution_id, self.owner, self.lease_ttl, self.clock)
+        try:
+            with heartbeat:
+                yield
+        finally:
+            if not heartbeat.lost:
+                self.store.release_lease(execution_id, self.owner)
+
+    def startable(self) -> list[Execution]:
+        """Approved executions that nobody is about to start (no live lease)."""
+        now = self.clock.now()
+        found = []
+        for execution in self.store.list_executions(limit=1000, states=[State.APPROVED]):
+            lease = self.store.get_lease(execution.id)
+            if lease is None or lease.until <= now:
+                found.append(execution)
+        return found
+
+    def start(self, execution_id: str, *, actor: Actor) -> Execution:
+        """Run an approved execution in this process, re-planning first.
+
+        If the live plan differs from the approved one, approvals are void and the execution
+        returns to ``awaiting_approval`` with the new plan; nothing runs.
+        """
+        execution = self.get(execution_id)
+        if self._expire_if_due(execution):
+            raise Refused(
+                f"{execution.id} expired: approvals must be given and the run started "
+                "within the approval window"
+            )
+        if execution.state != State.APPROVED:
+            raise Refused(
+                f"{execution.id} is {execution.state}; only an approved execution can start"
+            )
+        spec = self.registry.get(execution.runbook)
+        params = validate_params(spec.params, execution.plan.params, self.config)
+        fresh = self._plan(spec, params, break_glass=execution.break_glass)
+        if fresh.hash != execution.plan.hash and execution.plan.read_only:
+            # Nothing was approved: a read-only report is simply the newer one.
+            execution.plan = fresh
+            execution.confirmed_hash = fresh.hash
+            execution.steps = step_records(fresh)
+        elif fresh.hash != execution.plan.hash:
+            self._void_for_plan_change(execution, fresh)
+            return execution
+        if not self.store.claim_lease(
+            execution.id, self.owner, self.clock.now() + self.lease_ttl, self.clock.now()
+        ):
+            raise LeaseHeld(f"{execution.id} is already being started by another process")
+        try:
+            execution.started_at = self.clock.now()
+            self._transition(execution, State.RUNNING, actor=actor)
+        except ConcurrentUpdate:
+            self.store.release_lease(execution.id, self.owner)
+            raise Refused(f"{execution.id} was started by someone else just now") from None
+        return self._drive(execution, actor=actor)
+
+    def _void_for_plan_change(self, execution: Execution, fresh: Plan) -> None:
+        old = execution.plan
+        for approval in execution.approvals:
+            approval.void = True
+        execution.plan = fresh
+        execution.confirmed_hash = None
+        execution.steps = step_records(fresh)
+        changes = diff_plans(old, fresh)
+        self._transition(
+            execution,
+            State.AWAITING_APPROVAL,
+            actor=SYSTEM_ACTOR,
+            detail={
+                "why": "plan changed before the first step; approvals void",
+                "old_plan_hash": old.hash,
+                "new_plan_hash": fresh.hash,
+                "changes": changes,
+            },
+            event_type="plan.changed",
+        )
+
+    def resume(self, execution_id: str, *, actor: Actor) -> Execution:
+        """Continue a running execution whose process died, at the first step not verified.
+
+        An approved execution that nobody started (its requester stopped waiting) is started.
+        """
+        execution = self.get(execution_id)
+        self._authorise("resume", actor, execution)
+        if execution.state == State.APPROVED:
+            return self.start(execution_id, actor=actor)
+        if self._stranded(execution):
+            # Saved as failed with steps left to undo by an engine that died before it could
+            # record ``compensating`` (older versions wrote the two states separately).
+            pass
+        elif execution.state not in {State.RUNNING, State.COMPENSATING}:
+            raise Refused(
+                f"{execution.id} is {execution.state}; only a running execution whose "
+                "process died can be resumed"
+            )
+        now = self.clock.now()
+        if self._driven_here(execution.id) or not self.store.claim_lease(
+            execution.id, self.owner, now + self.lease_ttl, now
+        ):
+            lease = self.store.get_lease(execution.id)
+            left = format_duration(max(0.0, lease.until - now)) if lease else "?"
+            raise LeaseHeld(
+                f"{execution.id} is being run by {lease.owner if lease else 'another process'} "
+                f"(lease valid for {left} more)",
+                hint="if that process is gone, wait for the lease to expire and resume again",
+            )
+        self.audit.record(
+            "execution.resumed",
+            actor=actor,
+            outcome=str(execution.state),
+            execution_id=execution.id,
+            target=self._target(execution.plan),
+            detail={"first_pending_step": self._first_pending(execution)},
+        )
+        self._publish(execution, "execution.resumed", by=actor.name)
+        if self._stranded(execution):
+            self._transition(execution, State.COMPENSATING, actor=actor)
+        return self._drive(execution, actor=actor)
+
+    def _stranded(self, execution: Execution) -> bool:
+        """Failed, still holding its lock, with reversible steps not undone."""
+        return (
+            execution.state == State.FAILED
+            and execution.ended_at is None
+            and bool(self._to_undo(execution))
+        )
+
+    def resumable(self) -> list[Execution]:
+        """Running (or stranded) executions whose lease has expired (their process died)."""
+        now = self.clock.now()
+        found = []
+        for execution in self.store.list_executions(
+            limit=1000, states=[State.RUNNING, State.COMPENSATING, State.FAILED]
+        ):
+            if execution.state == State.FAILED and not self._stranded(execution):
+                continue
+            lease = self.store.get_lease(execution.id)
+            if lease is None or lease.until <= now:
+                found.append(execution)
+        return found
+
+    def _first_pending(self, execution: Execution) -> int | None:
+        for record in execution.steps:
+            if record.status != StepStatus.SUCCEEDED:
+                return record.index + 1
+        return None
+
+    def _drive(self, execution: Execution, *, actor: Actor) -> Execution:
+        """Run (or continue) steps while holding the lease; then compensate if needed."""
+        with self._driving_lock:
+            if execution.id in self._driving:
+                raise LeaseHeld(f"{execution.id} is already running in this process")
+            self._driving.add(execution.id)
+        try:
+            return self._drive_held(execution, actor=actor)
+        finally:
+            with self._driving_lock:
+                self._driving.discard(execution.id)
+
+    def _drive_held(self, execution: Execution, *, actor: Actor) -> Execution:
+        steps = execution.plan.build_steps()
+        spec = self.registry.get(execution.runbook)
+        params = validate_params(spec.params, execution.plan.params, self.config)
+        last_poll = [float("-inf")]
+        heartbeat = _Heartbeat(self.store, execution.id, self.owner, self.lease_ttl, self.clock)
+
+        def check_lease() -> None:
+            if heartbeat.lost:
+                raise LeaseLost(f"lost the lease on {execution.id}; another process took over")
+
+        def check_cancelled() -> None:
+            check_lease()
+            now = self.clock.now()
+            if now - last_poll[0] >= CANCEL_POLL_S:
+                last_poll[0] = now
+                request = self.store.get_cancel(execution.id)
+                if request is not None:
+                    execution.cancel_reason = request.get("reason") or None
+                    raise Cancelled(f"cancelled by {request['actor']['name']}")
+
+        ctx = RunContext(
+            config=self.config,
+            env=self.config.environment(execution.environment),
+            params=params,
+            clock=self.clock,
+            adapters=self.adapters,
+            state_dir=self.state_dir,
+            execution_id=execution.id,
+            started_at=execution.started_at or self.clock.now(),
+            check_cancelled=check_cancelled,
+            check_lease=check_lease,
+            break_glass=execution.break_glass,
+        )
+        try:
+            with heartbeat:
+                if execution.state == State.RUNNING:
+                    self._run_steps(execution, steps, ctx, actor=actor)
+                if execution.state == State.COMPENSATING:
+                    self._compensate(execution, steps, ctx, actor=actor)
+        except LeaseLost:
+            return execution  # another process owns it now; touch nothing
+        finally:
+            if not heartbeat.lost:
+                self.store.release_lease(execution.id, self.owner)
+        return execution
+
+    def _run_steps(
+        self, execution: Execution, steps: list[Step], ctx: RunContext, *, actor: Actor
+    ) -> None:
+        for record, step in zip(execution.steps, steps, strict=True):
+            if record.status == StepStatus.SUCCEEDED:
+                continue
+            try:
+                ctx.check_cancelled()
+            except Cancelled as exc:
+                self._after_stop(execution, State.CANCELLED, str(exc), actor=actor)
+                return
+            record.status = StepStatus.RUNNING
+            record.started_at = self.clock.now()
+            record.attempts += 1
+            record.error = None
+            self._step_transition(execution, record, "step.started", actor=actor)
+            ctx.notes = []
+            try:
+                output = step.run(ctx)
+                step.wait(ctx, self.clock.now() + step.timeout)
+            except Cancelled as exc:
+                record.status = StepStatus.CANCELLED
+                record.ended_at = self.clock.now()
+                record.error = str(exc)
+                self._step_transition(execution, record, "step.cancelled", actor=actor)
+                self._after_stop(execution, State.CANCELLED, str(exc), actor=actor)
+                return
+            except LeaseLost:
+                raise
+            except Exception as exc:
+                message = (
+                    exc.message
+                    if isinstance(exc, RunbookError)
+                    else (f"{type(exc).__name__}: {exc}")
+                )
+                record.status = StepStatus.FAILED
+                record.ended_at = self.clock.now()
+                record.output = [*ctx.notes]
+                record.error = message
+                self._step_transition(execution, record, "step.failed", actor=actor)
+                self._after_stop(
+                    execution,
+                    State.FAILED,
+                    f"step {record.index + 1} failed: {message}",
+                    actor=actor,
+                )
+                return
+            record.status = StepStatus.SUCCEEDED
+            record.ended_at = self.clock.now()
+            record.output = [line for line in [output, *ctx.notes] if line]
+            self._step_transition(execution, record, "step.succeeded", actor=actor)
+        execution.ended_at = self.clock.now()
+        self._transition(execution, State.SUCCEEDED, actor=actor)
+
+    def _to_undo(self, execution: Execution) -> list[StepRecord]:
+        ran = {
+            StepStatus.SUCCEEDED,
+            StepStatus.FAILED,
+            StepStatus.CANCELLED,
+            StepStatus.UNDOING,
+            StepStatus.UNDO_FAILED,
+        }
+        return [r for r in reversed(execution.steps) if r.status in ran and r.reversible]
+
+    def _after_stop(self, execution: Execution, state: State, error: str, *, actor: Actor) -> None:
+        execution.error = error
+        compensate = bool(self._to_undo(execution))
+        if compensate:
+            # Straight from running to compensating in one write: a process that dies here
+            # leaves an execution that resume (and the supervisor) will compensate. (Saving
+            # ``failed`` first left a window in which a crash stranded done steps for good.)
+            previous = execution.state
+            execution.state = State.COMPENSATING
+            self._save(execution)
+            if state == State.FAILED:
+                # The failure keeps its own audit record (written after the one save).
+                self.audit.record(
+                    "execution.failed",
+                    actor=actor,
+                    outcome=str(State.FAILED),
+                    execution_id=execution.id,
+                    target=self._target(execution.plan),
+                    reason=execution.reason,
+                    incident=execution.incident,
+                    detail={"from": str(previous), "error": error, "then": "compensating"},
+                )
+            self._after_transition(
+                execution,
+                previous,
+                actor=actor,
+                detail={"because": "failed" if state == State.FAILED else "cancelled"},
+            )
+        elif state == State.FAILED:
+            execution.ended_at = self.clock.now()
+            self._transition(execution, State.FAILED, actor=actor)
+        elif state == State.CANCELLED:
+            execution.ended_at = self.clock.now()
+            self._transition(execution, State.CANCELLED, actor=actor)
+
+    def _compensate(
+        self, execution: Execution, steps: list[Step], ctx: RunContext, *, actor: Actor
+    ) -> None:
+        failed = []
+        # Undo is what a cancel asks for: its own waits must not see the stored cancel
+        # request and abort themselves. Only a lost lease stops compensation.
+        ctx.check_cancelled = ctx.check_lease
+        for record in self._to_undo(execution):
+            step = steps[record.index]
+            record.status = StepStatus.UNDOING
+            self._step_transition(execution, record, "step.undoing", actor=actor)
+            ctx.notes = []
+            try:
+                output = step.undo(ctx)
+            except Exception as exc:
+                message = (
+                    exc.message
+                    if isinstance(exc, RunbookError)
+                    else (f"{type(exc).__name__}: {exc}")
+                )
+                record.status = StepStatus.UNDO_FAILED
+                record.error = f"undo failed: {message}"
+                failed.append(record.index + 1)
+                self._step_transition(execution, record, "step.undo_failed", actor=actor)
+                continue
+            record.status = StepStatus.UNDONE
+            record.output = [*record.output, *[line for line in [output, *ctx.notes] if line]]
+            self._step_transition(execution, record, "step.undone", actor=actor)
+        execution.ended_at = self.clock.now()
+        kept = [
+            f"step {r.index + 1} ({r.description}) stays done: "
+            f"{execution.plan.steps[r.index].get('irreversible_reason') or 'it cannot be undone'}"
+            for r in execution.steps
+            if r.status == StepStatus.SUCCEEDED and not r.reversible
+        ]
+        if kept:
+            execution.error = f"{execution.error}; NOT UNDONE: {' | '.join(kept)}"
+        if failed:
+            execution.error = (
+                f"{execution.error}; compensation failed at step(s) "
+                f"{', '.join(map(str, failed))}: manual action needed"
+            )
+            self._transition(execution, State.COMPENSATION_FAILED, actor=actor)
+        elif (execution.error or "").startswith("cancelled"):
+            self._transition(execution, State.CANCELLED, actor=actor)
+        else:
+            self._transition(execution, State.COMPENSATED, actor=actor)
