@@ -8,13 +8,14 @@ as flags; optional ones are flags. Every runbook task also takes the common flag
 from __future__ import annotations
 
 import inspect
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
 from invoke.tasks import Task
 
-from runbooks.catalog import load_catalog
-from runbooks.engine.registry import Registry, RunbookSpec
+if TYPE_CHECKING:
+    from runbooks.engine.registry import Registry, RunbookSpec
 
 COMMON_FLAGS: dict[str, tuple[Any, str]] = {
     "dry_run": (False, "show the plan computed from live state and change nothing"),
@@ -27,53 +28,138 @@ COMMON_FLAGS: dict[str, tuple[Any, str]] = {
 }
 
 
+#: One runbook as the CLI needs it: names, help text and parameters (no pydantic model).
+TaskInfo = dict[str, Any]
+
+
+def describe(spec: RunbookSpec[Any]) -> TaskInfo:
+    """What the task table keeps of a runbook: enough to build its invoke task."""
+    fields = sorted(spec.params.model_fields.items(), key=lambda item: not item[1].is_required())
+    return {
+        "name": spec.name,
+        "short_name": spec.short_name,
+        "namespace": spec.namespace,
+        "doc": spec.doc,
+        "params": [
+            {
+                "name": name,
+                "required": field.is_required(),
+                "default": field.default if isinstance(field.default, bool) else None,
+                "help": field.description or "",
+            }
+            for name, field in fields
+        ],
+    }
+
+
+def _fingerprint() -> str:
+    """Changes whenever a file that could change a runbook's task does (runbooks/**.py)."""
+    import hashlib
+    import sys
+    from pathlib import Path
+
+    import runbooks
+
+    root = Path(runbooks.__file__).parent
+    digest = hashlib.sha256(sys.version.encode())
+    for path in sorted(root.rglob("*.py")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}:{stat.st_mtime_ns}:{stat.st_size}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def _cache_dir() -> Any:
+    import os
+    from pathlib import Path
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "runbook-bot"
+
+
+def task_table() -> list[TaskInfo]:
+    """Every runbook of the catalog as a task description, cached per source fingerprint.
+
+    Building it imports pydantic, the configuration models and every runbook module, which
+    is most of ``invoke --list``'s time; the table is the same until a file under
+    ``runbooks/`` changes, so it is read from the cache (``$XDG_CACHE_HOME/runbook-bot``)
+    when it can be. An unreadable or unwritable cache only costs the import.
+    """
+    import json
+
+    path = _cache_dir() / f"tasks-{_fingerprint()}.json"
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(cached, list):
+            return cached
+    except (OSError, ValueError):
+        pass
+    from runbooks.catalog import load_catalog
+
+    table = [describe(spec) for spec in load_catalog()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(table), encoding="utf-8")
+        partial.replace(path)
+    except OSError:
+        pass
+    return table
+
+
 def runbook_task(spec: RunbookSpec[Any]) -> Task[Any]:
     """An invoke Task whose signature mirrors the runbook's parameter model."""
+    return task_from(describe(spec))
+
+
+def task_from(info: TaskInfo) -> Task[Any]:
+    """An invoke Task for a described runbook: required parameters positional, then flags."""
     parameters = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     help_text: dict[str, str] = {}
     taken = set()
-    # Required parameters first (in declaration order: that is the positional order).
-    fields = sorted(spec.params.model_fields.items(), key=lambda item: not item[1].is_required())
-    for name, field in fields:
+    for param in info["params"]:
+        name = param["name"]
         taken.add(name)
-        if field.is_required():
+        if param["required"]:
             parameters.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD))
         else:
-            default = field.default if isinstance(field.default, bool) else None
             parameters.append(
-                inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+                inspect.Parameter(
+                    name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=param["default"]
+                )
             )
-        help_text[name] = field.description or ""
+        help_text[name] = param["help"]
     for name, (default, text) in COMMON_FLAGS.items():
         if name in taken:
-            raise ValueError(f"runbook {spec.name} declares {name!r}, a reserved common flag")
+            raise ValueError(f"runbook {info['name']} declares {name!r}, a reserved common flag")
         parameters.append(
             inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
         )
         help_text[name] = text
+    runbook_name = info["name"]
 
     def body(c: Any, **kwargs: Any) -> None:
         from runbook_cli.commands import run_runbook
 
-        run_runbook(spec.name, kwargs)
+        run_runbook(runbook_name, kwargs)
 
     body.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    body.__doc__ = spec.doc
-    body.__name__ = spec.short_name.replace("-", "_")
-    return Task(body, name=spec.short_name, help=help_text, auto_shortflags=False)
+    body.__doc__ = info["doc"]
+    body.__name__ = info["short_name"].replace("-", "_")
+    return Task(body, name=info["short_name"], help=help_text, auto_shortflags=False)
 
 
 def build_namespace(registry: Registry | None = None) -> Collection:
     """The root collection: runbooks from the registry, then runs/audit/config/bot."""
     from runbook_cli import tasks_admin, tasks_approvals
 
-    registry = registry if registry is not None else load_catalog()
+    table = task_table() if registry is None else [describe(spec) for spec in registry]
     root = Collection()
     namespaces: dict[str, Collection] = {}
-    prefixes = {spec.namespace for spec in registry if spec.namespace}
-    for spec in registry:
-        task = runbook_task(spec)
-        namespace = spec.namespace or (spec.name if spec.name in prefixes else None)
+    prefixes = {info["namespace"] for info in table if info["namespace"]}
+    for info in sorted(table, key=lambda i: str(i["name"])):
+        task = task_from(info)
+        own = info["namespace"]
+        namespace = own or (info["name"] if info["name"] in prefixes else None)
         if namespace is None:
             root.add_task(task)
             continue
@@ -82,7 +168,7 @@ def build_namespace(registry: Registry | None = None) -> Collection:
             root.add_collection(namespaces[namespace])
         # `rollback` beside `rollback.history`: the collection's default task answers to the
         # bare name, so `invoke rollback production` still works.
-        namespaces[namespace].add_task(task, default=spec.namespace is None)
+        namespaces[namespace].add_task(task, default=own is None)
     for collection in (*tasks_admin.collections(), *tasks_approvals.collections()):
         root.add_collection(collection)
     return root

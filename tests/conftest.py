@@ -117,6 +117,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
         RUNBOOK_BOT_AUDIT_KEY=AUDIT_KEY,
         RUNBOOK_USER="alice",
         COLUMNS="200",
+        XDG_CACHE_HOME=str(tmp_path / "cache"),  # the CLI's task table
     )
     return env
 

@@ -76,6 +76,40 @@ def test_listing_imports_no_heavy_sdk(cli_env: dict[str, str]) -> None:
     assert "HEAVY=\n" in result.stdout, result.stdout[-300:]
 
 
+def test_listing_from_the_cached_task_table_imports_no_runbook_module(
+    cli_env: dict[str, str],
+) -> None:
+    probe = (
+        "import sys\n"
+        "from runbook_cli.program import build_program\n"
+        "build_program().run(['runbook', '--list'], exit=False)\n"
+        "loaded = [m for m in ('pydantic', 'runbooks.engine.params', 'runbooks.rollback',"
+        " 'runbooks.dr') if m in sys.modules]\n"
+        "print('LOADED=' + ','.join(loaded))\n"
+    )
+
+    def listing() -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", probe],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            cwd=ROOT,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "dr.failover" in result.stdout
+        return result.stdout
+
+    assert "LOADED=pydantic" in listing()  # first run: builds the table from the catalog
+    [table] = (Path(cli_env["XDG_CACHE_HOME"]) / "runbook-bot").glob("tasks-*.json")
+    assert "LOADED=\n" in listing()  # then: from the table alone
+    table.write_text("{not json")
+    assert "LOADED=pydantic" in listing()  # a broken table is rebuilt, never trusted
+    assert json.loads(table.read_text())[0]["name"]
+
+
 def test_exit_codes_for_invalid_input(cli_env: dict[str, str]) -> None:
     unknown_task = run_cli(["rollbak", "production"], cli_env)
     assert unknown_task.returncode == 2 and "rollbak" in unknown_task.stderr
