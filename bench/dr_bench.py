@@ -79,14 +79,28 @@ class TimedInfrastructure(LiveInfrastructure):
         super().__init__(config, kubeconfig=kubeconfig)
         self.spent = [0.0]
 
+    def _timed(self, make: Any, *args: Any) -> Any:
+        # Building an SDK client (kubeconfig, boto3 session) is the provider's cost too.
+        started = time.perf_counter()
+        try:
+            return Timed(make(*args), self.spent)
+        finally:
+            self.spent[0] += time.perf_counter() - started
+
     def kube(self, environment: str, region: str) -> Any:
-        return Timed(super().kube(environment, region), self.spent)
+        return self._timed(super().kube, environment, region)
 
     def aws(self, region: str) -> Any:
-        return Timed(super().aws(region), self.spent)
+        return self._timed(super().aws, region)
 
     def database(self, environment: str) -> Any:
-        return Timed(super().database(environment), self.spent)
+        return self._timed(super().database, environment)
+
+    def metrics(self, environment: str) -> Any:
+        return self._timed(super().metrics, environment)
+
+    def health(self) -> Any:
+        return self._timed(super().health)
 
 
 class SleepCountingClock(SystemClock):

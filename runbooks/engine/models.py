@@ -96,9 +96,18 @@ class StepRecord:
     error: str | None = None
 
     def to_doc(self) -> dict[str, Any]:
-        doc = dataclasses.asdict(self)
-        doc["status"] = str(self.status)
-        return doc
+        return {
+            "index": self.index,
+            "kind": self.kind,
+            "description": self.description,
+            "reversible": self.reversible,
+            "status": str(self.status),
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "attempts": self.attempts,
+            "output": list(self.output),
+            "error": self.error,
+        }
 
     @staticmethod
     def from_doc(doc: dict[str, Any]) -> StepRecord:
@@ -115,7 +124,14 @@ class Approval:
     void: bool = False
 
     def to_doc(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "actor": self.actor.to_doc()}
+        return {
+            "actor": self.actor.to_doc(),
+            "decision": self.decision,
+            "plan_hash": self.plan_hash,
+            "at": self.at,
+            "reason": self.reason,
+            "void": self.void,
+        }
 
     @staticmethod
     def from_doc(doc: dict[str, Any]) -> Approval:

@@ -9,6 +9,7 @@ approvals bind to.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -204,7 +205,9 @@ class Plan:
     locks: list[str] = field(default_factory=list)
 
     def to_doc(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Shallow on purpose: its parts are JSON values already, and ``asdict``'s deep copy
+        # on every save made bookkeeping grow with the plan (the engine saves per step).
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @staticmethod
     def from_doc(doc: dict[str, Any]) -> Plan:
@@ -212,8 +215,9 @@ class Plan:
             doc = {**doc, "locks": [doc["lock_key"]] if doc.get("lock_key") else []}
         return Plan(**doc)
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
+        """SHA-256 of the canonical JSON (computed once: a plan does not change)."""
         return hashlib.sha256(canonical_json(self.to_doc())).hexdigest()
 
     @property
