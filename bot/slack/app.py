@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from bot.slack.render import (
     shorten_banner,
 )
 from runbooks.engine import Outcome, Request
+from runbooks.engine.clock import Clock, SystemClock
 from runbooks.engine.errors import RunbookError
 from runbooks.engine.models import Actor, State
 from runbooks.engine.wiring import Runtime
@@ -153,7 +153,7 @@ def build_slack(
         listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="slack-ack"),
     )
     notifier = Notifier(runtime, client, min_interval=settings.min_interval)
-    runtime.engine.policy.use_usergroups(UsergroupCache(client))
+    runtime.engine.policy.use_usergroups(UsergroupCache(client, clock=runtime.engine.clock))
     listeners = _Listeners(runtime, notifier, kick)
     commands = command_names(runtime.engine.registry)
     for name in commands:
@@ -177,14 +177,15 @@ class UsergroupCache:
     If Slack cannot be asked, the group has no members: a policy check fails closed.
     """
 
-    def __init__(self, client: WebClient, ttl: float = 60.0) -> None:
+    def __init__(self, client: WebClient, ttl: float = 60.0, clock: Clock | None = None) -> None:
         self.client = client
         self.ttl = ttl
+        self.clock = clock or SystemClock()
         self._cache: dict[str, tuple[float, set[str]]] = {}
         self._lock = threading.Lock()
 
     def __call__(self, usergroup: str) -> set[str]:
-        now = time.monotonic()
+        now = self.clock.now()
         with self._lock:
             hit = self._cache.get(usergroup)
             if hit and now - hit[0] < self.ttl:

@@ -17,7 +17,6 @@ if it still fails the card stays dirty and is tried again on the next pass.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.slack.render import card_blocks, card_text, outcome_text, plan_blocks, shorten_banner
+from runbooks.engine.clock import Clock, SystemClock
 from runbooks.engine.leases import LeaderLease
 from runbooks.engine.models import Event, Execution, State
 from runbooks.engine.wiring import Runtime
@@ -58,16 +58,19 @@ TELL_REQUESTER = {
 class Courier:
     """Calls the Web API at most once per ``min_interval`` per channel."""
 
-    def __init__(self, client: WebClient, *, min_interval: float = 1.0) -> None:
+    def __init__(
+        self, client: WebClient, *, min_interval: float = 1.0, clock: Clock | None = None
+    ) -> None:
         self.client = client
         self.min_interval = min_interval
+        self.clock = clock or SystemClock()
         self._last: dict[str, float] = {}
 
     def _pace(self, channel: str) -> None:
-        wait = self._last.get(channel, 0.0) + self.min_interval - time.monotonic()
+        wait = self._last.get(channel, float("-inf")) + self.min_interval - self.clock.now()
         if wait > 0:
-            time.sleep(wait)
-        self._last[channel] = time.monotonic()
+            self.clock.sleep(wait)
+        self._last[channel] = self.clock.now()
 
     def post(self, channel: str, text: str, **kwargs: Any) -> str:
         self._pace(channel)
@@ -114,7 +117,7 @@ class Notifier:
     ) -> None:
         self.runtime = runtime
         self.engine = runtime.engine
-        self.courier = Courier(client, min_interval=min_interval)
+        self.courier = Courier(client, min_interval=min_interval, clock=self.engine.clock)
         self.poll = poll
         self.stop = threading.Event()
         self.wake = threading.Event()

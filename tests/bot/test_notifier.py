@@ -109,3 +109,19 @@ def test_thread_lines_and_direct_messages_are_delivered_once_across_a_takeover(
     finally:
         first_rt.close()
         second_rt.close()
+
+
+def test_pacing_waits_on_the_engines_clock(slack: SlackEmulator) -> None:
+    from bot.slack.notify import Courier
+
+    clock = FakeClock()
+    client = web_client(
+        SlackSettings(bot_token=SANDBOX_BOT_TOKEN, signing_secret="s", api_url=slack.api_url)
+    )
+    courier = Courier(client, min_interval=1.0, clock=clock)
+    start = clock.now()
+    for i in range(4):
+        courier.post("C1", f"m{i}")
+    courier.post("C2", "another channel: not held back")
+    assert clock.now() - start == 3.0  # three waits of a second, slept on the fake clock
+    assert [m.text for m in slack.state.messages][-1] == "another channel: not held back"
