@@ -19,15 +19,19 @@ from runbooks.engine.errors import InvalidInput, Refused, RunbookError
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import PastRun, PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
-from runbooks.interfaces import InfrastructureError, infrastructure
+from runbooks.interfaces import DbTopology, InfrastructureError, infrastructure
 from runbooks.kit.aws import AwsStep, SetNodeCapacity
 from runbooks.kit.kube import ScaleDeployment, kube_for
 from runbooks.kit.regions import active_region
+from runbooks.kit.report import Verdict
 
 
 class DrStatusParams(RunbookParams):
     environment: str = Field(
         "production", description="environment to report on (default production)"
+    )
+    strict: bool = Field(
+        False, description="fail (exit 1) when any component cannot be read, not only all"
     )
 
 
@@ -38,6 +42,12 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
     infra = infrastructure(ctx)
     notes: list[str] = []
     active = None
+    unread: list[str] = []  # what could not be read
+
+    def cannot(what: str, exc: RunbookError) -> str:
+        unread.append(what)
+        return f"{what}: cannot read ({exc.message})"
+
     if env.route53 is not None:
         r53 = env.route53
         try:
@@ -49,7 +59,7 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
                 f"{active or 'NONE (all weights 0)'}"
             )
         except RunbookError as exc:
-            notes.append(f"DNS {r53.record}: cannot read ({exc.message})")
+            notes.append(cannot(f"DNS {r53.record}", exc))
         try:
             checks = infra.aws(env.primary_region).health_checks(r53.zone)
             if checks:
@@ -62,7 +72,7 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
                     )
                 )
         except RunbookError as exc:
-            notes.append(f"Route53 health checks: cannot read ({exc.message})")
+            notes.append(cannot("Route53 health checks", exc))
     else:
         notes.append("DNS: not managed here (no route53 in environments.yaml)")
     for region in env.regions:
@@ -82,7 +92,7 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
                     f"(bounds {group.minimum}-{group.maximum})"
                 )
             except RunbookError as exc:
-                parts.append(f"node group {group_name}: cannot read ({exc.message})")
+                parts.append(cannot(f"node group {group_name}", exc))
         for name, service in sorted(env.services.items()):
             if region not in env.kube_contexts:
                 continue
@@ -95,15 +105,16 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
                     f"({state.image_text()})"
                 )
             except RunbookError as exc:
-                parts.append(f"{name}: cannot read ({exc.message})")
+                parts.append(cannot(f"{name} ({region})", exc))
         query = error_rate_query(env, region)
         if query is not None:
             try:
                 rate = infra.metrics(params.environment).query(query)
                 parts.append("error rate " + (_percent(rate) if rate is not None else "no samples"))
             except RunbookError as exc:
-                parts.append(f"error rate: cannot read ({exc.message})")
+                parts.append(cannot(f"error rate ({region})", exc))
         notes.append(f"compute {label}: " + ("; ".join(parts) or "nothing configured"))
+    db_primary = None
     if env.mongodb is not None:
         try:
             topology = infra.database(params.environment).topology()
@@ -113,12 +124,13 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
                 if region != topology.primary_region and (lag := topology.lag(region)) is not None
             )
             primary = topology.primary_region or "NO REGION"
+            db_primary = topology.primary_region
             notes.append(
                 f"database ({env.mongodb.kind}): primary in {primary}; replication lag: "
                 f"{lags or 'no secondaries reporting'}"
             )
         except RunbookError as exc:
-            notes.append(f"database ({env.mongodb.kind}): cannot read ({exc.message})")
+            notes.append(cannot(f"database ({env.mongodb.kind})", exc))
     if env.backup_bucket is not None:
         try:
             latest = infra.aws(env.primary_region).latest_object(env.backup_bucket)
@@ -129,7 +141,7 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
                 key, modified = latest
                 notes.append(f"backups: latest in {env.backup_bucket}: {key} at {iso(modified)}")
         except RunbookError as exc:
-            notes.append(f"backups: {env.backup_bucket}: cannot read ({exc.message})")
+            notes.append(cannot(f"backups: {env.backup_bucket}", exc))
     notes.extend(_drills(ctx.history(), params.environment))
     if env.targets:
         notes.append(
@@ -139,11 +151,40 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
                 for name, t in env.targets.items()
             )
         )
-    return PlanDraft(
-        steps=[],
-        summary=f"DR status of {params.environment}: active region {active or 'unknown'}",
-        notes=notes,
+    if active and db_primary and active != db_primary:
+        notes.insert(
+            0,
+            f"SPLIT: traffic goes to {active} but the database primary is in {db_primary} "
+            f"(writes cross regions). Move the database back with `dr.failback` (or "
+            f"`dr.failover {active}`), or complete the move with `dr.failover {db_primary}`",
+        )
+    summary = f"DR status of {params.environment}: active region {active or 'unknown'}"
+    if unread:
+        summary += f" (PARTIAL: cannot read {', '.join(unread)})"
+    verdict = Verdict(
+        ok=not unread or (not params.strict and len(unread) < _components(env)),
+        message=(
+            "every component read"
+            if not unread
+            else f"could not read {len(unread)} of {_components(env)} components: "
+            + ", ".join(unread)
+        ),
     )
+    return PlanDraft(steps=[verdict], summary=summary, notes=notes)
+
+
+def _components(env: EnvironmentConfig) -> int:
+    """How many components ``dr.status`` reads for this environment."""
+    count = 0
+    if env.route53 is not None:
+        count += 2  # weighted records, health checks
+    for region in env.regions:
+        count += 1 if env.autoscaling_groups.get(region) else 0
+        count += len(env.services) if region in env.kube_contexts else 0
+        count += 1 if error_rate_query(env, region) is not None else 0
+    count += 1 if env.mongodb is not None else 0
+    count += 1 if env.backup_bucket is not None else 0
+    return max(count, 1)
 
 
 RAN = {"succeeded", "failed", "compensated", "compensation_failed"}
@@ -378,11 +419,31 @@ def _move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: s
     zone, record, weights = _dns(ctx)
     source = active_region(weights)
     notes = ["DNS now: " + ", ".join(f"{r} {w}" for r, w in sorted(weights.items()))]
+    topology = infra.database(ctx.environment).topology() if env.mongodb is not None else None
     if source == target:
+        db_region = topology.primary_region if topology is not None else None
+        if topology is not None and db_region is not None and db_region != target:
+            # A split (a failover that promoted the database and then moved traffic back):
+            # finish it by bringing the database primary to where the traffic is.
+            notes.append(
+                f"SPLIT: traffic is in {target} but the database primary is in {db_region}; "
+                f"this moves the database primary back to {target}"
+            )
+            promote = _promotion(
+                ctx, target, topology, accept_data_loss=accept_data_loss, notes=notes
+            )
+            steps_split: list[Step] = [promote] if promote else []
+            return PlanDraft(
+                steps=steps_split,
+                summary=f"{what}: database primary {db_region} → {target} (traffic already "
+                f"in {target})",
+                notes=notes,
+            )
         notes.append(f"{ctx.environment} already serves from {target}: nothing to do")
         return PlanDraft(steps=[], summary=f"{what}: already in {target}", notes=notes)
     if source is None:
         raise Refused(f"no region carries traffic for {record} (all weights 0); fix DNS first")
+    _preflight_target(ctx, target, notes)
     steps: list[Step] = []
     # Compute: the target gets the source's current capacity.
     source_group = env.autoscaling_groups.get(source)
@@ -432,32 +493,10 @@ def _move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: s
             f"{name}: {target} runs {have.image_text()}, {source} runs {need.image_text()}"
         )
     # Database: lag within the RPO, or an explicit, break-glass acceptance of data loss.
-    if env.mongodb is not None:
-        topology = infra.database(ctx.environment).topology()
-        rpo = env.targets["database"].rpo if "database" in env.targets else 0.0
-        lag = topology.lag(target)
-        if topology.primary_region != target:
-            if lag is None:
-                raise Refused(
-                    f"the database has no readable member in {target}; cannot promote there"
-                )
-            if lag > rpo:
-                message = (
-                    f"replication lag in {target} is {format_duration(lag)}, beyond the database "
-                    f"RPO of {format_duration(rpo)}: failing over now loses those writes"
-                )
-                if not (ctx.break_glass and accept_data_loss):
-                    raise Refused(
-                        message,
-                        hint="wait for the lag to fall, or accept the loss explicitly: "
-                        "--break-glass --accept-data-loss --reason TEXT --incident ID",
-                    )
-                notes.append(f"DATA LOSS ACCEPTED (break-glass): {message}")
-            else:
-                notes.append(
-                    f"database lag in {target}: {format_duration(lag)} (RPO {format_duration(rpo)})"
-                )
-            steps.append(PromoteDatabase(environment=ctx.environment, region=target))
+    if topology is not None and topology.primary_region != target:
+        promote = _promotion(ctx, target, topology, accept_data_loss=accept_data_loss, notes=notes)
+        if promote is not None:
+            steps.append(promote)
     to_weights = {region: (100 if region == target else 0) for region in weights}
     steps.append(
         ShiftTraffic(
@@ -483,6 +522,84 @@ def _move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: s
     )
     notes.append(f"{source} keeps running (for failback); its capacity is not reduced")
     return PlanDraft(steps=steps, summary=f"{what}: {source} → {target}", notes=notes)
+
+
+def _promotion(
+    ctx: PlanContext,
+    target: str,
+    topology: DbTopology,
+    *,
+    accept_data_loss: bool,
+    notes: list[str],
+) -> PromoteDatabase | None:
+    """The promotion of the database in ``target``, within the RPO or refused."""
+    env = ctx.env
+    if topology.primary_region == target:
+        return None
+    rpo = env.targets["database"].rpo if "database" in env.targets else 0.0
+    lag = topology.lag(target)
+    if lag is None:
+        raise Refused(f"the database has no readable member in {target}; cannot promote there")
+    if lag > rpo:
+        message = (
+            f"replication lag in {target} is {format_duration(lag)}, beyond the database "
+            f"RPO of {format_duration(rpo)}: failing over now loses those writes"
+        )
+        if not (ctx.break_glass and accept_data_loss):
+            raise Refused(
+                message,
+                hint="wait for the lag to fall, or accept the loss explicitly: "
+                "--break-glass --accept-data-loss --reason TEXT --incident ID",
+            )
+        notes.append(f"DATA LOSS ACCEPTED (break-glass): {message}")
+    else:
+        notes.append(
+            f"database lag in {target}: {format_duration(lag)} (RPO {format_duration(rpo)})"
+        )
+    return PromoteDatabase(environment=ctx.environment, region=target)
+
+
+def _preflight_target(ctx: PlanContext, target: str, notes: list[str]) -> None:
+    """Refuse to start a move whose verification would fail: the target's ``/health`` must
+    answer 200 and its error rate (where Prometheus is configured) stay below the trigger,
+    before anything irreversible (the database promotion) happens. Break-glass goes ahead
+    with the problem written into the plan."""
+    env = ctx.env
+    problems = []
+    url = health_url(env, target)
+    if url is not None:
+        status = _get_status(ctx, url)
+        if status != 200:
+            problems.append(f"{url} answered {status}")
+        else:
+            notes.append(f"preflight: {url} answers 200")
+    query = error_rate_query(env, target)
+    if query is not None:
+        try:
+            rate = read_error_rate(ctx, ctx.environment, query)
+        except RunbookError as exc:
+            notes.append(f"preflight: error rate in {target} NOT CHECKED ({exc.message})")
+        else:
+            limit = env.rollback_triggers.error_rate
+            if rate is not None and rate > limit:
+                problems.append(
+                    f"its error rate is {_percent(rate)}, above the rollback trigger of "
+                    f"{_percent(limit)}"
+                )
+            elif rate is not None:
+                notes.append(f"preflight: error rate in {target} {_percent(rate)}")
+    if not problems:
+        return
+    why = f"{target} is not healthy: " + "; ".join(problems)
+    if ctx.break_glass:
+        notes.append(f"BREAK-GLASS: going ahead although {why}")
+        return
+    raise Refused(
+        f"{why}. Failing over to it would promote the database there (irreversible) and "
+        "then fail verification",
+        hint="fix the target region first; if you must go anyway: "
+        "--break-glass --reason TEXT --incident ID",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

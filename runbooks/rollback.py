@@ -111,15 +111,26 @@ def _wait_healthy(ctx: RunContext, step: UndoDeployment, deadline: float) -> Non
         f"{step.region}: rollout complete, {state.available}/{state.replicas} available "
         f"({state.image_text()})"
     )
+    # Healthy means the service's endpoints are the target ReplicaSet's pods (named
+    # ``<replica set>-<suffix>``, as the ReplicaSet controller names them), all ready: old
+    # pods still behind the service would make any count of ready endpoints look fine.
+    prefix = step.to_replicaset + "-"
     while True:
         ready, not_ready = kube.endpoints(step.namespace, step.service)
-        if len(ready) >= state.replicas and not not_ready:
-            ctx.note(f"{step.region}: service {step.service} has {len(ready)} ready endpoints")
+        ours = [p for p in ready if p.startswith(prefix)]
+        others = [p for p in ready if not p.startswith(prefix)]
+        if len(ours) >= state.replicas and not not_ready and not others:
+            ctx.note(
+                f"{step.region}: service {step.service} has {len(ours)} ready endpoints, all "
+                f"pods of {step.to_replicaset}"
+            )
             return
         if ctx.clock.now() >= deadline:
             raise StepFailed(
-                f"service {step.service} ({step.region}) has {len(ready)} ready and "
-                f"{len(not_ready)} unready endpoints after the rollout"
+                f"service {step.service} ({step.region}) has {len(ours)} ready endpoints of "
+                f"{step.to_replicaset} (wanted {state.replicas}), {len(others)} of other "
+                f"replica sets ({', '.join(others[:3]) or 'none'}) and {len(not_ready)} unready "
+                "after the rollout"
             )
         ctx.check_cancelled()
         ctx.clock.sleep(POLL_S)

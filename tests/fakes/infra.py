@@ -70,9 +70,17 @@ class FakeAws:
     region: str
     groups: dict[str, NodeGroupState] = field(default_factory=dict)
     weights: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    checks: list[tuple[str, int, int]] = field(default_factory=list)
+    objects: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def node_group(self, name: str) -> NodeGroupState:
         return self.groups[name]
+
+    def health_checks(self, domain: str) -> list[tuple[str, int, int]]:
+        return list(self.checks)
+
+    def latest_object(self, bucket: str) -> tuple[str, float] | None:
+        return self.objects.get(bucket)
 
     def traffic_weights(self, zone: str, record: str) -> dict[str, int]:
         return dict(self.weights[zone, record])

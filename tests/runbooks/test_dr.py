@@ -131,7 +131,8 @@ def test_failover_then_failback(
     assert cluster.primary == "US_WEST_2"
     (rto,) = [line for line in done.steps[-1].output if line.startswith("RTO achieved: ")]
     assert rto.endswith("(target 15m: met)")
-    assert health.server.hits.get("us-west-2") == 3
+    # twice in preflight (the plan, and the re-plan before the first step), 3 to verify
+    assert health.server.hits.get("us-west-2") == 5
     assert "error rate in us-west-2: 0.20 % (limit 5 %)" in done.steps[-1].output
 
     back = _run(kube_engine, "dr.failback", {})
@@ -171,28 +172,84 @@ def test_failover_refused_when_lag_exceeds_the_rpo(
     assert cluster.primary == "US_EAST_1" and cluster.patches == []
 
 
-def test_failover_whose_verification_fails_compensates(
+def test_failover_to_an_unhealthy_region_is_refused_before_anything_changes(
     kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
     health.fail("us-west-2")
-    done = _run(kube_engine, "dr.failover", {"region": "us-west-2"})
+    with pytest.raises(Refused) as caught:
+        kube_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE)
+    assert caught.value.message.startswith(
+        f"us-west-2 is not healthy: {health.url}/us-west-2/health answered 503. Failing over "
+        "to it would promote the database there (irreversible)"
+    )
+    assert "--break-glass" in (caught.value.hint or "")
+    health.fail("us-west-2", failing=False)
+    health.set_error_rate("us-west-2", 0.12)
+    with pytest.raises(Refused, match=r"its error rate is 12 %, above the rollback trigger of 5 %"):
+        kube_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE)
+    assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}
+    assert cluster.primary == "US_EAST_1" and kube_engine.list() == []
+
+
+def test_a_failed_failover_that_stranded_the_database_is_flagged_and_recovered(
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+) -> None:
+    """The walkthrough's sequence: us-west-2 answers 503, the failover goes ahead anyway (now
+    only with break-glass), promotes the database, fails verification and moves traffic back,
+    leaving traffic in us-east-1 and the database primary in us-west-2."""
+    health.fail("us-west-2")
+    done = _run(
+        kube_engine,
+        "dr.failover",
+        {"region": "us-west-2"},
+        break_glass=True,
+        reason="us-east-1 is burning",
+        incident="PD-77",
+    )
+    assert any(n.startswith("BREAK-GLASS: going ahead although us-west-2") for n in done.plan.notes)
     assert done.state == State.COMPENSATED
     assert "health answered 503" in (done.error or "")
     assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}  # traffic back
     assert _desired(aws, "prod-api-usw2", "us-west-2") == 2  # capacity back
-    # The promoted database is not moved back automatically, and the report says so.
-    assert cluster.primary == "US_WEST_2"
+    assert cluster.primary == "US_WEST_2"  # the promotion cannot be undone, and it says so
     assert (
         "NOT UNDONE: step 2 (promote the production database in us-west-2 (move its primary "
         "there)) stays done: the new primary takes writes at once"
     ) in (done.error or "")
+    # dr.status says so first; failback and failover to us-east-1 plan the way back.
+    assert _status(kube_engine)[0].startswith(
+        "SPLIT: traffic goes to us-east-1 but the database primary is in us-west-2"
+    )
+    for name, params in (("dr.failover", {"region": "us-east-1"}), ("dr.failback", {})):
+        plan = kube_engine.prepare(name, params, actor=ALICE).plan
+        assert [s["description"] for s in plan.steps] == [
+            "promote the production database in us-east-1 (move its primary there)"
+        ], name
+        assert "SPLIT: traffic is in us-east-1" in " ".join(plan.notes)
+    health.fail("us-west-2", failing=False)
+    back = _run(kube_engine, "dr.failback", {})
+    assert back.state == State.SUCCEEDED, back.error
+    assert cluster.primary == "US_EAST_1"
+    assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}
+    assert not _status(kube_engine)[0].startswith("SPLIT")
 
 
-def test_failover_whose_error_rate_is_too_high_compensates(
+def test_failover_whose_error_rate_rises_after_preflight_compensates(
     kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
-    health.set_error_rate("us-west-2", 0.12)
+    def rise_during_verification() -> None:
+        # Two preflight checks (plan and re-plan), then the first of verification's three.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if health.server.hits.get("us-west-2", 0) >= 3:
+                health.set_error_rate("us-west-2", 0.12)
+                return
+            time.sleep(0.02)
+
+    riser = threading.Thread(target=rise_during_verification)
+    riser.start()
     done = _run(kube_engine, "dr.failover", {"region": "us-west-2"})
+    riser.join()
     assert done.state == State.COMPENSATED
     assert "error rate in us-west-2 is 12 %, above the rollback trigger of 5 %" in (
         done.error or ""

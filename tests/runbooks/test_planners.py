@@ -6,11 +6,15 @@ this, scaling after a DR failover planned against the passive configured primary
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from runbooks.catalog import load_catalog
 from runbooks.engine.executor import Engine
+from runbooks.engine.models import State
 from runbooks.engine.plan import Plan
+from runbooks.engine.requests import Request
 from runbooks.interfaces import HpaState, InfrastructureError
 from tests.conftest import EngineFactory
 from tests.fakes.infra import FakeInfrastructure, deployment, node_group
@@ -118,3 +122,71 @@ def test_dr_locks_the_whole_environment_and_scaling_its_resources() -> None:
     assert locks["dr.failover"] == locks["dr.failback"] == ["production:*"]
     assert locks["scale.pods"] == locks["rollback"] == ["production:api"]
     assert locks["scale.nodes"] == locks["maintenance.resize"] == ["production:nodes"]
+
+
+class _Down:
+    """Every call fails as an unreachable system does."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*_args: Any, **_kwargs: Any) -> Any:
+            raise InfrastructureError(f"{self.what} timed out after 5 s")
+
+        return call
+
+
+class DownInfrastructure(FakeInfrastructure):
+    def __init__(self, *, up: FakeInfrastructure | None = None, down: set[str]) -> None:
+        super().__init__()
+        self.up, self.down = up, down
+
+    def kube(self, environment: str, region: str) -> Any:
+        if "kube" in self.down or self.up is None:
+            return _Down(f"Kubernetes {region}")
+        return self.up.kube(environment, region)
+
+    def aws(self, region: str) -> Any:
+        if "aws" in self.down or self.up is None:
+            return _Down(f"AWS {region}")
+        return self.up.aws(region)
+
+    def database(self, environment: str) -> Any:
+        return _Down("MongoDB")
+
+    def metrics(self, environment: str) -> Any:
+        return _Down("Prometheus")
+
+
+def _report(engine: Engine, **params: Any) -> Any:
+    result = engine.request(Request("dr.status", params, ALICE))
+    assert result.execution is not None
+    return result.execution
+
+
+def test_a_status_report_that_read_nothing_fails(make_engine: EngineFactory) -> None:
+    engine = make_engine(
+        registry=load_catalog(),
+        adapters_factory=lambda: DownInfrastructure(down={"kube", "aws"}),
+    )
+    done = _report(engine)
+    assert done.state == State.FAILED
+    assert "the report is not usable: could not read 10 of 10 components" in (done.error or "")
+    assert "timed out after 5 s" in " ".join(done.plan.notes)
+
+
+def test_a_partial_status_says_so_and_fails_only_when_strict(
+    make_engine: EngineFactory, infra: FakeInfrastructure
+) -> None:
+    infra.aws("us-east-1").groups["prod-api-use1"] = node_group("prod-api-use1", "us-east-1", 4)
+    engine = make_engine(
+        registry=load_catalog(),
+        adapters_factory=lambda: DownInfrastructure(up=infra, down=set()),
+    )
+    done = _report(engine)
+    assert done.state == State.SUCCEEDED
+    assert "(PARTIAL: cannot read " in done.plan.summary and "database (atlas)" in done.plan.summary
+    strict = _report(engine, strict=True)
+    assert strict.state == State.FAILED
+    assert "could not read" in (strict.error or "")
