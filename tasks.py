@@ -5,5 +5,7 @@ appears here without editing this file.
 """
 
 from runbook_cli.collection import build_namespace
+from runbook_cli.program import help_first_for_invoke
 
+help_first_for_invoke()  # `invoke TASK --help` prints the task's help, as `runbook` does
 namespace = build_namespace()

@@ -27,12 +27,9 @@ class RunbookProgram(Program):
         ``--help`` as a positional value.
         """
         args = list(sys.argv if argv is None else argv)
-        if (
-            len(args) > 2
-            and not args[1].startswith("-")
-            and any(a in {"--help", "-h"} for a in args[2:])
-        ):
-            args = [args[0], "--help", args[1]]
+        task = wants_task_help(args[1:])
+        if task is not None:
+            args = [args[0], "--help", task]
         super().run(args, exit)
 
     def parse_core_args(self) -> None:
@@ -56,6 +53,37 @@ class RunbookProgram(Program):
             super().parse_core(argv)
         except ParseError as exc:
             raise Exit(str(exc), code=EXIT_REFUSED) from None
+
+
+HELP_FLAGS = ("--help", "-h")
+
+
+def wants_task_help(args: list[str]) -> str | None:
+    """The task in ``TASK ... --help`` (or ``-h``), else None."""
+    if args and not args[0].startswith("-") and any(a in HELP_FLAGS for a in args[1:]):
+        return args[0]
+    return None
+
+
+def help_first_for_invoke() -> None:
+    """Make plain ``invoke TASK --help`` mean ``invoke --help TASK``, as ``runbook`` does.
+
+    invoke parses its core flags before it imports ``tasks.py``, and after the import parses
+    the rest against the tasks, where ``--help`` after a task name becomes the value of the
+    task's first positional argument (``invoke rollback --help`` would roll back environment
+    "--help"; a task with two positionals fails to parse). ``tasks.py`` calls this while
+    invoke imports it: the core parse is done, so the help request is moved there.
+    """
+    import invoke.main
+
+    program = getattr(invoke.main, "program", None)
+    core = getattr(program, "core", None)
+    if not core:
+        return
+    task = wants_task_help(list(core.unparsed))
+    if task is not None:
+        core[0].args["help"].value = task
+        core.unparsed = []
 
 
 def build_program() -> RunbookProgram:

@@ -35,7 +35,9 @@ class RunbookParams(BaseModel):
 class RegionalParams(RunbookParams):
     """Parameters with an optional region that must belong to the environment."""
 
-    region: str | None = Field(None, description="region (default: the environment's primary)")
+    region: str | None = Field(
+        None, description="region (default: the one serving the environment; rollback: all)"
+    )
 
     @field_validator("region")
     @classmethod

@@ -1,0 +1,93 @@
+"""``TASK --help`` and ``TASK -h`` print the task's help, for every task, through both entry
+points (``invoke`` and ``runbook``); before, 17 of 32 tasks took ``--help`` as the value of
+their first required argument."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from runbook_cli.collection import build_namespace
+from runbook_cli.program import build_program
+from tests.conftest import BIN, ROOT
+
+NAMESPACE = build_namespace()
+
+
+def task_names() -> list[str]:
+    names: list[str] = []
+
+    def walk(collection: object, prefix: str) -> None:
+        for name in collection.tasks:  # type: ignore[attr-defined]
+            default = name == collection.default  # type: ignore[attr-defined]
+            names.append(prefix.rstrip(".") if default else f"{prefix}{name}")
+        for name, sub in collection.collections.items():  # type: ignore[attr-defined]
+            walk(sub, f"{prefix}{name}.")
+
+    walk(NAMESPACE, "")
+    return sorted(names)
+
+
+TASKS = task_names()
+
+
+def test_the_task_list_is_the_whole_product() -> None:
+    assert len(TASKS) >= 30
+    assert {"rollback", "rollback.history", "dr.failover", "runs.show", "audit.verify"} <= set(
+        TASKS
+    )
+
+
+def _is_help_for(name: str, out: str) -> bool:
+    return out.startswith("Usage: ") and f" {name} [" in out.splitlines()[0]
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_task_prints_its_help_through_runbook(
+    flag: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNBOOK_USER", "nobody-known")  # help must not need an identity
+    failures = []
+    for name in TASKS:
+        try:
+            build_program().run(["runbook", name, flag], exit=False)
+        except BaseException as exc:
+            failures.append(f"{name}: {type(exc).__name__}: {exc}")
+            continue
+        out = capsys.readouterr().out
+        if not _is_help_for(name, out):
+            failures.append(f"{name}: {out[:120]!r}")
+    assert failures == []
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_task_prints_its_help_through_invoke(cli_env: dict[str, str], flag: str) -> None:
+    env = {**cli_env, "RUNBOOK_USER": "nobody-known"}
+    failures = []
+    for name in TASKS:
+        result = subprocess.run(
+            [str(BIN / "invoke"), name, flag],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        if result.returncode != 0 or not _is_help_for(name, result.stdout):
+            failures.append(f"{name}: exit {result.returncode}: {result.stderr[-200:]!r}")
+    assert failures == []
+
+
+def test_help_after_the_arguments_too(cli_env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [str(BIN / "invoke"), "rollback", "production", "--service", "api", "--help"],
+        cwd=ROOT,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0 and _is_help_for("rollback", result.stdout)
