@@ -102,7 +102,16 @@ class MongoAdapter:
                     f"{self.environment} database: {self.config.uri_env} is not set",
                     hint="set it to the cluster's connection string (a secret)",
                 )
-            self._client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+            # Every call has a bound: a server that accepts connections and never answers
+            # (a hung login, a stuck primary) must not hang a report at 3 a.m.
+            timeout_ms = int(self.config.timeout * 1000)
+            self._client = pymongo.MongoClient(
+                uri,
+                serverSelectionTimeoutMS=timeout_ms,
+                connectTimeoutMS=timeout_ms,
+                socketTimeoutMS=timeout_ms,
+                timeoutMS=timeout_ms,
+            )
         return self._client
 
     def close(self) -> None:
@@ -121,6 +130,16 @@ class MongoAdapter:
             reply: dict[str, Any] = self._db().admin.command(name, value, **extra)
             return reply
         except PyMongoError as exc:
+            timeouts = (
+                pymongo.errors.NetworkTimeout,
+                pymongo.errors.ExecutionTimeout,
+                pymongo.errors.ServerSelectionTimeoutError,
+            )
+            if isinstance(exc, timeouts):
+                raise InfrastructureError(
+                    f"{self.environment} database: {name}: timed out after "
+                    f"{self.config.timeout:g} s ({type(exc).__name__})"
+                ) from None
             raise InfrastructureError(f"{self.environment} database: {name}: {exc}") from None
 
     def topology(self) -> DbTopology:

@@ -109,6 +109,8 @@ class MongoConfig(_Strict):
     #: ATLAS_PRIVATE_KEY, the base URL from ATLAS_API_URL, default cloud.mongodb.com).
     atlas_project: str | None = None
     atlas_cluster: str | None = None
+    #: How long any one database call may take (connect, server selection, each reply).
+    timeout: Seconds = 10.0
 
 
 DEFAULT_ERROR_RATE_QUERY = (

@@ -10,6 +10,7 @@ from runbooks.interfaces import (
     DeploymentState,
     HpaState,
     Infrastructure,
+    InfrastructureError,
     Instance,
     NodeGroupState,
 )
@@ -56,6 +57,8 @@ class FakeKube:
     hpas: dict[tuple[str, str], HpaState] = field(default_factory=dict)
 
     def deployment(self, namespace: str, name: str) -> DeploymentState:
+        if (namespace, name) not in self.deployments:
+            raise InfrastructureError(f"deployment {namespace}/{name} not found in {self.region}")
         return self.deployments[namespace, name]
 
     def hpa_for(self, namespace: str, deployment: str) -> HpaState | None:
@@ -74,6 +77,8 @@ class FakeAws:
     objects: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def node_group(self, name: str) -> NodeGroupState:
+        if name not in self.groups:
+            raise InfrastructureError(f"autoscaling group {name} does not exist in {self.region}")
         return self.groups[name]
 
     def health_checks(self, domain: str) -> list[tuple[str, int, int]]:
@@ -83,6 +88,8 @@ class FakeAws:
         return self.objects.get(bucket)
 
     def traffic_weights(self, zone: str, record: str) -> dict[str, int]:
+        if (zone, record) not in self.weights:
+            raise InfrastructureError(f"no weighted records {record} in {zone}")
         return dict(self.weights[zone, record])
 
     def __getattr__(self, name: str) -> Any:

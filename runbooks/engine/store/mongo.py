@@ -38,7 +38,12 @@ class MongoStore(Store):
 
     @classmethod
     def from_url(cls, url: str) -> MongoStore:
-        client: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=5000)
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            url,
+            serverSelectionTimeoutMS=5000,
+            connectTimeoutMS=5000,
+            socketTimeoutMS=10000,
+        )
         database = client.get_default_database(default="runbook_bot").name
         return cls(client, database, description=redact_text(url))
 
