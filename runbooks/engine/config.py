@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from runbooks.engine import yamlfile
 from runbooks.engine.clock import parse_duration
 from runbooks.engine.errors import ConfigError
 
@@ -353,8 +354,7 @@ def _read_yaml(path: Path) -> Any:
             hint="set RUNBOOK_BOT_CONFIG to a directory holding environments.yaml and policy.yaml",
         )
     try:
-        with path.open(encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+        data = yamlfile.load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -440,4 +440,16 @@ def _cross_check(path: Path, envs: EnvironmentsFile, policy: PolicyFile) -> list
                     f"{seen[login]}"
                 )
             seen[login] = key
+    # Identity in Slack is the user id: two people sharing one would let one act (and
+    # approve) as the other.
+    slack_owner: dict[str, str] = {}
+    for key, person in policy.people.items():
+        if person.slack_id is None:
+            continue
+        if person.slack_id in slack_owner:
+            problems.append(
+                f"{path}: people.{key}.slack_id: {person.slack_id!r} already belongs to "
+                f"{slack_owner[person.slack_id]}; each Slack id belongs to one person"
+            )
+        slack_owner[person.slack_id] = key
     return problems

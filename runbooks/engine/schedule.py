@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from runbooks.engine import yamlfile
 from runbooks.engine.config import Seconds, format_validation_error
 from runbooks.engine.errors import ConfigError
 
@@ -178,7 +179,7 @@ def load_schedules(path: Path) -> SchedulesFile:
     if not path.exists():
         return SchedulesFile()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yamlfile.load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""

@@ -147,3 +147,42 @@ def test_durations() -> None:
     assert parse_duration("2d") == 172800 and parse_duration(15) == 15
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration("soon")
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(config_dir: Path) -> None:
+    environments = config_dir / "environments.yaml"
+    text = environments.read_text()
+    staging = text[text.index("  staging:") : text.index("  production:")]
+    environments.write_text(text + staging.replace("api-deployment", "other-deployment"))
+    first = text[: text.index("  staging:")].count("\n") + 1
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_dir)
+    message = caught.value.message
+    assert f"environments.yaml: line {text.count(chr(10)) + 1}" in message
+    assert f"duplicate key 'staging' (first given on line {first})" in message
+
+
+def test_a_person_given_twice_or_sharing_an_identity_is_refused(
+    config_dir: Path, cli_env: dict[str, str]
+) -> None:
+    policy = config_dir / "policy.yaml"
+    original = policy.read_text()
+    edit(policy, "  carol:", "  bob:   {name: Bob Two, groups: [sre]}\n  carol:")
+    with pytest.raises(ConfigError, match=r"policy.yaml: line \d+.*duplicate key 'bob'"):
+        load_config(config_dir)
+    policy.write_text(original)
+    edit(policy, "slack_id: U0CAROL", "slack_id: U0BOB")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_dir)
+    assert "people.carol.slack_id: 'U0BOB' already belongs to bob" in caught.value.message
+    checked = run_cli(["config.check"], {**cli_env, "RUNBOOK_BOT_CONFIG": str(config_dir)})
+    assert checked.returncode == 2 and "U0BOB" in checked.stderr
+
+
+def test_schedules_refuse_duplicate_keys_too(tmp_path: Path) -> None:
+    from runbooks.engine.schedule import load_schedules
+
+    path = tmp_path / "schedules.yaml"
+    path.write_text("maintenance_windows: []\nmaintenance_windows: []\n")
+    with pytest.raises(ConfigError, match=r"line 2.*duplicate key 'maintenance_windows'"):
+        load_schedules(path)
