@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from runbooks.engine.errors import InvalidInput
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
@@ -28,7 +29,9 @@ class SelftestParams(RunbookParams):
         None, description="pause step 2 until this file exists (rehearse crash and resume)"
     )
     workdir: str | None = Field(
-        None, description="directory for markers (default: <state dir>/selftest/<environment>)"
+        None,
+        description="directory for markers, inside the state directory (default: "
+        "<state dir>/selftest/<environment>; a relative name goes under <state dir>/selftest)",
     )
 
 
@@ -80,17 +83,33 @@ class WriteMarker(Step, kind="selftest.marker"):
         return f"removed {self.path.name}"
 
 
+def _workdir(ctx: PlanContext, params: SelftestParams) -> Path:
+    """Where the markers go: always inside the state directory, whoever asks from where.
+
+    A relative ``--workdir`` is taken under ``<state dir>/selftest``; an absolute one must lie
+    inside the state directory (``/selftest --workdir /etc`` from Slack wrote where it said).
+    """
+    base = (ctx.state_dir / "selftest").resolve()
+    if not params.workdir:
+        return base / params.environment
+    wanted = Path(params.workdir)
+    directory = (wanted if wanted.is_absolute() else base / wanted).resolve()
+    state = ctx.state_dir.resolve()
+    if directory != state and state not in directory.parents:
+        raise InvalidInput(
+            f"--workdir {params.workdir!r} is outside the state directory {state}; give a "
+            f"name under it (e.g. --workdir rehearsal: {base / 'rehearsal'})"
+        )
+    return directory
+
+
 @runbook("selftest", params=SelftestParams, lock="{environment}:selftest")
 def selftest(ctx: PlanContext, params: SelftestParams) -> PlanDraft:
     """Rehearse the engine: write and check marker files, no infrastructure touched.
 
     Plans only the markers that are missing, so a second run has nothing to do.
     """
-    directory = (
-        Path(params.workdir)
-        if params.workdir
-        else (ctx.state_dir / "selftest" / params.environment)
-    )
+    directory = _workdir(ctx, params)
     steps: list[Step] = []
     present = []
     for index in range(1, params.steps + 1):

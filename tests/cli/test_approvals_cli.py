@@ -83,7 +83,7 @@ def audit_actions(env: dict[str, str], execution_id: str) -> list[str]:
 def test_two_approvers_at_once_with_a_waiting_terminal_and_a_bot_start_it_once(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    workdir = tmp_path / "w"
+    workdir = tmp_path / "home" / "w"
     bot = Bot({**env, "RUNBOOK_BOT_LOG": "-", "RUNBOOK_BOT_SWEEP_INTERVAL": "0.1"}, free_port())
     requester = request_in_background(env, "production", workdir)
     try:
@@ -120,7 +120,7 @@ def test_two_approvers_at_once_with_a_waiting_terminal_and_a_bot_start_it_once(
 
 
 def test_denial_reaches_the_waiting_requester_who_exits_2(env, tmp_path: Path) -> None:
-    requester = request_in_background(env, "staging", tmp_path / "w")
+    requester = request_in_background(env, "staging", tmp_path / "home" / "w")
     execution_id = pending_id(env)
     no_reason = run_cli(["approvals.deny", execution_id, "--yes"], as_user(env, "bob"))
     assert no_reason.returncode == 2 and "needs --reason" in no_reason.stderr
@@ -137,12 +137,13 @@ def test_denial_reaches_the_waiting_requester_who_exits_2(env, tmp_path: Path) -
     assert requester.returncode == 2
     assert json.loads(out)["state"] == "denied"
     assert "not during the sale" in err
-    assert not (tmp_path / "w").exists()
+    assert not (tmp_path / "home" / "w").exists()
 
 
 def test_self_approval_and_no_terminal_refusals(env, tmp_path: Path) -> None:
     pending = run_cli(
-        ["selftest", "staging", "--yes", "--no-wait", "--workdir", str(tmp_path / "w")], env
+        ["selftest", "staging", "--yes", "--no-wait", "--workdir", str(tmp_path / "home" / "w")],
+        env,
     )
     assert pending.returncode == 3
     execution_id = pending_id(env)
@@ -156,21 +157,29 @@ def test_no_wait_then_approved_is_started_by_runs_resume_where_no_bot_runs(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     pending = run_cli(
-        ["selftest", "staging", "--yes", "--no-wait", "--json", "--workdir", str(tmp_path / "w")],
+        [
+            "selftest",
+            "staging",
+            "--yes",
+            "--no-wait",
+            "--json",
+            "--workdir",
+            str(tmp_path / "home" / "w"),
+        ],
         env,
     )
     assert pending.returncode == 3
     execution_id = json.loads(pending.stdout)["id"]
     approved = run_cli(["approvals.approve", execution_id, "--yes", "--json"], as_user(env, "dave"))
     assert json.loads(approved.stdout)["state"] == "approved"
-    assert not (tmp_path / "w").exists()  # nobody started it yet
+    assert not (tmp_path / "home" / "w").exists()  # nobody started it yet
     resumed = run_cli(["runs.resume", execution_id, "--json"], env)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["state"] == "succeeded"
 
 
 def test_ctrl_c_stops_waiting_but_keeps_the_request(env, tmp_path: Path) -> None:
-    requester = request_in_background(env, "staging", tmp_path / "w")
+    requester = request_in_background(env, "staging", tmp_path / "home" / "w")
     execution_id = pending_id(env)
     store = SqliteStore(env["RUNBOOK_BOT_STATE"])
     wait_for(lambda: store.get_lease(execution_id) is not None, what="the waiter's lease")
@@ -200,7 +209,7 @@ def test_break_glass_runs_at_once_and_needs_someone_else_to_review(env, tmp_path
             "--incident",
             "PD-42",
             "--workdir",
-            str(tmp_path / "w"),
+            str(tmp_path / "home" / "w"),
         ],
         env,
     )

@@ -128,9 +128,11 @@ def test_exit_codes_for_invalid_input(cli_env: dict[str, str]) -> None:
 
 
 def test_no_terminal_and_no_yes_refuses_rather_than_hangs(cli_env, tmp_path) -> None:
-    result = run_cli(["selftest", "development", "--workdir", str(tmp_path / "w")], cli_env)
+    result = run_cli(
+        ["selftest", "development", "--workdir", str(tmp_path / "home" / "w")], cli_env
+    )
     assert result.returncode == 2 and "pass --yes" in result.stderr
-    assert not (tmp_path / "w").exists()
+    assert not (tmp_path / "home" / "w").exists()
 
 
 def test_identity_must_map_to_a_person(cli_env: dict[str, str]) -> None:
@@ -140,7 +142,8 @@ def test_identity_must_map_to_a_person(cli_env: dict[str, str]) -> None:
 
 def test_json_output_is_one_document(cli_env: dict[str, str], tmp_path: Path) -> None:
     dry = run_cli(
-        ["selftest", "staging", "--dry-run", "--json", "--workdir", str(tmp_path / "w")], cli_env
+        ["selftest", "staging", "--dry-run", "--json", "--workdir", str(tmp_path / "home" / "w")],
+        cli_env,
     )
     assert dry.returncode == 0
     plan = json.loads(dry.stdout)
@@ -156,7 +159,7 @@ def test_json_output_is_one_document(cli_env: dict[str, str], tmp_path: Path) ->
             "--reason",
             "drill",
             "--workdir",
-            str(tmp_path / "w"),
+            str(tmp_path / "home" / "w"),
         ],
         cli_env,
     )
@@ -164,8 +167,8 @@ def test_json_output_is_one_document(cli_env: dict[str, str], tmp_path: Path) ->
     execution = json.loads(run.stdout)
     assert execution["state"] == "succeeded" and execution["reason"] == "drill"
     assert [s["status"] for s in execution["steps"]] == ["succeeded"] * 3
-    assert sorted((tmp_path / "w").glob("step-*")) == [
-        tmp_path / "w" / f"step-{i}" for i in (1, 2, 3)
+    assert sorted((tmp_path / "home" / "w").glob("step-*")) == [
+        tmp_path / "home" / "w" / f"step-{i}" for i in (1, 2, 3)
     ]
     listing = json.loads(run_cli(["runs.list", "--json"], cli_env).stdout)
     assert {"id", "runbook", "environment", "state", "requester", "created_at"} <= set(listing[0])
@@ -188,22 +191,22 @@ def test_failing_step_is_compensated_and_exits_1(cli_env: dict[str, str], tmp_pa
             "--yes",
             "--json",
             "--workdir",
-            str(tmp_path / "w"),
+            str(tmp_path / "home" / "w"),
         ],
         cli_env,
     )
     assert result.returncode == 1
     execution = json.loads(result.stdout)
     assert execution["state"] == "compensated"
-    assert list((tmp_path / "w").glob("step-*")) == []
-    journal = (tmp_path / "w" / "journal").read_text().split()
+    assert list((tmp_path / "home" / "w").glob("step-*")) == []
+    journal = (tmp_path / "home" / "w" / "journal").read_text().split()
     assert journal == ["step-1", "step-2", "step-3", "undo-3", "undo-2", "undo-1"]
 
 
 def test_audit_export_formats(cli_env: dict[str, str], tmp_path: Path) -> None:
     assert (
         run_cli(
-            ["selftest", "development", "--yes", "--workdir", str(tmp_path / "w")], cli_env
+            ["selftest", "development", "--yes", "--workdir", str(tmp_path / "home" / "w")], cli_env
         ).returncode
         == 0
     )
@@ -221,7 +224,7 @@ def test_audit_export_formats(cli_env: dict[str, str], tmp_path: Path) -> None:
 
 def start_held_run(cli_env, tmp_path: Path, *, lease_ttl: str = "1"):
     """Start a selftest run that blocks in step 2 until ``hold`` exists."""
-    workdir, hold = tmp_path / "work", tmp_path / "hold"
+    workdir, hold = tmp_path / "home" / "work", tmp_path / "hold"
     env = {**cli_env, "RUNBOOK_BOT_LEASE_TTL": lease_ttl}
     proc = subprocess.Popen(
         [
@@ -253,7 +256,8 @@ def test_second_request_on_a_held_lock_is_refused_naming_the_holder(cli_env, tmp
     proc, _workdir, hold, _store, holder = start_held_run(cli_env, tmp_path, lease_ttl="30")
     try:
         second = run_cli(
-            ["selftest", "development", "--yes", "--workdir", str(tmp_path / "other")], cli_env
+            ["selftest", "development", "--yes", "--workdir", str(tmp_path / "home" / "other")],
+            cli_env,
         )
         assert second.returncode == 2
         assert f"development:selftest is locked by {holder} (running" in second.stderr

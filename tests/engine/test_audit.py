@@ -122,7 +122,8 @@ def test_cli_audit_verify_exit_codes_name_the_seq(tmp_path: Path, cli_env: dict[
     for _ in range(2):
         assert (
             run_cli(
-                ["selftest", "development", "--yes", "--workdir", str(tmp_path / "w")], cli_env
+                ["selftest", "development", "--yes", "--workdir", str(tmp_path / "home" / "w")],
+                cli_env,
             ).returncode
             == 0
         )

@@ -61,7 +61,15 @@ def test_a_token_in_a_request_reaches_neither_the_log_nor_the_audit_store(
 ) -> None:
     reason = f"rotating {SLACK_TOKEN} after leak; db {MONGO_URL}"
     result = run_cli(
-        ["selftest", "development", "--yes", "--reason", reason, "--workdir", str(tmp_path / "w")],
+        [
+            "selftest",
+            "development",
+            "--yes",
+            "--reason",
+            reason,
+            "--workdir",
+            str(tmp_path / "home" / "w"),
+        ],
         cli_env,
     )
     assert result.returncode == 0, result.stderr
