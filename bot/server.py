@@ -70,6 +70,17 @@ class BotApp:
     ) -> Iterable[bytes]:
         assert self.slack is not None
         started = time.perf_counter()
+        if self.slack.gate is not None:
+            refusal = self.slack.gate.admit(environ)
+            if refusal is not None:
+                payload = json.dumps({"error": refusal.reason, "message": refusal.message})
+                start_response(
+                    {400: "400 Bad Request", 401: "401 Unauthorized"}.get(
+                        refusal.status, "413 Payload Too Large"
+                    ),
+                    [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+                )
+                return [payload.encode()]
         try:
             # Bolt answers once the listener acked; lazy work continues on its thread pool.
             return list(self.slack.handler(environ, start_response))

@@ -41,6 +41,7 @@ from bot.slack.commands import (
     parse,
     usage,
 )
+from bot.slack.guard import RedactingWebClient, SlackGate, redacting
 from bot.slack.notify import Notifier
 from bot.slack.render import (
     card_blocks,
@@ -111,6 +112,8 @@ class SlackFrontEnd:
     client: WebClient
     notifier: Notifier
     commands: list[str]
+    #: Size, signature and shape checks before Bolt (HTTP mode; None in Socket Mode).
+    gate: SlackGate | None = None
 
     def socket_mode_handler(self, app_token: str) -> Any:
         """Socket Mode for teams without public ingress (connects when ``connect()`` runs)."""
@@ -120,7 +123,8 @@ class SlackFrontEnd:
 
 
 def web_client(settings: SlackSettings) -> WebClient:
-    return WebClient(
+    """The Web API client; everything it sends passes through the redactor."""
+    return RedactingWebClient(
         token=settings.bot_token,
         base_url=settings.api_url,
         timeout=10,
@@ -168,7 +172,12 @@ def build_slack(
     ]:
         app.action(action_id)(listeners.deferred(work))
     app.view("rb_deny_modal")(listeners.on_deny_submitted)
-    return SlackFrontEnd(app, SlackRequestHandler(app), client, notifier, commands)
+    gate = (
+        SlackGate(settings.signing_secret, audit=runtime.engine.audit, clock=runtime.engine.clock)
+        if settings.signing_secret
+        else None
+    )
+    return SlackFrontEnd(app, SlackRequestHandler(app), client, notifier, commands, gate)
 
 
 class UsergroupCache:
@@ -246,7 +255,7 @@ class _Listeners:
             client: WebClient,
         ) -> None:
             ack()
-            self._later(work, body, action, respond, client)
+            self._later(work, body, action, redacting(respond), client)
 
         listener.__name__ = f"deferred_{work.__name__}"
         return listener
@@ -281,6 +290,7 @@ class _Listeners:
     def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         """Parse and check identity inside the ack; bad input is answered here, privately.
         Planning and the rest happen after the ack, on the work pool."""
+        ack, respond = redacting(ack), redacting(respond)
         user_id = command.get("user_id", "")
         if self.actor(user_id) is None:
             text = self.refuse_stranger(user_id, command.get("user_name", ""), command["command"])

@@ -119,7 +119,7 @@ class AuditLog:
         }
         if detail:
             body["detail"] = detail
-        body = redact(body)
+        body = _capped(redact(body))
         row = self._store.append_audit(canonical_json(body), self.sign)
         self._log.info("audit", audit_seq=row.seq, audit_head=f"{row.seq}:{row.mac}", **body)
         return row
@@ -200,3 +200,18 @@ def decode(row: AuditRow) -> dict[str, Any]:
     """A stored record as a flat dict, with seq, prev and mac."""
     body: dict[str, Any] = json.loads(row.body)
     return {"seq": row.seq, **body, "prev": row.prev, "mac": row.mac}
+
+
+#: The longest string an audit record keeps (a pasted log, a huge parameter): the rest is
+#: replaced by a note of how much was cut, so one request cannot bloat the chain.
+MAX_AUDIT_STRING = 4096
+
+
+def _capped(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_AUDIT_STRING:
+        return value[:MAX_AUDIT_STRING] + f"... [{len(value) - MAX_AUDIT_STRING} characters cut]"
+    if isinstance(value, dict):
+        return {k: _capped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_capped(v) for v in value]
+    return value
