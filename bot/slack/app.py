@@ -301,6 +301,16 @@ class _Listeners:
         except UsageError as exc:
             text = f":warning: {exc.message}\n{exc.hint or ''}".rstrip()
             ack(text=text, response_type="ephemeral")
+            actor = self.actor(user_id)
+            assert actor is not None
+            self.engine.audit.record(
+                "request.rejected",
+                actor=actor,
+                outcome="usage_error",
+                target={"slack": command["command"]},
+                params={"text": command.get("text", "")},
+                detail={"error": exc.message, "channel": command.get("channel_id")},
+            )
             return
         ack()
         self._later(self.run_command, command, respond)

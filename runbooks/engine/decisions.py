@@ -139,6 +139,16 @@ class Decisions(Journal):
                 detail={"why": why},
             )
             raise Refused(why)
+        if actor.id == execution.requester.id:
+            # The requester "denying" their own request withdraws it: a cancellation, shown
+            # and audited as one, not a verdict of the approvers.
+            execution.cancel_reason = reason
+            execution.error = f"withdrawn by {actor.name}: {reason}"
+            execution.ended_at = self.clock.now()
+            self._transition(
+                execution, State.CANCELLED, actor=actor, reason=reason, detail={"withdrawn": True}
+            )
+            return execution
         execution.approvals.append(
             Approval(
                 actor=actor,
@@ -179,7 +189,17 @@ class Decisions(Journal):
         execution = self.get(execution_id)
         self._expire_if_due(execution)
         if execution.state != State.AWAITING_APPROVAL:
-            raise Refused(f"{execution.id} is {execution.state}; it is not waiting for a decision")
+            why = f"{execution.id} is {execution.state}; it is not waiting for a decision"
+            # Often the second of two approvers clicking at once: audited like any refusal.
+            self.audit.record(
+                "decision.refused",
+                actor=actor,
+                outcome="not_pending",
+                execution_id=execution.id,
+                target=self._target(execution.plan),
+                detail={"why": why},
+            )
+            raise Refused(why)
         return execution
 
     def _gate_satisfied(self, execution: Execution) -> bool:

@@ -110,3 +110,11 @@ def test_a_secret_typed_into_a_reason_never_reaches_slack(world: SlackWorld) -> 
     assert "after a leak" in everything  # the reason is shown...
     assert token not in everything  # ...with the token masked
     assert "xox?-***" in everything
+
+
+def test_a_usage_error_answered_in_the_ack_is_audited(world: SlackWorld) -> None:
+    answer = world.user("alice").command("/rollback production --colour red")
+    assert answer.status == 200 and "colour" in answer.body
+    [record] = [r for r in world.audit_actions() if r["outcome"] == "usage_error"]
+    assert record["actor"]["id"] == "alice" and record["action"] == "request.rejected"
+    assert "--colour red" in record["params"]["text"]

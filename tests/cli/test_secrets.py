@@ -26,7 +26,8 @@ def test_the_cli_signs_the_audit_log_with_the_key_from_secrets_manager(
         "RUNBOOK_BOT_AUDIT_KEY": "aws-secretsmanager:runbook-bot/audit-key",
     }
     done = run_cli(
-        ["selftest", "development", "--yes", "--json", "--workdir", str(tmp_path / "w")], env
+        ["selftest", "development", "--yes", "--json", "--workdir", str(tmp_path / "home" / "w")],
+        env,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["state"] == "succeeded"

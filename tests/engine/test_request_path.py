@@ -316,3 +316,19 @@ def test_a_new_requester_is_only_a_translator(engine: Engine) -> None:
             engine, {"name": "x", "runbook": "test.set", "params": {"environment": "production"}}
         )
     assert actions(engine)[-1] == "request.refused"
+
+
+def test_the_requester_denying_is_a_withdrawal_and_a_late_decision_is_audited(
+    engine: Engine,
+) -> None:
+    execution = submit(engine)
+    withdrawn = engine.deny(execution.id, actor=ALICE, reason="wrong service")
+    assert withdrawn.state == State.CANCELLED
+    assert withdrawn.error == "withdrawn by Alice: wrong service"
+    assert withdrawn.approvals == []  # no verdict of an approver
+    with pytest.raises(Refused, match="not waiting for a decision"):
+        engine.approve(execution.id, actor=BOB)  # the losing (late) approver
+    late = [r for r in engine.audit.export() if r["action"] == "decision.refused"]
+    assert [(r["actor"]["id"], r["outcome"]) for r in late] == [("bob", "not_pending")]
+    record = [r for r in engine.audit.export() if r["action"] == "execution.cancelled"][-1]
+    assert record["detail"]["withdrawn"] is True
