@@ -34,7 +34,6 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 Handler = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 SWEEP_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_SWEEP_INTERVAL", "2"))
-DEFAULT_PORT = 3000
 
 log = structlog.get_logger("runbook_bot.bot")
 
@@ -220,12 +219,12 @@ def main(argv: list[str]) -> int:
     from runbooks.catalog import load_catalog
     from runbooks.engine.logs import configure_logging
     from runbooks.engine.secrets import resolve_environment
-    from runbooks.engine.settings import load_settings
+    from runbooks.engine.settings import bot_port, load_settings
 
     try:
-        port = args.port or int(os.environ.get("PORT") or DEFAULT_PORT)
-    except ValueError:
-        parser.error(f"PORT={os.environ['PORT']!r} is not a port number")
+        port = bot_port(args.port)
+    except RunbookError as exc:
+        parser.error(exc.message)
     try:
         settings = load_settings()
         configure_logging(settings.log_target or "-")

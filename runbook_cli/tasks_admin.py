@@ -286,21 +286,31 @@ def serve(c: Any, port: int = 0) -> None:
 # ------------------------------------------------------------------------------- sandbox
 
 
-@task
-def up(c: Any) -> None:
+@task(
+    help={
+        "bot": "also run the bot against it",
+        "port": "the bot's port (default: $PORT, else 3000)",
+    }
+)
+def up(c: Any, bot: bool = False, port: int = 0) -> None:
     """Run the whole sandbox (Kubernetes emulators per region, Slack) until Ctrl-C; writes
     .runbook-bot/sandbox/env for the bot, terminals and `kubectl` (source it)."""
     import os
 
-    os.execv(sys.executable, [sys.executable, "-m", "sandbox", "up"])  # noqa: S606
+    argv = [sys.executable, "-m", "sandbox", "up"]
+    argv += ["--bot"] if bot else []
+    argv += ["--port", str(port)] if port else []
+    os.execv(sys.executable, argv)  # noqa: S606
 
 
-@task
-def reset(c: Any) -> None:
-    """Remove the default state store and sandbox files (stop the sandbox first)."""
+@task(help={"yes": "do not ask"})
+def reset(c: Any, yes: bool = False) -> None:
+    """Set the default state store aside (kept beside it as a copy) and remove the sandbox
+    files; refused while the sandbox or a bot runs on it."""
     import os
 
-    os.execv(sys.executable, [sys.executable, "-m", "sandbox", "reset"])  # noqa: S606
+    argv = [sys.executable, "-m", "sandbox", "reset", *(["--yes"] if yes else [])]
+    os.execv(sys.executable, argv)  # noqa: S606
 
 
 @task(

@@ -22,12 +22,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from runbooks.engine.settings import load_settings
+from runbooks.engine.settings import DEFAULT_PORT, Settings, bot_port, load_settings
 from sandbox import atlas as atlas_sandbox
 from sandbox.aws import CREDENTIALS, AwsSandbox
 from sandbox.health import HealthServer
@@ -38,8 +39,6 @@ from sandbox.slack import (
     SANDBOX_SIGNING_SECRET,
     SlackEmulator,
 )
-
-DEFAULT_BOT_PORT = 3000
 
 
 def start_emulators(*, pace: float = 0.2, ready_after: float = 1.0) -> dict[str, KubeEmulator]:
@@ -60,7 +59,7 @@ def write_env(
     aws: AwsSandbox | None = None,
     database: tuple[atlas_sandbox.AtlasEmulator, atlas_sandbox.WireDatabase] | None = None,
     health: HealthServer | None = None,
-    bot_port: int = DEFAULT_BOT_PORT,
+    bot_port: int = DEFAULT_PORT,
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "kubeconfig"
@@ -105,21 +104,93 @@ def write_env(
     return env_path
 
 
-def reset(state_dir: Path) -> list[Path]:
-    """Remove the sandbox's state store and emulator files (executions would point at
-    objects that no longer exist once the emulators start from the seed again)."""
-    removed = []
-    for path in [
-        state_dir / "state.db",
-        state_dir / "state.db-wal",
-        state_dir / "state.db-shm",
-        state_dir / "sandbox" / "env",
-        state_dir / "sandbox" / "kubeconfig",
-    ]:
+def running_on(state_dir: Path, state_url: str) -> list[str]:
+    """What is using this state now: a sandbox (its pid file names a live process) or a bot
+    (it holds the store's ``supervisor`` leader lease)."""
+    found = []
+    pid_file = state_dir / "sandbox" / "pid"
+    if pid_file.exists():
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, 0)
+            found.append(f"the sandbox (pid {pid})")
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            found.append("the sandbox (a process of another user)")
+    database = Path(state_url) if "://" not in state_url else None
+    if database is not None and database.exists():
+        from runbooks.engine.clock import SystemClock
+        from runbooks.engine.leases import LeaderLease
+        from runbooks.engine.store.sqlite import SqliteStore
+
+        store = SqliteStore(database)
+        try:
+            leader = LeaderLease(store, "supervisor", "reset", SystemClock()).current()
+        finally:
+            store.close()
+        if leader is not None and leader.until > time.time():
+            found.append(f"a bot ({leader.owner})")
+    return found
+
+
+def reset(state_dir: Path, database: Path, *, stamp: str) -> tuple[list[Path], list[Path]]:
+    """Set the sandbox's state store aside and remove its emulator files (executions would
+    point at objects that no longer exist once the emulators start from the seed again).
+
+    The store (the SQLite file in use) and its audit log are kept beside it as
+    ``<name>.<stamp>`` (with its WAL files): a reset never loses an audit record. Returns
+    (kept copies, removed files).
+    """
+    kept, removed = [], []
+    for suffix in ("", "-wal", "-shm"):
+        path = database.with_name(database.name + suffix)
+        if path.exists():
+            copy = database.with_name(f"{database.name}.{stamp}{suffix}")
+            path.rename(copy)
+            kept.append(copy)
+    for path in (state_dir / "sandbox" / "env", state_dir / "sandbox" / "kubeconfig"):
         if path.exists():
             path.unlink()
             removed.append(path)
-    return removed
+    return kept, removed
+
+
+def reset_command(settings: Settings, *, yes: bool) -> int:
+    """``sandbox.reset``: refuse under a running sandbox or bot; ask unless --yes."""
+    busy = running_on(settings.state_dir, settings.state_url)
+    if busy:
+        print(
+            f"refusing to reset {settings.state_url}: {' and '.join(busy)} "
+            "is running on it. Stop it first (Ctrl-C in its terminal).",
+            file=sys.stderr,
+        )
+        return 2
+    if not yes:
+        if not sys.stdin.isatty():
+            print("no terminal to confirm the reset on; pass --yes", file=sys.stderr)
+            return 2
+        answer = input(
+            f"Set aside the state store {settings.state_url} (executions and the audit log, "
+            "kept as a copy beside it) and remove the sandbox files? [y/N] "
+        )
+        if answer.strip().lower() not in {"y", "yes"}:
+            print("nothing done")
+            return 2
+    if "://" in settings.state_url:
+        print(
+            f"the state store is {settings.state_description}, not a SQLite file: "
+            "sandbox.reset sets aside only a local store",
+            file=sys.stderr,
+        )
+        return 2
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    kept, removed = reset(settings.state_dir, Path(settings.state_url), stamp=stamp)
+    for path in kept:
+        print(f"kept {path}")
+    for path in removed:
+        print(f"removed {path}")
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -128,7 +199,10 @@ def main(argv: list[str]) -> int:
     up = sub.add_parser("up", help="run the sandbox until Ctrl-C")
     up.add_argument("--bot", action="store_true", help="also run the bot against it")
     up.add_argument("--port", type=int, default=None, help="the bot's port (with --bot)")
-    sub.add_parser("reset", help="remove the default state store and sandbox files")
+    reset_parser = sub.add_parser(
+        "reset", help="set the default state store aside (kept as a copy) and remove sandbox files"
+    )
+    reset_parser.add_argument("--yes", action="store_true", help="do not ask")
     slack = sub.add_parser("slack", help="type a slash command in the sandbox workspace")
     slack.add_argument("--as", dest="user", required=True, help="person from policy.yaml")
     slack.add_argument("--channel", default="C0OPS", help="channel id (default C0OPS)")
@@ -141,13 +215,12 @@ def main(argv: list[str]) -> int:
     settings = load_settings()
     directory = settings.state_dir / "sandbox"
     if args.command == "reset":
-        for path in reset(settings.state_dir):
-            print(f"removed {path}")
-        return 0
+        return reset_command(settings, yes=args.yes)
     if args.command in {"slack", "click"}:
         from sandbox.workspace import act
 
         return act(settings, args)
+    port = bot_port(args.port)
     emulators = start_emulators()
     slack_emulator = SlackEmulator().start()
     aws = AwsSandbox().start().seed()
@@ -164,8 +237,9 @@ def main(argv: list[str]) -> int:
         aws=aws,
         database=database,
         health=health,
-        bot_port=args.port or DEFAULT_BOT_PORT,
+        bot_port=port,
     )
+    (directory / "pid").write_text(str(os.getpid()))
     for region, emulator in emulators.items():
         print(f"kubernetes {region}: {emulator.url}", flush=True)
     print(f"slack web api: {slack_emulator.api_url}", flush=True)
@@ -183,9 +257,7 @@ def main(argv: list[str]) -> int:
     try:
         if args.bot:
             env = {**os.environ, "KUBECONFIG": str(directory / "kubeconfig")}
-            command = [sys.executable, "-m", "bot", "serve"]
-            if args.port:
-                command += ["--port", str(args.port)]
+            command = [sys.executable, "-m", "bot", "serve", "--port", str(port)]
             bot = subprocess.Popen(command, env=env)
         while not stop.wait(0.5):
             if bot is not None and bot.poll() is not None:
@@ -199,6 +271,7 @@ def main(argv: list[str]) -> int:
             except subprocess.TimeoutExpired:
                 bot.kill()
         env_path.unlink(missing_ok=True)
+        (directory / "pid").unlink(missing_ok=True)
         for emulator in emulators.values():
             emulator.stop()
         slack_emulator.stop()

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from runbooks.engine.errors import InvalidInput
+from runbooks.engine.errors import ConfigError, InvalidInput
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,6 +65,23 @@ def read_sandbox_env(path: Path) -> dict[str, str]:
             parsed = shlex.split(value)
             values[key.strip()] = parsed[0] if parsed else ""
     return values
+
+
+DEFAULT_PORT = 3000
+
+
+def bot_port(explicit: int | None = None, environ: dict[str, str] | None = None) -> int:
+    """The bot's port, the one rule for the bot, the sandbox and the URL it writes:
+    ``--port``, else ``$PORT``, else 3000."""
+    if explicit:
+        return explicit
+    env = os.environ if environ is None else environ
+    text = env.get("PORT") or ""
+    if not text:
+        return DEFAULT_PORT
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigError(f"PORT={text!r} is not a port number (1-65535)")
+    return int(text)
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

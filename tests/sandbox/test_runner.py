@@ -33,8 +33,10 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
     home = Path(env["RUNBOOK_BOT_HOME"])
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "up", "--bot", "--port", str(port)],
-        env=env,
+        # The port from $PORT, as `PORT=3300 python3 dev.py serve` gives it: the bot serves
+        # there and the env file's RUNBOOK_BOT_URL says so (it said 3000 before).
+        [sys.executable, "-m", "sandbox", "up", "--bot"],
+        env={**env, "PORT": str(port)},
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -141,12 +143,30 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
         wait_for(lambda: finished("dr.failback") is not None, timeout=90, what="the failback")
         assert finished("dr.failback") == "succeeded"
         assert _weights(aws_env) == {"us-east-1": 100, "us-west-2": 0}
+
+        # A reset under the running sandbox and bot is refused and changes nothing.
+        refused = invoke(["sandbox.reset", "--yes"], env)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "the sandbox (pid" in refused.stderr and "a bot (" in refused.stderr
+        assert Path(env["RUNBOOK_BOT_STATE"]).exists()
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "sandbox stopped" in out
     assert not (home / "sandbox" / "env").exists()
+    records = len(run_cli(["audit.tail", "-n", "100000", "--json"], env).stdout)
+    # Stopped: without a terminal and without --yes it still asks, so it refuses...
+    assert invoke(["sandbox.reset"], env).returncode == 2
+    # ...with --yes it sets the store aside, audit log included, instead of deleting it.
+    done = invoke(["sandbox.reset", "--yes"], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    state = Path(env["RUNBOOK_BOT_STATE"])
+    assert not state.exists()
+    [copy] = state.parent.glob(state.name + ".*Z")
+    kept = {**env, "RUNBOOK_BOT_STATE": str(copy)}
+    assert run_cli(["audit.verify"], kept).returncode == 0
+    assert len(run_cli(["audit.tail", "-n", "100000", "--json"], kept).stdout) == records
 
 
 def _aws(env: dict[str, str], *args: str) -> dict[str, Any]:
