@@ -13,7 +13,9 @@ from runbooks.engine.errors import (
     ConcurrentUpdate,
     InvalidInput,
     NotFound,
+    PlanChanged,
     Refused,
+    RunbookError,
 )
 from runbooks.engine.journal import DECISION_RETRIES, SYSTEM_ACTOR, Journal, T, clean_reason
 from runbooks.engine.models import (
@@ -22,6 +24,7 @@ from runbooks.engine.models import (
     Execution,
     State,
 )
+from runbooks.engine.params import validate_params
 
 
 class Decisions(Journal):
@@ -40,8 +43,36 @@ class Decisions(Journal):
         """Record an approval bound to the current plan; approve the execution when enough.
 
         ``plan_hash`` (or a prefix of it) is the plan the approver saw; a mismatch is refused.
+        The approval that completes the gate also re-plans from live state: if the plan no
+        longer holds, the approvals are void at once and the approver is told so (raised as
+        ``PlanChanged``), instead of an "approved" that the first step then silently voids.
         """
-        return self._retrying(lambda: self._approve(execution_id, actor=actor, plan_hash=plan_hash))
+        execution = self._retrying(
+            lambda: self._approve(execution_id, actor=actor, plan_hash=plan_hash)
+        )
+        if execution.state == State.APPROVED and not execution.plan.read_only:
+            self._check_live_plan(execution, actor=actor)
+        return execution
+
+    def _check_live_plan(self, execution: Execution, *, actor: Actor) -> None:
+        spec = self.registry.get(execution.runbook)
+        try:
+            params = validate_params(spec.params, execution.plan.params, self.config)
+            fresh = self._plan(spec, params, break_glass=execution.break_glass)
+        except RunbookError:
+            return  # cannot plan now: the re-plan before the first step decides
+        if fresh.hash == execution.plan.hash:
+            return
+        try:
+            self._void_for_plan_change(execution, fresh)
+        except ConcurrentUpdate:
+            return  # started or changed meanwhile: that path decides
+        raise PlanChanged(
+            f"your approval of {execution.id} was recorded, but the live state changed since "
+            f"the plan was shown, so the plan changed and every approval is void; "
+            f"{execution.requester.name} must confirm the new plan, then approve again "
+            f"(`runs.show {execution.id}`)"
+        )
 
     def _approve(self, execution_id: str, *, actor: Actor, plan_hash: str | None) -> Execution:
         execution = self._load_for_decision(execution_id, actor=actor)

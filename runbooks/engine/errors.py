@@ -60,6 +60,12 @@ class LockHeld(Refused):
         self.holder = holder
 
 
+class PlanChanged(Refused):
+    """The live plan no longer matches the one shown: approvals are void."""
+
+    code = "plan_changed"
+
+
 class LeaseHeld(Refused):
     """Another live process is running this execution."""
 

@@ -27,7 +27,7 @@ from runbooks.engine.models import (
     StepRecord,
 )
 from runbooks.engine.params import RunbookParams
-from runbooks.engine.plan import Adapters, PastRun, Plan
+from runbooks.engine.plan import Adapters, PastRun, Plan, diff_plans
 from runbooks.engine.redact import redact_text
 from runbooks.engine.registry import Registry, RunbookSpec
 from runbooks.engine.store.base import Store
@@ -115,6 +115,27 @@ class Journal:
             detail={"why": why},
         )
         raise Refused(why)
+
+    def _void_for_plan_change(self, execution: Execution, fresh: Plan) -> None:
+        old = execution.plan
+        for approval in execution.approvals:
+            approval.void = True
+        execution.plan = fresh
+        execution.confirmed_hash = None
+        execution.steps = step_records(fresh)
+        changes = diff_plans(old, fresh)
+        self._transition(
+            execution,
+            State.AWAITING_APPROVAL,
+            actor=SYSTEM_ACTOR,
+            detail={
+                "why": "plan changed before the first step; approvals void",
+                "old_plan_hash": old.hash,
+                "new_plan_hash": fresh.hash,
+                "changes": changes,
+            },
+            event_type="plan.changed",
+        )
 
     def _driven_here(self, execution_id: str) -> bool:
         with self._driving_lock:

@@ -16,7 +16,7 @@ from runbooks.engine.errors import (
     Refused,
     RunbookError,
 )
-from runbooks.engine.journal import CANCEL_POLL_S, SYSTEM_ACTOR, Journal, step_records
+from runbooks.engine.journal import CANCEL_POLL_S, Journal, step_records
 from runbooks.engine.models import (
     Actor,
     Execution,
@@ -26,10 +26,8 @@ from runbooks.engine.models import (
 )
 from runbooks.engine.params import validate_params
 from runbooks.engine.plan import (
-    Plan,
     RunContext,
     Step,
-    diff_plans,
 )
 from runbooks.engine.store.base import Store
 
@@ -138,29 +136,12 @@ class Runner(Journal):
             self._transition(execution, State.RUNNING, actor=actor)
         except ConcurrentUpdate:
             self.store.release_lease(execution.id, self.owner)
-            raise Refused(f"{execution.id} was started by someone else just now") from None
-        return self._drive(execution, actor=actor)
-
-    def _void_for_plan_change(self, execution: Execution, fresh: Plan) -> None:
-        old = execution.plan
-        for approval in execution.approvals:
-            approval.void = True
-        execution.plan = fresh
-        execution.confirmed_hash = None
-        execution.steps = step_records(fresh)
-        changes = diff_plans(old, fresh)
-        self._transition(
-            execution,
-            State.AWAITING_APPROVAL,
-            actor=SYSTEM_ACTOR,
-            detail={
-                "why": "plan changed before the first step; approvals void",
-                "old_plan_hash": old.hash,
-                "new_plan_hash": fresh.hash,
-                "changes": changes,
-            },
-            event_type="plan.changed",
-        )
+            raise LeaseHeld(
+                f"{execution.id} was started or resumed by another process just now; this "
+                "one stepped back",
+                hint=f"follow it with `runs.show {execution.id}`",
+            ) from None
+        return self._drive_or_yield(execution, actor=actor)
 
     def resume(self, execution_id: str, *, actor: Actor) -> Execution:
         """Continue a running execution whose process died, at the first step not verified.
@@ -202,7 +183,7 @@ class Runner(Journal):
         self._publish(execution, "execution.resumed", by=actor.name)
         if self._stranded(execution):
             self._transition(execution, State.COMPENSATING, actor=actor)
-        return self._drive(execution, actor=actor)
+        return self._drive_or_yield(execution, actor=actor)
 
     def _stranded(self, execution: Execution) -> bool:
         """Failed, still holding its lock, with reversible steps not undone."""
@@ -211,6 +192,18 @@ class Runner(Journal):
             and execution.ended_at is None
             and bool(self._to_undo(execution))
         )
+
+    def _drive_or_yield(self, execution: Execution, *, actor: Actor) -> Execution:
+        """Drive the execution; if another process wrote it meanwhile (it started or resumed
+        it too), say so plainly (a refusal, exit 2) rather than "changed underneath"."""
+        try:
+            return self._drive(execution, actor=actor)
+        except ConcurrentUpdate:
+            raise LeaseHeld(
+                f"{execution.id} was started or resumed by another process just now; this "
+                "one stepped back",
+                hint=f"follow it with `runs.show {execution.id}`",
+            ) from None
 
     def resumable(self) -> list[Execution]:
         """Running (or stranded) executions whose lease has expired (their process died)."""

@@ -18,9 +18,9 @@ import pytest
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import FakeClock
 from runbooks.engine.config import Config
-from runbooks.engine.errors import InvalidInput, LockHeld, Refused
+from runbooks.engine.errors import InvalidInput, LeaseHeld, LockHeld, PlanChanged, Refused
 from runbooks.engine.executor import Engine
-from runbooks.engine.models import State, StepStatus
+from runbooks.engine.models import Execution, State, StepStatus
 from runbooks.engine.registry import Registry
 from runbooks.engine.requests import Outcome, Request
 from runbooks.engine.supervisor import Supervisor
@@ -332,3 +332,50 @@ def test_the_requester_denying_is_a_withdrawal_and_a_late_decision_is_audited(
     assert [(r["actor"]["id"], r["outcome"]) for r in late] == [("bob", "not_pending")]
     record = [r for r in engine.audit.export() if r["action"] == "execution.cancelled"][-1]
     assert record["detail"]["withdrawn"] is True
+
+
+def test_an_approval_whose_live_plan_changed_is_told_at_once(engine: Engine) -> None:
+    execution = submit(engine)
+    world.STATE["a"] = 7  # the live state moves after the request was made
+    with pytest.raises(PlanChanged, match=r"your approval of .* was recorded, but the live"):
+        engine.approve(execution.id, actor=BOB)
+    now = engine.get(execution.id)
+    assert now.state == State.AWAITING_APPROVAL and now.confirmed_hash is None
+    assert all(a.void for a in now.approvals)
+    assert now.plan.steps[0]["description"] == "set a: 7 → 1"
+    assert world.RUNS == []
+
+
+class RacingStore(CrashingStore):
+    """Another process writes the execution just before our next save (it resumed it too)."""
+
+    race_next = False
+
+    def save_execution(self, execution: Execution) -> None:
+        if self.race_next:
+            self.race_next = False
+            stored = self.get_execution(execution.id)
+            assert stored is not None
+            super().save_execution(stored)  # the other process's write lands first
+        super().save_execution(execution)
+
+
+def test_a_resume_that_loses_a_race_says_another_process_has_it(
+    tmp_path: Path, sandbox_config: Config, clock: FakeClock
+) -> None:
+    store = RacingStore(tmp_path / "race.db")
+    engine = Engine(
+        config=sandbox_config,
+        store=store,
+        registry=Registry(world.SPECS),
+        audit=AuditLog(store, AUDIT_KEY.encode(), clock),
+        clock=clock,
+        state_dir=tmp_path / "home",
+    )
+    execution = engine.submit(
+        engine.prepare("test.set", {"environment": "development"}, actor=ALICE), actor=ALICE
+    )
+    store.race_next = True
+    with pytest.raises(LeaseHeld, match="started or resumed by another process just now"):
+        engine.resume(execution.id, actor=ALICE)
+    store.close()
