@@ -252,7 +252,8 @@ def print_execution(console: Console, execution: Execution, *, banner: str) -> N
 def listing_table(executions: list[Execution]) -> Panel | Table:
     table = Table(show_header=True, header_style="bold")
     for column in ("id", "runbook", "environment", "state", "requester", "created"):
-        table.add_column(column)
+        # Ids are what people copy into the next command: never cut, whatever the width.
+        table.add_column(column, no_wrap=column == "id", min_width=9 if column == "id" else None)
     for execution in executions:
         table.add_row(
             execution.id,

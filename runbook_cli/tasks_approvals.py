@@ -58,7 +58,10 @@ def list_(c: Any, json: bool = False) -> None:
             "expires in",
             "approvals",
         ):
-            table.add_column(column)
+            # Ids are what people copy into the next command: never cut, whatever the width.
+            table.add_column(
+                column, no_wrap=column == "id", min_width=9 if column == "id" else None
+            )
         for e in pending:
             table.add_row(
                 e.id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -241,3 +242,15 @@ def test_policy_explain(env: dict[str, str]) -> None:
     assert "Alice (sre) MAY request it" in mine.stdout
     bad = run_cli(["policy.explain", "selftest", "prod"], env)
     assert bad.returncode == 2 and "unknown environment 'prod'" in bad.stderr
+
+
+def test_listings_never_cut_an_execution_id(env: dict[str, str], tmp_path: Path) -> None:
+    pending = run_cli(
+        ["selftest", "staging", "--yes", "--no-wait", "--workdir", str(tmp_path / "home" / "n")],
+        env,
+    )
+    assert pending.returncode == 3, pending.stdout + pending.stderr
+    [execution_id] = set(re.findall(r"\brb-[0-9a-f]{6}\b", pending.stdout))
+    for listing in (["approvals.list"], ["runs.list"]):
+        shown = run_cli(listing, {**env, "COLUMNS": "40"})
+        assert shown.returncode == 0 and execution_id in shown.stdout, shown.stdout
