@@ -30,6 +30,11 @@ class RunbookProgram(Program):
         task = wants_task_help(args[1:])
         if task is not None:
             args = [args[0], "--help", task]
+        elif self.namespace is not None and (problem := unknown_option(self.namespace, args[1:])):
+            print(problem, file=sys.stderr)
+            if exit:
+                raise SystemExit(EXIT_REFUSED)
+            raise Exit(code=EXIT_REFUSED)
         super().run(args, exit)
 
     def parse_core_args(self) -> None:
@@ -65,6 +70,36 @@ def wants_task_help(args: list[str]) -> str | None:
     return None
 
 
+def unknown_option(collection: Collection, args: list[str]) -> str | None:
+    """Say what is wrong with ``TASK ... --flag`` when the task has no such option, with the
+    nearest one it has; None when every option is known.
+
+    invoke takes an unknown ``--replica`` for the value of a positional argument (or answers
+    "No idea what '6' is!"); people should hear which option they meant instead.
+    """
+    import difflib
+
+    names = [a for a in args if not a.startswith("-")]
+    task_name = names[0] if names else None
+    if task_name is None:
+        return None
+    try:
+        task = collection[task_name]
+    except (KeyError, ValueError):
+        return None
+    known = {name for argument in task.get_arguments() for name in argument.names}
+    for arg in args[args.index(task_name) + 1 :]:
+        if not arg.startswith("--") or arg in {"--", "--help"}:
+            continue
+        flag = arg[2:].split("=", 1)[0]
+        if flag in known:
+            continue
+        near = difflib.get_close_matches(flag, sorted(known), n=1)
+        guess = f"; did you mean --{near[0]}?" if near else ""
+        return f"{task_name} has no option --{flag}{guess} (`{task_name} --help` lists its options)"
+    return None
+
+
 def help_first_for_invoke() -> None:
     """Make plain ``invoke TASK --help`` mean ``invoke --help TASK``, as ``runbook`` does.
 
@@ -84,6 +119,13 @@ def help_first_for_invoke() -> None:
     if task is not None:
         core[0].args["help"].value = task
         core.unparsed = []
+        return
+    from runbook_cli.collection import build_namespace
+
+    problem = unknown_option(build_namespace(), list(core.unparsed))
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        raise SystemExit(EXIT_REFUSED)
 
 
 def build_program() -> RunbookProgram:

@@ -105,7 +105,12 @@ class Engine(Locks, Decisions, Runner):
             self._adapters = None
 
     def _plan(
-        self, spec: RunbookSpec[Any], params: RunbookParams, *, break_glass: bool = False
+        self,
+        spec: RunbookSpec[Any],
+        params: RunbookParams,
+        *,
+        break_glass: bool = False,
+        preview: bool = False,
     ) -> Plan:
         env = self.config.environment(params.environment)
         ctx = PlanContext(
@@ -117,6 +122,7 @@ class Engine(Locks, Decisions, Runner):
             state_dir=self.state_dir,
             break_glass=break_glass,
             history=self._history,
+            preview=preview,
         )
         draft = spec.make_plan(ctx)
         region = getattr(params, "region", None) or None
@@ -135,16 +141,25 @@ class Engine(Locks, Decisions, Runner):
         )
 
     def prepare(
-        self, name: str, raw_params: dict[str, Any], *, actor: Actor, break_glass: bool = False
+        self,
+        name: str,
+        raw_params: dict[str, Any],
+        *,
+        actor: Actor,
+        break_glass: bool = False,
+        preview: bool = False,
     ) -> Prepared:
         """Validate parameters and compute the plan from live state; change nothing.
 
-        Invalid input is audited as a rejected request and raised as InvalidInput.
+        ``preview`` (a dry run) lets planners describe what is not possible right now (a
+        maintenance window that is not open) instead of refusing. Invalid input is audited
+        as a rejected request and raised as InvalidInput.
         """
         try:
             spec = self.registry.get(name)
             params = validate_params(spec.params, raw_params, self.config)
-            return Prepared(spec, params, self._plan(spec, params, break_glass=break_glass))
+            plan = self._plan(spec, params, break_glass=break_glass, preview=preview)
+            return Prepared(spec, params, plan)
         except InvalidInput as exc:
             self.audit.record(
                 "request.rejected",

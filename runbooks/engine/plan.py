@@ -73,6 +73,9 @@ class PlanContext:
     break_glass: bool = False
     #: Finished executions, newest first (read-only; the engine's store).
     history: Callable[[], list[PastRun]] = _no_history
+    #: A dry run: say what would stop the real request now (a closed window) in the plan's
+    #: notes instead of refusing, so a future window can be previewed.
+    preview: bool = False
 
     @property
     def environment(self) -> str:

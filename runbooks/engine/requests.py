@@ -85,7 +85,11 @@ def handle(engine: Engine, request: Request, *, prepared: Prepared | None = None
         )
     if prepared is None or prepared.plan.hash != request.confirmed_hash:
         prepared = engine.prepare(
-            request.runbook, request.params, actor=request.actor, break_glass=request.break_glass
+            request.runbook,
+            request.params,
+            actor=request.actor,
+            break_glass=request.break_glass,
+            preview=request.dry_run,
         )
     plan = prepared.plan
     gate = engine.policy.gate(plan.runbook, plan.environment, read_only=plan.read_only)

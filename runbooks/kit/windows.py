@@ -48,6 +48,8 @@ def _window(ctx: PlanContext, params: _Windowed) -> tuple[str, float, float] | N
             bounds = window.open_at(now)
             if bounds is None:
                 upcoming = window.next_start(now)
+                if ctx.preview and upcoming is not None:
+                    return window.name, upcoming, upcoming + window.duration
                 raise Refused(
                     f"maintenance window {window.name!r} is not open now"
                     + (f"; it opens at {iso(upcoming)}" if upcoming else "")
@@ -65,7 +67,14 @@ def window_notes(ctx: PlanContext, params: _Windowed) -> tuple[float | None, lis
     if window is not None:
         name, start, end = window
         if not start <= now < end:
-            raise Refused(f"maintenance window {name} is not open now ({iso(start)} to {iso(end)})")
+            message = f"maintenance window {name} is not open now ({iso(start)} to {iso(end)})"
+            if ctx.preview and now < start:
+                # A dry run of a window to come: plan it, and say the real request must wait.
+                return end, [
+                    f"window {name}: {iso(start)} to {iso(end)}; NOT OPEN NOW: the real request "
+                    "is refused until it opens"
+                ]
+            raise Refused(message)
         # No "time left" here: the plan is hashed, and it must not change by the second.
         return end, [f"window {name}: until {iso(end)}"]
     if ctx.break_glass:

@@ -91,3 +91,18 @@ def test_help_after_the_arguments_too(cli_env: dict[str, str]) -> None:
         timeout=60,
     )
     assert result.returncode == 0 and _is_help_for("rollback", result.stdout)
+
+
+@pytest.mark.parametrize("entry", ["invoke", "runbook"])
+def test_a_mistyped_option_gets_the_nearest_one(entry: str, cli_env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [str(BIN / entry), "scale.pods", "production", "--service", "api", "--replica", "6"],
+        cwd=ROOT,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "scale.pods has no option --replica; did you mean --replicas?" in result.stderr

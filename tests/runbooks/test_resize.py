@@ -205,3 +205,24 @@ def test_resize_a_standalone_instance_refuses_bad_names_and_a_closing_window(
     assert "no time to stop staging-reports-use1; not starting" in (done.error or "")
     after = _standalone(aws, "staging-reports-use1")
     assert after["InstanceType"] == "t3.medium" and after["State"]["Name"] == "running"
+
+
+def test_a_future_window_can_be_previewed_but_not_requested(
+    kube_engine: Engine, aws: AwsWorld
+) -> None:
+    from runbooks.engine.clock import iso
+    from runbooks.engine.requests import Outcome, Request
+
+    start = kube_engine.clock.now() + 3 * 86400
+    window = f"{iso(start).replace('.000', '')}/2h"
+    params = {"environment": "staging", "instance_type": "t3.large", "window": window}
+    preview = kube_engine.request(Request("maintenance.resize", params, ALICE, dry_run=True))
+    assert preview.outcome == Outcome.DRY_RUN and preview.plan.steps
+    assert any(
+        "NOT OPEN NOW: the real request is refused until it opens" in n
+        for n in (preview.plan.notes)
+    )
+    with pytest.raises(Refused, match="is not open now"):
+        kube_engine.request(Request("maintenance.resize", params, ALICE))
+    assert kube_engine.list() == []
+    assert _types(aws) == ["t3.medium", "t3.medium"]
