@@ -131,8 +131,9 @@ def test_failover_then_failback(
     assert cluster.primary == "US_WEST_2"
     (rto,) = [line for line in done.steps[-1].output if line.startswith("RTO achieved: ")]
     assert rto.endswith("(target 15m: met)")
-    # twice in preflight (the plan, and the re-plan before the first step), 3 to verify
-    assert health.server.hits.get("us-west-2") == 5
+    # three times in preflight (the plan, the re-plan when the last approval lands, the
+    # re-plan before the first step), then 3 times to verify
+    assert health.server.hits.get("us-west-2") == 6
     assert "error rate in us-west-2: 0.20 % (limit 5 %)" in done.steps[-1].output
 
     back = _run(kube_engine, "dr.failback", {})
@@ -238,10 +239,11 @@ def test_failover_whose_error_rate_rises_after_preflight_compensates(
     kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
     def rise_during_verification() -> None:
-        # Two preflight checks (plan and re-plan), then the first of verification's three.
+        # Three preflight checks (the plan, the last approval's re-plan, the re-plan before
+        # the first step), then the first of verification's three.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if health.server.hits.get("us-west-2", 0) >= 3:
+            if health.server.hits.get("us-west-2", 0) >= 4:
                 health.set_error_rate("us-west-2", 0.12)
                 return
             time.sleep(0.02)
