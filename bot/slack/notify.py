@@ -26,8 +26,8 @@ from slack_sdk.errors import SlackApiError
 
 from bot.slack.render import card_blocks, card_text, outcome_text, plan_blocks, shorten_banner
 from runbooks.engine.clock import Clock, SystemClock
-from runbooks.engine.leases import LeaderLease
 from runbooks.engine.models import Event, Execution, State
+from runbooks.engine.outbox import OutboxFollower
 from runbooks.engine.wiring import Runtime
 
 log = structlog.get_logger("runbook_bot.slack")
@@ -122,15 +122,13 @@ class Notifier:
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.pending = _Pending()
-        #: Events already noted by this process in its current term (the store's cursor
-        #: lags behind while deliveries are outstanding).
-        self._seen = 0
-        self._term: int | None = None
-        self.leader = LeaderLease(
+        self.follower = OutboxFollower(
             self.engine.store,
-            LEASE_NAME,
-            self.engine.owner,
             self.engine.clock,
+            self,
+            name=LEASE_NAME,
+            owner=self.engine.owner,
+            cursor_key=CURSOR_KEY,
             lease=max(5.0, min(15.0, self.engine.lease_ttl)),
         )
         self.thread = threading.Thread(target=self._loop, name="slack-notifier", daemon=True)
@@ -148,55 +146,26 @@ class Notifier:
         return entry.slack_id if entry else None
 
     def _has_lease(self) -> bool:
-        term = self.leader.acquire()
-        if term != self._term:
-            # A new term (or none): start again from the store's cursor, which names the
-            # oldest event whose deliveries are not confirmed.
-            self.pending = _Pending()
-            self._seen = 0
-            self._term = term
-        return term is not None
+        return self.follower.lead()
 
-    # the loop ---------------------------------------------------------------------------------
+    # The engine's outbox follower drives this consumer (note, flush, reset).
     def _loop(self) -> None:
-        store = self.engine.store
-        cursor = store.kv_get(CURSOR_KEY)
-        if cursor is None:
-            # First start: begin at the present, do not replay history into Slack.
-            latest = 0
-            while batch := store.events_after(latest, limit=1000):
-                latest = batch[-1].id
-            store.kv_set(CURSOR_KEY, latest)
-        while not self.stop.is_set():
-            try:
-                if self._has_lease():
-                    self.pass_once()
-            except Exception:
-                log.exception("slack notifier pass failed")
-            self.wake.wait(self.poll)
-            self.wake.clear()
-        self.leader.release()
+        self.follower.start_at_present()
+        self.follower.run(self.stop, self.wake, poll=self.poll)
 
     def pass_once(self) -> int:
-        """Read new events, then bring Slack up to date. Returns the events read.
+        """Read new events, then bring Slack up to date. Returns the events read."""
+        return self.follower.pass_once()
 
-        The stored cursor advances only past events whose deliveries all succeeded, so a
-        notifier that dies mid-pass leaves its successor the work it did not finish.
-        """
-        store = self.engine.store
-        cursor = int(store.kv_get(CURSOR_KEY) or 0)
-        seen = max(self._seen, cursor)
-        events = store.events_after(seen, limit=500)
-        for event in events:
-            self._note(event)
-        if events:
-            self._seen = events[-1].id
+    def reset(self) -> None:
+        self.pending = _Pending()
+
+    def note(self, event: Event) -> None:
+        self._note(event)
+
+    def flush(self) -> int | None:
         self._flush()
-        oldest = self.pending.oldest()
-        done_through = self._seen if oldest is None else oldest - 1
-        if done_through > cursor:
-            store.kv_set(CURSOR_KEY, done_through)
-        return len(events)
+        return self.pending.oldest()
 
     def _note(self, event: Event) -> None:
         execution_id = event.execution_id

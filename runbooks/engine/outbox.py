@@ -1,0 +1,121 @@
+"""Outbox followers: each consumer of the event outbox (the Slack notifier now, PagerDuty
+notes next) reads it with a durable cursor, under a named leader lease, with backoff.
+
+Delivery is at-least-once: the stored cursor moves only past events whose work the consumer
+has delivered, so a follower that dies (or loses its lease) leaves the rest to its successor,
+which starts again from the stored cursor; consumers make delivery idempotent (update the
+same message, mark each event's delivery). A consumer only notes events and flushes:
+
+- ``note(event)`` turns an event into pending work (in memory);
+- ``flush()`` delivers what it can and returns the oldest event id still undelivered (None
+  when everything is out);
+- ``reset()`` forgets pending work (a new leader term starts again from the cursor).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Protocol
+
+from runbooks.engine.clock import Clock
+from runbooks.engine.leases import LeaderLease
+from runbooks.engine.models import Event
+from runbooks.engine.store.base import Store
+
+_log = logging.getLogger(__name__)
+CURSOR_KEY = "outbox.{}.cursor"
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+class Consumer(Protocol):
+    def note(self, event: Event) -> None: ...
+
+    def flush(self) -> int | None: ...
+
+    def reset(self) -> None: ...
+
+
+class OutboxFollower:
+    """Follow the outbox for one named consumer."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        consumer: Consumer,
+        *,
+        name: str,
+        owner: str,
+        cursor_key: str | None = None,
+        lease: float = 15.0,
+        batch: int = 500,
+    ) -> None:
+        self.store, self.clock, self.consumer, self.name = store, clock, consumer, name
+        self.cursor_key = cursor_key or CURSOR_KEY.format(name)
+        self.batch = batch
+        self.leader = LeaderLease(store, name, owner, clock, lease=lease)
+        self._term: int | None = None
+        self._seen = 0  # events noted in this term (the stored cursor lags while work is out)
+        self.failures = 0
+        #: The last pass left work undelivered (the consumer's target refused or failed).
+        self.behind = False
+
+    def cursor(self) -> int:
+        return int(self.store.kv_get(self.cursor_key) or 0)
+
+    def start_at_present(self) -> None:
+        """On a first start, begin at the newest event: do not replay history."""
+        if self.store.kv_get(self.cursor_key) is not None:
+            return
+        latest = 0
+        while batch := self.store.events_after(latest, limit=1000):
+            latest = batch[-1].id
+        self.store.kv_insert(self.cursor_key, latest)
+
+    def lead(self) -> bool:
+        """Take or keep the lease; a new term forgets pending work and starts at the cursor."""
+        term = self.leader.acquire()
+        if term != self._term:
+            self.consumer.reset()
+            self._seen = 0
+            self._term = term
+        return term is not None
+
+    def pass_once(self) -> int:
+        """Read new events, let the consumer deliver, advance the cursor past what it did."""
+        cursor = self.cursor()
+        events = self.store.events_after(max(self._seen, cursor), limit=self.batch)
+        for event in events:
+            self.consumer.note(event)
+        if events:
+            self._seen = events[-1].id
+        oldest = self.consumer.flush()
+        self.behind = oldest is not None
+        done_through = max(self._seen, cursor) if oldest is None else oldest - 1
+        if done_through > cursor:
+            self.store.kv_set(self.cursor_key, done_through)
+        return len(events)
+
+    def backoff(self) -> float:
+        """How long to wait after ``failures`` consecutive failed passes."""
+        if not self.failures:
+            return 0.0
+        return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.failures - 1)))
+
+    def run(self, stop: threading.Event, wake: threading.Event, *, poll: float) -> None:
+        """Loop until ``stop``: a pass when leading, then wait (poll, or the backoff)."""
+        while not stop.is_set():
+            try:
+                if self.lead():
+                    self.pass_once()
+                    self.failures = self.failures + 1 if self.behind else 0
+                else:
+                    self.failures = 0
+            except Exception:
+                self.failures += 1
+                _log.exception("outbox follower %s: pass failed", self.name)
+            wake.wait(max(poll, self.backoff()))
+            wake.clear()
+        self.leader.release()
