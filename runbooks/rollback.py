@@ -8,6 +8,7 @@ by pointing their Service at the previous colour.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import Field
 
@@ -94,6 +95,57 @@ class UndoDeployment(KubeStep, kind="kube.undo"):
             self.namespace, self.deployment, timeout=self.timeout, check=ctx.check_cancelled
         )
         return output
+
+
+def template_changes(current: dict[str, Any], target: dict[str, Any]) -> list[str]:
+    """What a rollback changes in the pod template besides images, per container: resources,
+    environment variable names, probes, ports (an undo of a resources change shows only
+    images otherwise, so it looked like a no-op)."""
+
+    def containers(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        spec = template.get("spec") or {}
+        return {c.get("name", "?"): c for c in spec.get("containers") or []}
+
+    def flat(resources: dict[str, Any] | None) -> dict[str, str]:
+        return {
+            f"{kind}.{key}": str(value)
+            for kind, values in (resources or {}).items()
+            for key, value in (values or {}).items()
+        }
+
+    now, then = containers(current), containers(target)
+    lines: list[str] = []
+    for name in sorted(now.keys() | then.keys()):
+        if name not in then:
+            lines.append(f"container {name} removed")
+            continue
+        if name not in now:
+            lines.append(f"container {name} added")
+            continue
+        before, after = now[name], then[name]
+        parts = []
+        a, b = flat(before.get("resources")), flat(after.get("resources"))
+        for key in sorted(a.keys() | b.keys()):
+            if a.get(key) != b.get(key):
+                parts.append(f"{key} {a.get(key, 'unset')} → {b.get(key, 'unset')}")
+        env_a = {e.get("name") for e in before.get("env") or []}
+        env_b = {e.get("name") for e in after.get("env") or []}
+        parts += [f"env +{n}" for n in sorted(str(n) for n in env_b - env_a)]
+        parts += [f"env -{n}" for n in sorted(str(n) for n in env_a - env_b)]
+        changed_env = sorted(
+            str(e.get("name"))
+            for e in after.get("env") or []
+            if e.get("name") in env_a and e not in (before.get("env") or [])
+        )
+        parts += [f"env {n} changed" for n in changed_env]
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            if before.get(probe) != after.get(probe):
+                parts.append(f"{probe} changed")
+        if before.get("ports") != after.get("ports"):
+            parts.append("ports changed")
+        if parts:
+            lines.append(f"{name}: {', '.join(parts)}")
+    return lines
 
 
 def _revision_of(revisions: list[Revision], replicaset: str) -> Revision | None:
@@ -241,6 +293,12 @@ def _plan_undo(
             f"{region}: {name} already runs revision {target.number}'s template "
             f"({target.image_text()}); nothing to do there"
         )
+    changes = template_changes(state.template, target.template)
+    note = (
+        f"{region}: besides images, the pod template changes: {'; '.join(changes)}"
+        if changes
+        else None
+    )
     return UndoDeployment(
         environment=params.environment,
         region=region,
@@ -253,7 +311,7 @@ def _plan_undo(
         to_revision=target.number,
         to_replicaset=target.replicaset,
         to_images=target.image_text(),
-    ), None
+    ), note
 
 
 def _plan_blue_green(

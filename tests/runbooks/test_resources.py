@@ -69,6 +69,14 @@ def test_resources_change_rolls_out_inside_the_window(
     assert "runbook-bot maintenance.resources: requests cpu 500m" in history.stdout
     again = kube_engine.prepare("maintenance.resources", params, actor=ALICE)
     assert again.plan.steps == [] and "already has" in again.plan.notes[-1]
+    # Rolling this back changes no image: the plan says what it does change.
+    back = kube_engine.prepare(
+        "rollback", {"environment": "staging", "region": "us-east-1"}, actor=ALICE
+    )
+    assert back.plan.notes == [
+        "us-east-1: besides images, the pod template changes: api: limits.cpu 3 → 2, "
+        "limits.memory 3Gi → 2Gi"
+    ]
 
 
 @pytest.mark.parametrize(

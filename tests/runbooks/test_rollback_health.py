@@ -77,3 +77,25 @@ def test_old_pods_behind_the_service_are_not_healthy(
     kube.ready = kube.ready[:6]
     step().wait(ctx, ctx.clock.now() + 5)
     assert ctx.notes[-1].endswith("6 ready endpoints, all pods of api-deployment-old2")
+
+
+def test_template_changes_name_resources_env_and_probes() -> None:
+    from runbooks.rollback import template_changes
+
+    def template(**container: object) -> dict[str, object]:
+        return {"spec": {"containers": [{"name": "api", "image": "app-api:1", **container}]}}
+
+    now = template(
+        resources={"limits": {"memory": "3Gi"}},
+        env=[{"name": "A", "value": "1"}, {"name": "B", "value": "x"}],
+        readinessProbe={"httpGet": {"path": "/ready"}},
+    )
+    then = template(
+        resources={"limits": {"memory": "2Gi"}, "requests": {"cpu": "500m"}},
+        env=[{"name": "A", "value": "2"}, {"name": "C", "value": "y"}],
+    )
+    assert template_changes(now, then) == [
+        "api: limits.memory 3Gi → 2Gi, requests.cpu unset → 500m, env +C, env -B, "
+        "env A changed, readinessProbe changed"
+    ]
+    assert template_changes(now, now) == []
