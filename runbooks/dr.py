@@ -520,7 +520,16 @@ def _move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: s
             rto_target=api_target.rto if api_target else None,
         )
     )
-    notes.append(f"{source} keeps running (for failback); its capacity is not reduced")
+    kept = infra.aws(source).node_group(source_group).desired if source_group else None
+    notes.append(
+        f"{source} keeps running (for failback); its capacity is not reduced"
+        + (
+            f": {source_group} stays at {kept} instances. Once traffic is settled, return it "
+            f"with `scale.nodes {ctx.environment} --desired N --region {source}`"
+            if source_group and kept is not None
+            else ""
+        )
+    )
     return PlanDraft(steps=steps, summary=f"{what}: {source} → {target}", notes=notes)
 
 

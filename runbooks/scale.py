@@ -33,6 +33,9 @@ class ScaleHpaParams(RegionalParams):
     service: str = Field(description="service whose autoscaler to change (e.g. api)")
     min: int = Field(ge=1, description="autoscaler minimum replicas")
     max: int = Field(ge=1, description="autoscaler maximum replicas")
+    all_regions: bool = Field(
+        False, description="change the autoscaler in every region, so regions do not drift"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,23 +150,29 @@ def scale_hpa(ctx: PlanContext, params: ScaleHpaParams) -> PlanDraft:
             f"--min/--max: {params.min}-{params.max} is outside {params.environment}'s bounds "
             f"{limits.min_replicas}-{limits.max_replicas} (scaling in environments.yaml)"
         )
-    serving = serving_region(ctx, params.region)
-    region = serving.region
-    kube = kube_for(ctx, params.environment, region)
-    hpa = kube.hpa_for(service.namespace, service.deployment)
-    if hpa is None:
-        raise InvalidInput(
-            f"no autoscaler manages {service.deployment} in "
-            f"{params.environment} ({region}); use scale.pods"
-        )
-    steps: list[Step] = []
-    notes = [
-        serving.note,
-        f"targets: CPU {hpa.cpu_target or '-'}%, memory {hpa.memory_target or '-'}%",
-    ]
-    if (hpa.min_replicas, hpa.max_replicas) == (params.min, params.max):
-        notes.append(f"{hpa.name} already has bounds {params.min}-{params.max}")
+    if params.all_regions and params.region is not None:
+        raise InvalidInput("--all-regions and --region exclude each other; give one")
+    if params.all_regions:
+        regions = [r for r in env.regions if r in env.kube_contexts]
+        notes = [f"every region: {', '.join(regions)}"]
     else:
+        serving = serving_region(ctx, params.region)
+        regions, notes = [serving.region], [serving.note]
+    steps: list[Step] = []
+    for region in regions:
+        kube = kube_for(ctx, params.environment, region)
+        hpa = kube.hpa_for(service.namespace, service.deployment)
+        if hpa is None:
+            raise InvalidInput(
+                f"no autoscaler manages {service.deployment} in "
+                f"{params.environment} ({region}); use scale.pods"
+            )
+        notes.append(
+            f"{region}: targets CPU {hpa.cpu_target or '-'}%, memory {hpa.memory_target or '-'}%"
+        )
+        if (hpa.min_replicas, hpa.max_replicas) == (params.min, params.max):
+            notes.append(f"{region}: {hpa.name} already has bounds {params.min}-{params.max}")
+            continue
         steps.append(
             SetAutoscalerBounds(
                 environment=params.environment,
@@ -177,6 +186,14 @@ def scale_hpa(ctx: PlanContext, params: ScaleHpaParams) -> PlanDraft:
                 to_max=params.max,
             )
         )
+    others = [r for r in env.regions if r in env.kube_contexts and r not in regions]
+    if others:
+        # Regions that drift apart surprise people in a DR event: say so, offer the fix.
+        notes.append(
+            f"only {', '.join(regions)} changes; {', '.join(others)} keeps its own bounds "
+            "(regions drift apart before a failover): add --all-regions to change every region"
+        )
+    region = regions[0] if len(regions) == 1 else "all regions"
     return PlanDraft(
         steps=steps,
         summary=f"autoscaler of {params.service} in "

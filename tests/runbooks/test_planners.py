@@ -190,3 +190,23 @@ def test_a_partial_status_says_so_and_fails_only_when_strict(
     strict = _report(engine, strict=True)
     assert strict.state == State.FAILED
     assert "could not read" in (strict.error or "")
+
+
+def test_scale_hpa_says_the_other_region_drifts_and_offers_all_regions(planner: Engine) -> None:
+    one = plan_of(planner, "scale.hpa", environment="production", service="api", min="4", max="12")
+    assert [s["args"]["region"] for s in one.steps] == ["us-east-1"]
+    assert one.notes[-1] == (
+        "only us-east-1 changes; us-west-2 keeps its own bounds (regions drift apart before a "
+        "failover): add --all-regions to change every region"
+    )
+    both = plan_of(
+        planner,
+        "scale.hpa",
+        environment="production",
+        service="api",
+        min="4",
+        max="12",
+        all_regions="true",
+    )
+    assert [s["args"]["region"] for s in both.steps] == ["us-east-1", "us-west-2"]
+    assert not any(n.startswith("only ") for n in both.notes)
