@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.models import Event, Execution, State
+from runbooks.engine.models import Event, Execution, State, StepStatus
 from runbooks.engine.plan import Plan
 
 TIER_STYLE = {
@@ -174,9 +174,28 @@ class ProgressPrinter:
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self._live: Any = None  # a rich Status: one live line per wait, in a terminal
+
+    def _end_live(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def __call__(self, event: Event) -> None:
         payload = event.payload
+        if event.type == "step.progress":
+            text = str(payload.get("text", ""))
+            if payload.get("note"):
+                self._end_live()
+                self.console.print(f"    [dim]{text}[/dim]", highlight=False)
+            elif self.console.is_terminal:
+                if self._live is None:
+                    self._live = self.console.status(text)
+                    self._live.start()
+                else:
+                    self._live.update(text)
+            return
+        self._end_live()
         if event.type in self.SYMBOL:
             step = payload.get("step")
             line = f"{self.SYMBOL[event.type]} step {step}: {payload.get('description')}"
@@ -231,6 +250,8 @@ def print_execution(console: Console, execution: Execution, *, banner: str) -> N
         table.add_column(column)
     for record in execution.steps:
         detail = "; ".join(record.output)
+        if record.status == StepStatus.RUNNING and record.progress:
+            detail = (detail + "; " if detail else "") + f"[dim]now: {record.progress}[/dim]"
         if record.error:
             detail = (detail + "; " if detail else "") + f"[red]{record.error}[/red]"
         table.add_row(str(record.index + 1), record.description, str(record.status), detail)

@@ -264,6 +264,8 @@ def _step_lines(execution: Execution) -> str:
         if record.started_at and record.ended_at:
             took = f" ({format_duration(record.ended_at - record.started_at)})"
         line = f"{STEP_EMOJI.get(record.status, '')} {record.index + 1}. {record.description}{took}"
+        if record.status == StepStatus.RUNNING and record.progress:
+            line += f"\n      _{record.progress}_"
         if record.error:
             line += f"\n      _{record.error}_"
         lines.append(line)

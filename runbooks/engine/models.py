@@ -94,9 +94,12 @@ class StepRecord:
     attempts: int = 0
     output: list[str] = field(default_factory=list)
     error: str | None = None
+    #: While running: the latest word on a long wait (what it waits for, for how long).
+    progress: str | None = None
 
     def to_doc(self) -> dict[str, Any]:
         return {
+            "progress": self.progress,
             "index": self.index,
             "kind": self.kind,
             "description": self.description,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from runbooks.engine.clock import format_duration
 from runbooks.engine.errors import InvalidInput, StepFailed
 
 if TYPE_CHECKING:
@@ -93,10 +94,17 @@ class RunContext(PlanContext):
     #: Raises when this process lost the execution's lease (compensation's only stop).
     check_lease: Callable[[], None] = lambda: None
     notes: list[str] = field(default_factory=list)
+    #: Set by the engine while a step runs: shows a note or a progress line at once.
+    on_progress: Callable[[str, bool], None] = lambda _text, _is_note: None
 
     def note(self, text: str) -> None:
         """Record a line of step output (shown in the CLI, Slack and the audit log)."""
         self.notes.append(text)
+        self.on_progress(text, True)
+
+    def progress(self, text: str) -> None:
+        """Say what a long wait is doing now (shown live; not kept as output)."""
+        self.on_progress(text, False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,10 +149,16 @@ class Step:
 
         Steps whose API can watch override this; the default polls.
         """
+        started, checks = ctx.clock.now(), 0
         while True:
             ctx.check_cancelled()
             if self.verify(ctx):
                 return
+            checks += 1
+            ctx.progress(
+                f"waiting for: {self.describe()} ({format_duration(ctx.clock.now() - started)}, "
+                f"{checks} check(s) so far)"
+            )
             if ctx.clock.now() >= deadline:
                 raise StepFailed(
                     f"postcondition did not hold within {self.timeout:g}s: {self.describe()}"

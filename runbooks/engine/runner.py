@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from runbooks.engine.clock import Clock, format_duration
@@ -32,6 +33,8 @@ from runbooks.engine.plan import (
 from runbooks.engine.store.base import Store
 
 _log = logging.getLogger(__name__)
+#: How often a running step's output so far is saved (engine clock seconds).
+PROGRESS_SAVE_S = 5.0
 
 
 class _Heartbeat:
@@ -301,11 +304,13 @@ class Runner(Journal):
             record.error = None
             self._step_transition(execution, record, "step.started", actor=actor)
             ctx.notes = []
+            ctx.on_progress = self._progress_reporter(execution, record, ctx)
             try:
                 output = step.run(ctx)
                 step.wait(ctx, self.clock.now() + step.timeout)
             except Cancelled as exc:
                 record.status = StepStatus.CANCELLED
+                record.progress = None
                 record.ended_at = self.clock.now()
                 record.error = str(exc)
                 self._step_transition(execution, record, "step.cancelled", actor=actor)
@@ -320,6 +325,7 @@ class Runner(Journal):
                     else (f"{type(exc).__name__}: {exc}")
                 )
                 record.status = StepStatus.FAILED
+                record.progress = None
                 record.ended_at = self.clock.now()
                 record.output = [*ctx.notes]
                 record.error = message
@@ -332,11 +338,35 @@ class Runner(Journal):
                 )
                 return
             record.status = StepStatus.SUCCEEDED
+            record.progress = None
             record.ended_at = self.clock.now()
             record.output = [line for line in [output, *ctx.notes] if line]
             self._step_transition(execution, record, "step.succeeded", actor=actor)
         execution.ended_at = self.clock.now()
         self._transition(execution, State.SUCCEEDED, actor=actor)
+
+    def _progress_reporter(
+        self, execution: Execution, record: StepRecord, ctx: RunContext
+    ) -> Callable[[str, bool], None]:
+        """Show a long step's notes and waits at once: an event for the CLI's live line and
+        the Slack card, and (at most every ``PROGRESS_SAVE_S`` of the engine's clock) the
+        output so far saved, for ``runs.show`` in another terminal."""
+        last_save = [float("-inf")]
+
+        def report(text: str, is_note: bool) -> None:
+            record.progress = text
+            self._publish(
+                execution, "step.progress", step=record.index + 1, text=text, note=is_note
+            )
+            now = self.clock.now()
+            if now - last_save[0] >= PROGRESS_SAVE_S:
+                last_save[0] = now
+                record.output = [*ctx.notes]
+                # Progress is best effort; the step's own transitions decide.
+                with contextlib.suppress(ConcurrentUpdate):
+                    self._save(execution)
+
+        return report
 
     def _to_undo(self, execution: Execution) -> list[StepRecord]:
         ran = {

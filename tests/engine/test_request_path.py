@@ -379,3 +379,31 @@ def test_a_resume_that_loses_a_race_says_another_process_has_it(
     with pytest.raises(LeaseHeld, match="started or resumed by another process just now"):
         engine.resume(execution.id, actor=ALICE)
     store.close()
+
+
+def test_a_long_wait_reports_progress_live_and_in_the_store(engine: Engine) -> None:
+    world.FAILING_VERIFY.add("a")  # the postcondition never holds: the wait runs to its end
+    execution = engine.submit(
+        engine.prepare("test.set", {"environment": "development", "keys": "a"}, actor=ALICE),
+        actor=ALICE,
+    )
+    seen: list[str] = []
+    stored: list[str | None] = []
+
+    def watch(event: Any) -> None:
+        if event.type == "step.progress":
+            seen.append(event.payload["text"])
+            now = engine.store.get_execution(execution.id)
+            stored.append(now.steps[0].progress if now else None)
+
+    unsubscribe = engine.events.subscribe(watch)
+    try:
+        done = engine.start(execution.id, actor=ALICE)
+    finally:
+        unsubscribe()
+    assert done.state == State.COMPENSATED
+    assert seen[0] == "waiting for: set a: 0 → 1 (0.0s, 1 check(s) so far)"
+    assert seen[-1] == "waiting for: set a: 0 → 1 (10.0s, 11 check(s) so far)"
+    # Another terminal's `runs.show` sees the wait while it lasts (saved every few seconds).
+    assert any(p and p.startswith("waiting for: set a") for p in stored)
+    assert done.steps[0].progress is None  # gone once the step ended
