@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import FakeClock
-from runbooks.engine.errors import InvalidInput, LockHeld, Refused
+from runbooks.engine.errors import InvalidInput, LockHeld, PlanChanged, Refused
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import Actor, State
 from runbooks.engine.registry import Registry
@@ -137,6 +137,14 @@ def _apply(engine: Engine, model: Model, clock: FakeClock, step: tuple[object, .
         shown = "0" * 64 if stale else current.plan.hash
         try:
             engine.approve(model.execution_id, actor=PEOPLE[who], plan_hash=shown)
+        except PlanChanged:
+            # The approval completed the gate, but the live plan had moved: every approval
+            # is void at once and the requester must confirm the new plan.
+            assert world.STATE.get("a", 0) != model.plan_world
+            model.approvers.clear()
+            model.confirmed, model.plan_world = False, world.STATE.get("a", 0)
+            event("approval voided at once: plan changed")
+            return
         except Refused:
             event("approval refused")
             return
