@@ -37,78 +37,78 @@ def replica(owner: str, clock: FakeClock, slack: SlackEmulator) -> tuple[Runtime
     return runtime, Notifier(runtime, client, min_interval=0)
 
 
+Replica = tuple[Runtime, Notifier]
+
+
+@pytest.fixture
+def replicas(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, slack: SlackEmulator
+) -> Iterator[tuple[FakeClock, Replica, Replica]]:
+    """Two bot replicas' notifiers on one store and one fake clock, the cursor at 0."""
+    for key, value in cli_env.items():
+        monkeypatch.setenv(key, value)
+    clock = FakeClock()
+    first, second = replica("replica-1", clock, slack), replica("replica-2", clock, slack)
+    first[0].store.kv_set(CURSOR_KEY, 0)
+    yield clock, first, second
+    first[0].close()
+    second[0].close()
+
+
 def cards(slack: SlackEmulator) -> list[str]:
     return [m.text for m in slack.state.messages if m.channel == "C0APPROVALS" and not m.thread_ts]
 
 
 def test_a_card_slack_refused_is_posted_by_the_next_leader(
-    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, slack: SlackEmulator
+    replicas: tuple[FakeClock, Replica, Replica], slack: SlackEmulator
 ) -> None:
-    for key, value in cli_env.items():
-        monkeypatch.setenv(key, value)
-    clock = FakeClock()
-    first_rt, first = replica("replica-1", clock, slack)
-    second_rt, second = replica("replica-2", clock, slack)
-    try:
-        first_rt.store.kv_set(CURSOR_KEY, 0)
-        assert first._has_lease() and not second._has_lease()
-        prepared = first_rt.engine.prepare("test.set", {"environment": "staging"}, actor=ALICE)
-        execution = first_rt.engine.submit(prepared, actor=ALICE)
-        # Slack refuses every attempt (1 + 5 retries) of this pass: the card is not posted.
-        slack.state.rate_limits["chat.postMessage"] = [0.0] * 6
-        assert first.pass_once() >= 1
-        assert cards(slack) == []
-        assert int(first_rt.store.kv_get(CURSOR_KEY)) == 0  # not past what was not delivered
-        # replica-1 dies here, its pending work in memory only.
-        clock.advance(16)
-        assert second._has_lease()
-        second.pass_once()
-        assert len(cards(slack)) == 1 and execution.id in cards(slack)[0]
-        second.pass_once()
-        assert len(cards(slack)) == 1  # replayed events do not post twice
-        assert not first._has_lease()  # the stale leader stays out
-        last = second_rt.store.events_after(0, limit=1000)[-1].id
-        assert int(second_rt.store.kv_get(CURSOR_KEY)) == last
-    finally:
-        first_rt.close()
-        second_rt.close()
+    clock, (first_rt, first), (second_rt, second) = replicas
+    assert first._has_lease() and not second._has_lease()
+    prepared = first_rt.engine.prepare("test.set", {"environment": "staging"}, actor=ALICE)
+    execution = first_rt.engine.submit(prepared, actor=ALICE)
+    # Slack refuses every attempt (1 + 5 retries) of this pass: the card is not posted.
+    slack.state.rate_limits["chat.postMessage"] = [0.0] * 6
+    assert first.pass_once() >= 1
+    assert cards(slack) == []
+    assert int(first_rt.store.kv_get(CURSOR_KEY)) == 0  # not past what was not delivered
+    # replica-1 dies here, its pending work in memory only.
+    clock.advance(16)
+    assert second._has_lease()
+    second.pass_once()
+    assert len(cards(slack)) == 1 and execution.id in cards(slack)[0]
+    second.pass_once()
+    assert len(cards(slack)) == 1  # replayed events do not post twice
+    assert not first._has_lease()  # the stale leader stays out
+    last = second_rt.store.events_after(0, limit=1000)[-1].id
+    assert int(second_rt.store.kv_get(CURSOR_KEY)) == last
 
 
 def test_thread_lines_and_direct_messages_are_delivered_once_across_a_takeover(
-    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, slack: SlackEmulator
+    replicas: tuple[FakeClock, Replica, Replica], slack: SlackEmulator
 ) -> None:
-    for key, value in cli_env.items():
-        monkeypatch.setenv(key, value)
-    clock = FakeClock()
-    first_rt, first = replica("replica-1", clock, slack)
-    second_rt, second = replica("replica-2", clock, slack)
-    try:
-        first_rt.store.kv_set(CURSOR_KEY, 0)
-        assert first._has_lease()
-        engine = first_rt.engine
-        execution = engine.submit(
-            engine.prepare("test.set", {"environment": "staging", "keys": "a"}, actor=ALICE),
-            actor=ALICE,
-        )
-        first.pass_once()
-        engine.approve(execution.id, actor=BOB)
-        engine.start(execution.id, actor=ALICE)
-        first.pass_once()
-        threads = [m for m in slack.state.messages if m.thread_ts]
-        dms = [m for m in slack.state.messages if m.channel == "U0ALICE"]
-        assert len(threads) == 1 and len(dms) == 1
-        # A takeover that replays everything (a cursor written before the deliveries, as
-        # when a leader dies between posting and recording) posts nothing twice.
-        first_rt.store.kv_set(CURSOR_KEY, 0)
-        clock.advance(16)
-        assert second._has_lease()
-        second.pass_once()
-        assert len([m for m in slack.state.messages if m.thread_ts]) == 1
-        assert len([m for m in slack.state.messages if m.channel == "U0ALICE"]) == 1
-        assert len(cards(slack)) == 1
-    finally:
-        first_rt.close()
-        second_rt.close()
+    clock, (first_rt, first), (_second_rt, second) = replicas
+    assert first._has_lease()
+    engine = first_rt.engine
+    execution = engine.submit(
+        engine.prepare("test.set", {"environment": "staging", "keys": "a"}, actor=ALICE),
+        actor=ALICE,
+    )
+    first.pass_once()
+    engine.approve(execution.id, actor=BOB)
+    engine.start(execution.id, actor=ALICE)
+    first.pass_once()
+    threads = [m for m in slack.state.messages if m.thread_ts]
+    dms = [m for m in slack.state.messages if m.channel == "U0ALICE"]
+    assert len(threads) == 1 and len(dms) == 1
+    # A takeover that replays everything (a cursor written before the deliveries, as
+    # when a leader dies between posting and recording) posts nothing twice.
+    first_rt.store.kv_set(CURSOR_KEY, 0)
+    clock.advance(16)
+    assert second._has_lease()
+    second.pass_once()
+    assert len([m for m in slack.state.messages if m.thread_ts]) == 1
+    assert len([m for m in slack.state.messages if m.channel == "U0ALICE"]) == 1
+    assert len(cards(slack)) == 1
 
 
 def test_pacing_waits_on_the_engines_clock(slack: SlackEmulator) -> None:

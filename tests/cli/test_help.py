@@ -39,6 +39,21 @@ def test_the_task_list_is_the_whole_product() -> None:
     )
 
 
+def entry_point(
+    program: str, args: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``invoke`` or ``runbook`` from the checkout, as a person would."""
+    return subprocess.run(
+        [str(BIN / program), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
 def _is_help_for(name: str, out: str) -> bool:
     return out.startswith("Usage: ") and f" {name} [" in out.splitlines()[0]
 
@@ -66,43 +81,22 @@ def test_every_task_prints_its_help_through_invoke(cli_env: dict[str, str], flag
     env = {**cli_env, "RUNBOOK_USER": "nobody-known"}
     failures = []
     for name in TASKS:
-        result = subprocess.run(
-            [str(BIN / "invoke"), name, flag],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        result = entry_point("invoke", [name, flag], env)
         if result.returncode != 0 or not _is_help_for(name, result.stdout):
             failures.append(f"{name}: exit {result.returncode}: {result.stderr[-200:]!r}")
     assert failures == []
 
 
 def test_help_after_the_arguments_too(cli_env: dict[str, str]) -> None:
-    result = subprocess.run(
-        [str(BIN / "invoke"), "rollback", "production", "--service", "api", "--help"],
-        cwd=ROOT,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
+    result = entry_point(
+        "invoke", ["rollback", "production", "--service", "api", "--help"], cli_env
     )
     assert result.returncode == 0 and _is_help_for("rollback", result.stdout)
 
 
 @pytest.mark.parametrize("entry", ["invoke", "runbook"])
 def test_a_mistyped_option_gets_the_nearest_one(entry: str, cli_env: dict[str, str]) -> None:
-    result = subprocess.run(
-        [str(BIN / entry), "scale.pods", "production", "--service", "api", "--replica", "6"],
-        cwd=ROOT,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    args = ["scale.pods", "production", "--service", "api", "--replica", "6"]
+    result = entry_point(entry, args, cli_env)
     assert result.returncode == 2
     assert "scale.pods has no option --replica; did you mean --replicas?" in result.stderr
