@@ -98,15 +98,7 @@ class Decisions(Journal):
         elif any(a.actor.id == actor.id for a in execution.valid_approvals()):
             refusal = f"{actor.name} has already approved {execution.id}"
         if refusal:
-            self.audit.record(
-                "approval.refused",
-                actor=actor,
-                outcome="refused",
-                execution_id=execution.id,
-                target=self._target(execution.plan),
-                detail={"why": refusal},
-            )
-            raise Refused(refusal)
+            raise self._refusal("approval.refused", actor, execution, refusal, outcome="refused")
         execution.approvals.append(
             Approval(
                 actor=actor, decision="approved", plan_hash=execution.plan.hash, at=self.clock.now()
@@ -161,15 +153,7 @@ class Decisions(Journal):
                 f"{actor.name} may not deny {execution.runbook} in {execution.environment}; "
                 f"approvers: {', '.join(execution.approver_groups)}"
             )
-            self.audit.record(
-                "approval.refused",
-                actor=actor,
-                outcome="refused",
-                execution_id=execution.id,
-                target=self._target(execution.plan),
-                detail={"why": why},
-            )
-            raise Refused(why)
+            raise self._refusal("approval.refused", actor, execution, why, outcome="refused")
         if actor.id == execution.requester.id:
             # The requester "denying" their own request withdraws it: a cancellation, shown
             # and audited as one, not a verdict of the approvers.
@@ -222,15 +206,7 @@ class Decisions(Journal):
         if execution.state != State.AWAITING_APPROVAL:
             why = f"{execution.id} is {execution.state}; it is not waiting for a decision"
             # Often the second of two approvers clicking at once: audited like any refusal.
-            self.audit.record(
-                "decision.refused",
-                actor=actor,
-                outcome="not_pending",
-                execution_id=execution.id,
-                target=self._target(execution.plan),
-                detail={"why": why},
-            )
-            raise Refused(why)
+            raise self._refusal("decision.refused", actor, execution, why, outcome="not_pending")
         return execution
 
     def _gate_satisfied(self, execution: Execution) -> bool:
@@ -268,15 +244,9 @@ class Decisions(Journal):
                 requester=SYSTEM_ACTOR,  # nobody is exempt: the requester was refused above
             )
             if why is not None:
-                self.audit.record(
-                    "break_glass.review_refused",
-                    actor=actor,
-                    outcome="not_allowed",
-                    execution_id=execution_id,
-                    target=self._target(reviewed.plan),
-                    detail={"why": why},
+                raise self._refusal(
+                    "break_glass.review_refused", actor, reviewed, why, outcome="not_allowed"
                 )
-                raise Refused(why)
         if not self.store.ack_review(execution_id, actor.to_doc(), self.clock.now()):
             raise Refused(f"the review of {execution_id} was acknowledged just now by someone else")
         self.audit.record(

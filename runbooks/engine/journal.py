@@ -93,6 +93,21 @@ class Journal:
             for key in execution.plan.locks:
                 self.store.release_lock(key, execution.id)
 
+    def _refusal(
+        self, action: str, actor: Actor, execution: Execution, why: str, *, outcome: str
+    ) -> Refused:
+        """Audit the refusal of a decision on ``execution`` and return it for raising."""
+        self.audit.record(
+            action,
+            actor=actor,
+            outcome=outcome,
+            execution_id=execution.id,
+            target=self._target(execution.plan),
+            incident=execution.incident,
+            detail={"why": why},
+        )
+        return Refused(why)
+
     def _authorise(self, verb: str, actor: Actor, execution: Execution) -> None:
         """Refuse (audited) a decision verb this person may not take on this execution."""
         why = self.policy.operator_refusal(
@@ -105,16 +120,7 @@ class Journal:
         )
         if why is None:
             return
-        self.audit.record(
-            f"{verb}.refused",
-            actor=actor,
-            outcome="not_allowed",
-            execution_id=execution.id,
-            target=self._target(execution.plan),
-            incident=execution.incident,
-            detail={"why": why},
-        )
-        raise Refused(why)
+        raise self._refusal(f"{verb}.refused", actor, execution, why, outcome="not_allowed")
 
     def _void_for_plan_change(self, execution: Execution, fresh: Plan) -> None:
         old = execution.plan
