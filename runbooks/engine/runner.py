@@ -37,6 +37,11 @@ _log = logging.getLogger(__name__)
 PROGRESS_SAVE_S = 5.0
 
 
+def error_text(exc: Exception) -> str:
+    """A failure in words: our errors say their message, anything else names its type."""
+    return exc.message if isinstance(exc, RunbookError) else f"{type(exc).__name__}: {exc}"
+
+
 class _Heartbeat:
     """Renew an execution's lease from a background thread; note if it is lost."""
 
@@ -319,11 +324,7 @@ class Runner(Journal):
             except LeaseLost:
                 raise
             except Exception as exc:
-                message = (
-                    exc.message
-                    if isinstance(exc, RunbookError)
-                    else (f"{type(exc).__name__}: {exc}")
-                )
+                message = error_text(exc)
                 record.status = StepStatus.FAILED
                 record.progress = None
                 record.ended_at = self.clock.now()
@@ -428,11 +429,7 @@ class Runner(Journal):
             try:
                 output = step.undo(ctx)
             except Exception as exc:
-                message = (
-                    exc.message
-                    if isinstance(exc, RunbookError)
-                    else (f"{type(exc).__name__}: {exc}")
-                )
+                message = error_text(exc)
                 record.status = StepStatus.UNDO_FAILED
                 record.error = f"undo failed: {message}"
                 failed.append(record.index + 1)

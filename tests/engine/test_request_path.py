@@ -30,6 +30,19 @@ from tests.support.crash import CrashingStore, Killed, run_inline
 from tests.support.people import ALICE, BOB, CAROL, DAVE, SCHEDULER
 
 
+def stored_midway(engine: Engine, state: State, keys: str = "a,b") -> Execution:
+    """An execution as a process that died after step 1 left it (``a`` set, in ``state``)."""
+    execution = engine.submit(
+        engine.prepare("test.set", {"environment": "development", "keys": keys}, actor=ALICE),
+        actor=ALICE,
+    )
+    execution.state = state
+    execution.steps[0].status = StepStatus.SUCCEEDED
+    world.STATE["a"] = 1
+    engine.store.save_execution(execution)
+    return execution
+
+
 def submit(engine: Engine, environment: str = "production", actor: Any = ALICE, **kw: Any):
     prepared = engine.prepare("test.set", {"environment": environment, "keys": "a"}, actor=actor)
     return engine.submit(prepared, actor=actor, **kw)
@@ -174,14 +187,7 @@ def test_a_run_killed_after_any_write_is_finished_or_compensated_by_the_supervis
 def test_an_execution_stranded_as_failed_is_compensated_on_resume(engine: Engine) -> None:
     # What an engine that saved ``failed`` and died before ``compensating`` left behind.
     world.FAILING_VERIFY.add("b")
-    execution = engine.submit(
-        engine.prepare("test.set", {"environment": "development", "keys": "a,b"}, actor=ALICE),
-        actor=ALICE,
-    )
-    execution.state = State.FAILED
-    execution.steps[0].status = StepStatus.SUCCEEDED
-    world.STATE["a"] = 1
-    engine.store.save_execution(execution)
+    execution = stored_midway(engine, State.FAILED)
     assert [e.id for e in engine.resumable()] == [execution.id]
     assert engine.resume(execution.id, actor=ALICE).state == State.COMPENSATED
     assert world.STATE == {"a": 0}
@@ -240,15 +246,8 @@ def test_the_supervisor_resumes_a_dead_processs_run_once_its_lease_expires(
     engine: Engine, clock: FakeClock
 ) -> None:
     world.GATES["b"] = threading.Event()
-    execution = engine.submit(
-        engine.prepare("test.set", {"environment": "development", "keys": "a,b"}, actor=ALICE),
-        actor=ALICE,
-    )
     # A terminal that started the run and was killed mid-step: state running, lease live.
-    execution.state = State.RUNNING
-    execution.steps[0].status = StepStatus.SUCCEEDED
-    world.STATE["a"] = 1
-    engine.store.save_execution(execution)
+    execution = stored_midway(engine, State.RUNNING)
     now = clock.now()
     assert engine.store.claim_lease(execution.id, "dead-cli", now + 30, now)
     world.GATES["b"].set()
