@@ -343,6 +343,17 @@ def click(c: Any, label: str, as_: str = "bob", reason: str | None = None) -> No
     )
 
 
+@task(help={"as_": "person from policy.yaml (alice, bob, dave, carol)"})
+def dms(c: Any, as_: str = "alice") -> None:
+    """Print the direct messages the bot sent this person (outcomes, changed plans).
+
+    Example: invoke sandbox.dms --as alice
+    """
+    os.execv(  # noqa: S606 - replaces this process
+        sys.executable, [sys.executable, "-m", "sandbox", "dms", "--as", as_]
+    )
+
+
 def collections() -> list[Collection]:
     runs = Collection("runs")
     runs.add_task(cast("Task[Any]", list_), name="list")
@@ -358,6 +369,7 @@ def collections() -> list[Collection]:
     sandbox = Collection("sandbox")
     sandbox.add_task(cast("Task[Any]", slack))
     sandbox.add_task(cast("Task[Any]", click))
+    sandbox.add_task(cast("Task[Any]", dms))
     sandbox.add_task(cast("Task[Any]", up))
     sandbox.add_task(cast("Task[Any]", reset))
     return [runs, audit, config, bot, sandbox]

@@ -211,12 +211,14 @@ def main(argv: list[str]) -> int:
     click.add_argument("--as", dest="user", required=True, help="person from policy.yaml")
     click.add_argument("--reason", default=None, help="reason for a Deny dialog")
     click.add_argument("label", help="Confirm, Cancel, Approve or Deny")
+    dms = sub.add_parser("dms", help="print the bot's direct messages to a person")
+    dms.add_argument("--as", dest="user", required=True, help="person from policy.yaml")
     args = parser.parse_args(argv)
     settings = load_settings()
     directory = settings.state_dir / "sandbox"
     if args.command == "reset":
         return reset_command(settings, yes=args.yes)
-    if args.command in {"slack", "click"}:
+    if args.command in {"slack", "click", "dms"}:
         from sandbox.workspace import act
 
         return act(settings, args)

@@ -43,6 +43,14 @@ def act(settings: Settings, args: argparse.Namespace) -> int:
         signing_secret=env["SLACK_SIGNING_SECRET"],
         user_name=args.user,
     )
+    if args.command == "dms":
+        direct = [m for m in user.visible() if m["channel"] == person.slack_id]
+        for message in direct:
+            print(f"--- direct message to {args.user}")
+            print(text_of(message))
+        if not direct:
+            print(f"no direct messages to {args.user}")
+        return 0
     before = _fingerprint(user.visible())
     try:
         if args.command == "slack":
@@ -97,6 +105,8 @@ def _print_changes(user: SlackUser, before: dict[tuple[str, str], int]) -> None:
         if before.get(key) == message["updates"]:
             continue
         where = message["channel"]
+        if where == user.user_id:
+            where = "direct message to you"
         if message["ephemeral_to"]:
             where += " (only you)"
         if message["thread_ts"]:

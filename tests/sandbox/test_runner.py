@@ -88,6 +88,13 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
             return any(r["environment"] == "staging" and r["state"] == "succeeded" for r in rows)
 
         wait_for(staging_done, timeout=60, what="the staging rollback approved in Slack")
+
+        # The requester's direct message (the outcome) is visible from the sandbox too.
+        def told() -> bool:
+            dms = invoke(["sandbox.dms", "--as", "alice"], env).stdout
+            return "--- direct message to alice" in dms and "staging" in dms
+
+        wait_for(told, timeout=30, what="alice's outcome DM")
         nobody = invoke(["sandbox.click", "--as", "bob", "Approve"], env)
         assert nobody.returncode == 1 and "no message visible to U0BOB" in nobody.stdout
 
