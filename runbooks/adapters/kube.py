@@ -65,6 +65,10 @@ def make_api_client(*, context: str | None, kubeconfig: str | None) -> client.Ap
         ) from None
 
 
+#: Container states a rollout does not recover from by waiting.
+FATAL_WAITING = frozenset({"CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName"})
+
+
 class KubeAdapter:
     """Operations on one cluster."""
 
@@ -196,6 +200,12 @@ class KubeAdapter:
             done, message = _rollout_done(state)
             if done:
                 return state
+            stuck = self._stuck_pod(namespace, name)
+            if stuck is not None:
+                raise RolloutFailed(
+                    f"rollout of {namespace}/{name} ({self.label}) cannot finish: {stuck}; "
+                    "not waiting for the progress deadline"
+                )
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RolloutFailed(
@@ -227,6 +237,39 @@ class KubeAdapter:
             else:
                 if not _rollout_done(state)[0]:
                     state = self.deployment(namespace, name)
+
+    def _stuck_pod(self, namespace: str, name: str) -> str | None:
+        """A pod of the deployment that cannot become ready by waiting, in words, or None.
+
+        OOMKilled and CrashLoopBackOff (and a container config that cannot be created) do not
+        heal within a progress deadline; waiting ten minutes and then blaming the rollout
+        hides the cause. Image pull errors and Pending are left to the deadline (they can
+        clear: a registry hiccup, a node scaling up).
+        """
+        deployment = self._call(
+            f"read deployment {namespace}/{name}",
+            lambda: self.apps.read_namespaced_deployment(name, namespace),
+        )
+        labels = (deployment.spec.selector.match_labels or {}) if deployment.spec else {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        pods = self._call(
+            f"list pods of {namespace}/{name}",
+            lambda: self.core.list_namespaced_pod(namespace, label_selector=selector),
+        )
+        for pod in pods.items or []:
+            pod_name = pod.metadata.name if pod.metadata else "?"
+            for status in (pod.status.container_statuses if pod.status else None) or []:
+                last = status.last_state.terminated if status.last_state else None
+                waiting = status.state.waiting if status.state else None
+                if last is not None and last.reason == "OOMKilled":
+                    return (
+                        f"pod {pod_name}: container {status.name} was OOMKilled (out "
+                        f"of memory: its memory limit is too low), restarted "
+                        f"{status.restart_count} time(s)"
+                    )
+                if waiting is not None and waiting.reason in FATAL_WAITING:
+                    return f"pod {pod_name}: container {status.name} {waiting.reason}"
+        return None
 
     def set_container_resources(
         self,

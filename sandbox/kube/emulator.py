@@ -849,7 +849,8 @@ class Cluster:
                 c["type"] == "Ready" and c["status"] == "True"
                 for c in pod.get("status", {}).get("conditions", [])
             )
-            if ready != was_ready or pod.get("status", {}).get("phase") != phase:
+            reported = "containerStatuses" in pod.get("status", {})
+            if ready != was_ready or pod.get("status", {}).get("phase") != phase or not reported:
                 updated = copy.deepcopy(pod)
                 updated["status"] = {
                     "phase": phase,
@@ -867,8 +868,18 @@ class Cluster:
                             "image": c.get("image", ""),
                             "imageID": "",
                             "ready": ready,
-                            "restartCount": 0,
+                            "restartCount": 3 if oom else 0,
                             "started": ready,
+                            # As the kubelet reports a container killed for memory.
+                            **(
+                                {
+                                    "lastState": {
+                                        "terminated": {"reason": "OOMKilled", "exitCode": 137}
+                                    }
+                                }
+                                if oom
+                                else {}
+                            ),
                             "state": {"running": {"startedAt": now_iso(now)}}
                             if ready
                             else {
