@@ -4,7 +4,10 @@ Good enough for the official ``kubernetes`` client and a real ``kubectl`` (get, 
 history/undo/status): discovery, resourceVersion and generation, 409 on stale writes, Status
 bodies for 404/409/422, JSON merge, strategic merge and JSON patch, label and field selectors,
 ``?watch=true`` streams, and controllers for deployments, replica sets, pods, endpoints and
-HPAs. One emulator is one cluster (one region); state lives in memory.
+HPAs. ``kubectl get`` gets the Table format it asks for (deployments with the API server's
+columns, ``-o wide`` included; other kinds NAME and AGE only). One emulator is one cluster (one
+region); state lives in memory. Gaps: no authentication or RBAC, no admission, no
+server-side apply, no table columns beyond deployments'.
 
 Test hooks live under ``/_sandbox/`` (never part of the Kubernetes API):
 ``POST /_sandbox/conflicts {"count": N}`` makes the next N writes answer 409;
@@ -1343,6 +1346,9 @@ class _Handler(BaseHTTPRequestHandler):
             items, rv = cluster.list_objects(
                 resource, namespace, query.get("labelSelector"), query.get("fieldSelector")
             )
+            if "as=Table" in (self.headers.get("Accept") or ""):
+                self._send(200, table(resource, items, rv, cluster.clock()))
+                return
             self._send(
                 200,
                 {
@@ -1498,3 +1504,74 @@ def _memory(text: Any) -> float:
         if value.endswith(unit):
             return float(value[: -len(unit)]) * factor
     return float(value)
+
+
+def _age(created: str, now: float) -> str:
+    """Age as kubectl prints it: 45s, 12m, 5h, 3d."""
+    try:
+        then = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return "<unknown>"
+    seconds = max(0, int(now - then))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def table(resource: Resource, items: list[dict[str, Any]], rv: int, now: float) -> dict[str, Any]:
+    """The Table (meta.k8s.io/v1) kubectl asks for with ``get``, columns as the API server
+    prints them: deployments with READY, UP-TO-DATE, AVAILABLE, AGE (and CONTAINERS, IMAGES,
+    SELECTOR for ``-o wide``); any other kind NAME and AGE."""
+
+    def column(name: str, kind: str = "string", priority: int = 0) -> dict[str, Any]:
+        return {
+            "name": name,
+            "type": kind,
+            "format": "name" if name == "Name" else "",
+            "description": name,
+            "priority": priority,
+        }
+
+    if resource.kind == "Deployment":
+        columns = [
+            column("Name"),
+            column("Ready"),
+            column("Up-to-date", "integer"),
+            column("Available", "integer"),
+            column("Age"),
+            column("Containers", priority=1),
+            column("Images", priority=1),
+            column("Selector", priority=1),
+        ]
+
+        def cells(obj: dict[str, Any]) -> list[Any]:
+            spec, status = obj.get("spec") or {}, obj.get("status") or {}
+            containers = (spec.get("template") or {}).get("spec", {}).get("containers") or []
+            selector = (spec.get("selector") or {}).get("matchLabels") or {}
+            return [
+                obj["metadata"]["name"],
+                f"{status.get('readyReplicas', 0) or 0}/{spec.get('replicas', 1)}",
+                status.get("updatedReplicas", 0) or 0,
+                status.get("availableReplicas", 0) or 0,
+                _age(obj["metadata"].get("creationTimestamp", ""), now),
+                ",".join(c.get("name", "") for c in containers),
+                ",".join(c.get("image", "") for c in containers),
+                ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+            ]
+    else:
+        columns = [column("Name"), column("Age")]
+
+        def cells(obj: dict[str, Any]) -> list[Any]:
+            return [
+                obj["metadata"]["name"],
+                _age(obj["metadata"].get("creationTimestamp", ""), now),
+            ]
+
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": str(rv)},
+        "columnDefinitions": columns,
+        "rows": [{"cells": cells(obj), "object": obj} for obj in items],
+    }

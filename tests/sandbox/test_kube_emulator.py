@@ -211,3 +211,26 @@ def test_injected_conflicts_answer_409_then_clear(kube: KubeSandbox) -> None:
     assert first.value.status == 409
     api.patch_namespaced_deployment_scale("api-deployment", NS, {"spec": {"replicas": 4}})
     assert api.read_namespaced_deployment("api-deployment", NS).spec.replicas == 4
+
+
+def test_kubectl_get_prints_the_columns_the_api_server_would(kube: KubeSandbox) -> None:
+    wide = kube.kubectl("get", "deploy", "-n", "production", "-o", "wide")
+    assert wide.returncode == 0, wide.stderr
+    header, row = wide.stdout.splitlines()[:2]
+    assert header.split() == [
+        "NAME",
+        "READY",
+        "UP-TO-DATE",
+        "AVAILABLE",
+        "AGE",
+        "CONTAINERS",
+        "IMAGES",
+        "SELECTOR",
+    ]
+    cells = row.split()
+    assert cells[0] == "api-deployment" and cells[1] == "3/3" and cells[2:4] == ["3", "3"]
+    assert "app-api:1.4.2" in cells[6]
+    plain = kube.kubectl("get", "deploy", "-n", "production")
+    assert plain.stdout.split()[:5] == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    pods = kube.kubectl("get", "pods", "-n", "production")
+    assert pods.stdout.split()[:2] == ["NAME", "AGE"]
