@@ -299,10 +299,9 @@ class _Listeners:
         try:
             parse(self.engine.registry, command["command"], command.get("text", ""))
         except UsageError as exc:
-            text = f":warning: {exc.message}\n{exc.hint or ''}".rstrip()
-            ack(text=text, response_type="ephemeral")
             actor = self.actor(user_id)
             assert actor is not None
+            # Recorded before the answer: whoever sees the refusal can find it in the log.
             self.engine.audit.record(
                 "request.rejected",
                 actor=actor,
@@ -311,6 +310,8 @@ class _Listeners:
                 params={"text": command.get("text", "")},
                 detail={"error": exc.message, "channel": command.get("channel_id")},
             )
+            text = f":warning: {exc.message}\n{exc.hint or ''}".rstrip()
+            ack(text=text, response_type="ephemeral")
             return
         ack()
         self._later(self.run_command, command, respond)
