@@ -92,10 +92,14 @@ def _wait_for_view(user: SlackUser) -> dict[str, Any] | None:
 
 
 def _print_changes(user: SlackUser, before: dict[tuple[str, str], int]) -> None:
-    last_change = time.monotonic()
-    start = last_change
+    # Wait for the bot's first answer (planning may take seconds: a DR plan reads DNS, both
+    # regions, the database and /health), then until it has been quiet for QUIET_S.
+    start = time.monotonic()
+    last_change: float | None = None
     seen = before
-    while time.monotonic() - last_change < QUIET_S and time.monotonic() - start < MAX_WAIT_S:
+    while time.monotonic() - start < MAX_WAIT_S and (
+        last_change is None or time.monotonic() - last_change < QUIET_S
+    ):
         time.sleep(0.2)
         now = _fingerprint(user.visible())
         if now != seen:
