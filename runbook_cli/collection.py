@@ -45,6 +45,7 @@ def describe(spec: RunbookSpec[Any]) -> TaskInfo:
                 "name": name,
                 "required": field.is_required(),
                 "default": field.default if isinstance(field.default, bool) else None,
+                "kind": _kind(field.annotation),
                 "help": field.description or "",
             }
             for name, field in fields
@@ -52,8 +53,38 @@ def describe(spec: RunbookSpec[Any]) -> TaskInfo:
     }
 
 
+def _kind(annotation: Any) -> str:
+    """``int`` for an integer parameter (``int`` or ``int | None``), else ``str``: invoke shows
+    ``--replicas=INT`` and refuses ``--replicas six`` before the runbook is loaded."""
+    import types
+    import typing
+
+    if annotation is int:
+        return "int"
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if members == [int]:
+            return "int"
+    return "str"
+
+
+class _RunbookTask(Task[Any]):
+    """A Task whose integer parameters are typed (invoke infers a kind only from a default)."""
+
+    def __init__(self, body: Any, *, ints: set[str], **kwargs: Any) -> None:
+        self.ints = ints
+        super().__init__(body, **kwargs)
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        if name in self.ints:
+            opts["kind"] = int
+        return opts
+
+
 def _fingerprint() -> str:
-    """Changes whenever a file that could change a runbook's task does (runbooks/**.py)."""
+    """Changes whenever a file that could change a runbook's task does (runbooks/**.py and
+    this module, which describes them)."""
     import hashlib
     import sys
     from pathlib import Path
@@ -62,9 +93,9 @@ def _fingerprint() -> str:
 
     root = Path(runbooks.__file__).parent
     digest = hashlib.sha256(sys.version.encode())
-    for path in sorted(root.rglob("*.py")):
+    for path in [*sorted(root.rglob("*.py")), Path(__file__)]:
         stat = path.stat()
-        digest.update(f"{path.relative_to(root)}:{stat.st_mtime_ns}:{stat.st_size}\n".encode())
+        digest.update(f"{path.name}:{path.parent}:{stat.st_mtime_ns}:{stat.st_size}\n".encode())
     return digest.hexdigest()[:20]
 
 
@@ -145,7 +176,10 @@ def task_from(info: TaskInfo) -> Task[Any]:
     body.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     body.__doc__ = info["doc"]
     body.__name__ = info["short_name"].replace("-", "_")
-    return Task(body, name=info["short_name"], help=help_text, auto_shortflags=False)
+    ints = {p["name"] for p in info["params"] if p.get("kind") == "int"}
+    return _RunbookTask(
+        body, ints=ints, name=info["short_name"], help=help_text, auto_shortflags=False
+    )
 
 
 def build_namespace(registry: Registry | None = None) -> Collection:

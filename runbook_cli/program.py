@@ -72,7 +72,8 @@ def wants_task_help(args: list[str]) -> str | None:
 
 def unknown_option(collection: Collection, args: list[str]) -> str | None:
     """Say what is wrong with ``TASK ... --flag`` when the task has no such option, with the
-    nearest one it has; None when every option is known.
+    nearest one it has, or when an integer option's value is not a number; None when the
+    arguments parse.
 
     invoke takes an unknown ``--replica`` for the value of a positional argument (or answers
     "No idea what '6' is!"); people should hear which option they meant instead.
@@ -87,16 +88,56 @@ def unknown_option(collection: Collection, args: list[str]) -> str | None:
         task = collection[task_name]
     except (KeyError, ValueError):
         return None
-    known = {name for argument in task.get_arguments() for name in argument.names}
-    for arg in args[args.index(task_name) + 1 :]:
-        if not arg.startswith("--") or arg in {"--", "--help"}:
+    arguments = task.get_arguments()
+    known = {name for argument in arguments for name in argument.names}
+    by_name = {name: argument for argument in arguments for name in argument.names}
+    positionals = [a for a in arguments if a.positional]
+    rest = args[args.index(task_name) + 1 :]
+    index = 0
+    while index < len(rest):
+        arg = rest[index]
+        index += 1
+        if arg == "--":
+            break
+        if not arg.startswith("--") or arg == "--help":
+            if not arg.startswith("-") and positionals:
+                problem = _bad_value(task_name, positionals.pop(0), arg)
+                if problem:
+                    return problem
             continue
-        flag = arg[2:].split("=", 1)[0]
-        if flag in known:
+        flag, has_value, value = arg[2:].partition("=")
+        if flag not in known:
+            near = difflib.get_close_matches(flag, sorted(known), n=1)
+            guess = f"; did you mean --{near[0]}?" if near else ""
+            return (
+                f"{task_name} has no option --{flag}{guess} "
+                f"(`{task_name} --help` lists its options)"
+            )
+        argument = by_name[flag]
+        if argument in positionals:
+            positionals.remove(argument)
+        if argument.kind is bool:
             continue
-        near = difflib.get_close_matches(flag, sorted(known), n=1)
-        guess = f"; did you mean --{near[0]}?" if near else ""
-        return f"{task_name} has no option --{flag}{guess} (`{task_name} --help` lists its options)"
+        if not has_value and index < len(rest):
+            value = rest[index]
+            index += 1
+        problem = _bad_value(task_name, argument, value)
+        if problem:
+            return problem
+    return None
+
+
+def _bad_value(task_name: str, argument: Any, value: str) -> str | None:
+    """What is wrong with ``value`` for an integer option (invoke would raise a traceback)."""
+    if argument.kind is not int:
+        return None
+    try:
+        int(value)
+    except ValueError:
+        return (
+            f"{task_name}: --{argument.name} must be a whole number, not {value!r} "
+            f"(e.g. --{argument.name} 3)"
+        )
     return None
 
 

@@ -67,6 +67,8 @@ def make_api_client(*, context: str | None, kubeconfig: str | None) -> client.Ap
 
 #: Container states a rollout does not recover from by waiting.
 FATAL_WAITING = frozenset({"CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName"})
+#: Waiting reasons that may clear by themselves; named when a rollout's deadline passes.
+SLOW_WAITING = frozenset({"ImagePullBackOff", "ErrImagePull"})
 
 
 class KubeAdapter:
@@ -192,6 +194,17 @@ class KubeAdapter:
     def wait_rollout(
         self, namespace: str, name: str, *, timeout: float, check: Callable[[], None]
     ) -> DeploymentState:
+        try:
+            return self._wait_rollout(namespace, name, timeout=timeout, check=check)
+        except _DeadlinePassed as exc:
+            # Say why the pods never became ready (an image that cannot be pulled, no node
+            # with room) rather than only that they did not.
+            waiting = self._stuck_pod(namespace, name, transient=True)
+            raise RolloutFailed(f"{exc}; {waiting}" if waiting else str(exc)) from None
+
+    def _wait_rollout(
+        self, namespace: str, name: str, *, timeout: float, check: Callable[[], None]
+    ) -> DeploymentState:
         deadline = time.monotonic() + timeout
         state = self.deployment(namespace, name)
         resource_version = None
@@ -208,7 +221,7 @@ class KubeAdapter:
                 )
             left = deadline - time.monotonic()
             if left <= 0:
-                raise RolloutFailed(
+                raise _DeadlinePassed(
                     f"rollout of {namespace}/{name} ({self.label}) did not "
                     f"finish within {timeout:g}s: {message}"
                 )
@@ -238,13 +251,14 @@ class KubeAdapter:
                 if not _rollout_done(state)[0]:
                     state = self.deployment(namespace, name)
 
-    def _stuck_pod(self, namespace: str, name: str) -> str | None:
+    def _stuck_pod(self, namespace: str, name: str, *, transient: bool = False) -> str | None:
         """A pod of the deployment that cannot become ready by waiting, in words, or None.
 
         OOMKilled and CrashLoopBackOff (and a container config that cannot be created) do not
         heal within a progress deadline; waiting ten minutes and then blaming the rollout
         hides the cause. Image pull errors and Pending are left to the deadline (they can
-        clear: a registry hiccup, a node scaling up).
+        clear: a registry hiccup, a node scaling up); with ``transient`` (the deadline has
+        passed) they are named too, so the failure says why the pods never became ready.
         """
         deployment = self._call(
             f"read deployment {namespace}/{name}",
@@ -269,6 +283,14 @@ class KubeAdapter:
                     )
                 if waiting is not None and waiting.reason in FATAL_WAITING:
                     return f"pod {pod_name}: container {status.name} {waiting.reason}"
+                if transient and waiting is not None and waiting.reason in SLOW_WAITING:
+                    detail = f" ({waiting.message})" if waiting.message else ""
+                    return f"pod {pod_name}: container {status.name} {waiting.reason}{detail}"
+            if transient and pod.status is not None:
+                for condition in pod.status.conditions or []:
+                    if condition.type == "PodScheduled" and condition.status == "False":
+                        why = condition.message or condition.reason or "not scheduled"
+                        return f"pod {pod_name}: Pending, not scheduled: {why}"
         return None
 
     def set_container_resources(
@@ -423,13 +445,17 @@ def _state(raw: dict[str, Any]) -> DeploymentState:
     )
 
 
+class _DeadlinePassed(RolloutFailed):
+    """The rollout's time is up; ``wait_rollout`` adds what the pods are waiting for."""
+
+
 def _rollout_done(state: DeploymentState) -> tuple[bool, str]:
     """kubectl rollout status, in order: generation, deadline, updated, old, available."""
     if state.generation > state.observed_generation:
         return False, "waiting for the deployment spec update to be observed"
     progressing = state.conditions.get("Progressing")
     if progressing and progressing[1] == "ProgressDeadlineExceeded":
-        raise RolloutFailed(
+        raise _DeadlinePassed(
             f"deployment {state.namespace}/{state.name} exceeded its progress deadline: "
             f"{state.updated} of {state.replicas} updated replicas, {state.available} available "
             f"(image {state.image_text()} is not becoming ready)"

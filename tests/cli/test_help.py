@@ -100,3 +100,45 @@ def test_a_mistyped_option_gets_the_nearest_one(entry: str, cli_env: dict[str, s
     result = entry_point(entry, args, cli_env)
     assert result.returncode == 2
     assert "scale.pods has no option --replica; did you mean --replicas?" in result.stderr
+
+
+def _integer_parameters() -> list[tuple[str, str]]:
+    from runbook_cli.collection import task_table
+
+    return [
+        (str(info["name"]), str(param["name"]))
+        for info in task_table()
+        for param in info["params"]
+        if param.get("kind") == "int"
+    ]
+
+
+def test_every_integer_parameter_is_shown_as_a_number(capsys: pytest.CaptureFixture[str]) -> None:
+    pairs = _integer_parameters()
+    assert ("scale.pods", "replicas") in pairs and ("rollback", "to_revision") in pairs
+    failures = []
+    for task, param in pairs:
+        build_program().run(["runbook", task, "--help"], exit=False)
+        out = capsys.readouterr().out
+        flag = "--" + param.replace("_", "-")
+        if f"{flag}=INT" not in out:
+            failures.append(f"{task} {flag}: {[ln for ln in out.splitlines() if flag in ln]}")
+    assert failures == []
+
+
+@pytest.mark.parametrize("entry", ["invoke", "runbook"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["scale.pods", "production", "api", "six"],
+        ["scale.pods", "production", "api", "--replicas", "six"],
+        ["scale.pods", "production", "--replicas=six", "api"],
+    ],
+)
+def test_a_word_for_a_number_is_refused_clearly(
+    entry: str, args: list[str], cli_env: dict[str, str]
+) -> None:
+    result = entry_point(entry, args, cli_env)
+    assert result.returncode == 2, result.stderr
+    assert "scale.pods: --replicas must be a whole number, not 'six'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -109,6 +109,8 @@ def test_target_that_never_becomes_ready_fails_clearly_and_is_compensated(
     assert done.state == State.COMPENSATED
     assert "exceeded its progress deadline" in (done.steps[0].error or "")
     assert "app-api:1.4.1 is not becoming ready" in (done.steps[0].error or "")
+    # ... and why: the kubelet's waiting reason, not only that the image is not ready.
+    assert "container api ImagePullBackOff" in (done.steps[0].error or ""), done.steps[0].error
     assert image(kube, "us-east-1") == "app-api:1.4.2"  # compensation restored the release
     recorded = actions(kube_engine, done.id)
     assert recorded[-6:] == [
