@@ -175,6 +175,7 @@ class ProgressPrinter:
     def __init__(self, console: Console) -> None:
         self.console = console
         self._live: Any = None  # a rich Status: one live line per wait, in a terminal
+        self._shown: set[str] = set()  # the running step's notes already printed live
 
     def _end_live(self) -> None:
         if self._live is not None:
@@ -187,6 +188,7 @@ class ProgressPrinter:
             text = str(payload.get("text", ""))
             if payload.get("note"):
                 self._end_live()
+                self._shown.add(text)
                 self.console.print(f"    [dim]{text}[/dim]", highlight=False)
             elif self.console.is_terminal:
                 if self._live is None:
@@ -199,8 +201,12 @@ class ProgressPrinter:
         if event.type in self.SYMBOL:
             step = payload.get("step")
             line = f"{self.SYMBOL[event.type]} step {step}: {payload.get('description')}"
-            if event.type == "step.succeeded" and payload.get("output"):
-                line += f"  [dim]({'; '.join(payload['output'])})[/dim]"
+            # Notes printed live are not repeated; the step's own result line is.
+            unseen = [o for o in payload.get("output") or [] if o not in self._shown]
+            if event.type == "step.succeeded" and unseen:
+                line += f"  [dim]({'; '.join(unseen)})[/dim]"
+            if event.type != "step.progress":
+                self._shown = set()
             if payload.get("error"):
                 line += f"\n    [red]{payload['error']}[/red]"
             if event.type in {"step.undoing", "step.undone"}:

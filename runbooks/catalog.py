@@ -14,6 +14,7 @@ RUNBOOK_MODULES: tuple[str, ...] = (
     "runbooks.scale",
     "runbooks.dr",
     "runbooks.maintenance",
+    "runbooks.restore",
 )
 
 

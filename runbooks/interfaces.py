@@ -6,9 +6,11 @@ import-linter counts that edge). ``runbooks.adapters`` implements them; tests ma
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, BinaryIO, Protocol
 
 from runbooks.engine.errors import InvalidInput, RunbookError
 from runbooks.engine.plan import Adapters, PlanContext
@@ -221,6 +223,21 @@ class AwsOps(Protocol):
         """(key, last modified) of the newest object in a bucket; None when it is empty."""
         ...
 
+    def objects(self, bucket: str, prefix: str = "") -> list[StoredObject]:
+        """Every object under ``prefix`` in a bucket (all pages)."""
+        ...
+
+    def read_object(self, bucket: str, key: str) -> BinaryIO:
+        """A streaming reader of one object (read in chunks; close it)."""
+        ...
+
+    def delete_objects(self, bucket: str, keys: list[str]) -> None: ...
+
+    def write_object(self, bucket: str, key: str) -> AbstractContextManager[BinaryIO]:
+        """A writer that uploads in parts as it fills; completed when the block exits
+        normally, aborted (nothing left behind) when it raises."""
+        ...
+
     def traffic_weights(self, zone: str, record: str) -> dict[str, int]:
         """Weights of the weighted records of ``record`` by set identifier (the region)."""
         ...
@@ -228,6 +245,13 @@ class AwsOps(Protocol):
     def set_traffic_weights(self, zone: str, record: str, weights: dict[str, int]) -> None:
         """Change the weights only (targets unchanged); wait until Route53 reports INSYNC."""
         ...
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    modified: float
 
 
 @dataclass(frozen=True)
@@ -276,6 +300,47 @@ class DatabaseOps(Protocol):
     def close(self) -> None: ...
 
 
+class DataOps(Protocol):
+    """A MongoDB deployment's data (the environment's cluster, or its restore target).
+
+    Documents travel as raw BSON bytes: what is dumped, hashed and restored is exactly what
+    the server stored, never a re-encoding."""
+
+    label: str
+
+    def hosts(self) -> frozenset[str]:
+        """The ``host:port`` seeds of the connection string (the cluster's identity here)."""
+        ...
+
+    def database_names(self) -> list[str]: ...
+
+    def collection_names(self, database: str) -> list[str]: ...
+
+    def index_specs(self, database: str, collection: str) -> list[dict[str, Any]]: ...
+
+    def raw_documents(self, database: str, collection: str) -> Iterator[bytes]:
+        """Every document in ``_id`` order, as BSON bytes, in batches from the server."""
+        ...
+
+    def count(self, database: str, collection: str, query: dict[str, Any] | None = None) -> int: ...
+
+    def newest(self, database: str, collection: str, field: str) -> datetime | None:
+        """The largest value of ``field`` (a time) in the collection, or None."""
+        ...
+
+    def insert_raw(self, database: str, collection: str, documents: list[bytes]) -> None: ...
+
+    def create_collection(self, database: str, collection: str) -> None: ...
+
+    def create_indexes(
+        self, database: str, collection: str, specs: list[dict[str, Any]]
+    ) -> None: ...
+
+    def drop_database(self, database: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class MetricsOps(Protocol):
     """The environment's Prometheus."""
 
@@ -303,6 +368,11 @@ class Infrastructure(Adapters):
 
     def database(self, environment: str) -> DatabaseOps:
         raise InvalidInput(f"no database adapter is configured for {environment}")
+
+    def data(self, environment: str, *, restore_target: bool = False) -> DataOps:
+        """The environment's database data, or (``restore_target``) where restore tests
+        restore to."""
+        raise InvalidInput(f"no database data adapter is configured for {environment}")
 
     def metrics(self, environment: str) -> MetricsOps:
         raise InvalidInput(f"no metrics adapter is configured for {environment}")

@@ -8,8 +8,9 @@ No MongoDB server can run here, so two local servers share one ``ClusterState``:
   like Atlas. A PATCH that makes another region preferred (priority 7) starts an election that
   moves the primary there after ``election_delay`` seconds. Invalid priorities are refused as
   Atlas refuses them (the top one must be 7, each next one lower).
-- ``WireDatabase``: a scripted MongoDB wire-protocol server (mockupdb) answering ``hello``,
-  ``ping``, ``replSetGetStatus`` and ``replSetGetConfig`` from the state: three electable
+- ``WireDatabase``: the data-bearing MongoDB wire server of ``sandbox.mongo`` (the
+  application's data lives there), also answering ``replSetGetStatus`` and
+  ``replSetGetConfig`` from the state: three electable
   members in us-east-1, two in us-west-2, each tagged ``region: US_EAST_1`` etc. as Atlas tags
   them, optimes behind the primary by the configured lag.
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from mockupdb import MockupDB
+from sandbox.mongo import MongoServer
 
 PROJECT = "5f0c0ffee0c0ffee0c0ffee0"
 CLUSTER = "production"
@@ -255,28 +256,18 @@ class AtlasEmulator:
 # --- the database --------------------------------------------------------------------------------
 
 
-class WireDatabase:
-    """mockupdb answering the replica-set commands from ``ClusterState``."""
+class WireDatabase(MongoServer):
+    """The production cluster's MongoDB endpoint: a data-bearing wire server (sandbox.mongo)
+    that also answers the replica-set commands from ``ClusterState``."""
 
     def __init__(self, state: ClusterState) -> None:
+        super().__init__(
+            name="production",
+            extra={"replSetGetStatus": self._status, "replSetGetConfig": self._config},
+        )
         self.state = state
-        self.server = MockupDB(auto_ismaster={"maxWireVersion": 21}, verbose=False)
 
-    @property
-    def uri(self) -> str:
-        return f"mongodb://127.0.0.1:{self.server.port}/?directConnection=true"
-
-    def start(self) -> WireDatabase:
-        self.server.run()
-        self.server.autoresponds("replSetGetStatus", self._status)
-        self.server.autoresponds("replSetGetConfig", self._config)
-        self.server.autoresponds("ping")
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def _status(self, request: Any) -> bool:
+    def _status(self, _doc: dict[str, Any]) -> dict[str, Any]:
         with self.state.lock:
             now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
             members: list[dict[str, Any]] = []
@@ -293,10 +284,9 @@ class WireDatabase:
                         "optimeDate": now - datetime.timedelta(seconds=lag),
                     }
                 )
-        request.ok(set=CLUSTER, members=members)
-        return True
+        return {"set": CLUSTER, "members": members}
 
-    def _config(self, request: Any) -> bool:
+    def _config(self, _doc: dict[str, Any]) -> dict[str, Any]:
         with self.state.lock:
             members = [
                 {
@@ -307,5 +297,4 @@ class WireDatabase:
                 }
                 for i, (host, tag) in enumerate(self.state.members())
             ]
-        request.ok(config={"_id": CLUSTER, "version": 1, "members": members})
-        return True
+        return {"config": {"_id": CLUSTER, "version": 1, "members": members}}

@@ -29,11 +29,13 @@ from typing import Any
 import yaml
 
 from runbooks.engine.settings import DEFAULT_PORT, Settings, bot_port, load_settings
+from sandbox import appdata
 from sandbox import atlas as atlas_sandbox
 from sandbox.aws import CREDENTIALS, AwsSandbox
 from sandbox.health import HealthServer
 from sandbox.kube.emulator import Cluster, KubeEmulator, kubeconfig
 from sandbox.kube.seed import LAYOUT, seed
+from sandbox.mongo import MongoServer
 from sandbox.slack import (
     SANDBOX_BOT_TOKEN,
     SANDBOX_SIGNING_SECRET,
@@ -51,6 +53,62 @@ def start_emulators(*, pace: float = 0.2, ready_after: float = 1.0) -> dict[str,
     }
 
 
+def start_databases(production: atlas_sandbox.WireDatabase) -> dict[str, MongoServer]:
+    """The MongoDB wire servers by the variable naming their URI: the production cluster
+    (also DR's topology), staging's, and the scratch cluster restore tests restore into;
+    the application's collections seeded in production and staging."""
+    servers = {
+        "PRODUCTION_MONGODB_URI": production,
+        "STAGING_MONGODB_URI": MongoServer(name="staging").start(),
+        "RESTORE_MONGODB_URI": MongoServer(name="restore-scratch").start(),
+    }
+    appdata.seed(servers["PRODUCTION_MONGODB_URI"], "production")
+    appdata.seed(servers["STAGING_MONGODB_URI"], "staging")
+    return servers
+
+
+def seed_backups(
+    settings: Settings, aws: AwsSandbox, databases: dict[str, MongoServer]
+) -> list[str]:
+    """One backup of each environment's seeded data in its bucket, taken by the same code
+    as ``restore.backup`` (so ``restore.test`` works at once); what was written."""
+    from runbooks.adapters.aws import AwsAdapter
+    from runbooks.adapters.mongo_data import MongoData
+    from runbooks.engine.config import load_config
+    from runbooks.kit import backups
+
+    os.environ.update(CREDENTIALS)
+    for variable, server in databases.items():
+        os.environ[variable] = server.uri
+    config = load_config(settings.config_dir)
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime())
+    written = []
+    for name, env in config.environments.environments.items():
+        if env.mongodb is None or env.backup_bucket is None:
+            continue
+        if env.mongodb.uri_env not in databases:
+            continue
+        data = MongoData(env.mongodb.uri_env, timeout=10, label=f"{name} database")
+        try:
+            manifest = backups.dump(
+                data,
+                AwsAdapter(env.primary_region, endpoint_url=aws.url),
+                bucket=env.backup_bucket,
+                prefix=f"nightly/{stamp}",
+                database=env.mongodb.database,
+                environment=name,
+                timestamp_field=env.mongodb.timestamp_field,
+                clock_now=time.time,
+            )
+        finally:
+            data.close()
+        total = sum(c["count"] for c in manifest["collections"].values())
+        written.append(
+            f"backup of {name}: s3://{env.backup_bucket}/nightly/{stamp}/ ({total} documents)"
+        )
+    return written
+
+
 def write_env(
     directory: Path,
     emulators: dict[str, KubeEmulator],
@@ -58,6 +116,7 @@ def write_env(
     *,
     aws: AwsSandbox | None = None,
     database: tuple[atlas_sandbox.AtlasEmulator, atlas_sandbox.WireDatabase] | None = None,
+    databases: dict[str, MongoServer] | None = None,
     health: HealthServer | None = None,
     bot_port: int = DEFAULT_PORT,
 ) -> Path:
@@ -98,6 +157,8 @@ def write_env(
             f"export ATLAS_PUBLIC_KEY={atlas_sandbox.PUBLIC_KEY}",
             f"export ATLAS_PRIVATE_KEY={atlas_sandbox.PRIVATE_KEY}",
         ]
+    for variable, server in (databases or {}).items():
+        lines.append(f"export {variable}={shlex.quote(server.uri)}")
     if health is not None:
         lines.append(f"export RUNBOOK_BOT_SANDBOX_HEALTH={shlex.quote(health.url)}")
     env_path.write_text("\n".join(lines) + "\n")
@@ -227,10 +288,10 @@ def main(argv: list[str]) -> int:
     slack_emulator = SlackEmulator().start()
     aws = AwsSandbox().start().seed()
     cluster = atlas_sandbox.ClusterState()
-    database = (
-        atlas_sandbox.AtlasEmulator(cluster).start(),
-        atlas_sandbox.WireDatabase(cluster).start(),
-    )
+    wire = atlas_sandbox.WireDatabase(cluster)
+    wire.start()
+    database = (atlas_sandbox.AtlasEmulator(cluster).start(), wire)
+    databases = start_databases(database[1])
     health = HealthServer().start()
     env_path = write_env(
         directory,
@@ -238,15 +299,20 @@ def main(argv: list[str]) -> int:
         slack_emulator,
         aws=aws,
         database=database,
+        databases=databases,
         health=health,
         bot_port=port,
     )
+    for line in seed_backups(settings, aws, databases):
+        print(line, flush=True)
     (directory / "pid").write_text(str(os.getpid()))
     for region, emulator in emulators.items():
         print(f"kubernetes {region}: {emulator.url}", flush=True)
     print(f"slack web api: {slack_emulator.api_url}", flush=True)
     print(f"aws (moto): {aws.url}", flush=True)
-    print(f"atlas admin api: {database[0].url}; database: {database[1].uri}", flush=True)
+    print(f"atlas admin api: {database[0].url}", flush=True)
+    for variable, server in databases.items():
+        print(f"mongodb {server.name}: {server.uri} (${variable})", flush=True)
     print(f"sandbox ready: source {env_path}", flush=True)
     stop = threading.Event()
     bot: subprocess.Popen[Any] | None = None
@@ -278,7 +344,8 @@ def main(argv: list[str]) -> int:
             emulator.stop()
         slack_emulator.stop()
         aws.stop()
-        for server in database:
+        database[0].stop()
+        for server in databases.values():
             server.stop()
         health.stop()
         print("sandbox stopped", flush=True)

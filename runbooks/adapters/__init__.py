@@ -17,6 +17,7 @@ from runbooks.engine.secrets import resolve_reference
 from runbooks.interfaces import (
     AwsOps,
     DatabaseOps,
+    DataOps,
     HealthOps,
     Infrastructure,
     KubeOps,
@@ -33,6 +34,7 @@ class LiveInfrastructure(Infrastructure):
         self._kube: dict[tuple[str, str], KubeOps] = {}
         self._aws: dict[str, AwsOps] = {}
         self._databases: dict[str, DatabaseOps] = {}
+        self._data: dict[str, DataOps] = {}
         self._lock = threading.Lock()
 
     def _kubeconfig_path(self) -> str | None:
@@ -76,7 +78,10 @@ class LiveInfrastructure(Infrastructure):
         with self._lock:
             for database in self._databases.values():
                 database.close()
+            for data in self._data.values():
+                data.close()
             self._databases.clear()
+            self._data.clear()
 
     def database(self, environment: str) -> DatabaseOps:
         env = self._config.environment(environment)
@@ -88,6 +93,28 @@ class LiveInfrastructure(Infrastructure):
 
                 self._databases[environment] = MongoAdapter(environment, env.mongodb)
             return self._databases[environment]
+
+    def data(self, environment: str, *, restore_target: bool = False) -> DataOps:
+        env = self._config.environment(environment)
+        if env.mongodb is None:
+            raise InvalidInput(f"{environment} has no database configured (mongodb)")
+        if restore_target and env.restore is None:
+            raise InvalidInput(
+                f"{environment} has no restore target configured",
+                hint="add restore: {target_uri_env: ...} to the environment in "
+                "environments.yaml (a scratch cluster, never the source)",
+            )
+        uri_env = (
+            env.restore.target_uri_env if restore_target and env.restore else env.mongodb.uri_env
+        )
+        label = f"{environment} restore target" if restore_target else f"{environment} database"
+        key = f"{environment}:{'target' if restore_target else 'source'}"
+        with self._lock:
+            if key not in self._data:
+                from runbooks.adapters.mongo_data import MongoData
+
+                self._data[key] = MongoData(uri_env, timeout=env.mongodb.timeout, label=label)
+            return self._data[key]
 
     def metrics(self, environment: str) -> MetricsOps:
         env = self._config.environment(environment)

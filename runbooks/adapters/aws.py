@@ -13,10 +13,11 @@ holding anything else (failover, latency or plain records) is refused with the r
 from __future__ import annotations
 
 import contextlib
+import io
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -29,6 +30,7 @@ from runbooks.interfaces import (
     Instance,
     NodeGroupState,
     StandaloneInstance,
+    StoredObject,
 )
 
 T = TypeVar("T")
@@ -301,6 +303,57 @@ class AwsAdapter:
                 break
         return newest
 
+    def objects(self, bucket: str, prefix: str = "") -> list[StoredObject]:
+        s3 = self.client("s3")
+        found: list[StoredObject] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call(f"bucket {bucket}", s3.list_objects_v2, **kwargs)
+            found += [
+                StoredObject(str(item["Key"]), int(item["Size"]), item["LastModified"].timestamp())
+                for item in page.get("Contents", [])
+            ]
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return found
+
+    def read_object(self, bucket: str, key: str) -> BinaryIO:
+        answer = self._call(
+            f"s3://{bucket}/{key}", self.client("s3").get_object, Bucket=bucket, Key=key
+        )
+        return io.BufferedReader(_Reader(answer["Body"], f"s3://{bucket}/{key} in {self.region}"))
+
+    def delete_objects(self, bucket: str, keys: list[str]) -> None:
+        s3 = self.client("s3")
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            answer = self._call(
+                f"bucket {bucket}",
+                s3.delete_objects,
+                Bucket=bucket,
+                Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+            )
+            errors = answer.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise InfrastructureError(
+                    f"bucket {bucket} in {self.region}: could not delete {len(errors)} "
+                    f"object(s), e.g. {first.get('Key')}: {first.get('Message')}"
+                )
+
+    @contextlib.contextmanager
+    def write_object(self, bucket: str, key: str) -> Iterator[BinaryIO]:
+        writer = _MultipartWriter(self, bucket, key)
+        try:
+            yield cast(BinaryIO, writer)
+            writer.complete()
+        except BaseException:
+            writer.abort()
+            raise
+
     # Route53 ------------------------------------------------------------------------------------
     def health_checks(self, domain: str) -> list[tuple[str, int, int]]:
         route53 = self.client("route53")
@@ -417,3 +470,107 @@ def _routing(record: dict[str, Any]) -> str:
         if key in record:
             return label
     return "simple"
+
+
+#: S3's smallest part (all but the last) is 5 MiB; parts of 8 MiB keep memory flat and few.
+PART_BYTES = 8 * 1024 * 1024
+
+
+class _MultipartWriter(io.RawIOBase):
+    """A write-only file uploading ``PART_BYTES`` parts as it fills (multipart upload).
+
+    Memory stays at one part however large the object. An object smaller than one part is
+    sent with one PutObject. ``abort`` removes the parts of an upload that failed.
+    """
+
+    def __init__(self, adapter: AwsAdapter, bucket: str, key: str) -> None:
+        super().__init__()
+        self.adapter, self.bucket, self.key = adapter, bucket, key
+        self.what = f"s3://{bucket}/{key}"
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.buffer += data
+        while len(self.buffer) >= PART_BYTES:
+            self._send(bytes(self.buffer[:PART_BYTES]))
+            del self.buffer[:PART_BYTES]
+        return len(data)
+
+    def _send(self, body: bytes) -> None:
+        s3 = self.adapter.client("s3")
+        if self.upload_id is None:
+            started = self.adapter._call(
+                self.what, s3.create_multipart_upload, Bucket=self.bucket, Key=self.key
+            )
+            self.upload_id = str(started["UploadId"])
+        number = len(self.parts) + 1
+        answer = self.adapter._call(
+            self.what,
+            s3.upload_part,
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=body,
+        )
+        self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+
+    def complete(self) -> None:
+        s3 = self.adapter.client("s3")
+        if self.upload_id is None:
+            self.adapter._call(
+                self.what, s3.put_object, Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer)
+            )
+            return
+        if self.buffer:
+            self._send(bytes(self.buffer))
+            self.buffer.clear()
+        self.adapter._call(
+            self.what,
+            s3.complete_multipart_upload,
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.parts},
+        )
+
+    def abort(self) -> None:
+        self.buffer.clear()
+        if self.upload_id is not None:
+            with contextlib.suppress(InfrastructureError):
+                self.adapter._call(
+                    self.what,
+                    self.adapter.client("s3").abort_multipart_upload,
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self.upload_id,
+                )
+
+
+class _Reader(io.RawIOBase):
+    """A streaming S3 body whose read errors name the object (botocore's are anonymous)."""
+
+    def __init__(self, body: Any, what: str) -> None:
+        super().__init__()
+        self.body, self.what = body, what
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            chunk = self.body.read(len(buffer))
+        except (BotoCoreError, OSError) as exc:
+            raise InfrastructureError(f"{self.what}: read failed: {exc}") from None
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.body.close()
+        super().close()

@@ -87,6 +87,36 @@ class AtlasApi:
         self._request("PATCH", {"replicationSpecs": specs})
 
 
+def connect(
+    uri_env: str, timeout: float, label: str, *, per_call: bool = True
+) -> pymongo.MongoClient[dict[str, Any]]:
+    """A client for the connection string in ``$uri_env`` where every call has a bound.
+
+    A server that accepts connections and never answers (a hung login, a stuck primary)
+    must not hang a report at 3 a.m. ``per_call=False`` leaves out the whole-operation
+    ``timeoutMS`` (a long cursor over a big collection is many calls, each bounded by the
+    socket timeout).
+    """
+    uri = secret_env(uri_env)
+    if not uri:
+        raise InfrastructureError(
+            f"{label}: {uri_env} is not set",
+            hint="set it to the cluster's connection string (a secret)",
+        )
+    timeout_ms = int(timeout * 1000)
+    options: dict[str, Any] = {
+        "serverSelectionTimeoutMS": timeout_ms,
+        "connectTimeoutMS": timeout_ms,
+        "socketTimeoutMS": timeout_ms,
+    }
+    if per_call:
+        options["timeoutMS"] = timeout_ms
+    try:
+        return pymongo.MongoClient(uri, **options)
+    except (PyMongoError, ValueError) as exc:
+        raise InfrastructureError(f"{label}: {uri_env}: {exc}") from None
+
+
 class MongoAdapter:
     def __init__(self, environment: str, config: MongoConfig) -> None:
         self.environment = environment
@@ -96,21 +126,8 @@ class MongoAdapter:
 
     def _db(self) -> pymongo.MongoClient[dict[str, Any]]:
         if self._client is None:
-            uri = secret_env(self.config.uri_env)
-            if not uri:
-                raise InfrastructureError(
-                    f"{self.environment} database: {self.config.uri_env} is not set",
-                    hint="set it to the cluster's connection string (a secret)",
-                )
-            # Every call has a bound: a server that accepts connections and never answers
-            # (a hung login, a stuck primary) must not hang a report at 3 a.m.
-            timeout_ms = int(self.config.timeout * 1000)
-            self._client = pymongo.MongoClient(
-                uri,
-                serverSelectionTimeoutMS=timeout_ms,
-                connectTimeoutMS=timeout_ms,
-                socketTimeoutMS=timeout_ms,
-                timeoutMS=timeout_ms,
+            self._client = connect(
+                self.config.uri_env, self.config.timeout, f"{self.environment} database"
             )
         return self._client
 

@@ -112,6 +112,41 @@ class MongoConfig(_Strict):
     atlas_cluster: str | None = None
     #: How long any one database call may take (connect, server selection, each reply).
     timeout: Seconds = 10.0
+    #: The application's database (what ``restore.backup`` dumps).
+    database: str = "app"
+    #: A document field holding its last-change time: the newest value is a backup's
+    #: consistency point (RPO). None: the backup's start time is used.
+    timestamp_field: str | None = None
+
+
+class SmokeQuery(_Strict):
+    """A query a restored copy must answer as declared (``count`` exactly, or ``at_least``)."""
+
+    collection: str
+    filter: dict[str, Any] = Field(default_factory=dict)
+    count: int | None = Field(None, ge=0)
+    at_least: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_expectation(self) -> SmokeQuery:
+        if (self.count is None) == (self.at_least is None):
+            raise ValueError(
+                f"smoke query on {self.collection!r} needs exactly one of count or at_least"
+            )
+        return self
+
+    def expectation(self) -> str:
+        return f"= {self.count}" if self.count is not None else f">= {self.at_least}"
+
+
+class RestoreConfig(_Strict):
+    """Where restore tests restore to: never the source database or cluster."""
+
+    #: Environment variable with the restore target's connection string (a secret).
+    target_uri_env: str
+    #: Scratch databases are named ``<prefix><environment>_<time>``; only these are dropped.
+    scratch_prefix: str = "restore_test_"
+    smoke_queries: list[SmokeQuery] = Field(default_factory=list)
 
 
 DEFAULT_ERROR_RATE_QUERY = (
@@ -146,6 +181,7 @@ class EnvironmentConfig(_Strict):
     route53: Route53Config | None = None
     mongodb: MongoConfig | None = None
     backup_bucket: str | None = None
+    restore: RestoreConfig | None = None
     scaling: ScalingLimits = ScalingLimits()
     targets: dict[str, Target] = Field(default_factory=dict)
     #: The service's health URL per region: ``{region}`` is replaced, ``${VAR}`` expanded.

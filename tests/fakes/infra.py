@@ -74,7 +74,8 @@ class FakeAws:
     groups: dict[str, NodeGroupState] = field(default_factory=dict)
     weights: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     checks: list[tuple[str, int, int]] = field(default_factory=list)
-    objects: dict[str, tuple[str, float]] = field(default_factory=dict)
+    #: bucket -> its newest object (key, last modified)
+    newest: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def node_group(self, name: str) -> NodeGroupState:
         if name not in self.groups:
@@ -85,7 +86,7 @@ class FakeAws:
         return list(self.checks)
 
     def latest_object(self, bucket: str) -> tuple[str, float] | None:
-        return self.objects.get(bucket)
+        return self.newest.get(bucket)
 
     def traffic_weights(self, zone: str, record: str) -> dict[str, int]:
         if (zone, record) not in self.weights:

@@ -1,0 +1,609 @@
+"""Database backups in mongodump's layout, and restoring and verifying them (shared by
+``restore.backup``, ``restore.test`` and ``dr.simulate``).
+
+Layout, under one key prefix per backup in the environment's backup bucket::
+
+    <prefix>/<db>/<collection>.bson.gz            documents, mongodump --gzip's name
+    <prefix>/<db>/<collection>.metadata.json.gz   {"indexes": [...], "uuid", "collectionName",
+                                                   "type"} as canonical Extended JSON
+    <prefix>/runbook-bot-manifest.json            ours: written at dump time
+
+mongodump itself writes the first two (``.bson`` and ``.metadata.json`` without ``--gzip``);
+a directory of those without our manifest is a *foreign* backup: it restores, and is checked
+for what it can be (counts against its own files, indexes against its metadata).
+
+The manifest records, per collection, the document count, a SHA-256 over the documents'
+BSON bytes in ``_id`` order (``content hash``) and the index specs, plus the dump's
+consistency point: the newest value of the environment's timestamp field, read before each
+collection is dumped (conservative: every change up to then is in the backup).
+
+Everything streams: documents go from the server's cursor through gzip into a multipart
+upload, and from the object's body through gunzip into ``insert_many`` batches, so memory
+stays flat however large a collection is.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO
+
+import bson
+from bson import json_util
+from bson.codec_options import CodecOptions
+from bson.errors import BSONError, InvalidBSON
+from bson.raw_bson import RawBSONDocument
+
+from runbooks.engine.clock import iso
+from runbooks.engine.errors import InvalidInput
+from runbooks.interfaces import AwsOps, DataOps, InfrastructureError, StoredObject
+
+MANIFEST = "runbook-bot-manifest.json"
+FORMAT = "runbook-bot-backup/1"
+BATCH = 1000
+RAW = CodecOptions(document_class=RawBSONDocument)
+#: Index options compared between a backup and its restored copy (others are informational).
+INDEX_OPTIONS = ("unique", "sparse", "expireAfterSeconds", "partialFilterExpression", "hidden")
+_FILE = re.compile(
+    r"^(?:(?P<prefix>.*)/)?(?P<db>[^/]+)/(?P<coll>[^/]+?)\.(?P<kind>bson|metadata\.json)(?P<gz>\.gz)?$"
+)
+
+
+# --- finding backups ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backup:
+    """One backup found in a bucket: a key prefix holding one database's dump."""
+
+    bucket: str
+    prefix: str
+    database: str
+    created: float
+    manifest_key: str | None
+    #: collection -> key of its documents (.bson or .bson.gz)
+    files: dict[str, str]
+    #: collection -> key of its metadata (.metadata.json or .metadata.json.gz)
+    metadata: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.prefix or "(bucket root)"
+
+    def describe(self) -> str:
+        kind = "" if self.manifest_key else ", no manifest (a foreign dump)"
+        return (
+            f"s3://{self.bucket}/{self.prefix}: database {self.database}, "
+            f"{len(self.files)} collection file(s), taken {iso(self.created)}{kind}"
+        )
+
+
+def find_backups(aws: AwsOps, bucket: str) -> list[Backup]:
+    """Every backup in the bucket, oldest first."""
+    objects = aws.objects(bucket)
+    manifests: dict[str, StoredObject] = {}
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for item in objects:
+        if item.key == MANIFEST or item.key.endswith("/" + MANIFEST):
+            manifests[item.key[: -len(MANIFEST)].rstrip("/")] = item
+            continue
+        found = _FILE.match(item.key)
+        if not found or found["coll"] == "oplog" or found["coll"].startswith("system."):
+            continue
+        prefix = found["prefix"] or ""
+        group = groups.setdefault(
+            (prefix, found["db"]), {"files": {}, "metadata": {}, "modified": 0.0}
+        )
+        target = "files" if found["kind"] == "bson" else "metadata"
+        group[target][found["coll"]] = item.key
+        group["modified"] = max(group["modified"], item.modified)
+    backups = []
+    for (prefix, database), group in groups.items():
+        manifest = manifests.get(prefix)
+        created = manifest.modified if manifest else group["modified"]
+        backups.append(
+            Backup(
+                bucket=bucket,
+                prefix=prefix,
+                database=database,
+                created=created,
+                manifest_key=(f"{prefix}/{MANIFEST}" if prefix else MANIFEST) if manifest else None,
+                files=dict(sorted(group["files"].items())),
+                metadata=dict(sorted(group["metadata"].items())),
+            )
+        )
+    # A manifest whose collections all lost their files is still a backup (to fail on).
+    for prefix, manifest in manifests.items():
+        if not any(b.prefix == prefix for b in backups):
+            backups.append(Backup(bucket, prefix, "?", manifest.modified, manifest.key, {}, {}))
+    return sorted(backups, key=lambda b: (b.created, b.prefix))
+
+
+_RANDOM = re.compile(r"^random-within[ :=]?(\d+)d?$")
+
+
+def pick_backup(backups: list[Backup], spec: str, *, now: float, seed: str) -> Backup:
+    """``latest``, ``random-within DAYS`` (one of the last DAYS days' backups, chosen
+    deterministically per ``seed`` so a re-plan picks the same) or an explicit prefix."""
+    spec = spec.strip()
+    if not backups:
+        raise InvalidInput(
+            "the backup bucket holds no backups", hint="take one: restore.backup ENV"
+        )
+    if spec == "latest":
+        return backups[-1]
+    window = _RANDOM.match(spec)
+    if window:
+        days = int(window[1])
+        recent = [b for b in backups if b.created >= now - days * 86400]
+        if not recent:
+            raise InvalidInput(
+                f"no backup in the last {days} day(s); the newest is {backups[-1].name} "
+                f"({iso(backups[-1].created)})"
+            )
+        return random.Random(seed).choice(recent)
+    wanted = spec.strip("/")
+    for backup in backups:
+        if backup.prefix == wanted:
+            return backup
+    names = ", ".join(b.name for b in backups[-5:])
+    raise InvalidInput(
+        f"no backup with prefix {wanted!r} in the bucket",
+        hint=f"use latest, random-within DAYS or one of the newest: {names}",
+    )
+
+
+# --- dumping -----------------------------------------------------------------------------------
+
+
+def _ejson(value: Any) -> bytes:
+    return json_util.dumps(value, json_options=json_util.CANONICAL_JSON_OPTIONS).encode()
+
+
+def dump(
+    data: DataOps,
+    aws: AwsOps,
+    *,
+    bucket: str,
+    prefix: str,
+    database: str,
+    environment: str,
+    timestamp_field: str | None,
+    clock_now: Callable[[], float],
+    check: Callable[[], None] = lambda: None,
+    progress: Callable[[str], None] = lambda _text: None,
+) -> dict[str, Any]:
+    """Dump every collection of ``database`` under ``prefix``; the manifest (also written)."""
+    started = clock_now()
+    collections: dict[str, Any] = {}
+    newest: datetime | None = None
+    names = [n for n in data.collection_names(database) if not n.startswith("system.")]
+    for name in names:
+        check()
+        specs = data.index_specs(database, name)
+        if timestamp_field:
+            seen = data.newest(database, name, timestamp_field)
+            if seen is not None and (newest is None or seen > newest):
+                newest = seen
+        digest = hashlib.sha256()
+        count = size = 0
+        key = f"{prefix}/{database}/{name}.bson.gz"
+        with (
+            aws.write_object(bucket, key) as out,
+            gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as zipped,
+        ):
+            for raw in data.raw_documents(database, name):
+                zipped.write(raw)
+                digest.update(raw)
+                count += 1
+                size += len(raw)
+                if count % 10_000 == 0:
+                    check()
+                    progress(f"dumping {database}.{name}: {count} documents")
+        metadata = {
+            "indexes": specs,
+            "uuid": uuid.uuid4().hex,
+            "collectionName": name,
+            "type": "collection",
+        }
+        with aws.write_object(bucket, f"{prefix}/{database}/{name}.metadata.json.gz") as out:
+            out.write(gzip.compress(_ejson(metadata), mtime=0))
+        collections[name] = {
+            "count": count,
+            "bytes": size,
+            "sha256": digest.hexdigest(),
+            "indexes": specs,
+            "file": key,
+        }
+    finished = clock_now()
+    manifest = {
+        "format": FORMAT,
+        "environment": environment,
+        "database": database,
+        "started_at": iso(started),
+        "finished_at": iso(finished),
+        "consistency_point": iso(newest.timestamp()) if newest else iso(started),
+        "consistency_source": (
+            f"newest {timestamp_field}" if newest else "dump start time (no timestamp field)"
+        ),
+        "collections": collections,
+    }
+    with aws.write_object(bucket, f"{prefix}/{MANIFEST}") as out:
+        # Relaxed Extended JSON: plain numbers for people reading it, types kept where JSON
+        # has none (dates, ObjectIds in partial filters).
+        out.write(json_util.dumps(manifest, json_options=json_util.RELAXED_JSON_OPTIONS).encode())
+    return manifest
+
+
+# --- restoring and verifying -------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    collection: str
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else "FAIL"
+        return f"{mark} {self.collection}: {self.name}: {self.detail}"
+
+
+@dataclass
+class Phases:
+    """Seconds spent per phase of a restore (download and restore interleave: download is
+    the time spent waiting on the object store)."""
+
+    download: float = 0.0
+    restore: float = 0.0
+    index_build: float = 0.0
+    verify: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.download + self.restore + self.index_build + self.verify
+
+    def line(self) -> str:
+        return (
+            f"phases: download {self.download:.1f}s, restore {self.restore:.1f}s, index build "
+            f"{self.index_build:.1f}s, verify {self.verify:.1f}s (total {self.total:.1f}s)"
+        )
+
+
+@dataclass
+class RestoreReport:
+    backup: Backup
+    scratch: str
+    manifest: dict[str, Any] | None
+    checks: list[Check] = field(default_factory=list)
+    phases: Phases = field(default_factory=Phases)
+    #: collection -> documents read from its file
+    restored: dict[str, int] = field(default_factory=dict)
+    expected: list[str] = field(default_factory=list)
+
+    def fail(self, collection: str, name: str, detail: str) -> None:
+        self.checks.append(Check(collection, name, False, detail))
+
+    def ok(self, collection: str, name: str, detail: str) -> None:
+        self.checks.append(Check(collection, name, True, detail))
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.expected) and not self.failures and self.checked == len(self.expected)
+
+    @property
+    def checked(self) -> int:
+        """Collections whose every check ran and passed."""
+        bad = {c.collection for c in self.failures}
+        seen = {c.collection for c in self.checks}
+        return sum(1 for name in self.expected if name in seen and name not in bad)
+
+    def summary(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED"
+        text = f"{verdict}: checked {self.checked} of {len(self.expected)} collections"
+        failures = self.failures
+        if failures:
+            text += "; " + "; ".join(f"{c.collection}: {c.name}: {c.detail}" for c in failures[:5])
+            if len(failures) > 5:
+                text += f"; and {len(failures) - 5} more"
+        return text
+
+
+class _Timed:
+    """A reader that adds the time spent in ``read`` to a counter (the download phase)."""
+
+    def __init__(self, raw: BinaryIO, phases: Phases) -> None:
+        self.raw, self.phases = raw, phases
+
+    def read(self, size: int = -1) -> bytes:
+        started = time.perf_counter()
+        try:
+            return self.raw.read(size)
+        finally:
+            self.phases.download += time.perf_counter() - started
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def _open(aws: AwsOps, backup: Backup, key: str, phases: Phases) -> Any:
+    reader: Any = _Timed(aws.read_object(backup.bucket, key), phases)
+    if key.endswith(".gz"):
+        reader = gzip.GzipFile(fileobj=reader, mode="rb")
+    return reader
+
+
+def read_manifest(aws: AwsOps, backup: Backup) -> dict[str, Any]:
+    """The backup's manifest; InfrastructureError naming what is wrong when it cannot be used."""
+    assert backup.manifest_key is not None
+    reader = aws.read_object(backup.bucket, backup.manifest_key)
+    try:
+        text = reader.read()
+    finally:
+        reader.close()
+    try:
+        manifest = json_util.loads(text)
+    except (ValueError, TypeError, BSONError) as exc:
+        raise InfrastructureError(f"manifest {backup.manifest_key} does not parse: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InfrastructureError(
+            f"manifest {backup.manifest_key} is not a {FORMAT} manifest "
+            f"(format {manifest.get('format') if isinstance(manifest, dict) else '?'!r})"
+        )
+    if not isinstance(manifest.get("collections"), dict):
+        raise InfrastructureError(f"manifest {backup.manifest_key} has no collections table")
+    return manifest
+
+
+def _documents(reader: Any) -> Iterator[bytes]:
+    for document in bson.decode_file_iter(reader, RAW):
+        yield bytes(document.raw)
+
+
+def restore_into(
+    aws: AwsOps,
+    target: DataOps,
+    backup: Backup,
+    scratch: str,
+    *,
+    check: Callable[[], None] = lambda: None,
+    progress: Callable[[str], None] = lambda _text: None,
+) -> RestoreReport:
+    """Restore ``backup`` into database ``scratch`` on ``target``, build its indexes and
+    verify it; the report says what passed and what did not (it never raises for a corrupt
+    backup: each problem is a failed check naming the collection)."""
+    manifest: dict[str, Any] | None = None
+    report = RestoreReport(backup, scratch, None)
+    if backup.manifest_key is not None:
+        try:
+            manifest = read_manifest(aws, backup)
+        except InfrastructureError as exc:
+            report.expected = sorted(backup.files) or ["(manifest)"]
+            report.fail("(manifest)", "manifest", exc.message)
+            return report
+        report.manifest = manifest
+        report.expected = sorted(manifest["collections"])
+    else:
+        report.expected = sorted(backup.files)
+    if not report.expected:
+        report.expected = []
+        report.fail("(backup)", "collections", "the backup holds no collections")
+        return report
+    specs: dict[str, list[dict[str, Any]]] = {}
+    for name in report.expected:
+        check()
+        key = backup.files.get(name)
+        if key is None:
+            report.fail(name, "missing collection", f"no {name}.bson in {backup.name}")
+            continue
+        specs[name] = _load(
+            aws, target, backup, name, key, report=report, check=check, progress=progress
+        )
+    started = time.perf_counter()
+    for name, indexes in specs.items():
+        wanted = [s for s in indexes if s.get("name") != "_id_"]
+        try:
+            target.create_indexes(scratch, name, wanted)
+        except InfrastructureError as exc:
+            report.fail(name, "index build", exc.message)
+    report.phases.index_build += time.perf_counter() - started
+    started = time.perf_counter()
+    _verify(target, report, specs, check)
+    report.phases.verify += time.perf_counter() - started
+    return report
+
+
+def _load(
+    aws: AwsOps,
+    target: DataOps,
+    backup: Backup,
+    name: str,
+    key: str,
+    *,
+    report: RestoreReport,
+    check: Callable[[], None],
+    progress: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Documents of one collection into the scratch database; its index specs."""
+    indexes: list[dict[str, Any]] = []
+    meta_key = backup.metadata.get(name)
+    if meta_key is None:
+        report.fail(name, "missing metadata", f"no {name}.metadata.json: its indexes are unknown")
+    else:
+        try:
+            reader = _open(aws, backup, meta_key, report.phases)
+            try:
+                metadata = json_util.loads(reader.read())
+            finally:
+                reader.close()
+            indexes = list(metadata.get("indexes") or [])
+        except (ValueError, TypeError, OSError, BSONError, AttributeError) as exc:
+            report.fail(name, "metadata", f"{meta_key} does not parse: {exc}")
+    started = time.perf_counter()
+    download_before = report.phases.download
+    count = 0
+    batch: list[bytes] = []
+    target.create_collection(report.scratch, name)
+    reader = _open(aws, backup, key, report.phases)
+    try:
+        for raw in _documents(reader):
+            batch.append(raw)
+            count += 1
+            if len(batch) >= BATCH:
+                target.insert_raw(report.scratch, name, batch)
+                batch = []
+                check()
+                progress(f"restoring {name}: {count} documents")
+        if batch:
+            target.insert_raw(report.scratch, name, batch)
+    except (InvalidBSON, EOFError, OSError, gzip.BadGzipFile) as exc:
+        if batch:
+            target.insert_raw(report.scratch, name, batch)
+        report.fail(name, "truncated BSON", f"{key} is cut short after {count} documents ({exc})")
+    finally:
+        reader.close()
+    report.restored[name] = count
+    elapsed = time.perf_counter() - started
+    report.phases.restore += elapsed - (report.phases.download - download_before)
+    return indexes
+
+
+def _index_key(spec: dict[str, Any]) -> tuple[Any, ...]:
+    key = tuple(
+        (k, float(v) if isinstance(v, int | float) else v) for k, v in dict(spec["key"]).items()
+    )
+    options = tuple(
+        (option, _plain(spec.get(option)))
+        for option in INDEX_OPTIONS
+        if spec.get(option) is not None
+    )
+    return key, options
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    return json_util.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+
+
+def _content_hash(target: DataOps, database: str, name: str) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    count = 0
+    for raw in target.raw_documents(database, name):
+        digest.update(raw)
+        count += 1
+    return digest.hexdigest(), count
+
+
+def _verify(
+    target: DataOps,
+    report: RestoreReport,
+    specs: dict[str, list[dict[str, Any]]],
+    check: Callable[[], None],
+) -> None:
+    present = set(target.collection_names(report.scratch))
+    manifest = report.manifest
+    for name in report.expected:
+        check()
+        if name not in specs:
+            continue  # missing collection: already failed
+        if name not in present:
+            report.fail(name, "missing collection", "not in the restored database")
+            continue
+        entry = (manifest or {}).get("collections", {}).get(name) if manifest else None
+        try:
+            count = target.count(report.scratch, name)
+            expected = int(entry["count"]) if entry else report.restored.get(name, 0)
+            source = "manifest" if entry else "its .bson file"
+            if count == expected:
+                report.ok(name, "count", f"{count} documents (as {source})")
+            else:
+                report.fail(name, "count mismatch", f"restored {count}, {source} says {expected}")
+            if entry:
+                digest, _ = _content_hash(target, report.scratch, name)
+                if digest == entry.get("sha256"):
+                    report.ok(name, "content hash", f"sha256 {digest[:12]}… matches")
+                else:
+                    report.fail(
+                        name,
+                        "hash mismatch",
+                        f"restored content sha256 {digest[:12]}…, manifest "
+                        f"{str(entry.get('sha256'))[:12]}…",
+                    )
+            _compare_indexes(target, report, name, specs[name], entry)
+        except InfrastructureError as exc:
+            report.fail(name, "check could not run", exc.message)
+
+
+def _compare_indexes(
+    target: DataOps,
+    report: RestoreReport,
+    name: str,
+    metadata_specs: list[dict[str, Any]],
+    entry: dict[str, Any] | None,
+) -> None:
+    wanted = list(entry["indexes"]) if entry and "indexes" in entry else metadata_specs
+    have = {str(s.get("name")): s for s in target.index_specs(report.scratch, name)}
+    missing = []
+    different = []
+    for spec in wanted:
+        index = str(spec.get("name"))
+        if index not in have:
+            missing.append(index)
+        elif _index_key(spec) != _index_key(have[index]):
+            different.append(index)
+    if missing or different:
+        problems = []
+        if missing:
+            problems.append(f"missing {', '.join(missing)}")
+        if different:
+            problems.append(f"different key or options: {', '.join(different)}")
+        report.fail(name, "indexes", "; ".join(problems))
+    else:
+        report.ok(name, "indexes", f"{len(wanted)} present with the same keys and options")
+
+
+def smoke(target: DataOps, report: RestoreReport, queries: list[Any]) -> None:
+    """The environment's smoke queries against the restored copy (each a check)."""
+    for query in queries:
+        label = f"smoke {json_util.dumps(query.filter)}"
+        try:
+            count = target.count(report.scratch, query.collection, query.filter)
+        except InfrastructureError as exc:
+            report.fail(query.collection, label, f"could not run: {exc.message}")
+            continue
+        ok = count == query.count if query.count is not None else count >= (query.at_least or 0)
+        detail = f"{count} documents (expected {query.expectation()})"
+        (report.ok if ok else report.fail)(query.collection, label, detail)
+
+
+def consistency_point(report: RestoreReport) -> float | None:
+    """The backup's consistency point (from its manifest), or None for a foreign backup."""
+    if report.manifest is None:
+        return None
+    from runbooks.engine.clock import parse_iso
+
+    value = report.manifest.get("consistency_point")
+    try:
+        return parse_iso(str(value)) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,435 @@
+"""Backups and the restore test that proves them: ``restore.backup`` and ``restore.test``.
+
+``restore.backup ENV`` dumps every collection of the environment's database to its backup
+bucket in mongodump's layout with a manifest (runbooks.kit.backups). Read-only against the
+database.
+
+``restore.test ENV`` picks a backup (``latest``, ``random-within DAYS`` or a key prefix),
+restores it into a scratch database on the environment's restore target (never the source
+cluster), rebuilds its indexes and verifies it: per-collection count and content hash against
+the manifest, every index with the same key and options, the environment's smoke queries.
+It fails closed: no collections, a collection missing, a check that could not run, each is a
+failure, and the report says "checked N of M collections". It measures RTO achieved (phases:
+download, restore, index build, verify) and RPO achieved (test start minus the backup's
+consistency point) against the environment's database targets. The scratch database is
+always dropped, on failure and on cancel too, unless ``--keep-for`` keeps it for inspection
+(the run then holds until that time after its start, and drops it; cancel drops it at once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from runbooks.engine.clock import format_duration, iso
+from runbooks.engine.config import EnvironmentConfig, Seconds
+from runbooks.engine.errors import InvalidInput, Refused, RunbookError
+from runbooks.engine.params import RunbookParams
+from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
+from runbooks.engine.registry import runbook
+from runbooks.interfaces import InfrastructureError, infrastructure
+from runbooks.kit import backups
+from runbooks.kit.backups import Backup, RestoreReport
+
+HOLD_POLL_S = 2.0  # how soon a cancel ends an inspection hold
+
+
+def _stamp(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(ts))
+
+
+def _needs(env: EnvironmentConfig, environment: str, *, restore: bool) -> None:
+    if env.mongodb is None:
+        raise InvalidInput(
+            f"{environment} has no database configured (mongodb in environments.yaml)"
+        )
+    if env.backup_bucket is None:
+        raise InvalidInput(
+            f"{environment} has no backup bucket (backup_bucket in environments.yaml)"
+        )
+    if restore and env.restore is None:
+        raise InvalidInput(
+            f"{environment} has no restore target (restore: {{target_uri_env: ...}} in "
+            "environments.yaml): a restore test never restores into the source"
+        )
+
+
+# --- restore.backup ----------------------------------------------------------------------------
+
+
+class BackupParams(RunbookParams):
+    prefix: str | None = Field(
+        None, description="key prefix for this backup (default: runbook-bot/<time>)"
+    )
+
+
+def backup_prefix(ctx: RunContext, given: str | None) -> str:
+    """The backup's key prefix: the one asked for, else ``runbook-bot/<the run's start>``
+    (fixed for the execution, so a resume writes to the same place)."""
+    return (given or f"runbook-bot/{_stamp(ctx.started_at or ctx.clock.now())}").strip("/")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DumpDatabase(Step, kind="restore.dump"):
+    environment: str
+    database: str
+    bucket: str
+    #: None: ``runbook-bot/<start time>`` (a plan must not change when it is re-planned)
+    prefix: str | None
+    collections: int
+    documents: int
+    timestamp_field: str | None = None
+    timeout: float = 3600.0
+
+    def describe(self) -> str:
+        where = self.prefix or "runbook-bot/<start time>"
+        return (
+            f"dump database {self.database} of {self.environment} ({self.collections} "
+            f"collections, {self.documents} documents) to s3://{self.bucket}/{where}/ in "
+            "mongodump's layout (gzip) with a manifest"
+        )
+
+    def _region(self, ctx: RunContext) -> str:
+        return ctx.env.primary_region
+
+    def run(self, ctx: RunContext) -> str | None:
+        infra = infrastructure(ctx)
+        aws = infra.aws(self._region(ctx))
+        prefix = backup_prefix(ctx, self.prefix)
+        manifest_key = f"{prefix}/{backups.MANIFEST}"
+        if any(o.key == manifest_key for o in aws.objects(self.bucket, prefix + "/")):
+            return f"s3://{self.bucket}/{prefix}/ already holds a complete backup"
+        manifest = backups.dump(
+            infra.data(self.environment),
+            aws,
+            bucket=self.bucket,
+            prefix=prefix,
+            database=self.database,
+            environment=self.environment,
+            timestamp_field=self.timestamp_field,
+            clock_now=ctx.clock.now,
+            check=ctx.check_cancelled,
+            progress=ctx.progress,
+        )
+        for name, entry in manifest["collections"].items():
+            ctx.note(
+                f"{name}: {entry['count']} documents, {len(entry['indexes'])} indexes, "
+                f"sha256 {entry['sha256'][:12]}…"
+            )
+        total = sum(e["count"] for e in manifest["collections"].values())
+        return (
+            f"backup s3://{self.bucket}/{prefix}/: {len(manifest['collections'])} "
+            f"collections, {total} documents; consistency point {manifest['consistency_point']} "
+            f"({manifest['consistency_source']})"
+        )
+
+    def verify(self, ctx: RunContext) -> bool:
+        aws = infrastructure(ctx).aws(self._region(ctx))
+        prefix = backup_prefix(ctx, self.prefix)
+        manifest_key = f"{prefix}/{backups.MANIFEST}"
+        return any(o.key == manifest_key for o in aws.objects(self.bucket, prefix + "/"))
+
+    def undo(self, ctx: RunContext) -> str | None:
+        """A dump that did not finish is removed, so nothing mistakes it for a backup."""
+        aws = infrastructure(ctx).aws(self._region(ctx))
+        prefix = backup_prefix(ctx, self.prefix)
+        keys = [o.key for o in aws.objects(self.bucket, prefix + "/")]
+        if keys:
+            aws.delete_objects(self.bucket, keys)
+        return f"removed {len(keys)} object(s) of the unfinished backup under {prefix}/"
+
+
+@runbook("restore.backup", params=BackupParams, lock="{environment}:backup")
+def restore_backup(ctx: PlanContext, params: BackupParams) -> PlanDraft:
+    """Back up an environment's database to its backup bucket (mongodump layout + manifest)."""
+    env = ctx.env
+    _needs(env, params.environment, restore=False)
+    assert env.mongodb is not None and env.backup_bucket is not None
+    data = infrastructure(ctx).data(params.environment)
+    database = env.mongodb.database
+    names = [n for n in data.collection_names(database) if not n.startswith("system.")]
+    if not names:
+        raise Refused(
+            f"database {database} of {params.environment} has no collections: nothing to back up",
+            hint="check mongodb.database in environments.yaml",
+        )
+    counts = {name: data.count(database, name) for name in names}
+    prefix = params.prefix.strip("/") if params.prefix else None
+    if prefix is not None:
+        aws = infrastructure(ctx).aws(env.primary_region)
+        existing = aws.objects(env.backup_bucket, prefix + "/")
+        if any(o.key.endswith("/" + backups.MANIFEST) for o in existing):
+            raise Refused(
+                f"s3://{env.backup_bucket}/{prefix}/ already holds a backup",
+                hint="choose another --prefix (backups are never overwritten)",
+            )
+    step = DumpDatabase(
+        environment=params.environment,
+        database=database,
+        bucket=env.backup_bucket,
+        prefix=prefix,
+        collections=len(names),
+        documents=sum(counts.values()),
+        timestamp_field=env.mongodb.timestamp_field,
+    )
+    notes = [f"{name}: {count} documents" for name, count in counts.items()]
+    notes.append("read-only against the database; writes only under the new prefix")
+    return PlanDraft(
+        steps=[step],
+        summary=f"back up {params.environment} database {database} to s3://{env.backup_bucket}/"
+        f"{prefix or 'runbook-bot/<start time>'}/",
+        notes=notes,
+    )
+
+
+# --- restore.test ------------------------------------------------------------------------------
+
+
+class RestoreTestParams(RunbookParams):
+    backup: str = Field(
+        "latest",
+        description="which backup: latest, 'random-within DAYS', or a key prefix in the bucket",
+    )
+    keep_for: Seconds | None = Field(
+        None,
+        description="keep the scratch database this long after the test starts (e.g. 2h), "
+        "for inspection; default: drop it at once",
+    )
+
+
+def scratch_name(ctx: RunContext, environment: str, prefix: str) -> str:
+    """``<prefix><environment>_<start>_<run id>``: new for each execution and the same for
+    all its attempts (a resume finds its own copy), so a plan never names it."""
+    stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime(ctx.started_at or ctx.clock.now()))
+    suffix = ctx.execution_id.removeprefix("rb-") or "run"
+    return f"{prefix}{environment}_{stamp}_{suffix}"
+
+
+def _drop(ctx: RunContext, environment: str, scratch: str, prefix: str) -> str:
+    if not scratch.startswith(prefix):  # never drop anything we did not name
+        raise InfrastructureError(f"refusing to drop {scratch}: not a scratch database ({prefix}*)")
+    target = infrastructure(ctx).data(environment, restore_target=True)
+    if scratch not in target.database_names():
+        return f"scratch database {scratch} is gone"
+    target.drop_database(scratch)
+    return f"dropped scratch database {scratch}"
+
+
+def _hold(ctx: RunContext, scratch: str, keep_for: float) -> None:
+    """Wait until ``keep_for`` after the run started (the scratch copy stays inspectable)."""
+    until = (ctx.started_at or ctx.clock.now()) + keep_for
+    while True:
+        ctx.check_cancelled()
+        left = until - ctx.clock.now()
+        if left <= 0:
+            return
+        ctx.progress(
+            f"keeping scratch database {scratch} for inspection until {iso(until)} "
+            f"({format_duration(left)} left; cancel the run to drop it now)"
+        )
+        ctx.clock.sleep(min(HOLD_POLL_S, left))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestoreAndVerify(Step, kind="restore.test"):
+    environment: str
+    bucket: str
+    prefix: str
+    scratch_prefix: str
+    collections: int
+    manifest: bool
+    smoke_queries: int
+    keep_for: float | None = None
+    timeout: float = 3600.0
+
+    def describe(self) -> str:
+        checks = (
+            "counts and content hashes against the manifest, indexes"
+            if self.manifest
+            else "counts against the .bson files, indexes (no manifest: no content hashes)"
+        )
+        smoke = f", {self.smoke_queries} smoke quer{'y' if self.smoke_queries == 1 else 'ies'}"
+        return (
+            f"restore s3://{self.bucket}/{self.prefix} ({self.collections} collections) into a "
+            f"new scratch database {self.scratch_prefix}{self.environment}_<start>_<run id> on "
+            f"the {self.environment} restore target, build its indexes, verify "
+            f"{checks}{smoke if self.smoke_queries else ''}"
+        )
+
+    def _backup(self, ctx: RunContext) -> Backup:
+        found = backups.find_backups(infrastructure(ctx).aws(ctx.env.primary_region), self.bucket)
+        for backup in found:
+            if backup.prefix == self.prefix:
+                return backup
+        raise InfrastructureError(f"backup s3://{self.bucket}/{self.prefix} is gone")
+
+    def run(self, ctx: RunContext) -> str | None:
+        infra = infrastructure(ctx)
+        target = infra.data(self.environment, restore_target=True)
+        started = ctx.clock.now()
+        scratch = scratch_name(ctx, self.environment, self.scratch_prefix)
+        if scratch in target.database_names():
+            # Left by an earlier attempt of this same run (the name is this run's own).
+            target.drop_database(scratch)
+        ctx.note(f"scratch database: {scratch}")
+        try:
+            report = backups.restore_into(
+                infra.aws(ctx.env.primary_region),
+                target,
+                self._backup(ctx),
+                scratch,
+                check=ctx.check_cancelled,
+                progress=ctx.progress,
+            )
+            restore = ctx.env.restore
+            if restore is not None and restore.smoke_queries and report.restored:
+                backups.smoke(target, report, restore.smoke_queries)
+        except BaseException:
+            if not self.keep_for:  # the cleanup compensation does not replace
+                with contextlib.suppress(RunbookError):
+                    _drop(ctx, self.environment, scratch, self.scratch_prefix)
+            raise
+        for line in _report_lines(ctx, report, started):
+            ctx.note(line)
+        if not report.passed:
+            if self.keep_for:
+                _hold(ctx, scratch, self.keep_for)
+            raise InfrastructureError(f"restore test {report.summary()}")
+        return f"restore test {report.summary()}"
+
+    def undo(self, ctx: RunContext) -> str | None:
+        scratch = scratch_name(ctx, self.environment, self.scratch_prefix)
+        return _drop(ctx, self.environment, scratch, self.scratch_prefix)
+
+
+def _report_lines(ctx: RunContext, report: RestoreReport, started: float) -> list[str]:
+    lines = [f"backup: {report.backup.describe()}"]
+    for name in report.expected:
+        restored = report.restored.get(name)
+        checks = [c for c in report.checks if c.collection == name]
+        verdict = "ok" if checks and all(c.ok for c in checks) else "FAILED"
+        count = f"{restored} documents restored" if restored is not None else "not restored"
+        lines.append(f"{name}: {verdict} ({count})")
+        lines += [f"  {c.line()}" for c in checks]
+    for check in report.checks:
+        if check.collection not in report.expected:
+            lines.append(check.line())
+    if report.manifest is None:
+        lines.append(
+            "no manifest: a manifest would have added content hashes per collection and the "
+            "consistency point (RPO)"
+        )
+    lines.append(report.phases.line())
+    target = ctx.env.targets.get("database")
+    rto = report.phases.total
+    if target is not None:
+        met = "met" if rto <= target.rto else "MISSED"
+        lines.append(
+            f"RTO achieved {format_duration(rto)} (target {format_duration(target.rto)}): {met}"
+        )
+    else:
+        lines.append(f"RTO achieved {format_duration(rto)} (no database target configured)")
+    point = backups.consistency_point(report)
+    if point is None:
+        lines.append("RPO achieved: unknown (the backup records no consistency point)")
+    else:
+        rpo = max(0.0, started - point)
+        if target is not None:
+            met = "met" if rpo <= target.rpo else "MISSED"
+            lines.append(
+                f"RPO achieved {format_duration(rpo)} (test start − consistency point "
+                f"{iso(point)}; target {format_duration(target.rpo)}): {met}"
+            )
+        else:
+            lines.append(f"RPO achieved {format_duration(rpo)} (consistency point {iso(point)})")
+    lines.append(f"verdict: {report.summary()}")
+    return lines
+
+
+@dataclass(frozen=True, kw_only=True)
+class DropScratch(Step, kind="restore.drop_scratch"):
+    environment: str
+    scratch_prefix: str
+    keep_for: float | None = None
+    irreversible_reason = "it only removes the scratch copy"
+
+    def describe(self) -> str:
+        if self.keep_for:
+            return (
+                f"keep the scratch database for inspection until "
+                f"{format_duration(self.keep_for)} after the test started, then drop it"
+            )
+        return "drop the scratch database"
+
+    def run(self, ctx: RunContext) -> str | None:
+        scratch = scratch_name(ctx, self.environment, self.scratch_prefix)
+        if self.keep_for:
+            _hold(ctx, scratch, self.keep_for)
+        return _drop(ctx, self.environment, scratch, self.scratch_prefix)
+
+    def verify(self, ctx: RunContext) -> bool:
+        target = infrastructure(ctx).data(self.environment, restore_target=True)
+        scratch = scratch_name(ctx, self.environment, self.scratch_prefix)
+        return scratch not in target.database_names()
+
+
+@runbook("restore.test", params=RestoreTestParams, lock="{environment}:restore")
+def restore_test(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
+    """Restore a backup into a scratch database and prove it: counts, hashes, indexes, smoke."""
+    env = ctx.env
+    _needs(env, params.environment, restore=True)
+    assert env.mongodb is not None and env.backup_bucket is not None and env.restore is not None
+    infra = infrastructure(ctx)
+    source = infra.data(params.environment)
+    target = infra.data(params.environment, restore_target=True)
+    shared = source.hosts() & target.hosts()
+    if shared:
+        raise Refused(
+            f"the restore target of {params.environment} is the source cluster "
+            f"({', '.join(sorted(shared))}): a restore test never writes to the source",
+            hint="point restore.target_uri_env at a scratch cluster",
+        )
+    found = backups.find_backups(infra.aws(env.primary_region), env.backup_bucket)
+    now = ctx.clock.now()
+    backup = backups.pick_backup(
+        found, params.backup, now=now, seed=f"{params.environment}:{int(now // 86400)}"
+    )
+    notes = [f"backup: {backup.describe()}"]
+    if backup.manifest_key is None:
+        notes.append(
+            "no manifest: counts are checked against the .bson files and indexes against "
+            "the metadata; a manifest would add content hashes and the consistency point (RPO)"
+        )
+    target_rto = env.targets.get("database")
+    if target_rto is not None:
+        notes.append(
+            f"database targets: RTO {format_duration(target_rto.rto)}, RPO "
+            f"{format_duration(target_rto.rpo)}"
+        )
+    kept = f" (kept {format_duration(params.keep_for)} first)" if params.keep_for else ""
+    notes.append(f"the scratch database is dropped afterwards{kept}, on failure and cancel too")
+    steps: list[Step] = [
+        RestoreAndVerify(
+            environment=params.environment,
+            bucket=env.backup_bucket,
+            prefix=backup.prefix,
+            scratch_prefix=env.restore.scratch_prefix,
+            collections=len(backup.files),
+            manifest=backup.manifest_key is not None,
+            smoke_queries=len(env.restore.smoke_queries),
+            keep_for=params.keep_for,
+        ),
+        DropScratch(
+            environment=params.environment,
+            scratch_prefix=env.restore.scratch_prefix,
+            keep_for=params.keep_for,
+        ),
+    ]
+    return PlanDraft(
+        steps=steps,
+        summary=f"restore test of {params.environment}: {backup.name} into a scratch database",
+        notes=notes,
+    )

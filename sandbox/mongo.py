@@ -1,0 +1,460 @@
+"""A MongoDB the real drivers talk to, from any process: MongoDB's wire protocol served by
+mockupdb, each command run on mongomock.
+
+No MongoDB server can be installed here, and mongomock lives inside one process, while the
+CLI, the bot and the sandbox are separate processes. ``MongoServer`` listens on a TCP port,
+decodes each OP_MSG (or legacy OP_QUERY command) with mockupdb and runs it on one mongomock
+client, one command at a time (a single lock), so ``findAndModify`` is atomic. pymongo,
+``mongosh`` and ``mongodump``-style tools reach it with an ordinary connection string.
+
+Commands served: hello/isMaster, ping, buildInfo, insert, find, getMore, killCursors,
+update, delete, findAndModify, count, distinct, aggregate (as far as mongomock goes),
+create, createIndexes, listIndexes, dropIndexes, listCollections, listDatabases, drop,
+dropDatabase, dbStats, collStats, endSessions, plus whatever ``extra`` commands the caller
+adds (the production cluster's ``replSetGetStatus``/``replSetGetConfig``).
+
+Gaps (stated in docs/sandbox.md): no authentication, TLS, sessions or transactions, change
+streams, ``dbHash``; a standalone server (no replica-set election of its own); write
+concern is accepted and ignored; cursors live until exhausted or killed (no idle timeout).
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import bson
+import mongomock
+from mockupdb import OP_MSG_FLAGS, MockupDB
+from pymongo import ReturnDocument
+
+Doc = dict[str, Any]
+Extra = Callable[[Doc], Doc]
+
+MAX_BSON = 16 * 1024 * 1024
+BATCH_BYTES = 4 * 1024 * 1024  # a getMore batch stops growing past this
+FIRST_BATCH = 101  # the server's default first batch
+
+
+class CommandError(Exception):
+    def __init__(self, code: int, codename: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.codename = codename
+
+
+class MongoServer:
+    """One data-bearing MongoDB endpoint (its own mongomock client, its own port)."""
+
+    def __init__(self, *, name: str = "sandbox", extra: dict[str, Extra] | None = None) -> None:
+        self.name = name
+        self.client: mongomock.MongoClient[Doc] = mongomock.MongoClient()
+        self.extra = {k.lower(): v for k, v in (extra or {}).items()}
+        self.lock = threading.RLock()
+        self.server = MockupDB(verbose=False)
+        self._cursors: dict[int, tuple[str, Iterator[Doc]]] = {}
+        self._cursor_ids = itertools.count(1000)
+        self._connection_ids = itertools.count(1)
+        self.commands: dict[str, int] = {}
+
+    @property
+    def port(self) -> int:
+        return int(self.server.port)
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def start(self) -> MongoServer:
+        self.server.run()
+        self.server.autoresponds(self._handle)
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    # --- dispatch --------------------------------------------------------------------------
+
+    def _handle(self, request: Any) -> bool:
+        name = request.command_name
+        if name is None:
+            return False
+        doc: Doc = dict(request.doc)
+        database = str(doc.pop("$db", None) or (request.namespace or "admin").split(".")[0])
+        try:
+            with self.lock:
+                reply = self.run(name, doc, database)
+        except CommandError as exc:
+            reply = {"ok": 0, "errmsg": str(exc), "code": exc.code, "codeName": exc.codename}
+        except Exception as exc:
+            reply = {"ok": 0, "errmsg": f"{type(exc).__name__}: {exc}", "code": 1}
+        flags = getattr(request, "flags", 0) or 0
+        if getattr(request, "is_command", False) and flags & OP_MSG_FLAGS["moreToCome"]:
+            return True  # an unacknowledged write: no reply is expected
+        request.replies(reply)
+        return True
+
+    def run(self, name: str, doc: Doc, database: str) -> Doc:
+        """Run one command document on the mongomock client; the reply document."""
+        key = name.lower()
+        self.commands[key] = self.commands.get(key, 0) + 1
+        if key in self.extra:
+            return {"ok": 1, **self.extra[key](doc)}
+        handler = getattr(self, f"_cmd_{key}", None)
+        if handler is None:
+            raise CommandError(59, "CommandNotFound", f"no such command: '{name}'")
+        reply: Doc = handler(doc, self.client[database], doc[name])
+        return {**reply, "ok": reply.get("ok", 1)}
+
+    # --- handshake and server ----------------------------------------------------------------
+
+    def _hello(self) -> Doc:
+        return {
+            "helloOk": True,
+            "isWritablePrimary": True,
+            "ismaster": True,
+            "topologyVersion": {"processId": bson.ObjectId(), "counter": 0},
+            "maxBsonObjectSize": MAX_BSON,
+            "maxMessageSizeBytes": 48_000_000,
+            "maxWriteBatchSize": 100_000,
+            "localTime": datetime.datetime.now(datetime.UTC),
+            "connectionId": next(self._connection_ids),
+            "minWireVersion": 0,
+            "maxWireVersion": 21,
+            "readOnly": False,
+        }
+
+    def _cmd_hello(self, doc: Doc, db: Any, value: Any) -> Doc:
+        return self._hello()
+
+    _cmd_ismaster = _cmd_hello
+
+    def _cmd_ping(self, doc: Doc, db: Any, value: Any) -> Doc:
+        return {}
+
+    def _cmd_buildinfo(self, doc: Doc, db: Any, value: Any) -> Doc:
+        return {"version": "7.0.0", "versionArray": [7, 0, 0, 0], "bits": 64, "modules": []}
+
+    def _cmd_endsessions(self, doc: Doc, db: Any, value: Any) -> Doc:
+        return {}
+
+    def _cmd_getparameter(self, doc: Doc, db: Any, value: Any) -> Doc:
+        return {"featureCompatibilityVersion": {"version": "7.0"}}
+
+    def _cmd_getlog(self, doc: Doc, db: Any, value: Any) -> Doc:
+        return {"totalLinesWritten": 0, "log": []}
+
+    def _cmd_connectionstatus(self, doc: Doc, db: Any, value: Any) -> Doc:
+        return {"authInfo": {"authenticatedUsers": [], "authenticatedUserRoles": []}}
+
+    # --- cursors -------------------------------------------------------------------------------
+
+    def _batch(self, iterator: Iterator[Doc], size: int | None) -> tuple[list[Doc], bool]:
+        batch: list[Doc] = []
+        used = 0
+        for document in iterator:
+            batch.append(document)
+            used += len(bson.encode(document))
+            if (size and len(batch) >= size) or used >= BATCH_BYTES:
+                return batch, False
+        return batch, True
+
+    def _cursor(self, ns: str, documents: Iterator[Doc], size: int | None) -> Doc:
+        iterator = iter(documents)
+        batch, done = self._batch(iterator, size if size is not None else FIRST_BATCH)
+        cursor_id = 0
+        if not done:
+            cursor_id = next(self._cursor_ids)
+            self._cursors[cursor_id] = (ns, iterator)
+        return {"cursor": {"id": bson.Int64(cursor_id), "ns": ns, "firstBatch": batch}}
+
+    def _cmd_getmore(self, doc: Doc, db: Any, value: Any) -> Doc:
+        cursor_id = int(value)
+        if cursor_id not in self._cursors:
+            raise CommandError(43, "CursorNotFound", f"cursor id {cursor_id} not found")
+        ns, iterator = self._cursors[cursor_id]
+        batch, done = self._batch(iterator, doc.get("batchSize"))
+        if done:
+            del self._cursors[cursor_id]
+        return {
+            "cursor": {"id": bson.Int64(0 if done else cursor_id), "ns": ns, "nextBatch": batch}
+        }
+
+    def _cmd_killcursors(self, doc: Doc, db: Any, value: Any) -> Doc:
+        killed = [c for c in doc.get("cursors", []) if self._cursors.pop(int(c), None)]
+        return {"cursorsKilled": killed, "cursorsNotFound": [], "cursorsAlive": []}
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def _cmd_find(self, doc: Doc, db: Any, value: Any) -> Doc:
+        collection = db[value]
+        cursor = collection.find(doc.get("filter") or {}, projection=doc.get("projection") or None)
+        if doc.get("sort"):
+            cursor = cursor.sort(list(doc["sort"].items()))
+        if doc.get("skip"):
+            cursor = cursor.skip(int(doc["skip"]))
+        limit = int(doc.get("limit") or 0)
+        if limit:
+            cursor = cursor.limit(abs(limit))
+        size = doc.get("batchSize")
+        if doc.get("singleBatch") or limit < 0:
+            size = abs(limit) or size
+            reply = self._cursor(f"{db.name}.{value}", cursor, size)
+            return self._close_at_once(reply)
+        return self._cursor(f"{db.name}.{value}", cursor, size)
+
+    def _close_at_once(self, reply: Doc) -> Doc:
+        cursor_id = int(reply["cursor"]["id"])
+        self._cursors.pop(cursor_id, None)
+        reply["cursor"]["id"] = bson.Int64(0)
+        return reply
+
+    def _cmd_count(self, doc: Doc, db: Any, value: Any) -> Doc:
+        options = {k: int(doc[k]) for k in ("skip", "limit") if doc.get(k)}
+        return {"n": db[value].count_documents(doc.get("query") or {}, **options)}
+
+    def _cmd_distinct(self, doc: Doc, db: Any, value: Any) -> Doc:
+        return {"values": db[value].distinct(doc["key"], doc.get("query") or {})}
+
+    def _cmd_aggregate(self, doc: Doc, db: Any, value: Any) -> Doc:
+        if value == 1:
+            raise CommandError(115, "CommandNotSupported", "database-level aggregate")
+        documents = list(db[value].aggregate(list(doc.get("pipeline") or [])))
+        size = (doc.get("cursor") or {}).get("batchSize")
+        return self._cursor(f"{db.name}.{value}", iter(documents), size)
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def _cmd_insert(self, doc: Doc, db: Any, value: Any) -> Doc:
+        collection = db[value]
+        documents = list(doc.get("documents") or [])
+        ordered = doc.get("ordered", True)
+        errors = []
+        n = 0
+        for index, document in enumerate(documents):
+            try:
+                collection.insert_one(document)
+                n += 1
+            except mongomock.DuplicateKeyError as exc:
+                errors.append({"index": index, "code": 11000, "errmsg": str(exc)})
+                if ordered:
+                    break
+        return {"n": n, **({"writeErrors": errors} if errors else {})}
+
+    def _cmd_update(self, doc: Doc, db: Any, value: Any) -> Doc:
+        collection = db[value]
+        n = modified = 0
+        upserted = []
+        errors = []
+        for index, spec in enumerate(doc.get("updates") or []):
+            query, change = spec.get("q") or {}, spec.get("u") or {}
+            upsert = bool(spec.get("upsert"))
+            operators = isinstance(change, list) or any(k.startswith("$") for k in change)
+            try:
+                if not operators:
+                    result = collection.replace_one(query, change, upsert=upsert)
+                elif spec.get("multi"):
+                    result = collection.update_many(
+                        query, change, upsert=upsert, array_filters=spec.get("arrayFilters")
+                    )
+                else:
+                    result = collection.update_one(
+                        query, change, upsert=upsert, array_filters=spec.get("arrayFilters")
+                    )
+            except mongomock.DuplicateKeyError as exc:
+                errors.append({"index": index, "code": 11000, "errmsg": str(exc)})
+                if doc.get("ordered", True):
+                    break
+                continue
+            n += result.matched_count
+            modified += result.modified_count
+            if result.upserted_id is not None:
+                n += 1
+                upserted.append({"index": index, "_id": result.upserted_id})
+        reply: Doc = {"n": n, "nModified": modified}
+        if upserted:
+            reply["upserted"] = upserted
+        if errors:
+            reply["writeErrors"] = errors
+        return reply
+
+    def _cmd_delete(self, doc: Doc, db: Any, value: Any) -> Doc:
+        collection = db[value]
+        n = 0
+        for spec in doc.get("deletes") or []:
+            query = spec.get("q") or {}
+            if int(spec.get("limit") or 0) == 1:
+                n += collection.delete_one(query).deleted_count
+            else:
+                n += collection.delete_many(query).deleted_count
+        return {"n": n}
+
+    def _cmd_findandmodify(self, doc: Doc, db: Any, value: Any) -> Doc:
+        collection = db[value]
+        query = doc.get("query") or {}
+        sort = list((doc.get("sort") or {}).items()) or None
+        projection = doc.get("fields") or None
+        existing = collection.find_one(query, sort=sort)
+        if doc.get("remove"):
+            removed = collection.find_one_and_delete(query, projection=projection, sort=sort)
+            return {"value": removed, "lastErrorObject": {"n": 1 if removed else 0}}
+        change = doc.get("update") or {}
+        upsert = bool(doc.get("upsert"))
+        after = ReturnDocument.AFTER if doc.get("new") else ReturnDocument.BEFORE
+        operators = isinstance(change, list) or any(k.startswith("$") for k in change)
+        try:
+            if operators:
+                result = collection.find_one_and_update(
+                    query,
+                    change,
+                    projection=projection,
+                    sort=sort,
+                    upsert=upsert,
+                    return_document=after,
+                    array_filters=doc.get("arrayFilters"),
+                )
+            else:
+                result = collection.find_one_and_replace(
+                    query,
+                    change,
+                    projection=projection,
+                    sort=sort,
+                    upsert=upsert,
+                    return_document=after,
+                )
+        except mongomock.DuplicateKeyError as exc:
+            raise CommandError(11000, "DuplicateKey", str(exc)) from None
+        last: Doc = {"n": 1 if (existing or upsert) else 0, "updatedExisting": bool(existing)}
+        if existing is None and upsert:
+            inserted = result if result is not None else collection.find_one(query)
+            if inserted is not None:
+                last["upserted"] = inserted.get("_id")
+        return {"value": result, "lastErrorObject": last}
+
+    # --- collections, indexes, databases -------------------------------------------------------
+
+    def _exists(self, db: Any, name: str) -> bool:
+        return bool(name in db.list_collection_names())
+
+    def _cmd_create(self, doc: Doc, db: Any, value: Any) -> Doc:
+        if self._exists(db, value):
+            raise CommandError(
+                48, "NamespaceExists", f"Collection {db.name}.{value} already exists."
+            )
+        db.create_collection(value)
+        return {}
+
+    def _cmd_createindexes(self, doc: Doc, db: Any, value: Any) -> Doc:
+        collection = db[value]
+        before = len(collection.index_information()) if self._exists(db, value) else 1
+        for spec in doc.get("indexes") or []:
+            options = {k: v for k, v in spec.items() if k not in {"key", "v", "ns"}}
+            collection.create_index(list(spec["key"].items()), **options)
+        after = len(collection.index_information())
+        return {
+            "numIndexesBefore": before,
+            "numIndexesAfter": after,
+            "createdCollectionAutomatically": False,
+        }
+
+    def _index_specs(self, collection: Any) -> list[Doc]:
+        specs = []
+        for name, info in collection.index_information().items():
+            spec: Doc = {"v": 2, "key": dict(info["key"]), "name": name}
+            spec.update({k: v for k, v in info.items() if k not in {"key", "v", "ns"}})
+            specs.append(spec)
+        return specs
+
+    def _cmd_listindexes(self, doc: Doc, db: Any, value: Any) -> Doc:
+        if not self._exists(db, value):
+            raise CommandError(26, "NamespaceNotFound", f"ns does not exist: {db.name}.{value}")
+        specs = self._index_specs(db[value])
+        size = (doc.get("cursor") or {}).get("batchSize")
+        return self._cursor(f"{db.name}.{value}", iter(specs), size)
+
+    def _cmd_dropindexes(self, doc: Doc, db: Any, value: Any) -> Doc:
+        collection = db[value]
+        was = len(collection.index_information())
+        if doc.get("index") == "*":
+            collection.drop_indexes()
+        else:
+            collection.drop_index(doc["index"])
+        return {"nIndexesWas": was}
+
+    def _cmd_listcollections(self, doc: Doc, db: Any, value: Any) -> Doc:
+        from mongomock.filtering import filter_applies
+
+        infos = [
+            {
+                "name": name,
+                "type": "collection",
+                "options": {},
+                "info": {"readOnly": False},
+                "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"},
+            }
+            for name in sorted(db.list_collection_names())
+        ]
+        wanted = doc.get("filter") or {}
+        infos = [info for info in infos if filter_applies(wanted, info)]  # type: ignore[no-untyped-call]
+        if doc.get("nameOnly"):
+            infos = [{"name": i["name"], "type": i["type"]} for i in infos]
+        size = (doc.get("cursor") or {}).get("batchSize")
+        return self._cursor(f"{db.name}.$cmd.listCollections", iter(infos), size)
+
+    def _size(self, db: Any, name: str) -> int:
+        return sum(len(bson.encode(d)) for d in db[name].find())
+
+    def _cmd_listdatabases(self, doc: Doc, db: Any, value: Any) -> Doc:
+        from mongomock.filtering import filter_applies
+
+        found = []
+        for name in sorted(self.client.list_database_names()):
+            database = self.client[name]
+            size = sum(self._size(database, c) for c in database.list_collection_names())
+            found.append({"name": name, "sizeOnDisk": size, "empty": size == 0})
+        wanted = doc.get("filter") or {}
+        found = [d for d in found if filter_applies(wanted, d)]  # type: ignore[no-untyped-call]
+        if doc.get("nameOnly"):
+            return {"databases": [{"name": d["name"]} for d in found]}
+        return {"databases": found, "totalSize": sum(d["sizeOnDisk"] for d in found)}
+
+    def _cmd_drop(self, doc: Doc, db: Any, value: Any) -> Doc:
+        if not self._exists(db, value):
+            raise CommandError(26, "NamespaceNotFound", "ns not found")
+        was = len(db[value].index_information())
+        db.drop_collection(value)
+        return {"ns": f"{db.name}.{value}", "nIndexesWas": was}
+
+    def _cmd_dropdatabase(self, doc: Doc, db: Any, value: Any) -> Doc:
+        self.client.drop_database(db.name)
+        return {"dropped": db.name}
+
+    def _cmd_dbstats(self, doc: Doc, db: Any, value: Any) -> Doc:
+        names = db.list_collection_names()
+        objects = sum(db[n].count_documents({}) for n in names)
+        size = sum(self._size(db, n) for n in names)
+        indexes = sum(len(db[n].index_information()) for n in names)
+        return {
+            "db": db.name,
+            "collections": len(names),
+            "views": 0,
+            "objects": objects,
+            "dataSize": float(size),
+            "storageSize": float(size),
+            "indexes": indexes,
+        }
+
+    def _cmd_collstats(self, doc: Doc, db: Any, value: Any) -> Doc:
+        if not self._exists(db, value):
+            raise CommandError(26, "NamespaceNotFound", f"ns does not exist: {db.name}.{value}")
+        count = db[value].count_documents({})
+        size = self._size(db, value)
+        return {
+            "ns": f"{db.name}.{value}",
+            "count": count,
+            "size": size,
+            "nindexes": len(db[value].index_information()),
+        }

@@ -1,0 +1,389 @@
+"""Backups and restore tests end to end: the real pymongo adapter over TCP to the sandbox's
+MongoDB wire servers (source and scratch cluster), boto3 to moto's S3; plain pymongo, boto3
+and the ``bson`` package as the oracles."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bson
+import pymongo
+import pytest
+from bson import json_util
+
+from runbooks.adapters import LiveInfrastructure
+from runbooks.catalog import load_catalog
+from runbooks.engine import Engine
+from runbooks.engine.audit import AuditLog
+from runbooks.engine.clock import Clock, FakeClock, SystemClock
+from runbooks.engine.config import Config
+from runbooks.engine.errors import Refused
+from runbooks.engine.models import Execution, State
+from runbooks.engine.store.sqlite import SqliteStore
+from sandbox import appdata
+from sandbox.mongo import MongoServer
+from tests.conftest import AUDIT_KEY, AwsWorld
+from tests.support.people import ALICE
+
+BUCKET = "app-backups"
+
+
+class Databases:
+    def __init__(self) -> None:
+        self.source = MongoServer(name="production").start()
+        self.scratch = MongoServer(name="restore-scratch").start()
+        appdata.seed(self.source, "production")
+
+    def client(self, server: MongoServer) -> pymongo.MongoClient[dict[str, Any]]:
+        return pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=5000)
+
+    def scratch_databases(self) -> list[str]:
+        with self.client(self.scratch) as client:
+            return [n for n in client.list_database_names() if n.startswith("restore_test_")]
+
+    def stop(self) -> None:
+        self.source.stop()
+        self.scratch.stop()
+
+
+@pytest.fixture
+def databases(monkeypatch: pytest.MonkeyPatch) -> Iterator[Databases]:
+    found = Databases()
+    monkeypatch.setenv("PRODUCTION_MONGODB_URI", found.source.uri)
+    monkeypatch.setenv("RESTORE_MONGODB_URI", found.scratch.uri)
+    yield found
+    found.stop()
+
+
+def build_engine(config: Config, tmp_path: Path, clock: Clock) -> Engine:
+    store = SqliteStore(tmp_path / "state.db")
+    return Engine(
+        config=config,
+        store=store,
+        registry=load_catalog(),
+        audit=AuditLog(store, AUDIT_KEY.encode(), clock),
+        clock=clock,
+        adapters_factory=lambda: LiveInfrastructure(config),
+        state_dir=tmp_path / "home",
+    )
+
+
+@pytest.fixture
+def engine(
+    sandbox_config: Config, tmp_path: Path, aws: AwsWorld, databases: Databases
+) -> Iterator[Engine]:
+    store = SqliteStore(tmp_path / "state.db")
+    clock = SystemClock()
+    built = Engine(
+        config=sandbox_config,
+        store=store,
+        registry=load_catalog(),
+        audit=AuditLog(store, AUDIT_KEY.encode(), clock),
+        clock=clock,
+        adapters_factory=lambda: LiveInfrastructure(sandbox_config),
+        state_dir=tmp_path / "home",
+    )
+    yield built
+    built.close()
+    store.close()
+
+
+def run(engine: Engine, name: str, **params: Any) -> Execution:
+    prepared = engine.prepare(name, params, actor=ALICE)
+    execution = engine.submit(prepared, actor=ALICE)
+    assert execution.state != State.AWAITING_APPROVAL  # policy: restore.* needs none
+    return engine.start(execution.id, actor=ALICE)
+
+
+def output(execution: Execution) -> str:
+    return "\n".join(line for step in execution.steps for line in step.output)
+
+
+def take_backup(engine: Engine, prefix: str) -> str:
+    done = run(engine, "restore.backup", environment="production", prefix=prefix)
+    assert done.state == State.SUCCEEDED, done.error
+    return prefix
+
+
+def s3(aws: AwsWorld) -> Any:
+    return aws.client("s3")
+
+
+def keys(aws: AwsWorld, prefix: str) -> list[str]:
+    answer = s3(aws).list_objects_v2(Bucket=BUCKET, Prefix=prefix + "/")
+    return sorted(o["Key"] for o in answer.get("Contents", []))
+
+
+# --- restore.backup ----------------------------------------------------------------------------
+
+
+def test_a_backup_is_a_mongodump_directory_plus_a_manifest(
+    engine: Engine, aws: AwsWorld, databases: Databases
+) -> None:
+    prefix = take_backup(engine, "nightly/one")
+    assert keys(aws, prefix) == [
+        f"{prefix}/app/{name}.{kind}.gz"
+        for name in ("orders", "sessions", "users")
+        for kind in ("bson", "metadata.json")
+    ] + [f"{prefix}/runbook-bot-manifest.json"]
+    # The oracle: the bson package reads the dump; plain pymongo reads the source.
+    body = s3(aws).get_object(Bucket=BUCKET, Key=f"{prefix}/app/users.bson.gz")["Body"].read()
+    dumped = list(bson.decode_file_iter(io.BytesIO(gzip.decompress(body))))
+    with databases.client(databases.source) as client:
+        assert dumped == list(client.app.users.find().sort("_id", 1))
+        source_indexes = [dict(i) for i in client.app.users.list_indexes()]
+    meta = s3(aws).get_object(Bucket=BUCKET, Key=f"{prefix}/app/users.metadata.json.gz")
+    metadata = json_util.loads(gzip.decompress(meta["Body"].read()))
+    assert metadata["collectionName"] == "users" and metadata["type"] == "collection"
+    assert [i["name"] for i in metadata["indexes"]] == [i["name"] for i in source_indexes]
+    raw_manifest = s3(aws).get_object(Bucket=BUCKET, Key=f"{prefix}/runbook-bot-manifest.json")
+    manifest = json_util.loads(raw_manifest["Body"].read())
+    assert (
+        manifest["collections"]["users"]["count"] == appdata.expected_counts("production")["users"]
+    )
+    assert manifest["consistency_source"] == "newest updated_at"
+
+
+def test_a_backup_prefix_is_never_overwritten(engine: Engine) -> None:
+    take_backup(engine, "nightly/once")
+    with pytest.raises(Refused, match="already holds a backup"):
+        engine.prepare(
+            "restore.backup", {"environment": "production", "prefix": "nightly/once"}, actor=ALICE
+        )
+
+
+# --- restore.test ------------------------------------------------------------------------------
+
+
+def test_backup_then_restore_test_passes_every_check_and_leaves_no_scratch(
+    engine: Engine, databases: Databases
+) -> None:
+    prefix = take_backup(engine, "nightly/good")
+    done = run(engine, "restore.test", environment="production", backup=prefix)
+    assert done.state == State.SUCCEEDED, done.error
+    report = output(done)
+    counts = appdata.expected_counts("production")
+    for name, count in counts.items():
+        assert f"ok   {name}: count: {count} documents (as manifest)" in report
+        assert f"ok   {name}: content hash: sha256" in report
+        assert f"ok   {name}: indexes:" in report
+    assert 'ok   users: smoke {"status": "active"}: 960 documents (expected = 960)' in report
+    assert "verdict: PASSED: checked 3 of 3 collections" in report
+    assert "RTO achieved" in report and "(target 1h00m): met" in report
+    assert "RPO achieved" in report
+    assert databases.scratch_databases() == []
+    with databases.client(databases.source) as client:  # the source is untouched
+        assert client.app.users.count_documents({}) == counts["users"]
+
+
+@pytest.mark.parametrize("runbook", ["restore.backup", "restore.test"])
+def test_a_plan_is_the_same_when_planned_again_later(
+    runbook: str, engine: Engine, sandbox_config: Config, tmp_path: Path
+) -> None:
+    """The engine re-plans at start and at approval; a plan that named the time (a backup
+    prefix, a scratch database) changed a second later and fell back to awaiting approval."""
+    take_backup(engine, "nightly/stable")
+    clock = FakeClock(time.time())
+    later = build_engine(sandbox_config, tmp_path / "fake", clock)
+    try:
+        first = later.prepare(runbook, {"environment": "production"}, actor=ALICE)
+        clock.advance(61)
+        again = later.prepare(runbook, {"environment": "production"}, actor=ALICE)
+        assert again.plan.hash == first.plan.hash
+    finally:
+        later.close()
+
+
+def test_latest_is_the_newest_backup(engine: Engine) -> None:
+    take_backup(engine, "nightly/a")
+    take_backup(engine, "nightly/b")
+    prepared = engine.prepare("restore.test", {"environment": "production"}, actor=ALICE)
+    assert "s3://app-backups/nightly/b" in prepared.plan.steps[0]["description"]
+
+
+def _rewrite(aws: AwsWorld, key: str, change: Any) -> None:
+    body = s3(aws).get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    s3(aws).put_object(Bucket=BUCKET, Key=key, Body=change(body))
+
+
+def _gz(change: Any) -> Any:
+    return lambda body: gzip.compress(change(gzip.decompress(body)))
+
+
+def _alter_one_document(raw: bytes) -> bytes:
+    documents = list(bson.decode_file_iter(io.BytesIO(raw)))
+    documents[7]["status"] = "tampered"
+    return b"".join(bson.encode(d) for d in documents)
+
+
+def _manifest_count_plus_one(raw: bytes) -> bytes:
+    manifest = json.loads(raw)
+    manifest["collections"]["orders"]["count"] += 1
+    return json.dumps(manifest).encode()
+
+
+CORRUPTIONS = {
+    "count mismatch": ("runbook-bot-manifest.json", _manifest_count_plus_one, "orders"),
+    "hash mismatch": ("app/users.bson.gz", _gz(_alter_one_document), "users"),
+    "truncated BSON": ("app/orders.bson.gz", _gz(lambda raw: raw[:-37]), "orders"),
+    "missing metadata": ("app/sessions.metadata.json.gz", None, "sessions"),
+    "missing collection": ("app/users.bson.gz", None, "users"),
+    "manifest": ("runbook-bot-manifest.json", lambda raw: b"{not json", "(manifest)"),
+}
+
+
+@pytest.mark.parametrize("check", list(CORRUPTIONS))
+def test_a_corrupt_backup_fails_naming_the_collection_and_the_check(
+    check: str, engine: Engine, aws: AwsWorld, databases: Databases
+) -> None:
+    prefix = take_backup(engine, f"nightly/{check.replace(' ', '-')}")
+    key, change, collection = CORRUPTIONS[check]
+    if change is None:
+        s3(aws).delete_object(Bucket=BUCKET, Key=f"{prefix}/{key}")
+    else:
+        _rewrite(aws, f"{prefix}/{key}", change)
+    done = run(engine, "restore.test", environment="production", backup=prefix)
+    assert done.state in {State.FAILED, State.COMPENSATED}, done.state
+    error = done.error or ""
+    assert f"{collection}: {check}" in error, error
+    assert "restore test FAILED: checked" in error
+    assert databases.scratch_databases() == []  # dropped on failure too
+
+
+def test_a_manifest_that_does_not_parse_is_named(engine: Engine, aws: AwsWorld) -> None:
+    prefix = take_backup(engine, "nightly/bad-manifest")
+    _rewrite(aws, f"{prefix}/runbook-bot-manifest.json", lambda raw: b"{not json")
+    done = run(engine, "restore.test", environment="production", backup=prefix)
+    assert "manifest nightly/bad-manifest/runbook-bot-manifest.json does not parse" in (
+        done.error or ""
+    )
+    assert "checked 0 of" in (done.error or "")
+
+
+def test_a_backup_with_no_collections_fails_closed(engine: Engine, aws: AwsWorld) -> None:
+    manifest = {"format": "runbook-bot-backup/1", "collections": {}}
+    s3(aws).put_object(
+        Bucket=BUCKET, Key="nightly/empty/runbook-bot-manifest.json", Body=json.dumps(manifest)
+    )
+    done = run(engine, "restore.test", environment="production", backup="nightly/empty")
+    assert done.state in {State.FAILED, State.COMPENSATED}
+    assert "the backup holds no collections" in (done.error or "")
+    assert "checked 0 of" in (done.error or "")
+
+
+def test_a_foreign_mongodump_directory_restores_and_verifies(
+    engine: Engine, aws: AwsWorld, databases: Databases
+) -> None:
+    """A dump of the app database written with plain pymongo and the bson package alone
+    (mongodump's layout without --gzip, canonical Extended JSON metadata, no manifest), as
+    another tool would write it."""
+    with databases.client(databases.source) as client:
+        for name in ("orders", "sessions", "users"):
+            documents = list(client.app[name].find().sort("_id", 1))
+            metadata = {
+                "indexes": [dict(i) for i in client.app[name].list_indexes()],
+                "uuid": "0123456789abcdef0123456789abcdef",
+                "collectionName": name,
+                "type": "collection",
+            }
+            canonical = json_util.dumps(metadata, json_options=json_util.CANONICAL_JSON_OPTIONS)
+            s3(aws).put_object(
+                Bucket=BUCKET,
+                Key=f"foreign/2026-11-30/app/{name}.bson",
+                Body=b"".join(bson.encode(d) for d in documents),
+            )
+            s3(aws).put_object(
+                Bucket=BUCKET, Key=f"foreign/2026-11-30/app/{name}.metadata.json", Body=canonical
+            )
+    done = run(engine, "restore.test", environment="production", backup="foreign/2026-11-30")
+    assert done.state == State.SUCCEEDED, done.error
+    report = output(done)
+    count = appdata.expected_counts("production")["users"]
+    assert f"ok   users: count: {count} documents (as its .bson file)" in report
+    assert "ok   users: indexes: 3 present with the same keys and options" in report
+    assert "content hash" not in report.replace("added content hashes", "")
+    assert "a manifest would have added content hashes" in report
+    assert "RPO achieved: unknown" in report
+    assert "checked 3 of 3 collections" in report
+    assert databases.scratch_databases() == []
+
+
+def test_a_foreign_dump_of_another_database_fails_the_smoke_queries(
+    engine: Engine, aws: AwsWorld, databases: Databases
+) -> None:
+    documents = [{"_id": i, "sku": f"S{i}"} for i in range(50)]
+    s3(aws).put_object(
+        Bucket=BUCKET,
+        Key="foreign/shop/shop/stock.bson",
+        Body=b"".join(bson.encode(d) for d in documents),
+    )
+    metadata = {"indexes": [{"v": 2, "key": {"_id": 1}, "name": "_id_"}]}
+    s3(aws).put_object(
+        Bucket=BUCKET, Key="foreign/shop/shop/stock.metadata.json", Body=json_util.dumps(metadata)
+    )
+    done = run(engine, "restore.test", environment="production", backup="foreign/shop")
+    error = done.error or ""
+    assert 'users: smoke {"status": "active"}: 0 documents (expected = 960)' in error, error
+    assert databases.scratch_databases() == []
+
+
+def test_a_restore_target_that_is_the_source_is_refused(
+    engine: Engine, databases: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    take_backup(engine, "nightly/x")
+    monkeypatch.setenv("RESTORE_MONGODB_URI", databases.source.uri)
+    with pytest.raises(Refused, match="is the source cluster"):
+        engine.prepare("restore.test", {"environment": "production"}, actor=ALICE)
+
+
+def test_an_unknown_backup_prefix_names_the_ones_there(engine: Engine) -> None:
+    take_backup(engine, "nightly/there")
+    with pytest.raises(Exception, match="no backup with prefix 'nightly/nope'") as caught:
+        engine.prepare(
+            "restore.test", {"environment": "production", "backup": "nightly/nope"}, actor=ALICE
+        )
+    assert "nightly/there" in str(getattr(caught.value, "hint", ""))
+
+
+def test_keep_for_keeps_the_scratch_copy_until_cancel_drops_it(
+    engine: Engine, databases: Databases
+) -> None:
+    import threading
+
+    from tests.cli.test_cli import wait_for
+
+    prefix = take_backup(engine, "nightly/keep")
+    prepared = engine.prepare(
+        "restore.test",
+        {"environment": "production", "backup": prefix, "keep_for": "1h"},
+        actor=ALICE,
+    )
+    assert "keep the scratch database" in prepared.plan.steps[1]["description"]
+    execution = engine.submit(prepared, actor=ALICE)
+    finished: list[Execution] = []
+    runner = threading.Thread(
+        target=lambda: finished.append(engine.start(execution.id, actor=ALICE))
+    )
+    runner.start()
+    try:
+        # Verified and kept: the scratch copy is there to inspect, with its data.
+        wait_for(
+            lambda: engine.get(execution.id).steps[0].status.value == "succeeded", what="verify"
+        )
+        [scratch] = databases.scratch_databases()
+        with databases.client(databases.scratch) as client:
+            assert (
+                client[scratch].users.count_documents({})
+                == appdata.expected_counts("production")["users"]
+            )
+        engine.cancel(execution.id, actor=ALICE, reason="seen enough")
+    finally:
+        runner.join(timeout=60)
+    assert finished and finished[0].state == State.CANCELLED, finished
+    assert databases.scratch_databases() == []

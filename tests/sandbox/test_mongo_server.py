@@ -1,0 +1,161 @@
+"""The sandbox's MongoDB wire server, with plain pymongo as the oracle: what the driver writes
+over TCP it reads back, with the errors a real server gives."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import bson
+import pymongo
+import pytest
+from bson.raw_bson import RawBSONDocument
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from sandbox import appdata
+from sandbox.mongo import MongoServer
+
+
+@pytest.fixture
+def server() -> Iterator[MongoServer]:
+    mongo = MongoServer().start()
+    yield mongo
+    mongo.stop()
+
+
+@pytest.fixture
+def client(server: MongoServer) -> Iterator[pymongo.MongoClient[dict[str, object]]]:
+    mongo: pymongo.MongoClient[dict[str, object]]
+    with pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=5000) as mongo:
+        yield mongo
+
+
+def test_writes_reads_cursors_and_counts(client: pymongo.MongoClient[dict[str, object]]) -> None:
+    db = client.app
+    db.items.insert_many([{"n": i, "even": i % 2 == 0} for i in range(2500)])
+    assert db.items.count_documents({}) == 2500
+    assert db.items.count_documents({"even": True}) == 1250
+    assert db.items.estimated_document_count() == 2500
+    # More than one batch: getMore with a cursor id, until exhausted.
+    assert [d["n"] for d in db.items.find({}, sort=[("n", -1)], batch_size=300)][:3] == [
+        2499,
+        2498,
+        2497,
+    ]
+    assert len(list(db.items.find({"n": {"$gte": 100}}, skip=10, limit=50))) == 50
+    assert db.items.update_many({"n": {"$lt": 10}}, {"$set": {"tag": "x"}}).modified_count == 10
+    assert db.items.replace_one({"n": 1}, {"n": 1, "replaced": True}).modified_count == 1
+    assert db.items.find_one({"n": 1}, {"_id": 0}) == {"n": 1, "replaced": True}
+    upsert = db.items.update_one({"n": -1}, {"$set": {"new": True}}, upsert=True)
+    assert upsert.upserted_id is not None
+    assert db.items.delete_many({"n": {"$gte": 2000}}).deleted_count == 500
+    assert {True, False} <= set(db.items.distinct("even"))
+    grouped = list(
+        db.items.aggregate(
+            [
+                {"$match": {"n": {"$gte": 2, "$lt": 6}}},
+                {"$group": {"_id": "$even", "c": {"$sum": 1}}},
+            ]
+        )
+    )
+    assert sorted((g["_id"], g["c"]) for g in grouped) == [(False, 2), (True, 2)]
+    stats = db.command("dbStats")
+    assert stats["collections"] == 1 and stats["objects"] == db.items.count_documents({})
+
+
+def test_indexes_collections_databases_and_drops(
+    client: pymongo.MongoClient[dict[str, object]],
+) -> None:
+    db = client.app
+    db.users.insert_one({"email": "a@x"})
+    db.users.create_index("email", unique=True)
+    db.users.create_index([("at", -1), ("n", 1)], name="at_n")
+    db.sessions.create_index("expires_at", expireAfterSeconds=0)
+    with pytest.raises(DuplicateKeyError):
+        db.users.insert_one({"email": "a@x"})
+    indexes = {i["name"]: i for i in db.users.list_indexes()}
+    assert dict(indexes["email_1"]["key"]) == {"email": 1} and indexes["email_1"]["unique"]
+    assert list(dict(indexes["at_n"]["key"]).items()) == [("at", -1), ("n", 1)]
+    assert db.list_collection_names(filter={"name": "users"}) == ["users"]
+    assert sorted(db.list_collection_names()) == ["sessions", "users"]
+    client.other.things.insert_one({})
+    assert {"app", "other"} <= set(client.list_database_names())
+    db.sessions.drop()
+    db.sessions.drop()  # dropping what is gone is not an error for the driver
+    assert db.list_collection_names() == ["users"]
+    client.drop_database("other")
+    assert "other" not in client.list_database_names()
+    # The server answers NamespaceNotFound, which the driver turns into no indexes.
+    assert list(client.app.nothing.list_indexes()) == []
+    with pytest.raises(OperationFailure, match="no such command"):
+        db.command("noSuchCommand")
+
+
+def test_find_and_modify_is_atomic_across_connections(server: MongoServer) -> None:
+    clients: list[pymongo.MongoClient[dict[str, object]]] = [
+        pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=5000) for _ in range(4)
+    ]
+    clients[0].app.counters.insert_one({"_id": "c", "n": 0})
+
+    def bump(client: pymongo.MongoClient[dict[str, object]]) -> None:
+        for _ in range(50):
+            client.app.counters.find_one_and_update({"_id": "c"}, {"$inc": {"n": 1}})
+
+    threads = [threading.Thread(target=bump, args=(c,)) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert clients[0].app.counters.find_one({"_id": "c"}) == {"_id": "c", "n": 200}
+    for client in clients:
+        client.close()
+
+
+def test_raw_bson_round_trips_byte_for_byte(client: pymongo.MongoClient[dict[str, object]]) -> None:
+    document = {
+        "_id": bson.ObjectId(),
+        "int64": bson.Int64(5),
+        "int32": 1,
+        "when": datetime.datetime(2026, 1, 1, 0, 0, 0, 5000),
+        "nested": [1, {"e": None}],
+        "bytes": b"xx",
+        "decimal": bson.Decimal128("1.5"),
+    }
+    encoded = bson.encode(document)
+    client.raw.docs.insert_one(RawBSONDocument(encoded))
+    raw: Any = client.get_database(
+        "raw", codec_options=bson.CodecOptions(document_class=RawBSONDocument)
+    )
+    back = raw.docs.find_one()
+    assert back is not None and back.raw == encoded
+
+
+def test_another_process_reaches_the_same_data(server: MongoServer) -> None:
+    appdata.seed(server, "staging")
+    code = (
+        "import pymongo,sys; c=pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000);"
+        "print(c.app.users.count_documents({'status': 'active'}),"
+        " sorted(c.app.list_collection_names()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, server.uri],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    expected = appdata.expected_counts("staging")["users"] * 4 // 5
+    assert out.strip() == f"{expected} ['orders', 'sessions', 'users']"
+
+
+def test_hello_answers_what_strict_drivers_require(
+    client: pymongo.MongoClient[dict[str, object]],
+) -> None:
+    hello = client.admin.command("hello")
+    for key in ("isWritablePrimary", "minWireVersion", "maxWireVersion", "maxBsonObjectSize"):
+        assert key in hello, key
+    assert hello["maxWireVersion"] >= hello["minWireVersion"]
