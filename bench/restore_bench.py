@@ -45,8 +45,9 @@ filler = "".join(rng.choice(string.ascii_letters) for _ in range(4096))
 docs = []
 for i in range(n):
     start = rng.randrange(0, 3000)
-    docs.append({"_id": i, "k": i % 97, "at": datetime.datetime(2026, 11, 1) + datetime.timedelta(seconds=i),
-                 "text": filler[start:start + 900], "tags": ["a", "b", "c"]})
+    at = datetime.datetime(2026, 11, 1) + datetime.timedelta(seconds=i)
+    docs.append({"_id": i, "k": i % 97, "at": at, "text": filler[start:start + 900],
+                 "tags": ["a", "b", "c"]})
     if len(docs) == 10000:
         server.client.app.big.insert_many(docs); docs = []
 if docs:
@@ -150,7 +151,9 @@ def throughput(n: int, runs: int, env: dict[str, str], helpers: list[Any]) -> No
     )
     body = aws.read_object("app-backups", "bench/throughput/app/big.bson.gz").read()
     raw = gzip.decompress(body)
-    [backup] = [b for b in backups.find_backups(aws, "app-backups") if b.prefix == "bench/throughput"]
+    [backup] = [
+        b for b in backups.find_backups(aws, "app-backups") if b.prefix == "bench/throughput"
+    ]
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri)
     base_times, ours_times, full_times = [], [], []
     for run in range(runs):

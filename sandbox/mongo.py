@@ -39,6 +39,18 @@ BATCH_BYTES = 4 * 1024 * 1024  # a getMore batch stops growing past this
 FIRST_BATCH = 101  # the server's default first batch
 
 
+def _materialise(cursor: Any) -> Iterator[Doc]:
+    """The documents of a mongomock cursor, computed once.
+
+    mongomock's ``Cursor.__next__`` slices its whole result list on every call (quadratic: a
+    200,000-document dump took minutes); its ``_compute_results`` returns the list itself.
+    """
+    compute = getattr(cursor, "_compute_results", None)
+    if compute is None:
+        return iter(cursor)
+    return iter(compute(with_limit_and_skip=True))
+
+
 class CommandError(Exception):
     def __init__(self, code: int, codename: str, message: str) -> None:
         super().__init__(message)
@@ -200,11 +212,12 @@ class MongoServer:
         if limit:
             cursor = cursor.limit(abs(limit))
         size = doc.get("batchSize")
+        documents = _materialise(cursor)
         if doc.get("singleBatch") or limit < 0:
             size = abs(limit) or size
-            reply = self._cursor(f"{db.name}.{value}", cursor, size)
+            reply = self._cursor(f"{db.name}.{value}", documents, size)
             return self._close_at_once(reply)
-        return self._cursor(f"{db.name}.{value}", cursor, size)
+        return self._cursor(f"{db.name}.{value}", documents, size)
 
     def _close_at_once(self, reply: Doc) -> Doc:
         cursor_id = int(reply["cursor"]["id"])

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.models import Execution, State, StepStatus
+from runbooks.engine.models import TERMINAL_STATES, Execution, State, StepStatus
 from runbooks.engine.plan import Plan
 
 Blocks = list[dict[str, Any]]
@@ -178,7 +178,14 @@ def card_blocks(execution: Execution, *, banner: str, now: float) -> Blocks:
             line += f" ({iso(execution.expires_at)})"
         blocks.append(_section(line))
     if execution.error:
-        blocks.append(_section(f"*Why* {execution.error}"))
+        blocks.append(_section(f"*Why* {execution.error[:SECTION_CHARS]}"))
+    if state in TERMINAL_STATES:
+        # What the steps reported (a restore test's checks, a failover's RTO), as the CLI
+        # prints it, within Slack's limits.
+        output = [line for record in execution.steps for line in record.output]
+        if output:
+            room = MAX_BLOCKS - len(blocks) - 4
+            blocks += _packed(["*Report*", *output], room, execution.id)
     blocks.append(_context(f"plan `{plan.short_hash}` · lock `{plan.lock_key or '-'}`"))
     buttons = card_buttons(execution)
     if buttons:
@@ -204,23 +211,32 @@ def report_blocks(execution: Execution, *, banner: str, now: float) -> Blocks:
     lines = [*plan.notes, *(line for record in execution.steps for line in record.output)]
     if execution.error:
         lines.append(f"*Why* {execution.error}")
+    blocks += _packed(
+        lines or ["(the report is empty)"], MAX_BLOCKS - len(blocks) - 2, execution.id
+    )
+    blocks.append(_context(f"plan `{plan.short_hash}` · read-only: nothing was changed"))
+    return blocks
+
+
+def _packed(lines: list[str], room: int, execution_id: str) -> Blocks:
+    """Lines packed into sections of at most ``SECTION_CHARS``, at most ``room`` of them;
+    past that, a last block says how much was left out and where to see all of it."""
     chunks: list[str] = []
-    for full in lines or ["(the report is empty)"]:
+    for full in lines:
         line = full[:SECTION_CHARS]
         if chunks and len(chunks[-1]) + 1 + len(line) <= SECTION_CHARS:
             chunks[-1] += "\n" + line
         else:
             chunks.append(line)
-    room = MAX_BLOCKS - len(blocks) - 2
-    blocks += [_section(chunk) for chunk in chunks[:room]]
+    room = max(1, room)
+    blocks = [_section(chunk) for chunk in chunks[:room]]
     if len(chunks) > room:
         blocks.append(
             _context(
                 f"{len(chunks) - room} more part(s) left out (Slack's message limit): "
-                f"`runs.show {execution.id}` shows all of it"
+                f"`runs.show {execution_id}` shows all of it"
             )
         )
-    blocks.append(_context(f"plan `{plan.short_hash}` · read-only: nothing was changed"))
     return blocks
 
 

@@ -387,3 +387,20 @@ def test_keep_for_keeps_the_scratch_copy_until_cancel_drops_it(
         runner.join(timeout=60)
     assert finished and finished[0].state == State.CANCELLED, finished
     assert databases.scratch_databases() == []
+
+
+def test_the_slack_card_of_a_finished_restore_test_carries_its_report(
+    engine: Engine, databases: Databases
+) -> None:
+    from bot.slack.render import MAX_BLOCKS, SECTION_CHARS, card_blocks
+    from tests.runbooks.test_reports import texts
+
+    prefix = take_backup(engine, "nightly/slack")
+    done = run(engine, "restore.test", environment="production", backup=prefix)
+    blocks = card_blocks(done, banner="PRODUCTION", now=engine.clock.now())
+    shown = "\n".join(texts(blocks))
+    lines = [line for step in done.steps for line in step.output]
+    assert any("verdict: PASSED" in line for line in lines)
+    for line in lines:
+        assert line in shown, line
+    assert len(blocks) <= MAX_BLOCKS and all(len(t) <= SECTION_CHARS for t in texts(blocks))
