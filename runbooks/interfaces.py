@@ -338,6 +338,14 @@ class DataOps(Protocol):
 
     def drop_database(self, database: str) -> None: ...
 
+    def drop_collection(self, database: str, collection: str) -> None: ...
+
+    def replace_documents(
+        self, database: str, collection: str, documents: list[dict[str, Any]]
+    ) -> None:
+        """Replace each document with the same ``_id`` (scratch copies only: dr.simulate)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -130,3 +130,19 @@ class MongoData:
 
     def drop_database(self, database: str) -> None:
         self._call(f"dropDatabase {database}", lambda: self._db().drop_database(database))
+
+    def drop_collection(self, database: str, collection: str) -> None:
+        self._call(
+            f"drop {database}.{collection}",
+            lambda: self._db()[database].drop_collection(collection),
+        )
+
+    def replace_documents(
+        self, database: str, collection: str, documents: list[dict[str, Any]]
+    ) -> None:
+        def replace() -> None:
+            target = self._db()[database][collection]
+            for document in documents:
+                target.replace_one({"_id": document["_id"]}, document)
+
+        self._call(f"replace in {database}.{collection}", replace)

@@ -607,3 +607,92 @@ def consistency_point(report: RestoreReport) -> float | None:
         return parse_iso(str(value)) if value else None
     except ValueError:
         return None
+
+
+# --- copies and comparisons (dr.simulate) ------------------------------------------------------
+
+
+def copy_database(
+    source: DataOps,
+    source_db: str,
+    target: DataOps,
+    target_db: str,
+    *,
+    check: Callable[[], None] = lambda: None,
+) -> dict[str, int]:
+    """Every collection of ``source_db`` (documents as raw BSON, then indexes) into
+    ``target_db`` on ``target``; documents per collection. The source is only read."""
+    counts: dict[str, int] = {}
+    for name in source.collection_names(source_db):
+        if name.startswith("system."):
+            continue
+        check()
+        target.create_collection(target_db, name)
+        batch: list[bytes] = []
+        count = 0
+        for raw in source.raw_documents(source_db, name):
+            batch.append(raw)
+            count += 1
+            if len(batch) >= BATCH:
+                target.insert_raw(target_db, name, batch)
+                batch = []
+        if batch:
+            target.insert_raw(target_db, name, batch)
+        specs = [s for s in source.index_specs(source_db, name) if s.get("name") != "_id_"]
+        target.create_indexes(target_db, name, specs)
+        counts[name] = count
+    return counts
+
+
+def _id_key(raw: bytes) -> str:
+    return json_util.dumps(RawBSONDocument(raw)["_id"], sort_keys=True)
+
+
+def digests(data: DataOps, database: str, name: str) -> dict[str, str]:
+    """``_id`` (as Extended JSON) -> SHA-256 of the document's BSON, for one collection."""
+    return {
+        _id_key(raw): hashlib.sha256(raw).hexdigest() for raw in data.raw_documents(database, name)
+    }
+
+
+@dataclass
+class Difference:
+    """How a candidate copy of a collection differs from a reference copy."""
+
+    same: int = 0
+    #: in the reference, not in the candidate
+    missing: list[str] = field(default_factory=list)
+    #: in both, with different content
+    changed: list[str] = field(default_factory=list)
+    #: in the candidate, not in the reference
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def differs(self) -> int:
+        return len(self.missing) + len(self.changed) + len(self.extra)
+
+
+def compare(reference: dict[str, str], candidate: dict[str, str]) -> Difference:
+    found = Difference()
+    for key, digest in reference.items():
+        other = candidate.get(key)
+        if other is None:
+            found.missing.append(key)
+        elif other != digest:
+            found.changed.append(key)
+        else:
+            found.same += 1
+    found.extra = [key for key in candidate if key not in reference]
+    return found
+
+
+def corrupt(target: DataOps, database: str, name: str, *, every: int) -> int:
+    """Overwrite every ``every``-th document of a scratch copy's collection with garbage (its
+    ``_id`` kept): the simulated corruption. How many were overwritten."""
+    damaged = [
+        {"_id": bson.decode(raw)["_id"], "corrupted": True, "payload": "\x00" * 16}
+        for index, raw in enumerate(target.raw_documents(database, name))
+        if index % every == 0
+    ]
+    target.replace_documents(database, name, damaged)
+    return len(damaged)
