@@ -2,8 +2,9 @@
 """Bootstrap runbook-bot on a machine that has nothing but Python 3.11+.
 
     python3 dev.py serve [--port N]  install into .venv if needed, start the sandbox and the bot
-    python3 dev.py test  [PYTEST ARGS...]   install dev extras if needed, run ruff, mypy,
-                                            import-linter and the whole pytest suite
+    python3 dev.py test  [PYTEST ARGS...]   install dev extras (and mongosh, with npm) if
+                                            needed, run ruff, mypy, import-linter and the
+                                            whole pytest suite
     python3 dev.py install           install only (used by the Dockerfile-free CI path)
 
 Uses only the standard library. The virtualenv is reinstalled when pyproject.toml changes
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -56,6 +58,40 @@ def ensure_installed(*, dev: bool) -> None:
     stamp.touch()
 
 
+TOOLS = ROOT / ".tools"
+MONGOSH = TOOLS / "mongosh" / "node_modules" / ".bin" / "mongosh"
+
+
+def ensure_tools() -> None:
+    """mongosh (npm), an independent MongoDB client the tests use as an oracle for the
+    sandbox's wire server; installed once under .tools/ when npm is there."""
+    if MONGOSH.exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        print("npm not found: the mongosh oracle test will be skipped", flush=True)
+        return
+    print(f"installing mongosh into {MONGOSH.parents[2]} (first run only)", flush=True)
+    result = subprocess.run(
+        [
+            npm,
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(MONGOSH.parents[2]),
+            "mongosh@2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        sys.stdout.write(result.stdout + result.stderr)
+        raise SystemExit(f"installing mongosh failed (npm exit {result.returncode})")
+
+
 def run_tests(args: list[str]) -> int:
     """Run every check CI runs, in order, stopping at the first failure."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -88,6 +124,7 @@ def main(argv: list[str]) -> int:
         os.execv(str(PY), [str(PY), "-m", "sandbox", "up", "--bot", *rest])  # noqa: S606
     if command == "test":
         ensure_installed(dev=True)
+        ensure_tools()
         return run_tests(rest)
     if command == "install":
         ensure_installed(dev=True)

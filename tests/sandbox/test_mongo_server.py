@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import bson
@@ -159,3 +160,35 @@ def test_hello_answers_what_strict_drivers_require(
     for key in ("isWritablePrimary", "minWireVersion", "maxWireVersion", "maxBsonObjectSize"):
         assert key in hello, key
     assert hello["maxWireVersion"] >= hello["minWireVersion"]
+
+
+MONGOSH = Path(__file__).resolve().parents[2] / ".tools" / "mongosh" / "node_modules" / ".bin"
+
+
+def test_mongosh_an_independent_client_reads_and_writes_through_it(server: MongoServer) -> None:
+    """mongosh runs on the Node driver, stricter than pymongo about the handshake (it refused
+    a server whose hello lacked minWireVersion). `python3 dev.py test` installs it."""
+    mongosh = MONGOSH / "mongosh"
+    if not mongosh.exists():
+        pytest.skip("mongosh is not installed (python3 dev.py test installs it with npm)")
+    appdata.seed(server, "staging")
+    script = (
+        "print(db.users.countDocuments({status: 'active'}));"
+        "print(JSON.stringify(db.getCollectionNames()));"
+        "db.notes.insertOne({from: 'mongosh'});"
+        "print(db.users.getIndexes().length)"
+    )
+    uri = server.uri.replace("/?", "/app?")
+    result = subprocess.run(
+        [str(mongosh), uri, "--quiet", "--eval", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-1000:]
+    active = appdata.expected_counts("staging")["users"] * 4 // 5
+    assert result.stdout.split() == [str(active), '["orders","sessions","users"]', "3"]
+    check: pymongo.MongoClient[dict[str, object]]
+    with pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=5000) as check:
+        assert check.app.notes.find_one({}, {"_id": 0}) == {"from": "mongosh"}
