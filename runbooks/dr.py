@@ -193,7 +193,7 @@ RAN = {"succeeded", "failed", "compensated", "compensation_failed"}
 
 
 def _drills(history: list[PastRun], environment: str) -> list[str]:
-    """The last partial failover test and the last full failover or failback that ran."""
+    """The last partial failover test, full failover or failback, and restore test that ran."""
 
     def line(label: str, run: PastRun | None) -> str:
         if run is None:
@@ -210,7 +210,19 @@ def _drills(history: list[PastRun], environment: str) -> list[str]:
     ]
     partial = next((r for r in ran if r.params.get("partial")), None)
     full = next((r for r in ran if not r.params.get("partial")), None)
-    return [line("last partial failover test", partial), line("last failover/failback", full)]
+    restore = next(
+        (
+            r
+            for r in history
+            if r.environment == environment and r.state in RAN and r.runbook == "restore.test"
+        ),
+        None,
+    )
+    return [
+        line("last partial failover test", partial),
+        line("last failover/failback", full),
+        line("last restore test", restore),
+    ]
 
 
 # --- failover and failback ----------------------------------------------------------------------

@@ -404,3 +404,30 @@ def test_the_slack_card_of_a_finished_restore_test_carries_its_report(
     for line in lines:
         assert line in shown, line
     assert len(blocks) <= MAX_BLOCKS and all(len(t) <= SECTION_CHARS for t in texts(blocks))
+
+
+def test_dr_status_names_the_last_restore_test(engine: Engine) -> None:
+    prefix = take_backup(engine, "nightly/status")
+    done = run(engine, "restore.test", environment="production", backup=prefix)
+    notes = engine.prepare("dr.status", {"environment": "production"}, actor=ALICE).plan.notes
+    [line] = [n for n in notes if n.startswith("last restore test:")]
+    assert f"SUCCEEDED ({done.id}: restore test of production: {prefix}" in line
+
+
+def test_random_within_picks_among_recent_backups_and_the_same_on_a_replan() -> None:
+    from runbooks.kit.backups import Backup, pick_backup
+
+    day = 86400.0
+    now = 100 * day
+    found = [
+        Backup("b", f"nightly/{i}", "app", now - i * day, "m", {"c": "k"}, {}) for i in range(10)
+    ]
+    found.sort(key=lambda b: b.created)
+    picks = {pick_backup(found, "random-within 3", now=now, seed=f"s{i}").prefix for i in range(40)}
+    assert picks <= {"nightly/0", "nightly/1", "nightly/2", "nightly/3"} and len(picks) > 1
+    first = pick_backup(found, "random-within 3", now=now, seed="production:100")
+    assert pick_backup(found, "random-within 3", now=now, seed="production:100") == first
+    assert pick_backup(found, "latest", now=now, seed="").prefix == "nightly/0"
+    assert pick_backup(found, "nightly/7/", now=now, seed="").prefix == "nightly/7"
+    with pytest.raises(Exception, match="no backup in the last 0 day"):
+        pick_backup(found[:-1], "random-within 0", now=now, seed="")
