@@ -349,6 +349,31 @@ class DataOps(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class CloudSnapshot:
+    id: str
+    created: float
+    status: str
+
+
+class CloudBackupOps(Protocol):
+    """A managed cluster's cloud backups (Atlas): snapshots and restore jobs."""
+
+    def snapshots(self) -> list[CloudSnapshot]:
+        """Completed and pending snapshots, oldest first."""
+        ...
+
+    def cluster_tags(self, cluster: str) -> dict[str, str]: ...
+
+    def start_restore(self, snapshot_id: str, target_cluster: str) -> str:
+        """Start a restore job (it wipes the target cluster); the job id."""
+        ...
+
+    def restore_finished(self, job_id: str) -> bool:
+        """Whether the job finished; InfrastructureError when it failed or was cancelled."""
+        ...
+
+
 class MetricsOps(Protocol):
     """The environment's Prometheus."""
 
@@ -381,6 +406,9 @@ class Infrastructure(Adapters):
         """The environment's database data, or (``restore_target``) where restore tests
         restore to."""
         raise InvalidInput(f"no database data adapter is configured for {environment}")
+
+    def cloud_backups(self, environment: str) -> CloudBackupOps:
+        raise InvalidInput(f"no cloud backup adapter is configured for {environment}")
 
     def metrics(self, environment: str) -> MetricsOps:
         raise InvalidInput(f"no metrics adapter is configured for {environment}")

@@ -305,8 +305,15 @@ class RestoreAndVerify(Step, kind="restore.test"):
         return _drop(ctx, self.environment, scratch, self.scratch_prefix)
 
 
-def _report_lines(ctx: RunContext, report: RestoreReport, started: float) -> list[str]:
-    lines = [f"backup: {report.backup.describe()}"]
+def _report_lines(
+    ctx: RunContext,
+    report: RestoreReport,
+    started: float,
+    *,
+    backup_line: str | None = None,
+    point: float | None = None,
+) -> list[str]:
+    lines = [f"backup: {backup_line or report.backup.describe()}"]
     for name in report.expected:
         restored = report.restored.get(name)
         checks = [c for c in report.checks if c.collection == name]
@@ -317,7 +324,7 @@ def _report_lines(ctx: RunContext, report: RestoreReport, started: float) -> lis
     for check in report.checks:
         if check.collection not in report.expected:
             lines.append(check.line())
-    if report.manifest is None:
+    if report.manifest is None and backup_line is None:
         lines.append(
             "no manifest: a manifest would have added content hashes per collection and the "
             "consistency point (RPO)"
@@ -332,7 +339,7 @@ def _report_lines(ctx: RunContext, report: RestoreReport, started: float) -> lis
         )
     else:
         lines.append(f"RTO achieved {format_duration(rto)} (no database target configured)")
-    point = backups.consistency_point(report)
+    point = point if point is not None else backups.consistency_point(report)
     if point is None:
         lines.append("RPO achieved: unknown (the backup records no consistency point)")
     else:
@@ -392,6 +399,8 @@ def restore_test(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
             f"({', '.join(sorted(shared))}): a restore test never writes to the source",
             hint="point restore.target_uri_env at a scratch cluster",
         )
+    if env.mongodb.backups == "atlas":
+        return _atlas_plan(ctx, params)
     found = backups.find_backups(infra.aws(env.primary_region), env.backup_bucket)
     now = ctx.clock.now()
     backup = backups.pick_backup(
@@ -433,3 +442,150 @@ def restore_test(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
         summary=f"restore test of {params.environment}: {backup.name} into a scratch database",
         notes=notes,
     )
+
+
+# --- Atlas cloud backups -----------------------------------------------------------------------
+
+
+def _atlas_plan(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
+    env = ctx.env
+    assert env.mongodb is not None and env.restore is not None
+    target = env.restore.atlas_target_cluster
+    assert target is not None  # the configuration requires it with backups: atlas
+    cloud = infrastructure(ctx).cloud_backups(params.environment)
+    tags = cloud.cluster_tags(target)
+    if tags.get(SCRATCH_TAG[0]) != SCRATCH_TAG[1]:
+        raise Refused(
+            f"Atlas cluster {target} is not marked as scratch (tag {SCRATCH_TAG[0]}: "
+            f"{SCRATCH_TAG[1]}; it has {tags or 'no tags'}): an Atlas restore wipes its target",
+            hint=f"tag the scratch cluster {SCRATCH_TAG[0]}={SCRATCH_TAG[1]} in Atlas",
+        )
+    snapshots = [s for s in cloud.snapshots() if s.status == "completed"]
+    if not snapshots:
+        raise InvalidInput(f"Atlas cluster {env.mongodb.atlas_cluster} has no completed snapshot")
+    listed = [
+        Backup("atlas", s.id, env.mongodb.database, s.created, None, {}, {}) for s in snapshots
+    ]
+    now = ctx.clock.now()
+    chosen = backups.pick_backup(
+        listed, params.backup, now=now, seed=f"{params.environment}:{int(now // 86400)}"
+    )
+    steps: list[Step] = [
+        AtlasRestoreAndVerify(
+            environment=params.environment,
+            cluster=env.mongodb.atlas_cluster or "?",
+            target_cluster=target,
+            snapshot=chosen.prefix,
+            taken=chosen.created,
+            database=env.mongodb.database,
+            smoke_queries=len(env.restore.smoke_queries),
+            keep_for=params.keep_for,
+        ),
+        DropRestored(
+            environment=params.environment,
+            target_cluster=target,
+            database=env.mongodb.database,
+            keep_for=params.keep_for,
+        ),
+    ]
+    return PlanDraft(
+        steps=steps,
+        summary=f"restore test of {params.environment}: Atlas snapshot {chosen.prefix} into "
+        f"scratch cluster {target}",
+        notes=[
+            f"backup: Atlas snapshot {chosen.prefix} of {env.mongodb.atlas_cluster}, taken "
+            f"{iso(chosen.created)}",
+            "Atlas snapshots carry no per-collection counts or content hashes: collections and "
+            "indexes are checked against the live cluster, counts shown beside the live ones",
+        ],
+    )
+
+
+SCRATCH_TAG = ("runbook-bot", "scratch")
+ATLAS_POLL_S = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class AtlasRestoreAndVerify(Step, kind="restore.atlas"):
+    environment: str
+    cluster: str
+    target_cluster: str
+    snapshot: str
+    taken: float
+    database: str
+    smoke_queries: int
+    keep_for: float | None = None
+    timeout: float = 4 * 3600.0
+
+    def describe(self) -> str:
+        return (
+            f"restore Atlas snapshot {self.snapshot} of {self.cluster} (taken {iso(self.taken)}) "
+            f"into scratch cluster {self.target_cluster} (an Atlas restore wipes it), then "
+            f"verify database {self.database}: collections and indexes against the live "
+            f"cluster, {self.smoke_queries} smoke queries"
+        )
+
+    def run(self, ctx: RunContext) -> str | None:
+        infra = infrastructure(ctx)
+        cloud = infra.cloud_backups(self.environment)
+        started = ctx.clock.now()
+        job = cloud.start_restore(self.snapshot, self.target_cluster)
+        ctx.note(f"Atlas restore job {job} into {self.target_cluster}")
+        began = time.perf_counter()
+        while not cloud.restore_finished(job):
+            ctx.check_cancelled()
+            ctx.progress(
+                f"Atlas restore job {job}: running for {format_duration(ctx.clock.now() - started)}"
+            )
+            ctx.clock.sleep(ATLAS_POLL_S)
+        restored = time.perf_counter() - began
+        target = infra.data(self.environment, restore_target=True)
+        report = backups.verify_copy(
+            infra.data(self.environment), target, self.database, self.snapshot
+        )
+        report.phases.restore = restored
+        restore = ctx.env.restore
+        if restore is not None and restore.smoke_queries:
+            backups.smoke(target, report, restore.smoke_queries)
+        line = f"Atlas snapshot {self.snapshot} of {self.cluster}, taken {iso(self.taken)}"
+        for text in _report_lines(ctx, report, started, backup_line=line, point=self.taken):
+            ctx.note(text)
+        if not report.passed:
+            if self.keep_for:
+                _hold(ctx, f"{self.database} on {self.target_cluster}", self.keep_for)
+            raise InfrastructureError(f"restore test {report.summary()}")
+        return f"restore test {report.summary()}"
+
+    def undo(self, ctx: RunContext) -> str | None:
+        target = infrastructure(ctx).data(self.environment, restore_target=True)
+        target.drop_database(self.database)
+        return f"dropped {self.database} on scratch cluster {self.target_cluster}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DropRestored(Step, kind="restore.atlas_drop"):
+    environment: str
+    target_cluster: str
+    database: str
+    keep_for: float | None = None
+    irreversible_reason = "it only removes the scratch copy"
+
+    def describe(self) -> str:
+        keep = (
+            f"keep it for inspection until {format_duration(self.keep_for)} after the test "
+            "started, then "
+            if self.keep_for
+            else ""
+        )
+        return f"{keep}drop database {self.database} on scratch cluster {self.target_cluster}"
+
+    def run(self, ctx: RunContext) -> str | None:
+        if self.keep_for:
+            _hold(ctx, f"{self.database} on {self.target_cluster}", self.keep_for)
+        target = infrastructure(ctx).data(self.environment, restore_target=True)
+        target.drop_database(self.database)
+        return f"dropped {self.database} on scratch cluster {self.target_cluster}"
+
+    def verify(self, ctx: RunContext) -> bool:
+        target = infrastructure(ctx).data(self.environment, restore_target=True)
+        return self.database not in target.database_names()

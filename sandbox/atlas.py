@@ -14,6 +14,13 @@ No MongoDB server can run here, so two local servers share one ``ClusterState``:
   members in us-east-1, two in us-west-2, each tagged ``region: US_EAST_1`` etc. as Atlas tags
   them, optimes behind the primary by the configured lag.
 
+Cloud backups (``AtlasBackups``, when given): ``GET .../clusters/production/backup/snapshots``
+(snapshots of the production wire server's data), ``POST .../backup/restoreJobs``
+(``deliveryType: automated``, ``snapshotId``, ``targetClusterName``, ``targetGroupId``; the
+job wipes the target cluster's wire server and loads the snapshot, ``finishedAt`` set when
+done), ``GET .../backup/restoreJobs/{id}``, and ``GET .../clusters/{target}`` with its
+``tags``. Gaps: no point-in-time restores, no download delivery, no job cancellation.
+
 Test hooks: ``POST /_sandbox/lag {"region": "us-west-2", "seconds": 600}``.
 """
 
@@ -124,6 +131,114 @@ class ClusterState:
             self.state_name = "IDLE"
 
 
+# --- cloud backups -------------------------------------------------------------------------------
+
+SCRATCH_TAG = {"key": "runbook-bot", "value": "scratch"}
+
+
+@dataclass
+class AtlasBackups:
+    """Cloud backups of the production cluster: snapshots of its wire server's data, and
+    restore jobs that wipe a target cluster and load a snapshot into it, as Atlas does.
+
+    ``targets``: cluster name -> (its wire server, its tags); a cluster tagged
+    ``runbook-bot: scratch`` is one restore tests may use.
+    """
+
+    source: MongoServer
+    targets: dict[str, tuple[MongoServer, list[dict[str, str]]]] = field(default_factory=dict)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    restore_delay: float = 0.3
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _data: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def take_snapshot(self, at: datetime.datetime | None = None) -> dict[str, Any]:
+        """Copy the source's databases (documents and indexes) as a completed snapshot."""
+        moment = at or datetime.datetime.now(datetime.UTC)
+        copy: dict[str, Any] = {}
+        with self.source.lock:
+            client = self.source.client
+            for db_name in client.list_database_names():
+                database = client[db_name]
+                copy[db_name] = {
+                    name: (list(database[name].find()), database[name].index_information())
+                    for name in database.list_collection_names()
+                }
+        snapshot = {
+            "id": secrets.token_hex(12),
+            "createdAt": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "status": "completed",
+            "snapshotType": "scheduled",
+            "replicaSetName": CLUSTER,
+        }
+        with self.lock:
+            self.snapshots.append(snapshot)
+            self._data[snapshot["id"]] = copy
+        return snapshot
+
+    def start_job(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if body.get("deliveryType") != "automated":
+            return 400, _problem("INVALID_ATTRIBUTE", "deliveryType must be automated")
+        if body.get("targetGroupId") != PROJECT:
+            return 400, _problem("INVALID_ATTRIBUTE", "targetGroupId must name this project")
+        target = body.get("targetClusterName")
+        if target not in self.targets:
+            return 404, _problem("CLUSTER_NOT_FOUND", f"No cluster named {target}")
+        snapshot_id = body.get("snapshotId")
+        if snapshot_id is None:
+            return 400, _problem(
+                "INVALID_ATTRIBUTE", "snapshotId is required (point-in-time is not emulated)"
+            )
+        if snapshot_id not in self._data:
+            return 404, _problem("SNAPSHOT_NOT_FOUND", f"No snapshot {snapshot_id}")
+        job = {
+            "id": secrets.token_hex(12),
+            "snapshotId": snapshot_id,
+            "targetClusterName": target,
+            "targetGroupId": PROJECT,
+            "deliveryType": "automated",
+            "createdAt": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "finishedAt": None,
+            "failed": False,
+            "cancelled": False,
+            "expired": False,
+        }
+        with self.lock:
+            self.jobs[job["id"]] = job
+        timer = threading.Timer(self.restore_delay, self._restore, args=(job["id"],))
+        timer.daemon = True
+        timer.start()
+        return 200, job
+
+    def _restore(self, job_id: str) -> None:
+        job = self.jobs[job_id]
+        server, _tags = self.targets[job["targetClusterName"]]
+        copy = self._data[job["snapshotId"]]
+        with server.lock:  # an Atlas restore wipes the target cluster
+            client = server.client
+            for name in client.list_database_names():
+                client.drop_database(name)
+            for db_name, collections in copy.items():
+                for name, (documents, indexes) in collections.items():
+                    collection = client[db_name][name]
+                    if documents:
+                        collection.insert_many([dict(d) for d in documents])
+                    else:
+                        client[db_name].create_collection(name)
+                    for index, info in indexes.items():
+                        if index == "_id_":
+                            continue
+                        options = {k: v for k, v in info.items() if k not in {"key", "v", "ns"}}
+                        collection.create_index(list(info["key"]), name=index, **options)
+        with self.lock:
+            job["finishedAt"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _problem(code: str, detail: str) -> dict[str, Any]:
+    return {"errorCode": code, "detail": detail}
+
+
 # --- Admin API -----------------------------------------------------------------------------------
 
 
@@ -188,9 +303,39 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(404, {"error": 404, "errorCode": "CLUSTER_NOT_FOUND", "detail": detail})
         return None
 
+    def _backup_route(self) -> tuple[str, list[str]] | None:
+        """(cluster, the path after ``backup/``) for a backup endpoint, else None."""
+        route = self._route() or ""
+        cluster, _, rest = route.partition("/backup/")
+        if not rest or self.server.backups is None:
+            return None
+        return cluster, rest.split("/")
+
+    def _get_backup(self, cluster: str, parts: list[str]) -> None:
+        backups = self.server.backups
+        assert backups is not None
+        with backups.lock:
+            if parts == ["snapshots"] and cluster == CLUSTER:
+                results = list(reversed(backups.snapshots))
+                self._send(200, {"results": results, "totalCount": len(results)})
+            elif len(parts) == 2 and parts[0] == "restoreJobs" and parts[1] in backups.jobs:
+                self._send(200, backups.jobs[parts[1]])
+            else:
+                self._send(404, {"error": 404, **_problem("RESOURCE_NOT_FOUND", self.path)})
+
     def do_GET(self) -> None:
         if not self._authorized():
             self._challenge()
+            return
+        backup = self._backup_route()
+        if backup is not None:
+            self._get_backup(*backup)
+            return
+        name = self._route()
+        backups = self.server.backups
+        if backups is not None and name in backups.targets:
+            tags = backups.targets[name][1]
+            self._send(200, {"name": name, "clusterType": "REPLICASET", "tags": tags})
             return
         state = self._cluster()
         if state is None:
@@ -217,6 +362,18 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         path = urllib.parse.urlparse(self.path).path
         state = self.server.state
+        backup = self._backup_route()
+        if backup is not None:
+            if not self._authorized():
+                self._challenge()
+                return
+            cluster, parts = backup
+            if parts == ["restoreJobs"] and cluster == CLUSTER and self.server.backups:
+                status, doc = self.server.backups.start_job(body)
+                self._send(status, {"error": status, **doc} if status >= 400 else doc)
+            else:
+                self._send(404, {"error": 404, **_problem("RESOURCE_NOT_FOUND", self.path)})
+            return
         if path == "/_sandbox/lag":
             with state.lock:
                 state.lag[REGION_TAGS[body["region"]]] = float(body["seconds"])
@@ -228,14 +385,18 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     state: ClusterState
+    backups: AtlasBackups | None
     nonces: set[str]
     realm = "MMS Public API"
 
 
 class AtlasEmulator:
-    def __init__(self, state: ClusterState, port: int = 0) -> None:
+    def __init__(
+        self, state: ClusterState, port: int = 0, *, backups: AtlasBackups | None = None
+    ) -> None:
         self.server = _Server(("127.0.0.1", port), _Handler)
         self.server.state = state
+        self.server.backups = backups
         self.server.nonces = set()
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -290,8 +290,17 @@ def main(argv: list[str]) -> int:
     cluster = atlas_sandbox.ClusterState()
     wire = atlas_sandbox.WireDatabase(cluster)
     wire.start()
-    database = (atlas_sandbox.AtlasEmulator(cluster).start(), wire)
-    databases = start_databases(database[1])
+    databases = start_databases(wire)
+    # Atlas cloud backups of production (one snapshot now), restorable into the scratch
+    # cluster, which is tagged as scratch; used where mongodb.backups is atlas.
+    cloud = atlas_sandbox.AtlasBackups(
+        wire,
+        targets={
+            "restore-scratch": (databases["RESTORE_MONGODB_URI"], [atlas_sandbox.SCRATCH_TAG])
+        },
+    )
+    cloud.take_snapshot()
+    database = (atlas_sandbox.AtlasEmulator(cluster, backups=cloud).start(), wire)
     health = HealthServer().start()
     env_path = write_env(
         directory,

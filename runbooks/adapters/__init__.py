@@ -16,6 +16,7 @@ from runbooks.engine.errors import InvalidInput
 from runbooks.engine.secrets import resolve_reference
 from runbooks.interfaces import (
     AwsOps,
+    CloudBackupOps,
     DatabaseOps,
     DataOps,
     HealthOps,
@@ -115,6 +116,14 @@ class LiveInfrastructure(Infrastructure):
 
                 self._data[key] = MongoData(uri_env, timeout=env.mongodb.timeout, label=label)
             return self._data[key]
+
+    def cloud_backups(self, environment: str) -> CloudBackupOps:
+        env = self._config.environment(environment)
+        if env.mongodb is None or env.mongodb.kind != "atlas":
+            raise InvalidInput(f"{environment} has no Atlas cluster (mongodb.kind: atlas)")
+        from runbooks.adapters.mongo import AtlasBackupsAdapter
+
+        return AtlasBackupsAdapter(environment, env.mongodb)
 
     def metrics(self, environment: str) -> MetricsOps:
         env = self._config.environment(environment)

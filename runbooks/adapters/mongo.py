@@ -29,8 +29,9 @@ from pymongo.errors import PyMongoError
 from requests.auth import HTTPDigestAuth
 
 from runbooks.adapters import secret_env
+from runbooks.engine.clock import parse_iso
 from runbooks.engine.config import MongoConfig
-from runbooks.interfaces import DbMember, DbTopology, InfrastructureError
+from runbooks.interfaces import CloudSnapshot, DbMember, DbTopology, InfrastructureError
 
 ATLAS_MEDIA_TYPE = "application/vnd.atlas.2023-02-01+json"
 DEFAULT_ATLAS_URL = "https://cloud.mongodb.com"
@@ -65,6 +66,18 @@ class AtlasApi:
 
     def cluster_doc(self) -> dict[str, Any]:
         return self._request("GET")
+
+    def at(self, suffix: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
+        """A request under the cluster's URL (``/backup/snapshots``), or with a leading
+        ``../`` under another cluster of the project (``../scratch``)."""
+        base = self.url
+        if suffix.startswith("../"):
+            base, suffix = self.url.rsplit("/", 1)[0], "/" + suffix[3:]
+        saved, self.url = self.url, base + suffix
+        try:
+            return self._request(method, body)
+        finally:
+            self.url = saved
 
     def prefer_region(self, tag: str) -> None:
         """Priority 7 for ``tag``'s region, then 6, 5, ... for the others in their order."""
@@ -115,6 +128,82 @@ def connect(
         return pymongo.MongoClient(uri, **options)
     except (PyMongoError, ValueError) as exc:
         raise InfrastructureError(f"{label}: {uri_env}: {exc}") from None
+
+
+class AtlasBackupsAdapter:
+    """The environment's Atlas cloud backups: snapshots and automated restore jobs."""
+
+    def __init__(self, environment: str, config: MongoConfig) -> None:
+        self.environment = environment
+        self.config = config
+
+    def _api(self) -> AtlasApi:
+        return atlas_api(self.environment, self.config, "use Atlas cloud backups")
+
+    def snapshots(self) -> list[CloudSnapshot]:
+        api = self._api()
+        try:
+            found = api.at("/backup/snapshots").get("results") or []
+        finally:
+            api.session.close()
+        snapshots = [
+            CloudSnapshot(str(s["id"]), parse_iso(str(s["createdAt"])), str(s.get("status", "?")))
+            for s in found
+        ]
+        return sorted(snapshots, key=lambda s: s.created)
+
+    def cluster_tags(self, cluster: str) -> dict[str, str]:
+        api = self._api()
+        try:
+            doc = api.at(f"../{cluster}")
+        finally:
+            api.session.close()
+        return {str(t.get("key")): str(t.get("value")) for t in doc.get("tags") or []}
+
+    def start_restore(self, snapshot_id: str, target_cluster: str) -> str:
+        api = self._api()
+        body = {
+            "deliveryType": "automated",
+            "snapshotId": snapshot_id,
+            "targetClusterName": target_cluster,
+            "targetGroupId": self.config.atlas_project,
+        }
+        try:
+            return str(api.at("/backup/restoreJobs", "POST", body)["id"])
+        finally:
+            api.session.close()
+
+    def restore_finished(self, job_id: str) -> bool:
+        api = self._api()
+        try:
+            job = api.at(f"/backup/restoreJobs/{job_id}")
+        finally:
+            api.session.close()
+        for flag in ("failed", "cancelled", "expired"):
+            if job.get(flag):
+                raise InfrastructureError(
+                    f"{self.environment} database: Atlas restore job {job_id} {flag}"
+                )
+        return bool(job.get("finishedAt"))
+
+
+def atlas_api(environment: str, config: MongoConfig, why: str) -> AtlasApi:
+    if not (config.atlas_project and config.atlas_cluster):
+        raise InfrastructureError(
+            f"{environment} database: atlas_project and atlas_cluster are needed to {why} "
+            "(mongodb in environments.yaml)"
+        )
+    public, private = secret_env("ATLAS_PUBLIC_KEY"), secret_env("ATLAS_PRIVATE_KEY")
+    if not (public and private):
+        raise InfrastructureError(
+            f"{environment} database: ATLAS_PUBLIC_KEY and ATLAS_PRIVATE_KEY are not set"
+        )
+    return AtlasApi(
+        os.environ.get("ATLAS_API_URL") or DEFAULT_ATLAS_URL,
+        config.atlas_project,
+        config.atlas_cluster,
+        HTTPDigestAuth(public, private),
+    )
 
 
 class MongoAdapter:
@@ -209,22 +298,7 @@ class MongoAdapter:
             time.sleep(POLL_S)
 
     def _atlas(self) -> AtlasApi:
-        if not (self.config.atlas_project and self.config.atlas_cluster):
-            raise InfrastructureError(
-                f"{self.environment} database: atlas_project and atlas_cluster are needed to "
-                "promote a region on Atlas (mongodb in environments.yaml)"
-            )
-        public, private = secret_env("ATLAS_PUBLIC_KEY"), secret_env("ATLAS_PRIVATE_KEY")
-        if not (public and private):
-            raise InfrastructureError(
-                f"{self.environment} database: ATLAS_PUBLIC_KEY and ATLAS_PRIVATE_KEY are not set"
-            )
-        return AtlasApi(
-            os.environ.get("ATLAS_API_URL") or DEFAULT_ATLAS_URL,
-            self.config.atlas_project,
-            self.config.atlas_cluster,
-            HTTPDigestAuth(public, private),
-        )
+        return atlas_api(self.environment, self.config, "promote a region on Atlas")
 
     def _reconfigure(self, tag: str) -> None:
         config = self._command("replSetGetConfig")["config"]

@@ -114,6 +114,9 @@ class MongoConfig(_Strict):
     timeout: Seconds = 10.0
     #: The application's database (what ``restore.backup`` dumps).
     database: str = "app"
+    #: Where restore tests find backups: ``dump`` (restore.backup's dumps in backup_bucket)
+    #: or ``atlas`` (the cluster's cloud backup snapshots, restored by an Atlas restore job).
+    backups: Literal["dump", "atlas"] = "dump"
     #: A document field holding its last-change time: the newest value is a backup's
     #: consistency point (RPO). None: the backup's start time is used.
     timestamp_field: str | None = None
@@ -147,6 +150,9 @@ class RestoreConfig(_Strict):
     #: Scratch databases are named ``<prefix><environment>_<time>``; only these are dropped.
     scratch_prefix: str = "restore_test_"
     smoke_queries: list[SmokeQuery] = Field(default_factory=list)
+    #: Atlas cloud backups: the cluster (same project) restore jobs restore into. An Atlas
+    #: restore wipes its target, so it must carry the tag ``runbook-bot: scratch``.
+    atlas_target_cluster: str | None = None
 
 
 DEFAULT_ERROR_RATE_QUERY = (
@@ -202,6 +208,17 @@ class EnvironmentConfig(_Strict):
                 f"primary_region {self.primary_region!r} is not one of regions "
                 f"({', '.join(self.regions)})"
             )
+        if self.mongodb is not None and self.mongodb.backups == "atlas":
+            if self.restore is None or not self.restore.atlas_target_cluster:
+                raise ValueError(
+                    "mongodb.backups is atlas: restore.atlas_target_cluster must name the "
+                    "scratch cluster Atlas restore jobs restore into"
+                )
+            if self.restore.atlas_target_cluster == self.mongodb.atlas_cluster:
+                raise ValueError(
+                    "restore.atlas_target_cluster is the source cluster: an Atlas restore "
+                    "wipes its target"
+                )
         for mapping_name in ("kube_contexts", "autoscaling_groups", "standalone_instances"):
             for region in getattr(self, mapping_name):
                 if region not in self.regions:

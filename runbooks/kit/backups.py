@@ -696,3 +696,34 @@ def corrupt(target: DataOps, database: str, name: str, *, every: int) -> int:
     ]
     target.replace_documents(database, name, damaged)
     return len(damaged)
+
+
+def verify_copy(source: DataOps, target: DataOps, database: str, label: str) -> RestoreReport:
+    """Checks of a restored copy of ``database`` (same name) on ``target`` that need no
+    manifest (an Atlas snapshot has none): every live collection present, with the live
+    collection's indexes; counts shown beside the live ones (the live ones moved on since)."""
+    started = time.perf_counter()
+    backup = Backup("atlas", label, database, 0.0, None, {}, {})
+    report = RestoreReport(backup, database, None)
+    live = [n for n in source.collection_names(database) if not n.startswith("system.")]
+    report.expected = sorted(live)
+    if not live:
+        report.fail("(backup)", "collections", f"the live database {database} has no collections")
+        return report
+    present = set(target.collection_names(database))
+    if not present:
+        report.fail("(backup)", "collections", "the restored copy holds no collections")
+    for name in report.expected:
+        if name not in present:
+            report.fail(name, "missing collection", "not in the restored copy")
+            continue
+        try:
+            restored = target.count(database, name)
+            report.restored[name] = restored
+            now = source.count(database, name)
+            report.ok(name, "count", f"{restored} documents restored (live now: {now})")
+            _compare_indexes(target, report, name, source.index_specs(database, name), None)
+        except InfrastructureError as exc:
+            report.fail(name, "check could not run", exc.message)
+    report.phases.verify = time.perf_counter() - started
+    return report
