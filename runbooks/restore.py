@@ -502,6 +502,14 @@ def _atlas_plan(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
 
 
 SCRATCH_TAG = ("runbook-bot", "scratch")
+
+
+def _drop_restored(ctx: RunContext, environment: str, database: str, cluster: str) -> str:
+    """Drop what an Atlas restore put on the scratch cluster (checked as scratch at plan)."""
+    infrastructure(ctx).data(environment, restore_target=True).drop_database(database)
+    return f"dropped {database} on scratch cluster {cluster}"
+
+
 ATLAS_POLL_S = 2.0
 
 
@@ -557,9 +565,7 @@ class AtlasRestoreAndVerify(Step, kind="restore.atlas"):
         return f"restore test {report.summary()}"
 
     def undo(self, ctx: RunContext) -> str | None:
-        target = infrastructure(ctx).data(self.environment, restore_target=True)
-        target.drop_database(self.database)
-        return f"dropped {self.database} on scratch cluster {self.target_cluster}"
+        return _drop_restored(ctx, self.environment, self.database, self.target_cluster)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -582,9 +588,7 @@ class DropRestored(Step, kind="restore.atlas_drop"):
     def run(self, ctx: RunContext) -> str | None:
         if self.keep_for:
             _hold(ctx, f"{self.database} on {self.target_cluster}", self.keep_for)
-        target = infrastructure(ctx).data(self.environment, restore_target=True)
-        target.drop_database(self.database)
-        return f"dropped {self.database} on scratch cluster {self.target_cluster}"
+        return _drop_restored(ctx, self.environment, self.database, self.target_cluster)
 
     def verify(self, ctx: RunContext) -> bool:
         target = infrastructure(ctx).data(self.environment, restore_target=True)

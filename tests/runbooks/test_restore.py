@@ -78,20 +78,10 @@ def build_engine(config: Config, tmp_path: Path, clock: Clock) -> Engine:
 def engine(
     sandbox_config: Config, tmp_path: Path, aws: AwsWorld, databases: Databases
 ) -> Iterator[Engine]:
-    store = SqliteStore(tmp_path / "state.db")
-    clock = SystemClock()
-    built = Engine(
-        config=sandbox_config,
-        store=store,
-        registry=load_catalog(),
-        audit=AuditLog(store, AUDIT_KEY.encode(), clock),
-        clock=clock,
-        adapters_factory=lambda: LiveInfrastructure(sandbox_config),
-        state_dir=tmp_path / "home",
-    )
+    built = build_engine(sandbox_config, tmp_path, SystemClock())
     yield built
     built.close()
-    store.close()
+    built.store.close()
 
 
 def run(engine: Engine, name: str, **params: Any) -> Execution:
@@ -198,6 +188,7 @@ def test_a_plan_is_the_same_when_planned_again_later(
         assert again.plan.hash == first.plan.hash
     finally:
         later.close()
+        later.store.close()
 
 
 def test_latest_is_the_newest_backup(engine: Engine) -> None:

@@ -105,6 +105,7 @@ def test_an_atlas_snapshot_is_restored_into_the_scratch_cluster_and_verified(
         done = engine.start(execution.id, actor=ALICE)
     finally:
         engine.close()
+        engine.store.close()
     assert done.state == State.SUCCEEDED, done.error
     report = output(done)
     count = appdata.expected_counts("production")["users"]
@@ -129,6 +130,7 @@ def test_a_target_cluster_not_marked_as_scratch_is_refused(
             engine.prepare("restore.test", {"environment": "production"}, actor=ALICE)
     finally:
         engine.close()
+        engine.store.close()
     assert world.backups.jobs == {}
 
 

@@ -54,6 +54,7 @@ def engine(
     built = build_engine(sandbox_config, tmp_path, SystemClock())
     yield built
     built.close()
+    built.store.close()
 
 
 def run(engine: Engine, name: str, **params: Any) -> Execution:
