@@ -1,19 +1,27 @@
-"""``schedules.yaml``: maintenance windows (and, with the scheduler issue, drills).
+"""``schedules.yaml``: maintenance windows and drills.
 
-Cron expressions have five fields (minute hour day-of-month month day-of-week), evaluated in
-UTC. Day-of-week must use names (``mon``, ``sat-sun``): cron counts Sunday as 0 and APScheduler
-counts Monday as 0, so a number would mean different days to different readers.
+Cron expressions have five fields (minute hour day-of-month month day-of-week). Maintenance
+windows are evaluated in UTC; a drill's cron in its ``timezone`` (default UTC). Day-of-week
+must use names (``mon``, ``sat-sun``): cron counts Sunday as 0 and APScheduler counts Monday as
+0, so a number would mean different days to different readers.
+
+Daylight saving time, for a drill in a zone that has it: a local time that occurs twice (the
+autumn hour) fires once, at its first occurrence; a local time that does not exist (the spring
+hour) fires at the first instant after the gap, so a monthly drill is never skipped.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runbooks.engine import yamlfile
 from runbooks.engine.config import Seconds, format_validation_error
@@ -151,13 +159,161 @@ class MaintenanceWindow(BaseModel):
         return None
 
 
-class SchedulesFile(BaseModel):
-    """``schedules.yaml``; ``drills`` gain their schema with the scheduler issue."""
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown timezone {name!r}; use an IANA name such as UTC, Europe/Berlin or "
+            "America/New_York"
+        ) from None
+
+
+def fire_times(cron: Cron, zone: ZoneInfo, after: float) -> Iterator[float]:
+    """The instants (epoch seconds, ascending) after ``after`` at which ``cron``, read as
+    wall-clock time in ``zone``, fires. Endless; take what you need."""
+    start = datetime.fromtimestamp(after, tz=UTC).astimezone(zone)
+    day = start.date() - timedelta(days=1)  # a fire late on the previous local day may be next
+    hours, minutes = sorted(cron.hours), sorted(cron.minutes)
+    last = after
+    while True:
+        if _day_matches(cron, day):
+            for hour in hours:
+                for minute in minutes:
+                    instant = _instant(day, hour, minute, zone)
+                    if instant > last:
+                        last = instant
+                        yield instant
+        day += timedelta(days=1)
+
+
+def _day_matches(cron: Cron, day: date) -> bool:
+    if day.month not in cron.months:
+        return False
+    day_ok, weekday_ok = day.day in cron.days, day.weekday() in cron.weekdays
+    if cron.any_day or cron.any_weekday:
+        return day_ok and weekday_ok
+    return day_ok or weekday_ok
+
+
+def _instant(day: date, hour: int, minute: int, zone: ZoneInfo) -> float:
+    """The first instant of a local wall-clock time; for one inside a DST gap, the gap's end."""
+    local = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
+    instant = local.replace(fold=0).timestamp()
+    back = datetime.fromtimestamp(instant, tz=UTC).astimezone(zone)
+    if (back.hour, back.minute) == (hour, minute):
+        return instant
+    # A time that does not exist locally: fold=1 reads it with the offset after the change
+    # (an instant before the change), fold=0 with the one before (an instant after it). The
+    # change itself, between the two, is where the gap ends.
+    earlier = local.replace(fold=1).timestamp()
+    offset = datetime.fromtimestamp(earlier, tz=zone).utcoffset()
+    moment = earlier
+    while moment < instant and datetime.fromtimestamp(moment, tz=zone).utcoffset() == offset:
+        moment += 60
+    return moment
+
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+DEFAULT_LEAD_TIMES = (24 * 3600.0, 3600.0)
+
+
+class Drill(BaseModel):
+    """A recurring runbook run: a drill (restore test, partial failover, DR simulation)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    drills: list[dict[str, Any]] = Field(default_factory=list)
+    name: str
+    runbook: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    cron: str = Field(description="five fields, weekdays by name, read in ``timezone``")
+    timezone: str = "UTC"
+    #: Slack channel id for the announcements (before, at start, the result).
+    channel: str | None = None
+    #: How long before each fire it is announced (default 24 h and 1 h).
+    notify_before: list[Seconds] = Field(default_factory=lambda: list(DEFAULT_LEAD_TIMES))
+    #: How late a missed fire may still run (the bot was down); older ones are recorded as
+    #: missed and announced.
+    catch_up: Seconds = 86400.0
+    #: A fire while the previous run of the drill is still going: skip it, or queue one.
+    overlap: Literal["skip", "queue-one"] = "skip"
+    #: Whether policy may treat the drill's request as approved in advance.
+    pre_approved: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                f"drill name {value!r} must be lower-case letters, digits and dashes "
+                "(e.g. monthly-restore-test)"
+            )
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        Cron.parse(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        _zone(value)
+        return value
+
+    @field_validator("notify_before")
+    @classmethod
+    def _leads(cls, value: list[float]) -> list[float]:
+        if any(lead <= 0 for lead in value):
+            raise ValueError("notify_before times must be positive (e.g. [24h, 1h])")
+        return sorted(set(value), reverse=True)
+
+    @field_validator("catch_up")
+    @classmethod
+    def _catch_up(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("catch_up must not be negative (0: never run a missed fire)")
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return _zone(self.timezone)
+
+    def fires_after(self, after: float) -> Iterator[float]:
+        return fire_times(Cron.parse(self.cron), self.zone, after)
+
+    def next_fire(self, after: float) -> float:
+        return next(self.fires_after(after))
+
+    def local(self, instant: float) -> str:
+        """``2026-12-01 10:00 EST``: a fire time as people in the drill's zone read it."""
+        return datetime.fromtimestamp(instant, tz=self.zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+class SchedulesFile(BaseModel):
+    """``schedules.yaml``: maintenance windows and drills."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    drills: list[Drill] = Field(default_factory=list)
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SchedulesFile:
+        for kind, names in (
+            ("drills", [d.name for d in self.drills]),
+            ("maintenance_windows", [w.name for w in self.maintenance_windows]),
+        ):
+            seen: set[str] = set()
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"{kind}: the name {name!r} is used twice")
+                seen.add(name)
+        return self
+
+    def drill(self, name: str) -> Drill | None:
+        return next((d for d in self.drills if d.name == name), None)
 
     def open_window(self, environment: str, now: float) -> MaintenanceWindow | None:
         for window in self.maintenance_windows:
@@ -172,6 +328,30 @@ class SchedulesFile(BaseModel):
             if environment in window.environments and (start := window.next_start(now)) is not None
         ]
         return min(upcoming, key=lambda pair: pair[1]) if upcoming else None
+
+
+def drill_problems(schedules: SchedulesFile, registry: Any, config: Any) -> list[str]:
+    """Every drill checked against the runbooks it names: the runbook exists and its
+    parameters validate (as a request would validate them). Problems, in words."""
+    from runbooks.engine.params import validate_params
+
+    problems = []
+    known = sorted(spec.name for spec in registry)
+    for index, drill in enumerate(schedules.drills):
+        where = f"schedules.yaml: drills[{index}] ({drill.name})"
+        try:
+            spec = registry.get(drill.runbook)
+        except Exception:
+            problems.append(
+                f"{where}: runbook {drill.runbook!r} is not in the catalog; known: "
+                f"{', '.join(known)}"
+            )
+            continue
+        try:
+            validate_params(spec.params, dict(drill.params), config)
+        except Exception as exc:
+            problems.append(f"{where}: params: {getattr(exc, 'message', exc)}")
+    return problems
 
 
 def load_schedules(path: Path) -> SchedulesFile:

@@ -1,0 +1,167 @@
+"""Drills in schedules.yaml: validated against the catalog at load time, fire times in a
+stated timezone (APScheduler's CronTrigger as the independent cron evaluation), DST."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+
+from runbooks.catalog import load_catalog
+from runbooks.engine.config import load_config
+from runbooks.engine.errors import ConfigError
+from runbooks.engine.schedule import Drill, drill_problems, load_schedules
+from tests.conftest import ROOT, run_cli
+
+SHIPPED = load_schedules(ROOT / "schedules.yaml")
+YEAR = (datetime(2027, 1, 1, tzinfo=UTC).timestamp(), datetime(2028, 1, 1, tzinfo=UTC).timestamp())
+
+
+def fires(drill: Drill, start: float, end: float) -> list[float]:
+    found: list[float] = []
+    for instant in drill.fires_after(start - 1):
+        if instant >= end:
+            return found
+        found.append(instant)
+    return found
+
+
+def oracle(drill: Drill, start: float, end: float) -> list[float]:
+    """APScheduler's cron evaluation of the same expression in the same zone."""
+    trigger = CronTrigger.from_crontab(drill.cron, timezone=ZoneInfo(drill.timezone))
+    found: list[float] = []
+    previous = None
+    now = datetime.fromtimestamp(start - 1, tz=UTC)
+    while True:
+        fire = trigger.get_next_fire_time(previous, now)
+        if fire is None or fire.timestamp() >= end:
+            return found
+        found.append(fire.timestamp())
+        previous, now = fire, fire
+
+
+def test_the_spec_cadence_ships() -> None:
+    by_runbook = {d.name: d.runbook for d in SHIPPED.drills}
+    assert by_runbook == {
+        "monthly-restore-test": "restore.test",
+        "quarterly-partial-failover": "dr.failover",
+        "annual-dr-simulation": "dr.simulate",
+    }
+    config = load_config(ROOT / "config", schedules=ROOT / "schedules.yaml")
+    assert drill_problems(config.schedules, load_catalog(), config) == []
+
+
+@pytest.mark.parametrize("drill", SHIPPED.drills, ids=[d.name for d in SHIPPED.drills])
+def test_a_year_of_fires_matches_an_independent_cron_evaluation(drill: Drill) -> None:
+    ours = fires(drill, *YEAR)
+    assert ours == oracle(drill, *YEAR)
+    expected = {"monthly-restore-test": 12, "quarterly-partial-failover": 4}
+    assert len(ours) == expected.get(drill.name, 1)
+
+
+def test_a_new_york_drill_keeps_its_local_time_across_dst() -> None:
+    drill = Drill(name="q", runbook="dr.failover", cron="0 10 15 * *", timezone="America/New_York")
+    local = [drill.local(t) for t in fires(drill, *YEAR)]
+    assert local[:4] == [
+        "2027-01-15 10:00 EST",
+        "2027-02-15 10:00 EST",
+        "2027-03-15 10:00 EDT",
+        "2027-04-15 10:00 EDT",
+    ]
+    utc = [datetime.fromtimestamp(t, UTC).hour for t in fires(drill, *YEAR)]
+    assert utc[:4] == [15, 15, 14, 14]
+
+
+def test_a_time_in_the_spring_gap_fires_at_its_end_and_an_autumn_time_fires_once() -> None:
+    spring = Drill(name="s", runbook="r", cron="30 2 * * *", timezone="America/New_York")
+    start = datetime(2027, 3, 13, 12, tzinfo=UTC).timestamp()
+    got = [spring.local(next(spring.fires_after(start)))]
+    assert got == ["2027-03-14 03:00 EDT"]  # 02:30 does not exist that day: never skipped
+    autumn = Drill(name="a", runbook="r", cron="30 1 * * *", timezone="America/New_York")
+    start = datetime(2027, 11, 6, 12, tzinfo=UTC).timestamp()
+    iterator = autumn.fires_after(start)
+    two = [autumn.local(next(iterator)) for _ in range(2)]
+    assert two == ["2027-11-07 01:30 EDT", "2027-11-08 01:30 EST"]  # 01:30 happened twice
+
+
+def _schedules(tmp_path: Path, drill: str) -> Path:
+    path = tmp_path / "schedules.yaml"
+    path.write_text(f"drills:\n  - {drill}\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("drill", "message"),
+    [
+        (
+            "{name: d, runbook: restore.test, cron: '0 3 * * 1'}",
+            "day of week must be a name",
+        ),
+        (
+            "{name: d, runbook: restore.test, cron: '0 3 * * *', timezone: Mars/Olympus}",
+            "unknown timezone 'Mars/Olympus'",
+        ),
+        ("{name: D!, runbook: restore.test, cron: '0 3 * * *'}", "must be lower-case letters"),
+        (
+            "{name: d, runbook: restore.test, cron: '0 3 * * *', overlap: always}",
+            r"drills\[0\]\.overlap: must be 'skip' or 'queue-one'",
+        ),
+    ],
+)
+def test_a_bad_drill_is_refused_naming_the_file_and_key(
+    tmp_path: Path, drill: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_schedules(_schedules(tmp_path, drill))
+    assert str(tmp_path / "schedules.yaml") in caught.value.message
+
+
+def test_two_drills_with_one_name_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "schedules.yaml"
+    path.write_text(
+        "drills:\n"
+        "  - {name: d, runbook: restore.test, cron: '0 3 * * *'}\n"
+        "  - {name: d, runbook: restore.test, cron: '0 4 * * *'}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="the name 'd' is used twice"):
+        load_schedules(path)
+
+
+@pytest.mark.parametrize(
+    ("drill", "message"),
+    [
+        (
+            "{name: d, runbook: restore.tset, cron: '0 3 * * *'}",
+            "runbook 'restore.tset' is not in the catalog",
+        ),
+        (
+            "{name: d, runbook: dr.failover, cron: '0 3 * * *', "
+            "params: {region: us-west-2, partial: 90}}",
+            "params: --partial: must be at most 50",
+        ),
+    ],
+)
+def test_a_drill_is_checked_against_the_catalog_when_the_bot_or_cli_starts(
+    tmp_path: Path, cli_env: dict[str, str], drill: str, message: str
+) -> None:
+    path = _schedules(tmp_path, drill)
+    result = run_cli(["drills.list"], {**cli_env, "RUNBOOK_BOT_SCHEDULES": str(path)})
+    assert result.returncode == 2, result.stdout
+    assert f"schedules.yaml: drills[0] (d): {message}" in result.stderr, result.stderr
+
+
+def test_drills_list_shows_next_fire_in_utc_and_local(cli_env: dict[str, str]) -> None:
+    import json
+
+    result = run_cli(["drills.list", "--json"], cli_env)
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    quarterly = rows["quarterly-partial-failover"]
+    assert quarterly["timezone"] == "America/New_York"
+    assert quarterly["next_fire_local"].endswith(("EST", "EDT"))
+    assert " 10:00 " in quarterly["next_fire_local"]
+    assert rows["monthly-restore-test"]["next_fire"].endswith("T03:00:00.000Z")
