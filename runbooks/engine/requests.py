@@ -103,7 +103,14 @@ def handle(engine: Engine, request: Request, *, prepared: Prepared | None = None
         engine.dry_run(prepared, actor=request.actor, reason=request.reason)
         return result(Outcome.DRY_RUN, would_refuse=_would_refuse(engine, prepared, request))
     if plan.read_only:
-        execution = engine.submit(prepared, actor=request.actor, channel=request.channel)
+        # A report keeps its reason and incident too (a drill's name, the incident it serves).
+        execution = engine.submit(
+            prepared,
+            actor=request.actor,
+            reason=request.reason,
+            incident=request.incident,
+            channel=request.channel,
+        )
         return result(Outcome.REPORTED, execution=engine.start(execution.id, actor=request.actor))
     engine.preflight(
         prepared,

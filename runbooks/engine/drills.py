@@ -1,0 +1,426 @@
+"""The drill scheduler: schedules.yaml's drills fired on the leader, once, announced.
+
+``DrillScheduler.tick()`` does everything due at the engine clock's now, and is what the bot
+calls on a timer (and what tests call on a fake clock, without sleeping):
+
+- **Leader only.** It acts only while it holds the ``scheduler`` leader lease (15 s lease,
+  10 s renew, 2 s retry, as client-go), and checks its term again right before a fire: a
+  leader that lost the lease without knowing fires nothing.
+- **Once.** Each fire is recorded under a unique key ``drill.fire.<drill>.<time>`` before
+  anything runs (insert-if-absent): two schedulers on one store, or a restart mid-fire, never
+  start a fire twice.
+- **Missed fires.** A per-drill cursor holds the last fire handled. Fires between the cursor
+  and now (the bot was down) are found at the next tick: those within the drill's catch-up
+  window run once (the newest; the older ones are recorded as coalesced), older ones are
+  recorded as missed and announced. A drill seen for the first time starts at now.
+- **Requests like any other.** A fire is ``engine.request`` with the actor ``scheduler`` and the
+  drill's name in the reason: policy, approvals and audit as for a person. A refusal (a change
+  freeze, a rule) is recorded and announced, never silent; a freeze is recorded as held.
+- **Overlap.** While an earlier run of the drill is not finished, a fire is skipped (the
+  default) or, with ``queue-one``, queued and requested when that run ends.
+- **Announcements** (events of type ``drill.announce`` in the outbox, which the Slack notifier
+  posts to the drill's channel): each ``notify_before`` lead time before a fire, the fire
+  itself (the execution and its approvals), missed, skipped, held, paused, and the result with
+  the RTO/RPO lines the run reported. Each is announced once (a unique key per announcement).
+- **Pause.** ``pause(name, reason)`` and ``resume``: a paused drill's fires are recorded as
+  paused and announced.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runbooks.engine.clock import format_duration, iso
+from runbooks.engine.errors import InvalidInput, NotFound, RunbookError
+from runbooks.engine.leases import LeaderLease
+from runbooks.engine.models import TERMINAL_STATES, Actor, State
+
+if TYPE_CHECKING:
+    from runbooks.engine.executor import Engine
+    from runbooks.engine.schedule import Drill, SchedulesFile
+
+_log = logging.getLogger(__name__)
+
+SCHEDULER = Actor("scheduler", "drill scheduler", "scheduler")
+LEASE_NAME = "scheduler"
+FIRE_KEY = "drill.fire.{}.{}"
+CURSOR_KEY = "drill.cursor.{}"
+PAUSE_KEY = "drill.paused.{}"
+HISTORY_KEY = "drill.history.{}"
+ANNOUNCED_KEY = "drill.announced.{}"
+HISTORY_KEEP = 200
+#: How far ahead announcements look (beyond the longest lead time nothing is due).
+MAX_FIRES_SCANNED = 10_000
+
+
+@dataclass
+class Tick:
+    """What one tick did (for logs and tests)."""
+
+    leader: bool = False
+    requested: list[str] = field(default_factory=list)
+    recorded: list[tuple[str, str, str]] = field(default_factory=list)  # drill, at, state
+    announced: list[str] = field(default_factory=list)
+
+
+class DrillScheduler:
+    def __init__(
+        self,
+        engine: Engine,
+        schedules: SchedulesFile,
+        *,
+        owner: str | None = None,
+        lease: LeaderLease | None = None,
+    ) -> None:
+        self.engine = engine
+        self.schedules = schedules
+        self.store = engine.store
+        self.clock = engine.clock
+        self.lease = lease or LeaderLease(
+            engine.store, LEASE_NAME, owner or engine.owner, engine.clock
+        )
+
+    # --- the tick -------------------------------------------------------------------------
+
+    def tick(self) -> Tick:
+        done = Tick()
+        term = self.lease.acquire()
+        if term is None:
+            return done
+        done.leader = True
+        now = self.clock.now()
+        for drill in self.schedules.drills:
+            try:
+                self._results(drill, done)
+                self._queued(drill, term, done)
+                self._due(drill, now, term, done)
+                self._upcoming(drill, now, done)
+            except RunbookError as exc:
+                _log.warning("drill %s: %s", drill.name, exc.message)
+        return done
+
+    def next_wake(self, cap: float = 1.0) -> float:
+        """When something is next due (a fire or an announcement), at most ``cap`` from now
+        (the bot re-checks every second: runs that ended, pauses, a lease to renew)."""
+        now = self.clock.now()
+        soonest = now + cap
+        for drill in self.schedules.drills:
+            fire = drill.next_fire(now)
+            soonest = min(soonest, fire)
+            for lead in drill.notify_before:
+                if fire - lead > now:
+                    soonest = min(soonest, fire - lead)
+        return soonest
+
+    # --- fires ----------------------------------------------------------------------------
+
+    def _due(self, drill: Drill, now: float, term: int, done: Tick) -> None:
+        cursor_key = CURSOR_KEY.format(drill.name)
+        cursor = self.store.kv_get(cursor_key)
+        if cursor is None:  # a new drill (or a new store): start from now, no backfill
+            self.store.kv_insert(cursor_key, now)
+            return
+        due: list[float] = []
+        for at in drill.fires_after(float(cursor)):
+            if at > now or len(due) >= MAX_FIRES_SCANNED:
+                break
+            due.append(at)
+        if not due:
+            return
+        within = [at for at in due if now - at <= drill.catch_up]
+        for at in due:
+            if at in within:
+                continue
+            if self._record(drill, at, term, "missed", done):
+                late = format_duration(now - at)
+                self._announce(
+                    drill,
+                    f"missed: {drill.name} was due at {self._when(drill, at)} and did not run "
+                    f"(the scheduler was not running; {late} ago is past its catch-up window of "
+                    f"{format_duration(drill.catch_up)})",
+                    key=f"{drill.name}.{at}.missed",
+                    done=done,
+                )
+        for at in within[:-1]:
+            self._record(drill, at, term, "coalesced", done, note=f"run once at {iso(within[-1])}")
+        if within:
+            self._fire(drill, within[-1], now, term, done)
+        self.store.kv_set(cursor_key, due[-1])
+
+    def _fire(self, drill: Drill, at: float, now: float, term: int, done: Tick) -> None:
+        if not self.lease.leads(term):
+            _log.warning("drill %s: not firing %s: the lease moved on", drill.name, iso(at))
+            return
+        key = FIRE_KEY.format(drill.name, at)
+        if not self.store.kv_insert(key, {"state": "firing", "term": term, "at": at}):
+            return  # another scheduler (or an earlier attempt) owns this fire
+        paused = self.store.kv_get(PAUSE_KEY.format(drill.name))
+        if paused:
+            self._set(drill, at, "paused", done, note=str(paused.get("reason", "")))
+            self._announce(
+                drill,
+                f"paused: {drill.name} was due at {self._when(drill, at)}; not run "
+                f"(paused by {paused.get('by')}: {paused.get('reason')})",
+                key=f"{drill.name}.{at}.paused",
+                done=done,
+            )
+            return
+        running = self._running(drill)
+        if running is not None:
+            if drill.overlap == "queue-one":
+                self._set(drill, at, "queued", done, note=f"after {running}")
+                self._announce(
+                    drill,
+                    f"queued: {drill.name} ({self._when(drill, at)}) waits for {running} to end",
+                    key=f"{drill.name}.{at}.queued",
+                    done=done,
+                )
+            else:
+                self._set(drill, at, "skipped", done, note=f"{running} still running")
+                self._announce(
+                    drill,
+                    f"skipped: {drill.name} ({self._when(drill, at)}): its previous run "
+                    f"{running} has not ended (overlap: skip)",
+                    key=f"{drill.name}.{at}.skipped",
+                    done=done,
+                )
+            return
+        self._request(drill, at, now, done)
+
+    def _request(self, drill: Drill, at: float, now: float, done: Tick) -> None:
+        from runbooks.engine.requests import Outcome, Request
+
+        late = now - at
+        reason = f"drill {drill.name} (due {iso(at)})"
+        try:
+            result = self.engine.request(
+                Request(
+                    runbook=drill.runbook,
+                    params=dict(drill.params),
+                    actor=SCHEDULER,
+                    reason=reason,
+                    assume_yes=True,
+                )
+            )
+        except RunbookError as exc:
+            held = "freeze" in exc.message.lower()
+            state = "held" if held else "refused"
+            self._set(drill, at, state, done, note=exc.message)
+            verb = "held (change freeze)" if held else "refused"
+            self._announce(
+                drill,
+                f"{verb}: {drill.name} ({self._when(drill, at)}) was not run: {exc.message}",
+                key=f"{drill.name}.{at}.{state}",
+                done=done,
+            )
+            return
+        execution = result.execution
+        execution_id = execution.id if execution is not None else None
+        self._set(drill, at, "requested", done, execution_id=execution_id)
+        if execution_id:
+            done.requested.append(execution_id)
+        waiting = ""
+        if execution is not None and execution.state == State.AWAITING_APPROVAL:
+            waiting = (
+                f"; awaiting {execution.required_approvals} approval(s) "
+                "(the card is in the approvals channel)"
+            )
+        elif result.outcome == Outcome.REPORTED:
+            waiting = "; a report, run at once"
+        lateness = f", {format_duration(late)} late (catch-up)" if late >= 60 else ""
+        self._announce(
+            drill,
+            f"started: {drill.name} ({self._when(drill, at)}{lateness}): {drill.runbook} "
+            f"{execution_id or ''}{waiting}",
+            key=f"{drill.name}.{at}.started",
+            done=done,
+        )
+
+    def _queued(self, drill: Drill, term: int, done: Tick) -> None:
+        """A queued fire is requested once the run it waited for has ended."""
+        if self._running(drill) is not None:
+            return
+        for entry in self._history(drill):
+            if entry["state"] == "queued" and self.lease.leads(term):
+                self._request(drill, float(entry["at"]), self.clock.now(), done)
+                return
+
+    def _running(self, drill: Drill) -> str | None:
+        for entry in self._history(drill):
+            if entry["state"] == "requested" and entry.get("execution_id"):
+                execution = self.store.get_execution(str(entry["execution_id"]))
+                if execution is not None and execution.state not in TERMINAL_STATES:
+                    return execution.id
+        return None
+
+    def _results(self, drill: Drill, done: Tick) -> None:
+        """Announce the result of each requested run that has ended, once."""
+        for entry in self._history(drill):
+            if entry["state"] != "requested" or not entry.get("execution_id"):
+                continue
+            execution = self.store.get_execution(str(entry["execution_id"]))
+            if execution is None or execution.state not in TERMINAL_STATES:
+                continue
+            at = float(entry["at"])
+            outcome = str(execution.state)
+            self._set(drill, at, outcome, done, execution_id=execution.id)
+            measured = [
+                line
+                for record in execution.steps
+                for line in record.output
+                if "RTO achieved" in line or "RPO achieved" in line or line.startswith("verdict")
+            ]
+            took = (
+                f" in {format_duration(execution.ended_at - execution.started_at)}"
+                if execution.ended_at and execution.started_at
+                else ""
+            )
+            why = f": {execution.error}" if execution.error else ""
+            text = f"result: {drill.name} ({self._when(drill, at)}): {execution.id} {outcome}"
+            text += took + why
+            if measured:
+                text += "\n" + "\n".join(measured)
+            self._announce(drill, text, key=f"{drill.name}.{at}.result", done=done)
+
+    # --- announcements --------------------------------------------------------------------
+
+    def _upcoming(self, drill: Drill, now: float, done: Tick) -> None:
+        if not drill.notify_before:
+            return
+        horizon = now + max(drill.notify_before)
+        for at in drill.fires_after(now):
+            if at > horizon:
+                return
+            due = [lead for lead in drill.notify_before if at - lead <= now]
+            if not due:
+                continue
+            lead = min(due)  # the nearest lead time reached; earlier ones are superseded
+            paused = self.store.kv_get(PAUSE_KEY.format(drill.name))
+            state = " (PAUSED: it will not run unless resumed)" if paused else ""
+            self._announce(
+                drill,
+                f"upcoming: {drill.name} runs {drill.runbook} at {self._when(drill, at)}, in "
+                f"{format_duration(at - now)}{state}",
+                key=f"{drill.name}.{at}.before.{int(lead)}",
+                done=done,
+            )
+
+    def _announce(self, drill: Drill, text: str, *, key: str, done: Tick) -> None:
+        if not self.store.kv_insert(ANNOUNCED_KEY.format(key), self.clock.now()):
+            return
+        self.store.append_event(
+            None,
+            "drill.announce",
+            {"drill": drill.name, "channel": drill.channel, "text": text},
+            self.clock.now(),
+        )
+        done.announced.append(text)
+
+    # --- records --------------------------------------------------------------------------
+
+    def _record(
+        self, drill: Drill, at: float, term: int, state: str, done: Tick, *, note: str = ""
+    ) -> bool:
+        """Record a fire that will not run; False if it was recorded before."""
+        key = FIRE_KEY.format(drill.name, at)
+        if not self.store.kv_insert(key, {"state": state, "term": term, "at": at}):
+            return False
+        self._set(drill, at, state, done, note=note)
+        return True
+
+    def _set(
+        self,
+        drill: Drill,
+        at: float,
+        state: str,
+        done: Tick,
+        *,
+        note: str = "",
+        execution_id: str | None = None,
+    ) -> None:
+        history = [e for e in self._history(drill) if float(e["at"]) != at]
+        previous = next((e for e in self._history(drill) if float(e["at"]) == at), {})
+        entry: dict[str, Any] = {
+            "at": at,
+            "state": state,
+            "note": note or previous.get("note", ""),
+            "execution_id": execution_id or previous.get("execution_id"),
+            "updated_at": self.clock.now(),
+        }
+        history.insert(0, entry)
+        history.sort(key=lambda e: -float(e["at"]))
+        self.store.kv_set(HISTORY_KEY.format(drill.name), history[:HISTORY_KEEP])
+        done.recorded.append((drill.name, iso(at), state))
+
+    def _history(self, drill: Drill) -> list[dict[str, Any]]:
+        return list(self.store.kv_get(HISTORY_KEY.format(drill.name)) or [])
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """Fires of a drill, newest first: time, state, execution, note."""
+        drill = self._drill(name)
+        return self._history(drill)
+
+    @staticmethod
+    def _when(drill: Drill, at: float) -> str:
+        local = drill.local(at)
+        return iso(at) if drill.timezone == "UTC" else f"{iso(at)} ({local})"
+
+    # --- commands -------------------------------------------------------------------------
+
+    def _drill(self, name: str) -> Drill:
+        drill = self.schedules.drill(name)
+        if drill is None:
+            known = ", ".join(d.name for d in self.schedules.drills) or "none"
+            raise NotFound(f"no drill {name!r} in schedules.yaml; known: {known}")
+        return drill
+
+    def pause(self, name: str, *, actor: Actor, reason: str) -> None:
+        drill = self._drill(name)
+        if not reason.strip():
+            raise InvalidInput("pausing a drill needs a reason (--reason TEXT)")
+        self.store.kv_set(
+            PAUSE_KEY.format(name),
+            {"by": actor.name, "reason": reason.strip(), "at": self.clock.now()},
+        )
+        self.engine.audit.record(
+            "drill.paused", actor=actor, outcome="ok", target={"drill": name}, reason=reason
+        )
+        self._announce(
+            drill,
+            f"paused by {actor.name}: {name} ({reason.strip()}); its fires will not run",
+            key=f"{name}.pause.{self.clock.now()}",
+            done=Tick(),
+        )
+
+    def resume(self, name: str, *, actor: Actor) -> None:
+        drill = self._drill(name)
+        self.store.kv_set(PAUSE_KEY.format(name), None)
+        self.engine.audit.record("drill.resumed", actor=actor, outcome="ok", target={"drill": name})
+        self._announce(
+            drill,
+            f"resumed by {actor.name}: {name}; next at "
+            f"{self._when(drill, drill.next_fire(self.clock.now()))}",
+            key=f"{name}.resume.{self.clock.now()}",
+            done=Tick(),
+        )
+
+    def paused(self, name: str) -> dict[str, Any] | None:
+        value = self.store.kv_get(PAUSE_KEY.format(name))
+        return dict(value) if value else None
+
+    def run_now(self, name: str, *, actor: Actor) -> Any:
+        """``drills.run NAME``: the drill's request now, through the same path, as ``actor``."""
+        from runbooks.engine.requests import Request
+
+        drill = self._drill(name)
+        return self.engine.request(
+            Request(
+                runbook=drill.runbook,
+                params=dict(drill.params),
+                actor=actor,
+                reason=f"drill {drill.name} (run by hand)",
+                assume_yes=True,
+            )
+        )

@@ -1,0 +1,242 @@
+"""The drill scheduler on an injected clock, no sleeping: a year of fires, announcements in
+order, missed fires, overlap, a change freeze, pause, two schedulers on one store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+
+from runbooks.engine.clock import FakeClock, iso
+from runbooks.engine.config import Config, PolicyFile, load_config
+from runbooks.engine.drills import SCHEDULER, DrillScheduler
+from runbooks.engine.executor import Engine
+from runbooks.engine.models import State
+from runbooks.engine.schedule import SchedulesFile
+from runbooks.engine.supervisor import Supervisor
+from tests.conftest import ROOT, EngineFactory
+from tests.engine import world
+from tests.support.people import ALICE
+
+START = datetime(2027, 1, 1, tzinfo=UTC).timestamp()
+END = datetime(2028, 1, 1, tzinfo=UTC).timestamp()
+ANNOUNCE = {"keys": "a", "value": 1, "announce": True}
+MONTHLY = {
+    "name": "monthly",
+    "runbook": "test.set",
+    "params": {"environment": "development", **ANNOUNCE},
+    "cron": "0 3 1 * *",
+    "channel": "C0OPS",
+}
+WEEKLY_NY = {
+    "name": "weekly-ny",
+    "runbook": "test.status",
+    "params": {"environment": "development"},
+    "cron": "0 9 * * mon",
+    "timezone": "America/New_York",
+    "channel": "C0OPS",
+}
+
+
+def config(*drills: dict[str, Any], freezes: list[dict[str, Any]] | None = None) -> Config:
+    base = load_config(ROOT / "config")
+    policy = base.policy.model_dump()
+    policy["people"]["scheduler"] = {"name": "drill scheduler", "groups": ["drills"]}
+    policy["rules"] = [
+        {"runbooks": "test.*", "environments": ["*"], "requesters": ["drills", "sre"]},
+        *policy["rules"],
+    ]
+    if freezes is not None:
+        policy["freezes"] = freezes
+    return Config(
+        base.directory,
+        base.environments,
+        PolicyFile.model_validate(policy),
+        SchedulesFile.model_validate({"drills": list(drills)}),
+    )
+
+
+class World:
+    def __init__(self, make_engine: EngineFactory, cfg: Config, clock: FakeClock) -> None:
+        self.clock = clock
+        self.engine: Engine = make_engine(config=cfg, clock=clock)
+        self.scheduler = DrillScheduler(self.engine, cfg.schedules, owner="bot-1")
+        self.supervisor = Supervisor(self.engine, spawn=lambda _name, work: work())
+        self.announced: list[tuple[float, str]] = []
+
+    def step(self) -> None:
+        """One pass of the bot's leader: fire what is due, run what is approved, report."""
+        for _ in range(2):
+            done = self.scheduler.tick()
+            self.announced += [(self.clock.now(), text) for text in done.announced]
+            self.supervisor.sweep()
+
+    def run_until(self, end: float) -> None:
+        while True:
+            wake = self.scheduler.next_wake(cap=float("inf"))
+            if wake >= end:
+                return
+            self.clock.advance(max(0.0, wake - self.clock.now()))
+            self.step()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_world() -> None:
+    world.reset()
+
+
+def oracle(cron: str, zone: str, start: float, end: float) -> list[float]:
+    trigger = CronTrigger.from_crontab(cron, timezone=ZoneInfo(zone))
+    found: list[float] = []
+    previous, now = None, datetime.fromtimestamp(start, tz=UTC)
+    while (fire := trigger.get_next_fire_time(previous, now)) and fire.timestamp() < end:
+        found.append(fire.timestamp())
+        previous, now = fire, fire
+    return found
+
+
+def test_a_year_fires_each_drill_on_time_once_with_its_announcements_in_order(
+    make_engine: EngineFactory,
+) -> None:
+    clock = FakeClock(START - 3600)
+    w = World(make_engine, config(MONTHLY, WEEKLY_NY), clock)
+    w.step()  # the bot starts an hour before the year: cursors begin here
+    w.run_until(END)
+    executions = w.engine.list(limit=1000)
+    by_drill: dict[str, list[float]] = {"monthly": [], "weekly-ny": []}
+    for execution in executions:
+        name = (execution.reason or "").split()[1]
+        by_drill[name].append(execution.created_at)
+        assert execution.requester == SCHEDULER
+        assert execution.state == State.SUCCEEDED, execution.error
+    assert sorted(by_drill["monthly"]) == oracle("0 3 1 * *", "UTC", START, END)
+    assert sorted(by_drill["weekly-ny"]) == oracle("0 9 * * mon", "America/New_York", START, END)
+    assert len(by_drill["monthly"]) == 12 and len(by_drill["weekly-ny"]) == 52
+    # Each monthly fire: announced 24 h and 1 h before, at the start, and its result.
+    march = [
+        (iso(at), text.split(":")[0])
+        for at, text in w.announced
+        if "monthly" in text and "2027-03-01" in text
+    ]
+    assert march == [
+        ("2027-02-28T03:00:00.000Z", "upcoming"),
+        ("2027-03-01T02:00:00.000Z", "upcoming"),
+        ("2027-03-01T03:00:00.000Z", "started"),
+        ("2027-03-01T03:00:00.000Z", "result"),
+    ]
+    events = [e for e in w.engine.store.events_after(0, limit=10_000) if e.type == "drill.announce"]
+    # Four per fire, plus the 24 h notice of 1 January 2028's monthly fire (on 31 December).
+    assert len(events) == len(w.announced) == (12 + 52) * 4 + 1
+    assert all(e.payload["channel"] == "C0OPS" for e in events)
+
+
+def test_missed_fires_run_once_within_catch_up_and_are_announced_outside_it(
+    make_engine: EngineFactory,
+) -> None:
+    daily = {**MONTHLY, "name": "daily", "cron": "0 3 * * *", "catch_up": "40h"}
+    clock = FakeClock(datetime(2027, 5, 1, 12, tzinfo=UTC).timestamp())
+    w = World(make_engine, config(daily), clock)
+    w.step()
+    # The bot is down for four days; it comes back on 5 May at 12:00.
+    clock.advance(4 * 86400)
+    w.step()
+    history = {e["at"]: e["state"] for e in w.scheduler.history("daily")}
+    states = {iso(at)[:10]: state for at, state in history.items()}
+    assert states == {
+        "2027-05-02": "missed",
+        "2027-05-03": "missed",
+        "2027-05-04": "coalesced",
+        "2027-05-05": "succeeded",
+    }
+    assert len(w.engine.list()) == 1  # run once however many were missed
+    missed = [t for _, t in w.announced if t.startswith("missed")]
+    assert len(missed) == 2 and "past its catch-up window of 40h00m" in missed[0]
+    w.step()  # nothing fires twice
+    assert len(w.engine.list()) == 1
+
+
+def test_a_fire_while_the_last_run_is_going_is_skipped_or_queued(
+    make_engine: EngineFactory,
+) -> None:
+    hourly = {**MONTHLY, "name": "hourly", "cron": "0 * * * *", "notify_before": []}
+    queued = {
+        **hourly,
+        "name": "queued",
+        "overlap": "queue-one",
+        "params": {"environment": "staging", **ANNOUNCE},
+    }
+    clock = FakeClock(datetime(2027, 5, 1, 0, 30, tzinfo=UTC).timestamp())
+    w = World(make_engine, config(hourly, queued), clock)
+    w.scheduler.tick()
+    clock.advance(1800)
+    w.scheduler.tick()  # both fire; nobody starts the runs (no supervisor)
+    clock.advance(3600)
+    w.scheduler.tick()
+    assert [e["state"] for e in w.scheduler.history("hourly")] == ["skipped", "requested"]
+    assert [e["state"] for e in w.scheduler.history("queued")] == ["queued", "requested"]
+    w.supervisor.sweep()  # the first runs end ...
+    w.scheduler.tick()  # ... so the queued fire is requested now
+    w.supervisor.sweep()
+    w.scheduler.tick()
+    assert [e["state"] for e in w.scheduler.history("queued")] == ["succeeded", "succeeded"]
+
+
+def test_a_fire_in_a_change_freeze_is_held_and_announced(make_engine: EngineFactory) -> None:
+    drill = {**MONTHLY, "params": {"environment": "production", **ANNOUNCE}}
+    at = datetime(2027, 12, 1, 3, tzinfo=UTC).timestamp()
+    freeze = {
+        "environments": ["production"],
+        "start": iso(at - 86400),
+        "end": iso(at + 86400),
+        "reason": "year-end freeze",
+    }
+    clock = FakeClock(at - 60)
+    w = World(make_engine, config(drill, freezes=[freeze]), clock)
+    w.step()
+    clock.advance(60)
+    w.step()
+    assert [e["state"] for e in w.scheduler.history("monthly")] == ["held"]
+    [held] = [t for _, t in w.announced if t.startswith("held")]
+    assert "change freeze" in held and "year-end freeze" in held
+    assert w.engine.list() == []
+
+
+def test_a_paused_drill_does_not_run_and_says_so(make_engine: EngineFactory) -> None:
+    at = datetime(2027, 6, 1, 3, tzinfo=UTC).timestamp()
+    clock = FakeClock(at - 7200)
+    w = World(make_engine, config(MONTHLY), clock)
+    w.step()
+    w.scheduler.pause("monthly", actor=ALICE, reason="migration week")
+    w.run_until(at + 60)
+    assert [e["state"] for e in w.scheduler.history("monthly")] == ["paused"]
+    texts = [
+        e.payload["text"] for e in w.engine.store.events_after(0) if e.type == "drill.announce"
+    ]
+    assert any(t.startswith("paused by Alice: monthly (migration week)") for t in texts)
+    assert any("PAUSED: it will not run unless resumed" in t for t in texts)
+    assert w.engine.list() == []
+    w.scheduler.resume("monthly", actor=ALICE)
+    assert w.scheduler.paused("monthly") is None
+
+
+def test_two_schedulers_on_one_store_fire_once_and_the_second_takes_over(
+    make_engine: EngineFactory,
+) -> None:
+    hourly = {**WEEKLY_NY, "name": "hourly", "cron": "0 * * * *", "notify_before": []}
+    clock = FakeClock(datetime(2027, 5, 1, 0, 30, tzinfo=UTC).timestamp())
+    cfg = config(hourly)
+    one = World(make_engine, cfg, clock)
+    two = DrillScheduler(one.engine, cfg.schedules, owner="bot-2")
+    assert one.scheduler.tick().leader and not two.tick().leader
+    clock.advance(1800)
+    assert len(one.scheduler.tick().requested) == 1
+    assert two.tick().requested == []
+    # bot-1 dies; after its lease (15 s) bot-2 leads and fires the next one, once.
+    clock.advance(3600)
+    taken = two.tick()
+    assert taken.leader and len(taken.requested) == 1
+    assert len(one.engine.list()) == 2
+    assert one.scheduler.tick().leader is False
