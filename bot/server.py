@@ -192,6 +192,44 @@ class Housekeeper:
         self.leader.release()
 
 
+class DrillTicker:
+    """The drill scheduler (``runbooks.engine.drills``) on a timer, on the ``scheduler``
+    leader lease: it wakes at the next fire or announcement, and at least every second.
+
+    APScheduler is not used: its job store cannot be shared between replicas, its misfire
+    grace defaults to one second and its catch-up is not ours to decide. Fires are recorded
+    in the store, so the timer only has to wake up; the engine clock and the store decide.
+    """
+
+    def __init__(self, runtime: Runtime, *, kick: Any = None) -> None:
+        from runbooks.engine.drills import DrillScheduler
+        from runbooks.engine.schedule import require_valid_drills
+
+        require_valid_drills(runtime.config, runtime.engine.registry)
+        self.scheduler = DrillScheduler(runtime.engine, runtime.config.schedules)
+        self.kick = kick
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="drills", daemon=True)
+
+    def start(self) -> None:
+        if self.scheduler.schedules.drills:
+            self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                done = self.scheduler.tick()
+                for text in done.announced:
+                    log.info("drill", announcement=text)
+                if done.requested and self.kick is not None:
+                    self.kick()  # start what needs no approval now, not at the next sweep
+            except Exception:
+                log.exception("drill scheduler failed")
+            clock = self.scheduler.clock
+            self.stop.wait(max(0.05, self.scheduler.next_wake() - clock.now()))
+        self.scheduler.lease.release()
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -242,6 +280,11 @@ def main(argv: list[str]) -> int:
     from bot.slack.app import SlackSettings, build_slack
 
     housekeeper = Housekeeper(runtime)
+    try:
+        drills = DrillTicker(runtime, kick=housekeeper.kick)
+    except RunbookError as exc:
+        print(f"runbook-bot cannot start: {exc}", flush=True)
+        return 2
     slack_settings = SlackSettings.from_env()  # after open_runtime: the sandbox's env applied
     slack = None
     socket_handler = None
@@ -256,6 +299,7 @@ def main(argv: list[str]) -> int:
             socket_handler.connect()
     app = BotApp(runtime, slack=slack if slack_settings.mode == "http" else None)
     housekeeper.start()
+    drills.start()
     log.info(
         "runbook-bot serving",
         host=args.host,
@@ -272,6 +316,7 @@ def main(argv: list[str]) -> int:
     def stop(_signum: int, _frame: Any) -> None:
         housekeeper.stop.set()
         housekeeper.wake.set()
+        drills.stop.set()
         if slack is not None:
             slack.notifier.stop.set()
         if socket_handler is not None:
@@ -291,5 +336,6 @@ def main(argv: list[str]) -> int:
         pass
     finally:
         housekeeper.stop.set()
+        drills.stop.set()
         runtime.close()
     return 0

@@ -184,7 +184,7 @@ def task_from(info: TaskInfo) -> Task[Any]:
 
 def build_namespace(registry: Registry | None = None) -> Collection:
     """The root collection: runbooks from the registry, then runs/audit/config/bot."""
-    from runbook_cli import tasks_admin, tasks_approvals
+    from runbook_cli import tasks_admin, tasks_approvals, tasks_drills
 
     table = task_table() if registry is None else [describe(spec) for spec in registry]
     root = Collection()
@@ -203,6 +203,10 @@ def build_namespace(registry: Registry | None = None) -> Collection:
         # `rollback` beside `rollback.history`: the collection's default task answers to the
         # bare name, so `invoke rollback production` still works.
         namespaces[namespace].add_task(task, default=own is None)
-    for collection in (*tasks_admin.collections(), *tasks_approvals.collections()):
+    for collection in (
+        *tasks_admin.collections(),
+        *tasks_approvals.collections(),
+        *tasks_drills.collections(),
+    ):
         root.add_collection(collection)
     return root

@@ -270,84 +270,6 @@ def check(c: Any) -> None:
     )
 
 
-# -------------------------------------------------------------------------------- drills
-
-
-@task(help={"json": "one JSON array on stdout"})
-def drills_list(c: Any, json: bool = False) -> None:
-    """List the drills of schedules.yaml: runbook, schedule, next fire (UTC and local)."""
-    import time
-
-    from runbook_cli.commands import consoles, emit_json, with_runtime
-    from runbooks.engine.clock import iso
-    from runbooks.engine.params import validate_params
-
-    def go(rt: Runtime) -> None:
-        now = time.time()
-        recent = rt.engine.list(limit=500)
-        rows: list[dict[str, Any]] = []
-        for drill in rt.config.schedules.drills:
-            fire = drill.next_fire(now)
-            spec = rt.engine.registry.get(drill.runbook)
-            wanted = validate_params(spec.params, dict(drill.params), rt.config).model_dump(
-                mode="json"
-            )
-            last = next(
-                (
-                    e
-                    for e in recent
-                    if e.runbook == drill.runbook
-                    and e.terminal
-                    and all(e.plan.params.get(k) == wanted.get(k) for k in drill.params)
-                ),
-                None,
-            )
-            rows.append(
-                {
-                    "name": drill.name,
-                    "runbook": drill.runbook,
-                    "params": drill.params,
-                    "cron": drill.cron,
-                    "timezone": drill.timezone,
-                    "next_fire": iso(fire),
-                    "next_fire_local": drill.local(fire),
-                    "catch_up_s": drill.catch_up,
-                    "overlap": drill.overlap,
-                    "pre_approved": drill.pre_approved,
-                    "last_run": None
-                    if last is None
-                    else {"id": last.id, "state": str(last.state), "ended_at": last.ended_at},
-                }
-            )
-        if json:
-            emit_json(rows)
-            return
-        from rich.table import Table
-
-        table = Table(title="drills (schedules.yaml)", title_justify="left")
-        for column in ("drill", "runbook", "schedule", "next fire (UTC)", "local", "last run"):
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            params = " ".join(f"{k}={v}" for k, v in row["params"].items())
-            last_run = row["last_run"]
-            table.add_row(
-                row["name"],
-                f"{row['runbook']} {params}",
-                f"{row['cron']} ({row['timezone']})",
-                row["next_fire"],
-                row["next_fire_local"],
-                "none" if last_run is None else f"{last_run['state']} ({last_run['id']})",
-            )
-        out = consoles(False)[0]
-        out.print(table)
-        out.print(
-            "[dim]Defined and validated; the scheduler that fires drills on the bot's leader "
-            "is not in this version: nothing fires by itself yet.[/dim]"
-        )
-
-    with_runtime(go, as_json=json)
-
-
 # ----------------------------------------------------------------------------------- bot
 
 
@@ -442,8 +364,6 @@ def collections() -> list[Collection]:
         audit.add_task(item)
     config = Collection("config")
     config.add_task(cast("Task[Any]", check))
-    drills = Collection("drills")
-    drills.add_task(cast("Task[Any]", drills_list), name="list")
     bot = Collection("bot")
     bot.add_task(serve)
     sandbox = Collection("sandbox")
@@ -452,4 +372,4 @@ def collections() -> list[Collection]:
     sandbox.add_task(cast("Task[Any]", dms))
     sandbox.add_task(cast("Task[Any]", up))
     sandbox.add_task(cast("Task[Any]", reset))
-    return [runs, audit, config, drills, bot, sandbox]
+    return [runs, audit, config, bot, sandbox]

@@ -93,6 +93,8 @@ class _Pending:
     dirty: dict[str, int] = field(default_factory=dict)  # execution id -> first event
     thread: list[tuple[str, str, int]] = field(default_factory=list)  # (id, text, event)
     direct: list[tuple[str, str, int]] = field(default_factory=list)  # (id, kind, event)
+    #: drill announcements: (channel, payload, event)
+    announcements: list[tuple[str, dict[str, Any], int]] = field(default_factory=list)
 
     def oldest(self) -> int | None:
         ids = [
@@ -100,6 +102,7 @@ class _Pending:
             *self.dirty.values(),
             *(e for *_, e in self.thread),
             *(e for *_, e in self.direct),
+            *(e for *_, e in self.announcements),
         ]
         return min(ids) if ids else None
 
@@ -169,6 +172,11 @@ class Notifier:
 
     def _note(self, event: Event) -> None:
         execution_id = event.execution_id
+        if event.type == "drill.announce":
+            channel = event.payload.get("channel")
+            if channel:
+                self.pending.announcements.append((str(channel), event.payload, event.id))
+            return
         if execution_id is None:
             return
         payload = event.payload
@@ -262,6 +270,18 @@ class Notifier:
                     return
                 self._mark_sent(event_id)
             pending.direct.pop(0)
+
+        while pending.announcements:
+            channel, payload, event_id = pending.announcements[0]
+            if not self._sent(event_id):
+                text = f":calendar: *drill* {payload.get('text', '')}"
+                try:
+                    self.courier.post(channel, text)
+                except SlackApiError as exc:
+                    log.warning("could not post a drill announcement; will retry", error=str(exc))
+                    return
+                self._mark_sent(event_id)
+            pending.announcements.pop(0)
 
     def _sent(self, event_id: int) -> bool:
         return bool(self.engine.store.kv_get(SENT_KEY.format(event_id)))

@@ -354,6 +354,14 @@ def drill_problems(schedules: SchedulesFile, registry: Any, config: Any) -> list
     return problems
 
 
+def require_valid_drills(config: Any, registry: Any) -> None:
+    """Raise ConfigError naming every drill that names an unknown runbook or bad parameters
+    (the bot calls it at start, the ``drills.*`` and ``config.check`` tasks too)."""
+    problems = drill_problems(config.schedules, registry, config)
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
 def load_schedules(path: Path) -> SchedulesFile:
     """Read and validate ``schedules.yaml`` (a missing file means no schedules)."""
     if not path.exists():

@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from runbooks.engine.audit import AuditLog, resolve_audit_key
 from runbooks.engine.clock import Clock, SystemClock
 from runbooks.engine.config import Config, load_config
-from runbooks.engine.errors import ConfigError
 from runbooks.engine.executor import Engine
 from runbooks.engine.plan import Adapters
 from runbooks.engine.registry import Registry
-from runbooks.engine.schedule import drill_problems
 from runbooks.engine.secrets import Resolver, resolve_reference
 from runbooks.engine.settings import Settings, load_settings, read_sandbox_env
 from runbooks.engine.store import Store, open_store
@@ -59,9 +57,6 @@ def open_runtime(
     """
     settings = settings or load_settings()
     config = load_config(settings.config_dir, schedules=settings.schedules_path)
-    problems = drill_problems(config.schedules, registry, config)
-    if problems:
-        raise ConfigError("\n".join(problems))
     if config.is_sandbox:
         # The sandbox's emulators announce themselves in this file; explicit settings win.
         for name, value in read_sandbox_env(settings.state_dir / "sandbox" / "env").items():

@@ -125,3 +125,39 @@ def test_pacing_waits_on_the_engines_clock(slack: SlackEmulator) -> None:
     courier.post("C2", "another channel: not held back")
     assert clock.now() - start == 3.0  # three waits of a second, slept on the fake clock
     assert [m.text for m in slack.state.messages][-1] == "another channel: not held back"
+
+
+def test_drill_announcements_reach_the_drills_channel_once(
+    replicas: tuple[FakeClock, Replica, Replica], slack: SlackEmulator
+) -> None:
+    from runbooks.engine.drills import DrillScheduler
+    from runbooks.engine.schedule import SchedulesFile
+
+    clock, (runtime, notifier), (_second_rt, second) = replicas
+    schedules = SchedulesFile.model_validate(
+        {
+            "drills": [
+                {
+                    "name": "look",
+                    "runbook": "test.status",
+                    "params": {"environment": "staging"},
+                    "cron": "0 9 * * mon",
+                    "channel": "C0DRILLS",
+                }
+            ]
+        }
+    )
+    scheduler = DrillScheduler(runtime.engine, schedules, owner="replica-1")
+    scheduler.tick()  # first sight: the cursor starts now
+    clock.advance(scheduler.next_wake(cap=float("inf")) - clock.now())
+    done = scheduler.tick()
+    assert [t.split(":")[0] for t in done.announced] == ["upcoming"]
+    scheduler.pause("look", actor=ALICE, reason="maintenance")
+    notifier.pass_once()
+    second.pass_once()  # the other replica does not lead: it posts nothing
+    posted = [m.text for m in slack.state.messages if m.channel == "C0DRILLS"]
+    assert len(posted) == 2, posted
+    assert posted[0].startswith(":calendar: *drill* upcoming: look runs test.status at ")
+    assert posted[1] == (
+        ":calendar: *drill* paused by Alice: look (maintenance); its fires will not run"
+    )

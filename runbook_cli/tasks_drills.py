@@ -1,0 +1,179 @@
+"""Task namespace ``drills``: the drills of schedules.yaml. Docstrings are the --help text."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from invoke.collection import Collection
+from invoke.tasks import Task, task
+
+if TYPE_CHECKING:
+    from runbooks.engine.drills import DrillScheduler
+    from runbooks.engine.wiring import Runtime
+
+
+def _scheduler(rt: Runtime) -> DrillScheduler:
+    """The drills, checked against the catalog (an unknown runbook or bad parameters is a
+    configuration error, exit 2), and the scheduler's state in the store."""
+    from runbooks.engine.drills import DrillScheduler
+    from runbooks.engine.schedule import require_valid_drills
+
+    require_valid_drills(rt.config, rt.engine.registry)
+    return DrillScheduler(rt.engine, rt.config.schedules)
+
+
+@task(help={"json": "one JSON array on stdout"})
+def list_(c: Any, json: bool = False) -> None:
+    """List the drills: runbook, schedule, next fire (UTC and local), paused, last fire."""
+    from runbook_cli.commands import consoles, emit_json, with_runtime
+    from runbooks.engine.clock import iso
+
+    def go(rt: Runtime) -> None:
+        scheduler = _scheduler(rt)
+        now = rt.engine.clock.now()
+        rows: list[dict[str, Any]] = []
+        for drill in rt.config.schedules.drills:
+            fire = drill.next_fire(now)
+            history = scheduler.history(drill.name)
+            rows.append(
+                {
+                    "name": drill.name,
+                    "runbook": drill.runbook,
+                    "params": drill.params,
+                    "cron": drill.cron,
+                    "timezone": drill.timezone,
+                    "next_fire": iso(fire),
+                    "next_fire_local": drill.local(fire),
+                    "catch_up_s": drill.catch_up,
+                    "overlap": drill.overlap,
+                    "channel": drill.channel,
+                    "paused": scheduler.paused(drill.name),
+                    "last_fire": history[0] if history else None,
+                }
+            )
+        if json:
+            emit_json(rows)
+            return
+        from rich.table import Table
+
+        table = Table(title="drills (schedules.yaml)", title_justify="left")
+        for column in ("drill", "runbook", "schedule", "next fire (UTC)", "local", "last fire"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            params = " ".join(f"{k}={v}" for k, v in row["params"].items())
+            last = row["last_fire"]
+            last_text = "none" if last is None else f"{iso(last['at'])} {last['state']}"
+            if last and last.get("execution_id"):
+                last_text += f" ({last['execution_id']})"
+            paused = row["paused"]
+            name = row["name"] + (
+                f"\n[yellow]PAUSED: {paused['reason']}[/yellow]" if paused else ""
+            )
+            table.add_row(
+                name,
+                f"{row['runbook']} {params}",
+                f"{row['cron']} ({row['timezone']})",
+                row["next_fire"],
+                row["next_fire_local"],
+                last_text,
+            )
+        consoles(False)[0].print(table)
+
+    with_runtime(go, as_json=json)
+
+
+@task(
+    help={
+        "name": "the drill (drills.list names them)",
+        "dry_run": "show the plan, change nothing",
+        "yes": "do not ask for confirmation (needed without a terminal)",
+        "no_wait": "submit, print the execution id and return",
+        "json": "one JSON document on stdout",
+    }
+)
+def run(  # noqa: PLR0917 - invoke makes each parameter a flag
+    c: Any,
+    name: str,
+    dry_run: bool = False,
+    yes: bool = False,
+    no_wait: bool = False,
+    json: bool = False,
+) -> None:
+    """Run a drill now, as you, through the same request path as the scheduler."""
+    from runbook_cli.commands import open_cli_runtime, run_runbook
+
+    runtime = open_cli_runtime()
+    try:
+        drill = _scheduler(runtime)._drill(name)
+    finally:
+        runtime.close()
+    run_runbook(
+        drill.runbook,
+        {
+            **drill.params,
+            "dry_run": dry_run,
+            "yes": yes,
+            "json": json,
+            "no_wait": no_wait,
+            "reason": f"drill {drill.name} (run by hand)",
+            "break_glass": False,
+            "incident": None,
+        },
+    )
+
+
+@task(help={"name": "the drill", "reason": "why (shown in listings and announced)"})
+def pause(c: Any, name: str, reason: str = "") -> None:
+    """Pause a drill: its fires are recorded as paused and announced, not run."""
+    from runbook_cli.commands import cli_actor, consoles, with_runtime
+
+    def go(rt: Runtime) -> None:
+        _scheduler(rt).pause(name, actor=cli_actor(rt), reason=reason)
+        consoles(False)[0].print(f"⏸ {name} paused: {reason.strip()}")
+
+    with_runtime(go)
+
+
+@task(help={"name": "the drill"})
+def resume(c: Any, name: str) -> None:
+    """Resume a paused drill."""
+    from runbook_cli.commands import cli_actor, consoles, with_runtime
+
+    def go(rt: Runtime) -> None:
+        _scheduler(rt).resume(name, actor=cli_actor(rt))
+        consoles(False)[0].print(f"▶ {name} resumed")
+
+    with_runtime(go)
+
+
+@task(help={"name": "one drill (default: all)", "json": "one JSON array on stdout"})
+def history(c: Any, name: str = "", json: bool = False) -> None:
+    """Fires of the drills, newest first: time, state, execution."""
+    from runbook_cli.commands import consoles, emit_json, with_runtime
+    from runbooks.engine.clock import iso
+
+    def go(rt: Runtime) -> None:
+        scheduler = _scheduler(rt)
+        names = [name] if name else [d.name for d in rt.config.schedules.drills]
+        rows = [{"drill": n, **entry} for n in names for entry in scheduler.history(n)]
+        rows.sort(key=lambda r: -float(r["at"]))
+        if json:
+            emit_json(rows)
+            return
+        out = consoles(False)[0]
+        if not rows:
+            out.print("no fires recorded yet")
+        for row in rows:
+            execution = f" {row['execution_id']}" if row.get("execution_id") else ""
+            note = f" ({row['note']})" if row.get("note") else ""
+            out.print(f"{iso(row['at'])}  {row['drill']:<28} {row['state']}{execution}{note}")
+
+    with_runtime(go, as_json=json)
+
+
+def collections() -> list[Collection]:
+    drills = Collection("drills")
+    drills.add_task(cast("Task[Any]", list_), name="list")
+    for item in (run, pause, resume, history):
+        drills.add_task(item)
+    return [drills]
