@@ -161,12 +161,20 @@ def test_missed_fires_run_once_within_catch_up_and_are_announced_outside_it(
 def test_a_fire_while_the_last_run_is_going_is_skipped_or_queued(
     make_engine: EngineFactory,
 ) -> None:
-    hourly = {**MONTHLY, "name": "hourly", "cron": "0 * * * *", "notify_before": []}
+    # Separate keys: test.set re-plans at start, and a shared key set by the other drill's
+    # run would change this one's plan (back to awaiting approval).
+    hourly = {
+        **MONTHLY,
+        "name": "hourly",
+        "cron": "0 * * * *",
+        "notify_before": [],
+        "params": {"environment": "development", **ANNOUNCE, "keys": "h"},
+    }
     queued = {
         **hourly,
         "name": "queued",
         "overlap": "queue-one",
-        "params": {"environment": "staging", **ANNOUNCE},
+        "params": {"environment": "staging", **ANNOUNCE, "keys": "q"},
     }
     clock = FakeClock(datetime(2027, 5, 1, 0, 30, tzinfo=UTC).timestamp())
     w = World(make_engine, config(hourly, queued), clock)
