@@ -17,7 +17,7 @@ from runbooks.engine.models import Execution, State
 from sandbox import appdata
 from sandbox.mongo import MongoServer
 from tests.conftest import AwsWorld
-from tests.runbooks.test_restore import build_engine
+from tests.runbooks.test_restore import build_engine, output
 from tests.support.people import ALICE, BOB
 
 
@@ -63,10 +63,6 @@ def run(engine: Engine, name: str, **params: Any) -> Execution:
     if execution.state == State.AWAITING_APPROVAL:
         engine.approve(execution.id, actor=BOB, plan_hash=execution.plan.hash)
     return engine.start(execution.id, actor=ALICE)
-
-
-def output(execution: Execution) -> str:
-    return "\n".join(line for step in execution.steps for line in step.output)
 
 
 def backup(engine: Engine) -> None:
