@@ -328,6 +328,8 @@ class _Listeners:
         try:
             if parsed.runbook is None and parsed.verb == "help" and parsed.command != "/runbook":
                 respond(namespace_usage(self.engine.registry, parsed.command))
+            elif parsed.command == "/drills":
+                self._drills(parsed, actor, respond, user_id, command.get("channel_id"))
             elif parsed.runbook is None:
                 self._admin(parsed, actor, respond, user_id, command.get("channel_id"))
             elif parsed.verb == "help":
@@ -390,6 +392,37 @@ class _Listeners:
                 ),
             ),
         )
+
+    def _drills(
+        self, parsed: Parsed, actor: Actor, respond: Respond, user_id: str, channel: str | None
+    ) -> None:
+        from runbooks.engine.clock import iso
+        from runbooks.engine.drills import DrillScheduler
+
+        scheduler = DrillScheduler(self.engine, self.runtime.config.schedules)
+        if parsed.verb == "list":
+            now = self.engine.clock.now()
+            lines = []
+            for drill in self.runtime.config.schedules.drills:
+                fire = drill.next_fire(now)
+                history = scheduler.history(drill.name)
+                last = f"{iso(history[0]['at'])} {history[0]['state']}" if history else "none"
+                paused = scheduler.paused(drill.name)
+                state = f" · :double_vertical_bar: PAUSED: {paused['reason']}" if paused else ""
+                lines.append(
+                    f"*{drill.name}* `{drill.runbook}` · next {iso(fire)} "
+                    f"({drill.local(fire)}) · last {last}{state}"
+                )
+            respond("\n".join(lines) or "no drills in schedules.yaml")
+            return
+        drill = scheduler._drill(parsed.args[0])
+        request = Parsed(
+            command=f"/{drill.runbook.split('.')[0]}",
+            runbook=drill.runbook,
+            params=dict(drill.params),
+            flags={"reason": f"drill {drill.name} (run by hand)"},
+        )
+        self._request(request, actor, respond, user_id, channel)
 
     def _admin(
         self, parsed: Parsed, actor: Actor, respond: Respond, user_id: str, channel: str | None

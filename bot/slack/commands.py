@@ -58,10 +58,17 @@ class Parsed:
         return bool(self.flags.get("dry_run"))
 
 
+DRILL_VERBS = {
+    "list": "/drills list — the drills: next fire (UTC and local), last fire, paused",
+    "run": "/drills run NAME — run a drill now, as you (the plan first, as for any command)",
+    "help": "/drills help — this list",
+}
+
+
 def command_names(registry: Registry) -> list[str]:
-    """Every slash command the registry implies, plus ``/runbook``."""
+    """Every slash command the registry implies, plus ``/runbook`` and ``/drills``."""
     names = {spec.namespace or spec.name for spec in registry}
-    return sorted(f"/{name}" for name in names | {"runbook"})
+    return sorted(f"/{name}" for name in names | {"runbook", "drills"})
 
 
 def _specs_for(registry: Registry, name: str) -> tuple[RunbookSpec[Any] | None, dict[str, Any]]:
@@ -107,6 +114,8 @@ def namespace_usage(registry: Registry, command: str) -> str:
     name = command.lstrip("/")
     if name == "runbook":
         return "\n".join(ADMIN_VERBS.values())
+    if name == "drills":
+        return "\n".join(DRILL_VERBS.values())
     own, subs = _specs_for(registry, name)
     forms = []
     if own is not None:
@@ -126,6 +135,8 @@ def parse(registry: Registry, command: str, text: str) -> Parsed:
         ) from None
     if name == "runbook":
         return _parse_admin(command, words)
+    if name == "drills":
+        return _parse_drills(command, words)
     own, subs = _specs_for(registry, name)
     if own is None and not subs:
         raise UsageError(
@@ -240,3 +251,17 @@ def _parse_admin(command: str, words: list[str]) -> Parsed:
     if verb == "deny" and not flags.get("reason"):
         raise UsageError("a denial needs --reason TEXT", hint=ADMIN_VERBS[verb])
     return Parsed(command=command, verb=verb, args=args, flags=flags)
+
+
+def _parse_drills(command: str, words: list[str]) -> Parsed:
+    all_forms = "\n".join(DRILL_VERBS.values())
+    if not words or words[0] == "help":
+        return Parsed(command=command, verb="help")
+    verb, args = words[0], words[1:]
+    if verb not in DRILL_VERBS:
+        raise UsageError(f"unknown /drills verb `{verb}`", hint=all_forms)
+    if verb == "run" and len(args) != 1:
+        raise UsageError("/drills run needs one drill name", hint=DRILL_VERBS["run"])
+    if verb == "list" and args:
+        raise UsageError(f"unexpected `{' '.join(args)}`", hint=DRILL_VERBS["list"])
+    return Parsed(command=command, verb=verb, args=args)

@@ -28,6 +28,8 @@ def _hint(registry: Registry, command: str) -> tuple[str, str]:
     name = command.lstrip("/")
     if name == "runbook":
         return "Runbook executions: list, show, approve, deny, cancel", "list | show ID | help"
+    if name == "drills":
+        return "Drills of schedules.yaml: list, run", "list | run NAME | help"
     specs = [s for s in registry if name in (s.name, s.namespace)]
     subs = sorted(s.short_name for s in specs if s.namespace == name)
     own = [s for s in specs if s.name == name]
