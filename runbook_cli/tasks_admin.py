@@ -242,7 +242,8 @@ def export(c: Any, since: str = "", format: str = "jsonl") -> None:
 
 @task
 def check(c: Any) -> None:
-    """Validate config/ (RUNBOOK_BOT_CONFIG); print a summary, exit 2 listing every problem."""
+    """Validate config/ and schedules.yaml (drills against the catalog); print a summary, exit
+    2 listing every problem."""
     from runbook_cli.commands import cli_errors
     from runbooks.engine.config import load_config
     from runbooks.engine.errors import ConfigError
@@ -251,7 +252,11 @@ def check(c: Any) -> None:
     with cli_errors():
         settings = load_settings()
         try:
-            config = load_config(settings.config_dir)
+            config = load_config(settings.config_dir, schedules=settings.schedules_path)
+            from runbooks.catalog import load_catalog
+            from runbooks.engine.schedule import require_valid_drills
+
+            require_valid_drills(config, load_catalog())
         except ConfigError as exc:
             print(f"configuration INVALID ({settings.config_dir}):", file=sys.stderr)
             print(exc.message, file=sys.stderr)
@@ -263,6 +268,12 @@ def check(c: Any) -> None:
             f"  {name:<12} {env.tier:<10} regions {', '.join(env.regions)} "
             f"(primary {env.primary_region}); services: {services}"
         )
+    schedules = config.schedules
+    print(
+        f"  schedules ({settings.schedules_path or 'none'}): "
+        f"{len(schedules.maintenance_windows)} maintenance window(s); drills: "
+        f"{', '.join(d.name for d in schedules.drills) or 'none'}"
+    )
     print(
         f"  people: {', '.join(config.policy.people) or 'none'}; "
         f"rules: {len(config.policy.rules)}; "

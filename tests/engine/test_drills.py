@@ -165,3 +165,15 @@ def test_drills_list_shows_next_fire_in_utc_and_local(cli_env: dict[str, str]) -
     assert quarterly["next_fire_local"].endswith(("EST", "EDT"))
     assert " 10:00 " in quarterly["next_fire_local"]
     assert rows["monthly-restore-test"]["next_fire"].endswith("T03:00:00.000Z")
+
+
+def test_config_check_validates_the_drills_too(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    fine = run_cli(["config.check"], cli_env)
+    assert fine.returncode == 0, fine.stderr
+    assert "drills: monthly-restore-test, quarterly-partial-failover, annual-dr-simulation" in (
+        fine.stdout
+    )
+    path = _schedules(tmp_path, "{name: d, runbook: restore.tset, cron: '0 3 * * *'}")
+    bad = run_cli(["config.check"], {**cli_env, "RUNBOOK_BOT_SCHEDULES": str(path)})
+    assert bad.returncode == 2
+    assert "drills[0] (d): runbook 'restore.tset' is not in the catalog" in bad.stderr
