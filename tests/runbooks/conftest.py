@@ -1,7 +1,9 @@
-"""Runbooks against the Kubernetes emulator through the real adapter and the official client."""
+"""Runbooks through the engine and the real adapters (Kubernetes emulator, moto, the
+sandbox's MongoDB wire servers)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,28 +12,38 @@ import pytest
 from runbooks.adapters import LiveInfrastructure
 from runbooks.catalog import load_catalog
 from runbooks.engine.audit import AuditLog
-from runbooks.engine.clock import SystemClock
+from runbooks.engine.clock import Clock, SystemClock
 from runbooks.engine.config import Config
 from runbooks.engine.executor import Engine
 from runbooks.engine.store.sqlite import SqliteStore
 from tests.conftest import AUDIT_KEY, KubeSandbox
 
 
-@pytest.fixture
-def kube_engine(kube: KubeSandbox, sandbox_config: Config, tmp_path: Path) -> Iterator[Engine]:
-    store = SqliteStore(tmp_path / "state.db")
-    clock = SystemClock()
+@contextlib.contextmanager
+def live_engine(
+    config: Config, directory: Path, *, clock: Clock | None = None, kubeconfig: str | None = None
+) -> Iterator[Engine]:
+    """The catalog's runbooks on a fresh SQLite store in ``directory``, live adapters; the
+    engine and its store are closed on exit."""
+    store = SqliteStore(directory / "state.db")
+    clock = clock or SystemClock()
     engine = Engine(
-        config=sandbox_config,
+        config=config,
         store=store,
         registry=load_catalog(),
         audit=AuditLog(store, AUDIT_KEY.encode(), clock),
         clock=clock,
-        adapters_factory=lambda: LiveInfrastructure(
-            sandbox_config, kubeconfig=str(kube.kubeconfig)
-        ),
-        state_dir=tmp_path / "home",
+        adapters_factory=lambda: LiveInfrastructure(config, kubeconfig=kubeconfig),
+        state_dir=directory / "home",
     )
-    yield engine
-    engine.close()
-    store.close()
+    try:
+        yield engine
+    finally:
+        engine.close()
+        store.close()
+
+
+@pytest.fixture
+def kube_engine(kube: KubeSandbox, sandbox_config: Config, tmp_path: Path) -> Iterator[Engine]:
+    with live_engine(sandbox_config, tmp_path, kubeconfig=str(kube.kubeconfig)) as engine:
+        yield engine

@@ -17,18 +17,15 @@ import pymongo
 import pytest
 from bson import json_util
 
-from runbooks.adapters import LiveInfrastructure
-from runbooks.catalog import load_catalog
 from runbooks.engine import Engine
-from runbooks.engine.audit import AuditLog
-from runbooks.engine.clock import Clock, FakeClock, SystemClock
+from runbooks.engine.clock import FakeClock
 from runbooks.engine.config import Config
 from runbooks.engine.errors import Refused
 from runbooks.engine.models import Execution, State
-from runbooks.engine.store.sqlite import SqliteStore
 from sandbox import appdata
 from sandbox.mongo import MongoServer
-from tests.conftest import AUDIT_KEY, AwsWorld
+from tests.conftest import AwsWorld
+from tests.runbooks.conftest import live_engine
 from tests.support.people import ALICE
 
 BUCKET = "app-backups"
@@ -61,27 +58,12 @@ def databases(monkeypatch: pytest.MonkeyPatch) -> Iterator[Databases]:
     found.stop()
 
 
-def build_engine(config: Config, tmp_path: Path, clock: Clock) -> Engine:
-    store = SqliteStore(tmp_path / "state.db")
-    return Engine(
-        config=config,
-        store=store,
-        registry=load_catalog(),
-        audit=AuditLog(store, AUDIT_KEY.encode(), clock),
-        clock=clock,
-        adapters_factory=lambda: LiveInfrastructure(config),
-        state_dir=tmp_path / "home",
-    )
-
-
 @pytest.fixture
 def engine(
     sandbox_config: Config, tmp_path: Path, aws: AwsWorld, databases: Databases
 ) -> Iterator[Engine]:
-    built = build_engine(sandbox_config, tmp_path, SystemClock())
-    yield built
-    built.close()
-    built.store.close()
+    with live_engine(sandbox_config, tmp_path) as built:
+        yield built
 
 
 def run(engine: Engine, name: str, **params: Any) -> Execution:
@@ -180,15 +162,11 @@ def test_a_plan_is_the_same_when_planned_again_later(
     prefix, a scratch database) changed a second later and fell back to awaiting approval."""
     take_backup(engine, "nightly/stable")
     clock = FakeClock(time.time())
-    later = build_engine(sandbox_config, tmp_path / "fake", clock)
-    try:
+    with live_engine(sandbox_config, tmp_path / "fake", clock=clock) as later:
         first = later.prepare(runbook, {"environment": "production"}, actor=ALICE)
         clock.advance(61)
         again = later.prepare(runbook, {"environment": "production"}, actor=ALICE)
         assert again.plan.hash == first.plan.hash
-    finally:
-        later.close()
-        later.store.close()
 
 
 def test_latest_is_the_newest_backup(engine: Engine) -> None:

@@ -11,15 +11,14 @@ from typing import Any
 import pymongo
 import pytest
 
-from runbooks.engine import Engine
-from runbooks.engine.clock import SystemClock
-from runbooks.engine.config import Config, load_config
+from runbooks.engine.config import load_config
 from runbooks.engine.errors import ConfigError, Refused
 from runbooks.engine.models import State
 from sandbox import appdata, atlas
 from sandbox.mongo import MongoServer
 from tests.conftest import ROOT, AwsWorld
-from tests.runbooks.test_restore import build_engine, output
+from tests.runbooks.conftest import live_engine
+from tests.runbooks.test_restore import output
 from tests.support.people import ALICE
 
 ATLAS_BACKUPS = """
@@ -85,10 +84,6 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     found.stop()
 
 
-def engine_for(config: Config, tmp_path: Path) -> Engine:
-    return build_engine(config, tmp_path, SystemClock())
-
-
 def test_an_atlas_snapshot_is_restored_into_the_scratch_cluster_and_verified(
     world: World, tmp_path: Path, aws: AwsWorld
 ) -> None:
@@ -96,16 +91,12 @@ def test_an_atlas_snapshot_is_restored_into_the_scratch_cluster_and_verified(
     earlier: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(world.scratch.uri)
     earlier.leftover.things.insert_one({"from": "an earlier restore"})
     earlier.close()
-    engine = engine_for(load_config(atlas_config(tmp_path)), tmp_path)
-    try:
+    with live_engine(load_config(atlas_config(tmp_path)), tmp_path) as engine:
         prepared = engine.prepare("restore.test", {"environment": "production"}, actor=ALICE)
         assert snapshot["id"] in prepared.plan.steps[0]["description"]
         assert "an Atlas restore wipes it" in prepared.plan.steps[0]["description"]
         execution = engine.submit(prepared, actor=ALICE)
         done = engine.start(execution.id, actor=ALICE)
-    finally:
-        engine.close()
-        engine.store.close()
     assert done.state == State.SUCCEEDED, done.error
     report = output(done)
     count = appdata.expected_counts("production")["users"]
@@ -124,13 +115,12 @@ def test_a_target_cluster_not_marked_as_scratch_is_refused(
     world: World, tmp_path: Path, aws: AwsWorld
 ) -> None:
     world.backups.take_snapshot()
-    engine = engine_for(load_config(atlas_config(tmp_path, target="prod-copy")), tmp_path)
-    try:
-        with pytest.raises(Refused, match="is not marked as scratch"):
-            engine.prepare("restore.test", {"environment": "production"}, actor=ALICE)
-    finally:
-        engine.close()
-        engine.store.close()
+    config = load_config(atlas_config(tmp_path, target="prod-copy"))
+    with (
+        live_engine(config, tmp_path) as engine,
+        pytest.raises(Refused, match="is not marked as scratch"),
+    ):
+        engine.prepare("restore.test", {"environment": "production"}, actor=ALICE)
     assert world.backups.jobs == {}
 
 

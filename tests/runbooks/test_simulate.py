@@ -17,7 +17,8 @@ from runbooks.engine.models import Execution, State
 from sandbox import appdata
 from sandbox.mongo import MongoServer
 from tests.conftest import AwsWorld
-from tests.runbooks.test_restore import build_engine, output
+from tests.runbooks.conftest import live_engine
+from tests.runbooks.test_restore import output
 from tests.support.people import ALICE, BOB
 
 
@@ -49,12 +50,8 @@ def staging(monkeypatch: pytest.MonkeyPatch) -> Iterator[Staging]:
 def engine(
     sandbox_config: Config, tmp_path: Path, aws: AwsWorld, staging: Staging
 ) -> Iterator[Engine]:
-    from runbooks.engine.clock import SystemClock
-
-    built = build_engine(sandbox_config, tmp_path, SystemClock())
-    yield built
-    built.close()
-    built.store.close()
+    with live_engine(sandbox_config, tmp_path) as built:
+        yield built
 
 
 def run(engine: Engine, name: str, **params: Any) -> Execution:
