@@ -18,7 +18,7 @@ from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.config import EnvironmentConfig, Seconds
 from runbooks.engine.errors import InvalidInput, Refused, RunbookError
 from runbooks.engine.params import RunbookParams
-from runbooks.engine.plan import PastRun, PlanContext, PlanDraft, RunContext, Step
+from runbooks.engine.plan import Measure, PastRun, PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
 from runbooks.interfaces import DataOps, DbTopology, InfrastructureError, infrastructure
 from runbooks.kit import backups
@@ -401,14 +401,14 @@ class VerifyRegion(AwsStep, kind="dr.verify"):
                     + (_percent(rate) if rate is not None else "no samples yet")
                     + f" (limit {_percent(self.max_error_rate)})"
                 )
-        took = ctx.clock.now() - ctx.started_at
-        verdict = ""
-        if self.rto_target is not None:
-            verdict = (
-                f" (target {format_duration(self.rto_target)}: "
-                f"{'met' if took <= self.rto_target else 'MISSED'})"
-            )
-        return f"RTO achieved: {format_duration(took)}{verdict}"
+        rto = Measure(
+            "RTO",
+            ctx.clock.now() - ctx.started_at,
+            target=self.rto_target,
+            detail="" if self.rto_target is not None else "no api target configured",
+        )
+        ctx.measure(rto)
+        return None
 
 
 def _get_status(ctx: RunContext | PlanContext, url: str) -> int | str:
@@ -927,24 +927,19 @@ class RecoverFromBackup(DataStep, kind="dr.sim_recover"):
             f"damage: {damaged.differs} documents of {self.collection} damaged in the incident "
             f"copy; {repaired.same} of them recovered as they were before the incident"
         )
-        rto = report.phases.total
         point = backups.consistency_point(report)
         targets = ctx.env.targets.get("database")
         ctx.note(report.phases.line())
-        rto_line = f"RTO achieved {format_duration(rto)}"
-        if targets is not None:
-            rto_line += f" (target {format_duration(targets.rto)}): " + (
-                "met" if rto <= targets.rto else "MISSED"
-            )
-        ctx.note(rto_line)
+        ctx.measure(Measure("RTO", report.phases.total, target=targets.rto if targets else None))
         if point is not None:
-            rpo = max(0.0, started - point)
-            rpo_line = f"RPO achieved {format_duration(rpo)} (consistency point {iso(point)})"
-            if targets is not None:
-                rpo_line += f", target {format_duration(targets.rpo)}: " + (
-                    "met" if rpo <= targets.rpo else "MISSED"
+            ctx.measure(
+                Measure(
+                    "RPO",
+                    max(0.0, started - point),
+                    target=targets.rpo if targets else None,
+                    detail=f"consistency point {iso(point)}",
                 )
-            ctx.note(rpo_line)
+            )
         return (
             f"{self.scenario} simulated and recovered: {repaired.same}/{damaged.differs} damaged "
             f"documents recovered; {lost} document(s) would be lost"

@@ -28,7 +28,7 @@ from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.config import EnvironmentConfig, Seconds
 from runbooks.engine.errors import InvalidInput, Refused, RunbookError
 from runbooks.engine.params import RunbookParams
-from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
+from runbooks.engine.plan import Measure, PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
 from runbooks.interfaces import InfrastructureError, infrastructure
 from runbooks.kit import backups
@@ -292,8 +292,7 @@ class RestoreAndVerify(Step, kind="restore.test"):
                 with contextlib.suppress(RunbookError):
                     _drop(ctx, self.environment, scratch, self.scratch_prefix)
             raise
-        for line in _report_lines(ctx, report, started):
-            ctx.note(line)
+        _report(ctx, report, started)
         if not report.passed:
             if self.keep_for:
                 _hold(ctx, scratch, self.keep_for)
@@ -305,15 +304,17 @@ class RestoreAndVerify(Step, kind="restore.test"):
         return _drop(ctx, self.environment, scratch, self.scratch_prefix)
 
 
-def _report_lines(
+def _report(
     ctx: RunContext,
     report: RestoreReport,
     started: float,
     *,
     backup_line: str | None = None,
     point: float | None = None,
-) -> list[str]:
-    lines = [f"backup: {backup_line or report.backup.describe()}"]
+) -> None:
+    """Note the restore test's report: per collection, the checks, the phases, RTO and RPO
+    (as measures, for the drill report's trend), the verdict."""
+    lines: list[str | Measure] = [f"backup: {backup_line or report.backup.describe()}"]
     for name in report.expected:
         restored = report.restored.get(name)
         checks = [c for c in report.checks if c.collection == name]
@@ -331,29 +332,32 @@ def _report_lines(
         )
     lines.append(report.phases.line())
     target = ctx.env.targets.get("database")
-    rto = report.phases.total
-    if target is not None:
-        met = "met" if rto <= target.rto else "MISSED"
-        lines.append(
-            f"RTO achieved {format_duration(rto)} (target {format_duration(target.rto)}): {met}"
+    lines.append(
+        Measure(
+            "RTO",
+            report.phases.total,
+            target=target.rto if target else None,
+            detail="" if target else "no database target configured",
         )
-    else:
-        lines.append(f"RTO achieved {format_duration(rto)} (no database target configured)")
+    )
     point = point if point is not None else backups.consistency_point(report)
     if point is None:
         lines.append("RPO achieved: unknown (the backup records no consistency point)")
     else:
-        rpo = max(0.0, started - point)
-        if target is not None:
-            met = "met" if rpo <= target.rpo else "MISSED"
-            lines.append(
-                f"RPO achieved {format_duration(rpo)} (test start − consistency point "
-                f"{iso(point)}; target {format_duration(target.rpo)}): {met}"
+        lines.append(
+            Measure(
+                "RPO",
+                max(0.0, started - point),
+                target=target.rpo if target else None,
+                detail=f"test start − consistency point {iso(point)}",
             )
-        else:
-            lines.append(f"RPO achieved {format_duration(rpo)} (consistency point {iso(point)})")
+        )
     lines.append(f"verdict: {report.summary()}")
-    return lines
+    for line in lines:
+        if isinstance(line, Measure):
+            ctx.measure(line)
+        else:
+            ctx.note(line)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -556,8 +560,7 @@ class AtlasRestoreAndVerify(Step, kind="restore.atlas"):
         if restore is not None and restore.smoke_queries:
             backups.smoke(target, report, restore.smoke_queries)
         line = f"Atlas snapshot {self.snapshot} of {self.cluster}, taken {iso(self.taken)}"
-        for text in _report_lines(ctx, report, started, backup_line=line, point=self.taken):
-            ctx.note(text)
+        _report(ctx, report, started, backup_line=line, point=self.taken)
         if not report.passed:
             if self.keep_for:
                 _hold(ctx, f"{self.database} on {self.target_cluster}", self.keep_for)

@@ -96,9 +96,12 @@ class StepRecord:
     error: str | None = None
     #: While running: the latest word on a long wait (what it waits for, for how long).
     progress: str | None = None
+    #: Objectives the step measured (``Measure.to_doc``): RTO, RPO against their targets.
+    measures: list[dict[str, Any]] = field(default_factory=list)
 
     def to_doc(self) -> dict[str, Any]:
         return {
+            "measures": [dict(m) for m in self.measures],
             "progress": self.progress,
             "index": self.index,
             "kind": self.kind,

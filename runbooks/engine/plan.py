@@ -60,6 +60,49 @@ def _no_history() -> list[PastRun]:
     return []
 
 
+@dataclass(frozen=True)
+class Measure:
+    """An objective a run measured (``RTO``, ``RPO``) against its target, in seconds.
+
+    Steps record them with ``ctx.measure``; they are kept with the step (for drill reports and
+    their trend charts) and shown as one line of output: ``RTO achieved 3m10s (target 1h00m):
+    met``.
+    """
+
+    name: str
+    seconds: float
+    target: float | None = None
+    detail: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None else self.seconds <= self.target
+
+    def line(self) -> str:
+        inside = [self.detail] if self.detail else []
+        if self.target is not None:
+            inside.append(f"target {format_duration(self.target)}")
+        text = f"{self.name} achieved {format_duration(self.seconds)}"
+        if inside:
+            text += f" ({'; '.join(inside)})"
+        if self.met is not None:
+            text += ": met" if self.met else ": MISSED"
+        return text
+
+    def to_doc(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_doc(doc: dict[str, Any]) -> Measure:
+        target = doc.get("target")
+        return Measure(
+            name=str(doc["name"]),
+            seconds=float(doc["seconds"]),
+            target=None if target is None else float(target),
+            detail=str(doc.get("detail", "")),
+        )
+
+
 @dataclass
 class PlanContext:
     """What a runbook sees while planning: configuration, parameters and read-only adapters."""
@@ -94,6 +137,7 @@ class RunContext(PlanContext):
     #: Raises when this process lost the execution's lease (compensation's only stop).
     check_lease: Callable[[], None] = lambda: None
     notes: list[str] = field(default_factory=list)
+    measures: list[Measure] = field(default_factory=list)
     #: Set by the engine while a step runs: shows a note or a progress line at once.
     on_progress: Callable[[str, bool], None] = lambda _text, _is_note: None
 
@@ -101,6 +145,11 @@ class RunContext(PlanContext):
         """Record a line of step output (shown in the CLI, Slack and the audit log)."""
         self.notes.append(text)
         self.on_progress(text, True)
+
+    def measure(self, measure: Measure) -> None:
+        """Record an objective achieved (RTO, RPO), kept with the step and noted as a line."""
+        self.measures.append(measure)
+        self.note(measure.line())
 
     def progress(self, text: str) -> None:
         """Say what a long wait is doing now (shown live; not kept as output)."""

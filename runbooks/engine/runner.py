@@ -309,6 +309,7 @@ class Runner(Journal):
             record.error = None
             self._step_transition(execution, record, "step.started", actor=actor)
             ctx.notes = []
+            ctx.measures = []
             ctx.on_progress = self._progress_reporter(execution, record, ctx)
             try:
                 output = step.run(ctx)
@@ -329,6 +330,7 @@ class Runner(Journal):
                 record.progress = None
                 record.ended_at = self.clock.now()
                 record.output = [*ctx.notes]
+                record.measures = [m.to_doc() for m in ctx.measures]
                 record.error = message
                 self._step_transition(execution, record, "step.failed", actor=actor)
                 self._after_stop(
@@ -342,6 +344,7 @@ class Runner(Journal):
             record.progress = None
             record.ended_at = self.clock.now()
             record.output = [line for line in [output, *ctx.notes] if line]
+            record.measures = [m.to_doc() for m in ctx.measures]
             self._step_transition(execution, record, "step.succeeded", actor=actor)
         execution.ended_at = self.clock.now()
         self._transition(execution, State.SUCCEEDED, actor=actor)

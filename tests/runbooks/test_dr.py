@@ -130,8 +130,11 @@ def test_failover_then_failback(
     assert _desired(aws, "prod-api-usw2", "us-west-2") == 4
     assert _desired(aws, "prod-api-use1", "us-east-1") == 4  # the old region keeps running
     assert cluster.primary == "US_WEST_2"
-    (rto,) = [line for line in done.steps[-1].output if line.startswith("RTO achieved: ")]
-    assert rto.endswith("(target 15m: met)")
+    (rto,) = [line for line in done.steps[-1].output if line.startswith("RTO achieved ")]
+    assert rto.endswith("(target 15m): met")
+    (measure,) = done.steps[-1].measures
+    assert measure["name"] == "RTO" and measure["target"] == 900
+    assert 0 <= measure["seconds"] <= 900
     # three times in preflight (the plan, the re-plan when the last approval lands, the
     # re-plan before the first step), then 3 times to verify
     assert health.server.hits.get("us-west-2") == 6
