@@ -2,7 +2,10 @@
 
 ``SlackEmulator`` is an HTTP server answering like Slack's Web API (``/api/<method>``) for
 ``auth.test``, ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``, ``views.open``,
-``usergroups.users.list`` and ``response_url`` posts (``/response/<channel>/<user>/<n>``). It
+``usergroups.users.list``, file uploads as ``files_upload_v2`` makes them
+(``files.getUploadURLExternal``, the bytes POSTed to the upload URL it gave, then
+``files.completeUploadExternal`` sharing the file in a channel as a message with ``files``) and
+``response_url`` posts (``/response/<channel>/<user>/<n>``). It
 records every call, keeps the visible messages per channel (updates replace in place), checks
 the bot token, and answers ``429`` with ``Retry-After`` when a test asks it to
 (``POST /_sandbox/rate_limit``).
@@ -45,6 +48,7 @@ class Message:
     ephemeral_to: str | None = None  # visible to this user only
     response_url: str | None = None  # posted through this response_url (ephemeral replies)
     updates: int = 0
+    files: list[dict[str, Any]] = field(default_factory=list)  # shared files (id, title, ...)
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -56,6 +60,7 @@ class Message:
             "ephemeral_to": self.ephemeral_to,
             "response_url": self.response_url,
             "updates": self.updates,
+            "files": self.files,
         }
 
 
@@ -66,6 +71,9 @@ class SlackState:
     messages: list[Message] = field(default_factory=list)
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     rate_limits: dict[str, list[float]] = field(default_factory=dict)  # method -> Retry-After
+    #: Files by id: what getUploadURLExternal announced and the bytes uploaded.
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    base_url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -108,12 +116,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _send_bytes(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def do_GET(self) -> None:
         state = self.server.state
         path = urllib.parse.urlparse(self.path).path
         with state.lock:
             if path == "/_sandbox/calls":
                 self._send(200, state.calls)
+            elif path.startswith("/_sandbox/files/"):
+                found = state.files.get(path.removeprefix("/_sandbox/files/"))
+                if found is None or "data" not in found:
+                    self._send(404, {"ok": False, "error": "file_not_found"})
+                else:
+                    self._send_bytes(200, found["data"])
             elif path == "/_sandbox/messages":
                 self._send(200, [m.to_doc() for m in state.messages])
             else:
@@ -125,7 +146,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_sandbox/"):
             self._sandbox(path, self._read())
             return
-        args = self._read()
+        if path.startswith("/upload/"):
+            self._upload(path.removeprefix("/upload/"))
+            return
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        args = {**{k: v[-1] for k, v in query.items()}, **self._read()}
         if path.startswith("/response/"):
             self._response_url(path, args)
             return
@@ -190,7 +215,70 @@ class _Handler(BaseHTTPRequestHandler):
             if users is None:
                 return {"ok": False, "error": "no_such_subteam"}
             return {"ok": True, "users": users}
+        if method.startswith("files."):
+            return self._files(state, method, args)
         return {"ok": False, "error": "unknown_method"}
+
+    def _files(self, state: SlackState, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        if method == "files.getUploadURLExternal":
+            if not args.get("filename") or not str(args.get("length", "")).isdigit():
+                return {"ok": False, "error": "invalid_arguments"}
+            file_id = f"F{len(state.files) + 1:08d}"
+            state.files[file_id] = {
+                "id": file_id,
+                "name": args["filename"],
+                "length": int(args["length"]),
+                "alt_txt": args.get("alt_txt"),
+            }
+            return {
+                "ok": True,
+                "file_id": file_id,
+                "upload_url": f"{state.base_url}/upload/{file_id}",
+            }
+        if method == "files.completeUploadExternal":
+            try:
+                wanted = json.loads(args.get("files") or "[]")
+            except json.JSONDecodeError:
+                return {"ok": False, "error": "invalid_arguments"}
+            shared = []
+            for item in wanted:
+                found = state.files.get(str(item.get("id")))
+                if found is None or "data" not in found:
+                    return {"ok": False, "error": "file_not_found"}
+                found["title"] = item.get("title") or found["name"]
+                shared.append({k: v for k, v in found.items() if k != "data"})
+            channel = args.get("channel_id")
+            if channel:
+                state.messages.append(
+                    Message(
+                        channel=channel,
+                        ts=state.next_ts(),
+                        text=args.get("initial_comment") or "",
+                        blocks=[],
+                        thread_ts=args.get("thread_ts"),
+                        files=shared,
+                    )
+                )
+            return {"ok": True, "files": shared}
+        return {"ok": False, "error": "unknown_method"}
+
+    def _upload(self, file_id: str) -> None:
+        """The upload URL: the file's bytes, exactly the announced length."""
+        state = self.server.state
+        data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with state.lock:
+            found = state.files.get(file_id)
+            state.calls.append(
+                {"method": "upload", "args": {"file_id": file_id}, "at": time.time()}
+            )
+            if found is None:
+                self._send(404, {"ok": False, "error": "file_not_found"})
+                return
+            if len(data) != found["length"]:
+                self._send(400, {"ok": False, "error": f"expected {found['length']} bytes"})
+                return
+            found["data"] = data
+        self._send(200, {"ok": True})
 
     def _response_url(self, path: str, args: dict[str, Any]) -> None:
         """``/response/<channel>/<user>/<n>``: ephemeral replies to one person."""
@@ -235,6 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
                 state.calls.clear()
                 state.messages.clear()
                 state.rate_limits.clear()
+                state.files.clear()
             else:
                 self._send(404, {"ok": False, "error": f"no sandbox hook {path}"})
                 return
@@ -252,6 +341,7 @@ class SlackEmulator:
     def __init__(self, *, token: str = SANDBOX_BOT_TOKEN, port: int = 0) -> None:
         self.server = _Server(("127.0.0.1", port), _Handler)
         self.server.state = SlackState(token=token)
+        self.server.state.base_url = self.url
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property

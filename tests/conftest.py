@@ -267,6 +267,28 @@ def aws(aws_server: Any, monkeypatch: pytest.MonkeyPatch) -> AwsWorld:
 
 # ---------------------------------------------------------------------------- database
 @pytest.fixture
+def production_backup(
+    aws: AwsWorld, sandbox_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """Production's seeded database and a restore scratch (the sandbox's wire servers), with
+    last night's backup in the bucket: what the monthly restore drill needs. Yields the
+    environment a bot or CLI process needs to reach them (AWS included)."""
+    from tests.runbooks.conftest import live_engine
+    from tests.runbooks.test_restore import Databases, take_backup
+
+    found = Databases()
+    env = {"PRODUCTION_MONGODB_URI": found.source.uri, "RESTORE_MONGODB_URI": found.scratch.uri}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        with live_engine(sandbox_config, tmp_path / "backup") as engine:
+            take_backup(engine, "nightly/2026-12-01T00-00-00Z")
+        yield {**aws.env, **env}
+    finally:
+        found.stop()
+
+
+@pytest.fixture
 def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The sandbox's Atlas cluster: Admin API emulator + scripted wire-protocol server, with
     the environment variables the production configuration reads."""

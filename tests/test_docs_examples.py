@@ -45,14 +45,14 @@ def examples() -> list[tuple[str, str]]:
 
 
 PREFIXES: dict[str, dict[str, str]] = {}
-READ_ONLY = {"list", "status", "history", "check", "verify", "reviews", "explain"}
+READ_ONLY = {"list", "status", "history", "check", "verify", "reviews", "explain", "report"}
 PLACEHOLDER_ID = re.compile(r"\brb-[0-9a-f]{6}\b")  # an example id no sandbox has
 
 
 def quick(args: str) -> bool:
     """A dry run, listing, report or help: safe and fast to run as written."""
     argv = shlex.split(args)
-    if PLACEHOLDER_ID.search(args):
+    if PLACEHOLDER_ID.search(args) or "--out" in argv:  # --out would write into the checkout
         return False
     if any(flag in argv for flag in ("--dry-run", "--help", "-h", "--list", "-l")):
         return True

@@ -64,6 +64,9 @@ DEFAULT_API_URL = "https://slack.com/api/"
 #: Threads doing the work after an ack (planning, engine calls). Few: on 2 cores, more
 #: threads only make each slower and steal the interpreter from the acks.
 WORKERS = int(os.environ.get("RUNBOOK_BOT_SLACK_WORKERS") or 4)
+#: /drills report: how far back, and how many runs per drill in the text (the chart has all).
+REPORT_DAYS = 400
+REPORT_ROWS = 6
 ActionWork = Callable[[dict[str, Any], dict[str, Any], Respond, WebClient], None]
 
 
@@ -415,6 +418,9 @@ class _Listeners:
                 )
             respond("\n".join(lines) or "no drills in schedules.yaml")
             return
+        if parsed.verb == "report":
+            self._drill_report(scheduler, parsed.args[0] if parsed.args else None, respond, channel)
+            return
         drill = scheduler._drill(parsed.args[0])
         request = Parsed(
             command=f"/{drill.runbook.split('.')[0]}",
@@ -423,6 +429,40 @@ class _Listeners:
             flags={"reason": f"drill {drill.name} (run by hand)"},
         )
         self._request(request, actor, respond, user_id, channel)
+
+    def _drill_report(
+        self, scheduler: Any, name: str | None, respond: Respond, channel: str | None
+    ) -> None:
+        """The recent runs per drill as text, and each drill's trend chart as an image in the
+        channel (the CLI's ``drills.report --format html`` is the full evidence)."""
+        from runbooks.engine import evidence
+
+        now = self.engine.clock.now()
+        found = evidence.collect(scheduler, name=name, since=now - REPORT_DAYS * 86400.0)
+        lines = [f"*Drill evidence*, last {REPORT_DAYS} days:"]
+        for drill in found:
+            lines.append(f"*{drill.name}* `{drill.runbook}` · {drill.summary()}")
+            for run in drill.runs[:REPORT_ROWS]:
+                row = evidence.slack_row(run)
+                lines.append(f"• {row}")
+            if len(drill.runs) > REPORT_ROWS:
+                lines.append(f"• … {len(drill.runs) - REPORT_ROWS} older run(s)")
+        lines.append("Full report: `invoke drills.report --format html --out drills.html`")
+        respond("\n".join(lines))
+        if channel is None:
+            return
+        client = self.notifier.courier.client
+        for drill in found:
+            if not drill.executed:
+                continue
+            client.files_upload_v2(
+                channel=channel,
+                file=evidence.chart_png(drill),
+                filename=f"{drill.name}-trend.png",
+                title=f"{drill.name}: RTO and RPO per run against the target",
+                alt_txt=f"{drill.name}: {drill.summary()}",
+                initial_comment=f"{drill.name}: {drill.summary()}",
+            )
 
     def _admin(
         self, parsed: Parsed, actor: Actor, respond: Respond, user_id: str, channel: str | None

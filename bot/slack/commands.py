@@ -61,6 +61,8 @@ class Parsed:
 DRILL_VERBS = {
     "list": "/drills list — the drills: next fire (UTC and local), last fire, paused",
     "run": "/drills run NAME — run a drill now, as you (the plan first, as for any command)",
+    "report": "/drills report [NAME] — each drill's recent runs: verdict, RTO/RPO against "
+    "targets, with the trend chart posted as an image",
     "help": "/drills help — this list",
 }
 
@@ -264,4 +266,6 @@ def _parse_drills(command: str, words: list[str]) -> Parsed:
         raise UsageError("/drills run needs one drill name", hint=DRILL_VERBS["run"])
     if verb == "list" and args:
         raise UsageError(f"unexpected `{' '.join(args)}`", hint=DRILL_VERBS["list"])
+    if verb == "report" and len(args) > 1:
+        raise UsageError(f"unexpected `{' '.join(args[1:])}`", hint=DRILL_VERBS["report"])
     return Parsed(command=command, verb=verb, args=args)

@@ -19,6 +19,7 @@ BOT_SCOPES = [
     "commands",  # slash commands
     "chat:write",  # cards, progress, results
     "chat:write.public",  # post approval cards in channels without inviting the bot first
+    "files:write",  # /drills report posts the trend charts as images
     "im:write",  # tell requesters the outcome directly
     "usergroups:read",  # approvers given as slack:<usergroup> in policy.yaml
 ]
@@ -29,7 +30,7 @@ def _hint(registry: Registry, command: str) -> tuple[str, str]:
     if name == "runbook":
         return "Runbook executions: list, show, approve, deny, cancel", "list | show ID | help"
     if name == "drills":
-        return "Drills of schedules.yaml: list, run", "list | run NAME | help"
+        return "Drills of schedules.yaml: list, run, report", "list | run NAME | report | help"
     specs = [s for s in registry if name in (s.name, s.namespace)]
     subs = sorted(s.short_name for s in specs if s.namespace == name)
     own = [s for s in specs if s.name == name]

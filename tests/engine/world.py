@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from runbooks.engine.params import RunbookParams
-from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
+from runbooks.engine.plan import Measure, PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import RunbookSpec, runbook
 
 STATE: dict[str, int] = {}
@@ -23,6 +23,8 @@ FAILING_UNDO: set[str] = set()
 #: Keys whose undo waits (checking for cancellation, as a rollout watch does).
 WAITING_UNDO: set[str] = set()
 GATES: dict[str, threading.Event] = {}
+#: What ``test.measure``'s next runs take (RTO, seconds on the engine clock) and lose (RPO).
+MEASURED: list[tuple[float, float]] = []
 
 
 def reset() -> None:
@@ -32,6 +34,7 @@ def reset() -> None:
     FAILING_UNDO.clear()
     WAITING_UNDO.clear()
     GATES.clear()
+    MEASURED.clear()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,4 +118,31 @@ def set_everything(ctx: PlanContext, params: SetParams) -> PlanDraft:
     return set_values.planner(ctx, params)  # type: ignore[return-value]
 
 
-SPECS: list[RunbookSpec[Any]] = [set_values, status, set_everything]
+@dataclass(frozen=True, kw_only=True)
+class Measured(Step, kind="test.measured"):
+    """A drill-like step: takes the next ``MEASURED`` duration, then measures RTO and RPO
+    against 10-minute and 5-minute targets (fails when ``MEASURED`` says ``-1``)."""
+
+    timeout: float = 7200.0
+    irreversible_reason = "a drill's measurement is what it is"
+
+    def describe(self) -> str:
+        return "restore and measure RTO/RPO"
+
+    def run(self, ctx: RunContext) -> str | None:
+        took, lost = MEASURED.pop(0) if MEASURED else (60.0, 30.0)
+        if took < 0:
+            raise RuntimeError("the restore failed")
+        ctx.clock.sleep(took)
+        ctx.measure(Measure("RTO", ctx.clock.now() - ctx.started_at, target=600.0))
+        ctx.measure(Measure("RPO", lost, target=300.0, detail="test"))
+        return "measured"
+
+
+@runbook("test.measure", params=RunbookParams, lock="{environment}:measure")
+def measure(ctx: PlanContext, params: RunbookParams) -> PlanDraft:
+    """A drill that measures RTO and RPO (the next MEASURED values)."""
+    return PlanDraft(steps=[Measured()], summary="restore and measure")
+
+
+SPECS: list[RunbookSpec[Any]] = [set_values, status, set_everything, measure]

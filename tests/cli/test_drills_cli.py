@@ -1,0 +1,56 @@
+"""``drills.report`` from a terminal: the monthly restore drill run by hand (the real restore
+test over the sandbox's MongoDB and moto), then its evidence as JSON, HTML and Markdown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+
+def test_a_drill_run_by_hand_is_in_the_report_with_what_it_measured(
+    cli_env: dict[str, str], production_backup: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**cli_env, **production_backup}
+    bad = run_cli(["drills.report", "--format", "pdf"], env)
+    assert bad.returncode == 2 and "--format must be md or html, not 'pdf'" in bad.stderr
+    empty = run_cli(["drills.report", "--name", "monthly-restore-test"], env)
+    assert empty.returncode == 0, empty.stderr
+    assert "0 of 0 run(s) passed" in empty.stdout and "No runs recorded yet." in empty.stdout
+
+    ran = run_cli(["drills.run", "monthly-restore-test", "--yes", "--json"], env, timeout=180)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    execution_id = json.loads(ran.stdout)["id"]
+
+    data = run_cli(["drills.report", "--json"], env)
+    assert data.returncode == 0, data.stderr
+    by_name = {d["drill"]: d for d in json.loads(data.stdout)}
+    assert set(by_name) == {
+        "monthly-restore-test",
+        "quarterly-partial-failover",
+        "annual-dr-simulation",
+    }
+    (run,) = by_name["monthly-restore-test"]["runs"]
+    assert run["execution_id"] == execution_id and run["verdict"] == "passed"
+    assert run["started_by"] == "Alice" and run["approvals"] == []
+    assert run["rto"]["name"] == "RTO" and run["rto"]["target"] == 3600
+    assert 0 < run["rto"]["seconds"] < 3600
+    assert run["rpo"]["target"] == 300 and run["rpo"]["seconds"] >= 0
+    assert by_name["annual-dr-simulation"]["runs"] == []
+
+    page = tmp_path / "drills.html"
+    wrote = run_cli(["drills.report", "--format", "html", "--out", str(page)], env)
+    assert wrote.returncode == 0, wrote.stderr
+    assert f"wrote {page} (3 drill(s), 1 run(s))" in wrote.stdout
+    html = page.read_text()
+    assert html.count("<svg") == 1 and execution_id in html and "<script" not in html
+
+    markdown = tmp_path / "drills.md"
+    assert run_cli(["drills.report", "--out", str(markdown)], env).returncode == 0
+    chart = tmp_path / "drills-monthly-restore-test.svg"
+    assert chart.read_text().startswith("<svg")
+    text = markdown.read_text()
+    assert "![monthly-restore-test: RTO and RPO per run](drills-monthly-restore-test.svg)" in text
+    (row,) = [line for line in text.splitlines() if execution_id in line]
+    assert "| passed |" in row and "/ 1h00m met" in row
