@@ -34,6 +34,8 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 Handler = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 SWEEP_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_SWEEP_INTERVAL", "2"))
+#: How long shutdown waits for each background thread to stop (a running sweep, a post).
+SHUTDOWN_JOIN_S = 10.0
 
 log = structlog.get_logger("runbook_bot.bot")
 
@@ -336,6 +338,16 @@ def main(argv: list[str]) -> int:
         pass
     finally:
         housekeeper.stop.set()
+        housekeeper.wake.set()
         drills.stop.set()
+        # The background threads give up their leases (a successor need not wait for them
+        # to run out) and stop using the store before it closes.
+        threads = [housekeeper.thread, drills.thread]
+        if slack is not None:
+            slack.notifier.stop.set()
+            threads.append(slack.notifier.thread)
+        for thread in threads:
+            if thread.is_alive():
+                thread.join(timeout=SHUTDOWN_JOIN_S)
         runtime.close()
     return 0

@@ -1,0 +1,136 @@
+"""Two bot processes on one MongoDB store (the sandbox's wire-protocol server): a drill that
+fires every minute fires exactly once per minute; kill the leader with SIGKILL and the other
+takes the ``scheduler`` lease and fires the next one, once.
+
+The oracle is plain pymongo reading the store's collections, not the code under test. This
+runs on the real clock: a minute's cron has minute resolution, so it takes up to two minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+
+from sandbox.mongo import MongoServer
+from tests.bot.test_server import Bot, free_port
+from tests.cli.test_cli import wait_for
+
+DRILL = "every-minute"
+
+
+@pytest.fixture
+def state_server() -> Iterator[MongoServer]:
+    server = MongoServer(name="state").start()
+    yield server
+    server.stop()
+
+
+def fires(db: Any) -> dict[float, dict[str, Any]]:
+    prefix = f"drill.fire.{DRILL}."
+    found = db.kv.find({"_id": {"$regex": f"^{prefix.replace('.', '[.]')}"}})
+    return {float(doc["_id"][len(prefix) :]): doc["value"] for doc in found}
+
+
+def test_two_bots_on_one_mongodb_fire_each_minute_once_and_survive_the_leader(
+    cli_env: dict[str, str], state_server: MongoServer, tmp_path: Path
+) -> None:
+    schedules = tmp_path / "schedules.yaml"
+    schedules.write_text(
+        "drills:\n"
+        f"  - name: {DRILL}\n"
+        "    runbook: selftest\n"
+        "    params: {environment: development}\n"
+        '    cron: "* * * * *"\n'
+        "    notify_before: []\n"
+    )
+    url = state_server.uri.replace("/?", "/replicas?")  # mongodb://host:port/replicas?...
+    env = {
+        **cli_env,
+        "RUNBOOK_BOT_STATE": url,
+        "RUNBOOK_BOT_SCHEDULES": str(schedules),
+        "RUNBOOK_BOT_LOG": "-",
+        "RUNBOOK_BOT_SWEEP_INTERVAL": "0.5",
+    }
+    for key in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"):
+        env.pop(key, None)
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        state_server.uri, serverSelectionTimeoutMS=5000
+    )
+    db = client.replicas
+    bots = {}
+    try:
+        for _ in range(2):
+            bot = Bot(env, free_port())
+            bots[bot.proc.pid] = bot
+        for bot in bots.values():
+            bot.wait_ready()
+
+        def leader() -> dict[str, Any] | None:
+            doc = db.kv.find_one({"_id": "leader.scheduler"})
+            return doc["value"] if doc else None
+
+        def executions_of(at: float) -> list[dict[str, Any]]:
+            found = db.executions.find({"reason": {"$regex": f"due {_iso(at)}"}})
+            return [{"state": e["state"], "requester": e["requester"]} for e in found]
+
+        wait_for(lambda: len(fires(db)) >= 1, timeout=90, what="the first fire")
+        first_at, first = min(fires(db).items())
+        wait_for(
+            lambda: [e["state"] for e in executions_of(first_at)] == ["succeeded"],
+            timeout=60,
+            what="the first run to finish",
+        )
+        holder = leader()
+        assert holder is not None and first["term"] == holder["term"]
+        leader_pid = int(str(holder["owner"]).split(":")[1])
+        assert leader_pid in bots
+        os.kill(leader_pid, signal.SIGKILL)  # no release: the lease must run out
+        killed_at = time.time()
+        bots.pop(leader_pid).proc.communicate(timeout=30)  # also closes its pipe
+        (survivor,) = bots.values()
+
+        wait_for(lambda: first_at + 60 in fires(db), timeout=120, what="the next fire")
+        second = fires(db)[first_at + 60]
+        new_holder = leader()
+        assert new_holder is not None
+        assert int(str(new_holder["owner"]).split(":")[1]) == survivor.proc.pid
+        assert new_holder["term"] == second["term"] > first["term"]
+        assert killed_at < first_at + 60  # the survivor fired a minute the dead one never saw
+
+        # Each fire exactly once: one execution per fire, requested by the scheduler.
+        wait_for(
+            lambda: (
+                all(e["state"] == "succeeded" for e in executions_of(first_at + 60))
+                and len(executions_of(first_at + 60)) == 1
+            ),
+            timeout=60,
+            what="the survivor's run to finish",
+        )
+        assert len(executions_of(first_at)) == 1
+        assert executions_of(first_at + 60)[0]["requester"]["id"] == "scheduler"
+        history = db.kv.find_one({"_id": f"drill.history.{DRILL}"})
+        assert history is not None
+        ats = [entry["at"] for entry in history["value"]]
+        assert len(ats) == len(set(ats)) and first_at + 60 in ats
+    finally:
+        print("fires:", fires(db))  # shown when the test fails
+        print(
+            "executions:", [(e["_id"], e["state"], e.get("reason")) for e in db.executions.find()]
+        )
+        for bot in bots.values():
+            bot.proc.send_signal(signal.SIGTERM)
+            bot.proc.communicate(timeout=30)
+        client.close()
+
+
+def _iso(at: float) -> str:
+    from runbooks.engine.clock import iso
+
+    return iso(at)
