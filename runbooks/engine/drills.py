@@ -299,21 +299,52 @@ class DrillScheduler:
             lead = min(due)  # the nearest lead time reached; earlier ones are superseded
             paused = self.store.kv_get(PAUSE_KEY.format(drill.name))
             state = " (PAUSED: it will not run unless resumed)" if paused else ""
-            self._announce(
-                drill,
+            text = (
                 f"upcoming: {drill.name} runs {drill.runbook} at {self._when(drill, at)}, in "
-                f"{format_duration(at - now)}{state}",
-                key=f"{drill.name}.{at}.before.{int(lead)}",
-                done=done,
+                f"{format_duration(at - now)}{state}"
             )
+            key = f"{drill.name}.{at}.before.{int(lead)}"
+            needs = self._approvals_needed(drill)
+            if needs is not None and not paused:
+                required, groups, channel = needs
+                where = f" in {channel}" if channel else ""
+                text += (
+                    f"; it needs {required} approval(s) from {groups}: the approval card is "
+                    f"posted{where} when it fires, planned from live state then"
+                )
+                if channel and channel != drill.channel:
+                    self._announce(drill, text, key=key + ".approvers", done=done, channel=channel)
+            self._announce(drill, text, key=key, done=done)
 
-    def _announce(self, drill: Drill, text: str, *, key: str, done: Tick) -> None:
+    def _approvals_needed(self, drill: Drill) -> tuple[int, str, str | None] | None:
+        """(approvals, approver groups, approvals channel) when policy gates the drill's
+        request, else None. Approvers hear of it with the lead-time notices: the card itself
+        comes at fire time, because a request made a day early would hold the environment's
+        lock all day and its plan, made from a day-old state, would be re-planned (voiding
+        the approvals) when it starts."""
+        try:
+            spec = self.engine.registry.get(drill.runbook)
+        except RunbookError:
+            return None  # the drill's checks (require_valid_drills) say why
+        field_ = spec.params.model_fields.get("environment")
+        default = field_.default if field_ is not None else None
+        environment = str(drill.params.get("environment") or default or "")
+        gate = self.engine.policy.gate(spec.name, environment, read_only=spec.read_only)
+        if not gate.required:
+            return None
+        groups = ", ".join(gate.approver_groups) or "any approver"
+        channel = self.engine.config.policy.slack.approvals_channel(environment)
+        return gate.required, groups, channel
+
+    def _announce(
+        self, drill: Drill, text: str, *, key: str, done: Tick, channel: str | None = None
+    ) -> None:
         if not self.store.kv_insert(ANNOUNCED_KEY.format(key), self.clock.now()):
             return
         self.store.append_event(
             None,
             "drill.announce",
-            {"drill": drill.name, "channel": drill.channel, "text": text},
+            {"drill": drill.name, "channel": channel or drill.channel, "text": text},
             self.clock.now(),
         )
         done.announced.append(text)

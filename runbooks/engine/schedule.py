@@ -332,7 +332,8 @@ class SchedulesFile(BaseModel):
 
 def drill_problems(schedules: SchedulesFile, registry: Any, config: Any) -> list[str]:
     """Every drill checked against the runbooks it names: the runbook exists and its
-    parameters validate (as a request would validate them). Problems, in words."""
+    parameters validate (as a request would validate them), and a drill that says
+    ``pre_approved`` is one policy lets run without approvals. Problems, in words."""
     from runbooks.engine.params import validate_params
 
     problems = []
@@ -348,9 +349,22 @@ def drill_problems(schedules: SchedulesFile, registry: Any, config: Any) -> list
             )
             continue
         try:
-            validate_params(spec.params, dict(drill.params), config)
+            params = validate_params(spec.params, dict(drill.params), config)
         except Exception as exc:
             problems.append(f"{where}: params: {getattr(exc, 'message', exc)}")
+            continue
+        if drill.pre_approved:
+            from runbooks.engine.approvals import ConfigPolicy
+
+            environment = str(getattr(params, "environment", ""))
+            gate = ConfigPolicy(config).gate(spec.name, environment, read_only=spec.read_only)
+            if gate.required:
+                problems.append(
+                    f"{where}: pre_approved: true, but policy.yaml ({gate.rule}) requires "
+                    f"{gate.required} approval(s) for {spec.name} in {environment}: "
+                    "schedules.yaml cannot approve itself; remove pre_approved, or give the "
+                    "group `drills` a rule with approvals: 0 in policy.yaml"
+                )
     return problems
 
 

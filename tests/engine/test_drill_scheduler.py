@@ -41,12 +41,15 @@ WEEKLY_NY = {
 }
 
 
-def config(*drills: dict[str, Any], freezes: list[dict[str, Any]] | None = None) -> Config:
+def config(
+    *drills: dict[str, Any], freezes: list[dict[str, Any]] | None = None, approvals: int = 0
+) -> Config:
     base = load_config(ROOT / "config")
     policy = base.policy.model_dump()
     policy["people"]["scheduler"] = {"name": "drill scheduler", "groups": ["drills"]}
+    gate = {"approvals": approvals, "approvers": ["sre"]} if approvals else {}
     policy["rules"] = [
-        {"runbooks": "test.*", "environments": ["*"], "requesters": ["drills", "sre"]},
+        {"runbooks": "test.*", "environments": ["*"], "requesters": ["drills", "sre"], **gate},
         *policy["rules"],
     ]
     if freezes is not None:
@@ -210,6 +213,38 @@ def test_a_fire_in_a_change_freeze_is_held_and_announced(make_engine: EngineFact
     [held] = [t for _, t in w.announced if t.startswith("held")]
     assert "change freeze" in held and "year-end freeze" in held
     assert w.engine.list() == []
+
+
+def test_approvers_hear_of_a_gated_drill_before_it_fires_and_approve_its_card_at_fire_time(
+    make_engine: EngineFactory,
+) -> None:
+    drill = {**MONTHLY, "params": {"environment": "production", "keys": "a", "value": 1}}
+    at = datetime(2027, 6, 1, 3, tzinfo=UTC).timestamp()
+    clock = FakeClock(at - 25 * 3600)
+    w = World(make_engine, config(drill, approvals=1), clock)
+    w.step()
+    w.run_until(at - 3600 + 1)
+    notices = [
+        (e.payload["channel"], e.payload["text"])
+        for e in w.engine.store.events_after(0)
+        if e.type == "drill.announce"
+    ]
+    heads_up = "it needs 1 approval(s) from sre: the approval card is posted in C0APPROVALS"
+    assert sorted(c for c, t in notices if heads_up in t) == [
+        "C0APPROVALS",
+        "C0APPROVALS",
+        "C0OPS",
+        "C0OPS",
+    ]  # 24 h and 1 h before, to the drill's channel and the approvers'
+    assert w.engine.list() == []  # no request (and no lock) before the fire time
+    clock.advance(at - clock.now())
+    w.step()
+    (execution,) = w.engine.list()
+    assert execution.state == State.AWAITING_APPROVAL and execution.required_approvals == 1
+    w.engine.approve(execution.id, actor=ALICE)
+    w.step()
+    assert w.engine.get(execution.id).state == State.SUCCEEDED
+    assert [e["state"] for e in w.scheduler.history("monthly")] == ["succeeded"]
 
 
 def test_a_paused_drill_does_not_run_and_says_so(make_engine: EngineFactory) -> None:

@@ -13,7 +13,7 @@ from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped
 from runbooks.catalog import load_catalog
 from runbooks.engine.config import load_config
 from runbooks.engine.errors import ConfigError
-from runbooks.engine.schedule import Drill, drill_problems, load_schedules
+from runbooks.engine.schedule import Drill, SchedulesFile, drill_problems, load_schedules
 from tests.conftest import ROOT, run_cli
 
 SHIPPED = load_schedules(ROOT / "schedules.yaml")
@@ -177,3 +177,19 @@ def test_config_check_validates_the_drills_too(tmp_path: Path, cli_env: dict[str
     bad = run_cli(["config.check"], {**cli_env, "RUNBOOK_BOT_SCHEDULES": str(path)})
     assert bad.returncode == 2
     assert "drills[0] (d): runbook 'restore.tset' is not in the catalog" in bad.stderr
+
+
+def test_pre_approved_must_be_what_policy_says_schedules_cannot_approve_themselves() -> None:
+    config = load_config(ROOT / "config", schedules=ROOT / "schedules.yaml")
+    quarterly = next(d for d in config.schedules.drills if d.name == "quarterly-partial-failover")
+    assert not quarterly.pre_approved
+    forged = SchedulesFile.model_validate(
+        {"drills": [{**quarterly.model_dump(), "pre_approved": True}]}
+    )
+    (problem,) = drill_problems(forged, load_catalog(), config)
+    assert problem.startswith(
+        "schedules.yaml: drills[0] (quarterly-partial-failover): pre_approved: true, but "
+        "policy.yaml (rules["
+    )
+    assert "requires 2 approval(s) for dr.failover in production" in problem
+    assert "cannot approve itself" in problem
