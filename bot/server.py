@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -34,6 +35,8 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 Handler = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 SWEEP_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_SWEEP_INTERVAL", "2"))
+#: How often the alert follower looks for accepted alerts (a webhook also wakes it).
+ALERT_POLL_S = 0.25
 #: How long shutdown waits for each background thread to stop (a running sweep, a post).
 SHUTDOWN_JOIN_S = 10.0
 
@@ -49,9 +52,13 @@ class BotApp:
         self.runtime = runtime
         self.slack = slack
         self.metrics = Metrics(runtime.store)
+        from bot.webhooks import AlertmanagerWebhook
+
+        self.alertmanager = AlertmanagerWebhook(runtime)
         self.routes: dict[tuple[str, str], Handler] = {
             ("GET", "/health"): self.health,
             ("GET", "/ready"): self.ready,
+            ("POST", "/webhooks/alertmanager"): self.alertmanager,
         }
         self.raw_routes: dict[tuple[str, str], WsgiApp] = {("GET", "/metrics"): self._metrics}
         if slack is not None:
@@ -130,17 +137,10 @@ class BotApp:
                 log.exception("request failed", path=path)
                 status, body = 500, {"error": "internal error; see the bot's log"}
         payload = json.dumps(body).encode()
-        reason = {
-            200: "OK",
-            404: "Not Found",
-            405: "Method Not Allowed",
-            500: "Internal Server Error",
-            503: "Service Unavailable",
-        }.get(status, "")
-        start_response(
-            f"{status} {reason}",
-            [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
-        )
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+        if status == 401:
+            headers.append(("WWW-Authenticate", 'Bearer realm="runbook-bot"'))
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [payload]
 
 
@@ -192,6 +192,32 @@ class Housekeeper:
             self.wake.wait(min(self.interval, self.leader.retry))
             self.wake.clear()
         self.leader.release()
+
+
+class AlertFollower:
+    """Alertmanager's accepted alerts (``alert.request`` / ``alert.escalate`` events) turned
+    into requests and pages, on the ``alerts`` leader lease (one replica at a time)."""
+
+    def __init__(self, runtime: Runtime, *, kick: Any = None, page: Any = None) -> None:
+        from runbooks.engine.alerts import AlertRequests, require_valid_routes
+        from runbooks.engine.outbox import OutboxFollower
+
+        require_valid_routes(runtime.config, runtime.engine.registry)
+        engine = runtime.engine
+        self.consumer = AlertRequests(engine, kick=kick, page=page)
+        self.follower = OutboxFollower(
+            engine.store, engine.clock, self.consumer, name="alerts", owner=engine.owner
+        )
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="alerts", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _loop(self) -> None:
+        self.follower.start_at_present()
+        self.follower.run(self.stop, self.wake, poll=ALERT_POLL_S)
 
 
 class DrillTicker:
@@ -284,6 +310,7 @@ def main(argv: list[str]) -> int:
     housekeeper = Housekeeper(runtime)
     try:
         drills = DrillTicker(runtime, kick=housekeeper.kick)
+        alerts = AlertFollower(runtime, kick=housekeeper.kick)
     except RunbookError as exc:
         print(f"runbook-bot cannot start: {exc}", flush=True)
         return 2
@@ -300,8 +327,10 @@ def main(argv: list[str]) -> int:
             socket_handler = slack.socket_mode_handler(slack_settings.app_token)
             socket_handler.connect()
     app = BotApp(runtime, slack=slack if slack_settings.mode == "http" else None)
+    app.alertmanager.on_accepted = alerts.wake.set
     housekeeper.start()
     drills.start()
+    alerts.start()
     log.info(
         "runbook-bot serving",
         host=args.host,
@@ -310,6 +339,7 @@ def main(argv: list[str]) -> int:
         state=settings.state_description,
         slack=slack_state,
         slack_commands=slack.commands if slack else [],
+        alertmanager=app.alertmanager.describe(),
     )
     server = create_server(
         app, host=args.host, port=port, threads=args.threads, ident="runbook-bot"
@@ -319,6 +349,8 @@ def main(argv: list[str]) -> int:
         housekeeper.stop.set()
         housekeeper.wake.set()
         drills.stop.set()
+        alerts.stop.set()
+        alerts.wake.set()
         if slack is not None:
             slack.notifier.stop.set()
         if socket_handler is not None:
@@ -342,7 +374,9 @@ def main(argv: list[str]) -> int:
         drills.stop.set()
         # The background threads give up their leases (a successor need not wait for them
         # to run out) and stop using the store before it closes.
-        threads = [housekeeper.thread, drills.thread]
+        alerts.stop.set()
+        alerts.wake.set()
+        threads = [housekeeper.thread, drills.thread, alerts.thread]
         if slack is not None:
             slack.notifier.stop.set()
             threads.append(slack.notifier.thread)

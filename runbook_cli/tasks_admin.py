@@ -245,6 +245,7 @@ def check(c: Any) -> None:
     """Validate config/ and schedules.yaml (drills against the catalog); print a summary, exit
     2 listing every problem."""
     from runbook_cli.commands import cli_errors
+    from runbooks.engine.clock import format_duration
     from runbooks.engine.config import load_config
     from runbooks.engine.errors import ConfigError
     from runbooks.engine.settings import load_settings
@@ -254,9 +255,11 @@ def check(c: Any) -> None:
         try:
             config = load_config(settings.config_dir, schedules=settings.schedules_path)
             from runbooks.catalog import load_catalog
+            from runbooks.engine.alerts import require_valid_routes
             from runbooks.engine.schedule import require_valid_drills
 
             require_valid_drills(config, load_catalog())
+            require_valid_routes(config, load_catalog())
         except ConfigError as exc:
             print(f"configuration INVALID ({settings.config_dir}):", file=sys.stderr)
             print(exc.message, file=sys.stderr)
@@ -273,6 +276,12 @@ def check(c: Any) -> None:
         f"  schedules ({settings.schedules_path or 'none'}): "
         f"{len(schedules.maintenance_windows)} maintenance window(s); drills: "
         f"{', '.join(d.name for d in schedules.drills) or 'none'}"
+    )
+    routes = config.alerts.routes
+    print(
+        f"  alerts (alerts.yaml): {sum(len(r.alerts) for r in routes)} alert(s) mapped to "
+        f"{', '.join(sorted({r.runbook for r in routes})) or 'nothing'}; cooldown "
+        f"{format_duration(config.alerts.cooldown)}"
     )
     print(
         f"  people: {', '.join(config.policy.people) or 'none'}; "

@@ -159,10 +159,15 @@ def write_env(
         ]
     for variable, server in (databases or {}).items():
         lines.append(f"export {variable}={shlex.quote(server.uri)}")
+    # Alertmanager's receiver authenticates with this (http_config.authorization).
+    lines.append(f"export ALERTMANAGER_WEBHOOK_TOKEN={SANDBOX_ALERTMANAGER_TOKEN}")
     if health is not None:
         lines.append(f"export RUNBOOK_BOT_SANDBOX_HEALTH={shlex.quote(health.url)}")
     env_path.write_text("\n".join(lines) + "\n")
     return env_path
+
+
+SANDBOX_ALERTMANAGER_TOKEN = "sandbox-alertmanager-token"  # noqa: S105 - the sandbox's own
 
 
 def running_on(state_dir: Path, state_url: str) -> list[str]:

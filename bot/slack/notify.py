@@ -172,7 +172,7 @@ class Notifier:
 
     def _note(self, event: Event) -> None:
         execution_id = event.execution_id
-        if event.type == "drill.announce":
+        if event.type in ("drill.announce", "notice"):
             channel = event.payload.get("channel")
             if channel:
                 self.pending.announcements.append((str(channel), event.payload, event.id))
@@ -274,11 +274,15 @@ class Notifier:
         while pending.announcements:
             channel, payload, event_id = pending.announcements[0]
             if not self._sent(event_id):
-                text = f":calendar: *drill* {payload.get('text', '')}"
+                text = (
+                    f":calendar: *drill* {payload.get('text', '')}"
+                    if payload.get("drill")
+                    else str(payload.get("text", ""))
+                )
                 try:
                     self.courier.post(channel, text)
                 except SlackApiError as exc:
-                    log.warning("could not post a drill announcement; will retry", error=str(exc))
+                    log.warning("could not post an announcement; will retry", error=str(exc))
                     return
                 self._mark_sent(event_id)
             pending.announcements.pop(0)

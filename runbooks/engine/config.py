@@ -19,6 +19,7 @@ from runbooks.engine.clock import parse_duration
 from runbooks.engine.errors import ConfigError
 
 if TYPE_CHECKING:
+    from runbooks.engine.alerts import AlertsFile
     from runbooks.engine.schedule import SchedulesFile
 
 Tier = Literal["sandbox", "staging", "production"]
@@ -346,13 +347,17 @@ class Config:
         environments: EnvironmentsFile,
         policy: PolicyFile,
         schedules: SchedulesFile | None = None,
+        alerts: AlertsFile | None = None,
     ):
+        from runbooks.engine.alerts import AlertsFile
         from runbooks.engine.schedule import SchedulesFile
 
         self.directory = directory
         self.environments = environments
         self.policy = policy
         self.schedules = schedules if schedules is not None else SchedulesFile()
+        #: ``alerts.yaml`` of the directory: Alertmanager alerts mapped to runbooks.
+        self.alerts = alerts if alerts is not None else AlertsFile()
 
     @property
     def is_sandbox(self) -> bool:
@@ -457,9 +462,16 @@ def load_config(directory: Path, *, schedules: Path | None = None) -> Config:
                         f"{schedules}: maintenance_windows[{index}].environments: unknown "
                         f"environment {name!r}; known: {', '.join(environments.environments)}"
                     )
+    from runbooks.engine.alerts import AlertsFile, load_alerts
+
+    alerts_file = AlertsFile()
+    try:
+        alerts_file = load_alerts(directory / "alerts.yaml")
+    except ConfigError as exc:
+        problems.append(exc.message)
     if problems or environments is None or policy is None:
         raise ConfigError("\n".join(problems))
-    return Config(directory, environments, policy, schedule_file)
+    return Config(directory, environments, policy, schedule_file, alerts_file)
 
 
 def _cross_check(path: Path, envs: EnvironmentsFile, policy: PolicyFile) -> list[str]:

@@ -1,0 +1,467 @@
+"""Alertmanager notifications become runbook requests, under policy, at most once a cooldown.
+
+``config/alerts.yaml`` maps alert names to a runbook and its parameters, filled from the
+alert's labels (``"{service}"``; ``"{region?}"`` leaves the parameter out when the label is
+missing). The spec's automatic rollback triggers ship mapped: ``HighErrorRate``,
+``HighLatencyP95`` and ``HealthCheckFailing`` → ``rollback ENV --service S``.
+
+``AlertIntake.receive`` is what ``POST /webhooks/alertmanager`` calls after authentication; it
+is quick and decides, per firing alert:
+
+- **accepted**: the route's target (runbook, environment, service) is claimed for the
+  cooldown (default 30 minutes) in the store, atomically, so repeats, Alertmanager's grouping
+  and an HA pair's duplicate notifications, on any replica, claim it once. An
+  ``alert.request`` event goes into the outbox; ``AlertRequests`` (an outbox consumer, on the
+  leader) makes the request through the engine's one path as the policy person
+  ``alertmanager``: policy decides whether it runs at once or posts an approval card.
+- **suppressed**: the target was claimed less than a cooldown ago.
+- **escalated**: the target had ``max_consecutive`` automatic requests in a row (each within
+  ``streak_window`` of the last): no more rollbacks; an ``alert.escalate`` event pages (through
+  PagerDuty where configured) and tells the approvals channel, once a cooldown.
+- **ignored**: not mapped, or a label the route needs is missing (said why).
+
+``resolved`` alerts are recorded and change nothing. Every notification is audited once
+(``alert.received``) with what was decided for each alert.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from runbooks.engine import yamlfile
+from runbooks.engine.clock import format_duration, iso
+from runbooks.engine.config import Seconds, format_validation_error
+from runbooks.engine.errors import ConfigError, InvalidInput, RunbookError
+from runbooks.engine.models import Actor
+
+if TYPE_CHECKING:
+    from runbooks.engine.executor import Engine
+    from runbooks.engine.models import Event
+
+ALERTMANAGER = Actor("alertmanager", "Alertmanager", "alertmanager")
+CLAIM_KEY = "alert.claim.{}"
+DONE_KEY = "alert.done.{}"
+#: The largest notification accepted (Alertmanager sends a group's alerts in one body).
+MAX_BODY = 1 << 20
+_PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)(\??)\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AlertRoute(_Strict):
+    alerts: list[str] = Field(min_length=1, description="alert names (the alertname label)")
+    runbook: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    #: Only alerts whose rendered environment matches one of these (default: any).
+    environments: list[str] = Field(default_factory=lambda: ["*"])
+
+
+class AlertsFile(_Strict):
+    """``config/alerts.yaml``."""
+
+    require_auth: bool = True
+    cooldown: Seconds = 1800.0
+    max_consecutive: int = Field(2, ge=1, le=20)
+    streak_window: Seconds = 21600.0
+    routes: list[AlertRoute] = Field(default_factory=list)
+
+    @field_validator("routes")
+    @classmethod
+    def _unique_alerts(cls, routes: list[AlertRoute]) -> list[AlertRoute]:
+        seen: set[str] = set()
+        for route in routes:
+            for name in route.alerts:
+                if name in seen:
+                    raise ValueError(f"alert {name!r} is mapped twice; one route per alert")
+                seen.add(name)
+        return routes
+
+    def route(self, name: str) -> AlertRoute | None:
+        return next((r for r in self.routes if name in r.alerts), None)
+
+
+def load_alerts(path: Path) -> AlertsFile:
+    """Read ``alerts.yaml`` (a missing file maps no alert)."""
+    if not path.exists():
+        return AlertsFile()
+    try:
+        data = yamlfile.load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        raise ConfigError(
+            f"{path}:{where} malformed YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
+    try:
+        return AlertsFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(path), exc)) from None
+
+
+def route_problems(alerts: AlertsFile, registry: Any) -> list[str]:
+    """Routes checked against the catalog: the runbook exists and takes the parameters."""
+    problems = []
+    for index, route in enumerate(alerts.routes):
+        where = f"alerts.yaml: routes[{index}] ({', '.join(route.alerts)})"
+        try:
+            spec = registry.get(route.runbook)
+        except RunbookError as exc:
+            problems.append(f"{where}: {exc.message}")
+            continue
+        unknown = sorted(set(route.params) - set(spec.params.model_fields))
+        if unknown:
+            problems.append(
+                f"{where}: {route.runbook} has no parameter {', '.join(unknown)}; it takes "
+                f"{', '.join(spec.params.model_fields)}"
+            )
+    return problems
+
+
+def require_valid_routes(config: Any, registry: Any) -> None:
+    """Raise ConfigError naming every route whose runbook or parameters are wrong (the bot
+    at start and ``config.check``)."""
+    problems = route_problems(config.alerts, registry)
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+# --- the notification ----------------------------------------------------------------------
+
+
+class Alert(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: str = ""
+    fingerprint: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.labels.get("alertname", "")
+
+
+class Notification(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    version: str
+    status: str = ""
+    receiver: str = ""
+    groupKey: str = ""
+    alerts: list[Alert]
+
+
+def parse_notification(body: bytes) -> Notification:
+    """Alertmanager's webhook body (payload version 4); InvalidInput says what is wrong."""
+    if len(body) > MAX_BODY:
+        raise InvalidInput(f"body of {len(body)} bytes is over the {MAX_BODY}-byte limit")
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput("body must be a JSON object (Alertmanager's webhook payload)")
+    if str(doc.get("version")) != "4":
+        raise InvalidInput(
+            f"payload version {doc.get('version')!r} is not supported; Alertmanager's webhook "
+            'payload version is "4"'
+        )
+    try:
+        return Notification.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"payload: {where}: {first['msg']}") from None
+
+
+def render(route: AlertRoute, labels: dict[str, str]) -> dict[str, Any]:
+    """The route's parameters with ``{label}`` filled in; InvalidInput names a missing label."""
+    params: dict[str, Any] = {}
+    for name, value in route.params.items():
+        if not isinstance(value, str):
+            params[name] = value
+            continue
+        missing: list[str] = []
+        optional_missing = False
+
+        def fill(match: re.Match[str], missing: list[str] = missing) -> str:
+            nonlocal optional_missing
+            label, optional = match.group(1), match.group(2)
+            if label in labels:
+                return labels[label]
+            if optional:
+                optional_missing = True
+            else:
+                missing.append(label)
+            return ""
+
+        text = _PLACEHOLDER.sub(fill, value)
+        if missing:
+            raise InvalidInput(f"label {', '.join(missing)} missing (the route's {name})")
+        if optional_missing and not text:
+            continue
+        params[name] = text
+    return params
+
+
+# --- the intake ----------------------------------------------------------------------------
+
+
+@dataclass
+class Decision:
+    alert: str
+    outcome: str  # accepted | suppressed | escalated | ignored | resolved
+    why: str = ""
+    target: str = ""
+
+    def to_doc(self) -> dict[str, str]:
+        doc = {"alert": self.alert, "outcome": self.outcome}
+        if self.why:
+            doc["why"] = self.why
+        if self.target:
+            doc["target"] = self.target
+        return doc
+
+
+@dataclass
+class Intake:
+    decisions: list[Decision] = field(default_factory=list)
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for d in self.decisions if d.outcome == outcome)
+
+    def to_doc(self) -> dict[str, Any]:
+        outcomes = ("accepted", "suppressed", "escalated", "ignored", "resolved")
+        return {
+            **{outcome: self.count(outcome) for outcome in outcomes},
+            "alerts": [d.to_doc() for d in self.decisions],
+        }
+
+
+class AlertIntake:
+    def __init__(self, engine: Engine, alerts: AlertsFile) -> None:
+        self.engine = engine
+        self.alerts = alerts
+        self.store = engine.store
+        self.clock = engine.clock
+
+    def receive(self, notification: Notification, *, source: str = "") -> Intake:
+        done = Intake()
+        for alert in notification.alerts:
+            done.decisions.append(self._one(alert))
+        self.engine.audit.record(
+            "alert.received",
+            actor=ALERTMANAGER,
+            outcome=",".join(sorted({d.outcome for d in done.decisions})) or "empty",
+            target={"receiver": notification.receiver, "source": source},
+            detail={
+                "group_key": notification.groupKey[:500],
+                "status": notification.status,
+                "alerts": [d.to_doc() for d in done.decisions][:50],
+            },
+        )
+        return done
+
+    def _one(self, alert: Alert) -> Decision:
+        name = alert.name or "(no alertname)"
+        if alert.status == "resolved":
+            return Decision(name, "resolved", "recorded; a resolved alert changes nothing")
+        if alert.status != "firing":
+            return Decision(name, "ignored", f"status {alert.status!r} is not firing")
+        route = self.alerts.route(alert.name)
+        if route is None:
+            return Decision(name, "ignored", "no route in alerts.yaml")
+        try:
+            params = render(route, alert.labels)
+        except InvalidInput as exc:
+            return Decision(name, "ignored", exc.message)
+        environment = str(params.get("environment", ""))
+        if not any(fnmatch.fnmatchcase(environment, p) for p in route.environments):
+            return Decision(name, "ignored", f"environment {environment!r} is not routed")
+        # What the cooldown is per: the service where the runbook names one (a rollback of
+        # api, whichever region label the alert carries), else the whole request.
+        if "service" in params:
+            target = f"{route.runbook}:{environment}:{params['service']}"
+        else:
+            rest = {k: v for k, v in sorted(params.items()) if k != "environment"}
+            target = f"{route.runbook}:{environment}:" + json.dumps(rest, separators=(",", ":"))
+        return self._claim(alert, route, params, target)
+
+    def _claim(
+        self, alert: Alert, route: AlertRoute, params: dict[str, Any], target: str
+    ) -> Decision:
+        key = CLAIM_KEY.format(target)
+        cfg = self.alerts
+        for _ in range(20):
+            now = self.clock.now()
+            previous = self.store.kv_get(key)
+            if previous is not None and now - float(previous["at"]) < cfg.cooldown:
+                until = float(previous["at"]) + cfg.cooldown
+                return Decision(
+                    alert.name,
+                    "suppressed",
+                    f"{previous['state']} {format_duration(now - float(previous['at']))} ago; "
+                    f"cooldown until {iso(until)}",
+                    target,
+                )
+            in_streak = previous is not None and now - float(previous["at"]) <= (cfg.streak_window)
+            streak = int(previous["streak"]) if previous is not None and in_streak else 0
+            state = "escalated" if streak >= cfg.max_consecutive else "requested"
+            claim = {
+                "at": now,
+                "state": state,
+                "streak": streak if state == "escalated" else streak + 1,
+                "alert": alert.name,
+                "fingerprint": alert.fingerprint,
+            }
+            won = (
+                self.store.kv_insert(key, claim)
+                if previous is None
+                else self.store.kv_swap(key, previous, claim)
+            )
+            if not won:
+                continue  # another notification (or replica) claimed it first: look again
+            payload = {
+                "alert": alert.name,
+                "labels": dict(alert.labels),
+                "summary": alert.annotations.get("summary")
+                or alert.annotations.get("description", ""),
+                "fingerprint": alert.fingerprint,
+                "starts_at": alert.startsAt,
+                "runbook": route.runbook,
+                "params": params,
+                "target": target,
+                "streak": claim["streak"],
+            }
+            if state == "escalated":
+                self.store.append_event(None, "alert.escalate", payload, now)
+                return Decision(
+                    alert.name,
+                    "escalated",
+                    f"{streak} automatic {route.runbook} requests in a row for {target}; "
+                    "no more until a person looks: paged",
+                    target,
+                )
+            self.store.append_event(None, "alert.request", payload, now)
+            return Decision(alert.name, "accepted", f"{route.runbook} requested", target)
+        return Decision(alert.name, "suppressed", "claimed by another notification", target)
+
+
+# --- the requests (an outbox consumer, on the leader) --------------------------------------
+
+
+def _reason(payload: dict[str, Any]) -> str:
+    labels = payload.get("labels") or {}
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname")
+    summary = f": {payload['summary']}" if payload.get("summary") else ""
+    return f"alert {payload['alert']} firing ({shown}){summary}"[:500]
+
+
+class AlertRequests:
+    """Turns ``alert.request`` events into requests, ``alert.escalate`` into pages and
+    notices. Each event is handled once (a mark in the store after it is done)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        kick: Any = None,
+        page: Any = None,
+    ) -> None:
+        self.engine = engine
+        self.kick = kick
+        #: ``page(summary, dedup_key, details)``: the PagerDuty adapter's trigger, if any.
+        self.page = page
+        self.pending: list[Event] = []
+
+    def note(self, event: Event) -> None:
+        if event.type in ("alert.request", "alert.escalate"):
+            self.pending.append(event)
+
+    def reset(self) -> None:
+        self.pending = []
+
+    def flush(self) -> int | None:
+        while self.pending:
+            event = self.pending[0]
+            done_key = DONE_KEY.format(event.id)
+            if self.engine.store.kv_get(done_key) is None:
+                try:
+                    result = (
+                        self._request(event)
+                        if event.type == "alert.request"
+                        else self._escalate(event)
+                    )
+                except Exception:
+                    return event.id  # retried at the next pass (with the follower's backoff)
+                self.engine.store.kv_set(done_key, result)
+            self.pending.pop(0)
+        return None
+
+    def _notice(self, environment: str, text: str) -> None:
+        channel = self.engine.config.policy.slack.approvals_channel(environment)
+        self.engine.store.append_event(
+            None, "notice", {"channel": channel, "text": text}, self.engine.clock.now()
+        )
+
+    def _request(self, event: Event) -> dict[str, Any]:
+        from runbooks.engine.requests import Request
+
+        payload = event.payload
+        environment = str(payload["params"].get("environment", ""))
+        try:
+            result = self.engine.request(
+                Request(
+                    runbook=str(payload["runbook"]),
+                    params=dict(payload["params"]),
+                    actor=ALERTMANAGER,
+                    reason=_reason(payload),
+                    assume_yes=True,
+                    # An automatic run is never silent: its card (progress, result) goes to
+                    # the environment's approvals channel even when it needs no approval.
+                    channel=self.engine.config.policy.slack.approvals_channel(environment),
+                )
+            )
+        except RunbookError as exc:
+            self._notice(
+                environment,
+                f":rotating_light: alert {payload['alert']} ({payload['target']}): "
+                f"{payload['runbook']} was not requested: {exc.message}",
+            )
+            return {"refused": exc.message}
+        execution = result.execution
+        if execution is None:
+            return {"outcome": str(result.outcome)}
+        if self.kick is not None:
+            self.kick()
+        return {"execution_id": execution.id, "state": str(execution.state)}
+
+    def _escalate(self, event: Event) -> dict[str, Any]:
+        payload = event.payload
+        environment = str(payload["params"].get("environment", ""))
+        summary = (
+            f"runbook-bot stopped automatic {payload['runbook']} of {payload['target']} after "
+            f"{payload['streak']} in a row: alert {payload['alert']} still firing"
+        )
+        paged = False
+        if self.page is not None:
+            self.page(summary, f"runbook-bot:auto:{payload['target']}", payload)
+            paged = True
+        self._notice(
+            environment,
+            f":rotating_light: {summary}. "
+            + ("Paged on-call. " if paged else "PagerDuty is not configured: nobody was paged. ")
+            + "A person decides what next.",
+        )
+        return {"escalated": True, "paged": paged}
