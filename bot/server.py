@@ -37,6 +37,7 @@ Handler = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 SWEEP_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_SWEEP_INTERVAL", "2"))
 #: How often the alert follower looks for accepted alerts (a webhook also wakes it).
 ALERT_POLL_S = 0.25
+SWITCH_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_SWITCH_INTERVAL", "0.001"))
 #: How long shutdown waits for each background thread to stop (a running sweep, a post).
 SHUTDOWN_JOIN_S = 10.0
 
@@ -194,6 +195,29 @@ class Housekeeper:
         self.leader.release()
 
 
+#: What the first plan would otherwise import on a request's thread (about a second of CPU,
+#: holding the interpreter): a burst of webhooks or Slack commands arriving with the first
+#: rollback waited behind it.
+PRELOAD = (
+    "runbooks.adapters.kube",
+    "runbooks.adapters.aws",
+    "runbooks.adapters.mongo",
+    "runbooks.adapters.prometheus",
+    "runbooks.adapters.http_health",
+)
+
+
+def preload() -> None:
+    """Import the adapters' SDKs in the background once the bot serves."""
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # an SDK missing here fails the first plan that needs it, clearly
+            log.warning("could not preload", module=name)
+
+
 class AlertFollower:
     """Alertmanager's accepted alerts (``alert.request`` / ``alert.escalate`` events) turned
     into requests and pages, on the ``alerts`` leader lease (one replica at a time)."""
@@ -331,6 +355,10 @@ def main(argv: list[str]) -> int:
     housekeeper.start()
     drills.start()
     alerts.start()
+    threading.Thread(target=preload, name="preload", daemon=True).start()
+    # Acks are short and I/O bound; a running plan or rollout watch is CPU bound. A shorter
+    # switch interval than the default 5 ms lets the acks through (bench/README.md).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     log.info(
         "runbook-bot serving",
         host=args.host,

@@ -295,7 +295,7 @@ def check(c: Any) -> None:
 
 @task(help={"port": "port (default: $PORT, else 3000)"})
 def serve(c: Any, port: int = 0) -> None:
-    """Start the bot's HTTP server (/health, /ready; Slack and webhooks join later)."""
+    """Start the bot's HTTP server (/health, /ready, /metrics, Slack, the Alertmanager webhook)."""
     import os
 
     # exec rather than import: the terminal front end never imports the bot (Slack SDK).
