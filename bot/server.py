@@ -332,9 +332,14 @@ def main(argv: list[str]) -> int:
     from bot.slack.app import SlackSettings, build_slack
 
     housekeeper = Housekeeper(runtime)
+    from bot.incidents import IncidentFollower, page_callback
+    from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
+
     try:
+        pagerduty_settings = PagerDutySettings.from_env()
+        pagerduty = PagerDuty(pagerduty_settings) if pagerduty_settings.configured else None
         drills = DrillTicker(runtime, kick=housekeeper.kick)
-        alerts = AlertFollower(runtime, kick=housekeeper.kick)
+        alerts = AlertFollower(runtime, kick=housekeeper.kick, page=page_callback(pagerduty))
     except RunbookError as exc:
         print(f"runbook-bot cannot start: {exc}", flush=True)
         return 2
@@ -352,9 +357,12 @@ def main(argv: list[str]) -> int:
             socket_handler.connect()
     app = BotApp(runtime, slack=slack if slack_settings.mode == "http" else None)
     app.alertmanager.on_accepted = alerts.wake.set
+    incidents = IncidentFollower(runtime, pagerduty) if pagerduty is not None else None
     housekeeper.start()
     drills.start()
     alerts.start()
+    if incidents is not None:
+        incidents.start()
     threading.Thread(target=preload, name="preload", daemon=True).start()
     # Acks are short and I/O bound; a running plan or rollout watch is CPU bound. A shorter
     # switch interval than the default 5 ms lets the acks through (bench/README.md).
@@ -368,6 +376,7 @@ def main(argv: list[str]) -> int:
         slack=slack_state,
         slack_commands=slack.commands if slack else [],
         alertmanager=app.alertmanager.describe(),
+        pagerduty=pagerduty_settings.describe(),
     )
     server = create_server(
         app, host=args.host, port=port, threads=args.threads, ident="runbook-bot"
@@ -405,6 +414,10 @@ def main(argv: list[str]) -> int:
         alerts.stop.set()
         alerts.wake.set()
         threads = [housekeeper.thread, drills.thread, alerts.thread]
+        if incidents is not None:
+            incidents.stop.set()
+            incidents.wake.set()
+            threads.append(incidents.thread)
         if slack is not None:
             slack.notifier.stop.set()
             threads.append(slack.notifier.thread)
@@ -412,4 +425,6 @@ def main(argv: list[str]) -> int:
             if thread.is_alive():
                 thread.join(timeout=SHUTDOWN_JOIN_S)
         runtime.close()
+        if pagerduty is not None:
+            pagerduty.close()
     return 0

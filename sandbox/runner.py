@@ -36,6 +36,7 @@ from sandbox.health import HealthServer
 from sandbox.kube.emulator import Cluster, KubeEmulator, kubeconfig
 from sandbox.kube.seed import LAYOUT, seed
 from sandbox.mongo import MongoServer
+from sandbox.pagerduty import PagerDutyEmulator
 from sandbox.slack import (
     SANDBOX_BOT_TOKEN,
     SANDBOX_SIGNING_SECRET,
@@ -118,6 +119,7 @@ def write_env(
     database: tuple[atlas_sandbox.AtlasEmulator, atlas_sandbox.WireDatabase] | None = None,
     databases: dict[str, MongoServer] | None = None,
     health: HealthServer | None = None,
+    pagerduty: PagerDutyEmulator | None = None,
     bot_port: int = DEFAULT_PORT,
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
@@ -159,6 +161,18 @@ def write_env(
         ]
     for variable, server in (databases or {}).items():
         lines.append(f"export {variable}={shlex.quote(server.uri)}")
+    if pagerduty is not None:
+        from sandbox import pagerduty as pd
+
+        lines += [
+            f"export PAGERDUTY_API_URL={shlex.quote(pagerduty.url)}",
+            f"export PAGERDUTY_EVENTS_URL={shlex.quote(pagerduty.url)}",
+            f"export PAGERDUTY_CA_BUNDLE={shlex.quote(str(pagerduty.ca_path))}",
+            f"export PAGERDUTY_API_TOKEN={pd.SANDBOX_API_TOKEN}",
+            f"export PAGERDUTY_ROUTING_KEY={pd.SANDBOX_ROUTING_KEY}",
+            f"export PAGERDUTY_WEBHOOK_SECRETS={pd.SANDBOX_WEBHOOK_SECRET}",
+            "export PAGERDUTY_FROM=dave@example.com",
+        ]
     # Alertmanager's receiver authenticates with this (http_config.authorization).
     lines.append(f"export ALERTMANAGER_WEBHOOK_TOKEN={SANDBOX_ALERTMANAGER_TOKEN}")
     if health is not None:
@@ -307,6 +321,7 @@ def main(argv: list[str]) -> int:
     cloud.take_snapshot()
     database = (atlas_sandbox.AtlasEmulator(cluster, backups=cloud).start(), wire)
     health = HealthServer().start()
+    pagerduty = PagerDutyEmulator(directory).start()
     env_path = write_env(
         directory,
         emulators,
@@ -315,6 +330,7 @@ def main(argv: list[str]) -> int:
         database=database,
         databases=databases,
         health=health,
+        pagerduty=pagerduty,
         bot_port=port,
     )
     for line in seed_backups(settings, aws, databases):
@@ -325,6 +341,7 @@ def main(argv: list[str]) -> int:
     print(f"slack web api: {slack_emulator.api_url}", flush=True)
     print(f"aws (moto): {aws.url}", flush=True)
     print(f"atlas admin api: {database[0].url}", flush=True)
+    print(f"pagerduty (TLS, CA {pagerduty.ca_path}): {pagerduty.url}", flush=True)
     for variable, server in databases.items():
         print(f"mongodb {server.name}: {server.uri} (${variable})", flush=True)
     print(f"sandbox ready: source {env_path}", flush=True)
@@ -362,5 +379,6 @@ def main(argv: list[str]) -> int:
         for server in databases.values():
             server.stop()
         health.stop()
+        pagerduty.stop()
         print("sandbox stopped", flush=True)
     return 0

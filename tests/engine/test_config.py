@@ -89,14 +89,14 @@ def test_policy_defaults_follow_the_spec() -> None:
             "policy.yaml",
             "approvals: 2, break_glass: true, channels: [C0OPS]}",
             "approvals: 2, break_glass: true, channels: [C0OPS], approver: [sre]}",
-            "rules[5].approver: unknown key",
+            "rules[7].approver: unknown key",
         ),
         (
             "policy.yaml",
             "approvers: [sre], approvals: 1}",
             "approvers: [sres], approvals: 1}",
-            "policy.yaml: rules[3]: unknown group or person 'sres'; known groups: developers, "
-            "drills, sre",
+            "policy.yaml: rules[1]: unknown group or person 'sres'; known groups: alerts, "
+            "developers, drills, sre",
         ),
         ("policy.yaml", "expiry: 30m", "expiry: 30 minutes", "invalid duration '30 minutes'"),
         (

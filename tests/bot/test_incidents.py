@@ -1,0 +1,256 @@
+"""PagerDuty from the outbox, against the TLS PagerDuty emulator with the official client:
+notes on a linked incident at request, approval, start and finish, each once (across a
+replayed outbox and an interrupted send); 429 answers retried; a failed production run pages
+once and the next success resolves; Alertmanager's escalation pages through the same client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.incidents import SENDING_KEY, IncidentFeed, dedup_key, page_callback
+from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
+from runbooks.engine.config import Config, PolicyFile, load_config
+from runbooks.engine.errors import InvalidInput
+from runbooks.engine.executor import Engine
+from runbooks.engine.models import State
+from runbooks.engine.outbox import OutboxFollower
+from sandbox.pagerduty import SANDBOX_API_TOKEN, SANDBOX_ROUTING_KEY, PagerDutyEmulator
+from tests.conftest import ROOT, EngineFactory
+from tests.engine import world
+from tests.support.people import ALICE, BOB
+
+
+@pytest.fixture(autouse=True)
+def _fresh_world() -> None:
+    world.reset()
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[PagerDutyEmulator]:
+    running = PagerDutyEmulator(tmp_path / "pd").start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def pagerduty(emulator: PagerDutyEmulator) -> Iterator[PagerDuty]:
+    client = PagerDuty(
+        PagerDutySettings(
+            api_token=SANDBOX_API_TOKEN,
+            routing_key=SANDBOX_ROUTING_KEY,
+            api_url=emulator.url,
+            events_url=emulator.url,
+            ca_bundle=str(emulator.ca_path),
+        )
+    )
+    yield client
+    client.close()
+
+
+def config() -> Config:
+    base = load_config(ROOT / "config")
+    policy = base.policy.model_dump()
+    policy["rules"].insert(
+        0,
+        {
+            "runbooks": "test.*",
+            "environments": ["production"],
+            "requesters": ["sre"],
+            "approvers": ["sre"],
+            "approvals": 1,
+        },
+    )
+    return Config(base.directory, base.environments, PolicyFile.model_validate(policy))
+
+
+class Feed:
+    def __init__(
+        self, engine: Engine, runtime_like: Any, pagerduty: PagerDuty, owner: str = "bot-1"
+    ) -> None:
+        self.engine = engine
+        self.feed = IncidentFeed(runtime_like, pagerduty)
+        self.follower = OutboxFollower(
+            engine.store, engine.clock, self.feed, name="pagerduty", owner=owner
+        )
+
+    def deliver(self) -> None:
+        assert self.follower.lead()
+        self.follower.pass_once()
+
+
+class _Runtime:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+
+@pytest.fixture
+def feed(make_engine: EngineFactory, pagerduty: PagerDuty) -> Feed:
+    engine = make_engine(config=config())
+    return Feed(engine, _Runtime(engine), pagerduty)
+
+
+def request(engine: Engine, incident: str | None, **params: Any) -> str:
+    prepared = engine.prepare(
+        "test.set", {"environment": "production", "keys": "a", **params}, actor=ALICE
+    )
+    return engine.submit(prepared, actor=ALICE, incident=incident).id
+
+
+def test_a_linked_run_leaves_its_timeline_on_the_incident_once(
+    feed: Feed, emulator: PagerDutyEmulator
+) -> None:
+    incident = emulator.open_incident("api 5xx above 5 %")["id"]
+    execution_id = request(feed.engine, incident)
+    feed.deliver()
+    feed.engine.approve(execution_id, actor=BOB)
+    feed.deliver()
+    done = feed.engine.start(execution_id, actor=ALICE)
+    assert done.state == State.SUCCEEDED
+    feed.deliver()
+    notes = emulator.notes(incident)
+    texts = [n["content"] for n in notes]
+    assert texts[0].startswith(f"Requested by Alice: test.set production ({execution_id});")
+    assert "awaiting 1 approval(s)" in texts[0] and "Plan: set a to 1" in texts[0]
+    assert texts[1].startswith(f"Approved by Bob: test.set production ({execution_id})")
+    assert texts[2].startswith("Started: ")
+    assert texts[3].startswith(f"Finished: test.set production ({execution_id}): succeeded")
+    assert len(texts) == 4
+    # From: the acting person's PagerDuty email (policy.yaml): Bob for his approval.
+    senders = [n["user"]["summary"] for n in notes]
+    assert senders == [
+        "alice@example.com",
+        "bob@example.com",
+        "alice@example.com",
+        "alice@example.com",
+    ]
+    # Each note carries its marker; a new leader replaying the outbox notes nothing again.
+    assert all(f"[runbook-bot {execution_id} #" in t for t in texts)
+    feed.engine.store.kv_set("outbox.pagerduty.cursor", 0)
+    again = Feed(feed.engine, _Runtime(feed.engine), feed.feed.pagerduty, owner="bot-2")
+    feed.follower.leader.release()
+    again.deliver()
+    assert len(emulator.notes(incident)) == 4
+
+
+def test_an_interrupted_send_is_looked_for_before_it_is_sent_again(
+    feed: Feed, emulator: PagerDutyEmulator
+) -> None:
+    incident = emulator.open_incident("latency")["id"]
+    request(feed.engine, incident)
+    feed.deliver()
+    (note,) = emulator.notes(incident)
+    # As if the process died after PagerDuty took the note and before it was marked done.
+    created = next(e for e in feed.engine.store.events_after(0) if e.type == "execution.created")
+    feed.engine.store.kv_set(f"pagerduty.noted.{created.id}", None)
+    assert feed.engine.store.kv_get(SENDING_KEY.format(created.id))
+    feed.engine.store.kv_set("outbox.pagerduty.cursor", 0)
+    fresh = Feed(feed.engine, _Runtime(feed.engine), feed.feed.pagerduty, owner="bot-2")
+    feed.follower.leader.release()
+    fresh.deliver()
+    assert [n["id"] for n in emulator.notes(incident)] == [note["id"]]
+    assert any(c["method"] == "GET" and c["path"].endswith("/notes") for c in emulator.calls())
+
+
+def test_429_answers_are_retried(feed: Feed, emulator: PagerDutyEmulator) -> None:
+    incident = emulator.open_incident("errors")["id"]
+    emulator.rate_limit(f"/incidents/{incident}/notes", count=2)
+    request(feed.engine, incident)
+    feed.deliver()
+    assert len(emulator.notes(incident)) == 1
+    posts = [c for c in emulator.calls(f"/incidents/{incident}/notes") if c["method"] == "POST"]
+    assert len(posts) == 3  # two 429s, then the note
+
+
+def test_an_unlinked_run_notes_nothing(feed: Feed, emulator: PagerDutyEmulator) -> None:
+    request(feed.engine, None)
+    feed.deliver()
+    assert emulator.calls("/incidents") == []
+
+
+def test_a_failed_production_run_pages_once_and_the_next_success_resolves(
+    feed: Feed, emulator: PagerDutyEmulator
+) -> None:
+    world.FAILING_VERIFY.add("a")
+    for _ in range(2):  # fails twice: one incident, two events on one dedup key
+        execution_id = request(feed.engine, None)
+        feed.engine.approve(execution_id, actor=BOB)
+        failed = feed.engine.start(execution_id, actor=ALICE)
+        assert failed.state in (State.COMPENSATED, State.FAILED)
+        feed.deliver()
+    key = dedup_key(failed)
+    assert key == "runbook-bot:test.set:production"
+    incidents = [i for i in emulator.state.incidents.values() if i["incident_key"] == key]
+    assert len(incidents) == 1 and incidents[0]["status"] == "triggered"
+    assert [e["event_action"] for e in emulator.state.events] == ["trigger", "trigger"]
+    world.FAILING_VERIFY.clear()
+    world.STATE.clear()
+    execution_id = request(feed.engine, None)
+    feed.engine.approve(execution_id, actor=BOB)
+    assert feed.engine.start(execution_id, actor=ALICE).state == State.SUCCEEDED
+    feed.deliver()
+    assert incidents[0]["status"] == "resolved"
+    assert [e["event_action"] for e in emulator.state.events][-1] == "resolve"
+    assert all(e["routing_key"] == SANDBOX_ROUTING_KEY for e in emulator.state.events)
+
+
+def test_alertmanager_escalation_pages_through_the_events_api(
+    pagerduty: PagerDuty, emulator: PagerDutyEmulator
+) -> None:
+    page = page_callback(pagerduty)
+    assert page is not None
+    page("stopped automatic rollback", "runbook-bot:auto:rollback:production:api", {"n": 2})
+    (event,) = emulator.state.events
+    assert event["payload"]["severity"] == "critical"
+    assert event["dedup_key"] == "runbook-bot:auto:rollback:production:api"
+    assert page_callback(None) is None
+
+
+def test_settings_refuse_plain_http_and_say_what_is_off() -> None:
+    with pytest.raises(InvalidInput, match="must be an https:// URL"):
+        PagerDutySettings.from_env({"PAGERDUTY_API_URL": "http://127.0.0.1:1"})
+    off = PagerDutySettings.from_env({})
+    assert not off.configured
+    assert off.describe() == "REST off (no token); Events off (no key)"
+
+
+def test_the_bot_notes_a_terminal_run_linked_to_an_incident(
+    cli_env: dict[str, str], emulator: PagerDutyEmulator, tmp_path: Path
+) -> None:
+    """Processes: the CLI runs with --incident; the bot (its own process) writes the notes."""
+    from tests.bot.test_server import Bot, free_port
+    from tests.cli.test_cli import wait_for
+    from tests.conftest import run_cli
+
+    incident = emulator.open_incident("selftest incident")["id"]
+    env = {
+        **cli_env,
+        "RUNBOOK_BOT_LOG": "-",
+        "PAGERDUTY_API_URL": emulator.url,
+        "PAGERDUTY_EVENTS_URL": emulator.url,
+        "PAGERDUTY_CA_BUNDLE": str(emulator.ca_path),
+        "PAGERDUTY_API_TOKEN": SANDBOX_API_TOKEN,
+        "PAGERDUTY_ROUTING_KEY": SANDBOX_ROUTING_KEY,
+    }
+    bot = Bot(env, free_port())
+    try:
+        bot.wait_ready()
+        ran = run_cli(
+            ["selftest", "development", "--yes", "--json", "--incident", incident, "--steps", "1"],
+            env,
+        )
+        assert ran.returncode == 0, ran.stderr
+        wait_for(
+            lambda: any("Finished: selftest" in n["content"] for n in emulator.notes(incident)),
+            what="the finish note",
+        )
+        texts = [n["content"] for n in emulator.notes(incident)]
+        assert texts[0].startswith("Requested by Alice: selftest development")
+        assert any(t.startswith("Started: selftest development") for t in texts)
+        assert SANDBOX_API_TOKEN not in " ".join(texts)
+    finally:
+        output = bot.stop()
+    assert "REST https://127.0.0.1" in output  # the bot says PagerDuty is on
