@@ -53,13 +53,15 @@ class BotApp:
         self.runtime = runtime
         self.slack = slack
         self.metrics = Metrics(runtime.store)
-        from bot.webhooks import AlertmanagerWebhook
+        from bot.webhooks import AlertmanagerWebhook, PagerDutyWebhook
 
         self.alertmanager = AlertmanagerWebhook(runtime)
+        self.pagerduty = PagerDutyWebhook(runtime)
         self.routes: dict[tuple[str, str], Handler] = {
             ("GET", "/health"): self.health,
             ("GET", "/ready"): self.ready,
             ("POST", "/webhooks/alertmanager"): self.alertmanager,
+            ("POST", "/webhooks/pagerduty"): self.pagerduty,
         }
         self.raw_routes: dict[tuple[str, str], WsgiApp] = {("GET", "/metrics"): self._metrics}
         if slack is not None:
@@ -377,6 +379,7 @@ def main(argv: list[str]) -> int:
         slack_commands=slack.commands if slack else [],
         alertmanager=app.alertmanager.describe(),
         pagerduty=pagerduty_settings.describe(),
+        pagerduty_webhook=app.pagerduty.describe(),
     )
     server = create_server(
         app, host=args.host, port=port, threads=args.threads, ident="runbook-bot"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ import structlog
 
 from runbooks.engine.alerts import ALERTMANAGER, MAX_BODY, AlertIntake, parse_notification
 from runbooks.engine.errors import InvalidInput
+from runbooks.engine.models import Actor
 
 if TYPE_CHECKING:
     from runbooks.engine.wiring import Runtime
@@ -102,3 +104,151 @@ class AlertmanagerWebhook:
         if (done.count("accepted") or done.count("escalated")) and self.on_accepted is not None:
             self.on_accepted()
         return 200, done.to_doc()
+
+
+# --- PagerDuty webhooks v3 ------------------------------------------------------------------
+
+PAGERDUTY = Actor("pagerduty", "PagerDuty", "pagerduty")
+SEEN_KEY = "pagerduty.webhook.{}"
+#: How old an event may be (PagerDuty signs no timestamp: ``occurred_at`` is what ages).
+DEFAULT_MAX_AGE_S = 600.0
+
+
+def signature_matches(header: str, body: bytes, secrets: list[str]) -> bool:
+    """``X-PagerDuty-Signature`` may hold several ``v1=<hex>`` entries, comma-separated (during
+    a secret rotation): accept when any matches an HMAC-SHA256 of the raw body under any of
+    our secrets, compared in constant time. Every pair is compared (no early exit)."""
+    import hashlib
+
+    wanted = [
+        hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()
+        for secret in secrets
+        if secret
+    ]
+    matched = False
+    for entry in header.split(","):
+        version, _, value = entry.strip().partition("=")
+        if version != "v1" or not value:
+            continue
+        for expected in wanted:
+            matched |= hmac.compare_digest(value.strip().encode(), expected)
+    return matched
+
+
+class PagerDutyWebhook:
+    """``POST /webhooks/pagerduty``: verified, de-duplicated on ``X-Webhook-Id``, fresh. An
+    ``incident.triggered`` on a service that environments.yaml maps becomes a card in that
+    environment's channel suggesting its runbooks (Run buttons: a click is a request from the
+    clicker, linked to the incident). Everything is audited; nothing else changes."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        secrets: list[str] | None = None,
+        max_age: float | None = None,
+    ) -> None:
+        self.runtime = runtime
+        raw = os.environ.get("PAGERDUTY_WEBHOOK_SECRETS", "")
+        self.secrets = secrets if secrets is not None else [s for s in raw.split(",") if s]
+        self.max_age = (
+            max_age
+            if max_age is not None
+            else float(os.environ.get("PAGERDUTY_WEBHOOK_MAX_AGE") or DEFAULT_MAX_AGE_S)
+        )
+
+    def describe(self) -> str:
+        if not self.secrets:
+            return "refusing: PAGERDUTY_WEBHOOK_SECRETS is not set"
+        return f"on ({len(self.secrets)} secret(s), events up to {int(self.max_age)} s old)"
+
+    def _audit(self, outcome: str, why: str, detail: dict[str, Any] | None = None) -> None:
+        self.runtime.engine.audit.record(
+            "webhook.pagerduty",
+            actor=PAGERDUTY,
+            outcome=outcome,
+            target={"webhook": "pagerduty"},
+            detail={"why": why, **(detail or {})},
+        )
+
+    def __call__(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:
+            self._audit("400", "bad or missing Content-Length")
+            return 400, {"error": "Content-Length must be a number up to 1 MiB"}
+        body = environ["wsgi.input"].read(length) if length else b""
+        if not self.secrets:
+            self._audit("401", "no PAGERDUTY_WEBHOOK_SECRETS configured")
+            return 401, {"error": "the bot has no PAGERDUTY_WEBHOOK_SECRETS: nothing can verify"}
+        header = str(environ.get("HTTP_X_PAGERDUTY_SIGNATURE") or "")
+        if not header:
+            self._audit("401", "unsigned")
+            return 401, {"error": "no X-PagerDuty-Signature"}
+        if not signature_matches(header, body, self.secrets):
+            self._audit("401", "signature does not match")
+            return 401, {"error": "signature does not match"}
+        webhook_id = str(environ.get("HTTP_X_WEBHOOK_ID") or "").strip()
+        if not webhook_id or len(webhook_id) > 200:
+            self._audit("400", "no X-Webhook-Id")
+            return 400, {"error": "no X-Webhook-Id (PagerDuty sends one with every delivery)"}
+        try:
+            event = json.loads(body)["event"]
+            event_type = str(event["event_type"])
+            occurred = _parse_time(str(event["occurred_at"]))
+            data = dict(event.get("data") or {})
+        except (ValueError, KeyError, TypeError) as exc:
+            self._audit("400", f"malformed event: {exc!r}"[:300])
+            return 400, {
+                "error": "body is not a PagerDuty v3 event (event.event_type, "
+                "event.occurred_at, event.data)"
+            }
+        age = self.runtime.engine.clock.now() - occurred
+        if age > self.max_age:
+            self._audit("401", "stale", {"age_s": round(age), "webhook_id": webhook_id})
+            return 401, {
+                "error": f"event is {round(age)} s old; the limit is {int(self.max_age)} s"
+            }
+        store = self.runtime.engine.store
+        if not store.kv_insert(SEEN_KEY.format(webhook_id), self.runtime.engine.clock.now()):
+            self._audit("duplicate", "delivered before", {"webhook_id": webhook_id})
+            return 200, {"duplicate": True}
+        detail = {"webhook_id": webhook_id, "event_type": event_type, "incident": data.get("id")}
+        if event_type != "incident.triggered":
+            self._audit("ignored", "not incident.triggered", detail)
+            return 200, {"ignored": event_type}
+        suggestion = self._suggestion(data)
+        if suggestion is None:
+            self._audit("ignored", "service not mapped in environments.yaml", detail)
+            return 200, {"ignored": "service not mapped"}
+        store.append_event(None, "incident.suggest", suggestion, self.runtime.engine.clock.now())
+        self._audit("suggested", "card posted", {**detail, "runbooks": suggestion["runbooks"]})
+        return 200, {"suggested": suggestion["runbooks"]}
+
+    def _suggestion(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        config = self.runtime.config
+        service_id = str((data.get("service") or {}).get("id") or "")
+        for name in config.environment_names():
+            pagerduty = config.environment(name).pagerduty
+            mapped = pagerduty.services.get(service_id) if pagerduty else None
+            if pagerduty is None or mapped is None:
+                continue
+            channel = pagerduty.channel or config.policy.slack.approvals_channel(name)
+            return {
+                "channel": channel,
+                "incident": str(data.get("id")),
+                "title": str(data.get("title") or "")[:300],
+                "url": str(data.get("html_url") or ""),
+                "environment": name,
+                "service": mapped.service,
+                "runbooks": list(mapped.suggest),
+            }
+        return None
+
+
+def _parse_time(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

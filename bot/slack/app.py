@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from slack_bolt import Ack, App, Respond
@@ -172,6 +172,7 @@ def build_slack(
         ("rb_deny", listeners.on_deny),
         ("rb_cancel_run", listeners.on_cancel),
         ("rb_reconfirm", listeners.on_reconfirm),
+        ("rb_incident_run", listeners.on_incident_run),
     ]:
         app.action(action_id)(listeners.deferred(work))
     app.view("rb_deny_modal")(listeners.on_deny_submitted)
@@ -521,6 +522,44 @@ class _Listeners:
             respond(text=text, replace_original=False, response_type="ephemeral")
         elif channel and user:
             self.notifier.courier.client.chat_postEphemeral(channel=channel, user=user, text=text)
+
+    def on_incident_run(
+        self, body: dict[str, Any], action: dict[str, Any], respond: Respond, _client: WebClient
+    ) -> None:
+        """A Run button on a PagerDuty incident card: the clicker's request of the suggested
+        runbook, linked to the incident; the plan comes privately first, as for a command."""
+        actor = self._clicker(body, respond)
+        if actor is None:
+            return
+        try:
+            suggestion = json.loads(action["value"])
+            spec = self.engine.registry.get(str(suggestion["runbook"]))
+        except (ValueError, KeyError, RunbookError):
+            self._whisper(body, "That button no longer names a runbook here.", respond)
+            return
+        fields = spec.params.model_fields
+        params: dict[str, Any] = {}
+        if "environment" in fields:
+            params["environment"] = suggestion["environment"]
+        if "service" in fields and suggestion.get("service"):
+            params["service"] = suggestion["service"]
+        incident = str(suggestion["incident"])
+        parsed = Parsed(
+            command=f"/{spec.namespace or spec.name}",
+            runbook=spec.name,
+            params=params,
+            flags={"incident": incident, "reason": f"PagerDuty incident {incident}"},
+        )
+
+        def privately(**kwargs: Any) -> Any:
+            return respond(replace_original=False, response_type="ephemeral", **kwargs)
+
+        try:
+            self._request(
+                parsed, actor, cast("Respond", privately), body["user"]["id"], _channel_of(body)
+            )
+        except RunbookError as exc:
+            privately(text=_error_text(exc))
 
     def on_confirm(
         self, body: dict[str, Any], action: dict[str, Any], respond: Respond, _client: WebClient

@@ -24,7 +24,14 @@ import structlog
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.slack.render import card_blocks, card_text, outcome_text, plan_blocks, shorten_banner
+from bot.slack.render import (
+    card_blocks,
+    card_text,
+    incident_card,
+    outcome_text,
+    plan_blocks,
+    shorten_banner,
+)
 from runbooks.engine.clock import Clock, SystemClock
 from runbooks.engine.models import Event, Execution, State
 from runbooks.engine.outbox import OutboxFollower
@@ -172,7 +179,7 @@ class Notifier:
 
     def _note(self, event: Event) -> None:
         execution_id = event.execution_id
-        if event.type in ("drill.announce", "notice"):
+        if event.type in ("drill.announce", "notice", "incident.suggest"):
             channel = event.payload.get("channel")
             if channel:
                 self.pending.announcements.append((str(channel), event.payload, event.id))
@@ -274,13 +281,18 @@ class Notifier:
         while pending.announcements:
             channel, payload, event_id = pending.announcements[0]
             if not self._sent(event_id):
-                text = (
-                    f":calendar: *drill* {payload.get('text', '')}"
-                    if payload.get("drill")
-                    else str(payload.get("text", ""))
-                )
+                card: list[dict[str, Any]] | None = None
+                if "incident" in payload and "runbooks" in payload:
+                    text, card = incident_card(payload)
+                elif payload.get("drill"):
+                    text = f":calendar: *drill* {payload.get('text', '')}"
+                else:
+                    text = str(payload.get("text", ""))
                 try:
-                    self.courier.post(channel, text)
+                    if card is None:
+                        self.courier.post(channel, text)
+                    else:
+                        self.courier.post(channel, text, blocks=card)
                 except SlackApiError as exc:
                     log.warning("could not post an announcement; will retry", error=str(exc))
                     return

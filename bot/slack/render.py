@@ -333,3 +333,38 @@ def deny_modal(execution_id: str, channel: str | None) -> dict[str, Any]:
             },
         ],
     }
+
+
+def incident_card(suggestion: dict[str, Any]) -> tuple[str, Blocks]:
+    """A PagerDuty incident on a mapped service, with a Run button per suggested runbook. A
+    click is the clicker's request (the plan first, privately), linked to the incident."""
+    import json
+
+    incident = suggestion["incident"]
+    link = f"<{suggestion['url']}|{incident}>" if suggestion.get("url") else incident
+    service = f" · service `{suggestion['service']}`" if suggestion.get("service") else ""
+    text = (
+        f":rotating_light: PagerDuty incident {link} triggered: *{suggestion.get('title', '')}*"
+        f"\nenvironment `{suggestion['environment']}`{service}"
+    )
+    buttons = [
+        button(
+            f"Run {runbook}",
+            "rb_incident_run",
+            json.dumps(
+                {
+                    "runbook": runbook,
+                    "environment": suggestion["environment"],
+                    "service": suggestion.get("service"),
+                    "incident": incident,
+                },
+                separators=(",", ":"),
+            ),
+        )
+        for runbook in suggestion["runbooks"][:5]
+    ]
+    blocks: Blocks = [_section(text)]
+    if buttons:
+        blocks.append({"type": "actions", "elements": buttons})
+        blocks.append(_context("Run shows you the plan first; nothing runs without Confirm."))
+    return f"PagerDuty incident {incident} triggered: {suggestion.get('title', '')}", blocks

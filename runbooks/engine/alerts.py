@@ -127,10 +127,33 @@ def route_problems(alerts: AlertsFile, registry: Any) -> list[str]:
     return problems
 
 
+def suggestion_problems(config: Any, registry: Any) -> list[str]:
+    """PagerDuty services' suggested runbooks (environments.yaml) exist, and their services."""
+    problems = []
+    known = {spec.name for spec in registry}
+    for name in config.environment_names():
+        pagerduty = config.environment(name).pagerduty
+        for service_id, service in (pagerduty.services if pagerduty else {}).items():
+            where = f"environments.yaml: {name}.pagerduty.services.{service_id}"
+            for runbook in service.suggest:
+                if runbook not in known:
+                    problems.append(
+                        f"{where}.suggest: {runbook!r} is not in the catalog; known: "
+                        f"{', '.join(sorted(known))}"
+                    )
+            services = config.environment(name).services
+            if service.service is not None and service.service not in services:
+                problems.append(
+                    f"{where}.service: {service.service!r} is not a service of {name}; known: "
+                    f"{', '.join(services) or 'none'}"
+                )
+    return problems
+
+
 def require_valid_routes(config: Any, registry: Any) -> None:
-    """Raise ConfigError naming every route whose runbook or parameters are wrong (the bot
-    at start and ``config.check``)."""
-    problems = route_problems(config.alerts, registry)
+    """Raise ConfigError naming every route whose runbook or parameters are wrong, and every
+    PagerDuty suggestion that names no runbook (the bot at start and ``config.check``)."""
+    problems = route_problems(config.alerts, registry) + suggestion_problems(config, registry)
     if problems:
         raise ConfigError("\n".join(problems))
 

@@ -91,6 +91,21 @@ class RollbackTriggers(_Strict):
     failing_health_checks: int = Field(3, ge=1)
 
 
+class PagerDutyService(_Strict):
+    """A PagerDuty service of an environment: which of our services it pages for, and the
+    runbooks an incident on it suggests (Run buttons on the incident card)."""
+
+    service: str | None = None
+    suggest: list[str] = Field(default_factory=list)
+
+
+class PagerDutyEnvironment(_Strict):
+    #: Where the incident cards go (default: the environment's approvals channel).
+    channel: str | None = None
+    #: PagerDuty service id → what it is here.
+    services: dict[str, PagerDutyService] = Field(default_factory=dict)
+
+
 class Route53Config(_Strict):
     """The DNS layout: ``record`` (the public name) aliases ``traffic_record``, whose weighted
     records (one per region, the region as set identifier) carry the traffic split."""
@@ -198,6 +213,8 @@ class EnvironmentConfig(_Strict):
     #: How long a partial failover test holds its traffic split.
     partial_soak: Seconds = 600.0
     rollback_triggers: RollbackTriggers = RollbackTriggers()
+    #: PagerDuty services of this environment (incident cards, ``incident.list``).
+    pagerduty: PagerDutyEnvironment | None = None
 
     @model_validator(mode="after")
     def _regions_consistent(self) -> EnvironmentConfig:
