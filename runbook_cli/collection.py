@@ -184,7 +184,7 @@ def task_from(info: TaskInfo) -> Task[Any]:
 
 def build_namespace(registry: Registry | None = None) -> Collection:
     """The root collection: runbooks from the registry, then runs/audit/config/bot."""
-    from runbook_cli import tasks_admin, tasks_approvals, tasks_drills
+    from runbook_cli import tasks_admin, tasks_approvals, tasks_drills, tasks_incidents
 
     table = task_table() if registry is None else [describe(spec) for spec in registry]
     root = Collection()
@@ -207,6 +207,7 @@ def build_namespace(registry: Registry | None = None) -> Collection:
         *tasks_admin.collections(),
         *tasks_approvals.collections(),
         *tasks_drills.collections(),
+        *tasks_incidents.collections(),
     ):
         root.add_collection(collection)
     return root

@@ -254,3 +254,33 @@ def test_the_bot_notes_a_terminal_run_linked_to_an_incident(
     finally:
         output = bot.stop()
     assert "REST https://127.0.0.1" in output  # the bot says PagerDuty is on
+
+
+def test_a_failed_drill_pages_once_under_its_own_key_and_the_next_success_resolves(
+    feed: Feed, emulator: PagerDutyEmulator
+) -> None:
+    """A drill pages in any environment (development here), keyed by the drill's name."""
+
+    def drill_run() -> State:
+        prepared = feed.engine.prepare(
+            "test.set", {"environment": "development", "keys": "d"}, actor=ALICE
+        )
+        reason = "drill monthly-restore-test (due 2027-01-01T03:00:00.000Z)"
+        execution = feed.engine.submit(prepared, actor=ALICE, reason=reason)
+        done = feed.engine.start(execution.id, actor=ALICE)
+        feed.deliver()
+        return done.state
+
+    world.FAILING_VERIFY.add("d")
+    assert drill_run() in (State.COMPENSATED, State.FAILED)
+    assert drill_run() in (State.COMPENSATED, State.FAILED)
+    key = "runbook-bot:drill:monthly-restore-test:development"
+    assert [(e["event_action"], e["dedup_key"]) for e in emulator.state.events] == [
+        ("trigger", key),
+        ("trigger", key),
+    ]
+    (incident,) = emulator.state.incidents.values()  # paged once: one incident
+    world.FAILING_VERIFY.clear()
+    world.STATE.clear()
+    assert drill_run() == State.SUCCEEDED
+    assert incident["status"] == "resolved"
