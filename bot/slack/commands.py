@@ -13,6 +13,7 @@ Parsing is pure (no I/O): it runs inside the 3-second ack.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,10 +68,23 @@ DRILL_VERBS = {
 }
 
 
+INCIDENT_VERBS = {
+    "list": "/incident list [ENV] — open PagerDuty incidents of the environments' services",
+    "show": "/incident show ID — an incident and its timeline notes",
+    "ack": "/incident ack ID — acknowledge it, as you",
+    "resolve": "/incident resolve ID — resolve it, as you",
+    "note": "/incident note ID TEXT — add a note to its timeline, as you",
+    "run": "/incident ID COMMAND... — a runbook command linked to the incident "
+    "(e.g. `/incident P1ABC23 rollback production`): its notes go to the incident",
+    "help": "/incident help — this list",
+}
+INCIDENT_ID = re.compile(r"^P[A-Z0-9]{4,15}$")
+
+
 def command_names(registry: Registry) -> list[str]:
-    """Every slash command the registry implies, plus ``/runbook`` and ``/drills``."""
+    """Every slash command the registry implies, plus ``/runbook``, ``/drills``, ``/incident``."""
     names = {spec.namespace or spec.name for spec in registry}
-    return sorted(f"/{name}" for name in names | {"runbook", "drills"})
+    return sorted(f"/{name}" for name in names | {"runbook", "drills", "incident"})
 
 
 def _specs_for(registry: Registry, name: str) -> tuple[RunbookSpec[Any] | None, dict[str, Any]]:
@@ -118,6 +132,8 @@ def namespace_usage(registry: Registry, command: str) -> str:
         return "\n".join(ADMIN_VERBS.values())
     if name == "drills":
         return "\n".join(DRILL_VERBS.values())
+    if name == "incident":
+        return "\n".join(INCIDENT_VERBS.values())
     own, subs = _specs_for(registry, name)
     forms = []
     if own is not None:
@@ -139,6 +155,8 @@ def parse(registry: Registry, command: str, text: str) -> Parsed:
         return _parse_admin(command, words)
     if name == "drills":
         return _parse_drills(command, words)
+    if name == "incident":
+        return _parse_incident(registry, command, words)
     own, subs = _specs_for(registry, name)
     if own is None and not subs:
         raise UsageError(
@@ -253,6 +271,43 @@ def _parse_admin(command: str, words: list[str]) -> Parsed:
     if verb == "deny" and not flags.get("reason"):
         raise UsageError("a denial needs --reason TEXT", hint=ADMIN_VERBS[verb])
     return Parsed(command=command, verb=verb, args=args, flags=flags)
+
+
+def _parse_incident(registry: Registry, command: str, words: list[str]) -> Parsed:
+    all_forms = "\n".join(INCIDENT_VERBS.values())
+    if not words or words[0] == "help":
+        return Parsed(command=command, verb="help")
+    verb, args = words[0], words[1:]
+    if verb in ("list", "show", "ack", "resolve", "note"):
+        if verb == "list" and len(args) > 1:
+            raise UsageError(f"unexpected `{' '.join(args[1:])}`", hint=INCIDENT_VERBS["list"])
+        if verb in ("show", "ack", "resolve") and len(args) != 1:
+            raise UsageError(f"/incident {verb} needs one incident id", hint=INCIDENT_VERBS[verb])
+        if verb == "note" and (len(args) < 2 or not " ".join(args[1:]).strip()):
+            raise UsageError("/incident note needs an id and text", hint=INCIDENT_VERBS["note"])
+        if verb != "list" and not INCIDENT_ID.match(args[0]):
+            raise UsageError(
+                f"`{args[0]}` is not a PagerDuty incident id (like P1ABC23)",
+                hint=INCIDENT_VERBS[verb],
+            )
+        return Parsed(command=command, verb=verb, args=args)
+    if INCIDENT_ID.match(verb):
+        if not args:
+            raise UsageError(f"/incident {verb} needs a command to run", hint=INCIDENT_VERBS["run"])
+        inner = parse(registry, "/" + args[0], shlex.join(args[1:]))
+        if inner.runbook is None:
+            raise UsageError(
+                f"/incident {verb} runs a runbook command, not `/{args[0]} {inner.verb}`",
+                hint=INCIDENT_VERBS["run"],
+            )
+        if inner.flags.get("incident") not in (None, verb):
+            raise UsageError(
+                f"two incidents: {verb} and --incident {inner.flags['incident']}; name one",
+                hint=INCIDENT_VERBS["run"],
+            )
+        inner.flags["incident"] = verb
+        return inner
+    raise UsageError(f"unknown /incident verb `{verb}`", hint=all_forms)
 
 
 def _parse_drills(command: str, words: list[str]) -> Parsed:

@@ -31,6 +31,11 @@ def _hint(registry: Registry, command: str) -> tuple[str, str]:
         return "Runbook executions: list, show, approve, deny, cancel", "list | show ID | help"
     if name == "drills":
         return "Drills of schedules.yaml: list, run, report", "list | run NAME | report | help"
+    if name == "incident":
+        return (
+            "PagerDuty incidents: list, show, ack, resolve, note; run a command linked to one",
+            "list | show ID | ack ID | resolve ID | note ID TEXT | ID COMMAND... | help",
+        )
     specs = [s for s in registry if name in (s.name, s.namespace)]
     subs = sorted(s.short_name for s in specs if s.namespace == name)
     own = [s for s in specs if s.name == name]

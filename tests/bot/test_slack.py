@@ -313,7 +313,10 @@ def test_help_is_generated_from_the_registry(world: SlackWorld) -> None:
     assert answer.body == ""
     wait_for(lambda: len(ephemeral_to(world, "alice")) == 2, what="/runbook help")
     shown = ephemeral_to(world, "alice")[-1]["text"]
-    assert "/dr, /drills, /maintenance, /restore, /rollback, /runbook, /scale, /selftest" in shown
+    assert (
+        "/dr, /drills, /incident, /maintenance, /restore, /rollback, /runbook, /scale, /selftest"
+        in shown
+    )
     assert "/runbook deny ID --reason TEXT" in shown
 
 
