@@ -18,13 +18,13 @@
 from __future__ import annotations
 
 import os
-import threading
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from runbooks.engine.errors import RunbookError
 from runbooks.engine.models import TERMINAL_STATES, State
+from runbooks.engine.outbox import FollowerThread
 
 if TYPE_CHECKING:
     from runbooks.adapters.pagerduty import PagerDuty
@@ -201,28 +201,15 @@ class IncidentFeed:
             self.store.kv_set(paged, None)
 
 
-class IncidentFollower:
+class IncidentFollower(FollowerThread):
     """The feed on its own thread, on the ``pagerduty`` leader lease."""
 
     def __init__(self, runtime: Runtime, pagerduty: PagerDuty, *, poll: float = 0.5) -> None:
-        from runbooks.engine.outbox import OutboxFollower
-
         engine = runtime.engine
         self.feed = IncidentFeed(runtime, pagerduty)
-        self.follower = OutboxFollower(
-            engine.store, engine.clock, self.feed, name="pagerduty", owner=engine.owner
+        super().__init__(
+            engine.store, engine.clock, self.feed, name="pagerduty", owner=engine.owner, poll=poll
         )
-        self.poll = poll
-        self.stop = threading.Event()
-        self.wake = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="pagerduty", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def _loop(self) -> None:
-        self.follower.start_at_present()
-        self.follower.run(self.stop, self.wake, poll=self.poll)
 
 
 def page_callback(pagerduty: PagerDuty | None) -> Any:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from runbooks.engine.errors import RunbookError
+from runbooks.engine.outbox import FollowerThread
 from runbooks.engine.wiring import Runtime, open_runtime
 
 if TYPE_CHECKING:
@@ -220,30 +221,23 @@ def preload() -> None:
             log.warning("could not preload", module=name)
 
 
-class AlertFollower:
+class AlertFollower(FollowerThread):
     """Alertmanager's accepted alerts (``alert.request`` / ``alert.escalate`` events) turned
     into requests and pages, on the ``alerts`` leader lease (one replica at a time)."""
 
     def __init__(self, runtime: Runtime, *, kick: Any = None, page: Any = None) -> None:
         from runbooks.engine.alerts import AlertRequests, require_valid_routes
-        from runbooks.engine.outbox import OutboxFollower
 
         require_valid_routes(runtime.config, runtime.engine.registry)
         engine = runtime.engine
-        self.consumer = AlertRequests(engine, kick=kick, page=page)
-        self.follower = OutboxFollower(
-            engine.store, engine.clock, self.consumer, name="alerts", owner=engine.owner
+        super().__init__(
+            engine.store,
+            engine.clock,
+            AlertRequests(engine, kick=kick, page=page),
+            name="alerts",
+            owner=engine.owner,
+            poll=ALERT_POLL_S,
         )
-        self.stop = threading.Event()
-        self.wake = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="alerts", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def _loop(self) -> None:
-        self.follower.start_at_present()
-        self.follower.run(self.stop, self.wake, poll=ALERT_POLL_S)
 
 
 class DrillTicker:

@@ -265,6 +265,17 @@ def aws(aws_server: Any, monkeypatch: pytest.MonkeyPatch) -> AwsWorld:
     return AwsWorld(aws_server, env)
 
 
+# ---------------------------------------------------------------------------- PagerDuty
+@pytest.fixture
+def pagerduty_emulator(tmp_path: Path) -> Iterator[Any]:
+    """The sandbox's PagerDuty over TLS (its CA at ``.ca_path``), recording what it receives."""
+    from sandbox.pagerduty import PagerDutyEmulator
+
+    running = PagerDutyEmulator(tmp_path / "pagerduty").start()
+    yield running
+    running.stop()
+
+
 # ---------------------------------------------------------------------------- database
 @pytest.fixture
 def production_backup(

@@ -33,12 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from runbooks.engine import yamlfile
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.config import Seconds, format_validation_error
+from runbooks.engine.config import Seconds, load_optional_file
 from runbooks.engine.errors import ConfigError, InvalidInput, RunbookError
 from runbooks.engine.models import Actor
 
@@ -92,20 +90,7 @@ class AlertsFile(_Strict):
 
 def load_alerts(path: Path) -> AlertsFile:
     """Read ``alerts.yaml`` (a missing file maps no alert)."""
-    if not path.exists():
-        return AlertsFile()
-    try:
-        data = yamlfile.load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        raise ConfigError(
-            f"{path}:{where} malformed YAML: {getattr(exc, 'problem', exc)}"
-        ) from None
-    try:
-        return AlertsFile.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(path), exc)) from None
+    return load_optional_file(path, AlertsFile)
 
 
 def route_problems(alerts: AlertsFile, registry: Any) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -404,6 +404,29 @@ def _format_loc(loc: Iterable[Any]) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out or "(top level)"
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def load_optional_file(path: Path, model: type[ModelT]) -> ModelT:
+    """Read and validate an optional YAML file (``schedules.yaml``, ``alerts.yaml``): a
+    missing file is the model's defaults; malformed YAML or a bad key is a ConfigError naming
+    the file, the line or the key path."""
+    if not path.exists():
+        return model()
+    try:
+        data = yamlfile.load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        raise ConfigError(
+            f"{path}:{where} malformed YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(path), exc)) from None
 
 
 def format_validation_error(source: str, error: ValidationError) -> str:

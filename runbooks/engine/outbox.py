@@ -119,3 +119,25 @@ class OutboxFollower:
             wake.wait(max(poll, self.backoff()))
             wake.clear()
         self.leader.release()
+
+
+class FollowerThread:
+    """A consumer following the outbox on its own daemon thread, under its leader lease;
+    ``stop`` ends it (giving up the lease), ``wake`` makes it look now."""
+
+    def __init__(
+        self, store: Store, clock: Clock, consumer: Consumer, *, name: str, owner: str, poll: float
+    ) -> None:
+        self.consumer = consumer
+        self.follower = OutboxFollower(store, clock, consumer, name=name, owner=owner)
+        self.poll = poll
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _loop(self) -> None:
+        self.follower.start_at_present()
+        self.follower.run(self.stop, self.wake, poll=self.poll)

@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from runbooks.engine import yamlfile
-from runbooks.engine.config import Seconds, format_validation_error
+from runbooks.engine.config import Seconds, load_optional_file
 from runbooks.engine.errors import ConfigError
 
 _MONTHS = {
@@ -378,17 +376,4 @@ def require_valid_drills(config: Any, registry: Any) -> None:
 
 def load_schedules(path: Path) -> SchedulesFile:
     """Read and validate ``schedules.yaml`` (a missing file means no schedules)."""
-    if not path.exists():
-        return SchedulesFile()
-    try:
-        data = yamlfile.load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        raise ConfigError(
-            f"{path}:{where} malformed YAML: {getattr(exc, 'problem', exc)}"
-        ) from None
-    try:
-        return SchedulesFile.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(path), exc)) from None
+    return load_optional_file(path, SchedulesFile)

@@ -30,10 +30,8 @@ def _fresh_world() -> None:
 
 
 @pytest.fixture
-def emulator(tmp_path: Path) -> Iterator[PagerDutyEmulator]:
-    running = PagerDutyEmulator(tmp_path / "pd").start()
-    yield running
-    running.stop()
+def emulator(pagerduty_emulator: PagerDutyEmulator) -> PagerDutyEmulator:
+    return pagerduty_emulator
 
 
 @pytest.fixture

@@ -4,9 +4,6 @@ incident, plan first, and its request note lands on the incident; bad forms are 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from sandbox.pagerduty import SANDBOX_API_TOKEN, PagerDutyEmulator
@@ -15,10 +12,8 @@ from tests.cli.test_cli import wait_for
 
 
 @pytest.fixture
-def emulator(tmp_path: Path) -> Iterator[PagerDutyEmulator]:
-    running = PagerDutyEmulator(tmp_path / "pd").start()
-    yield running
-    running.stop()
+def emulator(pagerduty_emulator: PagerDutyEmulator) -> PagerDutyEmulator:
+    return pagerduty_emulator
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ note and resolve as the person at the terminal (From: their email), refusals tha
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,10 +13,8 @@ from tests.conftest import run_cli
 
 
 @pytest.fixture
-def emulator(tmp_path: Path) -> Iterator[PagerDutyEmulator]:
-    running = PagerDutyEmulator(tmp_path / "pd").start()
-    yield running
-    running.stop()
+def emulator(pagerduty_emulator: PagerDutyEmulator) -> PagerDutyEmulator:
+    return pagerduty_emulator
 
 
 @pytest.fixture
