@@ -24,7 +24,7 @@ import structlog
 
 from runbooks.engine.errors import RunbookError
 from runbooks.engine.models import TERMINAL_STATES, State
-from runbooks.engine.outbox import FollowerThread
+from runbooks.engine.outbox import FollowerThread, QueuedConsumer
 
 if TYPE_CHECKING:
     from runbooks.adapters.pagerduty import PagerDuty
@@ -49,38 +49,27 @@ def dedup_key(execution: Execution) -> str:
     return f"runbook-bot:{what}:{execution.environment}"
 
 
-class IncidentFeed:
+class IncidentFeed(QueuedConsumer):
     def __init__(self, runtime: Runtime, pagerduty: PagerDuty) -> None:
+        super().__init__()
         self.runtime = runtime
         self.engine = runtime.engine
         self.store = runtime.engine.store
         self.pagerduty = pagerduty
         self.default_from = os.environ.get("PAGERDUTY_FROM") or None
-        self.pending: list[Event] = []
 
     # --- the consumer --------------------------------------------------------------------
 
-    def note(self, event: Event) -> None:
+    def wants(self, event: Event) -> bool:
         if event.execution_id is None:
-            return
+            return False
         noted = event.type in ("execution.created", "approval.granted")
-        finished = event.type == "execution.state" and event.payload.get("state") in NOTED_STATES
-        if noted or finished:
-            self.pending.append(event)
+        return noted or (
+            event.type == "execution.state" and event.payload.get("state") in NOTED_STATES
+        )
 
-    def reset(self) -> None:
-        self.pending = []
-
-    def flush(self) -> int | None:
-        while self.pending:
-            event = self.pending[0]
-            try:
-                self._deliver(event)
-            except RunbookError as exc:
-                log.warning("pagerduty: will retry", event=event.id, error=exc.message)
-                return event.id
-            self.pending.pop(0)
-        return None
+    def deliver(self, event: Event) -> None:
+        self._deliver(event)
 
     def _deliver(self, event: Event) -> None:
         execution = self.store.get_execution(str(event.execution_id))

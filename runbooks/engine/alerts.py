@@ -39,6 +39,7 @@ from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.config import Seconds, load_optional_file
 from runbooks.engine.errors import ConfigError, InvalidInput, RunbookError
 from runbooks.engine.models import Actor
+from runbooks.engine.outbox import QueuedConsumer
 
 if TYPE_CHECKING:
     from runbooks.engine.executor import Engine
@@ -376,7 +377,7 @@ def _reason(payload: dict[str, Any]) -> str:
     return f"alert {payload['alert']} firing ({shown}){summary}"[:500]
 
 
-class AlertRequests:
+class AlertRequests(QueuedConsumer):
     """Turns ``alert.request`` events into requests, ``alert.escalate`` into pages and
     notices. Each event is handled once (a mark in the store after it is done)."""
 
@@ -387,35 +388,21 @@ class AlertRequests:
         kick: Any = None,
         page: Any = None,
     ) -> None:
+        super().__init__()
         self.engine = engine
         self.kick = kick
         #: ``page(summary, dedup_key, details)``: the PagerDuty adapter's trigger, if any.
         self.page = page
-        self.pending: list[Event] = []
 
-    def note(self, event: Event) -> None:
-        if event.type in ("alert.request", "alert.escalate"):
-            self.pending.append(event)
+    def wants(self, event: Event) -> bool:
+        return event.type in ("alert.request", "alert.escalate")
 
-    def reset(self) -> None:
-        self.pending = []
-
-    def flush(self) -> int | None:
-        while self.pending:
-            event = self.pending[0]
-            done_key = DONE_KEY.format(event.id)
-            if self.engine.store.kv_get(done_key) is None:
-                try:
-                    result = (
-                        self._request(event)
-                        if event.type == "alert.request"
-                        else self._escalate(event)
-                    )
-                except Exception:
-                    return event.id  # retried at the next pass (with the follower's backoff)
-                self.engine.store.kv_set(done_key, result)
-            self.pending.pop(0)
-        return None
+    def deliver(self, event: Event) -> None:
+        done_key = DONE_KEY.format(event.id)
+        if self.engine.store.kv_get(done_key) is not None:
+            return
+        handle = self._request if event.type == "alert.request" else self._escalate
+        self.engine.store.kv_set(done_key, handle(event))
 
     def _notice(self, environment: str, text: str) -> None:
         channel = self.engine.config.policy.slack.approvals_channel(environment)

@@ -37,6 +37,45 @@ class Consumer(Protocol):
     def reset(self) -> None: ...
 
 
+class QueuedConsumer:
+    """A consumer that delivers the events it wants one at a time, in order: ``wants`` picks
+    them, ``deliver`` does the work (idempotently: it may run again after a crash). An event
+    whose delivery raises stays first, and the pass reports it undelivered (the follower backs
+    off and retries)."""
+
+    def __init__(self) -> None:
+        self.pending: list[Event] = []
+
+    def wants(self, event: Event) -> bool:
+        raise NotImplementedError
+
+    def deliver(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def note(self, event: Event) -> None:
+        if self.wants(event):
+            self.pending.append(event)
+
+    def reset(self) -> None:
+        self.pending = []
+
+    def flush(self) -> int | None:
+        while self.pending:
+            event = self.pending[0]
+            try:
+                self.deliver(event)
+            except Exception as exc:
+                _log.warning(
+                    "%s: event %s not delivered, will retry: %s",
+                    type(self).__name__,
+                    event.id,
+                    getattr(exc, "message", exc),
+                )
+                return event.id
+            self.pending.pop(0)
+        return None
+
+
 class OutboxFollower:
     """Follow the outbox for one named consumer."""
 
