@@ -193,7 +193,7 @@ class IncidentFeed(QueuedConsumer):
 class IncidentFollower(FollowerThread):
     """The feed on its own thread, on the ``pagerduty`` leader lease."""
 
-    def __init__(self, runtime: Runtime, pagerduty: PagerDuty, *, poll: float = 0.5) -> None:
+    def __init__(self, runtime: Runtime, pagerduty: PagerDuty, *, poll: float = 1.0) -> None:
         engine = runtime.engine
         self.feed = IncidentFeed(runtime, pagerduty)
         super().__init__(

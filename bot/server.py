@@ -36,8 +36,9 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 Handler = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 SWEEP_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_SWEEP_INTERVAL", "2"))
-#: How often the alert follower looks for accepted alerts (a webhook also wakes it).
-ALERT_POLL_S = 0.25
+#: How often the alert follower looks for accepted alerts (the webhook wakes it at once;
+#: this catches what another replica accepted).
+ALERT_POLL_S = 1.0
 SWITCH_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_SWITCH_INTERVAL", "0.001"))
 #: How long shutdown waits for each background thread to stop (a running sweep, a post).
 SHUTDOWN_JOIN_S = 10.0
