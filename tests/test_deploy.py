@@ -1,0 +1,174 @@
+"""deploy/kubernetes: the overlays render with ``kubectl kustomize``; every object is a valid
+Kubernetes object for the official client's models (no field it would drop); the Deployment's
+probes, port, user and security context match the bot and the Dockerfile; the ConfigMap is
+config/example; the operator role grants exactly what the Kubernetes adapter calls."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+DEPLOY = ROOT / "deploy" / "kubernetes"
+OVERLAYS = ["staging", "production"]
+KUBECTL = shutil.which("kubectl")
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed")
+    out = subprocess.run(
+        [KUBECTL, "kustomize", str(DEPLOY / "overlays" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def _strip_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip_none(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_round_trips_through_the_official_models(overlay: str) -> None:
+    from kubernetes import client
+
+    api = client.ApiClient()
+    docs = render(overlay)
+    assert {d["kind"] for d in docs} >= {
+        "Namespace",
+        "ServiceAccount",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ClusterRole",
+        "RoleBinding",
+    }
+    for doc in docs:
+        model = api._ApiClient__deserialize(doc, "V1" + doc["kind"])  # type: ignore[attr-defined]
+        again = _strip_none(api.sanitize_for_serialization(model))
+        assert again == doc, f"{doc['kind']} {doc['metadata']['name']}: a field the model drops"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_deployment_matches_the_bot_and_the_dockerfile(overlay: str) -> None:
+    docs = render(overlay)
+    (deployment,) = by_kind(docs, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] >= 2  # several replicas: state in MongoDB
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    user_line = re.search(r"^USER (\d+):(\d+)", dockerfile, re.M)
+    port_line = re.search(r"^EXPOSE (\d+)", dockerfile, re.M)
+    assert user_line and port_line, "the Dockerfile names its USER and EXPOSE"
+    user, port = int(user_line.group(1)), int(port_line.group(1))
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == user
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    assert container["args"][:4] == ["python", "-m", "bot", "serve"]
+    assert '"bot", "serve"' in dockerfile
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    server = (ROOT / "bot" / "server.py").read_text()
+    assert '("GET", "/health")' in server and '("GET", "/ready")' in server
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    # Writable only where the bot writes: its home and /tmp.
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/etc/runbook-bot"]["readOnly"] is True
+    assert {"/var/lib/runbook-bot", "/tmp"} <= set(mounts)
+    env = {e["name"]: e for e in container["env"]}
+    for secret in ("RUNBOOK_BOT_STATE", "RUNBOOK_BOT_AUDIT_KEY", "SLACK_BOT_TOKEN"):
+        assert env[secret]["valueFrom"]["secretKeyRef"]["name"] == "runbook-bot"
+    (service,) = by_kind(docs, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    selector = spec["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == selector
+    (budget,) = by_kind(docs, "PodDisruptionBudget")
+    assert budget["spec"]["selector"]["matchLabels"] == selector
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == selector
+    assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [port]
+
+
+def test_the_configmap_is_config_example() -> None:
+    docs = render("production")
+    (config,) = by_kind(docs, "ConfigMap")
+    example = ROOT / "config" / "example"
+    assert set(config["data"]) == {p.name for p in example.glob("*.yaml")}
+    for name, text in config["data"].items():
+        assert text == (example / name).read_text(), (
+            f"deploy/kubernetes/base/configmap.yaml: {name} differs from config/example/{name}; "
+            "run python3 deploy/kubernetes/configmap.py"
+        )
+
+
+# --- RBAC: exactly what the adapter calls ---------------------------------------------------
+
+RESOURCES = {
+    "deployment": ("apps", "deployments"),
+    "deployment_scale": ("apps", "deployments/scale"),
+    "replica_set": ("apps", "replicasets"),
+    "pod": ("", "pods"),
+    "endpoints": ("", "endpoints"),
+    "service": ("", "services"),
+    "horizontal_pod_autoscaler": ("autoscaling", "horizontalpodautoscalers"),
+}
+VERBS = {"read": "get", "list": "list", "patch": "patch", "replace": "update", "create": "create"}
+
+
+def used_by_the_adapter() -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) of every call the Kubernetes adapter makes."""
+    source = (ROOT / "runbooks" / "adapters" / "kube.py").read_text()
+    used = set()
+    for verb, resource in re.findall(
+        r"\.(read|list|patch|replace|create)_namespaced_(\w+)", source
+    ):
+        group, name = RESOURCES[resource]
+        used.add((group, name, VERBS[verb]))
+    if "watch.Watch()" in source:  # the rollout watch streams list_namespaced_deployment
+        used.add(("apps", "deployments", "watch"))
+    return used
+
+
+def test_the_operator_role_grants_exactly_what_the_adapter_uses() -> None:
+    docs = render("production")
+    (role,) = by_kind(docs, "ClusterRole")
+    granted = set()
+    for rule in role["rules"]:
+        for value in (*rule["apiGroups"], *rule["resources"], *rule["verbs"]):
+            assert "*" not in value, f"a wildcard in the role: {rule}"
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted |= {(group, resource, verb) for verb in rule["verbs"]}
+    used = used_by_the_adapter()
+    assert used - granted == set(), "the adapter calls what the role does not grant"
+    assert granted - used == set(), "the role grants what no runbook uses"
+    for overlay, namespace in (("staging", "staging"), ("production", "production")):
+        (binding,) = by_kind(render(overlay), "RoleBinding")
+        assert binding["metadata"]["namespace"] == namespace
+        assert binding["roleRef"]["name"] == role["metadata"]["name"]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "runbook-bot", "namespace": "runbook-bot"}
+        ]
