@@ -142,13 +142,15 @@ def used_by_the_adapter() -> set[tuple[str, str, str]]:
     """(API group, resource, verb) of every call the Kubernetes adapter makes."""
     source = (ROOT / "runbooks" / "adapters" / "kube.py").read_text()
     used = set()
-    for verb, resource in re.findall(
-        r"\.(read|list|patch|replace|create)_namespaced_(\w+)", source
-    ):
+    # A list function handed to watch.Watch().stream() is a watch request, not a list.
+    stream = r"stream\(\s*self\.\w+\.list_namespaced_(\w+)"
+    for resource in re.findall(stream, source):
+        used.add((*RESOURCES[resource], "watch"))
+    source = re.sub(stream, "stream(", source)
+    calls = r"\.(read|list|patch|replace|create)_namespaced_(\w+)"
+    for verb, resource in re.findall(calls, source):
         group, name = RESOURCES[resource]
         used.add((group, name, VERBS[verb]))
-    if "watch.Watch()" in source:  # the rollout watch streams list_namespaced_deployment
-        used.add(("apps", "deployments", "watch"))
     return used
 
 

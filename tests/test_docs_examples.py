@@ -33,7 +33,9 @@ def examples() -> list[tuple[str, str]]:
             for line in block.splitlines():
                 command = line.split(" #", 1)[0].strip()
                 command = command.split("&&")[-1].strip()
-                words = shlex.split(command) if command else []
+                if not re.search(r"(^|\s)(invoke|runbook)\s", command):
+                    continue  # another tool's line (kubectl, a shell continuation)
+                words = shlex.split(command)
                 prefix = {}
                 while words and re.match(r"^[A-Z_]+=", words[0]):
                     name, _, value = words.pop(0).partition("=")

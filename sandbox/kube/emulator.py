@@ -194,6 +194,8 @@ class Cluster:
         self.broken_images: set[str] = set()
         self.oom_below: float | None = None
         self.requests: list[tuple[str, str]] = []
+        #: Every API call with its watch flag (method, path, watch): what RBAC must grant.
+        self.calls: list[tuple[str, str, bool]] = []
         self._stop = threading.Event()
         self._names = (f"{n:05x}"[-5:] for n in itertools.count(0x1A2B3))
 
@@ -1185,6 +1187,9 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         self.cluster.requests.append((method, parts.path))
+        if not parts.path.startswith("/_sandbox/"):
+            watching = query.get("watch") in ("true", "1")
+            self.cluster.calls.append((method, parts.path, watching))
         try:
             if parts.path.startswith("/_sandbox/"):
                 self._send(200, self._admin(parts.path, self._body()))
