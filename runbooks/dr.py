@@ -927,19 +927,13 @@ class RecoverFromBackup(DataStep, kind="dr.sim_recover"):
             f"damage: {damaged.differs} documents of {self.collection} damaged in the incident "
             f"copy; {repaired.same} of them recovered as they were before the incident"
         )
-        point = backups.consistency_point(report)
-        targets = ctx.env.targets.get("database")
         ctx.note(report.phases.line())
-        ctx.measure(Measure("RTO", report.phases.total, target=targets.rto if targets else None))
-        if point is not None:
-            ctx.measure(
-                Measure(
-                    "RPO",
-                    max(0.0, started - point),
-                    target=targets.rpo if targets else None,
-                    detail=f"consistency point {iso(point)}",
-                )
-            )
+        rto, rpo = backups.recovery_measures(
+            report, started, ctx.env.targets.get("database"), backups.consistency_point(report)
+        )
+        ctx.measure(rto)
+        if rpo is not None:
+            ctx.measure(rpo)
         return (
             f"{self.scenario} simulated and recovered: {repaired.same}/{damaged.differs} damaged "
             f"documents recovered; {lost} document(s) would be lost"

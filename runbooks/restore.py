@@ -331,27 +331,10 @@ def _report(
             "consistency point (RPO)"
         )
     lines.append(report.phases.line())
-    target = ctx.env.targets.get("database")
-    lines.append(
-        Measure(
-            "RTO",
-            report.phases.total,
-            target=target.rto if target else None,
-            detail="" if target else "no database target configured",
-        )
-    )
     point = point if point is not None else backups.consistency_point(report)
-    if point is None:
-        lines.append("RPO achieved: unknown (the backup records no consistency point)")
-    else:
-        lines.append(
-            Measure(
-                "RPO",
-                max(0.0, started - point),
-                target=target.rpo if target else None,
-                detail=f"test start − consistency point {iso(point)}",
-            )
-        )
+    rto, rpo = backups.recovery_measures(report, started, ctx.env.targets.get("database"), point)
+    lines.append(rto)
+    lines.append(rpo or "RPO achieved: unknown (the backup records no consistency point)")
     lines.append(f"verdict: {report.summary()}")
     for line in lines:
         if isinstance(line, Measure):

@@ -43,6 +43,7 @@ from bson.raw_bson import RawBSONDocument
 
 from runbooks.engine.clock import iso
 from runbooks.engine.errors import InvalidInput
+from runbooks.engine.plan import Measure
 from runbooks.interfaces import AwsOps, DataOps, InfrastructureError, StoredObject
 
 MANIFEST = "runbook-bot-manifest.json"
@@ -607,6 +608,28 @@ def consistency_point(report: RestoreReport) -> float | None:
         return parse_iso(str(value)) if value else None
     except ValueError:
         return None
+
+
+def recovery_measures(
+    report: RestoreReport, started: float, target: Any, point: float | None
+) -> tuple[Measure, Measure | None]:
+    """RTO (the restore's phases) and RPO (test start minus the consistency point; None when
+    the backup records none) of a restore, against the database target if there is one."""
+    rto = Measure(
+        "RTO",
+        report.phases.total,
+        target=target.rto if target else None,
+        detail="" if target else "no database target configured",
+    )
+    if point is None:
+        return rto, None
+    rpo = Measure(
+        "RPO",
+        max(0.0, started - point),
+        target=target.rpo if target else None,
+        detail=f"test start − consistency point {iso(point)}",
+    )
+    return rto, rpo
 
 
 # --- copies and comparisons (dr.simulate) ------------------------------------------------------
