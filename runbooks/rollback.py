@@ -7,17 +7,19 @@ by pointing their Service at the previous colour.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
 
-from runbooks.engine.config import ServiceConfig
+from runbooks.engine.clock import format_duration
+from runbooks.engine.config import EnvironmentConfig, ServiceConfig
 from runbooks.engine.errors import InvalidInput, Refused, StepFailed
 from runbooks.engine.params import RegionalParams
 from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
-from runbooks.interfaces import KubeOps, Revision
+from runbooks.interfaces import InfrastructureError, KubeOps, Revision, infrastructure
 from runbooks.kit.kube import KubeStep, kube_for, rollout_regions, service_config, service_name
 
 POLL_S = 0.2
@@ -230,6 +232,157 @@ class SwitchColor(KubeStep, kind="kube.switch_color"):
         return self._switch(ctx, self.from_color)
 
 
+@dataclass(frozen=True, kw_only=True)
+class WatchSignals(Step, kind="rollback.watch_signals"):
+    """After the rollback, the spec's trigger signals stay healthy for a settle time.
+
+    Every ``interval`` for ``settle`` it asks Prometheus, per region, for the service's error
+    rate, p95 response time and failing health probes. Healthy means every sample below its
+    trigger (health: fewer than ``failing_checks`` failing samples in a row). No data, NaN or
+    a Prometheus error is never healthy: the step fails "unverified". A failure keeps the
+    rollback: rolling forward would return to the release that was just rolled back.
+    """
+
+    environment: str
+    service: str
+    regions: list[str]
+    #: One per signal: name, query (``{region}`` still to replace), trigger, unit.
+    signals: list[dict[str, Any]]
+    failing_checks: int
+    settle: float
+    interval: float
+    timeout: float = 0.0  # run() does the watching; the engine's wait has nothing left
+    irreversible_reason = "a check: it changes nothing"
+    keeps_done_on_failure = (
+        "a failed check after a rollback does not roll forward to the release it rolled back; "
+        "look at the signals and decide by hand (`rollback.history`, `rollback --to-revision`)"
+    )
+
+    def describe(self) -> str:
+        triggers = ", ".join(
+            f"{s['name']} below {_show(s['trigger'], s['unit'])}"
+            if s["unit"] != "probes"
+            else f"fewer than {self.failing_checks} failing health checks in a row"
+            for s in self.signals
+        )
+        return (
+            f"watch {self.service} in {self.environment} ({', '.join(self.regions)}) for "
+            f"{format_duration(self.settle)} in Prometheus: {triggers}; no data is not healthy"
+        )
+
+    def run(self, ctx: RunContext) -> str | None:
+        metrics = infrastructure(ctx).metrics(self.environment)
+        worst: dict[tuple[str, str], float] = {}
+        in_a_row: dict[str, int] = {}
+        started = ctx.clock.now()
+        samples = 0
+        while True:
+            samples += 1
+            for region in self.regions:
+                for signal in self.signals:
+                    name, unit = str(signal["name"]), str(signal["unit"])
+                    query = str(signal["query"]).replace("{region}", region)
+                    try:
+                        value = metrics.query(query)
+                    except InfrastructureError as exc:
+                        raise StepFailed(
+                            f"unverified: {name} in {region} could not be read ({exc}); a "
+                            "rollback is not healthy without its signals"
+                        ) from None
+                    if value is None or math.isnan(value):
+                        raise StepFailed(
+                            f"unverified: no data for {name} in {region} (query {query}); a "
+                            "rollback is not healthy without its signals"
+                        )
+                    key = (region, name)
+                    worst[key] = max(worst.get(key, value), value)
+                    if unit == "probes":
+                        in_a_row[region] = in_a_row.get(region, 0) + 1 if value > 0 else 0
+                        if in_a_row[region] >= self.failing_checks:
+                            raise StepFailed(
+                                f"{region}: health checks of {self.service} failing in "
+                                f"{in_a_row[region]} samples in a row "
+                                f"{format_duration(ctx.clock.now() - started)} after the "
+                                f"rollback (trigger {self.failing_checks}): the release rolled "
+                                "back to is unhealthy too"
+                            )
+                    elif value >= float(signal["trigger"]):
+                        raise StepFailed(
+                            f"{region}: {name} {_show(value, unit)} "
+                            f"{format_duration(ctx.clock.now() - started)} after the rollback, "
+                            f"at or above the trigger {_show(float(signal['trigger']), unit)}: "
+                            "the release rolled back to is unhealthy too"
+                        )
+            elapsed = ctx.clock.now() - started
+            ctx.progress(
+                f"signals healthy for {format_duration(elapsed)} of "
+                f"{format_duration(self.settle)} ({samples} sample(s))"
+            )
+            if elapsed >= self.settle:
+                break
+            ctx.check_cancelled()
+            ctx.clock.sleep(min(self.interval, self.settle - elapsed))
+        for region in self.regions:
+            ctx.note(
+                f"{region}: healthy for {format_duration(self.settle)} ({samples} samples): "
+                + ", ".join(
+                    f"{s['name']} at most {_show(worst[region, s['name']], s['unit'])} "
+                    f"(trigger {_show(float(s['trigger']), s['unit'])})"
+                    for s in self.signals
+                )
+            )
+        return None
+
+
+def _show(value: float, unit: str) -> str:
+    if unit == "ratio":
+        return f"{value * 100:.2f} %".replace(".00 %", " %")
+    if unit == "seconds":
+        return f"{value * 1000:.0f} ms"
+    return f"{value:g} failing"
+
+
+def _watch_step(
+    env: EnvironmentConfig, params: RollbackParams, regions: list[str]
+) -> WatchSignals | None:
+    gate, prometheus = env.rollback_gate, env.prometheus
+    if gate is None or prometheus is None:
+        return None
+    triggers = env.rollback_triggers
+
+    def query(text: str) -> str:
+        return text.replace("{service}", params.service)
+
+    return WatchSignals(
+        environment=params.environment,
+        service=params.service,
+        regions=regions,
+        signals=[
+            {
+                "name": "error rate",
+                "query": query(prometheus.service_error_rate_query),
+                "trigger": triggers.error_rate,
+                "unit": "ratio",
+            },
+            {
+                "name": "p95 response time",
+                "query": query(prometheus.latency_p95_query),
+                "trigger": triggers.p95_ms / 1000,
+                "unit": "seconds",
+            },
+            {
+                "name": "failing health checks",
+                "query": query(prometheus.health_failures_query),
+                "trigger": 1,
+                "unit": "probes",
+            },
+        ],
+        failing_checks=triggers.failing_health_checks,
+        settle=gate.settle,
+        interval=gate.interval,
+    )
+
+
 @runbook("rollback", params=RollbackParams, lock="{environment}:{service}")
 def rollback(ctx: PlanContext, params: RollbackParams) -> PlanDraft:
     """Roll a service back to its previous release (or --to-revision N), in every region.
@@ -241,7 +394,8 @@ def rollback(ctx: PlanContext, params: RollbackParams) -> PlanDraft:
     service = service_config(env, params.environment, params.service)
     steps: list[Step] = []
     notes: list[str] = []
-    for region in rollout_regions(env, params.region):
+    regions = rollout_regions(env, params.region)
+    for region in regions:
         kube = kube_for(ctx, params.environment, region)
         if service.strategy == "blue-green":
             steps.append(_plan_blue_green(kube, params, service, region))
@@ -252,6 +406,9 @@ def rollback(ctx: PlanContext, params: RollbackParams) -> PlanDraft:
         if note:
             notes.append(note)
     summary = f"roll back {params.service} in {params.environment} ({len(steps)} region(s))"
+    watch = _watch_step(env, params, list(regions)) if steps else None
+    if watch is not None:
+        steps.append(watch)
     return PlanDraft(steps=steps, summary=summary, notes=notes)
 
 

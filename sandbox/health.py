@@ -8,11 +8,19 @@ region named by the query's ``region="..."`` label matcher (0.2 % unless set wit
 /_sandbox/error_rate {"region": "us-west-2", "rate": 0.08}``); a query naming no region gets
 an empty vector (no data), one that is not balanced gets Prometheus's ``bad_data`` error.
 ``POST /_sandbox/error_rate {"up": false}`` makes the query endpoint answer 503.
+
+The rollback gate's other two signals are told apart by metric name: a query over
+``http_request_duration_seconds`` answers the region's p95 in seconds (0.18 until set), one
+over ``probe_success`` the number of failing health probes (0 until set); ``POST
+/_sandbox/signal {"signal": "latency_p95", "region": "us-east-1", "value": 1.4}`` sets one
+(``null``: no data, ``"NaN"``: a NaN sample). PromQL itself is not evaluated: only the region
+label and the metric name are read.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
@@ -21,6 +29,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 DEFAULT_ERROR_RATE = 0.002
+#: What each signal answers until set: error rate 0.2 %, p95 180 ms, no failing probes.
+DEFAULTS: dict[str, float | None] = {
+    "error_rate": DEFAULT_ERROR_RATE,
+    "latency_p95": 0.18,
+    "health_failures": 0.0,
+}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -68,8 +82,14 @@ class _Handler(BaseHTTPRequestHandler):
         match = re.search(r'region="([^"]+)"', expr)
         result = []
         if match:
-            rate = self.server.error_rates.get(match.group(1), DEFAULT_ERROR_RATE)
-            result = [{"metric": {}, "value": [time.time(), repr(rate)]}]
+            region, signal = match.group(1), signal_of(expr)
+            if signal == "error_rate" and region in self.server.error_rates:
+                value: float | None = self.server.error_rates[region]
+            else:
+                value = self.server.signals.get((signal, region), DEFAULTS[signal])
+            if value is not None:
+                text = "NaN" if math.isnan(value) else repr(value)
+                result = [{"metric": {}, "value": [time.time(), text]}]
         self._send(200, {"status": "success", "data": {"resultType": "vector", "result": result}})
 
     def do_POST(self) -> None:
@@ -87,7 +107,23 @@ class _Handler(BaseHTTPRequestHandler):
                 self.server.error_rates[doc["region"]] = float(doc["rate"])
             self._send(200, {"error_rates": self.server.error_rates})
             return
+        if self.path == "/_sandbox/signal":
+            value = doc.get("value")
+            self.server.signals[doc["signal"], doc["region"]] = (
+                None if value is None else float(value)
+            )
+            self._send(200, {"signal": doc["signal"], "region": doc["region"], "value": value})
+            return
         self._send(404, {"error": f"no route {self.path}"})
+
+
+def signal_of(expr: str) -> str:
+    """Which trigger signal a query reads, by its metric name."""
+    if "http_request_duration_seconds" in expr:
+        return "latency_p95"
+    if "probe_success" in expr:
+        return "health_failures"
+    return "error_rate"
 
 
 class _Server(ThreadingHTTPServer):
@@ -97,6 +133,7 @@ class _Server(ThreadingHTTPServer):
     error_rates: dict[str, float]
     queries: list[str]
     prometheus_up: bool
+    signals: dict[tuple[str, str], float | None]
 
 
 class HealthServer:
@@ -107,6 +144,7 @@ class HealthServer:
         self.server.error_rates = {}
         self.server.queries = []
         self.server.prometheus_up = True
+        self.server.signals = {}
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -122,6 +160,16 @@ class HealthServer:
 
     def set_error_rate(self, region: str, rate: float) -> None:
         self.server.error_rates[region] = rate
+
+    def set_signal(self, signal: str, region: str, value: float | None) -> None:
+        """``error_rate`` (0..1), ``latency_p95`` (s) or ``health_failures`` (failing probes);
+        None answers an empty vector (no data), ``float("nan")`` a NaN sample."""
+        if signal == "error_rate":
+            self.server.error_rates.pop(region, None)
+        self.server.signals[signal, region] = value
+
+    def set_up(self, up: bool) -> None:
+        self.server.prometheus_up = up
 
     @property
     def queries(self) -> list[str]:

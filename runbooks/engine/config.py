@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from runbooks.engine import yamlfile
-from runbooks.engine.clock import parse_duration
+from runbooks.engine.clock import format_duration, parse_duration
 from runbooks.engine.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -177,6 +177,17 @@ DEFAULT_ERROR_RATE_QUERY = (
 )
 
 
+DEFAULT_SERVICE_ERROR_RATE_QUERY = (
+    'sum(rate(http_requests_total{region="{region}",service="{service}",status=~"5.."}[5m])) / '
+    'sum(rate(http_requests_total{region="{region}",service="{service}"}[5m]))'
+)
+DEFAULT_LATENCY_P95_QUERY = (
+    "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket"
+    '{region="{region}",service="{service}"}[5m])))'
+)
+DEFAULT_HEALTH_FAILURES_QUERY = 'sum(1 - probe_success{region="{region}",service="{service}"})'
+
+
 class PrometheusConfig(_Strict):
     """Where the service's error rate is read (Prometheus HTTP API, instant queries)."""
 
@@ -184,6 +195,33 @@ class PrometheusConfig(_Strict):
     url: str
     #: PromQL giving the 5xx share of one region's requests (0..1); ``{region}`` is replaced.
     error_rate_query: str = DEFAULT_ERROR_RATE_QUERY
+    #: The rollback gate's queries: ``{region}`` and ``{service}`` are replaced.
+    #: The 5xx share of one service's requests (0..1).
+    service_error_rate_query: str = DEFAULT_SERVICE_ERROR_RATE_QUERY
+    #: The 95th percentile response time, in seconds.
+    latency_p95_query: str = DEFAULT_LATENCY_P95_QUERY
+    #: How many of the service's health probes fail now (0 when all pass).
+    health_failures_query: str = DEFAULT_HEALTH_FAILURES_QUERY
+
+
+class RollbackGate(_Strict):
+    """After a rollback, watch the trigger signals (error rate, p95, failing health checks)
+    in Prometheus for ``settle``: healthy means every sample below the triggers. No data, an
+    error or NaN is never healthy: the run fails "unverified" (and keeps the rollback)."""
+
+    #: How long the signals must stay healthy (at least the queries' rate window).
+    settle: Seconds = 300.0
+    #: Seconds between samples.
+    interval: Seconds = 15.0
+
+    @model_validator(mode="after")
+    def _interval_fits(self) -> RollbackGate:
+        if not 0 < self.interval <= self.settle:
+            raise ValueError(
+                f"interval {format_duration(self.interval)} must be above 0 and at most "
+                f"settle {format_duration(self.settle)}"
+            )
+        return self
 
 
 class EnvironmentConfig(_Strict):
@@ -213,6 +251,8 @@ class EnvironmentConfig(_Strict):
     #: How long a partial failover test holds its traffic split.
     partial_soak: Seconds = 600.0
     rollback_triggers: RollbackTriggers = RollbackTriggers()
+    #: Rollbacks end by watching the trigger signals in Prometheus (needs ``prometheus``).
+    rollback_gate: RollbackGate | None = None
     #: PagerDuty services of this environment (incident cards, ``incident.list``).
     pagerduty: PagerDutyEnvironment | None = None
 
@@ -221,6 +261,10 @@ class EnvironmentConfig(_Strict):
         for region in self.regions:
             if region not in REGION_NAMES:
                 raise ValueError(f"unknown region {region!r}; known: {', '.join(REGION_NAMES)}")
+        if self.rollback_gate is not None and self.prometheus is None:
+            raise ValueError(
+                "rollback_gate needs prometheus: {url: ...} to read the trigger signals from"
+            )
         if self.primary_region not in self.regions:
             raise ValueError(
                 f"primary_region {self.primary_region!r} is not one of regions "

@@ -172,6 +172,10 @@ class Step:
     poll_interval: ClassVar[float] = 1.0
     #: Why this step cannot be undone (shown in the plan), when it has no ``undo``.
     irreversible_reason: ClassVar[str | None] = None
+    #: Set on a check whose failure must not undo the steps before it, saying why (a failed
+    #: check after a rollback must not roll forward to the release it rolled back). The run
+    #: then ends ``failed`` with those steps done; a cancel still compensates.
+    keeps_done_on_failure: ClassVar[str | None] = None
 
     def __init_subclass__(cls, kind: str = "", **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -333,12 +333,17 @@ class Runner(Journal):
                 record.measures = [m.to_doc() for m in ctx.measures]
                 record.error = message
                 self._step_transition(execution, record, "step.failed", actor=actor)
-                self._after_stop(
-                    execution,
-                    State.FAILED,
-                    f"step {record.index + 1} failed: {message}",
-                    actor=actor,
-                )
+                error = f"step {record.index + 1} failed: {message}"
+                if step.keeps_done_on_failure and record.index:
+                    error += (
+                        f"; steps 1-{record.index} stay done, not undone: "
+                        f"{step.keeps_done_on_failure}"
+                    )
+                    execution.error = error
+                    execution.ended_at = self.clock.now()
+                    self._transition(execution, State.FAILED, actor=actor)
+                    return
+                self._after_stop(execution, State.FAILED, error, actor=actor)
                 return
             record.status = StepStatus.SUCCEEDED
             record.progress = None

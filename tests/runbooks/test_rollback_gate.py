@@ -1,0 +1,164 @@
+"""The rollback's Prometheus gate: after the rollout, the spec's trigger signals (error rate,
+p95, failing health checks) must stay below their triggers for the settle time (2 s in the
+sandbox's production). No data, NaN or an error is never healthy, and a failed gate keeps the
+rollback: it never rolls forward to the release it rolled back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from runbooks.engine.config import Config, EnvironmentConfig, RollbackGate
+from runbooks.engine.executor import Engine
+from runbooks.engine.models import Execution, State, StepStatus
+from tests.conftest import KubeSandbox
+from tests.runbooks.conftest import live_engine
+from tests.runbooks.test_rollback import actions, image, run
+
+REGIONS = ("us-east-1", "us-west-2")
+
+
+@pytest.fixture
+def kube_engine(
+    kube: KubeSandbox, health: object, sandbox_config: Config, tmp_path: Path
+) -> Iterator[Engine]:
+    """The sandbox's configuration with production's rollback gate on (settle 2 s)."""
+    files = sandbox_config.environments
+    production = files.environments["production"].model_copy(
+        update={"rollback_gate": RollbackGate(settle=2.0, interval=1.0)}
+    )
+    environments = files.model_copy(
+        update={"environments": {**files.environments, "production": production}}
+    )
+    config = Config(
+        sandbox_config.directory,
+        environments,
+        sandbox_config.policy,
+        sandbox_config.schedules,
+        sandbox_config.alerts,
+    )
+    with live_engine(config, tmp_path, kubeconfig=str(kube.kubeconfig)) as engine:
+        yield engine
+
+
+def rollback(engine: Engine) -> Execution:
+    return run(engine, "rollback", environment="production")
+
+
+def assert_kept(done: Execution, kube: KubeSandbox, engine: Engine) -> None:
+    """Failed, and both regions still on the release rolled back to (1.4.1, not 1.4.2)."""
+    assert done.state == State.FAILED, done.error
+    assert [s.status for s in done.steps] == [
+        StepStatus.SUCCEEDED,
+        StepStatus.SUCCEEDED,
+        StepStatus.FAILED,
+    ]
+    for region in REGIONS:
+        assert image(kube, region) == "app-api:1.4.1"
+    assert "steps 1-2 stay done, not undone" in (done.error or "")
+    trail = actions(engine, done.id)
+    assert "execution.failed" in trail
+    assert not any(a.startswith("step.undo") for a in trail)
+
+
+def test_healthy_signals_for_the_settle_time_pass(kube, kube_engine, health) -> None:
+    done = rollback(kube_engine)
+    assert done.state == State.SUCCEEDED, done.error
+    watch = done.steps[-1]
+    assert watch.description.startswith("watch api in production (us-east-1, us-west-2)")
+    assert "no data is not healthy" in watch.description
+    text = " ".join(watch.output)
+    for region in REGIONS:
+        assert f"{region}: healthy for 2.0s (3 samples)" in text
+    assert "error rate at most 0.20 % (trigger 5 %)" in text
+    assert "p95 response time at most 180 ms (trigger 1000 ms)" in text
+    assert "failing health checks at most 0 failing (trigger 1 failing)" in text
+    # Every signal read per region and sample, for this service.
+    queries = health.queries
+    for metric in ("http_requests_total", "http_request_duration_seconds", "probe_success"):
+        for region in REGIONS:
+            ours = [q for q in queries if metric in q and f'region="{region}"' in q]
+            assert len(ours) == 3, (metric, region, ours)
+            assert all('service="api"' in q for q in ours)
+
+
+NO_DATA = [
+    ("latency_p95", "us-west-2", None, "no data for p95 response time in us-west-2"),
+    ("error_rate", "us-east-1", float("nan"), "no data for error rate in us-east-1"),
+    ("health_failures", "us-west-2", None, "no data for failing health checks in us-west-2"),
+]
+
+
+@pytest.mark.parametrize("case", NO_DATA, ids=[c[0] for c in NO_DATA])
+def test_no_data_or_nan_is_never_healthy_and_keeps_the_rollback(
+    kube, kube_engine, health, case
+) -> None:
+    signal, region, value, says = case
+    health.set_signal(signal, region, value)
+    done = rollback(kube_engine)
+    assert_kept(done, kube, kube_engine)
+    assert "unverified: " + says in (done.steps[-1].error or "")
+
+
+def test_prometheus_down_is_unverified(kube, kube_engine, health) -> None:
+    health.set_up(False)
+    done = rollback(kube_engine)
+    assert_kept(done, kube, kube_engine)
+    error = done.steps[-1].error or ""
+    assert "unverified: error rate in us-east-1 could not be read" in error
+    assert "503" in error
+
+
+def test_a_signal_above_its_trigger_fails_naming_it(kube, kube_engine, health) -> None:
+    health.set_signal("latency_p95", "us-east-1", 1.4)
+    done = rollback(kube_engine)
+    assert_kept(done, kube, kube_engine)
+    error = done.steps[-1].error or ""
+    assert "us-east-1: p95 response time 1400 ms" in error
+    assert "at or above the trigger 1000 ms" in error
+
+
+def test_health_checks_fail_the_gate_after_three_in_a_row(kube, kube_engine, health) -> None:
+    health.set_signal("health_failures", "us-west-2", 1.0)
+    done = rollback(kube_engine)
+    assert_kept(done, kube, kube_engine)
+    assert "us-west-2: health checks of api failing in 3 samples in a row" in (
+        done.steps[-1].error or ""
+    )
+
+
+def test_the_plan_shows_the_gate_and_the_dry_run_reads_no_signal(kube, kube_engine, health) -> None:
+    from tests.runbooks.test_rollback import ALICE
+
+    prepared = kube_engine.prepare("rollback", {"environment": "production"}, actor=ALICE)
+    plan = kube_engine.dry_run(prepared, actor=ALICE)
+    watch = plan.steps[-1]
+    assert watch["kind"] == "rollback.watch_signals"
+    assert watch["reversible"] is False
+    assert watch["irreversible_reason"] == "a check: it changes nothing"
+    assert not health.queries
+
+
+def test_a_gate_needs_prometheus() -> None:
+    with pytest.raises(ValidationError, match="rollback_gate needs prometheus"):
+        EnvironmentConfig.model_validate(
+            {
+                "tier": "staging",
+                "regions": ["us-east-1"],
+                "primary_region": "us-east-1",
+                "rollback_gate": {"settle": "2m"},
+            }
+        )
+    with pytest.raises(ValidationError, match="interval 5m must be above 0 and at most settle 2m"):
+        EnvironmentConfig.model_validate(
+            {
+                "tier": "staging",
+                "regions": ["us-east-1"],
+                "primary_region": "us-east-1",
+                "prometheus": {"url": "http://127.0.0.1:9"},
+                "rollback_gate": {"settle": "2m", "interval": "5m"},
+            }
+        )
