@@ -27,6 +27,7 @@ import structlog
 
 from runbooks.engine.errors import RunbookError
 from runbooks.engine.outbox import FollowerThread
+from runbooks.engine.redact import redact_text
 from runbooks.engine.wiring import Runtime, open_runtime
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ ALERT_POLL_S = 1.0
 SWITCH_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_SWITCH_INTERVAL", "0.001"))
 #: How long shutdown waits for each background thread to stop (a running sweep, a post).
 SHUTDOWN_JOIN_S = 10.0
+#: Under the readiness probe's timeoutSeconds (3 in deploy/kubernetes), so /ready answers 503
+#: with the reason instead of the probe timing out.
+READY_STORE_TIMEOUT_S = 2.0
 
 log = structlog.get_logger("runbook_bot.bot")
 
@@ -110,10 +114,13 @@ class BotApp:
 
         checks: dict[str, str] = {}
         try:
-            self.runtime.store.ping()
+            self.runtime.store.ping(timeout=READY_STORE_TIMEOUT_S)
             checks["store"] = "ok"
         except Exception as exc:
-            checks["store"] = f"unreachable: {type(exc).__name__}"
+            first = (str(exc).splitlines() or [""])[0][:200]
+            checks["store"] = redact_text(
+                f"unreachable ({self.runtime.store.description}): {type(exc).__name__}: {first}"
+            )
         try:
             load_config(self.runtime.settings.config_dir)
             checks["config"] = "ok"

@@ -140,8 +140,9 @@ class Store(ABC):
 
     # housekeeping -------------------------------------------------------------------------
     @abstractmethod
-    def ping(self) -> None:
-        """Raise if the store cannot be reached."""
+    def ping(self, *, timeout: float = 2.0) -> None:
+        """Raise if the store cannot be reached within ``timeout`` seconds (a readiness probe
+        must answer before its own deadline)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

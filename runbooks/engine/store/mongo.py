@@ -64,8 +64,11 @@ class MongoStore(Store):
         doc = self.db.meta.find_one({"_id": "schema"}) or {}
         return int(doc.get("version", 0))
 
-    def ping(self) -> None:
-        self.db.meta.find_one({"_id": "schema"})
+    def ping(self, *, timeout: float = 2.0) -> None:
+        import pymongo
+
+        with pymongo.timeout(timeout):
+            self.db.meta.find_one({"_id": "schema"})
 
     def close(self) -> None:
         self._client.close()

@@ -123,7 +123,8 @@ class SqliteStore(Store):
             conn.close()
             self._local.conn = None
 
-    def ping(self) -> None:
+    def ping(self, *, timeout: float = 2.0) -> None:
+        # A read in WAL mode never waits for writers; the file is local.
         self._conn().execute("SELECT 1 FROM executions LIMIT 1").fetchall()
 
     # executions ---------------------------------------------------------------------------

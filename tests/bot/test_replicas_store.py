@@ -1,0 +1,162 @@
+"""Several processes on one store: the audit chain stays one chain, and readiness follows the
+store.
+
+Writers are separate processes (not threads) appending through the real ``AuditLog`` at the
+same moment, on one SQLite file and on the sandbox's wire-protocol MongoDB. The oracles are
+the CLI's ``audit.verify`` (a separate process again) and the rows read with plain ``sqlite3``
+or ``pymongo``: seqs 1..N with no gap or repeat, every record once, each writer's own records
+in the order it wrote them, each record linked to the one before.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+
+from sandbox.mongo import MongoServer
+from tests.bot.test_server import Bot, free_port, get
+from tests.conftest import ROOT, run_cli
+
+WRITERS = 4
+RECORDS = 150
+
+APPENDER = """
+import sys, time
+from pathlib import Path
+import structlog
+from runbooks.engine.audit import AuditLog, resolve_audit_key
+from runbooks.engine.clock import SystemClock
+from runbooks.engine.models import Actor
+from runbooks.engine.store import open_store
+
+url, writer, count, go, key = sys.argv[1:6]
+count, go = int(count), Path(go)
+structlog.configure(logger_factory=structlog.ReturnLoggerFactory())  # the rows are the oracle
+store = open_store(url)
+key = resolve_audit_key(env_key=key, sandbox=False, state_dir=go.parent)
+audit = AuditLog(store, key, SystemClock())
+print("ready", flush=True)
+while not go.exists():  # all writers start together
+    time.sleep(0.001)
+for i in range(count):
+    audit.record("test.append", actor=Actor(writer, writer, "cli"), outcome="ok",
+                 detail={"writer": writer, "i": i})
+store.close()
+print("done", flush=True)
+"""
+
+
+@pytest.fixture
+def mongo() -> Iterator[MongoServer]:
+    server = MongoServer(name="state").start()
+    yield server
+    server.stop()
+
+
+def append_together(url: str, key: str, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", APPENDER, url, f"w{n}", str(RECORDS), str(go), key],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for n in range(WRITERS)
+    ]
+    for proc in procs:  # each has opened the store and waits
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", line + proc.communicate(timeout=30)[0]
+    go.touch()
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and out.strip() == "done", out
+
+
+def check_one_chain(rows: list[tuple[int, str, bytes, str]]) -> None:
+    """Seqs 1..N, each linked to the one before, each record once, per-writer order kept."""
+    assert [r[0] for r in rows] == list(range(1, WRITERS * RECORDS + 1))
+    for (_, _, _, mac), (_, prev, _, _) in itertools.pairwise(rows):
+        assert prev == mac
+    written: dict[str, list[int]] = {}
+    for _, _, body, _ in rows:
+        detail = json.loads(body)["detail"]
+        written.setdefault(detail["writer"], []).append(detail["i"])
+    assert written == {f"w{n}": list(range(RECORDS)) for n in range(WRITERS)}
+
+
+def verify(env: dict[str, str]) -> dict[str, Any]:
+    done = run_cli(["audit.verify", "--json"], env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def test_processes_appending_at_once_to_one_sqlite_file_keep_one_chain(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    url = cli_env["RUNBOOK_BOT_STATE"]
+    run_cli(["runs.list"], cli_env)  # the CLI creates the store (schema) first
+    append_together(url, cli_env["RUNBOOK_BOT_AUDIT_KEY"], tmp_path)
+    with sqlite3.connect(url) as conn:
+        rows = conn.execute("SELECT seq, prev, body, mac FROM audit ORDER BY seq").fetchall()
+    before = len(rows) - WRITERS * RECORDS  # what the CLI itself audited first
+    assert before >= 0
+    check_one_chain([(s - before, p, b, m) for s, p, b, m in rows[before:]])
+    result = verify(cli_env)
+    assert result["ok"] and result["records"] == len(rows)
+
+
+def test_processes_appending_at_once_to_one_mongodb_keep_one_chain(
+    cli_env: dict[str, str], mongo: MongoServer, tmp_path: Path
+) -> None:
+    url = mongo.uri.replace("/?", "/chain?")
+    env = {**cli_env, "RUNBOOK_BOT_STATE": url}
+    append_together(url, env["RUNBOOK_BOT_AUDIT_KEY"], tmp_path)
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        mongo.uri, serverSelectionTimeoutMS=5000
+    )
+    try:
+        docs = list(client.chain.audit.find().sort("seq", pymongo.ASCENDING))
+    finally:
+        client.close()
+    check_one_chain([(d["seq"], d["prev"], bytes(d["body"]), d["mac"]) for d in docs])
+    result = verify(env)
+    assert result["ok"] and result["records"] == WRITERS * RECORDS
+
+
+def test_ready_fails_naming_the_store_when_mongodb_goes_away_and_health_stays_up(
+    cli_env: dict[str, str], mongo: MongoServer
+) -> None:
+    env = {
+        **cli_env,
+        "RUNBOOK_BOT_STATE": mongo.uri.replace("/?", "/ready?"),
+        "RUNBOOK_BOT_LOG": "-",
+    }
+    for key in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"):
+        env.pop(key, None)
+    bot = Bot(env, free_port())
+    try:
+        bot.wait_ready()
+        status, body = get(bot.base + "/ready")
+        assert status == 200 and body["checks"]["store"] == "ok"
+        mongo.stop()
+        status, body = get(bot.base + "/ready")
+        assert status == 503 and body["status"] == "not ready"
+        store = body["checks"]["store"]
+        assert store.startswith("unreachable (mongodb://"), store
+        assert "Timeout" in store or "refused" in store, store
+        assert body["checks"]["config"] == "ok"
+        assert get(bot.base + "/health") == (200, {"status": "ok"})
+    finally:
+        bot.stop()
