@@ -8,7 +8,6 @@ reported as such and the rest is still shown.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -20,7 +19,13 @@ from runbooks.engine.errors import InvalidInput, Refused, RunbookError
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import Measure, PastRun, PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
-from runbooks.interfaces import DataOps, DbTopology, InfrastructureError, infrastructure
+from runbooks.interfaces import (
+    DataOps,
+    DbTopology,
+    InfrastructureError,
+    expand_vars,
+    infrastructure,
+)
 from runbooks.kit import backups
 from runbooks.kit.aws import AwsStep, SetNodeCapacity
 from runbooks.kit.kube import ScaleDeployment, kube_for
@@ -320,7 +325,7 @@ class ShiftTraffic(AwsStep, kind="dns.weights"):
 def health_url(env: EnvironmentConfig, region: str) -> str | None:
     if env.health_url is None:
         return None
-    return os.path.expandvars(env.health_url).replace("{region}", region)
+    return expand_vars(env.health_url, what="health_url").replace("{region}", region)
 
 
 def error_rate_query(env: EnvironmentConfig, region: str) -> str | None:

@@ -6,6 +6,8 @@ import-linter counts that edge). ``runbooks.adapters`` implements them; tests ma
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -20,6 +22,23 @@ class InfrastructureError(RunbookError):
     """An external system refused or failed; the message names the object and the reason."""
 
     code = "infrastructure_error"
+
+
+_UNSET_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def expand_vars(text: str, *, what: str) -> str:
+    """``${VAR}`` replaced from the environment; a variable that is not set is an error naming
+    it (``os.path.expandvars`` would leave it in place, and the address would fail obscurely)."""
+    expanded = os.path.expandvars(text)
+    missing = [a or b for a, b in _UNSET_VAR.findall(expanded)]
+    if missing:
+        raise InfrastructureError(
+            f"{what} {text!r} names ${missing[0]}, which is not set in the bot's environment "
+            "(the sandbox exports it: run under `python3 dev.py serve`, or source the env file "
+            "`python -m sandbox up` writes)"
+        )
+    return expanded
 
 
 class RolloutFailed(InfrastructureError):

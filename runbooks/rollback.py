@@ -274,6 +274,7 @@ class WatchSignals(Step, kind="rollback.watch_signals"):
         metrics = infrastructure(ctx).metrics(self.environment)
         worst: dict[tuple[str, str], float] = {}
         in_a_row: dict[str, int] = {}
+        longest: dict[str, int] = {}
         started = ctx.clock.now()
         samples = 0
         while True:
@@ -298,6 +299,7 @@ class WatchSignals(Step, kind="rollback.watch_signals"):
                     worst[key] = max(worst.get(key, value), value)
                     if unit == "probes":
                         in_a_row[region] = in_a_row.get(region, 0) + 1 if value > 0 else 0
+                        longest[region] = max(longest.get(region, 0), in_a_row[region])
                         if in_a_row[region] >= self.failing_checks:
                             raise StepFailed(
                                 f"{region}: health checks of {self.service} failing in "
@@ -326,7 +328,10 @@ class WatchSignals(Step, kind="rollback.watch_signals"):
             ctx.note(
                 f"{region}: healthy for {format_duration(self.settle)} ({samples} samples): "
                 + ", ".join(
-                    f"{s['name']} at most {_show(worst[region, s['name']], s['unit'])} "
+                    f"{s['name']}: longest failing run {longest.get(region, 0)} sample(s) "
+                    f"(trigger {self.failing_checks} in a row)"
+                    if s["unit"] == "probes"
+                    else f"{s['name']} at most {_show(worst[region, s['name']], s['unit'])} "
                     f"(trigger {_show(float(s['trigger']), s['unit'])})"
                     for s in self.signals
                 )

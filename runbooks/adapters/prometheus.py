@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
 
-from runbooks.interfaces import InfrastructureError
+from runbooks.interfaces import InfrastructureError, expand_vars
 
 TIMEOUT_S = 5.0
 
 
 class PrometheusAdapter:
     def __init__(self, url: str) -> None:
-        self.url = os.path.expandvars(url).rstrip("/")
+        self.url = expand_vars(url, what="Prometheus URL").rstrip("/")
 
     def query(self, expr: str) -> float | None:
         """The value of an instant query; None when it has no samples (or NaN: no traffic)."""

@@ -110,6 +110,8 @@ def world(
     cli_env: dict[str, str],
     tmp_path: Path,
     kube: KubeSandbox,
+    *,
+    health: Any,
     slack_env_extra: dict[str, str],
     policy_edit: Callable[[str], str],
 ) -> Iterator[SlackWorld]:
@@ -128,6 +130,8 @@ def world(
         "SLACK_API_URL": slack.api_url,
         "RUNBOOK_BOT_SLACK_INTERVAL": "0.05",
         "RUNBOOK_BOT_SWEEP_INTERVAL": "0.3",
+        # Production's rollback gate asks the sandbox's Prometheus (and DR its /health).
+        "RUNBOOK_BOT_SANDBOX_HEALTH": health.url,
         **slack_env_extra,
     }
     env.pop("SLACK_APP_TOKEN", None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,9 @@ def live_engine(
 
 
 @pytest.fixture
-def kube_engine(kube: KubeSandbox, sandbox_config: Config, tmp_path: Path) -> Iterator[Engine]:
+def kube_engine(
+    kube: KubeSandbox, sandbox_config: Config, tmp_path: Path, health: Any
+) -> Iterator[Engine]:
+    """The sandbox's clusters, and its Prometheus for production's rollback gate."""
     with live_engine(sandbox_config, tmp_path, kubeconfig=str(kube.kubeconfig)) as engine:
         yield engine

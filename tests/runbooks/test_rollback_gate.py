@@ -75,7 +75,7 @@ def test_healthy_signals_for_the_settle_time_pass(kube, kube_engine, health) -> 
         assert f"{region}: healthy for 2.0s (3 samples)" in text
     assert "error rate at most 0.20 % (trigger 5 %)" in text
     assert "p95 response time at most 180 ms (trigger 1000 ms)" in text
-    assert "failing health checks at most 0 failing (trigger 1 failing)" in text
+    assert "failing health checks: longest failing run 0 sample(s) (trigger 3 in a row)" in text
     # Every signal read per region and sample, for this service.
     queries = health.queries
     for metric in ("http_requests_total", "http_request_duration_seconds", "probe_success"):
