@@ -13,9 +13,10 @@ emulator serves TLS with a throwaway certificate authority (``trustme``): its CA
   acknowledge / resolve, ``dedup_key``): a trigger opens an incident on the routing key's
   service or adds to the open one with that key; resolve resolves it; 202 with the key.
 
-It records every request and can answer ``429`` with ``Retry-After`` when asked
-(``rate_limit(path_prefix, count)``). ``send_webhook(url, secret, event_type, incident)``
-posts a v3 webhook with ``X-PagerDuty-Signature: v1=<HMAC-SHA256>`` and ``X-Webhook-Id``.
+It records every request and can answer ``429`` with PagerDuty's ``ratelimit-reset`` (and
+``Retry-After``) when asked (``rate_limit(path_prefix, count, reset=seconds)``).
+``send_webhook(url, secret, event_type, incident)`` posts a v3 webhook with
+``X-PagerDuty-Signature: v1=<HMAC-SHA256>`` and ``X-Webhook-Id``.
 
 Gaps: no users/escalation policies/schedules API, no alerts API, no cursor pagination, no
 incident priorities or urgencies beyond a field, one page of notes.
@@ -63,6 +64,7 @@ class PagerDutyState:
     events: list[dict[str, Any]] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
     rate_limits: dict[str, int] = field(default_factory=dict)
+    rate_limit_reset: int = 1
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -142,8 +144,16 @@ class _Handler(BaseHTTPRequestHandler):
             for prefix, count in list(state.rate_limits.items()):
                 if path.startswith(prefix) and count > 0:
                     state.rate_limits[prefix] = count - 1
+                    reset = str(state.rate_limit_reset)
                     self._send(
-                        429, {"error": {"message": "Rate Limit Exceeded"}}, {"Retry-After": "1"}
+                        429,
+                        {"error": {"message": "Rate Limit Exceeded"}},
+                        {
+                            "ratelimit-limit": "960",
+                            "ratelimit-remaining": "0",
+                            "ratelimit-reset": reset,
+                            "Retry-After": reset,
+                        },
                     )
                     return
             if path == "/v2/enqueue":
@@ -344,9 +354,10 @@ class PagerDutyEmulator:
         with self.state.lock:
             return [dict(c) for c in self.state.calls if c["path"].startswith(path_prefix)]
 
-    def rate_limit(self, path_prefix: str, count: int = 1) -> None:
+    def rate_limit(self, path_prefix: str, count: int = 1, *, reset: int = 1) -> None:
         with self.state.lock:
             self.state.rate_limits[path_prefix] = count
+            self.state.rate_limit_reset = reset
 
     def open_incident(self, title: str, service_id: str = "PSVCPROD") -> dict[str, Any]:
         with self.state.lock:

@@ -5,8 +5,14 @@ Settings come from the environment (each may be an ``aws-secretsmanager:`` refer
 at start; never logged): ``PAGERDUTY_API_TOKEN`` (REST), ``PAGERDUTY_ROUTING_KEY`` (Events),
 ``PAGERDUTY_API_URL`` / ``PAGERDUTY_EVENTS_URL`` (https; default PagerDuty's), and
 ``PAGERDUTY_CA_BUNDLE`` for a private certificate authority (the sandbox's emulator). Every
-call has a timeout (``TIMEOUT_S``); the package retries 429 and 5xx answers itself, with its
-own back-off.
+call has a timeout (``TIMEOUT_S``).
+
+The package would retry 429 and 5xx answers itself, sleeping in the calling thread (forever,
+for 429). A follower that sleeps while holding its lease can lose the lease and have another
+replica deliver the same note, so the clients here never sleep: at most one immediate retry,
+then the answer comes back as an error. A 429 raises :class:`RateLimited` with PagerDuty's
+``ratelimit-reset`` (or ``Retry-After``) seconds; the outbox follower waits that long before
+its next pass, and a person at the CLI or in Slack is told when to try again.
 """
 
 from __future__ import annotations
@@ -24,6 +30,29 @@ DEFAULT_API_URL = "https://api.pagerduty.com"
 DEFAULT_EVENTS_URL = "https://events.pagerduty.com"
 #: PagerDuty's limit on a dedup key.
 DEDUP_KEY_MAX = 255
+#: A 429 without a reset header: wait this long.
+RATE_LIMIT_DEFAULT_S = 5.0
+#: One immediate retry of these, then the answer is ours to handle (no sleeping in the package).
+RETRY_ONCE = {429: 1, 500: 1, 502: 1, 503: 1, 504: 1}
+
+
+class RateLimited(InfrastructureError):
+    """PagerDuty answered 429: try again after ``retry_after`` seconds."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(headers: Any) -> float:
+    for name in ("ratelimit-reset", "retry-after"):
+        try:
+            return max(0.0, float(headers.get(name)))
+        except (TypeError, ValueError):
+            continue
+    return RATE_LIMIT_DEFAULT_S
 
 
 @dataclass(frozen=True)
@@ -80,12 +109,16 @@ class PagerDuty:
             self._rest = pagerduty.RestApiV2Client(
                 settings.api_token, base_url=settings.api_url, verify=verify
             )
-            self._rest.timeout = TIMEOUT_S
         if settings.routing_key:
             self._events = pagerduty.EventsApiV2Client(
                 settings.routing_key, base_url=settings.events_url, verify=verify
             )
-            self._events.timeout = TIMEOUT_S
+        for client in (self._rest, self._events):
+            if client is not None:
+                client.timeout = TIMEOUT_S
+                client.sleep_timer = 0.0  # the package never sleeps in our threads
+                client.retry = dict(RETRY_ONCE)
+                client.max_network_attempts = 1
 
     def close(self) -> None:
         for client in (self._rest, self._events):
@@ -108,6 +141,12 @@ class PagerDuty:
                     detail += ": " + "; ".join(map(str, error["errors"]))
             except Exception:  # noqa: S110 - a body that is not JSON says nothing more
                 pass
+            if status == 429 and exc.response is not None:
+                wait = _retry_after(exc.response.headers)
+                raise RateLimited(
+                    f"PagerDuty {what}: rate limited (HTTP 429); try again in {wait:g} s",
+                    retry_after=wait,
+                ) from None
             raise InfrastructureError(f"PagerDuty {what}: HTTP {status} {detail}".strip()) from None
         except pagerduty.Error as exc:
             raise InfrastructureError(f"PagerDuty {what}: {exc}") from None

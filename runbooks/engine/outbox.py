@@ -45,6 +45,8 @@ class QueuedConsumer:
 
     def __init__(self) -> None:
         self.pending: list[Event] = []
+        #: Seconds the target asked us to wait (e.g. a 429's reset) after the last failure.
+        self.retry_after: float | None = None
 
     def wants(self, event: Event) -> bool:
         raise NotImplementedError
@@ -60,11 +62,14 @@ class QueuedConsumer:
         self.pending = []
 
     def flush(self) -> int | None:
+        self.retry_after = None
         while self.pending:
             event = self.pending[0]
             try:
                 self.deliver(event)
             except Exception as exc:
+                wait = getattr(exc, "retry_after", None)
+                self.retry_after = float(wait) if isinstance(wait, int | float) else None
                 _log.warning(
                     "%s: event %s not delivered, will retry: %s",
                     type(self).__name__,
@@ -138,10 +143,14 @@ class OutboxFollower:
         return len(events)
 
     def backoff(self) -> float:
-        """How long to wait after ``failures`` consecutive failed passes."""
+        """How long to wait after ``failures`` consecutive failed passes: doubling from
+        ``BACKOFF_FIRST_S`` up to ``BACKOFF_MAX_S``, and never less than the target asked for
+        (a rate limit's reset) when the consumer says so."""
         if not self.failures:
             return 0.0
-        return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.failures - 1)))
+        wait = float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.failures - 1)))
+        asked = getattr(self.consumer, "retry_after", None) if self.behind else None
+        return max(wait, float(asked)) if isinstance(asked, int | float) else wait
 
     def run(self, stop: threading.Event, wake: threading.Event, *, poll: float) -> None:
         """Loop until ``stop``: a pass when leading, then wait (poll, or the backoff)."""

@@ -5,6 +5,7 @@ once and the next success resolves; Alertmanager's escalation pages through the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from bot.incidents import SENDING_KEY, IncidentFeed, dedup_key, page_callback
-from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
+from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings, RateLimited
 from runbooks.engine.config import Config, PolicyFile, load_config
 from runbooks.engine.errors import InvalidInput
 from runbooks.engine.executor import Engine
@@ -153,14 +154,40 @@ def test_an_interrupted_send_is_looked_for_before_it_is_sent_again(
     assert any(c["method"] == "GET" and c["path"].endswith("/notes") for c in emulator.calls())
 
 
-def test_429_answers_are_retried(feed: Feed, emulator: PagerDutyEmulator) -> None:
+def test_a_429_makes_the_follower_wait_the_reset_then_the_note_lands_once(
+    feed: Feed, emulator: PagerDutyEmulator
+) -> None:
     incident = emulator.open_incident("errors")["id"]
-    emulator.rate_limit(f"/incidents/{incident}/notes", count=2)
+    emulator.rate_limit(f"/incidents/{incident}/notes", count=2, reset=7)
+
+    def posts() -> int:
+        calls = emulator.calls(f"/incidents/{incident}/notes")
+        return len([c for c in calls if c["method"] == "POST"])
+
     request(feed.engine, incident)
+    feed.deliver()  # 429, one immediate retry, 429: nothing slept in the package
+    assert emulator.notes(incident) == [] and posts() == 2
+    follower = feed.follower
+    assert follower.behind
+    follower.failures += 1  # as ``run`` counts a pass that left work behind
+    assert follower.backoff() == 7.0  # PagerDuty's ratelimit-reset, above the 0.5 s doubling
     feed.deliver()
-    assert len(emulator.notes(incident)) == 1
-    posts = [c for c in emulator.calls(f"/incidents/{incident}/notes") if c["method"] == "POST"]
-    assert len(posts) == 3  # two 429s, then the note
+    assert len(emulator.notes(incident)) == 1 and posts() == 3
+    assert not follower.behind and feed.feed.retry_after is None
+    feed.deliver()  # nothing more: the cursor moved past the note
+    assert len(emulator.notes(incident)) == 1 and posts() == 3
+
+
+def test_a_429_at_the_cli_says_when_to_try_again(
+    pagerduty: PagerDuty, emulator: PagerDutyEmulator
+) -> None:
+    incident = emulator.open_incident("errors")["id"]
+    emulator.rate_limit(f"/incidents/{incident}/notes", count=2, reset=12)
+    with pytest.raises(
+        RateLimited, match=re.escape("rate limited (HTTP 429); try again in 12 s")
+    ) as caught:
+        pagerduty.add_note(incident, "hello", from_email="alice@example.com")
+    assert caught.value.retry_after == 12.0
 
 
 def test_an_unlinked_run_notes_nothing(feed: Feed, emulator: PagerDutyEmulator) -> None:

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -22,8 +25,11 @@ from typing import Any
 import pymongo
 import pytest
 
+from runbooks.engine.store import open_store
 from sandbox.mongo import MongoServer
 from tests.bot.test_server import Bot, free_port, get
+from tests.cli.test_approvals_cli import STRICT_RULES, as_user
+from tests.cli.test_cli import wait_for
 from tests.conftest import ROOT, run_cli
 
 WRITERS = 4
@@ -160,3 +166,106 @@ def test_ready_fails_naming_the_store_when_mongodb_goes_away_and_health_stays_up
         assert get(bot.base + "/health") == (200, {"status": "ok"})
     finally:
         bot.stop()
+
+
+# ------------------------------------------------------------- kill the replica mid-run
+
+
+@pytest.fixture(params=["sqlite", "mongodb"])
+def shared_state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """One store for every process: a SQLite file, or the sandbox's wire-protocol MongoDB."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "shared.db")
+        return
+    server = MongoServer(name="state").start()
+    try:
+        yield server.uri.replace("/?", "/replicas?")
+    finally:
+        server.stop()
+
+
+def test_kill_the_replica_running_a_step_and_another_resumes_it_each_effect_once(
+    cli_env: dict[str, str], shared_state: str, tmp_path: Path
+) -> None:
+    """Two bots on one store. A run requested from a terminal and approved from another is
+    started by one replica; SIGKILL it mid-step and the other resumes the run after the lease,
+    repeating only the step that had not finished."""
+    config = tmp_path / "config"
+    shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("example"))
+    policy = config / "policy.yaml"
+    policy.write_text(policy.read_text().replace("rules:\n", STRICT_RULES, 1))
+    env = {
+        **cli_env,
+        "RUNBOOK_BOT_CONFIG": str(config),
+        "RUNBOOK_BOT_STATE": shared_state,
+        "RUNBOOK_BOT_LOG": "-",
+        "RUNBOOK_BOT_LEASE_TTL": "2",
+        "RUNBOOK_BOT_SWEEP_INTERVAL": "0.3",
+    }
+    for key in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"):
+        env.pop(key, None)
+    cli = {**env, "RUNBOOK_BOT_LOG": str(tmp_path / "cli-log.jsonl")}  # stdout is the JSON
+    workdir, hold = tmp_path / "home" / "w", tmp_path / "hold"
+    bots: dict[int, Bot] = {}
+    try:
+        for _ in range(2):
+            bot = Bot(env, free_port())
+            bots[bot.proc.pid] = bot
+        for bot in bots.values():
+            bot.wait_ready()
+        asked = run_cli(
+            [
+                "selftest",
+                "staging",
+                "--yes",
+                "--no-wait",
+                "--json",
+                "--workdir",
+                str(workdir),
+                "--hold-until-file",
+                str(hold),
+            ],
+            as_user(cli, "alice"),
+        )
+        assert asked.returncode == 3, asked.stderr  # awaiting approval
+        execution_id = json.loads(asked.stdout)["id"]
+        approved = run_cli(["approvals.approve", execution_id, "--yes"], as_user(cli, "dave"))
+        assert approved.returncode == 0, approved.stderr
+
+        wait_for((workdir / "holding-2").exists, timeout=60, what="a replica to reach step 2")
+        store = open_store(shared_state)
+        try:
+            lease = store.get_lease(execution_id)
+            assert lease is not None
+            runner = int(lease.owner.split(":")[1])
+            assert runner in bots  # a replica runs it, not the terminals
+            os.kill(runner, signal.SIGKILL)
+            bots.pop(runner).proc.communicate(timeout=30)
+            (survivor,) = bots.values()
+            assert (workdir / "journal").read_text().split() == ["step-1"]
+            hold.touch()
+
+            def state() -> str:
+                found = store.get_execution(execution_id)
+                assert found is not None
+                return found.state
+
+            wait_for(lambda: state() == "succeeded", timeout=90, what="the survivor's resume")
+            done = store.get_execution(execution_id)
+            assert done is not None
+            assert [s.attempts for s in done.steps] == [1, 2, 1]
+            final = store.get_lease(execution_id)
+            assert final is None or int(final.owner.split(":")[1]) == survivor.proc.pid
+        finally:
+            store.close()
+        assert (workdir / "journal").read_text().split() == ["step-1", "step-2", "step-3"]
+        actions = [
+            json.loads(line)["action"]
+            for line in run_cli(["audit.export"], cli).stdout.splitlines()
+        ]
+        assert actions.count("execution.resumed") == 1
+        assert verify(cli)["ok"]
+    finally:
+        for bot in bots.values():
+            bot.proc.send_signal(signal.SIGTERM)
+            bot.proc.communicate(timeout=30)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from runbooks.engine.models import AuditRow, Event, Execution, Lease
 from runbooks.engine.store.base import GENESIS, Signer, Store
 
 BUSY_TIMEOUT_S = 30.0
+WAL_RETRY_S = 0.01
 
 #: Versioned migrations; PRAGMA user_version records how many have run.
 MIGRATIONS: tuple[str, ...] = (
@@ -66,6 +68,21 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL (it stays set in the file). Switching needs the file to itself and SQLite
+    answers "locked" at once, without its busy handler, when another process opens the new
+    file at the same moment (two replicas starting together): retry until the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(WAL_RETRY_S)
+
+
 class SqliteStore(Store):
     """One SQLite file; one connection per thread."""
 
@@ -87,7 +104,7 @@ class SqliteStore(Store):
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True
             )
-            conn.execute("PRAGMA journal_mode=WAL")
+            _wal(conn)
             # NORMAL in WAL mode: durable across process crashes, fsync only at checkpoints.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
