@@ -1,0 +1,145 @@
+"""Slack across replicas: three bot processes on one store behind one Slack app.
+
+A request planned on one replica, confirmed on another, approved from a terminal, runs once;
+the approval card is posted once and updated in place; the audit chain stays one chain. Runs
+on one SQLite file and on the sandbox's wire-protocol MongoDB. The oracles are the Slack
+emulator's record of every Web API call, the Kubernetes emulators' deployments, and the
+store read back with a fresh connection.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runbooks.engine.models import State
+from runbooks.engine.store import open_store
+from sandbox.mongo import MongoServer
+from sandbox.slack import (
+    SANDBOX_BOT_TOKEN,
+    SANDBOX_SIGNING_SECRET,
+    SlackEmulator,
+    SlackUser,
+    buttons_of,
+    text_of,
+)
+from tests.bot.conftest import PEOPLE
+from tests.bot.test_server import Bot, free_port
+from tests.cli.test_cli import wait_for
+from tests.conftest import KubeSandbox, run_cli
+from tests.runbooks.test_rollback import DEPLOY, image
+
+REPLICAS = 3
+
+
+@pytest.fixture(params=["sqlite", "mongodb"])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield str(tmp_path / "shared.db")
+        return
+    server = MongoServer(name="state").start()
+    try:
+        yield server.uri.replace("/?", "/slack_replicas?")
+    finally:
+        server.stop()
+
+
+def test_plan_on_one_replica_confirm_on_another_approve_at_a_terminal_runs_once(
+    cli_env: dict[str, str], kube: KubeSandbox, health: Any, state_url: str, tmp_path: Path
+) -> None:
+    slack = SlackEmulator().start()
+    env = {
+        **cli_env,
+        "RUNBOOK_BOT_STATE": state_url,
+        "RUNBOOK_BOT_LOG": "-",
+        "KUBECONFIG": str(kube.kubeconfig),
+        "SLACK_BOT_TOKEN": SANDBOX_BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SANDBOX_SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "RUNBOOK_BOT_SLACK_INTERVAL": "0.05",
+        "RUNBOOK_BOT_SWEEP_INTERVAL": "0.3",
+        "RUNBOOK_BOT_SANDBOX_HEALTH": health.url,
+    }
+    env.pop("SLACK_APP_TOKEN", None)
+    cli = {**env, "RUNBOOK_BOT_LOG": str(tmp_path / "cli-log.jsonl")}
+    bots = [Bot(env, free_port()) for _ in range(REPLICAS)]
+    try:
+        for bot in bots:
+            bot.wait_ready()
+
+        def alice_at(bot: Bot) -> SlackUser:
+            return SlackUser(
+                PEOPLE["alice"], bot_url=bot.base, slack_url=slack.url, user_name="alice"
+            )
+
+        def messages() -> list[dict[str, Any]]:
+            return [m.to_doc() for m in list(slack.state.messages)]
+
+        def cards() -> list[dict[str, Any]]:
+            return [
+                m
+                for m in messages()
+                if m["channel"] == "C0APPROVALS" and not m["thread_ts"] and not m["ephemeral_to"]
+            ]
+
+        def plans() -> list[dict[str, Any]]:
+            return [
+                m
+                for m in messages()
+                if m["ephemeral_to"] == PEOPLE["alice"]
+                and any(b["text"]["text"] == "Confirm" for b in buttons_of(m))
+            ]
+
+        # Replica 1 plans; replica 2 takes the Confirm click.
+        answer = alice_at(bots[0]).command("/rollback production")
+        assert answer.status == 200 and answer.body == ""
+        wait_for(lambda: len(plans()) == 1, what="the plan shown to alice")
+        assert alice_at(bots[1]).click("Confirm").status == 200
+        wait_for(
+            lambda: bool(cards()) and "awaiting_approval" in text_of(cards()[-1]),
+            what="the approval card",
+        )
+
+        store = open_store(state_url)
+        try:
+            (pending,) = store.list_executions(limit=10)
+            # Bob approves from his terminal; whichever replica leads starts the run.
+            approved = run_cli(
+                ["approvals.approve", pending.id, "--yes"], {**cli, "RUNBOOK_USER": "bob"}
+            )
+            assert approved.returncode == 0, approved.stdout + approved.stderr
+
+            def state() -> str:
+                found = store.get_execution(pending.id)
+                assert found is not None
+                return found.state
+
+            wait_for(lambda: state() == State.SUCCEEDED, timeout=120, what="the rollback")
+            wait_for(lambda: "— succeeded" in text_of(cards()[-1]), what="the card's final state")
+            assert len(store.list_executions(limit=10)) == 1
+        finally:
+            store.close()
+
+        # Each effect once: one card, updated in place; the rollout reached both regions once.
+        (card,) = cards()
+        assert card["updates"] >= 2
+        assert "1/1: Bob" in text_of(card)
+        thread = [m["text"] for m in messages() if m["thread_ts"] == card["ts"]]
+        assert len(thread) == len(set(thread)), thread  # no note posted twice
+        for region in ("us-east-1", "us-west-2"):
+            assert image(kube, region) == "app-api:1.4.1"
+            deploy = kube.cluster(region).get(DEPLOY, "production", "api-deployment")
+            # seeded at revision 3; one rollback makes revision 4 (a second would make 5)
+            assert deploy["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "4"
+        verify = run_cli(["audit.verify", "--json"], cli)
+        assert verify.returncode == 0 and json.loads(verify.stdout)["ok"], verify.stdout
+    finally:
+        for bot in bots:
+            bot.proc.send_signal(signal.SIGTERM)
+            bot.proc.communicate(timeout=30)
+        slack.stop()
