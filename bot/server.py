@@ -358,7 +358,19 @@ def main(argv: list[str]) -> int:
         slack_state = f"on ({slack_settings.mode} mode, Web API {slack_settings.api_url})"
         if slack_settings.mode == "socket" and slack_settings.app_token:
             socket_handler = slack.socket_mode_handler(slack_settings.app_token)
-            socket_handler.connect()
+            try:
+                socket_handler.connect()
+            except Exception as exc:  # SlackApiError, or the WebSocket refused
+                error = getattr(getattr(exc, "response", None), "data", None) or {}
+                reason = error.get("error") if isinstance(error, dict) else None
+                print(
+                    "runbook-bot cannot start: Slack Socket Mode did not connect: "
+                    f"{reason or redact_text(str(exc).splitlines()[0])}. SLACK_APP_TOKEN must "
+                    "be the app-level token (xapp-...) with connections:write, and Socket Mode "
+                    "enabled for the app",
+                    flush=True,
+                )
+                return 2
     app = BotApp(runtime, slack=slack if slack_settings.mode == "http" else None)
     app.alertmanager.on_accepted = alerts.wake.set
     incidents = IncidentFollower(runtime, pagerduty) if pagerduty is not None else None

@@ -5,7 +5,9 @@
 ``usergroups.users.list``, file uploads as ``files_upload_v2`` makes them
 (``files.getUploadURLExternal``, the bytes POSTed to the upload URL it gave, then
 ``files.completeUploadExternal`` sharing the file in a channel as a message with ``files``) and
-``response_url`` posts (``/response/<channel>/<user>/<n>``). It
+``response_url`` posts (``/response/<channel>/<user>/<n>``), and ``apps.connections.open`` for
+Socket Mode (``SlackEmulator(socket_mode=True)``; the WebSocket side is
+``sandbox/slack_socket.py``). It
 records every call, keeps the visible messages per channel (updates replace in place), checks
 the bot token, and answers ``429`` with ``Retry-After`` when a test asks it to
 (``POST /_sandbox/rate_limit``).
@@ -28,7 +30,10 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sandbox.slack_socket import Ack, SocketModeHub
 
 SANDBOX_BOT_TOKEN = "xoxb-sandbox-bot-token"  # noqa: S105 - a fake token for the local emulator
 SANDBOX_SIGNING_SECRET = "sandbox-signing-secret"  # noqa: S105
@@ -74,6 +79,8 @@ class SlackState:
     #: Files by id: what getUploadURLExternal announced and the bytes uploaded.
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     base_url: str = ""
+    #: Socket Mode's WebSocket side (``SlackEmulator(socket_mode=True)``).
+    socket_hub: SocketModeHub | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -168,10 +175,23 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             auth = self.headers.get("Authorization", "")
             token = auth.removeprefix("Bearer ").strip() or args.get("token", "")
+            if method == "apps.connections.open":
+                self._send(200, self._connections_open(state, token))
+                return
             if token != state.token:
                 self._send(200, {"ok": False, "error": "invalid_auth"})
                 return
             self._send(200, self._api(state, method, args))
+
+    def _connections_open(self, state: SlackState, token: str) -> dict[str, Any]:
+        """Socket Mode: the app-level token gets a one-time WebSocket URL of the hub."""
+        from sandbox.slack_socket import SANDBOX_APP_TOKEN
+
+        if not token.startswith("xapp-"):
+            return {"ok": False, "error": "not_allowed_token_type"}
+        if token != SANDBOX_APP_TOKEN or state.socket_hub is None:
+            return {"ok": False, "error": "invalid_auth"}
+        return {"ok": True, "url": state.socket_hub.open_url()}
 
     def _api(self, state: SlackState, method: str, args: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
@@ -338,11 +358,24 @@ class _Server(ThreadingHTTPServer):
 class SlackEmulator:
     """The local Slack Web API on 127.0.0.1 (a free port unless given)."""
 
-    def __init__(self, *, token: str = SANDBOX_BOT_TOKEN, port: int = 0) -> None:
+    def __init__(
+        self, *, token: str = SANDBOX_BOT_TOKEN, port: int = 0, socket_mode: bool = False
+    ) -> None:
         self.server = _Server(("127.0.0.1", port), _Handler)
         self.server.state = SlackState(token=token)
         self.server.state.base_url = self.url
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        if socket_mode:
+            from sandbox.slack_socket import SocketModeHub
+
+            self.server.state.socket_hub = SocketModeHub()
+
+    @property
+    def hub(self) -> SocketModeHub:
+        """Socket Mode's side of the emulator (started with ``socket_mode=True``)."""
+        if self.state.socket_hub is None:
+            raise AssertionError("this emulator was started without socket_mode=True")
+        return self.state.socket_hub
 
     @property
     def state(self) -> SlackState:
@@ -360,9 +393,13 @@ class SlackEmulator:
 
     def start(self) -> SlackEmulator:
         self.thread.start()
+        if self.state.socket_hub is not None:
+            self.state.socket_hub.start()
         return self
 
     def stop(self) -> None:
+        if self.state.socket_hub is not None:
+            self.state.socket_hub.stop()
         self.server.shutdown()
         self.server.server_close()
 
@@ -481,8 +518,12 @@ class SlackUser:
         return f"{self.slack_url}/response/{channel}/{self.user_id}/{next(self._n)}"
 
     def command_body(self, text: str, *, channel: str) -> bytes:
+        return urllib.parse.urlencode(self.command_form(text, channel=channel)).encode()
+
+    def command_form(self, text: str, *, channel: str) -> dict[str, str]:
+        """A slash command's fields, as Slack posts them (and sends them over Socket Mode)."""
         command, _, rest = text.strip().partition(" ")
-        form = {
+        return {
             "token": "legacy-verification-token",
             "team_id": TEAM_ID,
             "team_domain": "sandbox",
@@ -496,7 +537,6 @@ class SlackUser:
             "response_url": self.response_url(channel),
             "trigger_id": f"trigger.{self.user_id}.{time.time_ns()}",
         }
-        return urllib.parse.urlencode(form).encode()
 
     def command(self, text: str, *, channel: str = "C0OPS") -> Delivery:
         """Type ``/command args`` in a channel."""
@@ -590,6 +630,21 @@ class SlackUser:
             raise LookupError(f"no message visible to {self.user_id} has a {label!r} button")
         message, button = found
         return self.interaction(self.click_payload(message, button))
+
+    # over Socket Mode -----------------------------------------------------------------------
+    def socket_command(
+        self, hub: SocketModeHub, text: str, *, channel: str = "C0OPS", to: int | None = None
+    ) -> Ack:
+        """Type ``/command args``; Slack delivers it over one app connection. The app's ack."""
+        form = self.command_form(text, channel=channel)
+        return hub.ack(hub.deliver("slash_commands", form, to=to))
+
+    def socket_click(self, hub: SocketModeHub, label: str, *, to: int | None = None) -> Ack:
+        found = self.find_button(label)
+        if found is None:
+            raise LookupError(f"no message visible to {self.user_id} has a {label!r} button")
+        message, button = found
+        return hub.ack(hub.deliver("interactive", self.click_payload(message, button), to=to))
 
     def last_view(self) -> dict[str, Any] | None:
         """The newest modal the bot opened for this person (views.open by trigger id)."""

@@ -58,6 +58,18 @@ def scrub(value: Any) -> Any:
     return value
 
 
+#: Arguments that carry the credential Slack needs for the call itself: scrubbing them would
+#: send a masked token (Socket Mode's ``apps.connections.open`` passes the app-level token
+#: this way, and failed with ``invalid_auth`` until this list existed).
+CREDENTIAL_ARGS = frozenset({"token"})
+
+
+def _scrub_but_credentials(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    if params is None:
+        return None
+    return {k: v if k in CREDENTIAL_ARGS else scrub(v) for k, v in params.items()}
+
+
 class RedactingWebClient(WebClient):
     """A WebClient whose every call's arguments pass through the redactor."""
 
@@ -78,7 +90,7 @@ class RedactingWebClient(WebClient):
             http_verb=http_verb,
             files=files,
             data=scrub(data),
-            params=scrub(params),
+            params=_scrub_but_credentials(params),
             json=scrub(json),
             headers=headers,
             auth=auth,
