@@ -213,6 +213,8 @@ def test_kill_the_replica_running_a_step_and_another_resumes_it_each_effect_once
             bots[bot.proc.pid] = bot
         for bot in bots.values():
             bot.wait_ready()
+        if shared_state.startswith("mongodb://"):
+            check_indexes(shared_state)  # both replicas created them at start: no error, no copy
         asked = run_cli(
             [
                 "selftest",
@@ -269,3 +271,20 @@ def test_kill_the_replica_running_a_step_and_another_resumes_it_each_effect_once
         for bot in bots.values():
             bot.proc.send_signal(signal.SIGTERM)
             bot.proc.communicate(timeout=30)
+
+
+def check_indexes(url: str) -> None:
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        url, serverSelectionTimeoutMS=5000
+    )
+    try:
+        db = client.get_default_database()
+        keys = {
+            name: {tuple(i["key"].items()): bool(i.get("unique")) for i in db[name].list_indexes()}
+            for name in ("executions", "audit", "events")
+        }
+    finally:
+        client.close()
+    assert keys["audit"][(("seq", 1),)] is True  # one seq, one record: the chain cannot fork
+    assert keys["events"][(("id", 1),)] is True
+    assert (("state", 1),) in keys["executions"] and (("created_at", -1),) in keys["executions"]
