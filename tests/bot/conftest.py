@@ -91,6 +91,55 @@ class SlackWorld:
             store.close()
 
 
+def slack_messages(slack: SlackEmulator) -> list[dict[str, Any]]:
+    return [m.to_doc() for m in list(slack.state.messages)]
+
+
+def approval_cards(slack: SlackEmulator, channel: str = "C0APPROVALS") -> list[dict[str, Any]]:
+    """The top-level cards of a channel (not thread replies, not private messages)."""
+    return [
+        m
+        for m in slack_messages(slack)
+        if m["channel"] == channel and not m["thread_ts"] and not m["ephemeral_to"]
+    ]
+
+
+def replica_env(
+    cli_env: dict[str, str], *, state: str, kube: KubeSandbox, health_url: str, slack: SlackEmulator
+) -> dict[str, str]:
+    """A bot replica's environment: a shared store, the sandbox's clusters, Prometheus and
+    Slack's Web API (HTTP mode; a test adds ``SLACK_APP_TOKEN`` for Socket Mode)."""
+    env = {
+        **cli_env,
+        "RUNBOOK_BOT_STATE": state,
+        "RUNBOOK_BOT_LOG": "-",
+        "KUBECONFIG": str(kube.kubeconfig),
+        "SLACK_BOT_TOKEN": SANDBOX_BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SANDBOX_SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "RUNBOOK_BOT_SLACK_INTERVAL": "0.05",
+        "RUNBOOK_BOT_SWEEP_INTERVAL": "0.3",
+        "RUNBOOK_BOT_SANDBOX_HEALTH": health_url,
+    }
+    env.pop("SLACK_APP_TOKEN", None)
+    return env
+
+
+@pytest.fixture(params=["sqlite", "mongodb"])
+def shared_state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """One store for several processes: a SQLite file, or the sandbox's wire-protocol MongoDB."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "shared.db")
+        return
+    from sandbox.mongo import MongoServer
+
+    server = MongoServer(name="state").start()
+    try:
+        yield server.uri.replace("/?", "/replicas?")
+    finally:
+        server.stop()
+
+
 def labels(message: dict[str, Any]) -> list[str]:
     return [b["text"]["text"] for b in buttons_of(message)]
 
@@ -121,17 +170,14 @@ def world(
     policy.write_text(policy_edit(policy.read_text()))
     slack = SlackEmulator().start()
     env = {
-        **cli_env,
+        **replica_env(
+            cli_env,
+            state=cli_env["RUNBOOK_BOT_STATE"],
+            kube=kube,
+            health_url=health.url,  # production's rollback gate asks the sandbox's Prometheus
+            slack=slack,
+        ),
         "RUNBOOK_BOT_CONFIG": str(config),
-        "RUNBOOK_BOT_LOG": "-",
-        "KUBECONFIG": str(kube.kubeconfig),
-        "SLACK_BOT_TOKEN": SANDBOX_BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SANDBOX_SIGNING_SECRET,
-        "SLACK_API_URL": slack.api_url,
-        "RUNBOOK_BOT_SLACK_INTERVAL": "0.05",
-        "RUNBOOK_BOT_SWEEP_INTERVAL": "0.3",
-        # Production's rollback gate asks the sandbox's Prometheus (and DR its /health).
-        "RUNBOOK_BOT_SANDBOX_HEALTH": health.url,
         **slack_env_extra,
     }
     env.pop("SLACK_APP_TOKEN", None)

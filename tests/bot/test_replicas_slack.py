@@ -11,24 +11,18 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from runbooks.engine.models import State
 from runbooks.engine.store import open_store
-from sandbox.mongo import MongoServer
 from sandbox.slack import (
-    SANDBOX_BOT_TOKEN,
-    SANDBOX_SIGNING_SECRET,
     SlackEmulator,
     SlackUser,
     buttons_of,
     text_of,
 )
-from tests.bot.conftest import PEOPLE
+from tests.bot.conftest import PEOPLE, approval_cards, replica_env, slack_messages
 from tests.bot.test_server import Bot, free_port
 from tests.cli.test_cli import wait_for
 from tests.conftest import KubeSandbox, run_cli
@@ -37,35 +31,11 @@ from tests.runbooks.test_rollback import DEPLOY, image
 REPLICAS = 3
 
 
-@pytest.fixture(params=["sqlite", "mongodb"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield str(tmp_path / "shared.db")
-        return
-    server = MongoServer(name="state").start()
-    try:
-        yield server.uri.replace("/?", "/slack_replicas?")
-    finally:
-        server.stop()
-
-
 def test_plan_on_one_replica_confirm_on_another_approve_at_a_terminal_runs_once(
-    cli_env: dict[str, str], kube: KubeSandbox, health: Any, state_url: str, tmp_path: Path
+    cli_env: dict[str, str], kube: KubeSandbox, health: Any, shared_state: str, tmp_path: Path
 ) -> None:
     slack = SlackEmulator().start()
-    env = {
-        **cli_env,
-        "RUNBOOK_BOT_STATE": state_url,
-        "RUNBOOK_BOT_LOG": "-",
-        "KUBECONFIG": str(kube.kubeconfig),
-        "SLACK_BOT_TOKEN": SANDBOX_BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SANDBOX_SIGNING_SECRET,
-        "SLACK_API_URL": slack.api_url,
-        "RUNBOOK_BOT_SLACK_INTERVAL": "0.05",
-        "RUNBOOK_BOT_SWEEP_INTERVAL": "0.3",
-        "RUNBOOK_BOT_SANDBOX_HEALTH": health.url,
-    }
-    env.pop("SLACK_APP_TOKEN", None)
+    env = replica_env(cli_env, state=shared_state, kube=kube, health_url=health.url, slack=slack)
     cli = {**env, "RUNBOOK_BOT_LOG": str(tmp_path / "cli-log.jsonl")}
     bots = [Bot(env, free_port()) for _ in range(REPLICAS)]
     try:
@@ -78,14 +48,10 @@ def test_plan_on_one_replica_confirm_on_another_approve_at_a_terminal_runs_once(
             )
 
         def messages() -> list[dict[str, Any]]:
-            return [m.to_doc() for m in list(slack.state.messages)]
+            return slack_messages(slack)
 
         def cards() -> list[dict[str, Any]]:
-            return [
-                m
-                for m in messages()
-                if m["channel"] == "C0APPROVALS" and not m["thread_ts"] and not m["ephemeral_to"]
-            ]
+            return approval_cards(slack)
 
         def plans() -> list[dict[str, Any]]:
             return [
@@ -105,7 +71,7 @@ def test_plan_on_one_replica_confirm_on_another_approve_at_a_terminal_runs_once(
             what="the approval card",
         )
 
-        store = open_store(state_url)
+        store = open_store(shared_state)
         try:
             (pending,) = store.list_executions(limit=10)
             # Bob approves from his terminal; whichever replica leads starts the run.

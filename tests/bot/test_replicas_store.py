@@ -171,19 +171,6 @@ def test_ready_fails_naming_the_store_when_mongodb_goes_away_and_health_stays_up
 # ------------------------------------------------------------- kill the replica mid-run
 
 
-@pytest.fixture(params=["sqlite", "mongodb"])
-def shared_state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """One store for every process: a SQLite file, or the sandbox's wire-protocol MongoDB."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "shared.db")
-        return
-    server = MongoServer(name="state").start()
-    try:
-        yield server.uri.replace("/?", "/replicas?")
-    finally:
-        server.stop()
-
-
 def test_kill_the_replica_running_a_step_and_another_resumes_it_each_effect_once(
     cli_env: dict[str, str], shared_state: str, tmp_path: Path
 ) -> None:

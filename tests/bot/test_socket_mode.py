@@ -17,7 +17,7 @@ from runbooks.engine.models import State
 from runbooks.engine.store.sqlite import SqliteStore
 from sandbox.slack import SANDBOX_BOT_TOKEN, SlackEmulator, SlackUser, buttons_of, text_of
 from sandbox.slack_socket import SANDBOX_APP_TOKEN
-from tests.bot.conftest import PEOPLE
+from tests.bot.conftest import PEOPLE, approval_cards, replica_env
 from tests.bot.test_server import Bot, free_port, get
 from tests.cli.test_cli import wait_for
 from tests.conftest import KubeSandbox
@@ -29,19 +29,10 @@ def test_rollback_over_socket_mode_with_two_replicas_each_holding_a_connection(
 ) -> None:
     slack = SlackEmulator(socket_mode=True).start()
     hub = slack.hub
-    env = {
-        **cli_env,
-        "RUNBOOK_BOT_STATE": str(tmp_path / "shared.db"),
-        "RUNBOOK_BOT_LOG": "-",
-        "KUBECONFIG": str(kube.kubeconfig),
-        "SLACK_BOT_TOKEN": SANDBOX_BOT_TOKEN,
-        "SLACK_APP_TOKEN": SANDBOX_APP_TOKEN,
-        "SLACK_API_URL": slack.api_url,
-        "RUNBOOK_BOT_SLACK_INTERVAL": "0.05",
-        "RUNBOOK_BOT_SWEEP_INTERVAL": "0.3",
-        "RUNBOOK_BOT_SANDBOX_HEALTH": health.url,
-    }
-    env.pop("SLACK_SIGNING_SECRET", None)  # Socket Mode needs no signing secret
+    state = str(tmp_path / "shared.db")
+    env = replica_env(cli_env, state=state, kube=kube, health_url=health.url, slack=slack)
+    env["SLACK_APP_TOKEN"] = SANDBOX_APP_TOKEN
+    env.pop("SLACK_SIGNING_SECRET")  # Socket Mode needs no signing secret
     bots = [Bot(env, free_port()) for _ in range(2)]
     outputs: list[str] = []
     try:
@@ -57,15 +48,8 @@ def test_rollback_over_socket_mode_with_two_replicas_each_holding_a_connection(
                 PEOPLE[name], bot_url=bots[0].base, slack_url=slack.url, user_name=name
             )
 
-        def messages() -> list[dict[str, Any]]:
-            return [m.to_doc() for m in list(slack.state.messages)]
-
         def cards() -> list[dict[str, Any]]:
-            return [
-                m
-                for m in messages()
-                if m["channel"] == "C0APPROVALS" and not m["thread_ts"] and not m["ephemeral_to"]
-            ]
+            return approval_cards(slack)
 
         alice, bob = person("alice"), person("bob")
         ack = alice.socket_command(hub, "/rollback production", to=0)
