@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from runbooks.engine.models import TERMINAL_STATES
 from runbooks.engine.settings import read_sandbox_env
 from tests.bot.test_server import _answers, free_port
 from tests.cli.test_cli import wait_for
@@ -150,6 +151,26 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
         wait_for(lambda: finished("dr.failback") is not None, timeout=90, what="the failback")
         assert finished("dr.failback") == "succeeded"
         assert _weights(aws_env) == {"us-east-1": 100, "us-west-2": 0}
+
+        # A production rollback from a terminal, run by the bot once bob approves: it ends
+        # with the Prometheus gate, which the bot reaches through the sandbox's env alone.
+        asked = run_cli(["rollback", "production", "--yes", "--no-wait", "--json"], env)
+        assert asked.returncode == 3, asked.stdout + asked.stderr
+        rollback_id = json.loads(asked.stdout)["id"]
+        approved_cli = run_cli(
+            ["approvals.approve", rollback_id, "--yes"], {**env, "RUNBOOK_USER": "bob"}
+        )
+        assert approved_cli.returncode in (0, 3), approved_cli.stdout + approved_cli.stderr
+
+        def shown() -> dict[str, Any]:
+            return dict(json.loads(run_cli(["runs.show", rollback_id, "--json"], env).stdout))
+
+        wait_for(lambda: shown()["state"] in TERMINAL_STATES, timeout=90, what="the rollback")
+        done_rollback = shown()
+        assert done_rollback["state"] == "succeeded", done_rollback
+        watch = done_rollback["steps"][-1]
+        assert watch["description"].startswith("watch api in production (us-east-1, us-west-2)")
+        assert any("us-west-2: healthy for 2.0s" in line for line in watch["output"]), watch
 
         # A reset under the running sandbox and bot is refused and changes nothing.
         refused = invoke(["sandbox.reset", "--yes"], env)
