@@ -175,8 +175,8 @@ def test_kill_the_replica_running_a_step_and_another_resumes_it_each_effect_once
     cli_env: dict[str, str], shared_state: str, tmp_path: Path
 ) -> None:
     """Two bots on one store. A run requested from a terminal and approved from another is
-    started by one replica; SIGKILL it mid-step and the other resumes the run after the lease,
-    repeating only the step that had not finished."""
+    started by the replica leading the supervisor; SIGKILL it mid-step and the other takes the
+    lease and resumes the run, repeating only the step that had not finished."""
     config = tmp_path / "config"
     shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("example"))
     policy = config / "policy.yaml"
@@ -228,6 +228,8 @@ def test_kill_the_replica_running_a_step_and_another_resumes_it_each_effect_once
             assert lease is not None
             runner = int(lease.owner.split(":")[1])
             assert runner in bots  # a replica runs it, not the terminals
+            supervisor = store.kv_get("leader.supervisor")
+            assert int(str(supervisor["owner"]).split(":")[1]) == runner  # the leader started it
             os.kill(runner, signal.SIGKILL)
             bots.pop(runner).proc.communicate(timeout=30)
             (survivor,) = bots.values()
@@ -245,6 +247,9 @@ def test_kill_the_replica_running_a_step_and_another_resumes_it_each_effect_once
             assert [s.attempts for s in done.steps] == [1, 2, 1]
             final = store.get_lease(execution_id)
             assert final is None or int(final.owner.split(":")[1]) == survivor.proc.pid
+            taken_over = store.kv_get("leader.supervisor")
+            assert int(str(taken_over["owner"]).split(":")[1]) == survivor.proc.pid
+            assert taken_over["term"] > supervisor["term"]
         finally:
             store.close()
         assert (workdir / "journal").read_text().split() == ["step-1", "step-2", "step-3"]
