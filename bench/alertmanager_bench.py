@@ -156,7 +156,7 @@ def main() -> None:
         while not env_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         token = read_sandbox_env(env_file)["ALERTMANAGER_WEBHOOK_TOKEN"]
-        wait_http(f"http://127.0.0.1:{bot_port}/health")
+        wait_http(f"http://127.0.0.1:{bot_port}/ready", ok_only=True)  # as a Service routes
         bare = subprocess.Popen(
             [sys.executable, "-c", BARE_APP, str(bare_port), token],
             cwd=ROOT,

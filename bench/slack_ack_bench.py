@@ -68,14 +68,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 30) -> None:
+def wait_http(url: str, timeout: float = 30, *, ok_only: bool = False) -> None:
+    """Wait until ``url`` answers (any status; with ``ok_only``, a 2xx: e.g. ``/ready``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - local
                 return
-        except urllib.error.HTTPError:
-            return  # answering (404/405 is fine)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if not ok_only:
+                return  # answering (404/405 is fine)
+            time.sleep(0.1)
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"{url} did not answer")

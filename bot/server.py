@@ -53,11 +53,19 @@ log = structlog.get_logger("runbook_bot.bot")
 class BotApp:
     """A WSGI application: /health, /ready, /metrics and (when Slack is on) /slack/events."""
 
-    def __init__(self, runtime: Runtime, *, slack: SlackFrontEnd | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        slack: SlackFrontEnd | None = None,
+        warm: threading.Event | None = None,
+    ) -> None:
         from bot.metrics import Metrics
 
         self.runtime = runtime
         self.slack = slack
+        #: Set once ``preload`` has imported the SDKs; None: nothing to wait for.
+        self.warm = warm
         self.metrics = Metrics(runtime.store)
         from bot.webhooks import AlertmanagerWebhook, PagerDutyWebhook
 
@@ -109,7 +117,9 @@ class BotApp:
         return 200, {"status": "ok"}
 
     def ready(self, _environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """Readiness: the store answers and the configuration is valid."""
+        """Readiness: the store answers, the configuration is valid and the SDKs are imported
+        (a first request that imports the Kubernetes client's API modules holds every thread
+        for half a second: measured in bench/alertmanager_bench.py)."""
         from runbooks.engine.config import load_config
 
         checks: dict[str, str] = {}
@@ -126,6 +136,8 @@ class BotApp:
             checks["config"] = "ok"
         except RunbookError as exc:
             checks["config"] = f"invalid: {exc.message.splitlines()[0]}"
+        if self.warm is not None:
+            checks["warm"] = "ok" if self.warm.is_set() else "warming up: importing the SDKs"
         ok = all(v == "ok" for v in checks.values())
         return (200 if ok else 503), {"status": "ready" if ok else "not ready", "checks": checks}
 
@@ -218,15 +230,23 @@ PRELOAD = (
 )
 
 
-def preload() -> None:
-    """Import the adapters' SDKs in the background once the bot serves."""
+def preload(done: threading.Event | None = None) -> None:
+    """Import the adapters' SDKs in the background once the bot serves (``/ready`` waits for
+    it), and whatever they load lazily on first use (the Kubernetes client's API classes)."""
     import importlib
 
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except Exception:  # an SDK missing here fails the first plan that needs it, clearly
-            log.warning("could not preload", module=name)
+    try:
+        for name in PRELOAD:
+            try:
+                module = importlib.import_module(name)
+                warm = getattr(module, "warm", None)
+                if callable(warm):
+                    warm()
+            except Exception:  # an SDK missing here fails the first plan that needs it, clearly
+                log.warning("could not preload", module=name)
+    finally:
+        if done is not None:
+            done.set()
 
 
 class AlertFollower(FollowerThread):
@@ -371,7 +391,8 @@ def main(argv: list[str]) -> int:
                     flush=True,
                 )
                 return 2
-    app = BotApp(runtime, slack=slack if slack_settings.mode == "http" else None)
+    warmed = threading.Event()
+    app = BotApp(runtime, slack=slack if slack_settings.mode == "http" else None, warm=warmed)
     app.alertmanager.on_accepted = alerts.wake.set
     incidents = IncidentFollower(runtime, pagerduty) if pagerduty is not None else None
     housekeeper.start()
@@ -379,7 +400,7 @@ def main(argv: list[str]) -> int:
     alerts.start()
     if incidents is not None:
         incidents.start()
-    threading.Thread(target=preload, name="preload", daemon=True).start()
+    threading.Thread(target=preload, args=(warmed,), name="preload", daemon=True).start()
     # Acks are short and I/O bound; a running plan or rollout watch is CPU bound. A shorter
     # switch interval than the default 5 ms lets the acks through (bench/README.md).
     sys.setswitchinterval(SWITCH_INTERVAL_S)

@@ -71,6 +71,25 @@ FATAL_WAITING = frozenset({"CrashLoopBackOff", "CreateContainerConfigError", "In
 SLOW_WAITING = frozenset({"ImagePullBackOff", "ErrImagePull"})
 
 
+def warm() -> None:
+    """Load what the client imports lazily on first use (its API classes and the models the
+    adapter reads), so the first plan does not import them while requests wait. Touches no
+    cluster."""
+    for name in (
+        "ApiClient",
+        "AppsV1Api",
+        "CoreV1Api",
+        "AutoscalingV2Api",
+        "V1Deployment",
+        "V1ReplicaSet",
+        "V1Pod",
+        "V1Endpoints",
+        "V1Node",
+        "V2HorizontalPodAutoscaler",
+    ):
+        getattr(client, name)
+
+
 class KubeAdapter:
     """Operations on one cluster."""
 
