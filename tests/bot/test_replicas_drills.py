@@ -19,7 +19,7 @@ import pymongo
 import pytest
 
 from sandbox.mongo import MongoServer
-from tests.bot.test_server import Bot, free_port
+from tests.bot.test_server import start_replicas, stop_replicas
 from tests.cli.test_cli import wait_for
 
 DRILL = "every-minute"
@@ -64,13 +64,8 @@ def test_two_bots_on_one_mongodb_fire_each_minute_once_and_survive_the_leader(
         state_server.uri, serverSelectionTimeoutMS=5000
     )
     db = client.replicas
-    bots = {}
+    bots = start_replicas(env, 2)
     try:
-        for _ in range(2):
-            bot = Bot(env, free_port())
-            bots[bot.proc.pid] = bot
-        for bot in bots.values():
-            bot.wait_ready()
 
         def leader() -> dict[str, Any] | None:
             doc = db.kv.find_one({"_id": "leader.scheduler"})
@@ -128,16 +123,8 @@ def test_two_bots_on_one_mongodb_fire_each_minute_once_and_survive_the_leader(
             "executions:", [(e["_id"], e["state"], e.get("reason")) for e in db.executions.find()]
         )
         print("history:", db.kv.find_one({"_id": f"drill.history.{DRILL}"}))
-        for bot in bots.values():
-            bot.proc.send_signal(signal.SIGTERM)
-            out = bot.proc.communicate(timeout=30)[0]
-            # What each scheduler did, should this fail again.
-            print(f"bot {bot.proc.pid} log (drill/supervisor lines):")
-            print(
-                "\n".join(
-                    line for line in out.splitlines() if "drill" in line or "supervisor" in line
-                )[-6000:]
-            )
+        # What each scheduler did, should this fail again.
+        stop_replicas(bots, show=lambda line: "drill" in line or "supervisor" in line)
         client.close()
 
 

@@ -10,7 +10,6 @@ store read back with a fresh connection.
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from sandbox.slack import (
     text_of,
 )
 from tests.bot.conftest import PEOPLE, approval_cards, replica_env, slack_messages
-from tests.bot.test_server import Bot, free_port
+from tests.bot.test_server import Bot, start_replicas, stop_replicas
 from tests.cli.test_cli import wait_for
 from tests.conftest import KubeSandbox, run_cli
 from tests.runbooks.test_rollback import DEPLOY, image
@@ -37,10 +36,9 @@ def test_plan_on_one_replica_confirm_on_another_approve_at_a_terminal_runs_once(
     slack = SlackEmulator().start()
     env = replica_env(cli_env, state=shared_state, kube=kube, health_url=health.url, slack=slack)
     cli = {**env, "RUNBOOK_BOT_LOG": str(tmp_path / "cli-log.jsonl")}
-    bots = [Bot(env, free_port()) for _ in range(REPLICAS)]
+    replicas = start_replicas(env, REPLICAS)
+    bots = list(replicas.values())
     try:
-        for bot in bots:
-            bot.wait_ready()
 
         def alice_at(bot: Bot) -> SlackUser:
             return SlackUser(
@@ -105,7 +103,5 @@ def test_plan_on_one_replica_confirm_on_another_approve_at_a_terminal_runs_once(
         verify = run_cli(["audit.verify", "--json"], cli)
         assert verify.returncode == 0 and json.loads(verify.stdout)["ok"], verify.stdout
     finally:
-        for bot in bots:
-            bot.proc.send_signal(signal.SIGTERM)
-            bot.proc.communicate(timeout=30)
+        stop_replicas(replicas)
         slack.stop()

@@ -27,7 +27,7 @@ import pytest
 
 from runbooks.engine.store import open_store
 from sandbox.mongo import MongoServer
-from tests.bot.test_server import Bot, free_port, get
+from tests.bot.test_server import Bot, free_port, get, start_replicas, stop_replicas
 from tests.cli.test_approvals_cli import STRICT_RULES, as_user
 from tests.cli.test_cli import wait_for
 from tests.conftest import ROOT, run_cli
@@ -36,7 +36,7 @@ WRITERS = 4
 RECORDS = 150
 
 APPENDER = """
-import sys, time
+import sys
 from pathlib import Path
 import structlog
 from runbooks.engine.audit import AuditLog, resolve_audit_key
@@ -44,16 +44,14 @@ from runbooks.engine.clock import SystemClock
 from runbooks.engine.models import Actor
 from runbooks.engine.store import open_store
 
-url, writer, count, go, key = sys.argv[1:6]
-count, go = int(count), Path(go)
+url, writer, count, key = sys.argv[1:5]
 structlog.configure(logger_factory=structlog.ReturnLoggerFactory())  # the rows are the oracle
 store = open_store(url)
-key = resolve_audit_key(env_key=key, sandbox=False, state_dir=go.parent)
+key = resolve_audit_key(env_key=key, sandbox=False, state_dir=Path.cwd())
 audit = AuditLog(store, key, SystemClock())
 print("ready", flush=True)
-while not go.exists():  # all writers start together
-    time.sleep(0.001)
-for i in range(count):
+sys.stdin.readline()  # all writers start together: released by one line on stdin
+for i in range(int(count)):
     audit.record("test.append", actor=Actor(writer, writer, "cli"), outcome="ok",
                  detail={"writer": writer, "i": i})
 store.close()
@@ -68,12 +66,12 @@ def mongo() -> Iterator[MongoServer]:
     server.stop()
 
 
-def append_together(url: str, key: str, tmp_path: Path) -> None:
-    go = tmp_path / "go"
+def append_together(url: str, key: str) -> None:
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", APPENDER, url, f"w{n}", str(RECORDS), str(go), key],
+            [sys.executable, "-c", APPENDER, url, f"w{n}", str(RECORDS), key],
             cwd=ROOT,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -84,7 +82,10 @@ def append_together(url: str, key: str, tmp_path: Path) -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.strip() == "ready", line + proc.communicate(timeout=30)[0]
-    go.touch()
+    for proc in procs:  # release them: one write each, back to back
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     for proc in procs:
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0 and out.strip() == "done", out
@@ -109,11 +110,11 @@ def verify(env: dict[str, str]) -> dict[str, Any]:
 
 
 def test_processes_appending_at_once_to_one_sqlite_file_keep_one_chain(
-    cli_env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str],
 ) -> None:
     url = cli_env["RUNBOOK_BOT_STATE"]
     run_cli(["runs.list"], cli_env)  # the CLI creates the store (schema) first
-    append_together(url, cli_env["RUNBOOK_BOT_AUDIT_KEY"], tmp_path)
+    append_together(url, cli_env["RUNBOOK_BOT_AUDIT_KEY"])
     with sqlite3.connect(url) as conn:
         rows = conn.execute("SELECT seq, prev, body, mac FROM audit ORDER BY seq").fetchall()
     before = len(rows) - WRITERS * RECORDS  # what the CLI itself audited first
@@ -124,11 +125,11 @@ def test_processes_appending_at_once_to_one_sqlite_file_keep_one_chain(
 
 
 def test_processes_appending_at_once_to_one_mongodb_keep_one_chain(
-    cli_env: dict[str, str], mongo: MongoServer, tmp_path: Path
+    cli_env: dict[str, str], mongo: MongoServer
 ) -> None:
     url = mongo.uri.replace("/?", "/chain?")
     env = {**cli_env, "RUNBOOK_BOT_STATE": url}
-    append_together(url, env["RUNBOOK_BOT_AUDIT_KEY"], tmp_path)
+    append_together(url, env["RUNBOOK_BOT_AUDIT_KEY"])
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
         mongo.uri, serverSelectionTimeoutMS=5000
     )
@@ -192,13 +193,8 @@ def test_kill_the_replica_running_a_step_and_another_resumes_it_each_effect_once
         env.pop(key, None)
     cli = {**env, "RUNBOOK_BOT_LOG": str(tmp_path / "cli-log.jsonl")}  # stdout is the JSON
     workdir, hold = tmp_path / "home" / "w", tmp_path / "hold"
-    bots: dict[int, Bot] = {}
+    bots = start_replicas(env, 2)
     try:
-        for _ in range(2):
-            bot = Bot(env, free_port())
-            bots[bot.proc.pid] = bot
-        for bot in bots.values():
-            bot.wait_ready()
         if shared_state.startswith("mongodb://"):
             check_indexes(shared_state)  # both replicas created them at start: no error, no copy
         asked = run_cli(
@@ -259,9 +255,7 @@ def test_kill_the_replica_running_a_step_and_another_resumes_it_each_effect_once
         assert actions.count("execution.resumed") == 1
         assert verify(cli)["ok"]
     finally:
-        for bot in bots.values():
-            bot.proc.send_signal(signal.SIGTERM)
-            bot.proc.communicate(timeout=30)
+        stop_replicas(bots)
 
 
 def check_indexes(url: str) -> None:

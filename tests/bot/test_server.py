@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,6 +64,35 @@ class Bot:
         self.proc.send_signal(signal.SIGTERM)
         out, _ = self.proc.communicate(timeout=30)
         return out
+
+
+def start_replicas(env: dict[str, str], count: int) -> dict[int, Bot]:
+    """``count`` bot processes on one environment, by pid, each answering /health (all
+    stopped again if one fails to start)."""
+    bots: dict[int, Bot] = {}
+    try:
+        for _ in range(count):
+            bot = Bot(env, free_port())
+            bots[bot.proc.pid] = bot
+        for bot in bots.values():
+            bot.wait_ready()
+    except BaseException:
+        stop_replicas(bots)
+        raise
+    return bots
+
+
+def stop_replicas(bots: dict[int, Bot], *, show: Callable[[str], bool] | None = None) -> list[str]:
+    """Stop the replicas still running (a test pops one it killed); their logs, in order.
+    Each log's lines that ``show`` picks are printed: pytest shows them if the test failed."""
+    logs = []
+    for pid, bot in bots.items():
+        out = bot.stop()
+        logs.append(out)
+        if show is not None:
+            print(f"bot {pid} log:")
+            print("\n".join(line for line in out.splitlines() if show(line))[-6000:])
+    return logs
 
 
 @pytest.fixture

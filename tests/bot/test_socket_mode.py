@@ -9,7 +9,6 @@ envelope is acknowledged; the Kubernetes emulators show the effect.
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from runbooks.engine.store.sqlite import SqliteStore
 from sandbox.slack import SANDBOX_BOT_TOKEN, SlackEmulator, SlackUser, buttons_of, text_of
 from sandbox.slack_socket import SANDBOX_APP_TOKEN
 from tests.bot.conftest import PEOPLE, approval_cards, replica_env
-from tests.bot.test_server import Bot, free_port, get
+from tests.bot.test_server import Bot, free_port, get, start_replicas, stop_replicas
 from tests.cli.test_cli import wait_for
 from tests.conftest import KubeSandbox
 from tests.runbooks.test_rollback import DEPLOY, image
@@ -33,11 +32,10 @@ def test_rollback_over_socket_mode_with_two_replicas_each_holding_a_connection(
     env = replica_env(cli_env, state=state, kube=kube, health_url=health.url, slack=slack)
     env["SLACK_APP_TOKEN"] = SANDBOX_APP_TOKEN
     env.pop("SLACK_SIGNING_SECRET")  # Socket Mode needs no signing secret
-    bots = [Bot(env, free_port()) for _ in range(2)]
+    replicas = start_replicas(env, 2)
+    bots = list(replicas.values())
     outputs: list[str] = []
     try:
-        for bot in bots:
-            bot.wait_ready()
         wait_for(lambda: hub.connections() == 2, what="both replicas to connect over Socket Mode")
         assert len(slack.calls("apps.connections.open")) == 2
         # No HTTP endpoint for Slack in Socket Mode: nothing to sign, nothing to expose.
@@ -82,9 +80,7 @@ def test_rollback_over_socket_mode_with_two_replicas_each_holding_a_connection(
             deploy = kube.cluster(region).get(DEPLOY, "production", "api-deployment")
             assert deploy["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "4"
     finally:
-        for bot in bots:
-            bot.proc.send_signal(signal.SIGTERM)
-            outputs.append(bot.proc.communicate(timeout=30)[0])
+        outputs = stop_replicas(replicas)
         slack.stop()
     assert all("socket" in out.lower() for out in outputs), outputs
 
