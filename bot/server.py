@@ -380,12 +380,17 @@ def main(argv: list[str]) -> int:
             socket_handler = slack.socket_mode_handler(slack_settings.app_token)
             try:
                 socket_handler.connect()
-            except Exception as exc:  # SlackApiError, or the WebSocket refused
-                error = getattr(getattr(exc, "response", None), "data", None) or {}
-                reason = error.get("error") if isinstance(error, dict) else None
+            except Exception as exc:  # Slack refused the token, or the WebSocket failed
+                from slack_sdk.errors import SlackApiError
+
+                reason = (
+                    exc.response.get("error")
+                    if isinstance(exc, SlackApiError)
+                    else redact_text(str(exc).splitlines()[0])
+                )
                 print(
                     "runbook-bot cannot start: Slack Socket Mode did not connect: "
-                    f"{reason or redact_text(str(exc).splitlines()[0])}. SLACK_APP_TOKEN must "
+                    f"{reason}. SLACK_APP_TOKEN must "
                     "be the app-level token (xapp-...) with connections:write, and Socket Mode "
                     "enabled for the app",
                     flush=True,

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
+from pymongo import timeout as pymongo_timeout
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -65,9 +66,7 @@ class MongoStore(Store):
         return int(doc.get("version", 0))
 
     def ping(self, *, timeout: float = 2.0) -> None:
-        import pymongo
-
-        with pymongo.timeout(timeout):
+        with pymongo_timeout(timeout):  # pymongo's client-side operation timeout
             self.db.meta.find_one({"_id": "schema"})
 
     def close(self) -> None:
