@@ -37,6 +37,8 @@ SENDING_KEY = "pagerduty.sending.{}"
 PAGED_KEY = "pagerduty.paged.{}"
 FAILED = {State.FAILED, State.COMPENSATED, State.COMPENSATION_FAILED}
 NOTED_STATES = {str(State.RUNNING), *(str(s) for s in TERMINAL_STATES)}
+#: A step's question to people (the rollback gate's "unverified"), its answer or its expiry.
+QUESTION_EVENTS = ("execution.question", "execution.answered", "execution.question_expired")
 
 
 def marker(execution_id: str, event_id: int) -> str:
@@ -63,7 +65,10 @@ class IncidentFeed(QueuedConsumer):
     def wants(self, event: Event) -> bool:
         if event.execution_id is None:
             return False
-        noted = event.type in ("execution.created", "approval.granted")
+        noted = event.type in QUESTION_EVENTS or event.type in (
+            "execution.created",
+            "approval.granted",
+        )
         return noted or (
             event.type == "execution.state" and event.payload.get("state") in NOTED_STATES
         )
@@ -107,6 +112,20 @@ class IncidentFeed(QueuedConsumer):
             return "\n".join(lines)
         if event.type == "approval.granted":
             return f"Approved by {event.payload.get('approver')}: {head}."
+        if event.type == "execution.question":
+            choices = "|".join(str(c) for c in event.payload.get("choices") or [])
+            return (
+                f"Step {event.payload.get('step')} of {head} asks: "
+                f"{event.payload.get('question')} (answer: runs.answer {execution.id} {choices}, "
+                "or the Slack card)"
+            )
+        if event.type == "execution.answered":
+            return (
+                f"Answered {event.payload.get('choice')} by {event.payload.get('by')}: "
+                f"step {event.payload.get('step')} of {head}."
+            )
+        if event.type == "execution.question_expired":
+            return f"Nobody answered step {event.payload.get('step')} of {head} in time."
         state = str(event.payload.get("state"))
         if state == str(State.RUNNING):
             return f"Started: {head}."
@@ -138,6 +157,8 @@ class IncidentFeed(QueuedConsumer):
         if event.type == "approval.granted":
             approvals = execution.valid_approvals()
             actor = approvals[-1].actor.id if approvals else actor
+        elif event.type == "execution.answered":
+            actor = str(event.payload.get("by_id") or actor)
         sender = self._email(actor)
         if sender is None:
             log.warning(

@@ -219,6 +219,18 @@ class ProgressPrinter:
                 self.console.print(f"  {change}")
         elif event.type == "approval.granted":
             self.console.print(f"✔ approved by {payload.get('approver')}")
+        elif event.type == "execution.question":
+            choices = "|".join(str(c) for c in payload.get("choices") or [])
+            self.console.print(
+                f"[bold yellow]? step {payload.get('step')} asks:[/bold yellow] "
+                f"{payload.get('question')}\n    answer until {iso(float(payload['until']))} "
+                f"with `runs.answer {payload['execution_id']} {choices}` (or the Slack card)",
+                highlight=False,
+            )
+        elif event.type == "execution.answered":
+            self.console.print(f"✔ answered {payload.get('choice')} by {payload.get('by')}")
+        elif event.type == "execution.question_expired":
+            self.console.print(f"[red]✘ nobody answered step {payload.get('step')}[/red]")
         elif event.type == "execution.state" and payload.get("state") in {
             "compensating",
             "approved",

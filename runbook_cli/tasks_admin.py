@@ -107,6 +107,31 @@ def cancel(c: Any, id: str, reason: str = "", json: bool = False) -> None:
     with_runtime(go, as_json=json)
 
 
+@task(
+    help={
+        "id": "execution id",
+        "choice": "one of the choices the question names (the rollback gate: healthy or failed)",
+        "reason": "why (kept with the step's output and in the audit log)",
+        "json": "one JSON object on stdout",
+    }
+)
+def answer(c: Any, id: str, choice: str, reason: str = "", json: bool = False) -> None:
+    """Answer the question a running step waits on (the first answer counts).
+
+    Example: invoke runs.answer rb-1a2b3c healthy --reason "dashboards fine; exporter down"
+    """
+    from runbook_cli.commands import cli_actor, emit_json, with_runtime
+
+    def go(rt: Runtime) -> None:
+        question = rt.engine.answer(id, choice, actor=cli_actor(rt), reason=reason)
+        if json:
+            emit_json({"execution_id": id, "step": question["step"], "answer": choice.lower()})
+        else:
+            print(f"answered {choice.lower()} to step {question['step']} of {id}: the run goes on")
+
+    with_runtime(go, as_json=json)
+
+
 # --------------------------------------------------------------------------------- audit
 
 
@@ -377,7 +402,7 @@ def dms(c: Any, as_: str = "alice") -> None:
 def collections() -> list[Collection]:
     runs = Collection("runs")
     runs.add_task(cast("Task[Any]", list_), name="list")
-    for item in (show, resume, cancel):
+    for item in (show, resume, cancel, answer):
         runs.add_task(item)
     audit = Collection("audit")
     for item in (verify, tail, export):

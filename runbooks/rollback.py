@@ -251,6 +251,9 @@ class WatchSignals(Step, kind="rollback.watch_signals"):
     failing_checks: int
     settle: float
     interval: float
+    #: ``fail`` or ``ask`` (the gate's ``unverified``) and how long an answer may take.
+    unverified: str = "fail"
+    answer_within: float = 900.0
     timeout: float = 0.0  # run() does the watching; the engine's wait has nothing left
     irreversible_reason = "a check: it changes nothing"
     keeps_done_on_failure = (
@@ -268,7 +271,32 @@ class WatchSignals(Step, kind="rollback.watch_signals"):
         return (
             f"watch {self.service} in {self.environment} ({', '.join(self.regions)}) for "
             f"{format_duration(self.settle)} in Prometheus: {triggers}; no data is not healthy"
+            + (
+                f" (then it asks: healthy or failed, within {format_duration(self.answer_within)})"
+                if self.unverified == "ask"
+                else ""
+            )
         )
+
+    def _unverified(self, ctx: RunContext, why: str) -> None:
+        """No signal: fail, or ask people and go by their answer (a note says whose)."""
+        if self.unverified != "ask":
+            raise StepFailed(f"unverified: {why}; a rollback is not healthy without its signals")
+        answer = ctx.ask(
+            f"unverified: {why}. Is {self.service} in {self.environment} healthy after the "
+            "rollback? Look at its dashboards, then answer healthy or failed",
+            ("healthy", "failed"),
+            self.answer_within,
+        )
+        if answer is None:
+            raise StepFailed(
+                f"unverified: {why}; nobody answered within "
+                f"{format_duration(self.answer_within)}, and a rollback is not healthy without "
+                "its signals"
+            )
+        if answer.choice != "healthy":
+            raise StepFailed(f"unverified: {why}; {answer.said()}")
+        ctx.note(f"unverified: {why}; {answer.said()}, so it passes on their word")
 
     def run(self, ctx: RunContext) -> str | None:
         metrics = infrastructure(ctx).metrics(self.environment)
@@ -283,18 +311,16 @@ class WatchSignals(Step, kind="rollback.watch_signals"):
                 for signal in self.signals:
                     name, unit = str(signal["name"]), str(signal["unit"])
                     query = str(signal["query"]).replace("{region}", region)
+                    unread: str | None = None
                     try:
                         value = metrics.query(query)
                     except InfrastructureError as exc:
-                        raise StepFailed(
-                            f"unverified: {name} in {region} could not be read ({exc}); a "
-                            "rollback is not healthy without its signals"
-                        ) from None
+                        value, unread = None, f"{name} in {region} could not be read ({exc})"
                     if value is None or math.isnan(value):
-                        raise StepFailed(
-                            f"unverified: no data for {name} in {region} (query {query}); a "
-                            "rollback is not healthy without its signals"
+                        self._unverified(
+                            ctx, unread or f"no data for {name} in {region} (query {query})"
                         )
+                        return None
                     key = (region, name)
                     worst[key] = max(worst.get(key, value), value)
                     if unit == "probes":
@@ -385,6 +411,8 @@ def _watch_step(
         failing_checks=triggers.failing_health_checks,
         settle=gate.settle,
         interval=gate.interval,
+        unverified=gate.unverified,
+        answer_within=gate.answer_within,
     )
 
 

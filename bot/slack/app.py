@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -177,6 +178,8 @@ def build_slack(
         ("rb_incident_run", listeners.on_incident_run),
     ]:
         app.action(action_id)(listeners.deferred(work))
+    # One button per choice of a step's question (action ids are unique within a block).
+    app.action(re.compile(r"^rb_answer_\d+$"))(listeners.deferred(listeners.on_answer))
     app.view("rb_deny_modal")(listeners.on_deny_submitted)
     gate = (
         SlackGate(settings.signing_secret, audit=runtime.engine.audit, clock=runtime.engine.clock)
@@ -563,6 +566,13 @@ class _Listeners:
         if parsed.verb == "cancel":
             self._cancel(execution.id, actor, parsed.flags.get("reason") or "")
             respond(f"Cancellation of `{execution.id}` requested.")
+        if parsed.verb == "answer":
+            choice = parsed.args[1].lower()
+            question = engine.answer(
+                execution.id, choice, actor=actor, reason=parsed.flags.get("reason") or ""
+            )
+            respond(f"You answered {choice} to step {question['step']} of `{execution.id}`.")
+            self._done()
 
     def _cancel(self, execution_id: str, actor: Actor, reason: str) -> None:
         # Who may cancel is the engine's decision (policy ``operators``), as in the terminal.
@@ -756,6 +766,27 @@ class _Listeners:
             ack(response_action="errors", errors={"reason": exc.message[:150]})
             return
         ack()
+        self._done()
+
+    def on_answer(
+        self, body: dict[str, Any], action: dict[str, Any], respond: Respond, _client: WebClient
+    ) -> None:
+        """An answer button on a card: bound to the question it was shown for (its key)."""
+        actor = self._clicker(body, respond)
+        if actor is None:
+            return
+        execution_id, _, rest = str(action["value"]).partition(":")
+        key, _, choice = rest.rpartition(":")
+        try:
+            question = self.engine.answer(
+                execution_id, choice, actor=actor, question_key=key or None
+            )
+        except RunbookError as exc:
+            self._whisper(body, _error_text(exc), respond)
+            return
+        self._whisper(
+            body, f"You answered {choice} to step {question['step']} of `{execution_id}`.", respond
+        )
         self._done()
 
     def on_cancel(

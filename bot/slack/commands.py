@@ -37,6 +37,8 @@ ADMIN_VERBS: dict[str, str] = {
     "cancel": "/runbook cancel ID [--reason TEXT] — stop a pending or running execution",
     "approve": "/runbook approve ID — approve a pending execution",
     "deny": "/runbook deny ID --reason TEXT — deny a pending execution",
+    "answer": "/runbook answer ID CHOICE [--reason TEXT] — answer a running step's question "
+    "(the rollback gate: healthy or failed)",
     "help": "/runbook help — this list",
 }
 
@@ -264,6 +266,12 @@ def _parse_admin(command: str, words: list[str]) -> Parsed:
         else:
             args.append(word)
     wants_id = verb in {"show", "cancel", "approve", "deny"}
+    if verb == "answer" and len(args) != 2:
+        raise UsageError(
+            "/runbook answer needs an execution id and a choice", hint=ADMIN_VERBS[verb]
+        )
+    if verb == "answer":
+        return Parsed(command=command, verb=verb, args=args, flags=flags)
     if wants_id and len(args) != 1:
         raise UsageError(f"/runbook {verb} needs one execution id", hint=ADMIN_VERBS[verb])
     if not wants_id and args:

@@ -50,6 +50,20 @@ THREAD_EVENTS = {
     "step.undone",
     "step.undo_failed",
 }
+#: A step's question, its answer or its expiry, as a line in the card's thread.
+QUESTION_LINES = {
+    "execution.question": ":question: step {step} asks: {question}\n"
+    "Answer with the card's buttons or `/runbook answer {execution_id} CHOICE`.",
+    "execution.answered": ":speech_balloon: {by} answered {choice} to step {step}",
+    "execution.question_expired": ":hourglass: nobody answered step {step} in time",
+}
+
+
+class _Blank(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
 #: States the requester hears about directly.
 TELL_REQUESTER = {
     State.SUCCEEDED,
@@ -198,6 +212,9 @@ class Notifier:
             pending.dirty.setdefault(execution_id, event.id)
             if event.type in THREAD_EVENTS:
                 pending.thread.append((execution_id, _step_line(payload), event.id))
+            elif event.type in QUESTION_LINES:
+                line = QUESTION_LINES[event.type].format_map(_Blank(payload))
+                pending.thread.append((execution_id, line, event.id))
         state = payload.get("state")
         if event.type == "plan.changed":
             pending.direct.append((execution_id, "plan_changed", event.id))

@@ -261,14 +261,31 @@ def card_buttons(execution: Execution) -> list[dict[str, Any]]:
             ),
         ]
     if execution.state in {State.APPROVED, State.RUNNING}:
+        asked = [
+            button(
+                str(choice).capitalize(),
+                f"rb_answer_{index}",  # action ids are unique within a block
+                f"{execution.id}:{record.question['answer_key']}:{choice}",
+                style="primary" if index == 0 else None,
+                confirm=(
+                    f"Answer {choice}?",
+                    f"Answer {choice} to step {record.index + 1} of {what}: "
+                    f"{record.question['text']}",
+                ),
+            )
+            for record in execution.steps
+            if record.status == StepStatus.RUNNING and record.question
+            for index, choice in enumerate(record.question["choices"])
+        ]
         return [
+            *asked,
             button(
                 "Cancel",
                 "rb_cancel_run",
                 value,
                 style="danger",
                 confirm=("Cancel?", f"Stop {what}? Completed steps are compensated."),
-            )
+            ),
         ]
     return []
 

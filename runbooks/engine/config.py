@@ -207,12 +207,19 @@ class PrometheusConfig(_Strict):
 class RollbackGate(_Strict):
     """After a rollback, watch the trigger signals (error rate, p95, failing health checks)
     in Prometheus for ``settle``: healthy means every sample below the triggers. No data, an
-    error or NaN is never healthy: the run fails "unverified" (and keeps the rollback)."""
+    error or NaN is never healthy: the run fails "unverified" (and keeps the rollback), or
+    asks, as ``unverified`` says."""
 
     #: How long the signals must stay healthy (at least the queries' rate window).
     settle: Seconds = 300.0
     #: Seconds between samples.
     interval: Seconds = 15.0
+    #: When the signals cannot be read (no data, NaN, a Prometheus error): ``fail`` (the step
+    #: fails "unverified") or ``ask`` (the run asks its requester and operators, healthy or
+    #: failed, with ``runs.answer`` or the card's buttons; no answer within ``answer_within``
+    #: fails). Either way the rollback stays done.
+    unverified: Literal["fail", "ask"] = "fail"
+    answer_within: Seconds = 900.0
 
     @model_validator(mode="after")
     def _interval_fits(self) -> RollbackGate:

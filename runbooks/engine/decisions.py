@@ -17,7 +17,14 @@ from runbooks.engine.errors import (
     Refused,
     RunbookError,
 )
-from runbooks.engine.journal import DECISION_RETRIES, SYSTEM_ACTOR, Journal, T, clean_reason
+from runbooks.engine.journal import (
+    DECISION_RETRIES,
+    QUESTION_KEY,
+    SYSTEM_ACTOR,
+    Journal,
+    T,
+    clean_reason,
+)
 from runbooks.engine.models import (
     Actor,
     Approval,
@@ -258,6 +265,72 @@ class Decisions(Journal):
             incident=item["doc"].get("incident"),
             target={"runbook": item["doc"]["runbook"], "environment": item["doc"]["environment"]},
         )
+
+    def question(self, execution_id: str) -> dict[str, Any] | None:
+        """The question the execution's running step waits on, or None."""
+        found = self.store.kv_get(QUESTION_KEY.format(execution_id))
+        return dict(found) if isinstance(found, dict) else None
+
+    def answer(
+        self,
+        execution_id: str,
+        choice: str,
+        *,
+        actor: Actor,
+        reason: str = "",
+        question_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Answer the question a running step asked (the first answer wins, once).
+
+        Whoever may cancel the execution may answer (its requester or the rule's operators).
+        Returns the question answered.
+        """
+        execution = self.get(execution_id)
+        self._authorise("answer", actor, execution)
+        question = self.question(execution_id)
+        if execution.terminal or question is None:
+            raise Refused(
+                f"{execution.id} is not waiting for an answer ({execution.state})",
+                hint=f"`runs.show {execution.id}` shows where it is",
+            )
+        if question_key is not None and question_key != question["answer_key"]:
+            raise Refused(
+                f"the question you answered (on an older card) was closed; step "
+                f"{question['step']} of {execution.id} asks again now",
+                hint=f"`runs.show {execution.id}` shows the question",
+            )
+        choices = [str(c) for c in question["choices"]]
+        picked = choice.strip().lower()
+        if picked not in choices:
+            raise InvalidInput(
+                f"{choice!r} is not an answer to step {question['step']} of {execution.id}; "
+                f"answer one of: {', '.join(choices)}"
+            )
+        now = self.clock.now()
+        if now >= float(question["until"]):
+            raise Refused(f"the question of {execution.id} expired; the step goes on without it")
+        key = str(question["answer_key"])
+        said = clean_reason(reason)
+        doc = {"choice": picked, "actor": actor.to_doc(), "reason": said, "at": now}
+        if not self.store.kv_insert(key, doc):
+            first = self.store.kv_get(key) or {}
+            raise Refused(
+                f"step {question['step']} of {execution.id} was already answered "
+                f"{first.get('choice')} by {(first.get('actor') or {}).get('name')}"
+            )
+        detail = {"step": question["step"], "question": question["text"], "choice": picked}
+        self.audit.record(
+            "execution.answered",
+            actor=actor,
+            outcome=picked,
+            execution_id=execution.id,
+            reason=said,
+            target=self._target(execution.plan),
+            incident=execution.incident,
+            detail=detail,
+        )
+        self._publish(execution, "execution.answered", by=actor.name, by_id=actor.id, **detail)
+        return question
 
     def cancel(self, execution_id: str, *, actor: Actor, reason: str = "") -> Execution:
         """Stop a request: at once if not started, else between steps or inside a wait."""

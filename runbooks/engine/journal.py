@@ -41,6 +41,10 @@ def clean_reason(reason: str | None) -> str | None:
 
 
 CANCEL_POLL_S = 0.5
+#: kv: the question an execution's running step waits on (``RunContext.ask``), and where its
+#: first answer goes (inserted once: the first answer wins, across replicas).
+QUESTION_KEY = "question:{}"
+ANSWER_KEY = "answer:{}:{}:{}"
 DECISION_RETRIES = 50
 #: How long a lock holder whose execution is not stored yet is presumed to be mid-submit.
 LOCK_UNBORN_CHECKS = 20

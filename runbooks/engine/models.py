@@ -98,10 +98,14 @@ class StepRecord:
     progress: str | None = None
     #: Objectives the step measured (``Measure.to_doc``): RTO, RPO against their targets.
     measures: list[dict[str, Any]] = field(default_factory=list)
+    #: While the step waits for a person's answer (``RunContext.ask``): the question, its
+    #: choices, attempt and deadline; None otherwise.
+    question: dict[str, Any] | None = None
 
     def to_doc(self) -> dict[str, Any]:
         return {
             "measures": [dict(m) for m in self.measures],
+            "question": None if self.question is None else dict(self.question),
             "progress": self.progress,
             "index": self.index,
             "kind": self.kind,

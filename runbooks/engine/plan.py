@@ -126,6 +126,23 @@ class PlanContext:
         return self.params.environment
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A person's answer to a step's question (``RunContext.ask``)."""
+
+    choice: str
+    #: Who answered (their name) and why, as they said it.
+    by: str
+    reason: str | None = None
+
+    def said(self) -> str:
+        return f"{self.by} answered {self.choice}" + (f" ({self.reason})" if self.reason else "")
+
+
+def _nobody_to_ask(_question: str, _choices: tuple[str, ...], _within: float) -> Answer | None:
+    return None
+
+
 @dataclass
 class RunContext(PlanContext):
     """What a step sees while running: the plan context plus the execution and cancellation."""
@@ -140,6 +157,10 @@ class RunContext(PlanContext):
     measures: list[Measure] = field(default_factory=list)
     #: Set by the engine while a step runs: shows a note or a progress line at once.
     on_progress: Callable[[str, bool], None] = lambda _text, _is_note: None
+    #: Set by the engine while a step runs: ask people a question (``runs.answer``, the
+    #: Slack card's buttons) and wait for the first answer, at most ``within`` seconds.
+    #: Returns None when nobody answered in time. Cancelling still stops the wait.
+    ask: Callable[[str, tuple[str, ...], float], Answer | None] = _nobody_to_ask
 
     def note(self, text: str) -> None:
         """Record a line of step output (shown in the CLI, Slack and the audit log)."""

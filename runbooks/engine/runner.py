@@ -17,7 +17,14 @@ from runbooks.engine.errors import (
     Refused,
     RunbookError,
 )
-from runbooks.engine.journal import CANCEL_POLL_S, Journal, step_records
+from runbooks.engine.journal import (
+    ANSWER_KEY,
+    CANCEL_POLL_S,
+    QUESTION_KEY,
+    Journal,
+    clean_reason,
+    step_records,
+)
 from runbooks.engine.models import (
     Actor,
     Execution,
@@ -27,6 +34,7 @@ from runbooks.engine.models import (
 )
 from runbooks.engine.params import validate_params
 from runbooks.engine.plan import (
+    Answer,
     RunContext,
     Step,
 )
@@ -311,6 +319,7 @@ class Runner(Journal):
             ctx.notes = []
             ctx.measures = []
             ctx.on_progress = self._progress_reporter(execution, record, ctx)
+            ctx.ask = self._asker(execution, record, ctx, actor=actor)
             try:
                 output = step.run(ctx)
                 step.wait(ctx, self.clock.now() + step.timeout)
@@ -376,6 +385,80 @@ class Runner(Journal):
                     self._save(execution)
 
         return report
+
+    def _asker(
+        self, execution: Execution, record: StepRecord, ctx: RunContext, *, actor: Actor
+    ) -> Callable[[str, tuple[str, ...], float], Answer | None]:
+        """Let a step ask people a question and wait for the first answer (``runs.answer``,
+        Slack's buttons), on the engine's clock: the question is saved on the step (runs.show,
+        the card), audited and published; a cancel still stops the wait."""
+
+        def ask(question: str, choices: tuple[str, ...], within: float) -> Answer | None:
+            asked = self.clock.now()
+            step = record.index + 1
+            key = ANSWER_KEY.format(execution.id, step, record.attempts)
+            doc = {
+                "step": step,
+                "attempt": record.attempts,
+                "text": question,
+                "choices": list(choices),
+                "asked_at": asked,
+                "until": asked + within,
+                "answer_key": key,
+            }
+            self.store.kv_set(QUESTION_KEY.format(execution.id), doc)
+            record.question = doc
+            waiting = (
+                f"waiting up to {format_duration(within)} for an answer "
+                f"({' or '.join(choices)}: `runs.answer {execution.id} CHOICE`)"
+            )
+            detail = {"step": step, "question": question, "choices": list(choices)}
+            self.audit.record(
+                "execution.question",
+                actor=actor,
+                outcome="asked",
+                execution_id=execution.id,
+                target=self._target(execution.plan),
+                incident=execution.incident,
+                detail={**detail, "within_s": within},
+            )
+            ctx.on_progress(f"{waiting}: {question}", False)
+            record.output = [*ctx.notes]
+            with contextlib.suppress(ConcurrentUpdate):  # shown by runs.show and the card
+                self._save(execution)
+            self._publish(execution, "execution.question", **detail, until=asked + within)
+            answered: object = None
+            try:
+                while True:
+                    answered = self.store.kv_get(key)
+                    now = self.clock.now()
+                    if answered or now >= asked + within:
+                        break
+                    ctx.check_cancelled()
+                    self.clock.sleep(min(CANCEL_POLL_S, asked + within - now))
+            finally:
+                self.store.kv_set(QUESTION_KEY.format(execution.id), None)
+                record.question = None
+                record.progress = None
+            if not isinstance(answered, dict):
+                self.audit.record(
+                    "execution.question_expired",
+                    actor=actor,
+                    outcome="unanswered",
+                    execution_id=execution.id,
+                    target=self._target(execution.plan),
+                    incident=execution.incident,
+                    detail={**detail, "within_s": within},
+                )
+                self._publish(execution, "execution.question_expired", **detail)
+                return None
+            return Answer(
+                choice=str(answered["choice"]),
+                by=str(answered["actor"]["name"]),
+                reason=clean_reason(answered.get("reason")),
+            )
+
+        return ask
 
     def _to_undo(self, execution: Execution) -> list[StepRecord]:
         ran = {

@@ -4,11 +4,17 @@ incident, plan first, and its request note lands on the incident; bad forms are 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from runbooks.engine.models import State
 from sandbox.pagerduty import SANDBOX_API_TOKEN, PagerDutyEmulator
-from tests.bot.conftest import SlackWorld, ephemeral_to
+from sandbox.slack import text_of
+from tests.bot.conftest import SlackWorld, ephemeral_to, labels
 from tests.cli.test_cli import wait_for
+from tests.conftest import run_cli
+from tests.runbooks.test_rollback import image
 
 
 @pytest.fixture
@@ -71,3 +77,65 @@ def test_bad_forms_are_refused_at_once(world: SlackWorld) -> None:
     bad = world.user("alice").command("/incident P1ABC23 runbook list", channel="C0OPS")
     assert "runs a runbook command" in bad.body
     assert world.executions() == []
+
+
+def test_an_unverified_gate_asks_on_the_card_and_the_incident(
+    world: SlackWorld, emulator: PagerDutyEmulator, health: Any
+) -> None:
+    """Production's gate (config/environments.yaml: ``unverified: ask``) cannot read p95 in
+    us-west-2: the card shows Healthy/Failed, its thread and the incident say what is asked;
+    a developer's click is refused privately; Bob's Healthy ends the run on his word."""
+    incident = emulator.open_incident("api p95 above 1 s", "PSVCPROD")["id"]
+    health.set_signal("latency_p95", "us-west-2", None)
+    alice, bob, carol = world.user("alice"), world.user("bob"), world.user("carol")
+    alice.command(f"/incident {incident} rollback production", channel="C0OPS")
+    wait_for(lambda: alice.find_button("Confirm") is not None, what="the linked plan")
+    alice.click("Confirm")
+    world.wait_card(lambda t: "awaiting_approval" in t, what="the approval card")
+    bob.click("Approve")
+    card = world.wait_card(lambda t: "waiting up to 10m" in t, what="the question on the card")
+    assert labels(card) == ["Healthy", "Failed", "Cancel"]
+    assert "unverified: no data for p95 response time in us-west-2" in text_of(card)
+    (execution,) = world.executions()
+    world.wait_for_message(
+        lambda m: m["thread_ts"] == card["ts"] and "step 3 asks: unverified" in m["text"],
+        what="the question in the card's thread",
+    )
+    wait_for(
+        lambda: any(
+            n["content"].startswith(f"Step 3 of rollback production ({execution.id}) asks")
+            for n in emulator.notes(incident)
+        ),
+        what="the question on the incident",
+    )
+
+    carol.click("Healthy")
+    world.wait_for_message(
+        lambda m: m["ephemeral_to"] == "U0CAROL" and "Carol may not answer" in m["text"],
+        what="carol's refusal",
+    )
+    assert world.executions()[0].state == State.RUNNING
+    # From a terminal too (another process, the same store): a wrong choice says the right ones.
+    wrong = run_cli(["runs.answer", execution.id, "maybe"], {**world.env, "RUNBOOK_USER": "bob"})
+    assert wrong.returncode == 2
+    assert "answer one of: healthy, failed" in wrong.stdout + wrong.stderr
+
+    bob.click("Healthy")
+    final = world.wait_card(lambda t: "— succeeded" in t, what="success on Bob's word")
+    assert labels(final) == []
+    assert "Bob answered healthy" in text_of(final)
+    wait_for(
+        lambda: any(
+            n["content"].startswith("Answered healthy by Bob: step 3 of rollback production")
+            and n["user"]["summary"] == "bob@example.com"
+            for n in emulator.notes(incident)
+        ),
+        what="the answer on the incident, from Bob",
+    )
+    late = run_cli(["runs.answer", execution.id, "failed"], {**world.env, "RUNBOOK_USER": "dave"})
+    assert late.returncode == 2
+    assert "is not waiting for an answer (succeeded)" in late.stdout + late.stderr
+    answered = [a for a in world.audit_actions() if a["action"] == "execution.answered"]
+    assert [(a["actor"]["id"], a["outcome"]) for a in answered] == [("bob", "healthy")]
+    for region in ("us-east-1", "us-west-2"):
+        assert image(world.kube, region) == "app-api:1.4.1"

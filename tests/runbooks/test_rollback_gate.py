@@ -6,6 +6,7 @@ rollback: it never rolls forward to the release it rolled back."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,15 +22,13 @@ from tests.runbooks.test_rollback import actions, image, run
 REGIONS = ("us-east-1", "us-west-2")
 
 
-@pytest.fixture
-def kube_engine(
-    kube: KubeSandbox, health: object, sandbox_config: Config, tmp_path: Path
+@contextmanager
+def gate_engine(
+    kube: KubeSandbox, sandbox_config: Config, tmp_path: Path, gate: RollbackGate
 ) -> Iterator[Engine]:
-    """The sandbox's configuration with production's rollback gate on (settle 2 s)."""
+    """The sandbox's configuration with this rollback gate in production."""
     files = sandbox_config.environments
-    production = files.environments["production"].model_copy(
-        update={"rollback_gate": RollbackGate(settle=2.0, interval=1.0)}
-    )
+    production = files.environments["production"].model_copy(update={"rollback_gate": gate})
     environments = files.model_copy(
         update={"environments": {**files.environments, "production": production}}
     )
@@ -42,6 +41,15 @@ def kube_engine(
     )
     with live_engine(config, tmp_path, kubeconfig=str(kube.kubeconfig)) as engine:
         yield engine
+
+
+@pytest.fixture
+def kube_engine(
+    kube: KubeSandbox, health: object, sandbox_config: Config, tmp_path: Path
+) -> Iterator[Engine]:
+    """Production's rollback gate settling 2 s, failing when a signal cannot be read."""
+    with gate_engine(kube, sandbox_config, tmp_path, RollbackGate(settle=2.0, interval=1.0)) as e:
+        yield e
 
 
 def rollback(engine: Engine) -> Execution:
