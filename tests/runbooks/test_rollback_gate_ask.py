@@ -6,8 +6,7 @@ The rollback stays done either way."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from runbooks.engine.config import Config, RollbackGate
 from runbooks.engine.errors import InvalidInput, NotFound, Refused
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import Actor, Execution, State, StepStatus
+from tests.cli.test_cli import wait_for
 from tests.conftest import KubeSandbox
 from tests.runbooks.test_rollback import ALICE, BOB, actions, image
 from tests.runbooks.test_rollback_gate import REGIONS, assert_kept, gate_engine
@@ -50,8 +50,9 @@ class Running:
 
     def question(self) -> dict[str, Any]:
         """Wait until the gate asks (the step records it, runs.show shows it)."""
-        found = _until(lambda: self.engine.question(self.id) or self.done)
+        wait_for(lambda: self.engine.question(self.id) or self.done, what="the question")
         assert not self.done, f"ended without asking: {self.done[0].error}"
+        found = self.engine.question(self.id)
         assert isinstance(found, dict)
         return found
 
@@ -59,16 +60,6 @@ class Running:
         self.thread.join(60)
         assert self.done, "still running"
         return self.done[0]
-
-
-def _until(probe: Callable[[], Any], seconds: float = 60.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def test_no_data_asks_and_a_healthy_answer_passes_on_their_word(kube, asking, health) -> None:
