@@ -388,6 +388,10 @@ class CloudBackupOps(Protocol):
         """Start a restore job (it wipes the target cluster); the job id."""
         ...
 
+    def start_point_in_time_restore(self, second: int, target_cluster: str) -> str:
+        """Start a restore job of the cluster as it was at ``second`` (epoch, UTC); the job id."""
+        ...
+
     def restore_finished(self, job_id: str) -> bool:
         """Whether the job finished; InfrastructureError when it failed or was cancelled."""
         ...

@@ -22,15 +22,15 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from runbooks.engine.clock import format_duration, iso
+from runbooks.engine.clock import format_duration, iso, parse_iso
 from runbooks.engine.config import EnvironmentConfig, Seconds
 from runbooks.engine.errors import InvalidInput, Refused, RunbookError
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import Measure, PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
-from runbooks.interfaces import InfrastructureError, infrastructure
+from runbooks.interfaces import CloudSnapshot, InfrastructureError, infrastructure
 from runbooks.kit import backups
 from runbooks.kit.backups import Backup, RestoreReport
 
@@ -198,6 +198,25 @@ class RestoreTestParams(RunbookParams):
         description="keep the scratch database this long after the test starts (e.g. 2h), "
         "for inspection; default: drop it at once",
     )
+    point_in_time: str | None = Field(
+        None,
+        description="Atlas only: restore the cluster as it was at this UTC time "
+        "(ISO 8601, e.g. 2026-12-01T03:00:00Z) instead of a snapshot",
+    )
+
+    @field_validator("point_in_time")
+    @classmethod
+    def _absolute_time(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            moment = parse_iso(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an ISO 8601 time; give an absolute UTC time such as "
+                "2026-12-01T03:00:00Z"
+            ) from None
+        return iso(float(int(moment)))  # Atlas restores to the second
 
 
 def scratch_name(ctx: RunContext, environment: str, prefix: str) -> str:
@@ -388,6 +407,12 @@ def restore_test(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
         )
     if env.mongodb.backups == "atlas":
         return _atlas_plan(ctx, params)
+    if params.point_in_time is not None:
+        raise InvalidInput(
+            f"--point-in-time needs Atlas cloud backups; {params.environment}'s backups are "
+            f"dumps in s3://{env.backup_bucket}/ (restorable only as they were taken)",
+            hint="choose a dump with --backup latest|'random-within DAYS'|PREFIX",
+        )
     found = backups.find_backups(infra.aws(env.primary_region), env.backup_bucket)
     now = ctx.clock.now()
     backup = backups.pick_backup(
@@ -454,9 +479,15 @@ def _atlas_plan(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
         Backup("atlas", s.id, env.mongodb.database, s.created, None, {}, {}) for s in snapshots
     ]
     now = ctx.clock.now()
-    chosen = backups.pick_backup(
-        listed, params.backup, now=now, seed=f"{params.environment}:{int(now // 86400)}"
-    )
+    point = _point_in_time(params, snapshots, now)
+    if point is not None:
+        # The restore starts from the newest snapshot by then; the job replays the oplog on it.
+        base = max((s for s in snapshots if s.created < point + 1), key=lambda s: s.created)
+        chosen = Backup("atlas", base.id, env.mongodb.database, base.created, None, {}, {})
+    else:
+        chosen = backups.pick_backup(
+            listed, params.backup, now=now, seed=f"{params.environment}:{int(now // 86400)}"
+        )
     steps: list[Step] = [
         AtlasRestoreAndVerify(
             environment=params.environment,
@@ -467,6 +498,7 @@ def _atlas_plan(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
             database=env.mongodb.database,
             smoke_queries=len(env.restore.smoke_queries),
             keep_for=params.keep_for,
+            point_in_time=point,
         ),
         DropRestored(
             environment=params.environment,
@@ -475,13 +507,18 @@ def _atlas_plan(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
             keep_for=params.keep_for,
         ),
     ]
+    what = (
+        f"{env.mongodb.atlas_cluster} at {iso(point)} (point in time)"
+        if point is not None
+        else f"Atlas snapshot {chosen.prefix}"
+    )
     return PlanDraft(
         steps=steps,
-        summary=f"restore test of {params.environment}: Atlas snapshot {chosen.prefix} into "
-        f"scratch cluster {target}",
+        summary=f"restore test of {params.environment}: {what} into scratch cluster {target}",
         notes=[
             f"backup: Atlas snapshot {chosen.prefix} of {env.mongodb.atlas_cluster}, taken "
-            f"{iso(chosen.created)}",
+            f"{iso(chosen.created)}"
+            + (f", then its oplog replayed up to {iso(point)}" if point is not None else ""),
             "Atlas snapshots carry no per-collection counts or content hashes: collections and "
             "indexes are checked against the live cluster, counts shown beside the live ones",
         ],
@@ -489,6 +526,33 @@ def _atlas_plan(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
 
 
 SCRATCH_TAG = ("runbook-bot", "scratch")
+
+
+def _point_in_time(
+    params: RestoreTestParams, snapshots: list[CloudSnapshot], now: float
+) -> float | None:
+    """The second a point-in-time restore goes back to, checked against what Atlas can do."""
+    if params.point_in_time is None:
+        return None
+    point = parse_iso(params.point_in_time)
+    if params.backup != "latest":
+        raise InvalidInput(
+            f"--point-in-time and --backup {params.backup} both choose what to restore; "
+            "give one of them"
+        )
+    if point > now:
+        raise InvalidInput(
+            f"--point-in-time {params.point_in_time} is in the future (now {iso(now)}); "
+            "give a time that has passed"
+        )
+    oldest = min(s.created for s in snapshots)
+    if point + 1 <= oldest:
+        raise InvalidInput(
+            f"--point-in-time {params.point_in_time} is before the oldest snapshot "
+            f"({iso(oldest)}): Atlas restores to a point in time from a snapshot forward",
+            hint=f"give a time at or after {iso(oldest)}",
+        )
+    return point
 
 
 def _drop_restored(ctx: RunContext, environment: str, database: str, cluster: str) -> str:
@@ -510,12 +574,19 @@ class AtlasRestoreAndVerify(Step, kind="restore.atlas"):
     database: str
     smoke_queries: int
     keep_for: float | None = None
+    point_in_time: float | None = None
     timeout: float = 4 * 3600.0
+
+    def _what(self) -> str:
+        snapshot = f"Atlas snapshot {self.snapshot} of {self.cluster}, taken {iso(self.taken)}"
+        if self.point_in_time is None:
+            return snapshot
+        return f"{self.cluster} at {iso(self.point_in_time)} ({snapshot}, then its oplog)"
 
     def describe(self) -> str:
         return (
-            f"restore Atlas snapshot {self.snapshot} of {self.cluster} (taken {iso(self.taken)}) "
-            f"into scratch cluster {self.target_cluster} (an Atlas restore wipes it), then "
+            f"restore {self._what()} into scratch cluster {self.target_cluster} (an Atlas "
+            "restore wipes it), then "
             f"verify database {self.database}: collections and indexes against the live "
             f"cluster, {self.smoke_queries} smoke queries"
         )
@@ -524,7 +595,10 @@ class AtlasRestoreAndVerify(Step, kind="restore.atlas"):
         infra = infrastructure(ctx)
         cloud = infra.cloud_backups(self.environment)
         started = ctx.clock.now()
-        job = cloud.start_restore(self.snapshot, self.target_cluster)
+        if self.point_in_time is None:
+            job = cloud.start_restore(self.snapshot, self.target_cluster)
+        else:
+            job = cloud.start_point_in_time_restore(int(self.point_in_time), self.target_cluster)
         ctx.note(f"Atlas restore job {job} into {self.target_cluster}")
         began = time.perf_counter()
         while not cloud.restore_finished(job):
@@ -542,8 +616,8 @@ class AtlasRestoreAndVerify(Step, kind="restore.atlas"):
         restore = ctx.env.restore
         if restore is not None and restore.smoke_queries:
             backups.smoke(target, report, restore.smoke_queries)
-        line = f"Atlas snapshot {self.snapshot} of {self.cluster}, taken {iso(self.taken)}"
-        _report(ctx, report, started, backup_line=line, point=self.taken)
+        point = self.taken if self.point_in_time is None else self.point_in_time
+        _report(ctx, report, started, backup_line=self._what(), point=point)
         if not report.passed:
             if self.keep_for:
                 _hold(ctx, f"{self.database} on {self.target_cluster}", self.keep_for)

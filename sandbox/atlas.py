@@ -19,7 +19,13 @@ Cloud backups (``AtlasBackups``, when given): ``GET .../clusters/production/back
 (``deliveryType: automated``, ``snapshotId``, ``targetClusterName``, ``targetGroupId``; the
 job wipes the target cluster's wire server and loads the snapshot, ``finishedAt`` set when
 done), ``GET .../backup/restoreJobs/{id}``, and ``GET .../clusters/{target}`` with its
-``tags``. Gaps: no point-in-time restores, no download delivery, no job cancellation.
+``tags``. Point-in-time restores (``deliveryType: pointInTime`` with
+``pointInTimeUTCSeconds``, Atlas's names): the job loads the newest snapshot taken by the end
+of that second, then replays the source's oplog (``MongoServer.record_writes``) from the
+snapshot's position through that second (inclusive); a second in the future, or before the
+oldest snapshot that has an oplog position, is refused 400 ``INVALID_POINT_IN_TIME``.
+Gaps: no download delivery, no job cancellation, point in time to the second (Atlas: to the
+oplog timestamp).
 
 Test hooks: ``POST /_sandbox/lag {"region": "us-west-2", "seconds": 600}``.
 """
@@ -37,7 +43,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from sandbox.mongo import MongoServer
+from sandbox.mongo import MongoServer, replay
 
 PROJECT = "5f0c0ffee0c0ffee0c0ffee0"
 CLUSTER = "production"
@@ -152,12 +158,16 @@ class AtlasBackups:
     restore_delay: float = 0.3
     lock: threading.Lock = field(default_factory=threading.Lock)
     _data: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: snapshot id -> (epoch seconds taken, the source's oplog length then, or None)
+    _points: dict[str, tuple[float, int | None]] = field(default_factory=dict)
 
     def take_snapshot(self, at: datetime.datetime | None = None) -> dict[str, Any]:
         """Copy the source's databases (documents and indexes) as a completed snapshot."""
         moment = at or datetime.datetime.now(datetime.UTC)
         copy: dict[str, Any] = {}
         with self.source.lock:
+            oplog = self.source.oplog
+            position = None if oplog is None else len(oplog)
             client = self.source.client
             for db_name in client.list_database_names():
                 database = client[db_name]
@@ -175,29 +185,57 @@ class AtlasBackups:
         with self.lock:
             self.snapshots.append(snapshot)
             self._data[snapshot["id"]] = copy
+            self._points[snapshot["id"]] = (moment.timestamp(), position)
         return snapshot
 
+    def _snapshot_for(self, second: Any) -> tuple[str | None, str]:
+        """The snapshot a point-in-time restore to ``second`` starts from, or (None, why)."""
+        if isinstance(second, bool) or not isinstance(second, int):
+            return None, "pointInTimeUTCSeconds must be an integer number of seconds"
+        if second > datetime.datetime.now(datetime.UTC).timestamp():
+            return None, f"pointInTimeUTCSeconds {second} is in the future"
+        with self.lock:
+            usable = [
+                (taken, sid)
+                for sid, (taken, position) in self._points.items()
+                if position is not None and taken < second + 1
+            ]
+        if not usable:
+            return None, (
+                f"pointInTimeUTCSeconds {second} is before the oldest point-in-time snapshot"
+            )
+        return max(usable)[1], ""
+
     def start_job(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        if body.get("deliveryType") != "automated":
-            return 400, _problem("INVALID_ATTRIBUTE", "deliveryType must be automated")
+        delivery = body.get("deliveryType")
+        if delivery not in {"automated", "pointInTime"}:
+            return 400, _problem(
+                "INVALID_ATTRIBUTE", "deliveryType must be automated or pointInTime"
+            )
         if body.get("targetGroupId") != PROJECT:
             return 400, _problem("INVALID_ATTRIBUTE", "targetGroupId must name this project")
         target = body.get("targetClusterName")
         if target not in self.targets:
             return 404, _problem("CLUSTER_NOT_FOUND", f"No cluster named {target}")
-        snapshot_id = body.get("snapshotId")
-        if snapshot_id is None:
-            return 400, _problem(
-                "INVALID_ATTRIBUTE", "snapshotId is required (point-in-time is not emulated)"
-            )
-        if snapshot_id not in self._data:
-            return 404, _problem("SNAPSHOT_NOT_FOUND", f"No snapshot {snapshot_id}")
+        point = None
+        if delivery == "pointInTime":
+            point = body.get("pointInTimeUTCSeconds")
+            snapshot_id, why = self._snapshot_for(point)
+            if snapshot_id is None:
+                return 400, _problem("INVALID_POINT_IN_TIME", why)
+        else:
+            snapshot_id = body.get("snapshotId")
+            if snapshot_id is None:
+                return 400, _problem("INVALID_ATTRIBUTE", "snapshotId is required")
+            if snapshot_id not in self._data:
+                return 404, _problem("SNAPSHOT_NOT_FOUND", f"No snapshot {snapshot_id}")
         job = {
             "id": secrets.token_hex(12),
             "snapshotId": snapshot_id,
+            "pointInTimeUTCSeconds": point,
             "targetClusterName": target,
             "targetGroupId": PROJECT,
-            "deliveryType": "automated",
+            "deliveryType": delivery,
             "createdAt": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "finishedAt": None,
             "failed": False,
@@ -231,6 +269,12 @@ class AtlasBackups:
                             continue
                         options = {k: v for k, v in info.items() if k not in {"key", "v", "ns"}}
                         collection.create_index(list(info["key"]), name=index, **options)
+            point = job["pointInTimeUTCSeconds"]
+            if point is not None:
+                _taken, position = self._points[job["snapshotId"]]
+                with self.source.lock:
+                    later = list((self.source.oplog or [])[position or 0 :])
+                job["replayed"] = replay(client, [e for e in later if e.at < point + 1])
         with self.lock:
             job["finishedAt"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

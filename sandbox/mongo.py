@@ -13,6 +13,11 @@ create, createIndexes, listIndexes, dropIndexes, listCollections, listDatabases,
 dropDatabase, dbStats, collStats, endSessions, plus whatever ``extra`` commands the caller
 adds (the production cluster's ``replSetGetStatus``/``replSetGetConfig``).
 
+Point in time: after ``record_writes()`` the server keeps an oplog of the write commands it
+serves (``OplogEntry``: the wall time, the command document, its database), and ``replay``
+runs entries again on another client, which is how the Atlas emulator restores to a second.
+Writes made to ``client`` directly (the seed) are not recorded.
+
 Gaps (stated in docs/sandbox.md): no authentication, TLS, sessions or transactions, change
 streams, ``dbHash``; a standalone server (no replica-set election of its own); write
 concern is accepted and ignored; cursors live until exhausted or killed (no idle timeout).
@@ -20,10 +25,14 @@ concern is accepted and ignored; cursors live until exhausted or killed (no idle
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import datetime
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import bson
@@ -37,6 +46,31 @@ Extra = Callable[[Doc], Doc]
 MAX_BSON = 16 * 1024 * 1024
 BATCH_BYTES = 4 * 1024 * 1024  # a getMore batch stops growing past this
 FIRST_BATCH = 101  # the server's default first batch
+
+#: the commands that change data or its shape, recorded in the oplog
+WRITE_COMMANDS = frozenset(
+    {
+        "insert",
+        "update",
+        "delete",
+        "findandmodify",
+        "create",
+        "createindexes",
+        "dropindexes",
+        "drop",
+        "dropdatabase",
+    }
+)
+
+
+@dataclass(frozen=True)
+class OplogEntry:
+    """One write command the server ran: when (epoch seconds), what, on which database."""
+
+    at: float
+    command: str
+    doc: dict[str, Any]
+    database: str
 
 
 def _materialise(cursor: Any) -> Iterator[Doc]:
@@ -71,6 +105,13 @@ class MongoServer:
         self._cursor_ids = itertools.count(1000)
         self._connection_ids = itertools.count(1)
         self.commands: dict[str, int] = {}
+        self.oplog: list[OplogEntry] | None = None
+
+    def record_writes(self) -> None:
+        """Keep an oplog of the write commands served from now on (point-in-time restores)."""
+        with self.lock:
+            if self.oplog is None:
+                self.oplog = []
 
     @property
     def port(self) -> int:
@@ -118,7 +159,13 @@ class MongoServer:
         handler = getattr(self, f"_cmd_{key}", None)
         if handler is None:
             raise CommandError(59, "CommandNotFound", f"no such command: '{name}'")
+        if self.oplog is not None and key in WRITE_COMMANDS:
+            entry = OplogEntry(time.time(), name, copy.deepcopy(doc), database)
+        else:
+            entry = None
         reply: Doc = handler(doc, self.client[database], doc[name])
+        if entry is not None and self.oplog is not None:
+            self.oplog.append(entry)
         return {**reply, "ok": reply.get("ok", 1)}
 
     # --- handshake and server ----------------------------------------------------------------
@@ -471,3 +518,16 @@ class MongoServer:
             "size": size,
             "nindexes": len(db[value].index_information()),
         }
+
+
+def replay(client: mongomock.MongoClient[Doc], entries: Iterable[OplogEntry]) -> int:
+    """Run recorded write commands again, in order, on ``client``; how many ran."""
+    replayer = MongoServer(name="replay")
+    replayer.client = client
+    count = 0
+    for entry in entries:
+        # A command that failed when it was served fails again (a duplicate key): skip it.
+        with contextlib.suppress(CommandError):
+            replayer.run(entry.command, copy.deepcopy(entry.doc), entry.database)
+        count += 1
+    return count

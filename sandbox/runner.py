@@ -318,6 +318,7 @@ def main(argv: list[str]) -> int:
             "restore-scratch": (databases["RESTORE_MONGODB_URI"], [atlas_sandbox.SCRATCH_TAG])
         },
     )
+    wire.record_writes()  # from the seed on: point-in-time restores replay these writes
     cloud.take_snapshot()
     database = (atlas_sandbox.AtlasEmulator(cluster, backups=cloud).start(), wire)
     health = HealthServer().start()

@@ -161,10 +161,19 @@ class AtlasBackupsAdapter:
         return {str(t.get("key")): str(t.get("value")) for t in doc.get("tags") or []}
 
     def start_restore(self, snapshot_id: str, target_cluster: str) -> str:
+        return self._start_job(
+            {"deliveryType": "automated", "snapshotId": snapshot_id}, target_cluster
+        )
+
+    def start_point_in_time_restore(self, second: int, target_cluster: str) -> str:
+        return self._start_job(
+            {"deliveryType": "pointInTime", "pointInTimeUTCSeconds": second}, target_cluster
+        )
+
+    def _start_job(self, what: dict[str, Any], target_cluster: str) -> str:
         api = self._api()
         body = {
-            "deliveryType": "automated",
-            "snapshotId": snapshot_id,
+            **what,
             "targetClusterName": target_cluster,
             "targetGroupId": self.config.atlas_project,
         }
