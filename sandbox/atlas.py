@@ -27,7 +27,12 @@ oldest snapshot that has an oplog position, is refused 400 ``INVALID_POINT_IN_TI
 Gaps: no download delivery, no job cancellation, point in time to the second (Atlas: to the
 oplog timestamp).
 
-Test hooks: ``POST /_sandbox/lag {"region": "us-west-2", "seconds": 600}``.
+More clusters of the project (``others``: the sandbox's two-region ``rehearsal`` cluster,
+which ``dr.simulate --scenario region-failure`` fails over and back) answer the same cluster
+endpoints, each from its own ``ClusterState`` and ``WireDatabase``.
+
+Test hooks: ``POST /_sandbox/lag {"region": "us-west-2", "seconds": 600}`` (``"cluster"``
+names another cluster; default production).
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ REGION_TAGS = {"us-east-1": "US_EAST_1", "us-west-2": "US_WEST_2"}
 
 @dataclass
 class ClusterState:
+    #: the cluster's name in the project (the sandbox also serves a ``rehearsal`` cluster)
+    name: str = CLUSTER
     #: region tag -> (priority, electable node count), in the cluster's order
     regions: dict[str, list[int]] = field(
         default_factory=lambda: {"US_EAST_1": [7, 3], "US_WEST_2": [6, 2]}
@@ -70,17 +77,13 @@ class ClusterState:
         out = []
         for tag, (_, count) in self.regions.items():
             for i in range(count):
-                out.append(
-                    (
-                        f"{CLUSTER}-{tag.lower().replace('_', '-')}-{i}.sandbox.mongodb.net:27017",
-                        tag,
-                    )
-                )
+                host = f"{self.name}-{tag.lower().replace('_', '-')}-{i}.sandbox.mongodb.net"
+                out.append((f"{host}:27017", tag))
         return out
 
     def cluster_doc(self) -> dict[str, Any]:
         return {
-            "name": CLUSTER,
+            "name": self.name,
             "clusterType": "REPLICASET",
             "stateName": self.state_name,
             "mongoDBMajorVersion": "7.0",
@@ -341,8 +344,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _cluster(self) -> ClusterState | None:
         """The cluster this request names, or None after answering 404 as Atlas does."""
         name = self._route()
-        if name == CLUSTER:
-            return self.server.state
+        if name in self.server.clusters:
+            return self.server.clusters[name]
         detail = f"No cluster named {name}"
         self._send(404, {"error": 404, "errorCode": "CLUSTER_NOT_FOUND", "detail": detail})
         return None
@@ -419,6 +422,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(404, {"error": 404, **_problem("RESOURCE_NOT_FOUND", self.path)})
             return
         if path == "/_sandbox/lag":
+            state = self.server.clusters.get(body.get("cluster", CLUSTER), state)
             with state.lock:
                 state.lag[REGION_TAGS[body["region"]]] = float(body["seconds"])
             self._send(200, {"ok": True})
@@ -429,6 +433,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     state: ClusterState
+    clusters: dict[str, ClusterState]
     backups: AtlasBackups | None
     nonces: set[str]
     realm = "MMS Public API"
@@ -436,10 +441,16 @@ class _Server(ThreadingHTTPServer):
 
 class AtlasEmulator:
     def __init__(
-        self, state: ClusterState, port: int = 0, *, backups: AtlasBackups | None = None
+        self,
+        state: ClusterState,
+        port: int = 0,
+        *,
+        backups: AtlasBackups | None = None,
+        others: list[ClusterState] | None = None,
     ) -> None:
         self.server = _Server(("127.0.0.1", port), _Handler)
         self.server.state = state
+        self.server.clusters = {c.name: c for c in [state, *(others or [])]}
         self.server.backups = backups
         self.server.nonces = set()
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -467,7 +478,7 @@ class WireDatabase(MongoServer):
 
     def __init__(self, state: ClusterState) -> None:
         super().__init__(
-            name="production",
+            name=state.name,
             extra={"replSetGetStatus": self._status, "replSetGetConfig": self._config},
         )
         self.state = state
@@ -489,7 +500,7 @@ class WireDatabase(MongoServer):
                         "optimeDate": now - datetime.timedelta(seconds=lag),
                     }
                 )
-        return {"set": CLUSTER, "members": members}
+        return {"set": self.state.name, "members": members}
 
     def _config(self, _doc: dict[str, Any]) -> dict[str, Any]:
         with self.state.lock:
@@ -502,4 +513,4 @@ class WireDatabase(MongoServer):
                 }
                 for i, (host, tag) in enumerate(self.state.members())
             ]
-        return {"config": {"_id": CLUSTER, "version": 1, "members": members}}
+        return {"config": {"_id": self.state.name, "version": 1, "members": members}}

@@ -43,6 +43,8 @@ GROUPS = [
     GroupSeed("production", "us-east-1", "prod-api-use1", "c5.xlarge", 4, 10, 4),
     GroupSeed("production", "us-west-2", "prod-api-usw2", "c5.xlarge", 2, 10, 2),
     GroupSeed("staging", "us-east-1", "staging-api-use1", "t3.medium", 2, 4, 2),
+    GroupSeed("rehearsal", "us-east-1", "rehearsal-api-use1", "t3.medium", 2, 4, 2),
+    GroupSeed("rehearsal", "us-west-2", "rehearsal-api-usw2", "t3.medium", 1, 4, 1),
 ]
 #: Instances outside any group (environment, region, Name tag, type): a reporting server each.
 STANDALONE = [
@@ -52,6 +54,11 @@ STANDALONE = [
 ZONE = "example.com."
 PUBLIC_RECORD = "api.example.com."
 TRAFFIC_RECORD = "api-production.example.com."
+#: environment -> (public record, weighted traffic record): 100 % us-east-1, 0 % us-west-2
+TRAFFIC = {
+    "production": (PUBLIC_RECORD, TRAFFIC_RECORD),
+    "rehearsal": ("api.rehearsal.example.com.", "api-rehearsal.example.com."),
+}
 BUCKETS = {
     "app-backups": "us-east-1",
     "app-backups-usw2": "us-west-2",
@@ -113,31 +120,33 @@ class AwsSandbox:
         zone_id = route53.create_hosted_zone(Name=ZONE, CallerReference="sandbox-example-com")[
             "HostedZone"
         ]["Id"]
-        changes: list[dict[str, Any]] = [
-            {
-                "Action": "CREATE",
-                "ResourceRecordSet": {
-                    "Name": PUBLIC_RECORD,
-                    "Type": "CNAME",
-                    "TTL": 60,
-                    "ResourceRecords": [{"Value": TRAFFIC_RECORD}],
-                },
-            }
-        ]
-        for region, weight in (("us-east-1", 100), ("us-west-2", 0)):
+        changes: list[dict[str, Any]] = []
+        for environment, (public, traffic) in TRAFFIC.items():
             changes.append(
                 {
                     "Action": "CREATE",
                     "ResourceRecordSet": {
-                        "Name": TRAFFIC_RECORD,
+                        "Name": public,
                         "Type": "CNAME",
                         "TTL": 60,
-                        "SetIdentifier": region,
-                        "Weight": weight,
-                        "ResourceRecords": [{"Value": balancers["production", region]}],
+                        "ResourceRecords": [{"Value": traffic}],
                     },
                 }
             )
+            for region, weight in (("us-east-1", 100), ("us-west-2", 0)):
+                changes.append(
+                    {
+                        "Action": "CREATE",
+                        "ResourceRecordSet": {
+                            "Name": traffic,
+                            "Type": "CNAME",
+                            "TTL": 60,
+                            "SetIdentifier": region,
+                            "Weight": weight,
+                            "ResourceRecords": [{"Value": balancers[environment, region]}],
+                        },
+                    }
+                )
         route53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": changes})
         for region in ("us-east-1", "us-west-2"):  # what automatic failover would watch
             route53.create_health_check(

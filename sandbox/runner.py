@@ -54,17 +54,22 @@ def start_emulators(*, pace: float = 0.2, ready_after: float = 1.0) -> dict[str,
     }
 
 
-def start_databases(production: atlas_sandbox.WireDatabase) -> dict[str, MongoServer]:
+def start_databases(
+    production: atlas_sandbox.WireDatabase, rehearsal: atlas_sandbox.WireDatabase
+) -> dict[str, MongoServer]:
     """The MongoDB wire servers by the variable naming their URI: the production cluster
-    (also DR's topology), staging's, and the scratch cluster restore tests restore into;
-    the application's collections seeded in production and staging."""
+    (also DR's topology), staging's, rehearsal's (a two-region Atlas cluster of its own) and
+    the scratch cluster restore tests restore into; the application's collections seeded in
+    each environment's."""
     servers = {
         "PRODUCTION_MONGODB_URI": production,
         "STAGING_MONGODB_URI": MongoServer(name="staging").start(),
+        "REHEARSAL_MONGODB_URI": rehearsal,
         "RESTORE_MONGODB_URI": MongoServer(name="restore-scratch").start(),
     }
     appdata.seed(servers["PRODUCTION_MONGODB_URI"], "production")
     appdata.seed(servers["STAGING_MONGODB_URI"], "staging")
+    appdata.seed(servers["REHEARSAL_MONGODB_URI"], "rehearsal")
     return servers
 
 
@@ -309,7 +314,10 @@ def main(argv: list[str]) -> int:
     cluster = atlas_sandbox.ClusterState()
     wire = atlas_sandbox.WireDatabase(cluster)
     wire.start()
-    databases = start_databases(wire)
+    rehearsal = atlas_sandbox.ClusterState(name="rehearsal")
+    rehearsal_wire = atlas_sandbox.WireDatabase(rehearsal)
+    rehearsal_wire.start()
+    databases = start_databases(wire, rehearsal_wire)
     # Atlas cloud backups of production (one snapshot now), restorable into the scratch
     # cluster, which is tagged as scratch; used where mongodb.backups is atlas.
     cloud = atlas_sandbox.AtlasBackups(
@@ -320,7 +328,8 @@ def main(argv: list[str]) -> int:
     )
     wire.record_writes()  # from the seed on: point-in-time restores replay these writes
     cloud.take_snapshot()
-    database = (atlas_sandbox.AtlasEmulator(cluster, backups=cloud).start(), wire)
+    api = atlas_sandbox.AtlasEmulator(cluster, backups=cloud, others=[rehearsal]).start()
+    database = (api, wire)
     health = HealthServer().start()
     pagerduty = PagerDutyEmulator(directory).start()
     env_path = write_env(

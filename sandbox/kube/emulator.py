@@ -947,7 +947,8 @@ class Cluster:
             return
         low, high = spec.get("minReplicas", 1), spec["maxReplicas"]
         current = deploy["spec"].get("replicas", 1)
-        desired = min(max(current, low), high)
+        # As Kubernetes: a target scaled to zero disables the autoscaler until it is scaled up.
+        desired = current if current == 0 else min(max(current, low), high)
         if desired != current:
             updated = copy.deepcopy(deploy)
             updated["spec"]["replicas"] = desired
@@ -957,6 +958,13 @@ class Cluster:
             "desiredReplicas": desired,
             "conditions": [
                 {
+                    "type": "ScalingActive",
+                    "status": "False",
+                    "reason": "ScalingDisabled",
+                    "lastTransitionTime": now_iso(self.clock()),
+                }
+                if current == 0
+                else {
                     "type": "ScalingLimited",
                     "status": "True" if desired != current else "False",
                     "reason": "TooFewReplicas"

@@ -1,5 +1,6 @@
 """Seed a cluster with the spec's objects: per environment namespace, api-deployment with
 three revisions of history (app-api 1.4.0, 1.4.1, 1.4.2), api-service and an HPA 2-10.
+Production and rehearsal run in both regions, the others in us-east-1.
 Staging also runs a blue-green ``web`` service (web-blue, web-green) for blue-green rollbacks.
 """
 
@@ -12,8 +13,12 @@ from sandbox.kube.emulator import BY_PATH, Cluster
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 RELEASES = [("1.4.0", "deploy 1.4.0"), ("1.4.1", "deploy 1.4.1"), ("1.4.2", "deploy 1.4.2")]
 
-#: region -> namespaces (environments) it runs
-LAYOUT = {"us-east-1": ["development", "staging", "production"], "us-west-2": ["production"]}
+#: region -> namespaces (environments) it runs; ``rehearsal`` is the two-region non-production
+#: environment the region-failure simulation fails over and back
+LAYOUT = {
+    "us-east-1": ["development", "staging", "production", "rehearsal"],
+    "us-west-2": ["production", "rehearsal"],
+}
 
 
 def _deployment(

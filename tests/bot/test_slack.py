@@ -167,7 +167,7 @@ def test_forged_and_replayed_requests_change_nothing(world: SlackWorld) -> None:
     [
         (
             "/rollback prod",
-            "unknown environment 'prod'; known: development, staging, production",
+            "unknown environment 'prod'; known: development, staging, production, rehearsal",
             "",
         ),
         ("/rollback production --bogus 1", "unknown option --bogus", "`/rollback ENVIRONMENT"),

@@ -108,7 +108,10 @@ def test_exit_codes_for_invalid_input(cli_env: dict[str, str]) -> None:
     assert missing.returncode == 2 and "environment" in missing.stderr
     bad_env = run_cli(["selftest", "prod", "--yes"], cli_env)
     assert bad_env.returncode == 2
-    assert "unknown environment 'prod'; known: development, staging, production" in bad_env.stderr
+    assert (
+        "unknown environment 'prod'; known: development, staging, production, rehearsal"
+        in bad_env.stderr
+    )
     bad_value = run_cli(["selftest", "development", "--steps", "50", "--yes"], cli_env)
     assert bad_value.returncode == 2 and "--steps: must be at most 10 (got 50)" in bad_value.stderr
     not_a_number = run_cli(["selftest", "development", "--steps", "many", "--yes"], cli_env)

@@ -32,7 +32,10 @@ def test_shipped_configurations_are_valid() -> None:
         "development",
         "staging",
         "production",
+        "rehearsal",
     ]
+    rehearsal = sandbox.environment("rehearsal")
+    assert rehearsal.tier != "production" and rehearsal.regions == ["us-east-1", "us-west-2"]
     production = sandbox.environment("production")
     assert production.regions == ["us-east-1", "us-west-2"]
     assert production.targets["api"].rto == 15 * 60 and production.targets["database"].rpo == 300

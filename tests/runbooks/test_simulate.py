@@ -146,5 +146,6 @@ def test_a_live_cluster_as_the_restore_target_is_refused(
 
 
 def test_region_failure_says_what_it_needs(engine: Engine) -> None:
-    with pytest.raises(Refused, match="needs a non-production environment with two regions"):
+    with pytest.raises(Refused, match="needs an environment with two regions") as refused:
         engine.prepare("dr.simulate", {"scenario": "region-failure"}, actor=ALICE)
+    assert "--environment rehearsal" in str(refused.value.hint)

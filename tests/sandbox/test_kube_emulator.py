@@ -34,9 +34,9 @@ def test_kubectl_sees_the_seeded_regions(kube: KubeSandbox) -> None:
     version = kube.kubectl("version", "-o", "json")
     assert json.loads(version.stdout)["serverVersion"]["gitVersion"] == "v1.32.4"
     east = kube.kubectl("get", "namespaces", "-o", "jsonpath={.items[*].metadata.name}")
-    assert east.stdout.split() == ["development", "production", "staging"]
+    assert east.stdout.split() == ["development", "production", "rehearsal", "staging"]
     west = kube.kubectl("get", "ns", "-o", "jsonpath={.items[*].metadata.name}", region="us-west-2")
-    assert west.stdout.split() == ["production"]
+    assert west.stdout.split() == ["production", "rehearsal"]
     pods = kube.kubectl(
         "get", "pods", "-n", NS, "-l", "app=api", "-o", "jsonpath={.items[*].status.phase}"
     )
@@ -103,6 +103,32 @@ def test_kubectl_scale_and_the_hpa_clamps(kube: KubeSandbox) -> None:
     wait_for(
         lambda: kube.cluster().get(DEPLOY, NS, "api-deployment")["spec"]["replicas"] == 10,
         what="the HPA to clamp replicas to 10",
+    )
+
+
+def test_a_deployment_scaled_to_zero_disables_its_hpa(kube: KubeSandbox) -> None:
+    """As Kubernetes: an HPA whose target runs zero replicas does not scale it back up (the
+    region-failure simulation relies on it), and scaling up again re-enables it."""
+    kube.kubectl("scale", "deployment/api-deployment", "-n", NS, "--replicas=0")
+
+    def hpa_condition() -> str:
+        return kube.kubectl(
+            "get",
+            "hpa",
+            "api-deployment",
+            "-n",
+            NS,
+            "-o",
+            "jsonpath={.status.conditions[0].type}={.status.conditions[0].reason}",
+        ).stdout
+
+    wait_for(lambda: hpa_condition() == "ScalingActive=ScalingDisabled", what="HPA disabled")
+    kube.cluster().settle()
+    assert kube.cluster().get(DEPLOY, NS, "api-deployment")["spec"]["replicas"] == 0
+    kube.kubectl("scale", "deployment/api-deployment", "-n", NS, "--replicas=1")
+    wait_for(
+        lambda: kube.cluster().get(DEPLOY, NS, "api-deployment")["spec"]["replicas"] == 2,
+        what="the HPA, active again, to raise replicas to its minimum of 2",
     )
 
 
