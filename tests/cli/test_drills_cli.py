@@ -30,6 +30,7 @@ def test_a_drill_run_by_hand_is_in_the_report_with_what_it_measured(
         "monthly-restore-test",
         "quarterly-partial-failover",
         "annual-dr-simulation",
+        "annual-region-failure",
     }
     (run,) = by_name["monthly-restore-test"]["runs"]
     assert run["execution_id"] == execution_id and run["verdict"] == "passed"
@@ -42,7 +43,7 @@ def test_a_drill_run_by_hand_is_in_the_report_with_what_it_measured(
     page = tmp_path / "drills.html"
     wrote = run_cli(["drills.report", "--format", "html", "--out", str(page)], env)
     assert wrote.returncode == 0, wrote.stderr
-    assert f"wrote {page} (3 drill(s), 1 run(s))" in wrote.stdout
+    assert f"wrote {page} (4 drill(s), 1 run(s))" in wrote.stdout
     html = page.read_text()
     assert html.count("<svg") == 1 and execution_id in html and "<script" not in html
 

@@ -49,6 +49,7 @@ def test_the_spec_cadence_ships() -> None:
         "monthly-restore-test": "restore.test",
         "quarterly-partial-failover": "dr.failover",
         "annual-dr-simulation": "dr.simulate",
+        "annual-region-failure": "dr.simulate",
     }
     config = load_config(ROOT / "config", schedules=ROOT / "schedules.yaml")
     assert drill_problems(config.schedules, load_catalog(), config) == []
@@ -170,9 +171,10 @@ def test_drills_list_shows_next_fire_in_utc_and_local(cli_env: dict[str, str]) -
 def test_config_check_validates_the_drills_too(tmp_path: Path, cli_env: dict[str, str]) -> None:
     fine = run_cli(["config.check"], cli_env)
     assert fine.returncode == 0, fine.stderr
-    assert "drills: monthly-restore-test, quarterly-partial-failover, annual-dr-simulation" in (
-        fine.stdout
-    )
+    assert (
+        "drills: monthly-restore-test, quarterly-partial-failover, annual-dr-simulation, "
+        "annual-region-failure"
+    ) in fine.stdout
     path = _schedules(tmp_path, "{name: d, runbook: restore.tset, cron: '0 3 * * *'}")
     bad = run_cli(["config.check"], {**cli_env, "RUNBOOK_BOT_SCHEDULES": str(path)})
     assert bad.returncode == 2
