@@ -4,6 +4,7 @@ sandbox's MongoDB wire servers)."""
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,24 @@ from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import Clock, SystemClock
 from runbooks.engine.config import Config
 from runbooks.engine.executor import Engine
+from runbooks.engine.models import Actor, Execution
 from runbooks.engine.store.sqlite import SqliteStore
 from tests.conftest import AUDIT_KEY, KubeSandbox
+
+
+@contextlib.contextmanager
+def started(engine: Engine, execution_id: str, *, actor: Actor) -> Iterator[list[Execution]]:
+    """Start an execution on a thread, as the bot's worker would, so the test can look and
+    act while it runs; yields the list its end lands in, joined on exit."""
+    finished: list[Execution] = []
+    runner = threading.Thread(
+        target=lambda: finished.append(engine.start(execution_id, actor=actor))
+    )
+    runner.start()
+    try:
+        yield finished
+    finally:
+        runner.join(timeout=120)
 
 
 @contextlib.contextmanager

@@ -323,9 +323,8 @@ def test_an_unknown_backup_prefix_names_the_ones_there(engine: Engine) -> None:
 def test_keep_for_keeps_the_scratch_copy_until_cancel_drops_it(
     engine: Engine, databases: Databases
 ) -> None:
-    import threading
-
     from tests.cli.test_cli import wait_for
+    from tests.runbooks.conftest import started
 
     prefix = take_backup(engine, "nightly/keep")
     prepared = engine.prepare(
@@ -335,12 +334,7 @@ def test_keep_for_keeps_the_scratch_copy_until_cancel_drops_it(
     )
     assert "keep the scratch database" in prepared.plan.steps[1]["description"]
     execution = engine.submit(prepared, actor=ALICE)
-    finished: list[Execution] = []
-    runner = threading.Thread(
-        target=lambda: finished.append(engine.start(execution.id, actor=ALICE))
-    )
-    runner.start()
-    try:
+    with started(engine, execution.id, actor=ALICE) as finished:
         # Verified and kept: the scratch copy is there to inspect, with its data.
         wait_for(
             lambda: engine.get(execution.id).steps[0].status.value == "succeeded", what="verify"
@@ -352,8 +346,6 @@ def test_keep_for_keeps_the_scratch_copy_until_cancel_drops_it(
                 == appdata.expected_counts("production")["users"]
             )
         engine.cancel(execution.id, actor=ALICE, reason="seen enough")
-    finally:
-        runner.join(timeout=60)
     assert finished and finished[0].state == State.CANCELLED, finished
     assert databases.scratch_databases() == []
 

@@ -4,7 +4,6 @@ Atlas emulator) into a cluster marked as scratch, then the checks that need no m
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,13 +17,13 @@ from runbooks.adapters.mongo import AtlasBackupsAdapter
 from runbooks.engine.clock import iso
 from runbooks.engine.config import load_config
 from runbooks.engine.errors import ConfigError, InvalidInput, Refused
-from runbooks.engine.models import Execution, State
+from runbooks.engine.models import State
 from runbooks.interfaces import InfrastructureError
 from sandbox import appdata, atlas
 from sandbox.mongo import MongoServer
 from tests.cli.test_cli import wait_for
 from tests.conftest import ROOT, AwsWorld
-from tests.runbooks.conftest import live_engine
+from tests.runbooks.conftest import live_engine, started
 from tests.runbooks.test_restore import output
 from tests.support.people import ALICE
 
@@ -175,12 +174,7 @@ def test_a_point_in_time_restore_holds_the_writes_up_to_that_second_and_none_aft
         assert f"production at {when} (Atlas snapshot {snapshot['id']}" in step
         assert f"then its oplog replayed up to {when}" in "\n".join(prepared.plan.notes)
         execution = engine.submit(prepared, actor=ALICE)
-        finished: list[Execution] = []
-        runner = threading.Thread(
-            target=lambda: finished.append(engine.start(execution.id, actor=ALICE))
-        )
-        runner.start()
-        try:
+        with started(engine, execution.id, actor=ALICE) as finished:
             # Verified and kept for inspection: look at what was restored, then cancel.
             wait_for(
                 lambda: engine.get(execution.id).steps[0].status.value == "succeeded",
@@ -199,8 +193,6 @@ def test_a_point_in_time_restore_holds_the_writes_up_to_that_second_and_none_aft
                 count = appdata.expected_counts("production")["orders"]
                 assert restored.count_documents({}) == count + 1
             engine.cancel(execution.id, actor=ALICE, reason="seen enough")
-        finally:
-            runner.join(timeout=60)
     assert finished and finished[0].state == State.CANCELLED, finished
     done = finished[0]
     [job] = world.backups.jobs.values()

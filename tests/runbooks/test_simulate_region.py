@@ -6,7 +6,6 @@ the Atlas emulator's record of PATCHes; production is untouched throughout."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +16,11 @@ import pytest
 from runbooks.engine.config import Config
 from runbooks.engine.errors import Refused
 from runbooks.engine.executor import Engine
-from runbooks.engine.models import Execution, State
+from runbooks.engine.models import State
 from sandbox import atlas
 from tests.cli.test_cli import wait_for
 from tests.conftest import AwsWorld, KubeSandbox
-from tests.runbooks.conftest import live_engine
+from tests.runbooks.conftest import live_engine, started
 from tests.runbooks.test_restore import output
 from tests.support.people import ALICE, BOB
 
@@ -212,12 +211,7 @@ def test_a_cancel_mid_failover_brings_the_failed_region_back(
     )
     execution = engine.submit(prepared, actor=ALICE)
     engine.approve(execution.id, actor=BOB, plan_hash=execution.plan.hash)
-    finished: list[Execution] = []
-    runner = threading.Thread(
-        target=lambda: finished.append(engine.start(execution.id, actor=ALICE))
-    )
-    runner.start()
-    try:
+    with started(engine, execution.id, actor=ALICE) as finished:
         wait_for(
             lambda: engine.get(execution.id).steps[3].status.value == "running",
             what="the promotion",
@@ -225,8 +219,6 @@ def test_a_cancel_mid_failover_brings_the_failed_region_back(
         # The region is down now (Kubernetes omits readyReplicas when none is ready).
         assert replicas(kube, "rehearsal", "us-east-1") == "/0"
         engine.cancel(execution.id, actor=ALICE, reason="rehearsal interrupted")
-    finally:
-        runner.join(timeout=120)
     assert finished and finished[0].state == State.CANCELLED, finished
     statuses = [step.status.value for step in finished[0].steps]
     assert statuses[:4] == ["undone", "undone", "undone", "cancelled"], statuses
