@@ -83,7 +83,11 @@ class ScaleDeployment(KubeStep, kind="kube.scale"):
                 f"{self.deployment} has {state.replicas} replicas, not "
                 f"{self.to_replicas}: something (an autoscaler?) changed it"
             )
-        ctx.note(f"{state.ready}/{state.replicas} replicas ready")
+        if state.ready > state.replicas:  # a scale-down: the rollout is done, pods are stopping
+            stopping = state.ready - state.replicas
+            ctx.note(f"{state.replicas} replicas wanted; {stopping} still stopping")
+        else:
+            ctx.note(f"{state.ready}/{state.replicas} replicas ready")
 
     def undo(self, ctx: RunContext) -> str | None:
         return self._scale(ctx, self.from_replicas)

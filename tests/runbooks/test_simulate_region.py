@@ -154,6 +154,7 @@ def test_a_region_fails_over_and_back_and_the_environment_ends_as_it_started(
     assert int(aws.group("rehearsal-api-usw2", "us-west-2")["DesiredCapacity"]) == 1
     # Measured against the environment's targets.
     report = output(done)
+    assert done.steps[0].output[0] == "scaled to 0"
     assert "us-east-1 down: rehearsal/api-deployment 0 ready" in report
     assert (
         "RPO achieved 2.0s (replication lag of us-west-2 when us-east-1 failed: the writes a real "
