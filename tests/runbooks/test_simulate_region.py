@@ -162,6 +162,12 @@ def test_a_region_fails_over_and_back_and_the_environment_ends_as_it_started(
     ) in report
     [rto] = [m for step in done.steps for m in step.measures if m["name"] == "RTO"]
     assert rto["target"] == 900 and 0 < rto["seconds"] <= 900
+    status = engine.prepare("dr.status", {"environment": "rehearsal"}, actor=ALICE).plan.notes
+    assert status[0] == (
+        "DNS api.rehearsal.example.com. → api-rehearsal.example.com.: weights us-east-1 100, "
+        "us-west-2 0; active: us-east-1"
+    )
+    assert any(n.startswith("database (atlas): primary in us-east-1") for n in status), status
     # Production was never touched.
     assert weights(aws, "api-production.example.com.") == {"us-east-1": 100, "us-west-2": 0}
     assert clusters.production.patches == [] and clusters.production.primary == "US_EAST_1"
