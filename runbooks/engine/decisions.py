@@ -287,36 +287,65 @@ class Decisions(Journal):
         """
         execution = self.get(execution_id)
         self._authorise("answer", actor, execution)
+
+        def refused(outcome: str, error: RunbookError) -> RunbookError:
+            """Audit a refused answer of a known person (as the policy refusal is)."""
+            self.audit.record(
+                "answer.refused",
+                actor=actor,
+                outcome=outcome,
+                execution_id=execution.id,
+                target=self._target(execution.plan),
+                incident=execution.incident,
+                detail={"why": str(error), "choice": choice[:40]},
+            )
+            return error
+
         question = self.question(execution_id)
         if execution.terminal or question is None:
-            raise Refused(
-                f"{execution.id} is not waiting for an answer ({execution.state})",
-                hint=f"`runs.show {execution.id}` shows where it is",
+            raise refused(
+                "not_waiting",
+                Refused(
+                    f"{execution.id} is not waiting for an answer ({execution.state})",
+                    hint=f"`runs.show {execution.id}` shows where it is",
+                ),
             )
         if question_key is not None and question_key != question["answer_key"]:
-            raise Refused(
-                f"the question you answered (on an older card) was closed; step "
-                f"{question['step']} of {execution.id} asks again now",
-                hint=f"`runs.show {execution.id}` shows the question",
+            raise refused(
+                "closed",
+                Refused(
+                    f"the question you answered (on an older card) was closed; step "
+                    f"{question['step']} of {execution.id} asks again now",
+                    hint=f"`runs.show {execution.id}` shows the question",
+                ),
             )
         choices = [str(c) for c in question["choices"]]
         picked = choice.strip().lower()
         if picked not in choices:
-            raise InvalidInput(
-                f"{choice!r} is not an answer to step {question['step']} of {execution.id}; "
-                f"answer one of: {', '.join(choices)}"
+            raise refused(
+                "invalid_choice",
+                InvalidInput(
+                    f"{choice!r} is not an answer to step {question['step']} of "
+                    f"{execution.id}; answer one of: {', '.join(choices)}"
+                ),
             )
         now = self.clock.now()
         if now >= float(question["until"]):
-            raise Refused(f"the question of {execution.id} expired; the step goes on without it")
+            raise refused(
+                "expired",
+                Refused(f"the question of {execution.id} expired; the step goes on without it"),
+            )
         key = str(question["answer_key"])
         said = clean_reason(reason)
         doc = {"choice": picked, "actor": actor.to_doc(), "reason": said, "at": now}
         if not self.store.kv_insert(key, doc):
             first = self.store.kv_get(key) or {}
-            raise Refused(
-                f"step {question['step']} of {execution.id} was already answered "
-                f"{first.get('choice')} by {(first.get('actor') or {}).get('name')}"
+            raise refused(
+                "already_answered",
+                Refused(
+                    f"step {question['step']} of {execution.id} was already answered "
+                    f"{first.get('choice')} by {(first.get('actor') or {}).get('name')}"
+                ),
             )
         detail = {"step": question["step"], "question": question["text"], "choice": picked}
         self.audit.record(

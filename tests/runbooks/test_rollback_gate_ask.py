@@ -133,13 +133,24 @@ def test_bad_answers_are_refused_and_change_nothing(kube, asking, health) -> Non
         asking.answer(run.id, "healthy", actor=CAROL)
     with pytest.raises(Refused, match="was closed"):
         asking.answer(run.id, "healthy", actor=BOB, question_key="answer:rb-x:3:0")
-    refusals = [r["action"] for r in list(asking.audit.export())[before:]]
-    assert refusals == ["answer.refused"]  # the policy refusal is audited; nothing else
+    refusals = [
+        (r["outcome"], r["actor"]["id"])
+        for r in list(asking.audit.export())[before:]
+        if r["action"] == "answer.refused"
+    ]
+    # Every refusal of a known person is audited, saying which it was.
+    assert refusals == [("invalid_choice", "bob"), ("not_allowed", "carol"), ("closed", "bob")]
     assert asking.question(run.id) == question  # still asking
 
     asking.answer(run.id, "failed", actor=DAVE)
     with pytest.raises(Refused, match="already answered failed by Dave"):
         asking.answer(run.id, "healthy", actor=BOB)
+    [late] = [
+        r
+        for r in asking.audit.export()
+        if r["action"] == "answer.refused" and r["outcome"] == "already_answered"
+    ]
+    assert late["actor"]["id"] == "bob" and "answered failed by Dave" in late["detail"]["why"]
     done = run.result()
     assert done.state == State.FAILED
     assert "Dave answered failed" in (done.steps[-1].error or "")
