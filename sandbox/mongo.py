@@ -106,10 +106,13 @@ class MongoServer:
         self._connection_ids = itertools.count(1)
         self.commands: dict[str, int] = {}
         self.oplog: list[OplogEntry] | None = None
+        self._oplog_clock: Callable[[], float] = time.time
 
-    def record_writes(self) -> None:
-        """Keep an oplog of the write commands served from now on (point-in-time restores)."""
+    def record_writes(self, clock: Callable[[], float] = time.time) -> None:
+        """Keep an oplog of the write commands served from now on (point-in-time restores),
+        each stamped by ``clock`` (epoch seconds; tests pass their own)."""
         with self.lock:
+            self._oplog_clock = clock
             if self.oplog is None:
                 self.oplog = []
 
@@ -160,7 +163,7 @@ class MongoServer:
         if handler is None:
             raise CommandError(59, "CommandNotFound", f"no such command: '{name}'")
         if self.oplog is not None and key in WRITE_COMMANDS:
-            entry = OplogEntry(time.time(), name, copy.deepcopy(doc), database)
+            entry = OplogEntry(self._oplog_clock(), name, copy.deepcopy(doc), database)
         else:
             entry = None
         reply: Doc = handler(doc, self.client[database], doc[name])

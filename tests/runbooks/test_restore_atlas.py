@@ -3,6 +3,7 @@ Atlas emulator) into a cluster marked as scratch, then the checks that need no m
 
 from __future__ import annotations
 
+import datetime
 import shutil
 import time
 from collections.abc import Iterator
@@ -140,17 +141,17 @@ def test_the_source_cluster_as_the_atlas_target_is_a_configuration_error(
 # --- point in time -------------------------------------------------------------------------------
 
 
-def wait_past(second: float) -> None:
-    """Let the wall clock pass ``second``: the emulator's oplog is stamped with real time."""
-    while time.time() < second:
-        time.sleep(0.05)
-
-
 def test_a_point_in_time_restore_holds_the_writes_up_to_that_second_and_none_after(
     world: World, tmp_path: Path, aws: AwsWorld
 ) -> None:
-    world.source.record_writes()
-    snapshot = world.backups.take_snapshot()
+    # The oplog's clock is the test's: the snapshot 10 minutes ago, A and its update 5
+    # minutes ago, the point in time 4 minutes ago, then B and the delete 3 minutes ago.
+    start = float(int(time.time()))
+    stamp = [start - 300]
+    world.source.record_writes(clock=lambda: stamp[0])
+    taken = datetime.datetime.fromtimestamp(start - 600, datetime.UTC)
+    snapshot = world.backups.take_snapshot(at=taken)
+    point = int(start - 240)
     client: pymongo.MongoClient[dict[str, Any]]
     with pymongo.MongoClient(world.source.uri) as client:
         orders: Collection[dict[str, Any]] = client[appdata.DATABASE].orders
@@ -158,8 +159,7 @@ def test_a_point_in_time_restore_holds_the_writes_up_to_that_second_and_none_aft
         assert victim is not None
         orders.insert_one({"_id": "pit-A", "status": "pending", "total": 0})
         orders.update_one({"_id": "pit-A"}, {"$set": {"total": 1}})
-        point = int(time.time()) + 1  # A and its update are before the end of this second
-        wait_past(point + 1)
+        stamp[0] = start - 180
         orders.insert_one({"_id": "pit-B", "status": "pending", "total": 0})
         orders.update_one({"_id": "pit-A"}, {"$set": {"total": 2}})
         orders.delete_one({"_id": victim["_id"]})
