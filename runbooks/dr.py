@@ -1141,9 +1141,8 @@ def _region_failure_plan(ctx: PlanContext, params: SimulateParams) -> PlanDraft:
     inject: list[Step] = []
     restore: list[Step] = []
     down: list[str] = []
-    for _name, service in sorted(env.services.items()):
-        if failed not in env.kube_contexts:
-            continue
+    services = sorted(env.services.items()) if failed in env.kube_contexts else []
+    for _name, service in services:
         state = kube_for(ctx, params.environment, failed).deployment(
             service.namespace, service.deployment
         )

@@ -479,10 +479,8 @@ def _atlas_plan(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
         Backup("atlas", s.id, env.mongodb.database, s.created, None, {}, {}) for s in snapshots
     ]
     now = ctx.clock.now()
-    point = _point_in_time(params, snapshots, now)
-    if point is not None:
-        # The restore starts from the newest snapshot by then; the job replays the oplog on it.
-        base = max((s for s in snapshots if s.created < point + 1), key=lambda s: s.created)
+    point, base = _point_in_time(params, snapshots, now)
+    if base is not None:
         chosen = Backup("atlas", base.id, env.mongodb.database, base.created, None, {}, {})
     else:
         chosen = backups.pick_backup(
@@ -530,10 +528,12 @@ SCRATCH_TAG = ("runbook-bot", "scratch")
 
 def _point_in_time(
     params: RestoreTestParams, snapshots: list[CloudSnapshot], now: float
-) -> float | None:
-    """The second a point-in-time restore goes back to, checked against what Atlas can do."""
+) -> tuple[float | None, CloudSnapshot | None]:
+    """The second a point-in-time restore goes back to, checked against what Atlas can do,
+    and the snapshot it starts from (the newest by the end of that second; the job replays
+    the oplog on it); (None, None) without ``--point-in-time``."""
     if params.point_in_time is None:
-        return None
+        return None, None
     point = parse_iso(params.point_in_time)
     if params.backup != "latest":
         raise InvalidInput(
@@ -545,14 +545,15 @@ def _point_in_time(
             f"--point-in-time {params.point_in_time} is in the future (now {iso(now)}); "
             "give a time that has passed"
         )
-    oldest = min(s.created for s in snapshots)
-    if point + 1 <= oldest:
+    before = [s for s in snapshots if s.created < point + 1]
+    if not before:
+        oldest = min(s.created for s in snapshots)
         raise InvalidInput(
             f"--point-in-time {params.point_in_time} is before the oldest snapshot "
             f"({iso(oldest)}): Atlas restores to a point in time from a snapshot forward",
             hint=f"give a time at or after {iso(oldest)}",
         )
-    return point
+    return point, max(before, key=lambda s: s.created)
 
 
 def _drop_restored(ctx: RunContext, environment: str, database: str, cluster: str) -> str:
@@ -586,9 +587,8 @@ class AtlasRestoreAndVerify(Step, kind="restore.atlas"):
     def describe(self) -> str:
         return (
             f"restore {self._what()} into scratch cluster {self.target_cluster} (an Atlas "
-            "restore wipes it), then "
-            f"verify database {self.database}: collections and indexes against the live "
-            f"cluster, {self.smoke_queries} smoke queries"
+            f"restore wipes it), then verify database {self.database}: collections and indexes "
+            f"against the live cluster, {self.smoke_queries} smoke queries"
         )
 
     def run(self, ctx: RunContext) -> str | None:
