@@ -14,7 +14,8 @@ dropDatabase, dbStats, collStats, endSessions, plus whatever ``extra`` commands 
 adds (the production cluster's ``replSetGetStatus``/``replSetGetConfig``).
 
 Point in time: after ``record_writes()`` the server keeps an oplog of the write commands it
-serves (``OplogEntry``: the wall time, the command document, its database), and ``replay``
+serves (``OplogEntry``: the time by its clock, wall time unless a test injects one, the command
+document, its database), and ``replay``
 runs entries again on another client, which is how the Atlas emulator restores to a second.
 Writes made to ``client`` directly (the seed) are not recorded.
 
