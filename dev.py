@@ -3,8 +3,8 @@
 
     python3 dev.py serve [--port N]  install into .venv if needed, start the sandbox and the bot
     python3 dev.py test  [PYTEST ARGS...]   install dev extras (and mongosh, with npm) if
-                                            needed, run ruff, mypy, import-linter and the
-                                            whole pytest suite
+                                            needed, run ruff, mypy, import-linter, deptry and
+                                            the whole pytest suite
     python3 dev.py install           install only (used by the Dockerfile-free CI path)
 
 Uses only the standard library. The virtualenv is reinstalled when pyproject.toml changes
@@ -32,15 +32,50 @@ def _stamp(extra: str) -> Path:
     return VENV / f".installed-{extra}-{digest}"
 
 
+#: The packages a user's install must import whole, by extra: a module that imports what the
+#: extra does not declare fails here, at install time, naming the module (not at first use).
+PACKAGES = {"sandbox": ("bot", "runbooks", "runbook_cli", "sandbox")}
+PACKAGES["dev"] = PACKAGES["sandbox"]
+#: What the container image runs (Dockerfile: `pip install .`, no extras).
+RUNTIME_ONLY = ("bot", "runbooks", "runbook_cli")
+
+IMPORT_CHECK = """
+import importlib, pkgutil, sys
+failed = []
+for package in sys.argv[1:]:
+    module = importlib.import_module(package)
+    for info in pkgutil.walk_packages(module.__path__, package + "."):
+        if info.name.endswith("__main__"):
+            continue
+        try:
+            importlib.import_module(info.name)
+        except ImportError as error:
+            failed.append(f"{info.name}: {error}")
+print("\\n".join(failed))
+sys.exit(1 if failed else 0)
+"""
+
+
+def _pip_works() -> bool:
+    if not PY.exists():
+        return False
+    probe = subprocess.run([str(PY), "-m", "pip", "--version"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
 def ensure_installed(*, dev: bool) -> None:
-    """Create .venv and install the project (with dev extras when asked), once per pyproject."""
+    """Create .venv and install the project (with dev extras when asked), once per pyproject.
+
+    The stamp is written only after pip succeeded and every module of the project imported, so
+    an install that failed or was interrupted is repaired by the next run, and a dependency
+    missing from the extra is named at once (``No module named 'mongomock'``)."""
     extra = "dev" if dev else "sandbox"
     stamp = _stamp(extra)
     if stamp.exists() or (not dev and _stamp("dev").exists()):
         return
-    if not PY.exists():
+    if not _pip_works():  # new, or a creation that was interrupted before pip was in place
         print(f"creating virtualenv {VENV}", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
+        venv.EnvBuilder(with_pip=True, clear=PY.exists()).create(VENV)
     target = f".[{extra}]"
     print(f"installing runbook-bot[{extra}] into {VENV} (first run only)", flush=True)
     result = subprocess.run(
@@ -52,9 +87,26 @@ def ensure_installed(*, dev: bool) -> None:
     )
     if result.returncode != 0:  # pip's own chatter is shown only when it matters
         sys.stdout.write(result.stdout + result.stderr)
-        raise SystemExit(f"installing runbook-bot failed (pip exit {result.returncode})")
-    for old in VENV.glob(f".installed-{extra}-*"):
-        old.unlink()
+        raise SystemExit(
+            f"installing runbook-bot failed (pip exit {result.returncode}); run the same "
+            "command again to retry"
+        )
+    check = subprocess.run(
+        [str(PY), "-c", IMPORT_CHECK, *PACKAGES[extra]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check.returncode != 0:
+        sys.stdout.write(check.stdout + check.stderr)
+        raise SystemExit(
+            f"runbook-bot[{extra}] installed, but the modules above cannot import: a dependency "
+            f"is missing from pyproject.toml (the runtime list or the [{extra}] extra)"
+        )
+    for old in VENV.glob(".installed-*"):
+        if old.name.startswith(f".installed-{extra}-"):
+            old.unlink()
     stamp.touch()
 
 
@@ -100,6 +152,20 @@ def run_tests(args: list[str]) -> int:
         [str(PY), "-m", "ruff", "format", "--check", "."],
         [str(PY), "-m", "mypy"],
         [str(BIN / "lint-imports")],
+        # Declared against imported (configured in pyproject.toml's [tool.deptry]): the runtime
+        # and sandbox code; the runtime packages alone, with the sandbox extra counted as
+        # development-only (the container installs neither); tests and bench, which may use any.
+        [str(BIN / "deptry"), "."],
+        [str(BIN / "deptry"), *RUNTIME_ONLY, "--optional-dependencies-dev-groups", "dev,sandbox"],
+        [
+            str(BIN / "deptry"),
+            "tests",
+            "bench",
+            "--exclude",
+            r"\.venv",
+            "--ignore",
+            "DEP002,DEP004",
+        ],
         [str(PY), "-m", "pytest", "-W", "error", *args],
     ]
     for argv in checks:
