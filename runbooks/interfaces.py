@@ -57,6 +57,9 @@ class Revision:
     change_cause: str
     template: dict[str, Any]
     replicas: int
+    #: The numbers this ReplicaSet had before it was deployed again (Kubernetes'
+    #: ``deployment.kubernetes.io/revision-history``): it came back by a rollback.
+    earlier: tuple[int, ...] = ()
 
     def image_text(self) -> str:
         return short_images(self.images)

@@ -13,11 +13,11 @@ from typing import Any
 
 from pydantic import Field
 
-from runbooks.engine.clock import format_duration
+from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.config import EnvironmentConfig, ServiceConfig
-from runbooks.engine.errors import InvalidInput, Refused, StepFailed
+from runbooks.engine.errors import InvalidInput, NeedsPerson, Refused, StepFailed
 from runbooks.engine.params import RegionalParams
-from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
+from runbooks.engine.plan import PastRun, PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
 from runbooks.interfaces import InfrastructureError, KubeOps, Revision, infrastructure
 from runbooks.kit.kube import KubeStep, kube_for, rollout_regions, service_config, service_name
@@ -53,12 +53,16 @@ class UndoDeployment(KubeStep, kind="kube.undo"):
     to_replicaset: str
     to_images: str
     timeout: float = 300.0
+    #: Set when the target is a release a rollback moved away from (asked for by revision):
+    #: the plan says so in words.
+    redeploys: str = ""
 
     def describe(self) -> str:
         return (
             f"roll back deployment {self.deployment} in {self.environment} ({self.region}): "
             f"revision {self.from_revision} ({self.from_images}) → revision "
             f"{self.to_revision} ({self.to_images})"
+            + (f"; this RE-DEPLOYS {self.to_images}, {self.redeploys}" if self.redeploys else "")
         )
 
     def _go_to(self, ctx: RunContext, replicaset: str) -> str:
@@ -148,6 +152,64 @@ def template_changes(current: dict[str, Any], target: dict[str, Any]) -> list[st
         if parts:
             lines.append(f"{name}: {', '.join(parts)}")
     return lines
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    """A release a rollback moved away from, and what is known of that rollback."""
+
+    revision: Revision
+    #: The revision that deployed an earlier template over it (it has ``earlier`` numbers).
+    by: Revision
+    #: runbook-bot's own run that did it, when it was one.
+    run: PastRun | None
+
+    def words(self) -> str:
+        if self.run is not None:
+            at = iso(self.run.ended_at) if self.run.ended_at is not None else "an unknown time"
+            who = f" ({self.run.requester})" if self.run.requester else ""
+            return f"the release rolled back at {at} by {self.run.id}{who}"
+        return (
+            f"the release rolled back outside runbook-bot (revision {self.by.number} "
+            f"re-deployed revision {max(self.by.earlier)}'s template over it)"
+        )
+
+
+def rolled_back(
+    revisions: list[Revision], runs: list[PastRun], *, environment: str, region: str
+) -> dict[int, RolledBack]:
+    """The revisions that a rollback (ours, or ``kubectl rollout undo`` by hand) moved away
+    from, by number, read from the cluster's own history: a ReplicaSet deployed again keeps
+    its former numbers in ``revision-history``, so every revision numbered between a former
+    number and the next one was replaced by an older release. Our finished rollback runs
+    (newest first) say when and by whom, where they did it."""
+    found: dict[int, RolledBack] = {}
+    for again in revisions:
+        numbers = sorted(again.earlier)
+        if not numbers:
+            continue
+        for low, high in zip(numbers, [*numbers[1:], again.number], strict=True):
+            for moved in revisions:
+                if low < moved.number < high and moved.number not in found:
+                    found[moved.number] = RolledBack(
+                        moved, again, _our_run(runs, moved, environment, region)
+                    )
+    return found
+
+
+def _our_run(runs: list[PastRun], moved: Revision, environment: str, region: str) -> PastRun | None:
+    for run in runs:  # newest first
+        if run.runbook != "rollback" or run.environment != environment:
+            continue
+        for step in run.steps:
+            args = step.get("args") or {}
+            if (
+                step.get("kind") == UndoDeployment.kind
+                and args.get("region") == region
+                and args.get("from_replicaset") == moved.replicaset
+            ):
+                return run
+    return None
 
 
 def _revision_of(revisions: list[Revision], replicaset: str) -> Revision | None:
@@ -433,11 +495,10 @@ def rollback(ctx: PlanContext, params: RollbackParams) -> PlanDraft:
         if service.strategy == "blue-green":
             steps.append(_plan_blue_green(kube, params, service, region))
             continue
-        step, note = _plan_undo(kube, params, service, region)
+        step, more = _plan_undo(ctx, kube, params, service, region)
         if step is not None:
             steps.append(step)
-        if note:
-            notes.append(note)
+        notes.extend(more)
     summary = f"roll back {params.service} in {params.environment} ({len(steps)} region(s))"
     watch = _watch_step(env, params, list(regions)) if steps else None
     if watch is not None:
@@ -446,8 +507,17 @@ def rollback(ctx: PlanContext, params: RollbackParams) -> PlanDraft:
 
 
 def _plan_undo(
-    kube: KubeOps, params: RollbackParams, service: ServiceConfig, region: str
-) -> tuple[UndoDeployment | None, str | None]:
+    ctx: PlanContext, kube: KubeOps, params: RollbackParams, service: ServiceConfig, region: str
+) -> tuple[UndoDeployment | None, list[str]]:
+    """The undo step for one region, and the plan's notes about it.
+
+    Unlike ``kubectl rollout undo`` (the revision before the current one), the default target
+    skips releases a rollback moved away from: after 1.4.2 → 1.4.1, "the previous revision"
+    is 1.4.2 again, the release just rolled back. Such a release is re-deployed only when a
+    person asks for it by revision, and the plan says so. An automatic request (an alert)
+    never rolls back a release that a rollback put there: it is refused and the requester
+    pages (``NeedsPerson``).
+    """
     name, namespace = service.deployment, service.namespace
     state = kube.deployment(namespace, name)
     if state.paused:
@@ -462,6 +532,25 @@ def _plan_undo(
             f"{namespace}/{name} ({region}): no replica set matches the current "
             "template; wait for the controller and try again"
         )
+    moved = rolled_back(revisions, ctx.history(), environment=params.environment, region=region)
+    notes: list[str] = []
+    redeploys = ""
+    if ctx.automatic and current.earlier:
+        before = next((m for m in moved.values() if m.by.number == current.number), None)
+        rolled = (
+            f"; the release before it, {before.revision.image_text()}, is {before.words()}"
+            if before is not None
+            else ""
+        )
+        raise NeedsPerson(
+            f"{name} in {params.environment} ({region}) is still failing after rolling back to "
+            f"{current.image_text()} (revision {current.number}){rolled}: no earlier good "
+            "release is known, and an automatic rollback does not go further back on its own",
+            hint=(
+                f"a person decides: `rollback.history {params.environment}`, then "
+                f"`rollback {params.environment} --to-revision N` (or a fix forward)"
+            ),
+        )
     if params.to_revision is not None:
         target = next((r for r in revisions if r.number == params.to_revision), None)
         if target is None:
@@ -470,25 +559,41 @@ def _plan_undo(
                 f"has revisions {', '.join(str(r.number) for r in revisions)}; see "
                 f"`rollback.history {params.environment}`"
             )
+        if target.number in moved:
+            redeploys = moved[target.number].words()
+            notes.append(
+                f"{region}: WARNING: revision {target.number} re-deploys "
+                f"{target.image_text()}, {redeploys}"
+            )
     else:
         earlier = [r for r in revisions if r.number < current.number]
-        if not earlier:
+        good = [r for r in earlier if r.number not in moved]
+        notes += [
+            f"{region}: skips revision {r.number} ({r.image_text()}): {moved[r.number].words()}"
+            for r in earlier
+            if r.number in moved and (not good or r.number > good[-1].number)
+        ]
+        if not good:
             raise Refused(
                 f"{name} in {params.environment} ({region}) has no revision before "
-                f"{current.number}; there is nothing to roll back to"
+                f"{current.number} that a rollback did not move away from; there is nothing "
+                "to roll back to"
+                + (
+                    f" (re-deploying one takes --to-revision: {', '.join(map(str, moved))})"
+                    if moved
+                    else ""
+                )
             )
-        target = earlier[-1]
+        target = good[-1]
     if target.template == state.template:
-        return None, (
+        return None, [
+            *notes,
             f"{region}: {name} already runs revision {target.number}'s template "
-            f"({target.image_text()}); nothing to do there"
-        )
+            f"({target.image_text()}); nothing to do there",
+        ]
     changes = template_changes(state.template, target.template)
-    note = (
-        f"{region}: besides images, the pod template changes: {'; '.join(changes)}"
-        if changes
-        else None
-    )
+    if changes:
+        notes.append(f"{region}: besides images, the pod template changes: {'; '.join(changes)}")
     return UndoDeployment(
         environment=params.environment,
         region=region,
@@ -501,7 +606,8 @@ def _plan_undo(
         to_revision=target.number,
         to_replicaset=target.replicaset,
         to_images=target.image_text(),
-    ), note
+        redeploys=redeploys,
+    ), notes
 
 
 def _plan_blue_green(

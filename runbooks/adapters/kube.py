@@ -33,11 +33,12 @@ from runbooks.interfaces import (
 )
 
 REVISION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 #: Deployment annotations kubectl keeps on undo instead of copying them from the ReplicaSet.
 KEEP_ANNOTATIONS = (
     "kubectl.kubernetes.io/last-applied-configuration",
     REVISION,
-    "deployment.kubernetes.io/revision-history",
+    REVISION_HISTORY,
     "deployment.kubernetes.io/desired-replicas",
     "deployment.kubernetes.io/max-replicas",
 )
@@ -427,6 +428,11 @@ def _revisions(deploy: dict[str, Any], replicasets: list[dict[str, Any]]) -> lis
                 change_cause=annotations.get("kubernetes.io/change-cause", ""),
                 template=template,
                 replicas=rs["spec"].get("replicas", 0),
+                earlier=tuple(
+                    int(n)
+                    for n in annotations.get(REVISION_HISTORY, "").split(",")
+                    if n.strip().isdigit()
+                ),
             )
         )
     return sorted(out, key=lambda r: r.number)

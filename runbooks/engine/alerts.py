@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.config import Seconds, load_optional_file
-from runbooks.engine.errors import ConfigError, InvalidInput, RunbookError
+from runbooks.engine.errors import ConfigError, InvalidInput, NeedsPerson, RunbookError
 from runbooks.engine.models import Actor
 from runbooks.engine.outbox import QueuedConsumer
 
@@ -428,6 +428,23 @@ class AlertRequests(QueuedConsumer):
                     channel=self.engine.config.policy.slack.approvals_channel(environment),
                 )
             )
+        except NeedsPerson as exc:
+            # What comes next needs a person (a rollback after a rollback): page, once per
+            # target (the dedup key), instead of acting.
+            paged = self.page is not None
+            if self.page is not None:
+                self.page(
+                    f"runbook-bot did not roll back automatically: {exc.message}",
+                    f"runbook-bot:auto:{payload['target']}",
+                    {**payload, "refused": exc.message},
+                )
+            self._notice(
+                environment,
+                f":rotating_light: alert {payload['alert']} ({payload['target']}): "
+                f"{payload['runbook']} was not requested: {exc.message}. "
+                + ("Paged on-call." if paged else "PagerDuty is not configured: nobody was paged."),
+            )
+            return {"refused": exc.message, "paged": paged}
         except RunbookError as exc:
             self._notice(
                 environment,

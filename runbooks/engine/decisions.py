@@ -65,7 +65,12 @@ class Decisions(Journal):
         spec = self.registry.get(execution.runbook)
         try:
             params = validate_params(spec.params, execution.plan.params, self.config)
-            fresh = self._plan(spec, params, break_glass=execution.break_glass)
+            fresh = self._plan(
+                spec,
+                params,
+                break_glass=execution.break_glass,
+                automatic=execution.requester.automatic,
+            )
         except RunbookError:
             return  # cannot plan now: the re-plan before the first step decides
         if fresh.hash == execution.plan.hash:

@@ -50,6 +50,13 @@ class Refused(RunbookError):
     exit_code = 2
 
 
+class NeedsPerson(Refused):
+    """An automatic request (an alert) refused because what it would do next needs a person's
+    judgement (a rollback after a rollback): the requester pages instead of retrying."""
+
+    code = "needs_person"
+
+
 class LockHeld(Refused):
     """Another execution holds the lock key."""
 

@@ -22,6 +22,7 @@ from runbooks.engine.decisions import Decisions
 from runbooks.engine.errors import (
     ConcurrentUpdate,
     InvalidInput,
+    NeedsPerson,
     Refused,
 )
 from runbooks.engine.events import EventBus
@@ -111,6 +112,7 @@ class Engine(Locks, Decisions, Runner):
         *,
         break_glass: bool = False,
         preview: bool = False,
+        automatic: bool = False,
     ) -> Plan:
         env = self.config.environment(params.environment)
         ctx = PlanContext(
@@ -123,6 +125,7 @@ class Engine(Locks, Decisions, Runner):
             break_glass=break_glass,
             history=self._history,
             preview=preview,
+            automatic=automatic,
         )
         draft = spec.make_plan(ctx)
         region = getattr(params, "region", None) or None
@@ -158,13 +161,26 @@ class Engine(Locks, Decisions, Runner):
         try:
             spec = self.registry.get(name)
             params = validate_params(spec.params, raw_params, self.config)
-            plan = self._plan(spec, params, break_glass=break_glass, preview=preview)
+            plan = self._plan(
+                spec, params, break_glass=break_glass, preview=preview, automatic=actor.automatic
+            )
             return Prepared(spec, params, plan)
         except InvalidInput as exc:
             self.audit.record(
                 "request.rejected",
                 actor=actor,
                 outcome="invalid_input",
+                target={"runbook": name},
+                params=raw_params,
+                detail={"error": exc.message},
+            )
+            raise
+        except NeedsPerson as exc:
+            # An automatic requester's refusal is a decision someone must be able to find.
+            self.audit.record(
+                "request.refused",
+                actor=actor,
+                outcome=exc.code,
                 target={"runbook": name},
                 params=raw_params,
                 detail={"error": exc.message},

@@ -81,7 +81,12 @@ class Journal:
 
     # Implemented by the engine's other parts (the facade combines them).
     def _plan(
-        self, spec: RunbookSpec[Any], params: RunbookParams, *, break_glass: bool = False
+        self,
+        spec: RunbookSpec[Any],
+        params: RunbookParams,
+        *,
+        break_glass: bool = False,
+        automatic: bool = False,
     ) -> Plan:
         raise NotImplementedError
 
@@ -176,6 +181,8 @@ class Journal:
                 state=e.state.value,
                 ended_at=e.ended_at,
                 summary=e.plan.summary,
+                steps=tuple(e.plan.steps),
+                requester=e.requester.name,
             )
             for e in finished
         ]

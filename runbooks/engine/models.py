@@ -74,12 +74,19 @@ class Actor:
     def to_doc(self) -> dict[str, str]:
         return dataclasses.asdict(self)
 
+    @property
+    def automatic(self) -> bool:
+        """An automatic requester (an alert, the drill schedule), not a person."""
+        return self.origin in AUTOMATIC_ORIGINS
+
     @staticmethod
     def from_doc(doc: dict[str, Any]) -> Actor:
         return Actor(id=doc["id"], name=doc["name"], origin=doc["origin"])
 
 
 SYSTEM = Actor(id="runbook-bot", name="runbook-bot", origin="system")
+#: Origins of requesters that are not people (see ``Actor.automatic``).
+AUTOMATIC_ORIGINS = frozenset({"alertmanager", "scheduler"})
 
 
 @dataclass

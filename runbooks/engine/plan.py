@@ -54,6 +54,10 @@ class PastRun:
     state: str
     ended_at: float | None
     summary: str
+    #: The plan's steps as stored (``kind``, ``args``): what the run set out to change.
+    steps: tuple[dict[str, Any], ...] = ()
+    #: Who requested it (an Actor's ``name``) and through which origin.
+    requester: str = ""
 
 
 def _no_history() -> list[PastRun]:
@@ -120,6 +124,9 @@ class PlanContext:
     #: A dry run: say what would stop the real request now (a closed window) in the plan's
     #: notes instead of refusing, so a future window can be previewed.
     preview: bool = False
+    #: Requested by an automatic requester (an alert, a schedule), not a person: planners
+    #: refuse (``NeedsPerson``) what needs a person's judgement.
+    automatic: bool = False
 
     @property
     def environment(self) -> str:

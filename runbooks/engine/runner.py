@@ -134,7 +134,12 @@ class Runner(Journal):
             )
         spec = self.registry.get(execution.runbook)
         params = validate_params(spec.params, execution.plan.params, self.config)
-        fresh = self._plan(spec, params, break_glass=execution.break_glass)
+        fresh = self._plan(
+            spec,
+            params,
+            break_glass=execution.break_glass,
+            automatic=execution.requester.automatic,
+        )
         if fresh.hash != execution.plan.hash and execution.plan.read_only:
             # Nothing was approved: a read-only report is simply the newer one.
             execution.plan = fresh

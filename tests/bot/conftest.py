@@ -163,11 +163,17 @@ def world(
     health: Any,
     slack_env_extra: dict[str, str],
     policy_edit: Callable[[str], str],
+    request: pytest.FixtureRequest,
 ) -> Iterator[SlackWorld]:
     config = tmp_path / "config"
     shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("example"))
     policy = config / "policy.yaml"
     policy.write_text(policy_edit(policy.read_text()))
+    for marker in request.node.iter_markers("config_edit"):
+        file, old, new = marker.args
+        path = config / file
+        assert old in path.read_text(), f"{file} has no {old!r} to replace"
+        path.write_text(path.read_text().replace(old, new))
     slack = SlackEmulator().start()
     env = {
         **replica_env(

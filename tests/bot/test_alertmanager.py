@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from sandbox.kube.emulator import BY_PATH
+from sandbox.pagerduty import SANDBOX_API_TOKEN, SANDBOX_ROUTING_KEY, PagerDutyEmulator
 from sandbox.slack import text_of
 from tests.bot.conftest import SlackWorld
 from tests.cli.test_cli import wait_for
@@ -23,8 +24,18 @@ DEPLOY = BY_PATH["apps", "v1", "deployments"]
 
 
 @pytest.fixture
-def slack_env_extra() -> dict[str, str]:
-    return {"ALERTMANAGER_WEBHOOK_TOKEN": TOKEN}
+def slack_env_extra(request: pytest.FixtureRequest) -> dict[str, str]:
+    env = {"ALERTMANAGER_WEBHOOK_TOKEN": TOKEN}
+    if "pagerduty_emulator" in request.fixturenames:  # the bot pages through it
+        emulator = request.getfixturevalue("pagerduty_emulator")
+        env |= {
+            "PAGERDUTY_API_URL": emulator.url,
+            "PAGERDUTY_EVENTS_URL": emulator.url,
+            "PAGERDUTY_CA_BUNDLE": str(emulator.ca_path),
+            "PAGERDUTY_API_TOKEN": SANDBOX_API_TOKEN,
+            "PAGERDUTY_ROUTING_KEY": SANDBOX_ROUTING_KEY,
+        }
+    return env
 
 
 def payload(alertname: str, environment: str, *, replica: str = "am-0") -> bytes:
@@ -134,3 +145,47 @@ def test_in_production_the_alert_asks_the_approvers(world: SlackWorld) -> None:
     (execution,) = world.executions()
     assert execution.state == "awaiting_approval" and execution.required_approvals == 1
     assert image(world, "production") == "app-api:1.4.2"  # nothing changed before approval
+
+
+def live(world: SlackWorld, namespace: str) -> tuple[str, str]:
+    """kubectl's view (the oracle): the deployment's image and revision in us-east-1."""
+    shown = world.kube.kubectl("get", "deployment", "api-deployment", "-n", namespace, "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    deploy = json.loads(shown.stdout)
+    image_now = deploy["spec"]["template"]["spec"]["containers"][0]["image"].rsplit("/", 1)[-1]
+    return image_now, deploy["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+
+
+@pytest.mark.config_edit("alerts.yaml", "cooldown: 30m", "cooldown: 1s")
+def test_an_alert_still_firing_after_a_rollback_pages_instead_of_rolling_back_again(
+    world: SlackWorld, pagerduty_emulator: PagerDutyEmulator
+) -> None:
+    """Revision 3 (1.4.2) → 4 (1.4.1) by the first alert; the alert keeps firing: a second
+    automatic rollback would be `rollout undo` to revision 3, the release just removed. It is
+    refused, audited, and pages once; kubectl still shows 1.4.1."""
+    assert live(world, "development") == ("app-api:1.4.2", "3")
+    assert post(world, payload("HighErrorRate", "development"), BEARER)[1]["accepted"] == 1
+    wait_for(
+        lambda: [e.state for e in world.executions()] == ["succeeded"],
+        timeout=60,
+        what="the first automatic rollback to succeed",
+    )
+    assert live(world, "development") == ("app-api:1.4.1", "4")
+    wait_for(
+        lambda: post(world, payload("HighErrorRate", "development"), BEARER)[1]["accepted"] == 1,
+        timeout=30,
+        what="the cooldown (1 s here) to pass",
+    )
+    wait_for(lambda: len(pagerduty_emulator.state.events) == 1, what="the page")
+    (event,) = pagerduty_emulator.state.events
+    summary = event["payload"]["summary"]
+    assert "still failing after rolling back to app-api:1.4.1" in summary
+    assert "no earlier good release" in summary
+    assert event["dedup_key"].startswith("runbook-bot:auto:rollback:development:api")
+    (first,) = world.executions()  # no second execution, no second rollout
+    assert first.state == "succeeded"
+    assert "rolled back at" in summary and first.id in summary
+    assert live(world, "development") == ("app-api:1.4.1", "4")
+    refused = [a for a in world.audit_actions() if a["action"] == "request.refused"]
+    assert [(a["actor"]["id"], a["outcome"]) for a in refused] == [("alertmanager", "needs_person")]
+    world.wait_for_message(lambda m: "Paged on-call" in text_of(m), what="the notice in Slack")

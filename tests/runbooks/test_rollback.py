@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from runbooks.engine.errors import InvalidInput, Refused
+from runbooks.engine.errors import InvalidInput, NeedsPerson, Refused
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import Actor, Execution, State
 from sandbox.kube.emulator import BY_PATH
@@ -254,3 +254,40 @@ def test_scale_hpa_then_pods_beyond_the_old_bounds(kube, kube_engine, aws) -> No
             {"environment": "production", "service": "api", "min": 2, "max": 30},
             actor=ALICE,
         )
+
+
+def test_a_rollback_after_a_rollback_skips_the_release_it_removed(kube, kube_engine) -> None:
+    """1.4.2 (rev 3) → 1.4.1 (rev 4). A second plain `rollback` goes to 1.4.0, saying it skips
+    1.4.2 and which run removed it; 1.4.2 comes back only by revision, with a warning; an
+    automatic request is refused (NeedsPerson). kubectl's undo by hand counts too."""
+    first = run(kube_engine, "rollback", environment="development")
+    assert first.state == State.SUCCEEDED, first.error
+    assert image(kube, "us-east-1", "development") == "app-api:1.4.1"
+
+    plan = kube_engine.prepare("rollback", {"environment": "development"}, actor=ALICE).plan
+    assert "revision 4 (app-api:1.4.1) → revision 1 (app-api:1.4.0)" in plan.steps[0]["description"]
+    skip = next(n for n in plan.notes if "skips revision 3" in n)
+    assert "app-api:1.4.2" in skip and "rolled back at" in skip and first.id in skip
+
+    by_revision = kube_engine.prepare(
+        "rollback", {"environment": "development", "to_revision": 3}, actor=ALICE
+    ).plan
+    assert (
+        "RE-DEPLOYS app-api:1.4.2, the release rolled back at"
+        in (by_revision.steps[0]["description"])
+    )
+    assert any(n.startswith("us-east-1: WARNING: revision 3 re-deploys") for n in by_revision.notes)
+
+    alerts = Actor("alertmanager", "Alertmanager", "alertmanager")
+    with pytest.raises(NeedsPerson, match=r"still failing after rolling back to app-api:1\.4\.1"):
+        kube_engine.prepare("rollback", {"environment": "development"}, actor=alerts)
+    assert image(kube, "us-east-1", "development") == "app-api:1.4.1"
+
+    # By hand in staging, outside runbook-bot: the cluster's own history says it all the same.
+    undo = kube.kubectl("rollout", "undo", "deployment/api-deployment", "-n", "staging")
+    assert undo.returncode == 0, undo.stderr
+    plan = kube_engine.prepare(
+        "rollback", {"environment": "staging", "region": "us-east-1"}, actor=ALICE
+    ).plan
+    assert "→ revision 1 (app-api:1.4.0)" in plan.steps[0]["description"]
+    assert any("rolled back outside runbook-bot" in n for n in plan.notes)
