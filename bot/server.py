@@ -136,6 +136,13 @@ class BotApp:
             checks["config"] = "ok"
         except RunbookError as exc:
             checks["config"] = f"invalid: {exc.message.splitlines()[0]}"
+        from runbooks.adapters import kube_context_problems
+
+        try:
+            kube = kube_context_problems(load_config(self.runtime.settings.config_dir))
+            checks["kube"] = "ok" if not kube else "unresolved: " + "; ".join(kube)
+        except RunbookError:
+            pass  # the config check above says why
         if self.warm is not None:
             checks["warm"] = "ok" if self.warm.is_set() else "warming up: importing the SDKs"
         ok = all(v == "ok" for v in checks.values())

@@ -289,6 +289,20 @@ def check(c: Any) -> None:
             print(f"configuration INVALID ({settings.config_dir}):", file=sys.stderr)
             print(exc.message, file=sys.stderr)
             raise Exit(code=EXIT_REFUSED) from None
+        from runbooks.adapters import kube_context_problems
+        from runbooks.adapters.kube_contexts import CONTEXT_HINT
+
+        unresolved = kube_context_problems(config)
+        if unresolved:
+            print(
+                f"configuration INVALID ({settings.config_dir}): Kubernetes contexts that "
+                "cannot be resolved:",
+                file=sys.stderr,
+            )
+            for problem in unresolved:
+                print(f"  {problem}", file=sys.stderr)
+            print(CONTEXT_HINT, file=sys.stderr)
+            raise Exit(code=EXIT_REFUSED) from None
     print(f"configuration OK: {config.describe()}")
     for name, env in config.environments.environments.items():
         services = ", ".join(env.services) or "none"

@@ -118,8 +118,33 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
         RUNBOOK_USER="alice",
         COLUMNS="200",
         XDG_CACHE_HOME=str(tmp_path / "cache"),  # the CLI's task table
+        # Every configured context resolves (to nothing listening) unless a test brings the
+        # emulators' kubeconfig: a missing context makes the bot unready and config.check fail.
+        KUBECONFIG=str(unreachable_kubeconfig(tmp_path / "unreachable-kubeconfig")),
     )
     return env
+
+
+def unreachable_kubeconfig(path: Path) -> Path:
+    """A kubeconfig whose contexts (the sandbox's region names) point at a closed port."""
+    contexts = ("us-east-1", "us-west-2")
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": c, "cluster": {"server": "https://127.0.0.1:9"}} for c in contexts
+                ],
+                "users": [{"name": "nobody", "user": {"token": "none"}}],
+                "contexts": [
+                    {"name": c, "context": {"cluster": c, "user": "nobody"}} for c in contexts
+                ],
+                "current-context": contexts[0],
+            }
+        )
+    )
+    return path
 
 
 def run_cli(

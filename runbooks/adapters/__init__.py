@@ -11,6 +11,7 @@ import os
 import threading
 from pathlib import Path
 
+from runbooks.adapters.kube_contexts import context_problems
 from runbooks.engine.config import Config
 from runbooks.engine.errors import InvalidInput
 from runbooks.engine.secrets import resolve_reference
@@ -26,6 +27,24 @@ from runbooks.interfaces import (
 )
 
 
+def kubeconfig_path() -> str | None:
+    """The kubeconfig in force: $KUBECONFIG's first file, else ~/.kube/config, else none."""
+    if os.environ.get("KUBECONFIG"):
+        return os.environ["KUBECONFIG"].split(os.pathsep)[0]
+    default = Path.home() / ".kube" / "config"
+    return str(default) if default.exists() else None
+
+
+def kube_context_problems(config: Config, *, kubeconfig: str | None = None) -> list[str]:
+    """Every configured Kubernetes context that cannot be resolved (see ``kube_contexts``)."""
+    contexts = {
+        f"{name} {region}": context
+        for name, env in config.environments.environments.items()
+        for region, context in env.kube_contexts.items()
+    }
+    return context_problems(contexts, kubeconfig or kubeconfig_path())
+
+
 class LiveInfrastructure(Infrastructure):
     """Adapters talking to real (or emulated) systems, as configured."""
 
@@ -39,14 +58,7 @@ class LiveInfrastructure(Infrastructure):
         self._lock = threading.Lock()
 
     def _kubeconfig_path(self) -> str | None:
-        if self._kubeconfig:
-            return self._kubeconfig
-        if os.environ.get("KUBECONFIG"):
-            return os.environ["KUBECONFIG"].split(os.pathsep)[0]
-        default = Path.home() / ".kube" / "config"
-        if default.exists():
-            return str(default)
-        return None  # in-cluster
+        return self._kubeconfig or kubeconfig_path()
 
     def kube(self, environment: str, region: str) -> KubeOps:
         env = self._config.environment(environment)

@@ -23,6 +23,7 @@ from kubernetes import client, watch
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
+from runbooks.adapters.kube_contexts import CONTEXT_HINT, IN_CLUSTER
 from runbooks.engine.errors import Refused
 from runbooks.interfaces import (
     DeploymentState,
@@ -46,13 +47,17 @@ CONFLICT_RETRIES = 5
 T = TypeVar("T")
 
 
-def make_api_client(*, context: str | None, kubeconfig: str | None) -> client.ApiClient:
-    """An ApiClient for a kubeconfig context, or in-cluster when no kubeconfig is given."""
+def make_api_client(*, context: str, kubeconfig: str | None) -> client.ApiClient:
+    """An ApiClient for a kubeconfig context, or the in-cluster one for ``in-cluster``."""
     try:
-        if kubeconfig is None:
+        if context == IN_CLUSTER:
             configuration = client.Configuration()
             kube_config.load_incluster_config(client_configuration=configuration)
             return client.ApiClient(configuration)
+        if kubeconfig is None:
+            raise kube_config.ConfigException(
+                "no kubeconfig (KUBECONFIG is not set and ~/.kube/config does not exist)"
+            )
         api: client.ApiClient = kube_config.new_client_from_config(
             config_file=kubeconfig, context=context
         )
@@ -61,8 +66,7 @@ def make_api_client(*, context: str | None, kubeconfig: str | None) -> client.Ap
         raise InfrastructureError(
             f"cannot configure Kubernetes context {context!r} from {kubeconfig or 'in-cluster'}: "
             f"{exc}",
-            hint="check KUBECONFIG and kube_contexts in environments.yaml (in the sandbox, run "
-            "`invoke sandbox.up` first)",
+            hint=CONTEXT_HINT,
         ) from None
 
 

@@ -115,7 +115,8 @@ def test_health_and_ready(bot: Bot, bot_env: dict[str, str]) -> None:
     # Ready once the SDKs are imported (a second or so after /health answers).
     wait_for(lambda: get(bot.base + "/ready")[0] == 200, what="readiness")
     status, body = get(bot.base + "/ready")
-    assert status == 200 and body["checks"] == {"store": "ok", "config": "ok", "warm": "ok"}
+    assert status == 200
+    assert body["checks"] == {"store": "ok", "config": "ok", "kube": "ok", "warm": "ok"}
     # Break the configuration under the running bot: readiness says so, liveness does not.
     policy = Path(bot_env["RUNBOOK_BOT_CONFIG"]) / "policy.yaml"
     policy.write_text(policy.read_text() + "\nunexpected_key: 1\n")
