@@ -284,11 +284,22 @@ class KubeAdapter:
         clear: a registry hiccup, a node scaling up); with ``transient`` (the deadline has
         passed) they are named too, so the failure says why the pods never became ready.
         """
-        deployment = self._call(
-            f"read deployment {namespace}/{name}",
-            lambda: self.apps.read_namespaced_deployment(name, namespace),
+        raw = self._raw_deployment(namespace, name)
+        # Only the pods of the ReplicaSet being rolled out count: pods of the one a rollout (or
+        # an undo) moves away from may still be crashing while they terminate, and blaming
+        # them would call a good rollout (or a compensation that worked) failed.
+        template = _strip_hash(raw["spec"]["template"])
+        target = next(
+            (
+                rs
+                for rs in self._replicasets(namespace, raw)
+                if _strip_hash(rs["spec"]["template"]) == template
+            ),
+            None,
         )
-        labels = (deployment.spec.selector.match_labels or {}) if deployment.spec else {}
+        if target is None:
+            return None  # the controller has not made it yet: none of its pods can be stuck
+        labels = (target["spec"].get("selector") or {}).get("matchLabels") or {}
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         pods = self._call(
             f"list pods of {namespace}/{name}",
@@ -484,10 +495,17 @@ def _rollout_done(state: DeploymentState) -> tuple[bool, str]:
         return False, "waiting for the deployment spec update to be observed"
     progressing = state.conditions.get("Progressing")
     if progressing and progressing[1] == "ProgressDeadlineExceeded":
+        if state.updated > state.replicas:  # scaling down: nothing new has to start
+            detail = (
+                f"{state.replicas} replicas wanted; {state.updated - state.replicas} still stopping"
+            )
+        else:
+            detail = (
+                f"{state.updated} of {state.replicas} updated replicas, {state.available} "
+                f"available (image {state.image_text()} is not becoming ready)"
+            )
         raise _DeadlinePassed(
-            f"deployment {state.namespace}/{state.name} exceeded its progress deadline: "
-            f"{state.updated} of {state.replicas} updated replicas, {state.available} available "
-            f"(image {state.image_text()} is not becoming ready)"
+            f"deployment {state.namespace}/{state.name} exceeded its progress deadline: {detail}"
         )
     if state.updated < state.replicas:
         return False, f"{state.updated} of {state.replicas} new replicas updated"

@@ -697,9 +697,16 @@ class Cluster:
         stamp = now_iso(self.clock())
         conditions = {c["type"]: c for c in status.get("conditions", [])}
 
-        def condition(kind: str, value: str, reason: str, message: str) -> None:
+        def condition(
+            kind: str, value: str, reason: str, message: str, *, touch: bool = False
+        ) -> None:
             old = conditions.get(kind)
-            if old and (old["status"], old["reason"], old["message"]) == (value, reason, message):
+            same = old and (old["status"], old["reason"], old["message"]) == (
+                value,
+                reason,
+                message,
+            )
+            if same and not touch:
                 return  # unchanged conditions keep their timestamps (no churn)
             transition = old["lastTransitionTime"] if old and old["status"] == value else stamp
             conditions[kind] = {
@@ -721,35 +728,56 @@ class Cluster:
             if available >= desired - 1
             else "Deployment does not have minimum availability.",
         )
-        started = status.get("progressStartedAt") or self._progress.get(meta["uid"], {}).get(
+        # As the deployment controller's syncRolloutStatus (pkg/controller/deployment/
+        # progress.go): (1) a complete deployment (every replica updated, Progressing already
+        # NewReplicaSetAvailable) is left alone, so scaling it never times out; (2) otherwise
+        # complete → NewReplicaSetAvailable; progress (more updated, ready or available
+        # replicas, fewer old ones) → ReplicaSetUpdated and the deadline counts from now;
+        # no progress for progressDeadlineSeconds → ProgressDeadlineExceeded.
+        private = self._progress.setdefault(meta["uid"], {})
+        last_progress = status.get("progressStartedAt") or private.get(
             "progressStartedAt", self.clock()
         )
         deadline = spec.get("progressDeadlineSeconds", 600)
         rs_name = new_rs["metadata"]["name"]
         previous = conditions.get("Progressing", {})
-        sticky = previous.get("reason") == "ProgressDeadlineExceeded" and not status.pop(
-            "resetProgress", False
+        new_rollout = bool(status.pop("resetProgress", False))
+        already_complete = (
+            not new_rollout
+            and total == updated
+            and previous.get("reason") == "NewReplicaSetAvailable"
         )
-        if complete:
+        old_replicas = status.get("replicas", 0) - status.get("updatedReplicas", 0)
+        progressed = (
+            updated > status.get("updatedReplicas", 0)
+            or total - updated < old_replicas
+            or ready > status.get("readyReplicas", 0)
+            or available > status.get("availableReplicas", 0)
+        )
+        if already_complete:
+            pass
+        elif complete:
             condition(
                 "Progressing",
                 "True",
                 "NewReplicaSetAvailable",
                 f'ReplicaSet "{rs_name}" has successfully progressed.',
             )
-        elif sticky or self.clock() - started > deadline:
-            condition(
-                "Progressing",
-                "False",
-                "ProgressDeadlineExceeded",
-                f'ReplicaSet "{rs_name}" has timed out progressing.',
-            )
-        else:
+        elif new_rollout or progressed:
+            status["progressStartedAt"] = self.clock()
             condition(
                 "Progressing",
                 "True",
                 "ReplicaSetUpdated",
                 f'ReplicaSet "{rs_name}" is progressing.',
+                touch=True,  # lastUpdateTime: the deadline counts from the last progress
+            )
+        elif self.clock() - last_progress > deadline:
+            condition(
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                f'ReplicaSet "{rs_name}" has timed out progressing.',
             )
         status.update(
             {

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
+import yaml
 
+from runbooks.adapters.kube import KubeAdapter, make_api_client
 from runbooks.engine.errors import InvalidInput, NeedsPerson, Refused
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import Actor, Execution, State
-from sandbox.kube.emulator import BY_PATH
+from runbooks.interfaces import RolloutFailed
+from sandbox.kube.emulator import BY_PATH, Cluster, KubeEmulator, kubeconfig
+from sandbox.kube.seed import seed
 from tests.conftest import KubeSandbox
 
 ALICE = Actor("alice", "Alice", "cli")
@@ -291,3 +296,73 @@ def test_a_rollback_after_a_rollback_skips_the_release_it_removed(kube, kube_eng
     ).plan
     assert "→ revision 1 (app-api:1.4.0)" in plan.steps[0]["description"]
     assert any("rolled back outside runbook-bot" in n for n in plan.notes)
+
+
+def test_a_crashing_pod_of_the_replica_set_rolled_away_from_is_not_blamed(tmp_path) -> None:
+    """Terminating pods of the old ReplicaSet linger on a real cluster (their grace period):
+    one that was OOMKilled must not fail the next rollout's wait, which is about the new
+    ReplicaSet's pods (a false 'manual action needed' at 3 a.m.). Own emulator: new pods take
+    30 s to become ready, so the wait is caught mid-rollout."""
+    offset = [0.0]
+    cluster = seed(
+        Cluster("us-east-1", pace=0.02, ready_after=30, clock=lambda: time.time() + offset[0]),
+        "us-east-1",
+    )
+    offset[0] = 60.0  # the seeded pods are ready
+    emulator = KubeEmulator(cluster).start()
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig({"us-east-1": emulator.url})))
+    try:
+        adapter = KubeAdapter(
+            make_api_client(context="us-east-1", kubeconfig=str(path)),
+            region="us-east-1",
+            label="development/us-east-1",
+        )
+        (current,) = [
+            r
+            for r in adapter.revisions("development", "api-deployment")
+            if r.template == adapter.deployment("development", "api-deployment").template
+        ]
+        rs = cluster.get(BY_PATH["apps", "v1", "replicasets"], "development", current.replicaset)
+        pods = BY_PATH["", "v1", "pods"]
+        lingering = cluster.create(
+            pods,
+            "development",
+            {
+                "metadata": {
+                    "name": f"{current.replicaset}-lingering",
+                    "labels": dict(rs["spec"]["selector"]["matchLabels"]),
+                },
+                "spec": {"containers": [{"name": "api", "image": "app-api:1.4.2"}]},
+            },
+            internal=True,
+        )
+        # What the kubelet reports of it (through the status subresource, as the kubelet
+        # writes it; it has no owner left, so the emulated kubelet leaves it as it is).
+        lingering["status"] = {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": "api",
+                    "ready": False,
+                    "restartCount": 3,
+                    "image": "app-api:1.4.2",
+                    "imageID": "",
+                    "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                }
+            ],
+        }
+        cluster.replace(
+            pods, "development", lingering["metadata"]["name"], lingering, subresource="status"
+        )
+        deploy = cluster.get(DEPLOY, "development", "api-deployment")
+        deploy["spec"]["template"]["spec"]["containers"][0]["image"] = "app-api:1.4.3"
+        cluster.replace(DEPLOY, "development", "api-deployment", deploy)
+        with pytest.raises(RolloutFailed) as failed:
+            adapter.wait_rollout("development", "api-deployment", timeout=1, check=lambda: None)
+        assert "did not finish within 1s" in failed.value.message, failed.value.message
+        assert "lingering" not in failed.value.message
+        assert "OOMKilled" not in failed.value.message
+    finally:
+        emulator.stop()

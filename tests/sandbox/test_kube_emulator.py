@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client, watch
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
-from sandbox.kube.emulator import BY_PATH
+from sandbox.kube.emulator import BY_PATH, Cluster, KubeEmulator, kubeconfig
+from sandbox.kube.seed import seed
 from tests.cli.test_cli import wait_for
 from tests.conftest import KubeSandbox
 
@@ -260,3 +264,49 @@ def test_kubectl_get_prints_the_columns_the_api_server_would(kube: KubeSandbox) 
     assert plain.stdout.split()[:5] == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
     pods = kube.kubectl("get", "pods", "-n", "production")
     assert pods.stdout.split()[:2] == ["NAME", "AGE"]
+
+
+def test_scaling_an_hour_after_the_last_rollout_keeps_progressing(tmp_path: Path) -> None:
+    """Real Kubernetes times out only a rollout in progress: scaling a complete deployment (up
+    or down) an hour after its last rollout keeps NewReplicaSetAvailable. The emulator's clock
+    is moved an hour on; kubectl (rollout status, which fails on ProgressDeadlineExceeded) and a
+    watch of the Progressing condition judge."""
+    offset = [0.0]
+    emulator = KubeEmulator(
+        seed(Cluster("us-east-1", pace=0.02, clock=lambda: time.time() + offset[0]), "us-east-1")
+    ).start()
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig({"us-east-1": emulator.url})))
+    kube = KubeSandbox({"us-east-1": emulator}, path, tmp_path / "kube-cache")
+    try:
+        offset[0] = 3600.0  # an hour later, nothing rolled out since the seed
+        api = apps(kube)
+        before = api.read_namespaced_deployment("api-deployment", NS).metadata.resource_version
+        for replicas in ("6", "2"):  # up, then down
+            scaled = kube.kubectl(
+                "scale", "deployment/api-deployment", "-n", NS, f"--replicas={replicas}"
+            )
+            assert scaled.returncode == 0, scaled.stderr
+            status = kube.kubectl(
+                "rollout", "status", "deployment/api-deployment", "-n", NS, "--timeout=30s"
+            )
+            assert status.returncode == 0, status.stderr
+            assert "successfully rolled out" in status.stdout
+        # Every state the deployment went through since (a watch from before the scales).
+        seen = [
+            c.reason
+            for event in watch.Watch().stream(
+                api.list_namespaced_deployment,
+                NS,
+                field_selector="metadata.name=api-deployment",
+                resource_version=before,
+                timeout_seconds=1,
+            )
+            for c in event["object"].status.conditions or []
+            if c.type == "Progressing"
+        ]
+        assert len(seen) > 4 and set(seen) == {"NewReplicaSetAvailable"}, seen
+        deploy = api.read_namespaced_deployment("api-deployment", NS)
+        assert deploy.status.ready_replicas == 2
+    finally:
+        emulator.stop()
