@@ -429,7 +429,17 @@ class _Listeners:
         if parsed.verb == "report":
             self._drill_report(scheduler, parsed.args[0] if parsed.args else None, respond, channel)
             return
-        drill = scheduler._drill(parsed.args[0])
+        name = parsed.args[0]
+        if parsed.verb == "pause":
+            said = scheduler.pause(name, actor=actor, reason=parsed.flags.get("reason") or "")
+            respond(f":double_vertical_bar: {name} paused: {said}")
+            return
+        if parsed.verb == "resume":
+            scheduler.resume(name, actor=actor)
+            respond(f":arrow_forward: {name} resumed")
+            return
+        # Who may run a drill by hand is the engine's decision (policy drills.operators).
+        drill = scheduler.authorise("run", name, actor=actor)
         request = Parsed(
             command=f"/{drill.runbook.split('.')[0]}",
             runbook=drill.runbook,

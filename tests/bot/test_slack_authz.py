@@ -10,6 +10,7 @@ from runbooks.engine.models import State
 from sandbox.pagerduty import SANDBOX_API_TOKEN, PagerDutyEmulator
 from tests.bot.conftest import SlackWorld, ephemeral_to
 from tests.support.held import start_held_selftest
+from tests.support.state import drill_paused, everything_stored, stored
 from tests.support.waiting import wait_for
 
 
@@ -46,3 +47,53 @@ def test_a_developer_cannot_cancel_someone_elses_production_run(world: SlackWorl
         code, _out, err = run.release()
     assert code == 0, err
     assert run.execution().state == State.SUCCEEDED
+
+
+DRILL = "quarterly-partial-failover"
+
+
+def test_only_drill_operators_may_pause_resume_or_run_a_drill(world: SlackWorld) -> None:
+    said = answer(world, "carol", f"/drills pause {DRILL} --reason 'my release week'")
+    assert f"Carol may not pause the drill {DRILL}; only sre may" in said, said
+    assert drill_paused(world.env, DRILL) is None
+
+    said = answer(world, "alice", f"/drills pause {DRILL} --reason 'region migration week'")
+    assert said == f":double_vertical_bar: {DRILL} paused: region migration week", said
+    assert drill_paused(world.env, DRILL)["by"] == "Alice"
+    said = answer(world, "carol", f"/drills resume {DRILL}")
+    assert f"Carol may not resume the drill {DRILL}" in said, said
+    assert drill_paused(world.env, DRILL)["reason"] == "region migration week"
+
+    said = answer(world, "carol", "/drills run monthly-restore-test")
+    assert "Carol may not run the drill monthly-restore-test" in said, said
+    assert world.executions() == []
+
+    refusals = [a for a in world.audit_actions() if a["action"] == "drill.refused"]
+    assert [(r["actor"]["id"], r["actor"]["origin"], r["detail"]["verb"]) for r in refusals] == [
+        ("carol", "slack", "pause"),
+        ("carol", "slack", "resume"),
+        ("carol", "slack", "run"),
+    ]
+    said = answer(world, "bob", f"/drills resume {DRILL}")
+    assert said == f":arrow_forward: {DRILL} resumed", said
+    assert drill_paused(world.env, DRILL) is None
+
+
+def test_drill_pause_needs_a_name_and_a_reason(world: SlackWorld) -> None:
+    assert "pausing a drill needs --reason TEXT" in answer(world, "alice", f"/drills pause {DRILL}")
+    assert "/drills resume needs one drill name" in answer(world, "alice", "/drills resume")
+    assert "unknown option --force" in answer(world, "alice", f"/drills resume {DRILL} --force")
+    assert drill_paused(world.env, DRILL) is None
+
+
+def test_a_pause_reason_is_masked_where_it_is_stored(world: SlackWorld) -> None:
+    planted = ("xoxb-123456789012-plantedtoken", "hunter2planted")
+    reason = f"rotating {planted[0]} and password={planted[1]} this week"
+    said = answer(world, "alice", f"/drills pause {DRILL} --reason '{reason}'")
+    assert said.endswith("paused: rotating xox?-*** and password=*** this week"), said
+    texts = everything_stored(world.env)
+    assert any(
+        "rotating xox?-***" in text for text in stored(world.env, "SELECT payload FROM events")
+    )
+    for secret in planted:
+        assert not [text for text in texts if secret in text], secret

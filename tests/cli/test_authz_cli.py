@@ -10,6 +10,7 @@ from typing import Any
 from runbooks.engine.models import State
 from tests.conftest import run_cli
 from tests.support.held import start_held_selftest
+from tests.support.state import drill_paused, everything_stored, stored
 
 
 def as_user(env: dict[str, str], user: str) -> dict[str, str]:
@@ -44,3 +45,58 @@ def test_a_rule_naming_no_operators_does_not_let_anyone_cancel_a_production_run(
     assert code == 0, err
     assert json.loads(out)["state"] == "succeeded"
     assert not [r for r in audit(cli_env) if r["action"] == "execution.cancel_requested"]
+
+
+DRILL = "quarterly-partial-failover"
+#: Credentials a person might paste into a reason: a Slack bot token and a password.
+PLANTED = ("xoxb-123456789012-plantedtoken", "hunter2planted")
+SECRET_REASON = f"rotating {PLANTED[0]} and password={PLANTED[1]} this week"
+
+
+def paused(env: dict[str, str]) -> dict[str, Any] | None:
+    return drill_paused(env, DRILL)
+
+
+def test_only_drill_operators_may_pause_resume_or_run_a_drill(cli_env: dict[str, str]) -> None:
+    carol = as_user(cli_env, "carol")
+    refused = run_cli(["drills.pause", DRILL, "--reason", "my release week"], carol)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"Carol may not pause the drill {DRILL}; only sre may" in refused.stderr
+    assert paused(cli_env) is None
+
+    ok = run_cli(["drills.pause", DRILL, "--reason", "region migration week"], cli_env)
+    assert ok.returncode == 0, ok.stderr
+    assert paused(cli_env)["by"] == "Alice"
+    refused = run_cli(["drills.resume", DRILL], carol)
+    assert refused.returncode == 2 and "Carol may not resume the drill" in refused.stderr
+    assert paused(cli_env)["reason"] == "region migration week"
+
+    refused = run_cli(["drills.run", "monthly-restore-test", "--yes", "--json"], carol)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert (
+        "Carol may not run the drill monthly-restore-test" in json.loads(refused.stdout)["message"]
+    )
+    assert stored(cli_env, "SELECT id FROM executions") == []
+
+    refusals = [r for r in audit(cli_env) if r["action"] == "drill.refused"]
+    assert [(r["actor"]["id"], r["detail"]["verb"], r["target"]["drill"]) for r in refusals] == [
+        ("carol", "pause", DRILL),
+        ("carol", "resume", DRILL),
+        ("carol", "run", "monthly-restore-test"),
+    ]
+    assert run_cli(["drills.resume", DRILL], as_user(cli_env, "bob")).returncode == 0
+    assert paused(cli_env) is None
+
+
+def test_a_pause_reason_is_masked_where_it_is_stored_and_echoed(cli_env: dict[str, str]) -> None:
+    done = run_cli(["drills.pause", DRILL, "--reason", SECRET_REASON], cli_env)
+    assert done.returncode == 0, done.stderr
+    assert "paused: rotating xox?-*** and password=*** this week" in done.stdout
+    listed = (
+        run_cli(["drills.list"], cli_env).stdout
+        + run_cli(["drills.list", "--json"], cli_env).stdout
+    )
+    everything = [done.stdout, listed, *everything_stored(cli_env)]
+    assert any("rotating xox?-***" in text for text in everything[2:])  # the events row exists
+    for planted in PLANTED:
+        assert not [text for text in everything if planted in text], planted
