@@ -4,6 +4,8 @@ refusal answers privately and is audited, and nothing changes."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from runbooks.engine.models import State
@@ -97,3 +99,44 @@ def test_a_pause_reason_is_masked_where_it_is_stored(world: SlackWorld) -> None:
     )
     for secret in planted:
         assert not [text for text in texts if secret in text], secret
+
+
+def test_only_incident_responders_may_act_on_an_incident(
+    world: SlackWorld, pagerduty_emulator: PagerDutyEmulator
+) -> None:
+    emulator = pagerduty_emulator
+    incident = emulator.open_incident("api 5xx above 5 %", "PSVCPROD")["id"]
+    for text, verb in (
+        (f"/incident ack {incident}", "acknowledge"),
+        (f"/incident resolve {incident}", "resolve"),
+        (f"/incident note {incident} taking this one", "note"),
+    ):
+        said = answer(world, "carol", text)
+        assert f"Carol may not {verb} PagerDuty incident {incident}; only sre" in said, said
+    assert emulator.state.incidents[incident]["status"] == "triggered"
+    assert [c for c in emulator.calls(f"/incidents/{incident}") if c["method"] != "GET"] == []
+    assert emulator.notes(incident) == []
+    refusals = [a for a in world.audit_actions() if a["action"] == "incident.refused"]
+    assert [(r["actor"]["id"], r["actor"]["origin"], r["detail"]["verb"]) for r in refusals] == [
+        ("carol", "slack", "acknowledge"),
+        ("carol", "slack", "resolve"),
+        ("carol", "slack", "note"),
+    ]
+    assert f"*{incident}*" in answer(world, "carol", "/incident list")  # looking is for anyone
+
+
+def test_a_note_from_slack_reaches_pagerduty_with_its_secrets_masked(
+    world: SlackWorld, pagerduty_emulator: PagerDutyEmulator
+) -> None:
+    incident = pagerduty_emulator.open_incident("api 5xx above 5 %", "PSVCPROD")["id"]
+    said = answer(
+        world,
+        "alice",
+        f"/incident note {incident} rotating xoxb-123456789012-plantedtoken "
+        "and password=hunter2planted this week",
+    )
+    assert said == f":memo: noted on {incident}", said
+    (note,) = pagerduty_emulator.notes(incident)
+    assert note["content"] == "rotating xox?-*** and password=*** this week"
+    sent = json.dumps(pagerduty_emulator.calls(f"/incidents/{incident}"))
+    assert "plantedtoken" not in sent and "hunter2planted" not in sent

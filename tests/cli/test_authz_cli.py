@@ -4,11 +4,15 @@ one shared SQLite state): refusals are audited and change nothing."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from runbooks.engine.models import State
-from tests.conftest import run_cli
+from sandbox.pagerduty import SANDBOX_API_TOKEN, PagerDutyEmulator
+from tests.conftest import ROOT, run_cli
 from tests.support.held import start_held_selftest
 from tests.support.state import drill_paused, everything_stored, stored
 
@@ -100,3 +104,76 @@ def test_a_pause_reason_is_masked_where_it_is_stored_and_echoed(cli_env: dict[st
     assert any("rotating xox?-***" in text for text in everything[2:])  # the events row exists
     for planted in PLANTED:
         assert not [text for text in everything if planted in text], planted
+
+
+def test_only_incident_responders_may_act_on_an_incident(
+    cli_env: dict[str, str], pagerduty_emulator: PagerDutyEmulator
+) -> None:
+    """Carol (developers) is not in incidents.responders (sre, the on-call Slack group): her
+    acknowledge, resolve and note are refused and audited before PagerDuty hears of them."""
+    emulator = pagerduty_emulator
+    env = {
+        **cli_env,
+        "PAGERDUTY_API_URL": emulator.url,
+        "PAGERDUTY_CA_BUNDLE": str(emulator.ca_path),
+        "PAGERDUTY_API_TOKEN": SANDBOX_API_TOKEN,
+    }
+    incident = emulator.open_incident("api 5xx above 5 %", "PSVCPROD")["id"]
+    before = emulator.state.incidents[incident]["status"]
+    for args, verb in (
+        (["incident.ack", incident], "acknowledge"),
+        (["incident.resolve", incident], "resolve"),
+        (["incident.note", incident, "taking this one"], "note"),
+    ):
+        refused = run_cli(args, as_user(env, "carol"))
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert (
+            f"Carol may not {verb} PagerDuty incident {incident}; only sre, slack:S0ONCALL may"
+            in refused.stderr
+        )
+    assert emulator.state.incidents[incident]["status"] == before == "triggered"
+    assert [c for c in emulator.calls(f"/incidents/{incident}") if c["method"] != "GET"] == []
+    assert emulator.notes(incident) == []
+    refusals = [r for r in audit(env) if r["action"] == "incident.refused"]
+    assert [(r["actor"]["id"], r["detail"]["verb"], r["incident"]) for r in refusals] == [
+        ("carol", "acknowledge", incident),
+        ("carol", "resolve", incident),
+        ("carol", "note", incident),
+    ]
+    # Carol may still look; a responder's note reaches PagerDuty with its secrets masked.
+    assert incident in run_cli(["incident.list"], as_user(env, "carol")).stdout
+    noted = run_cli(["incident.note", incident, SECRET_REASON], env)
+    assert noted.returncode == 0, noted.stderr
+    (note,) = emulator.notes(incident)
+    assert note["content"] == "rotating xox?-*** and password=*** this week"
+
+
+@pytest.mark.parametrize(
+    ("section", "error"),
+    [
+        (
+            "incidents:\n  responders: [sre, oncall]\n",
+            "incidents.responders: unknown group or person 'oncall'",
+        ),
+        ("incidents:\n  responder: [sre]\n", "incidents.responder"),
+        ("incidents: [sre]\n", "incidents"),
+        ("drills:\n  operators: [sre, ops]\n", "drills.operators: unknown group or person 'ops'"),
+    ],
+)
+def test_a_bad_drills_or_incidents_section_is_refused_naming_it(
+    cli_env: dict[str, str], tmp_path: Path, section: str, error: str
+) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("example"))
+    policy = config / "policy.yaml"
+    text = policy.read_text()
+    for key in (
+        "drills:\n  operators: [sre]\n",
+        "incidents:\n  responders: [sre, slack:S0ONCALL]\n",
+    ):
+        assert key in text
+        text = text.replace(key, "")
+    policy.write_text(text.replace("rules:\n", section + "rules:\n", 1))
+    checked = run_cli(["config.check"], {**cli_env, "RUNBOOK_BOT_CONFIG": str(config)})
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert error in checked.stdout + checked.stderr
