@@ -101,13 +101,14 @@ def run(  # noqa: PLR0917 - invoke makes each parameter a flag
     json: bool = False,
 ) -> None:
     """Run a drill now, as you, through the same request path as the scheduler."""
-    from runbook_cli.commands import open_cli_runtime, run_runbook
+    from runbook_cli.commands import cli_actor, cli_errors, open_cli_runtime, run_runbook
 
-    runtime = open_cli_runtime()
-    try:
-        drill = _scheduler(runtime)._drill(name)
-    finally:
-        runtime.close()
+    with cli_errors(json):
+        runtime = open_cli_runtime()
+        try:
+            drill = _scheduler(runtime).authorise("run", name, actor=cli_actor(runtime))
+        finally:
+            runtime.close()
     run_runbook(
         drill.runbook,
         {
@@ -129,8 +130,8 @@ def pause(c: Any, name: str, reason: str = "") -> None:
     from runbook_cli.commands import cli_actor, consoles, with_runtime
 
     def go(rt: Runtime) -> None:
-        _scheduler(rt).pause(name, actor=cli_actor(rt), reason=reason)
-        consoles(False)[0].print(f"⏸ {name} paused: {reason.strip()}")
+        said = _scheduler(rt).pause(name, actor=cli_actor(rt), reason=reason)
+        consoles(False)[0].print(f"⏸ {name} paused: {said}", markup=False, highlight=False)
 
     with_runtime(go)
 

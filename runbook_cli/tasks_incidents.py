@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 from invoke.collection import Collection
@@ -10,7 +12,7 @@ from invoke.tasks import Task, task
 
 if TYPE_CHECKING:
     from runbooks.adapters.pagerduty import PagerDuty
-    from runbooks.engine.models import Actor
+    from runbooks.engine.incidents import Incidents
     from runbooks.engine.wiring import Runtime
 
 
@@ -26,29 +28,16 @@ def _pagerduty() -> PagerDuty:
     return PagerDuty(settings)
 
 
-def _services(rt: Runtime, environment: str) -> dict[str, str]:
-    """PagerDuty service id → environment, for one environment or all."""
-    config = rt.config
-    names = [environment] if environment else config.environment_names()
-    found: dict[str, str] = {}
-    for name in names:
-        pagerduty = config.environment(name).pagerduty
-        for service_id in pagerduty.services if pagerduty else {}:
-            found[service_id] = name
-    return found
+@contextmanager
+def _incidents(rt: Runtime) -> Iterator[Incidents]:
+    """The engine's incident verbs over the PagerDuty adapter (closed afterwards)."""
+    from runbooks.engine.incidents import Incidents
 
-
-def _email(rt: Runtime, actor: Actor) -> str:
-    from runbooks.engine.errors import InvalidInput
-
-    person = rt.config.policy.people.get(actor.id)
-    email = getattr(person, "email", None) if person is not None else None
-    if not email:
-        raise InvalidInput(
-            f"{actor.name} has no email in policy.yaml: PagerDuty needs it as From: "
-            f"(people.{actor.id}.email)"
-        )
-    return str(email)
+    pagerduty = _pagerduty()
+    try:
+        yield Incidents(rt.engine, pagerduty)
+    finally:
+        pagerduty.close()
 
 
 def _line(incident: dict[str, Any], environment: str | None = None) -> str:
@@ -66,26 +55,23 @@ def list_(c: Any, environment: str = "", json: bool = False) -> None:
     from runbook_cli.commands import consoles, emit_json, with_runtime
 
     def go(rt: Runtime) -> None:
-        services = _services(rt, environment)
+        from runbooks.engine.incidents import pagerduty_services
+
         out = consoles(json)[0]
-        if not services:
+        if not pagerduty_services(rt.config, environment or None):
             out.print("no PagerDuty services mapped (environments.yaml: <env>.pagerduty)")
             if json:
                 emit_json([])
             return
-        pagerduty = _pagerduty()
-        try:
-            found = pagerduty.incidents(list(services))
-        finally:
-            pagerduty.close()
+        with _incidents(rt) as incidents:
+            found = incidents.list_open(environment or None)
         if json:
-            emit_json(found)
+            emit_json([listed.incident for listed in found])
             return
         if not found:
             out.print("no open incidents")
-        for incident in found:
-            env = services.get(str((incident.get("service") or {}).get("id")))
-            out.print(_line(incident, env), markup=False, highlight=False)
+        for listed in found:
+            out.print(_line(listed.incident, listed.environment), markup=False, highlight=False)
 
     with_runtime(go, as_json=json)
 
@@ -96,12 +82,8 @@ def show(c: Any, id: str, json: bool = False) -> None:
     from runbook_cli.commands import consoles, emit_json, with_runtime
 
     def go(rt: Runtime) -> None:
-        pagerduty = _pagerduty()
-        try:
-            incident = pagerduty.incident(id)
-            notes = pagerduty.notes(id)
-        finally:
-            pagerduty.close()
+        with _incidents(rt) as incidents:
+            incident, notes = incidents.show(id)
         if json:
             emit_json({"incident": incident, "notes": notes})
             return
@@ -122,14 +104,8 @@ def _set_status(id: str, status: str) -> None:
 
     def go(rt: Runtime) -> None:
         actor = cli_actor(rt)
-        pagerduty = _pagerduty()
-        try:
-            done = pagerduty.set_status(id, status, from_email=_email(rt, actor))
-        finally:
-            pagerduty.close()
-        rt.engine.audit.record(
-            f"incident.{status}", actor=actor, outcome="ok", target={"incident": id}, incident=id
-        )
+        with _incidents(rt) as incidents:
+            done = incidents.set_status(id, status, actor=actor)
         consoles(False)[0].print(f"{id} {done.get('status', status)}")
 
     with_runtime(go)
@@ -149,23 +125,13 @@ def resolve(c: Any, id: str) -> None:
 
 @task(help={"id": "the incident id", "text": "the note"})
 def note(c: Any, id: str, text: str) -> None:
-    """Add a note to an incident's timeline, as you."""
+    """Add a note to an incident's timeline, as you (credential-shaped text is masked)."""
     from runbook_cli.commands import cli_actor, consoles, with_runtime
-    from runbooks.engine.errors import InvalidInput
-    from runbooks.engine.redact import redact_text
 
     def go(rt: Runtime) -> None:
-        if not text.strip():
-            raise InvalidInput("a note needs text (incident.note ID 'what happened')")
         actor = cli_actor(rt)
-        pagerduty = _pagerduty()
-        try:
-            pagerduty.add_note(id, redact_text(text.strip()), from_email=_email(rt, actor))
-        finally:
-            pagerduty.close()
-        rt.engine.audit.record(
-            "incident.noted", actor=actor, outcome="ok", target={"incident": id}, incident=id
-        )
+        with _incidents(rt) as incidents:
+            incidents.note(id, text, actor=actor)
         consoles(False)[0].print(f"noted on {id}")
 
     with_runtime(go)

@@ -56,7 +56,6 @@ from bot.slack.render import (
 )
 from runbooks.engine import Outcome, Request
 from runbooks.engine.clock import Clock, SystemClock
-from runbooks.engine.config import PagerDutyEnvironment
 from runbooks.engine.errors import RunbookError
 from runbooks.engine.models import Actor, State
 from runbooks.engine.wiring import Runtime
@@ -66,7 +65,6 @@ DEFAULT_API_URL = "https://slack.com/api/"
 #: Threads doing the work after an ack (planning, engine calls). Few: on 2 cores, more
 #: threads only make each slower and steal the interpreter from the acks.
 WORKERS = int(os.environ.get("RUNBOOK_BOT_SLACK_WORKERS") or 4)
-_NO_PD = PagerDutyEnvironment()
 #: /drills report: how far back, and how many runs per drill in the text (the chart has all).
 REPORT_DAYS = 400
 REPORT_ROWS = 6
@@ -429,7 +427,17 @@ class _Listeners:
         if parsed.verb == "report":
             self._drill_report(scheduler, parsed.args[0] if parsed.args else None, respond, channel)
             return
-        drill = scheduler._drill(parsed.args[0])
+        name = parsed.args[0]
+        if parsed.verb == "pause":
+            said = scheduler.pause(name, actor=actor, reason=parsed.flags.get("reason") or "")
+            respond(f":double_vertical_bar: {name} paused: {said}")
+            return
+        if parsed.verb == "resume":
+            scheduler.resume(name, actor=actor)
+            respond(f":arrow_forward: {name} resumed")
+            return
+        # Who may run a drill by hand is the engine's decision (policy drills.operators).
+        drill = scheduler.authorise("run", name, actor=actor)
         request = Parsed(
             command=f"/{drill.runbook.split('.')[0]}",
             runbook=drill.runbook,
@@ -439,64 +447,49 @@ class _Listeners:
         self._request(request, actor, respond, user_id, channel)
 
     def _incident(self, parsed: Parsed, actor: Actor, respond: Respond) -> None:
-        """``/incident list|show|ack|resolve|note``: PagerDuty through the official client,
-        as the person (From: their email in policy.yaml); audited."""
+        """``/incident list|show|ack|resolve|note``: the engine's incident verbs (authorised,
+        redacted, audited there, as for the terminal) over the PagerDuty adapter."""
         from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
         from runbooks.engine.errors import InvalidInput
+        from runbooks.engine.incidents import Incidents, pagerduty_services
 
+        if parsed.verb == "list" and not pagerduty_services(
+            self.runtime.config, parsed.args[0] if parsed.args else None
+        ):
+            respond("no PagerDuty services mapped (environments.yaml: <env>.pagerduty)")
+            return
         settings = PagerDutySettings.from_env()
         if not settings.api_token:
             raise InvalidInput("PagerDuty is not configured on the bot (PAGERDUTY_API_TOKEN)")
-        config = self.runtime.config
         pagerduty = PagerDuty(settings)
+        incidents = Incidents(self.engine, pagerduty)
         try:
             if parsed.verb == "list":
-                names = parsed.args[:1] or config.environment_names()
-                services = {
-                    sid: name
-                    for name in names
-                    for sid in (config.environment(name).pagerduty or _NO_PD).services
-                }
-                if not services:
-                    respond("no PagerDuty services mapped (environments.yaml: <env>.pagerduty)")
-                    return
-                found = pagerduty.incidents(list(services))
+                found = incidents.list_open(parsed.args[0] if parsed.args else None)
                 lines = [
-                    f"*{i['id']}* #{i.get('incident_number', '?')} `{i['status']}` "
-                    f"{i.get('title', '')} · "
-                    f"{services.get(str((i.get('service') or {}).get('id')), '')}"
+                    f"*{i.incident['id']}* #{i.incident.get('incident_number', '?')} "
+                    f"`{i.incident['status']}` {i.incident.get('title', '')} · "
+                    f"{i.environment or ''}"
                     for i in found
                 ]
                 respond("\n".join(lines) or "no open incidents")
                 return
             incident_id = parsed.args[0]
             if parsed.verb == "show":
-                incident = pagerduty.incident(incident_id)
-                notes = pagerduty.notes(incident_id)[-5:]
+                incident, notes = incidents.show(incident_id)
                 lines = [f"*{incident['id']}* `{incident['status']}` {incident.get('title', '')}"]
-                lines += [f"• {n.get('created_at', '')}: {n.get('content', '')}" for n in notes]
+                lines += [
+                    f"• {n.get('created_at', '')}: {n.get('content', '')}" for n in notes[-5:]
+                ]
                 respond("\n".join(lines))
                 return
-            person = config.policy.people.get(actor.id)
-            email = getattr(person, "email", None) if person is not None else None
-            if not email:
-                raise InvalidInput(f"{actor.name} has no email in policy.yaml (PagerDuty's From:)")
             if parsed.verb == "note":
-                text = " ".join(parsed.args[1:]).strip()
-                pagerduty.add_note(incident_id, text, from_email=email)
-                action, said = "incident.noted", f":memo: noted on {incident_id}"
-            else:
-                status = "acknowledged" if parsed.verb == "ack" else "resolved"
-                pagerduty.set_status(incident_id, status, from_email=email)
-                action, said = f"incident.{status}", f"{incident_id} {status}"
-            self.engine.audit.record(
-                action,
-                actor=actor,
-                outcome="ok",
-                target={"incident": incident_id},
-                incident=incident_id,
-            )
-            respond(said)
+                incidents.note(incident_id, " ".join(parsed.args[1:]), actor=actor)
+                respond(f":memo: noted on {incident_id}")
+                return
+            status = "acknowledged" if parsed.verb == "ack" else "resolved"
+            incidents.set_status(incident_id, status, actor=actor)
+            respond(f"{incident_id} {status}")
         finally:
             pagerduty.close()
 

@@ -64,6 +64,8 @@ class Parsed:
 DRILL_VERBS = {
     "list": "/drills list — the drills: next fire (UTC and local), last fire, paused",
     "run": "/drills run NAME — run a drill now, as you (the plan first, as for any command)",
+    "pause": "/drills pause NAME --reason TEXT — its fires are recorded as paused, not run",
+    "resume": "/drills resume NAME — its fires run again",
     "report": "/drills report [NAME] — each drill's recent runs: verdict, RTO/RPO against "
     "targets, with the trend chart posted as an image",
     "help": "/drills help — this list",
@@ -322,13 +324,33 @@ def _parse_drills(command: str, words: list[str]) -> Parsed:
     all_forms = "\n".join(DRILL_VERBS.values())
     if not words or words[0] == "help":
         return Parsed(command=command, verb="help")
-    verb, args = words[0], words[1:]
+    verb, rest = words[0], words[1:]
     if verb not in DRILL_VERBS:
         raise UsageError(f"unknown /drills verb `{verb}`", hint=all_forms)
-    if verb == "run" and len(args) != 1:
-        raise UsageError("/drills run needs one drill name", hint=DRILL_VERBS["run"])
+    flags: dict[str, Any] = {}
+    args: list[str] = []
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        i += 1
+        if not word.startswith("--"):
+            args.append(word)
+            continue
+        key, has_value, value = word[2:].partition("=")
+        if key != "reason" or verb != "pause":
+            raise UsageError(f"unknown option --{key}", hint=DRILL_VERBS[verb])
+        if not has_value:
+            if i >= len(rest):
+                raise UsageError("--reason needs a value", hint=DRILL_VERBS[verb])
+            value = rest[i]
+            i += 1
+        flags["reason"] = value
+    if verb in ("run", "pause", "resume") and len(args) != 1:
+        raise UsageError(f"/drills {verb} needs one drill name", hint=DRILL_VERBS[verb])
+    if verb == "pause" and not str(flags.get("reason") or "").strip():
+        raise UsageError("pausing a drill needs --reason TEXT", hint=DRILL_VERBS["pause"])
     if verb == "list" and args:
         raise UsageError(f"unexpected `{' '.join(args)}`", hint=DRILL_VERBS["list"])
     if verb == "report" and len(args) > 1:
         raise UsageError(f"unexpected `{' '.join(args[1:])}`", hint=DRILL_VERBS["report"])
-    return Parsed(command=command, verb=verb, args=args)
+    return Parsed(command=command, verb=verb, args=args, flags=flags)

@@ -30,7 +30,10 @@ def _hint(registry: Registry, command: str) -> tuple[str, str]:
     if name == "runbook":
         return "Runbook executions: list, show, approve, deny, cancel", "list | show ID | help"
     if name == "drills":
-        return "Drills of schedules.yaml: list, run, report", "list | run NAME | report | help"
+        return (
+            "Drills of schedules.yaml: list, run, pause, resume, report",
+            "list | run NAME | pause NAME --reason TEXT | resume NAME | report | help",
+        )
     if name == "incident":
         return (
             "PagerDuty incidents: list, show, ack, resolve, note; run a command linked to one",

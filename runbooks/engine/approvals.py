@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import getpass
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ class Gate:
     maintenance_window: bool = False
     rule: str = "default: no rule matched"
     freezes: tuple[Freeze, ...] = field(default=())
-    #: Who besides the requester may cancel or resume (``operators``, default the approvers).
+    #: Who besides the requester may cancel or resume (``operators``; see ``ConfigPolicy.gate``).
     operators: tuple[str, ...] = ("*",)
 
 
@@ -76,7 +77,69 @@ class ConfigPolicy:
             if index >= 0
             else "default: no rule matched (0 approvals)",
             freezes=freezes,
-            operators=tuple(rule.operators if rule.operators is not None else rule.approvers),
+            operators=self._operators(rule, environment),
+        )
+
+    def _operators(self, rule: Rule, environment: str) -> tuple[str, ...]:
+        """Who besides the requester may cancel or resume under ``rule``.
+
+        The rule's ``operators`` when it names them. Otherwise, in development (tier sandbox)
+        its approvers, as before; in staging and production never "anyone": the approvers
+        the rule names, else the environment's approvers (see ``environment_approvers``).
+        """
+        if rule.operators is not None:
+            return tuple(rule.operators)
+        if not self._guarded(environment):
+            return tuple(rule.approvers)
+        return _named(rule) or self.environment_approvers(environment)
+
+    def _guarded(self, environment: str) -> bool:
+        """Staging and production tiers (an environment the config does not know, too)."""
+        env = self._config.environments.environments.get(environment)
+        return env is None or env.tier != "sandbox"
+
+    def environment_approvers(self, environment: str) -> tuple[str, ...]:
+        """Everyone a rule covering ``environment`` names as an approver ("*" never counts)."""
+        found: list[str] = []
+        for rule in self._config.policy.rules:
+            if any(fnmatch.fnmatchcase(environment, p) for p in rule.environments):
+                found.extend(name for name in _named(rule) if name not in found)
+        return tuple(found)
+
+    def drill_operators(self, runbook: str, environment: str) -> tuple[str, ...]:
+        """Who may pause, resume and run a drill of ``runbook`` in ``environment``:
+        ``drills.operators``, else the approvers of that runbook there (never "anyone")."""
+        configured = self._config.policy.drills.operators
+        if configured is not None:
+            return tuple(configured)
+        _index, rule = _matching_rule(self._config.policy.rules, runbook, environment)
+        return _named(rule) or self.environment_approvers(environment)
+
+    def drill_refusal(
+        self, verb: str, actor: Actor, *, drill: str, runbook: str, environment: str
+    ) -> str | None:
+        """Why this person may not ``verb`` (pause, resume, run) the drill, or None."""
+        if actor.origin == "system":
+            return None
+        operators = self.drill_operators(runbook, environment)
+        if self.member_of(actor, operators):
+            return None
+        source = (
+            "policy.yaml drills.operators"
+            if self._config.policy.drills.operators is not None
+            else f"the approvers of {runbook} in {environment}"
+        )
+        who = ", ".join(operators) or "nobody"
+        return f"{actor.name} may not {verb} the drill {drill}; only {who} may ({source})"
+
+    def incident_refusal(self, verb: str, actor: Actor, *, incident: str) -> str | None:
+        """Why this person may not ``verb`` (acknowledge, resolve, note) the incident, or None."""
+        responders = tuple(self._config.policy.incidents.responders)
+        if self.member_of(actor, responders):
+            return None
+        return (
+            f"{actor.name} may not {verb} PagerDuty incident {incident}; only "
+            f"{', '.join(responders) or 'nobody'} may (policy.yaml incidents.responders)"
         )
 
     def member_of(self, actor: Actor, groups: tuple[str, ...] | list[str]) -> bool:
@@ -185,7 +248,7 @@ class ConfigPolicy:
         """Why this person may not ``verb`` (cancel, resume) someone's execution, or None.
 
         The requester may always act on their own request, and so may the engine itself;
-        everyone else must be one of the rule's ``operators`` (default: its approvers).
+        everyone else must be one of the rule's ``operators`` (see ``gate``).
         """
         if actor.origin == "system" or actor.id == requester.id:
             return None
@@ -245,6 +308,10 @@ class ConfigPolicy:
             )
             if self.member_of(actor, gate.approver_groups):
                 lines.append(f"{who.name} may approve other people's requests for it.")
+        lines.append(
+            "Cancelling or resuming someone else's request is for "
+            f"{', '.join(gate.operators) or 'nobody'}; the requester may always cancel their own."
+        )
         if gate.slack_approvals_only:
             lines.append("Approvals must come from Slack, not a terminal.")
         if gate.maintenance_window:
@@ -281,6 +348,13 @@ class ConfigPolicy:
         lines.extend(f"Freeze ahead: {f.start} to {f.end}." for f in ahead)
         lines.append(f"(as of {iso(now)})")
         return lines
+
+
+def _named(rule: Rule) -> tuple[str, ...]:
+    """The approvers a rule names itself: not the default, never "*"."""
+    if "approvers" not in rule.model_fields_set:
+        return ()
+    return tuple(name for name in rule.approvers if name != "*")
 
 
 def _matching_rule(rules: list[Rule], runbook: str, environment: str) -> tuple[int, Rule]:

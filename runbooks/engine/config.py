@@ -324,7 +324,8 @@ class Rule(_Strict):
     approvals: int = Field(0, ge=0, le=5)
     requesters: list[str] = Field(default_factory=lambda: ["*"])
     approvers: list[str] = Field(default_factory=lambda: ["*"])
-    #: Who may cancel or resume someone else's execution (default: the approvers).
+    #: Who may cancel or resume someone else's execution. Without it: the approvers the rule
+    #: names; in staging and production never "anyone" (see ``ConfigPolicy.gate``).
     operators: list[str] | None = None
     expiry: Seconds = 1800.0
     channels: list[str] = Field(default_factory=list)
@@ -375,6 +376,22 @@ class SlackPolicy(_Strict):
         return None
 
 
+class DrillPolicy(_Strict):
+    """Who may pause, resume and run a drill by hand (``drills:`` in policy.yaml)."""
+
+    #: Groups, people or ``slack:<user group id>``. Without it: the approvers of the drill's
+    #: runbook in its environment (never "anyone").
+    operators: list[str] | None = None
+
+
+class IncidentPolicy(_Strict):
+    """Who may act on PagerDuty incidents through the bot (``incidents:`` in policy.yaml)."""
+
+    #: May acknowledge, resolve and add notes, as themselves (groups, people or
+    #: ``slack:<user group id>``). Without it: nobody. Listing and showing is for anyone known.
+    responders: list[str] = Field(default_factory=list)
+
+
 class PolicyFile(_Strict):
     """``policy.yaml``."""
 
@@ -383,6 +400,8 @@ class PolicyFile(_Strict):
     people: dict[str, Person] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
     freezes: list[Freeze] = Field(default_factory=list)
+    drills: DrillPolicy = DrillPolicy()
+    incidents: IncidentPolicy = IncidentPolicy()
 
     def rule_for(self, runbook: str, environment: str) -> Rule:
         for rule in self.rules:
@@ -568,15 +587,22 @@ def load_config(directory: Path, *, schedules: Path | None = None) -> Config:
 def _cross_check(path: Path, envs: EnvironmentsFile, policy: PolicyFile) -> list[str]:
     problems = []
     groups = {g for p in policy.people.values() for g in p.groups} | {"*"}
-    for index, rule in enumerate(policy.rules):
-        for name in (*rule.requesters, *rule.approvers):
+    named: list[tuple[str, list[str]]] = [
+        (f"rules[{index}]", [*rule.requesters, *rule.approvers, *(rule.operators or [])])
+        for index, rule in enumerate(policy.rules)
+    ]
+    named.append(("drills.operators", policy.drills.operators or []))
+    named.append(("incidents.responders", policy.incidents.responders))
+    for where, names in named:
+        for name in names:
             if name.startswith("slack:") and len(name) > len("slack:"):
                 continue  # a Slack user group, resolved by the Slack front end
             if name not in groups and name not in policy.people:
                 problems.append(
-                    f"{path}: rules[{index}]: unknown group or person {name!r}; known groups: "
+                    f"{path}: {where}: unknown group or person {name!r}; known groups: "
                     f"{', '.join(sorted(groups - {'*'}))} (or slack:<user group id>)"
                 )
+    for index, rule in enumerate(policy.rules):
         for pattern in rule.environments:
             if not any(fnmatch.fnmatchcase(e, pattern) for e in envs.environments):
                 problems.append(

@@ -23,7 +23,9 @@ calls on a timer (and what tests call on a fake clock, without sleeping):
   itself (the execution and its approvals), missed, skipped, held, paused, and the result with
   the RTO/RPO lines the run reported. Each is announced once (a unique key per announcement).
 - **Pause.** ``pause(name, reason)`` and ``resume``: a paused drill's fires are recorded as
-  paused and announced.
+  paused and announced. Pausing, resuming and running a drill by hand are for policy's
+  ``drills.operators`` (``authorise``; refusals audited as ``drill.refused``); the reason is
+  masked (``clean_reason``) before it is stored, audited or announced.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.errors import InvalidInput, NotFound, RunbookError
+from runbooks.engine.errors import InvalidInput, NotFound, Refused, RunbookError
+from runbooks.engine.journal import clean_reason
 from runbooks.engine.leases import LeaderLease
 from runbooks.engine.models import TERMINAL_STATES, Actor, State
 
@@ -407,26 +410,57 @@ class DrillScheduler:
             raise NotFound(f"no drill {name!r} in schedules.yaml; known: {known}")
         return drill
 
-    def pause(self, name: str, *, actor: Actor, reason: str) -> None:
+    def _environment(self, drill: Drill) -> tuple[str, str]:
+        """The drill's runbook and the environment it acts on (its default if not given)."""
+        spec = self.engine.registry.get(drill.runbook)
+        field_ = spec.params.model_fields.get("environment")
+        default = field_.default if field_ is not None else None
+        return spec.name, str(drill.params.get("environment") or default or "")
+
+    def authorise(self, verb: str, name: str, *, actor: Actor) -> Drill:
+        """The drill, if ``actor`` may ``verb`` (pause, resume, run) it; else a refusal,
+        audited as ``drill.refused``. Policy: ``drills.operators`` in policy.yaml, default the
+        approvers of the drill's runbook in its environment. Every front end calls this."""
         drill = self._drill(name)
-        if not reason.strip():
+        runbook, environment = self._environment(drill)
+        why = self.engine.policy.drill_refusal(
+            verb, actor, drill=name, runbook=runbook, environment=environment
+        )
+        if why is None:
+            return drill
+        self.engine.audit.record(
+            "drill.refused",
+            actor=actor,
+            outcome="not_allowed",
+            target={"drill": name, "runbook": runbook, "environment": environment},
+            detail={"verb": verb, "why": why},
+        )
+        raise Refused(why)
+
+    def pause(self, name: str, *, actor: Actor, reason: str) -> str:
+        """Pause a drill (its fires are recorded as paused); returns the reason as stored,
+        credential-shaped text masked."""
+        drill = self.authorise("pause", name, actor=actor)
+        said = clean_reason(reason)
+        if not said:
             raise InvalidInput("pausing a drill needs a reason (--reason TEXT)")
         self.store.kv_set(
             PAUSE_KEY.format(name),
-            {"by": actor.name, "reason": reason.strip(), "at": self.clock.now()},
+            {"by": actor.name, "reason": said, "at": self.clock.now()},
         )
         self.engine.audit.record(
-            "drill.paused", actor=actor, outcome="ok", target={"drill": name}, reason=reason
+            "drill.paused", actor=actor, outcome="ok", target={"drill": name}, reason=said
         )
         self._announce(
             drill,
-            f"paused by {actor.name}: {name} ({reason.strip()}); its fires will not run",
+            f"paused by {actor.name}: {name} ({said}); its fires will not run",
             key=f"{name}.pause.{self.clock.now()}",
             done=Tick(),
         )
+        return said
 
     def resume(self, name: str, *, actor: Actor) -> None:
-        drill = self._drill(name)
+        drill = self.authorise("resume", name, actor=actor)
         self.store.kv_set(PAUSE_KEY.format(name), None)
         self.engine.audit.record("drill.resumed", actor=actor, outcome="ok", target={"drill": name})
         self._announce(
@@ -445,7 +479,7 @@ class DrillScheduler:
         """``drills.run NAME``: the drill's request now, through the same path, as ``actor``."""
         from runbooks.engine.requests import Request
 
-        drill = self._drill(name)
+        drill = self.authorise("run", name, actor=actor)
         return self.engine.request(
             Request(
                 runbook=drill.runbook,
