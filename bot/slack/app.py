@@ -48,6 +48,7 @@ from bot.slack.render import (
     card_blocks,
     card_text,
     deny_modal,
+    escape,
     execution_line,
     plan_blocks,
     plan_text,
@@ -462,8 +463,8 @@ class _Listeners:
                     return
                 found = pagerduty.incidents(list(services))
                 lines = [
-                    f"*{i['id']}* #{i.get('incident_number', '?')} `{i['status']}` "
-                    f"{i.get('title', '')} · "
+                    f"*{escape(i['id'])}* #{escape(i.get('incident_number', '?'))} "
+                    f"`{escape(i['status'])}` {escape(i.get('title', ''))} · "
                     f"{services.get(str((i.get('service') or {}).get('id')), '')}"
                     for i in found
                 ]
@@ -473,8 +474,14 @@ class _Listeners:
             if parsed.verb == "show":
                 incident = pagerduty.incident(incident_id)
                 notes = pagerduty.notes(incident_id)[-5:]
-                lines = [f"*{incident['id']}* `{incident['status']}` {incident.get('title', '')}"]
-                lines += [f"• {n.get('created_at', '')}: {n.get('content', '')}" for n in notes]
+                lines = [
+                    f"*{escape(incident['id'])}* `{escape(incident['status'])}` "
+                    f"{escape(incident.get('title', ''))}"
+                ]
+                lines += [
+                    f"• {escape(n.get('created_at', ''))}: {escape(n.get('content', ''))}"
+                    for n in notes
+                ]
                 respond("\n".join(lines))
                 return
             person = config.policy.people.get(actor.id)
