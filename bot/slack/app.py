@@ -237,6 +237,42 @@ def _channel_of(body: dict[str, Any]) -> str | None:
     return channel.get("id") or (body.get("container") or {}).get("channel_id")
 
 
+class ButtonNotUnderstood(Exception):
+    """A signed click whose ``value`` is not what our buttons carry (an old or forged card)."""
+
+
+NOT_UNDERSTOOD = (
+    ":warning: I did not understand that button (it may come from an old or altered "
+    "message); nothing was done. Run the command again for a fresh one."
+)
+_EXECUTION_ID = re.compile(r"^rb-[0-9a-f]{6}$")
+
+
+def _json_value(action: dict[str, Any], *required: str) -> dict[str, Any]:
+    """A button value holding a JSON object with ``required`` keys."""
+    try:
+        value = json.loads(str(action.get("value") or ""))
+    except ValueError:
+        raise ButtonNotUnderstood("value is not JSON") from None
+    if not isinstance(value, dict):
+        raise ButtonNotUnderstood("value is not a JSON object")
+    missing = [key for key in required if key not in value]
+    if missing:
+        raise ButtonNotUnderstood(f"value lacks {', '.join(missing)}")
+    return value
+
+
+def _execution_value(action: dict[str, Any]) -> tuple[str, str]:
+    """``execution id`` and the rest of an ``id:...`` button value."""
+    value = action.get("value")
+    if not isinstance(value, str):
+        raise ButtonNotUnderstood("value is not text")
+    execution_id, _, rest = value.partition(":")
+    if not _EXECUTION_ID.match(execution_id):
+        raise ButtonNotUnderstood("value does not start with an execution id")
+    return execution_id, rest
+
+
 class _Listeners:
     def __init__(self, runtime: Runtime, notifier: Notifier, kick: Callable[[], None]) -> None:
         self.runtime = runtime
@@ -265,10 +301,30 @@ class _Listeners:
             client: WebClient,
         ) -> None:
             ack()
-            self._later(work, body, action, redacting(respond), client)
+            self._later(self._understood(work), body, action, redacting(respond), client)
 
         listener.__name__ = f"deferred_{work.__name__}"
         return listener
+
+    def _understood(self, work: ActionWork) -> ActionWork:
+        """``work``, answering a malformed button privately and logging one line."""
+
+        def run(
+            body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
+        ) -> None:
+            try:
+                work(body, action, respond, client)
+            except ButtonNotUnderstood as exc:
+                log.warning(
+                    "slack button not understood",
+                    action_id=action.get("action_id"),
+                    user=(body.get("user") or {}).get("id"),
+                    why=str(exc),
+                )
+                self._whisper(body, NOT_UNDERSTOOD, respond)
+
+        run.__name__ = work.__name__
+        return run
 
     # identity -----------------------------------------------------------------------------
     def actor(self, user_id: str) -> Actor | None:
@@ -614,18 +670,18 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return
+        suggestion = _json_value(action, "runbook", "environment", "incident")
         try:
-            suggestion = json.loads(action["value"])
             spec = self.engine.registry.get(str(suggestion["runbook"]))
-        except (ValueError, KeyError, RunbookError):
+        except RunbookError:
             self._whisper(body, "That button no longer names a runbook here.", respond)
             return
         fields = spec.params.model_fields
         params: dict[str, Any] = {}
         if "environment" in fields:
-            params["environment"] = suggestion["environment"]
+            params["environment"] = str(suggestion["environment"])
         if "service" in fields and suggestion.get("service"):
-            params["service"] = suggestion["service"]
+            params["service"] = str(suggestion["service"])
         incident = str(suggestion["incident"])
         parsed = Parsed(
             command=f"/{spec.namespace or spec.name}",
@@ -650,7 +706,9 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return
-        request = json.loads(action["value"])
+        request = _json_value(action, "r", "p", "h", "u")
+        if not isinstance(request["p"], dict):
+            raise ButtonNotUnderstood("value's parameters are not an object")
         if body["user"]["id"] != request["u"]:
             self._whisper(body, "Only the person who asked for this plan can confirm it.", respond)
             return
@@ -718,7 +776,7 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return None
-        execution_id, _, plan_hash = str(action["value"]).partition(":")
+        execution_id, plan_hash = _execution_value(action)
         try:
             decide(execution_id, actor, plan_hash)
         except RunbookError as exc:
@@ -755,7 +813,7 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return
-        execution_id = action["value"].partition(":")[0]
+        execution_id, _ = _execution_value(action)
         client.views_open(
             trigger_id=body["trigger_id"], view=deny_modal(execution_id, _channel_of(body))
         )
@@ -782,7 +840,7 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return
-        execution_id, _, rest = str(action["value"]).partition(":")
+        execution_id, rest = _execution_value(action)
         key, _, choice = rest.rpartition(":")
         try:
             question = self.engine.answer(
@@ -802,7 +860,7 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return
-        execution_id = action["value"].partition(":")[0]
+        execution_id, _ = _execution_value(action)
         try:
             self._cancel(execution_id, actor, "")
         except RunbookError as exc:
