@@ -58,7 +58,7 @@ from bot.slack.render import (
 from runbooks.engine import Outcome, Request
 from runbooks.engine.clock import Clock, SystemClock
 from runbooks.engine.config import PagerDutyEnvironment
-from runbooks.engine.errors import RunbookError
+from runbooks.engine.errors import RunbookError, StoreFull
 from runbooks.engine.models import Actor, State
 from runbooks.engine.wiring import Runtime
 
@@ -285,6 +285,10 @@ class _Listeners:
         def guarded() -> None:
             try:
                 fn(*args)
+            except StoreFull as full:  # answered where the work could; one line here
+                log.error(
+                    "state store full", work=getattr(fn, "__name__", str(fn)), error=full.message
+                )
             except Exception:
                 log.exception("slack work failed", work=getattr(fn, "__name__", str(fn)))
 
@@ -314,6 +318,9 @@ class _Listeners:
         ) -> None:
             try:
                 work(body, action, respond, client)
+            except StoreFull as full:
+                log.error("state store full", action_id=action.get("action_id"), error=full.message)
+                self._whisper(body, _error_text(full), respond)
             except ButtonNotUnderstood as exc:
                 log.warning(
                     "slack button not understood",
