@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from runbooks.engine.errors import RunbookError
+from runbooks.engine.errors import RunbookError, StoreFull
 from runbooks.engine.outbox import FollowerThread
 from runbooks.engine.redact import redact_text
 from runbooks.engine.wiring import Runtime, open_runtime
@@ -164,6 +164,9 @@ class BotApp:
         else:
             try:
                 status, body = handler(environ)
+            except StoreFull as full:
+                log.error("state store full", where=path, error=full.message)
+                status, body = 503, {"error": full.message}
             except Exception:
                 log.exception("request failed", path=path)
                 status, body = 500, {"error": "internal error; see the bot's log"}
@@ -215,9 +218,15 @@ class Housekeeper:
             log.info("starting approved execution", execution_id=execution_id)
 
     def _loop(self) -> None:
+        full = False
         while not self.stop.is_set():
             try:
                 self.sweep()
+                full = False
+            except StoreFull as exc:
+                if not full:  # one line until it recovers, not one per sweep
+                    log.error("state store full", where="housekeeper", error=exc.message)
+                full = True
             except Exception:
                 log.exception("housekeeping failed")
             self.wake.wait(min(self.interval, self.leader.retry))
@@ -299,13 +308,19 @@ class DrillTicker:
             self.thread.start()
 
     def _loop(self) -> None:
+        full = False
         while not self.stop.is_set():
             try:
                 done = self.scheduler.tick()
+                full = False
                 for text in done.announced:
                     log.info("drill", announcement=text)
                 if done.requested and self.kick is not None:
                     self.kick()  # start what needs no approval now, not at the next sweep
+            except StoreFull as exc:
+                if not full:
+                    log.error("state store full", where="drill scheduler", error=exc.message)
+                full = True
             except Exception:
                 log.exception("drill scheduler failed")
             clock = self.scheduler.clock

@@ -22,6 +22,7 @@ import structlog
 from runbooks.engine.alerts import ALERTMANAGER, MAX_BODY, AlertIntake, parse_notification
 from runbooks.engine.errors import InvalidInput
 from runbooks.engine.models import Actor
+from runbooks.engine.redact import redact
 
 if TYPE_CHECKING:
     from runbooks.engine.wiring import Runtime
@@ -112,6 +113,12 @@ PAGERDUTY = Actor("pagerduty", "PagerDuty", "pagerduty")
 SEEN_KEY = "pagerduty.webhook.{}"
 #: How old an event may be (PagerDuty signs no timestamp: ``occurred_at`` is what ages).
 DEFAULT_MAX_AGE_S = 600.0
+#: How far ahead of our clock an event may claim to be (clock skew). Further ahead, it is
+#: refused: a signed event dated in the future would stay replayable until then.
+DEFAULT_MAX_SKEW_S = 300.0
+#: A delivery whose handling started this long ago and never finished (the process died) no
+#: longer blocks PagerDuty's retry of it.
+CLAIM_S = 60.0
 
 
 def signature_matches(header: str, body: bytes, secrets: list[str]) -> bool:
@@ -147,6 +154,7 @@ class PagerDutyWebhook:
         *,
         secrets: list[str] | None = None,
         max_age: float | None = None,
+        max_skew: float | None = None,
     ) -> None:
         self.runtime = runtime
         raw = os.environ.get("PAGERDUTY_WEBHOOK_SECRETS", "")
@@ -156,11 +164,19 @@ class PagerDutyWebhook:
             if max_age is not None
             else float(os.environ.get("PAGERDUTY_WEBHOOK_MAX_AGE") or DEFAULT_MAX_AGE_S)
         )
+        self.max_skew = (
+            max_skew
+            if max_skew is not None
+            else float(os.environ.get("PAGERDUTY_WEBHOOK_MAX_SKEW") or DEFAULT_MAX_SKEW_S)
+        )
 
     def describe(self) -> str:
         if not self.secrets:
             return "refusing: PAGERDUTY_WEBHOOK_SECRETS is not set"
-        return f"on ({len(self.secrets)} secret(s), events up to {int(self.max_age)} s old)"
+        return (
+            f"on ({len(self.secrets)} secret(s), events up to {int(self.max_age)} s old "
+            f"and {int(self.max_skew)} s ahead)"
+        )
 
     def _audit(self, outcome: str, why: str, detail: dict[str, Any] | None = None) -> None:
         self.runtime.engine.audit.record(
@@ -195,26 +211,50 @@ class PagerDutyWebhook:
             self._audit("400", "no X-Webhook-Id")
             return 400, {"error": "no X-Webhook-Id (PagerDuty sends one with every delivery)"}
         try:
-            event = json.loads(body)["event"]
-            event_type = str(event["event_type"])
-            occurred = _parse_time(str(event["occurred_at"]))
-            data = dict(event.get("data") or {})
-        except (ValueError, KeyError, TypeError) as exc:
-            self._audit("400", f"malformed event: {exc!r}"[:300])
-            return 400, {
-                "error": "body is not a PagerDuty v3 event (event.event_type, "
-                "event.occurred_at, event.data)"
-            }
-        age = self.runtime.engine.clock.now() - occurred
+            event_type, occurred, data = parse_event(body)
+        except ValueError as exc:
+            self._audit("400", f"malformed event: {exc}"[:300], {"webhook_id": webhook_id})
+            return 400, {"error": f"body is not a PagerDuty v3 event: {exc}"}
+        now = self.runtime.engine.clock.now()
+        age = now - occurred
         if age > self.max_age:
             self._audit("401", "stale", {"age_s": round(age), "webhook_id": webhook_id})
             return 401, {
                 "error": f"event is {round(age)} s old; the limit is {int(self.max_age)} s"
             }
-        store = self.runtime.engine.store
-        if not store.kv_insert(SEEN_KEY.format(webhook_id), self.runtime.engine.clock.now()):
+        if -age > self.max_skew:
+            self._audit(
+                "401", "from the future", {"ahead_s": round(-age), "webhook_id": webhook_id}
+            )
+            return 401, {
+                "error": f"event is dated {round(-age)} s ahead of the bot's clock; at most "
+                f"{int(self.max_skew)} s of clock skew is accepted"
+            }
+        if not self._claim(webhook_id, now):
             self._audit("duplicate", "delivered before", {"webhook_id": webhook_id})
             return 200, {"duplicate": True}
+        try:
+            answer = self._handle(webhook_id, event_type, data)
+        except BaseException:
+            # Not handled: PagerDuty's retry of this delivery must not count as a duplicate.
+            self.runtime.engine.store.kv_set(SEEN_KEY.format(webhook_id), {"failed": now})
+            raise
+        self.runtime.engine.store.kv_set(SEEN_KEY.format(webhook_id), {"handled": now})
+        return answer
+
+    def _claim(self, webhook_id: str, now: float) -> bool:
+        """Take the delivery for handling: False when it was handled (or is being handled)."""
+        store = self.runtime.engine.store
+        key = SEEN_KEY.format(webhook_id)
+        if store.kv_insert(key, {"handling": now}):
+            return True
+        seen = store.kv_get(key)
+        abandoned = isinstance(seen, dict) and (
+            "failed" in seen or now - float(seen.get("handling", now)) > CLAIM_S
+        )
+        return abandoned and store.kv_swap(key, seen, {"handling": now})
+
+    def _handle(self, webhook_id: str, event_type: str, data: dict[str, Any]) -> tuple[int, Any]:
         detail = {"webhook_id": webhook_id, "event_type": event_type, "incident": data.get("id")}
         if event_type != "incident.triggered":
             self._audit("ignored", "not incident.triggered", detail)
@@ -223,7 +263,8 @@ class PagerDutyWebhook:
         if suggestion is None:
             self._audit("ignored", "service not mapped in environments.yaml", detail)
             return 200, {"ignored": "service not mapped"}
-        store.append_event(None, "incident.suggest", suggestion, self.runtime.engine.clock.now())
+        engine = self.runtime.engine
+        engine.store.append_event(None, "incident.suggest", redact(suggestion), engine.clock.now())
         self._audit("suggested", "card posted", {**detail, "runbooks": suggestion["runbooks"]})
         return 200, {"suggested": suggestion["runbooks"]}
 
@@ -248,7 +289,39 @@ class PagerDutyWebhook:
         return None
 
 
+def parse_event(body: bytes) -> tuple[str, float, dict[str, Any]]:
+    """``(event_type, occurred_at, data)`` of a v3 body, or ValueError saying what is wrong.
+    Every field the bot reads is checked for its type here, so a signed but malformed body is
+    a 400, never a 500."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("not JSON") from exc
+    event = doc.get("event") if isinstance(doc, dict) else None
+    if not isinstance(event, dict):
+        raise ValueError("no event object")
+    event_type, occurred_at = event.get("event_type"), event.get("occurred_at")
+    if not isinstance(event_type, str) or not isinstance(occurred_at, str):
+        raise ValueError("event.event_type and event.occurred_at must be strings")
+    data = event.get("data")
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ValueError("event.data must be an object")
+    for name in ("id", "title", "html_url"):
+        if data.get(name) is not None and not isinstance(data[name], str | int):
+            raise ValueError(f"event.data.{name} must be a string")
+    service = data.get("service")
+    if service is not None and not isinstance(service, dict):
+        raise ValueError("event.data.service must be an object")
+    if service is not None and not isinstance(service.get("id") or "", str):
+        raise ValueError("event.data.service.id must be a string")
+    return event_type, _parse_time(occurred_at), data
+
+
 def _parse_time(text: str) -> float:
     from datetime import datetime
 
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        raise ValueError("event.occurred_at has no time zone")
+    return when.timestamp()

@@ -48,6 +48,7 @@ from bot.slack.render import (
     card_blocks,
     card_text,
     deny_modal,
+    escape,
     execution_line,
     plan_blocks,
     plan_text,
@@ -56,7 +57,7 @@ from bot.slack.render import (
 )
 from runbooks.engine import Outcome, Request
 from runbooks.engine.clock import Clock, SystemClock
-from runbooks.engine.errors import RunbookError
+from runbooks.engine.errors import RunbookError, StoreFull
 from runbooks.engine.models import Actor, State
 from runbooks.engine.wiring import Runtime
 
@@ -234,6 +235,42 @@ def _channel_of(body: dict[str, Any]) -> str | None:
     return channel.get("id") or (body.get("container") or {}).get("channel_id")
 
 
+class ButtonNotUnderstood(Exception):
+    """A signed click whose ``value`` is not what our buttons carry (an old or forged card)."""
+
+
+NOT_UNDERSTOOD = (
+    ":warning: I did not understand that button (it may come from an old or altered "
+    "message); nothing was done. Run the command again for a fresh one."
+)
+_EXECUTION_ID = re.compile(r"^rb-[0-9a-f]{6}$")
+
+
+def _json_value(action: dict[str, Any], *required: str) -> dict[str, Any]:
+    """A button value holding a JSON object with ``required`` keys."""
+    try:
+        value = json.loads(str(action.get("value") or ""))
+    except ValueError:
+        raise ButtonNotUnderstood("value is not JSON") from None
+    if not isinstance(value, dict):
+        raise ButtonNotUnderstood("value is not a JSON object")
+    missing = [key for key in required if key not in value]
+    if missing:
+        raise ButtonNotUnderstood(f"value lacks {', '.join(missing)}")
+    return value
+
+
+def _execution_value(action: dict[str, Any]) -> tuple[str, str]:
+    """``execution id`` and the rest of an ``id:...`` button value."""
+    value = action.get("value")
+    if not isinstance(value, str):
+        raise ButtonNotUnderstood("value is not text")
+    execution_id, _, rest = value.partition(":")
+    if not _EXECUTION_ID.match(execution_id):
+        raise ButtonNotUnderstood("value does not start with an execution id")
+    return execution_id, rest
+
+
 class _Listeners:
     def __init__(self, runtime: Runtime, notifier: Notifier, kick: Callable[[], None]) -> None:
         self.runtime = runtime
@@ -246,6 +283,10 @@ class _Listeners:
         def guarded() -> None:
             try:
                 fn(*args)
+            except StoreFull as full:  # answered where the work could; one line here
+                log.error(
+                    "state store full", work=getattr(fn, "__name__", str(fn)), error=full.message
+                )
             except Exception:
                 log.exception("slack work failed", work=getattr(fn, "__name__", str(fn)))
 
@@ -262,10 +303,33 @@ class _Listeners:
             client: WebClient,
         ) -> None:
             ack()
-            self._later(work, body, action, redacting(respond), client)
+            self._later(self._understood(work), body, action, redacting(respond), client)
 
         listener.__name__ = f"deferred_{work.__name__}"
         return listener
+
+    def _understood(self, work: ActionWork) -> ActionWork:
+        """``work``, answering a malformed button privately and logging one line."""
+
+        def run(
+            body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
+        ) -> None:
+            try:
+                work(body, action, respond, client)
+            except StoreFull as full:
+                log.error("state store full", action_id=action.get("action_id"), error=full.message)
+                self._whisper(body, _error_text(full), respond)
+            except ButtonNotUnderstood as exc:
+                log.warning(
+                    "slack button not understood",
+                    action_id=action.get("action_id"),
+                    user=(body.get("user") or {}).get("id"),
+                    why=str(exc),
+                )
+                self._whisper(body, NOT_UNDERSTOOD, respond)
+
+        run.__name__ = work.__name__
+        return run
 
     # identity -----------------------------------------------------------------------------
     def actor(self, user_id: str) -> Actor | None:
@@ -467,8 +531,9 @@ class _Listeners:
             if parsed.verb == "list":
                 found = incidents.list_open(parsed.args[0] if parsed.args else None)
                 lines = [
-                    f"*{i.incident['id']}* #{i.incident.get('incident_number', '?')} "
-                    f"`{i.incident['status']}` {i.incident.get('title', '')} · "
+                    f"*{escape(i.incident['id'])}* "
+                    f"#{escape(i.incident.get('incident_number', '?'))} "
+                    f"`{escape(i.incident['status'])}` {escape(i.incident.get('title', ''))} · "
                     f"{i.environment or ''}"
                     for i in found
                 ]
@@ -477,9 +542,13 @@ class _Listeners:
             incident_id = parsed.args[0]
             if parsed.verb == "show":
                 incident, notes = incidents.show(incident_id)
-                lines = [f"*{incident['id']}* `{incident['status']}` {incident.get('title', '')}"]
+                lines = [
+                    f"*{escape(incident['id'])}* `{escape(incident['status'])}` "
+                    f"{escape(incident.get('title', ''))}"
+                ]
                 lines += [
-                    f"• {n.get('created_at', '')}: {n.get('content', '')}" for n in notes[-5:]
+                    f"• {escape(n.get('created_at', ''))}: {escape(n.get('content', ''))}"
+                    for n in notes[-5:]
                 ]
                 respond("\n".join(lines))
                 return
@@ -600,18 +669,18 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return
+        suggestion = _json_value(action, "runbook", "environment", "incident")
         try:
-            suggestion = json.loads(action["value"])
             spec = self.engine.registry.get(str(suggestion["runbook"]))
-        except (ValueError, KeyError, RunbookError):
+        except RunbookError:
             self._whisper(body, "That button no longer names a runbook here.", respond)
             return
         fields = spec.params.model_fields
         params: dict[str, Any] = {}
         if "environment" in fields:
-            params["environment"] = suggestion["environment"]
+            params["environment"] = str(suggestion["environment"])
         if "service" in fields and suggestion.get("service"):
-            params["service"] = suggestion["service"]
+            params["service"] = str(suggestion["service"])
         incident = str(suggestion["incident"])
         parsed = Parsed(
             command=f"/{spec.namespace or spec.name}",
@@ -636,7 +705,9 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return
-        request = json.loads(action["value"])
+        request = _json_value(action, "r", "p", "h", "u")
+        if not isinstance(request["p"], dict):
+            raise ButtonNotUnderstood("value's parameters are not an object")
         if body["user"]["id"] != request["u"]:
             self._whisper(body, "Only the person who asked for this plan can confirm it.", respond)
             return
@@ -704,7 +775,7 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return None
-        execution_id, _, plan_hash = str(action["value"]).partition(":")
+        execution_id, plan_hash = _execution_value(action)
         try:
             decide(execution_id, actor, plan_hash)
         except RunbookError as exc:
@@ -741,7 +812,7 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return
-        execution_id = action["value"].partition(":")[0]
+        execution_id, _ = _execution_value(action)
         client.views_open(
             trigger_id=body["trigger_id"], view=deny_modal(execution_id, _channel_of(body))
         )
@@ -768,7 +839,7 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return
-        execution_id, _, rest = str(action["value"]).partition(":")
+        execution_id, rest = _execution_value(action)
         key, _, choice = rest.rpartition(":")
         try:
             question = self.engine.answer(
@@ -788,7 +859,7 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return
-        execution_id = action["value"].partition(":")[0]
+        execution_id, _ = _execution_value(action)
         try:
             self._cancel(execution_id, actor, "")
         except RunbookError as exc:

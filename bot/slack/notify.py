@@ -27,6 +27,7 @@ from slack_sdk.errors import SlackApiError
 from bot.slack.render import (
     card_blocks,
     card_text,
+    escape,
     incident_card,
     outcome_text,
     plan_blocks,
@@ -302,9 +303,10 @@ class Notifier:
                 if "incident" in payload and "runbooks" in payload:
                     text, card = incident_card(payload)
                 elif payload.get("drill"):
-                    text = f":calendar: *drill* {payload.get('text', '')}"
+                    text = f":calendar: *drill* {escape(payload.get('text', ''))}"
                 else:
-                    text = str(payload.get("text", ""))
+                    # Notices quote alerts (names, summaries): third-party text.
+                    text = escape(payload.get("text", ""))
                 try:
                     if card is None:
                         self.courier.post(channel, text)

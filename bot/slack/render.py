@@ -41,6 +41,21 @@ STEP_EMOJI = {
 }
 
 
+def escape(text: object) -> str:
+    """Text we did not write, made inert for mrkdwn: ``&``, ``<`` and ``>`` as Slack documents
+    (``&amp;``, ``&lt;``, ``&gt;``), so ``<!channel>`` or ``<https://evil.example|click>`` in an
+    incident title, an alert's summary or a person's reason show as typed and do nothing."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _link(url: object, label: str) -> str:
+    """``<url|label>`` for an https URL that cannot break out of the link; else the label."""
+    text = str(url or "")
+    if not text.startswith("https://") or any(c in text for c in "<>| \n"):
+        return label
+    return f"<{text.replace('&', '&amp;')}|{label}>"
+
+
 def shorten_banner(banner: str) -> str:
     """``PRODUCTION · environment production`` (config and state paths are for terminals)."""
     return banner.split(" · config ", maxsplit=1)[0]
@@ -130,7 +145,10 @@ def plan_blocks(
         else "no approval needed"
     )
     blocks.append(
-        _context(f"{needs} · plan `{plan.short_hash}`" + (f" · reason: {reason}" if reason else ""))
+        _context(
+            f"{needs} · plan `{plan.short_hash}`"
+            + (f" · reason: {escape(reason)}" if reason else "")
+        )
     )
     if request is not None:
         value = json.dumps(request, separators=(",", ":"))
@@ -162,9 +180,10 @@ def card_blocks(execution: Execution, *, banner: str, now: float) -> Blocks:
     blocks += _plan_fields(plan, banner)
     who = f"*Requested by* {execution.requester.name} (via {execution.requester.origin})"
     if execution.reason:
-        who += f"\n*Reason* {execution.reason}"
+        who += f"\n*Reason* {escape(execution.reason)}"
     if execution.incident:
-        who += f"\n*Incident* <https://pagerduty.com/incidents/{execution.incident}|{execution.incident}>"
+        incident = escape(execution.incident)
+        who += f"\n*Incident* {_link(f'https://pagerduty.com/incidents/{incident}', incident)}"
     if execution.break_glass:
         who += "\n:rotating_light: *BREAK-GLASS*: approvals bypassed; a review is open"
     blocks.append(_section(who))
@@ -178,7 +197,7 @@ def card_blocks(execution: Execution, *, banner: str, now: float) -> Blocks:
             line += f" ({iso(execution.expires_at)})"
         blocks.append(_section(line))
     if execution.error:
-        blocks.append(_section(f"*Why* {execution.error[:SECTION_CHARS]}"))
+        blocks.append(_section(f"*Why* {escape(execution.error)[:SECTION_CHARS]}"))
     if state in TERMINAL_STATES:
         # What the steps reported (a restore test's checks, a failover's RTO), as the CLI
         # prints it, within Slack's limits.
@@ -210,7 +229,7 @@ def report_blocks(execution: Execution, *, banner: str, now: float) -> Blocks:
     blocks: Blocks = [_section(title + str(execution.state)), *_plan_fields(plan, banner)]
     lines = [*plan.notes, *(line for record in execution.steps for line in record.output)]
     if execution.error:
-        lines.append(f"*Why* {execution.error}")
+        lines.append(f"*Why* {escape(execution.error)}")
     blocks += _packed(
         lines or ["(the report is empty)"], MAX_BLOCKS - len(blocks) - 2, execution.id
     )
@@ -300,7 +319,7 @@ def _step_lines(execution: Execution) -> str:
         if record.status == StepStatus.RUNNING and record.progress:
             line += f"\n      _{record.progress}_"
         if record.error:
-            line += f"\n      _{record.error}_"
+            line += f"\n      _{escape(record.error)}_"
         lines.append(line)
     return "\n".join(lines) or "_no steps_"
 
@@ -320,7 +339,7 @@ def outcome_text(execution: Execution) -> str:
             else ""
         )
         return f":large_green_circle: {base} succeeded{took}."
-    why = f": {execution.error}" if execution.error else ""
+    why = f": {escape(execution.error)}" if execution.error else ""
     return f"{STATE_EMOJI.get(state, '')} {base} {state}{why}"
 
 
@@ -358,11 +377,12 @@ def incident_card(suggestion: dict[str, Any]) -> tuple[str, Blocks]:
     import json
 
     incident = suggestion["incident"]
-    link = f"<{suggestion['url']}|{incident}>" if suggestion.get("url") else incident
-    service = f" · service `{suggestion['service']}`" if suggestion.get("service") else ""
+    link = _link(suggestion.get("url"), escape(incident))
+    service = f" · service `{escape(suggestion['service'])}`" if suggestion.get("service") else ""
+    title = escape(suggestion.get("title", ""))
     text = (
-        f":rotating_light: PagerDuty incident {link} triggered: *{suggestion.get('title', '')}*"
-        f"\nenvironment `{suggestion['environment']}`{service}"
+        f":rotating_light: PagerDuty incident {link} triggered: *{title}*"
+        f"\nenvironment `{escape(suggestion['environment'])}`{service}"
     )
     buttons = [
         button(
@@ -384,4 +404,4 @@ def incident_card(suggestion: dict[str, Any]) -> tuple[str, Blocks]:
     if buttons:
         blocks.append({"type": "actions", "elements": buttons})
         blocks.append(_context("Run shows you the plan first; nothing runs without Confirm."))
-    return f"PagerDuty incident {incident} triggered: {suggestion.get('title', '')}", blocks
+    return f"PagerDuty incident {escape(incident)} triggered: {title}", blocks

@@ -368,6 +368,7 @@ class Decisions(Journal):
 
     def cancel(self, execution_id: str, *, actor: Actor, reason: str = "") -> Execution:
         """Stop a request: at once if not started, else between steps or inside a wait."""
+        reason = clean_reason(reason) or ""
         execution = self.get(execution_id)
         self._authorise("cancel", actor, execution)
         if execution.terminal:

@@ -107,3 +107,24 @@ class AuditError(RunbookError):
     """The audit log cannot be written or its key is missing."""
 
     code = "audit_error"
+
+
+class StoreFull(RunbookError):
+    """The state store cannot write: its disk (or its SQLite page limit) is full. What was
+    written before is safe; the run continues with ``runs.resume`` once there is space."""
+
+    code = "store_full"
+
+    def __init__(self, location: str, *, execution_id: str | None = None) -> None:
+        self.location = location
+        self.execution_id = execution_id
+        then = (
+            f"free space and run runs.resume {execution_id}"
+            if execution_id
+            else "free space and try again"
+        )
+        super().__init__(f"the state store at {location} is full; {then}")
+
+    def during(self, execution_id: str) -> StoreFull:
+        """The same error, naming the execution that was running (kept if already named)."""
+        return self if self.execution_id else StoreFull(self.location, execution_id=execution_id)

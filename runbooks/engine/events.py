@@ -1,7 +1,8 @@
 """Events: every transition is stored in an outbox and handed to local subscribers.
 
 Front ends in other processes (the bot rendering what a terminal did) read the outbox with
-``follow``; subscribers in this process are called synchronously after the write.
+``follow``; subscribers in this process are called synchronously after the write. Payloads
+pass through the redactor before they are stored.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from runbooks.engine.clock import Clock
 from runbooks.engine.models import Event
+from runbooks.engine.redact import redact
 from runbooks.engine.store.base import Store
 
 Subscriber = Callable[[Event], None]
@@ -31,6 +33,8 @@ class EventBus:
 
     def publish(self, execution_id: str | None, type_: str, payload: dict[str, Any]) -> Event:
         at = self._clock.now()
+        # The outbox is an edge: followers send its payloads to Slack and PagerDuty.
+        payload = redact(payload)
         event_id = self._store.append_event(execution_id, type_, payload, at)
         event = Event(event_id, execution_id, type_, payload, at)
         for callback in list(self._subscribers):

@@ -40,6 +40,25 @@ def clean_reason(reason: str | None) -> str | None:
     return redact_text(reason.strip()) or None if reason else None
 
 
+def _masked(text: str | None) -> str | None:
+    return redact_text(text) if text else text
+
+
+def scrub_execution(execution: Execution) -> None:
+    """Mask credential-shaped text in an execution's free text before it is stored: reasons,
+    errors (an adapter's exception may quote a URL with its password) and step output. The
+    store is an edge like the log: what it holds reaches reports, Slack and PagerDuty."""
+    execution.reason = _masked(execution.reason)
+    execution.cancel_reason = _masked(execution.cancel_reason)
+    execution.error = _masked(execution.error)
+    for approval in execution.approvals:
+        approval.reason = _masked(approval.reason)
+    for record in execution.steps:
+        record.error = _masked(record.error)
+        record.progress = _masked(record.progress)
+        record.output = [redact_text(line) for line in record.output]
+
+
 CANCEL_POLL_S = 0.5
 #: kv: the question an execution's running step waits on (``RunContext.ask``), and where its
 #: first answer goes (inserted once: the first answer wins, across replicas).
@@ -189,6 +208,7 @@ class Journal:
 
     def _save(self, execution: Execution) -> None:
         execution.updated_at = self.clock.now()
+        scrub_execution(execution)
         self.store.save_execution(execution)
 
     def _transition(

@@ -10,9 +10,11 @@ Defaults follow client-go's leader election: 15 s lease, renewed every 10 s, ret
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from runbooks.engine.clock import Clock
+from runbooks.engine.errors import StoreFull
 from runbooks.engine.store.base import Store
 
 LEASE_S = 15.0
@@ -94,7 +96,9 @@ class LeaderLease:
         """Give the lease up at once (a clean shutdown), so a successor need not wait."""
         doc = self.store.kv_get(self.key)
         if doc is not None and doc["owner"] == self.owner:
-            self.store.kv_swap(self.key, doc, {**doc, "until": 0.0})
+            # A full store cannot write it: the lease then runs out on its own.
+            with contextlib.suppress(StoreFull):
+                self.store.kv_swap(self.key, doc, {**doc, "until": 0.0})
         self._held = None
 
     def interval(self, term: int | None) -> float:

@@ -19,6 +19,7 @@ import threading
 from typing import Protocol
 
 from runbooks.engine.clock import Clock
+from runbooks.engine.errors import StoreFull
 from runbooks.engine.leases import LeaderLease
 from runbooks.engine.models import Event
 from runbooks.engine.store.base import Store
@@ -154,6 +155,7 @@ class OutboxFollower:
 
     def run(self, stop: threading.Event, wake: threading.Event, *, poll: float) -> None:
         """Loop until ``stop``: a pass when leading, then wait (poll, or the backoff)."""
+        full = False
         while not stop.is_set():
             try:
                 if self.lead():
@@ -161,6 +163,12 @@ class OutboxFollower:
                     self.failures = self.failures + 1 if self.behind else 0
                 else:
                     self.failures = 0
+                full = False
+            except StoreFull as exc:
+                self.failures += 1
+                if not full:  # one line until it recovers, not one per pass
+                    _log.error("outbox follower %s: %s", self.name, exc.message)
+                full = True
             except Exception:
                 self.failures += 1
                 _log.exception("outbox follower %s: pass failed", self.name)

@@ -16,6 +16,7 @@ from runbooks.engine.errors import (
     LeaseLost,
     Refused,
     RunbookError,
+    StoreFull,
 )
 from runbooks.engine.journal import (
     ANSWER_KEY,
@@ -83,6 +84,8 @@ class _Heartbeat:
                 ):
                     self.lost = True
                     return
+            except StoreFull as exc:  # one line, no traceback: the run says it too
+                _log.warning("lease renewal failed for %s: %s", self._id, exc.message)
             except Exception:  # a transient store error: try again next beat
                 _log.warning("lease renewal failed for %s; retrying", self._id, exc_info=True)
 
@@ -300,9 +303,13 @@ class Runner(Journal):
                     self._compensate(execution, steps, ctx, actor=actor)
         except LeaseLost:
             return execution  # another process owns it now; touch nothing
+        except StoreFull as full:
+            # What was saved is intact; the lease runs out and runs.resume continues.
+            raise full.during(execution.id) from None
         finally:
             if not heartbeat.lost:
-                self.store.release_lease(execution.id, self.owner)
+                with contextlib.suppress(StoreFull):
+                    self.store.release_lease(execution.id, self.owner)
         return execution
 
     def _run_steps(
@@ -336,7 +343,7 @@ class Runner(Journal):
                 self._step_transition(execution, record, "step.cancelled", actor=actor)
                 self._after_stop(execution, State.CANCELLED, str(exc), actor=actor)
                 return
-            except LeaseLost:
+            except (LeaseLost, StoreFull):
                 raise
             except Exception as exc:
                 message = error_text(exc)
@@ -524,6 +531,8 @@ class Runner(Journal):
             ctx.notes = []
             try:
                 output = step.undo(ctx)
+            except StoreFull:
+                raise
             except Exception as exc:
                 message = error_text(exc)
                 record.status = StepStatus.UNDO_FAILED

@@ -116,3 +116,79 @@ def test_run_on_the_incident_card_is_the_clickers_request_linked_to_the_incident
     assert execution.runbook == "rollback" and execution.incident == "P1ABC23"
     assert execution.requester.id == "alice" and execution.state == "awaiting_approval"
     world.wait_card(lambda t: "awaiting_approval" in t, what="the approval card")
+
+
+def _at(delta: timedelta) -> str:
+    return (datetime.now(UTC) + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_events_dated_in_the_future_beyond_the_skew_are_refused(world: SlackWorld) -> None:
+    for when in (_at(timedelta(hours=1)), "2099-01-01T00:00:00Z"):
+        body = webhook_body("incident.triggered", INCIDENT, occurred_at=when)
+        status, answer = send_webhook(url(world), body, secrets=[NEW])
+        assert status == 401, answer
+        assert "ahead of the bot's clock" in answer["error"]
+    # A clock a minute fast is skew, not an attack.
+    body = webhook_body("incident.triggered", INCIDENT, occurred_at=_at(timedelta(minutes=1)))
+    assert send_webhook(url(world), body, secrets=[NEW])[0] == 200
+    outcomes = [
+        (a["outcome"], a["detail"]["why"])
+        for a in world.audit_actions()
+        if a["action"] == "webhook.pagerduty"
+    ]
+    assert outcomes == [
+        ("401", "from the future"),
+        ("401", "from the future"),
+        ("suggested", "card posted"),
+    ]
+
+
+def test_a_malformed_signed_body_is_a_400_and_its_retry_is_not_a_duplicate(
+    world: SlackWorld,
+) -> None:
+    shapes: list[dict[str, Any]] = [
+        {**INCIDENT, "service": "PSVCPROD"},
+        {**INCIDENT, "service": ["PSVCPROD"]},
+        {**INCIDENT, "service": {"id": ["PSVCPROD"]}},
+        {**INCIDENT, "title": {"nested": True}},
+    ]
+    for shape in shapes:
+        body = webhook_body("incident.triggered", shape)
+        status, answer = send_webhook(url(world), body, secrets=[NEW], webhook_id="w-retried")
+        assert status == 400, (shape, answer)
+        assert "is not a PagerDuty v3 event" in answer["error"]
+    data_list = json.dumps(
+        {"event": {"event_type": "incident.triggered", "occurred_at": _at(timedelta()), "data": []}}
+    ).encode()
+    assert send_webhook(url(world), data_list, secrets=[NEW], webhook_id="w-retried")[0] == 400
+    # PagerDuty retries the delivery (same X-Webhook-Id), now well formed: it is handled.
+    body = webhook_body("incident.triggered", INCIDENT)
+    retried = send_webhook(url(world), body, secrets=[NEW], webhook_id="w-retried")
+    assert retried == (200, {"suggested": ["rollback", "scale.pods", "dr.status"]})
+    assert send_webhook(url(world), body, secrets=[NEW], webhook_id="w-retried") == (
+        200,
+        {"duplicate": True},
+    )
+    outcomes = [a["outcome"] for a in world.audit_actions() if a["action"] == "webhook.pagerduty"]
+    assert outcomes == ["400"] * 5 + ["suggested", "duplicate"]
+
+
+HOSTILE = "<!channel> api down, see <https://evil.example/login|the runbook> & <@U0ALICE>"
+
+
+def test_third_party_text_reaches_slack_as_plain_text(world: SlackWorld) -> None:
+    """Slack's mrkdwn: ``<!channel>`` pings, ``<url|label>`` disguises a link, unless ``&``,
+    ``<`` and ``>`` are sent as ``&amp;``, ``&lt;``, ``&gt;``."""
+    hostile = {**INCIDENT, "id": "P9HOST1", "title": HOSTILE}
+    hostile["html_url"] = "https://evil.example/|<!here>"
+    body = webhook_body("incident.triggered", hostile)
+    assert send_webhook(url(world), body, secrets=[NEW])[0] == 200
+    card = world.wait_card(lambda t: "P9HOST1" in t, channel="C0OPS", what="the incident card")
+    sent = json.dumps({"text": card["text"], "blocks": card["blocks"]})
+    for live in ("<!channel>", "<https://evil.example", "<@U0ALICE>", "<!here>"):
+        assert live not in sent, live
+    shown = text_of(card)
+    assert (
+        "&lt;!channel&gt; api down, see &lt;https://evil.example/login|the runbook&gt; &amp; "
+        "&lt;@U0ALICE&gt;" in shown
+    )

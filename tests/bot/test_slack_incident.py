@@ -139,3 +139,17 @@ def test_an_unverified_gate_asks_on_the_card_and_the_incident(
     assert [(a["actor"]["id"], a["outcome"]) for a in answered] == [("bob", "healthy")]
     for region in ("us-east-1", "us-west-2"):
         assert image(world.kube, region) == "app-api:1.4.1"
+
+
+def test_incident_titles_and_notes_from_pagerduty_reach_slack_inert(
+    world: SlackWorld, emulator: PagerDutyEmulator
+) -> None:
+    hostile = "<!channel> see <https://evil.example/login|the runbook> & go"
+    incident = emulator.open_incident(hostile, "PSVCPROD")["id"]
+    listed = answer(world, "alice", "/incident list", 1)
+    shown = answer(world, "alice", f"/incident show {incident}", 2)
+    for text in (listed, shown):
+        assert "<!channel>" not in text and "<https://evil.example" not in text
+        assert (
+            "&lt;!channel&gt; see &lt;https://evil.example/login|the runbook&gt; &amp; go" in text
+        )

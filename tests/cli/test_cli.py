@@ -12,15 +12,9 @@ from pathlib import Path
 
 from runbooks.engine.store.sqlite import SqliteStore
 from tests.conftest import BIN, ROOT, run_cli
+from tests.support.waiting import wait_for
 
-
-def wait_for(predicate, *, timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll an observable condition (a file, a row), failing clearly on timeout."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+__all__ = ["wait_for"]  # still imported from here by older tests; new ones use tests.support
 
 
 def test_list_shows_the_namespaces(cli_env: dict[str, str]) -> None:

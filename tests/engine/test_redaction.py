@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from runbooks.engine.logs import redact_processor
 from runbooks.engine.redact import MASK, redact, redact_text
 from tests.conftest import run_cli
+from tests.support.secrets_corpus import CORPUS, corpus_text, leaks, missing_facts
 
 SLACK_TOKEN = "xoxb-123456789012-abcdefABCDEF123"
 MONGO_URL = "mongodb+srv://admin:hunter2secret@cluster0.example.net/prod"
@@ -87,3 +88,71 @@ def test_a_token_in_a_request_reaches_neither_the_log_nor_the_audit_store(
     for secret in (SLACK_TOKEN, "hunter2secret"):
         assert secret not in result.stdout + result.stderr
         assert secret not in docs + events
+
+
+def test_every_planted_secret_is_masked_and_its_sentence_kept() -> None:
+    for planted in CORPUS:
+        cleaned = redact_text(planted.text)
+        assert leaks(cleaned) == [], (planted.name, cleaned)
+        assert planted.fact in cleaned, (planted.name, cleaned)
+    together = redact_text(corpus_text("\n"))
+    assert leaks(together) == [] and missing_facts(together) == []
+
+
+BENIGN_KEYS = (
+    "bypassed_approvals",
+    "passed",
+    "compass",
+    "passive_region",
+    "tokenizer",
+    "keyboard_layout",
+    "author",
+    "secretary",
+    "passengers",
+    "key",
+    "question_key",
+    "dedup_key",
+    "BypassedApprovals",
+)
+SECRET_KEYS = (
+    "password",
+    "db_password",
+    "DB_PASSWORD",
+    "apiKey",
+    "api_key",
+    "X-API-KEY",
+    "secret_access_key",
+    "aws_secret_access_key",
+    "SecretAccessKey",
+    "slack_token",
+    "slackBotToken",
+    "accessToken",
+    "authtoken",
+    "private_key",
+    "privateKey",
+    "client_secret",
+    "signing.secret",
+    "Authorization",
+    "Set-Cookie",
+    "passwd",
+    "pwd",
+    "db_pass",
+    "session-key",
+    "routing_key",
+    "credentials",
+)
+
+
+def test_keys_are_judged_by_their_whole_words() -> None:
+    doc = {key: "plain-value-1" for key in (*BENIGN_KEYS, *SECRET_KEYS)}
+    cleaned = redact(doc)
+    assert [k for k in BENIGN_KEYS if cleaned[k] != "plain-value-1"] == []
+    assert [k for k in SECRET_KEYS if cleaned[k] != MASK] == []
+    # The same rule inside text: key=value and "key": "value".
+    text = redact_text('bypassed_approvals=2 passive_region: us-west-2 "api_key": "k-123456"')
+    assert text == f'bypassed_approvals=2 passive_region: us-west-2 "api_key": "{MASK}"'
+
+
+def test_prose_around_the_word_token_is_not_masked() -> None:
+    text = "token rotation is planned; basic configuration only"
+    assert redact_text(text) == text

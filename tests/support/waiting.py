@@ -1,4 +1,4 @@
-"""Waiting on an observable condition (a file, a row, a message), never on time alone."""
+"""Waiting for something observable (a file, a row, a message), never for a time."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import time
 from collections.abc import Callable
 
 
-def wait_for(predicate: Callable[[], object], *, timeout: float = 30.0, what: str = "") -> None:
-    """Poll ``predicate`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+def wait_for(
+    predicate: Callable[[], object], *, timeout: float = 30.0, what: str = "condition"
+) -> None:
+    """Poll an observable condition (a file, a row), failing clearly on timeout."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or 'a condition'}")
+            raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)

@@ -8,6 +8,7 @@ Several processes (the bot and terminals) share one file. Every write runs in
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import threading
 import time
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runbooks.engine.errors import ConcurrentUpdate
+from runbooks.engine.errors import ConcurrentUpdate, StoreFull
 from runbooks.engine.models import AuditRow, Event, Execution, Lease
 from runbooks.engine.store.base import GENESIS, Signer, Store
 
@@ -83,6 +84,26 @@ def _wal(conn: sqlite3.Connection) -> None:
             time.sleep(WAL_RETRY_S)
 
 
+#: Extended codes SQLite gives for a write that found no space before it could say FULL:
+#: the WAL index (-shm) cannot grow, or a write failed. They mean "full" only when the volume
+#: really has no room left (checked), otherwise they stay what they are.
+_IO_ERRORS = {4874: "SQLITE_IOERR_SHMSIZE", 778: "SQLITE_IOERR_WRITE"}
+#: Below this much free space, an I/O error on write is the disk being full.
+_NEARLY_FULL = 1024 * 1024
+
+
+def _is_full(exc: sqlite3.OperationalError, path: Path) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc):
+        return True
+    if code not in _IO_ERRORS:
+        return False
+    try:
+        return shutil.disk_usage(path.parent).free < _NEARLY_FULL
+    except OSError:
+        return False
+
+
 class SqliteStore(Store):
     """One SQLite file; one connection per thread."""
 
@@ -104,24 +125,38 @@ class SqliteStore(Store):
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True
             )
-            _wal(conn)
-            # NORMAL in WAL mode: durable across process crashes, fsync only at checkpoints.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
+            try:
+                _wal(conn)
+                # NORMAL in WAL mode: durable across process crashes, fsync only at checkpoints.
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if _is_full(exc, self.path):  # opening in WAL mode writes the -shm index
+                    raise StoreFull(str(self.path)) from None
+                raise
             self._local.conn = conn
         return conn
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
+        """One write transaction. A full disk (SQLITE_FULL) becomes ``StoreFull`` naming the
+        file: the transaction is rolled back, what was committed before is intact."""
         with self._writers:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn = self._conn()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:  # SQLite may have rolled back already
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                if _is_full(exc, self.path):
+                    raise StoreFull(str(self.path)) from None
                 raise
-            conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self._write() as conn:
