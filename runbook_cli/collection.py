@@ -184,7 +184,13 @@ def task_from(info: TaskInfo) -> Task[Any]:
 
 def build_namespace(registry: Registry | None = None) -> Collection:
     """The root collection: runbooks from the registry, then runs/audit/config/bot."""
-    from runbook_cli import tasks_admin, tasks_approvals, tasks_drills, tasks_incidents
+    from runbook_cli import (
+        tasks_admin,
+        tasks_approvals,
+        tasks_drills,
+        tasks_incidents,
+        tasks_readiness,
+    )
 
     table = task_table() if registry is None else [describe(spec) for spec in registry]
     root = Collection()
@@ -208,6 +214,7 @@ def build_namespace(registry: Registry | None = None) -> Collection:
         *tasks_approvals.collections(),
         *tasks_drills.collections(),
         *tasks_incidents.collections(),
+        *tasks_readiness.collections(),
     ):
         root.add_collection(collection)
     return root

@@ -9,15 +9,17 @@ reported as such and the rest is still shown.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.config import EnvironmentConfig, Seconds
+from runbooks.engine.config import EnvironmentConfig, Seconds, ServiceConfig
 from runbooks.engine.errors import InvalidInput, Refused, RunbookError
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import Measure, PastRun, PlanContext, PlanDraft, RunContext, Step
+from runbooks.engine.readiness import Observation, observe, readiness_check
 from runbooks.engine.registry import runbook
 from runbooks.interfaces import (
     DataOps,
@@ -1212,3 +1214,84 @@ def _region_failure_plan(ctx: PlanContext, params: SimulateParams) -> PlanDraft:
             "the other reversible steps",
         ],
     )
+
+
+@readiness_check("dr.failover", "the standby region can take the traffic")
+def standby_ready(ctx: PlanContext) -> Iterator[Observation]:
+    """For an environment in two or more regions behind weighted DNS: the weighted records
+    exist for every region; each region's node group exists and the standby's can grow to the
+    capacity the active region runs; each service runs the same images in every region; the
+    database's replication lag to each standby is within its RPO target."""
+    env = ctx.env
+    if len(env.regions) < 2 or env.route53 is None:
+        return
+    infra = infrastructure(ctx)
+    r53 = env.route53
+
+    def records() -> tuple[bool, str]:
+        weights = infra.aws(env.primary_region).traffic_weights(r53.zone, r53.traffic_record)
+        missing = [r for r in env.regions if r not in weights]
+        if missing:
+            return False, f"no weighted record for {', '.join(missing)} in {r53.traffic_record}"
+        return True, ", ".join(f"{r} {w}" for r, w in sorted(weights.items()))
+
+    yield observe(f"DNS {r53.traffic_record}", records)
+    desired = {}
+    for region, group_name in sorted(env.autoscaling_groups.items()):
+
+        def group(region: str = region, group_name: str = group_name) -> tuple[bool, str]:
+            state = infra.aws(region).node_group(group_name)
+            desired[region] = state.desired
+            return True, f"{state.in_service}/{state.desired} in service, max {state.maximum}"
+
+        yield observe(f"node group {group_name}", group)
+    if desired:
+        need = max(desired.values())
+        for region, group_name in sorted(env.autoscaling_groups.items()):
+
+            def room(region: str = region, group_name: str = group_name) -> tuple[bool, str]:
+                maximum = infra.aws(region).node_group(group_name).maximum
+                if maximum < need:
+                    return False, (
+                        f"can grow to {maximum} nodes, but a failover needs {need} (what the "
+                        "busiest region runs): raise its maximum"
+                    )
+                return True, f"can grow to {maximum} (a failover needs {need})"
+
+            if region in desired:
+                yield observe(f"node group {group_name} capacity", room)
+    for name, service in sorted(env.services.items()):
+        regions = [r for r in env.regions if r in env.kube_contexts]
+        if len(regions) < 2:
+            continue
+
+        def same_images(
+            service: ServiceConfig = service, regions: list[str] = regions
+        ) -> tuple[bool, str]:
+            images = {
+                region: kube_for(ctx, ctx.environment, region)
+                .deployment(service.namespace, service.deployment)
+                .image_text()
+                for region in regions
+            }
+            shown = "; ".join(f"{r} {i}" for r, i in images.items())
+            return len(set(images.values())) == 1, shown
+
+        yield observe(f"{name} images", same_images)
+    target = env.targets.get("database")
+    if env.mongodb is not None and target is not None:
+
+        def lag() -> tuple[bool, str]:
+            topology = infra.database(ctx.environment).topology()
+            standbys = [r for r in env.regions if r != topology.primary_region]
+            worst = [(r, topology.lag(r)) for r in standbys]
+            unread = [r for r, value in worst if value is None]
+            if unread:
+                return False, f"no readable member in {', '.join(unread)}"
+            over = [(r, v) for r, v in worst if v is not None and v > target.rpo]
+            shown = ", ".join(f"{r} {format_duration(v or 0)}" for r, v in worst)
+            if over:
+                return False, f"lag {shown}: above the RPO target {format_duration(target.rpo)}"
+            return True, f"lag {shown} (RPO target {format_duration(target.rpo)})"
+
+        yield observe("database replication", lag)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pydantic import Field, field_validator
@@ -29,6 +30,7 @@ from runbooks.engine.config import EnvironmentConfig, Seconds
 from runbooks.engine.errors import InvalidInput, Refused, RunbookError
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import Measure, PlanContext, PlanDraft, RunContext, Step
+from runbooks.engine.readiness import Observation, observe, readiness_check
 from runbooks.engine.registry import runbook
 from runbooks.interfaces import CloudSnapshot, InfrastructureError, infrastructure
 from runbooks.kit import backups
@@ -653,3 +655,47 @@ class DropRestored(Step, kind="restore.atlas_drop"):
     def verify(self, ctx: RunContext) -> bool:
         target = infrastructure(ctx).data(self.environment, restore_target=True)
         return self.database not in target.database_names()
+
+
+#: How old the newest backup may be before the restore test has nothing recent to test: a
+#: nightly backup plus an hour's slack.
+MAX_BACKUP_AGE = 25 * 3600.0
+
+
+@readiness_check("restore.test", "a recent backup")
+def recent_backup(ctx: PlanContext) -> Iterator[Observation]:
+    """Where a restore test is set up: the newest backup (the bucket's dumps, or the cluster's
+    Atlas snapshots) is younger than a nightly interval plus slack."""
+    env = ctx.env
+    if env.mongodb is None or env.restore is None:
+        return  # no restore test is set up for this environment
+    infra = infrastructure(ctx)
+    now = ctx.clock.now()
+
+    def age_words(created: float, what: str) -> tuple[bool, str]:
+        age = now - created
+        words = f"{what} taken {iso(created)}, {format_duration(age)} ago"
+        if age > MAX_BACKUP_AGE:
+            return False, f"{words}: older than {format_duration(MAX_BACKUP_AGE)}"
+        return True, words
+
+    if env.mongodb.backups == "atlas":
+
+        def snapshot() -> tuple[bool, str]:
+            snapshots = infra.cloud_backups(ctx.environment).snapshots()
+            done = [s for s in snapshots if s.status == "completed"]
+            if not done:
+                return False, "no completed Atlas snapshot"
+            return age_words(done[-1].created, f"Atlas snapshot {done[-1].id}")
+
+        yield observe(f"Atlas snapshots of {env.mongodb.atlas_cluster}", snapshot)
+    elif env.backup_bucket is not None:
+        bucket = env.backup_bucket
+
+        def newest() -> tuple[bool, str]:
+            found = backups.find_backups(infra.aws(env.primary_region), bucket)
+            if not found:
+                return False, f"no backup in s3://{bucket}"
+            return age_words(found[-1].created, f"s3://{bucket}/{found[-1].prefix}")
+
+        yield observe(f"backups in {bucket}", newest)

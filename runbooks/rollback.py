@@ -8,6 +8,7 @@ by pointing their Service at the previous colour.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +19,15 @@ from runbooks.engine.config import EnvironmentConfig, ServiceConfig
 from runbooks.engine.errors import InvalidInput, NeedsPerson, Refused, StepFailed
 from runbooks.engine.params import RegionalParams
 from runbooks.engine.plan import PastRun, PlanContext, PlanDraft, RunContext, Step
+from runbooks.engine.readiness import Observation, observe, readiness_check
 from runbooks.engine.registry import runbook
-from runbooks.interfaces import InfrastructureError, KubeOps, Revision, infrastructure
+from runbooks.interfaces import (
+    InfrastructureError,
+    KubeOps,
+    MetricsOps,
+    Revision,
+    infrastructure,
+)
 from runbooks.kit.kube import KubeStep, kube_for, rollout_regions, service_config, service_name
 
 POLL_S = 0.2
@@ -677,3 +685,85 @@ def history(ctx: PlanContext, params: HistoryParams) -> PlanDraft:
     return PlanDraft(
         steps=[], summary=f"history of {params.service} in {params.environment}", notes=notes
     )
+
+
+@readiness_check("rollback", "an earlier release to return to")
+def earlier_release(ctx: PlanContext) -> Iterator[Observation]:
+    """Per service and region: the deployment is not paused (a rollback would be refused) and
+    a revision before the current one exists that no rollback moved away from (a history
+    limit of 0, or nothing but rolled-back releases, leaves nothing to return to); a
+    blue-green service's other colour has available pods."""
+    env = ctx.env
+    for name, service in env.services.items():
+        for region in rollout_regions(env, None):
+            kube = kube_for(ctx, ctx.environment, region)
+
+            def look(
+                kube: KubeOps = kube, service: ServiceConfig = service, region: str = region
+            ) -> tuple[bool, str]:
+                if service.strategy == "blue-green":
+                    assert service.service is not None  # validated by ServiceConfig
+                    live = kube.service_selector(service.namespace, service.service).get(
+                        service.color_label
+                    )
+                    others = [c for c in service.colors if c != live]
+                    ready = {
+                        c: kube.deployment(service.namespace, service.colors[c]) for c in others
+                    }
+                    empty = [c for c, state in ready.items() if state.available == 0]
+                    if empty or not others:
+                        colours = ", ".join(empty) or "none"
+                        return False, f"the other colour ({colours}) has no available pods"
+                    return True, f"can switch to {', '.join(others)}"
+                state = kube.deployment(service.namespace, service.deployment)
+                if state.paused:
+                    return False, (
+                        f"deployment {service.deployment} is paused: a rollback would be "
+                        "refused; resume or finish its rollout"
+                    )
+                revisions = kube.revisions(service.namespace, service.deployment)
+                current = next((r for r in revisions if r.template == state.template), None)
+                if current is None:
+                    return False, "no replica set matches the current template"
+                moved = rolled_back(
+                    revisions, ctx.history(), environment=ctx.environment, region=region
+                )
+                good = [r for r in revisions if r.number < current.number and r.number not in moved]
+                if not good:
+                    return False, (
+                        f"no revision before {current.number} ({current.image_text()}) to roll "
+                        "back to"
+                        + (" that a rollback did not move away from" if moved else "")
+                        + " (revisionHistoryLimit 0, or a fresh deployment)"
+                    )
+                return True, (
+                    f"revision {current.number} ({current.image_text()}) can return to "
+                    f"{good[-1].number} ({good[-1].image_text()})"
+                )
+
+            yield observe(f"{name} {region}", look)
+
+
+@readiness_check("rollback", "the gate's signals have data")
+def gate_signals(ctx: PlanContext) -> Iterator[Observation]:
+    """Where ``rollback_gate`` is on, each trigger query returns data for each region: a gate
+    without data fails every rollback "unverified" at 3 a.m."""
+    env = ctx.env
+    for name in env.services:
+        watch = _watch_step(
+            env, RollbackParams(environment=ctx.environment, service=name), list(env.regions)
+        )
+        if watch is None:
+            continue
+        metrics = infrastructure(ctx).metrics(ctx.environment)
+        for region in watch.regions:
+            for signal in watch.signals:
+                query = str(signal["query"]).replace("{region}", region)
+
+                def look(query: str = query, metrics: MetricsOps = metrics) -> tuple[bool, str]:
+                    value = metrics.query(query)
+                    if value is None or math.isnan(value):
+                        return False, f"no data (query {query})"
+                    return True, f"{value:g}"
+
+                yield observe(f"{name} {region} {signal['name']}", look)

@@ -3,14 +3,17 @@ group capacity, within policy (the spec: 2-20) and, for nodes, its cooldowns."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pydantic import Field
 
 from runbooks.engine.clock import format_duration, iso
+from runbooks.engine.config import ServiceConfig
 from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.params import RegionalParams
 from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
+from runbooks.engine.readiness import Observation, observe, readiness_check
 from runbooks.engine.registry import runbook
 from runbooks.interfaces import infrastructure
 from runbooks.kit.aws import SetNodeCapacity
@@ -265,3 +268,45 @@ def scale_nodes(ctx: PlanContext, params: ScaleNodesParams) -> PlanDraft:
         summary=f"scale {group_name} in {params.environment} ({region}) to {params.desired}",
         notes=notes,
     )
+
+
+@readiness_check("scale.hpa", "autoscaler bounds within policy, equal across regions")
+def autoscaler_bounds(ctx: PlanContext) -> Iterator[Observation]:
+    """Each service's autoscaler keeps within the environment's scaling limits, and every
+    region has the same bounds (a failover onto a smaller ceiling is a slow failover)."""
+    env = ctx.env
+    limits = env.scaling
+    for name, service in sorted(env.services.items()):
+        if service.hpa is None:
+            continue
+        hpa_name = service.hpa
+        regions = [r for r in env.regions if r in env.kube_contexts]
+
+        def bounds(
+            service: ServiceConfig = service, regions: list[str] = regions
+        ) -> tuple[bool, str]:
+            found = {}
+            for region in regions:
+                hpa = kube_for(ctx, ctx.environment, region).hpa_for(
+                    service.namespace, service.deployment
+                )
+                found[region] = None if hpa is None else (hpa.min_replicas, hpa.max_replicas)
+            missing = [r for r, b in found.items() if b is None]
+            if missing:
+                return False, f"no autoscaler in {', '.join(missing)}"
+            shown = "; ".join(f"{r} {b[0]}-{b[1]}" for r, b in found.items() if b)
+            outside = [
+                r
+                for r, b in found.items()
+                if b and not (limits.min_replicas <= b[0] and b[1] <= limits.max_replicas)
+            ]
+            if outside:
+                return False, (
+                    f"{shown}: outside the policy {limits.min_replicas}-{limits.max_replicas} in "
+                    f"{', '.join(outside)}"
+                )
+            if len({b for b in found.values()}) > 1:
+                return False, f"{shown}: regions differ"
+            return True, shown
+
+        yield observe(f"{name} autoscaler {hpa_name}", bounds)

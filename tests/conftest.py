@@ -272,7 +272,7 @@ class AwsWorld:
             check=False,
         )
         assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        return json.loads(result.stdout) if result.stdout.strip() else None  # no output: None
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ from runbooks.engine.plan import (
     Plan,
     PlanContext,
 )
+from runbooks.engine.readiness import Finding, ReadinessReport, select_checks
 from runbooks.engine.registry import Registry, RunbookSpec
 from runbooks.engine.runner import Runner
 from runbooks.engine.store.base import Store
@@ -186,6 +187,40 @@ class Engine(Locks, Decisions, Runner):
                 detail={"error": exc.message},
             )
             raise
+
+    def readiness(
+        self, *, actor: Actor, environment: str | None = None, runbook: str | None = None
+    ) -> ReadinessReport:
+        """Run the runbooks' readiness checks (one runbook's, or all) against live state in
+        one environment (or all), read-only; audited as ``readiness.checked``."""
+        names = [environment] if environment else self.config.environment_names()
+        checks = select_checks(self.registry.checks, runbook=runbook, known=self.registry.names())
+        findings: list[Finding] = []
+        for name in names:
+            params = validate_params(RunbookParams, {"environment": name}, self.config)
+            ctx = PlanContext(
+                config=self.config,
+                env=self.config.environment(name),
+                params=params,
+                clock=self.clock,
+                adapters=self.adapters,
+                state_dir=self.state_dir,
+                history=self._history,
+            )
+            for check in checks:
+                findings.extend(check.run(ctx))
+        report = ReadinessReport(self.clock.now(), tuple(findings))
+        self.audit.record(
+            "readiness.checked",
+            actor=actor,
+            outcome="ready" if report.ready else "findings",
+            target={"environment": environment or "*", "runbook": runbook or "*"},
+            detail={
+                "checked": len(report.findings),
+                "problems": [f"{f.key}: {f.detail}" for f in report.problems][:50],
+            },
+        )
+        return report
 
     def request(self, request: Request, *, prepared: Prepared | None = None) -> RequestResult:
         """The one request path for every front end (see ``runbooks.engine.requests``)."""

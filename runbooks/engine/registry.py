@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from runbooks.engine.errors import NotFound
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import PlanContext, PlanDraft, Step
+from runbooks.engine.readiness import ReadinessCheck
 
 P = TypeVar("P", bound=RunbookParams)
 Planner = Callable[[PlanContext, P], "PlanDraft | list[Step]"]
@@ -98,8 +99,12 @@ def runbook(
 class Registry:
     """An explicit, replaceable collection of runbooks."""
 
-    def __init__(self, specs: Iterable[RunbookSpec[Any]] = ()) -> None:
+    def __init__(
+        self, specs: Iterable[RunbookSpec[Any]] = (), checks: Iterable[ReadinessCheck] = ()
+    ) -> None:
         self._specs: dict[str, RunbookSpec[Any]] = {}
+        #: Readiness checks declared beside the runbooks (``@readiness_check``).
+        self.checks: list[ReadinessCheck] = list(checks)
         for spec in specs:
             self.add(spec)
 
@@ -132,9 +137,13 @@ def specs_in_module(module_name: str) -> list[RunbookSpec[Any]]:
 
 
 def load_registry(modules: Iterable[str]) -> Registry:
-    """Import the runbook modules and collect their specs."""
+    """Import the runbook modules and collect their specs and readiness checks."""
     registry = Registry()
     for module_name in modules:
         for spec in specs_in_module(module_name):
             registry.add(spec)
+        module = importlib.import_module(module_name)
+        registry.checks += [v for v in vars(module).values() if isinstance(v, ReadinessCheck)]
+    for check in registry.checks:
+        registry.get(check.runbook)  # a check of a runbook that does not exist is a bug
     return registry

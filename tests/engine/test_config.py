@@ -83,8 +83,8 @@ def test_policy_defaults_follow_the_spec() -> None:
         ),
         (
             "environments.yaml",
-            "max_replicas: 5}",
-            "max_replicas: 0}",
+            "max_replicas: 10}  #",
+            "max_replicas: 0}  #",
             "environments.development.scaling.max_replicas: Input should be greater than or "
             "equal to 1",
         ),
