@@ -290,6 +290,17 @@ MALFORMED: dict[str, tuple[str, Any, str, str, int]] = {
         "is larger than the limit of 16 MiB (16777216 bytes)",
         2,
     ),
+    "65 indexes": (
+        "app/users.metadata.json.gz",
+        _metadata(
+            lambda m: m["indexes"].extend(
+                {"v": 2, "key": {f"f{i}": 1}, "name": f"f{i}_1"} for i in range(62)
+            )
+        ),
+        "users: metadata",
+        "65 indexes, more than MongoDB's 64 per collection",
+        2,
+    ),
     "manifest count 1e309": (
         _ORDERS,
         _manifest(lambda m: m["collections"]["orders"].update(count="1e309")),
@@ -358,6 +369,28 @@ def test_a_backup_with_no_collections_fails_closed(engine: Engine, aws: AwsWorld
     assert done.state in {State.FAILED, State.COMPENSATED}
     assert "the backup holds no collections" in (done.error or "")
     assert "checked 0 of" in (done.error or "")
+
+
+def test_a_manifest_listing_too_many_collections_fails_closed(
+    engine: Engine, aws: AwsWorld
+) -> None:
+    entry = {"count": 0, "sha256": "0" * 64, "indexes": []}
+    manifest = {
+        "format": "runbook-bot-backup/1",
+        "collections": {f"c{i}": entry for i in range(10_001)},
+    }
+    s3(aws).put_object(
+        Bucket=BUCKET, Key="nightly/wide/runbook-bot-manifest.json", Body=json.dumps(manifest)
+    )
+    done = run(engine, "restore.test", environment="production", backup="nightly/wide")
+    assert done.state in {State.FAILED, State.COMPENSATED}
+    error = done.error or ""
+    assert (
+        "(backup): collections: the backup lists 10001 collections, more than the limit of 10000"
+        in error
+    ), error[:2000]
+    assert "checked 0 of" in error
+    assert len(output(done)) < 10_000  # one line for the backup, not one per collection
 
 
 def test_a_foreign_mongodump_directory_restores_and_verifies(
