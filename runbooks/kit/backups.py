@@ -19,17 +19,23 @@ collection is dumped (conservative: every change up to then is in the backup).
 
 Everything streams: documents go from the server's cursor through gzip into a multipart
 upload, and from the object's body through gunzip into ``insert_many`` batches, so memory
-stays flat however large a collection is.
+stays flat however large a collection is. A backup is untrusted input: every read is bounded
+(``CHUNK`` at a time from the object, decompressed output included), a document's length
+prefix above MongoDB's limit (``MAX_DOCUMENT``) is refused before anything is read for it,
+metadata and manifests larger than ``MAX_METADATA``/``MAX_MANIFEST`` are refused, and a
+malformed manifest entry or index spec is a failed check naming the collection.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import random
 import re
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +58,20 @@ BATCH = 1000
 RAW = CodecOptions(document_class=RawBSONDocument)
 #: Index options compared between a backup and its restored copy (others are informational).
 INDEX_OPTIONS = ("unique", "sparse", "expireAfterSeconds", "partialFilterExpression", "hidden")
+#: MongoDB's largest BSON document (``maxBsonObjectSize``, 16 MiB): a longer length prefix in
+#: a .bson file is refused before anything is read for it.
+MAX_DOCUMENT = 16 * 1024 * 1024
+#: The largest ``<collection>.metadata.json`` accepted, decompressed (mongodump's are a few KiB).
+MAX_METADATA = 16 * 1024 * 1024
+#: The largest manifest accepted (ours hold a few hundred bytes per collection).
+MAX_MANIFEST = 16 * 1024 * 1024
+#: The most collections a backup may list (each is a line of the report).
+MAX_COLLECTIONS = 10_000
+#: MongoDB's most indexes per collection.
+MAX_INDEXES = 64
+#: Bytes read (and decompressed) at a time from a backup object.
+CHUNK = 64 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _FILE = re.compile(
     r"^(?:(?P<prefix>.*)/)?(?P<db>[^/]+)/(?P<coll>[^/]+?)\.(?P<kind>bson|metadata\.json)(?P<gz>\.gz)?$"
 )
@@ -351,18 +371,65 @@ def _open(aws: AwsOps, backup: Backup, key: str, phases: Phases) -> Any:
     return reader
 
 
+class Oversized(ValueError):
+    """A backup object, or a document in one, larger than its limit (read no further)."""
+
+
+def _mib(size: int) -> str:
+    return f"{size // (1024 * 1024)} MiB ({size} bytes)"
+
+
+def _show(value: Any) -> str:
+    """A value from a backup, short enough to quote in a message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    names = {str: "a string", dict: "a document", list: "a list", bool: "a boolean"}
+    return "null" if value is None else names.get(type(value), f"a {type(value).__name__}")
+
+
+def _read_at_most(reader: Any, size: int) -> bytes:
+    """Up to ``size`` bytes, fewer only at the end of the stream. Read ``CHUNK`` at a time:
+    a gzip reader decompresses no more than it is asked for, so what a hostile object claims
+    never decides how much is allocated."""
+    parts: list[bytes] = []
+    left = size
+    while left > 0:
+        chunk = reader.read(min(CHUNK, left))
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def _read_capped(reader: Any, limit: int, what: str) -> bytes:
+    """The whole stream, or Oversized once it passes ``limit`` bytes (decompressed)."""
+    data = _read_at_most(reader, limit + 1)
+    if len(data) > limit:
+        raise Oversized(f"{what} is larger than the limit of {_mib(limit)}; not read further")
+    return data
+
+
 def read_manifest(aws: AwsOps, backup: Backup) -> dict[str, Any]:
     """The backup's manifest; InfrastructureError naming what is wrong when it cannot be used."""
     assert backup.manifest_key is not None
     reader = aws.read_object(backup.bucket, backup.manifest_key)
     try:
-        text = reader.read()
+        text = _read_capped(reader, MAX_MANIFEST, f"manifest {backup.manifest_key}")
+    except Oversized as exc:
+        raise InfrastructureError(str(exc)) from None
     finally:
         reader.close()
     try:
         manifest = json_util.loads(text)
-    except (ValueError, TypeError, BSONError) as exc:
-        raise InfrastructureError(f"manifest {backup.manifest_key} does not parse: {exc}") from None
+    except (ValueError, TypeError, BSONError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise InfrastructureError(
+            f"manifest {backup.manifest_key} does not parse: {detail}"
+        ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InfrastructureError(
             f"manifest {backup.manifest_key} is not a {FORMAT} manifest "
@@ -373,9 +440,83 @@ def read_manifest(aws: AwsOps, backup: Backup) -> dict[str, Any]:
     return manifest
 
 
+def index_specs(value: Any) -> list[dict[str, Any]]:
+    """``indexes`` of a metadata file or a manifest entry, checked: a list of at most
+    ``MAX_INDEXES`` documents, each with a name and a non-empty key whose values are
+    directions (1, -1) or index types ("text", "hashed", ...). ValueError says what is wrong."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"indexes is {_kind(value)}, not a list")
+    if len(value) > MAX_INDEXES:
+        raise ValueError(f"{len(value)} indexes, more than MongoDB's {MAX_INDEXES} per collection")
+    for position, spec in enumerate(value, 1):
+        if not isinstance(spec, dict):
+            raise ValueError(f"index {position} is {_kind(spec)} ({_show(spec)}), not a document")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"index {position} has no name ({_show(name)})")
+        key = spec.get("key")
+        if not isinstance(key, dict):
+            raise ValueError(f"index {name!r} has {_kind(key)} as its key, not a document")
+        if not key:
+            raise ValueError(f"index {name!r} has an empty key")
+        for path, direction in key.items():
+            if not path:
+                raise ValueError(f"index {name!r} has an empty field name in its key")
+            number = isinstance(direction, int | float) and not isinstance(direction, bool)
+            if not (
+                (number and direction != 0 and math.isfinite(direction))
+                or (isinstance(direction, str) and direction)
+            ):
+                raise ValueError(
+                    f"index {name!r}: {path}: {_show(direction)} is neither a direction "
+                    "(1, -1) nor an index type"
+                )
+    return value
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """What makes a collection's manifest entry unusable for the checks, or None."""
+    if not isinstance(entry, dict):
+        return f"the entry is {_kind(entry)}, not a document"
+    count = entry.get("count")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        return f"count {_show(count)} is not a whole number of documents"
+    digest = entry.get("sha256")
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        return f"sha256 {_show(digest)} is not a SHA-256 hex digest"
+    try:
+        index_specs(entry.get("indexes"))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _documents(reader: Any) -> Iterator[bytes]:
-    for document in bson.decode_file_iter(reader, RAW):
-        yield bytes(document.raw)
+    """Each document's BSON from a .bson stream, read as ``bson.decode_file_iter`` reads it
+    but bounded: a length prefix above ``MAX_DOCUMENT`` is Oversized before anything is read
+    for it, and a document is read ``CHUNK`` at a time."""
+    while True:
+        head = _read_at_most(reader, 4)
+        if not head:
+            return
+        if len(head) < 4:
+            raise InvalidBSON("the file ends inside a document's length prefix")
+        size = int.from_bytes(head, "little", signed=True)
+        if size > MAX_DOCUMENT:
+            raise Oversized(
+                f"a document's length prefix claims {size} bytes, more than MongoDB's limit "
+                f"of {_mib(MAX_DOCUMENT)}"
+            )
+        if size < 5:
+            raise InvalidBSON(f"a document's length prefix says {size} bytes")
+        body = _read_at_most(reader, size - 4)
+        if len(body) < size - 4:
+            raise InvalidBSON(f"a document of {size} bytes ends after {len(body) + 4}")
+        raw = head + body
+        RawBSONDocument(raw, RAW)  # its length and terminating NUL, as decode_file_iter checks
+        yield raw
 
 
 def restore_into(
@@ -407,10 +548,24 @@ def restore_into(
         report.expected = []
         report.fail("(backup)", "collections", "the backup holds no collections")
         return report
+    if len(report.expected) > MAX_COLLECTIONS:
+        listed = len(report.expected)
+        report.expected = []
+        report.fail(
+            "(backup)",
+            "collections",
+            f"the backup lists {listed} collections, more than the limit of {MAX_COLLECTIONS}",
+        )
+        return report
     specs: dict[str, list[dict[str, Any]]] = {}
     for name in report.expected:
         check()
         key = backup.files.get(name)
+        if manifest is not None:
+            problem = _entry_problem(manifest["collections"][name])
+            if problem is not None:
+                report.fail(name, "manifest", f"its entry in {backup.manifest_key}: {problem}")
+                continue
         if key is None:
             report.fail(name, "missing collection", f"no {name}.bson in {backup.name}")
             continue
@@ -448,15 +603,7 @@ def _load(
     if meta_key is None:
         report.fail(name, "missing metadata", f"no {name}.metadata.json: its indexes are unknown")
     else:
-        try:
-            reader = _open(aws, backup, meta_key, report.phases)
-            try:
-                metadata = json_util.loads(reader.read())
-            finally:
-                reader.close()
-            indexes = list(metadata.get("indexes") or [])
-        except (ValueError, TypeError, OSError, BSONError, AttributeError) as exc:
-            report.fail(name, "metadata", f"{meta_key} does not parse: {exc}")
+        indexes = _metadata_indexes(aws, backup, name, meta_key, report)
     started = time.perf_counter()
     download_before = report.phases.download
     count = 0
@@ -474,7 +621,15 @@ def _load(
                 progress(f"restoring {name}: {count} documents")
         if batch:
             target.insert_raw(report.scratch, name, batch)
-    except (InvalidBSON, EOFError, OSError, gzip.BadGzipFile) as exc:
+    except Oversized as exc:
+        if batch:
+            target.insert_raw(report.scratch, name, batch)
+        report.fail(
+            name,
+            "document too large",
+            f"{key}: after {count} documents, {exc}; the restore of {name} stopped there",
+        )
+    except (InvalidBSON, EOFError, OSError, zlib.error) as exc:
         if batch:
             target.insert_raw(report.scratch, name, batch)
         report.fail(name, "truncated BSON", f"{key} is cut short after {count} documents ({exc})")
@@ -484,6 +639,39 @@ def _load(
     elapsed = time.perf_counter() - started
     report.phases.restore += elapsed - (report.phases.download - download_before)
     return indexes
+
+
+def _metadata_indexes(
+    aws: AwsOps, backup: Backup, name: str, meta_key: str, report: RestoreReport
+) -> list[dict[str, Any]]:
+    """The index specs of a collection's metadata file, read within ``MAX_METADATA``
+    (decompressed) and checked; [] and a failed ``metadata`` check when they cannot be used."""
+    try:
+        reader = _open(aws, backup, meta_key, report.phases)
+        try:
+            text = _read_capped(reader, MAX_METADATA, f"{meta_key} (decompressed)")
+        finally:
+            reader.close()
+    except Oversized as exc:
+        report.fail(name, "metadata", str(exc))
+        return []
+    except (OSError, EOFError, zlib.error) as exc:
+        report.fail(name, "metadata", f"{meta_key} cannot be read: {exc}")
+        return []
+    try:
+        metadata = json_util.loads(text)
+    except (ValueError, TypeError, BSONError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        report.fail(name, "metadata", f"{meta_key} does not parse: {detail}")
+        return []
+    if not isinstance(metadata, dict):
+        report.fail(name, "metadata", f"{meta_key} is {_kind(metadata)}, not a document")
+        return []
+    try:
+        return index_specs(metadata.get("indexes"))
+    except ValueError as exc:
+        report.fail(name, "metadata", f"{meta_key}: {exc}")
+        return []
 
 
 def _index_key(spec: dict[str, Any]) -> tuple[Any, ...]:

@@ -225,6 +225,131 @@ def test_a_corrupt_backup_fails_naming_the_collection_and_the_check(
     assert databases.scratch_databases() == []  # dropped on failure too
 
 
+def _metadata(change: Any) -> Any:
+    """Rewrite a gzipped canonical Extended JSON metadata file through ``change(metadata)``."""
+
+    def rewrite(raw: bytes) -> bytes:
+        metadata = json_util.loads(raw)
+        change(metadata)
+        return json_util.dumps(metadata, json_options=json_util.CANONICAL_JSON_OPTIONS).encode()
+
+    return _gz(rewrite)
+
+
+def _manifest(change: Any) -> Any:
+    def rewrite(raw: bytes) -> bytes:
+        manifest = json.loads(raw)
+        change(manifest)
+        return json.dumps(manifest).encode()
+
+    return rewrite
+
+
+def _claim_two_gib(raw: bytes) -> bytes:
+    """The documents, then a length prefix claiming 2 GiB over 1 KiB of zeros."""
+    return raw + (2**31 - 1).to_bytes(4, "little") + bytes(1024)
+
+
+SIXTEEN_MIB = 16 * 1024 * 1024
+_ORDERS = "runbook-bot-manifest.json"
+#: case -> (object under the prefix, its rewrite, "collection: check" expected, a detail
+#: expected, collections that still pass all their checks)
+MALFORMED: dict[str, tuple[str, Any, str, str, int]] = {
+    "empty index key": (
+        "app/users.metadata.json.gz",
+        _metadata(lambda m: m["indexes"][1].update(key={})),
+        "users: metadata",
+        "has an empty key",
+        2,
+    ),
+    "string index spec": (
+        "app/users.metadata.json.gz",
+        _metadata(lambda m: m["indexes"].append("status_1")),
+        "users: metadata",
+        "index 4 is a string ('status_1'), not a document",
+        2,
+    ),
+    "indexes not a list": (
+        "app/users.metadata.json.gz",
+        _metadata(lambda m: m.update(indexes="status_1")),
+        "users: metadata",
+        "indexes is a string, not a list",
+        2,
+    ),
+    "metadata nested too deeply": (
+        "app/users.metadata.json.gz",
+        _gz(lambda raw: b"[" * 200_000),
+        "users: metadata",
+        "does not parse: nested too deeply",
+        2,
+    ),
+    "metadata over 16 MiB": (
+        "app/users.metadata.json.gz",
+        _gz(lambda raw: b" " * SIXTEEN_MIB + raw),
+        "users: metadata",
+        "is larger than the limit of 16 MiB (16777216 bytes)",
+        2,
+    ),
+    "65 indexes": (
+        "app/users.metadata.json.gz",
+        _metadata(
+            lambda m: m["indexes"].extend(
+                {"v": 2, "key": {f"f{i}": 1}, "name": f"f{i}_1"} for i in range(62)
+            )
+        ),
+        "users: metadata",
+        "65 indexes, more than MongoDB's 64 per collection",
+        2,
+    ),
+    "manifest count 1e309": (
+        _ORDERS,
+        _manifest(lambda m: m["collections"]["orders"].update(count="1e309")),
+        "orders: manifest",
+        "count '1e309' is not a whole number of documents",
+        2,
+    ),
+    "string index spec in the manifest": (
+        _ORDERS,
+        _manifest(lambda m: m["collections"]["orders"].update(indexes=["status_1"])),
+        "orders: manifest",
+        "index 1 is a string ('status_1'), not a document",
+        2,
+    ),
+    "manifest over 16 MiB": (
+        _ORDERS,
+        lambda raw: raw + b" " * SIXTEEN_MIB,
+        "(manifest): manifest",
+        "is larger than the limit of 16 MiB (16777216 bytes)",
+        0,
+    ),
+    "document over 16 MiB": (
+        "app/orders.bson.gz",
+        _gz(_claim_two_gib),
+        "orders: document too large",
+        "claims 2147483647 bytes, more than MongoDB's limit of 16 MiB",
+        2,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_a_malformed_backup_fails_closed_naming_the_collection_and_the_check(
+    case: str, engine: Engine, aws: AwsWorld, databases: Databases
+) -> None:
+    """No raw Python error: the restore test's verdict is failed, with the collection and the
+    check named, and the other collections still checked."""
+    prefix = take_backup(engine, f"nightly/{case.replace(' ', '-')}")
+    key, change, named, detail, passing = MALFORMED[case]
+    _rewrite(aws, f"{prefix}/{key}", change)
+    done = run(engine, "restore.test", environment="production", backup=prefix)
+    assert done.state in {State.FAILED, State.COMPENSATED}, done.state
+    error = done.error or ""
+    assert f"{named}: " in error and detail in error, error
+    assert f"restore test FAILED: checked {passing} of " in error, error
+    assert f"verdict: FAILED: checked {passing} of " in output(done)
+    assert databases.scratch_databases() == []
+
+
 def test_a_manifest_that_does_not_parse_is_named(engine: Engine, aws: AwsWorld) -> None:
     prefix = take_backup(engine, "nightly/bad-manifest")
     _rewrite(aws, f"{prefix}/runbook-bot-manifest.json", lambda raw: b"{not json")
@@ -244,6 +369,28 @@ def test_a_backup_with_no_collections_fails_closed(engine: Engine, aws: AwsWorld
     assert done.state in {State.FAILED, State.COMPENSATED}
     assert "the backup holds no collections" in (done.error or "")
     assert "checked 0 of" in (done.error or "")
+
+
+def test_a_manifest_listing_too_many_collections_fails_closed(
+    engine: Engine, aws: AwsWorld
+) -> None:
+    entry = {"count": 0, "sha256": "0" * 64, "indexes": []}
+    manifest = {
+        "format": "runbook-bot-backup/1",
+        "collections": {f"c{i}": entry for i in range(10_001)},
+    }
+    s3(aws).put_object(
+        Bucket=BUCKET, Key="nightly/wide/runbook-bot-manifest.json", Body=json.dumps(manifest)
+    )
+    done = run(engine, "restore.test", environment="production", backup="nightly/wide")
+    assert done.state in {State.FAILED, State.COMPENSATED}
+    error = done.error or ""
+    assert (
+        "(backup): collections: the backup lists 10001 collections, more than the limit of 10000"
+        in error
+    ), error[:2000]
+    assert "checked 0 of" in error
+    assert len(output(done)) < 10_000  # one line for the backup, not one per collection
 
 
 def test_a_foreign_mongodump_directory_restores_and_verifies(
