@@ -289,13 +289,32 @@ class Drill(BaseModel):
         return datetime.fromtimestamp(instant, tz=self.zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
+class ReadinessSchedule(BaseModel):
+    """How often the leader checks every runbook's readiness, and how often a finding that
+    stays open is announced again."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interval: Seconds = Field(1800.0, description="between evaluations (default 30m)")
+    reannounce: Seconds = Field(86400.0, description="an open finding again (default 24h)")
+    enabled: bool = True
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: float) -> float:
+        if value < 60:
+            raise ValueError("interval must be at least 1m")
+        return value
+
+
 class SchedulesFile(BaseModel):
-    """``schedules.yaml``: maintenance windows and drills."""
+    """``schedules.yaml``: maintenance windows, drills and the readiness evaluation."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     drills: list[Drill] = Field(default_factory=list)
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
+    readiness: ReadinessSchedule = ReadinessSchedule()
 
     @model_validator(mode="after")
     def _unique_names(self) -> SchedulesFile:
