@@ -211,17 +211,27 @@ def report(  # noqa: PLR0917 - invoke makes each parameter a flag
             emit_json([drill.to_doc() for drill in found])
             return
         target = Path(out) if out else None
+        chain = rt.engine.audit.verify()
+        scope = evidence.ReportScope(
+            installation=rt.config.environments.installation,
+            since=now - since_days * 86400.0,
+            until=now,
+            audit_head=chain.head,
+            audit_records=chain.count,
+            audit_intact=chain.ok,
+            audit_problem=chain.problem,
+        )
         if format == "html":
-            text = evidence.html(found, generated_at=now)
+            text = evidence.html(found, generated_at=now, scope=scope)
         else:
             charts: dict[str, str] = {}
             if target is not None:
                 for drill in found:
-                    if drill.executed:
+                    if drill.executed and evidence.measured(drill):
                         chart = target.with_name(f"{target.stem}-{drill.name}.svg")
                         chart.write_text(evidence.chart_svg(drill), encoding="utf-8")
                         charts[drill.name] = chart.name
-            text = evidence.markdown(found, generated_at=now, charts=charts)
+            text = evidence.markdown(found, generated_at=now, scope=scope, charts=charts)
         if target is None:
             sys.stdout.write(text + "\n")
             return

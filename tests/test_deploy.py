@@ -180,3 +180,109 @@ def test_the_operator_role_grants_exactly_what_the_adapter_uses() -> None:
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "runbook-bot", "namespace": "runbook-bot"}
         ]
+
+
+# --- What a real installation needs: IRSA, Socket Mode, a pinned image, zones, parameters ----
+
+
+def the_deployment(overlay: str) -> dict[str, Any]:
+    (deployment,) = by_kind(render(overlay), "Deployment")
+    return deployment
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_service_account_carries_an_irsa_role_placeholder(overlay: str) -> None:
+    docs = render(overlay)
+    (account,) = by_kind(docs, "ServiceAccount")
+    arn = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    # The shape IAM gives a role's ARN (account id of 12 digits, a role name IAM accepts).
+    assert re.fullmatch(r"arn:aws:iam::\d{12}:role/[\w+=,.@-]{1,64}", arn), arn
+    pod = the_deployment(overlay)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    # IRSA and the in-cluster context both need the account's token in the pod.
+    assert account["automountServiceAccountToken"] is True
+    assert pod.get("automountServiceAccountToken", True) is True
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_socket_mode_takes_an_optional_app_token_from_the_secret(overlay: str) -> None:
+    from bot.slack.app import SlackSettings
+
+    (container,) = the_deployment(overlay)["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    ref = env["SLACK_APP_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "runbook-bot", "key": "slack-app-token", "optional": True}
+    # The variable is the one the bot reads: with it, Slack runs in Socket Mode; without the key
+    # (optional: the variable is absent), over HTTP with the signing secret.
+    values = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "SLACK_APP_TOKEN": "xapp-1"}
+    assert SlackSettings.from_env(values).mode == "socket"
+    del values["SLACK_APP_TOKEN"]
+    assert SlackSettings.from_env(values).mode == "http"
+    # Everything else stays: the kubeconfig Secret and KUBECONFIG pointing into its mount.
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["KUBECONFIG"]["value"] == mounts["kubeconfig"] + "/config"
+
+
+def test_production_runs_an_image_pinned_by_digest() -> None:
+    (container,) = the_deployment("production")["spec"]["template"]["spec"]["containers"]
+    assert re.fullmatch(r"[a-z0-9./-]+@sha256:[0-9a-f]{64}", container["image"]), container["image"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_replicas_spread_across_zones(overlay: str) -> None:
+    deployment = the_deployment(overlay)
+    template = deployment["spec"]["template"]
+    zone = [
+        c
+        for c in template["spec"]["topologySpreadConstraints"]
+        if c["topologyKey"] == "topology.kubernetes.io/zone"
+    ]
+    assert len(zone) == 1, "one spread constraint over zones"
+    (constraint,) = zone
+    assert constraint["maxSkew"] == 1
+    assert constraint["whenUnsatisfiable"] == "DoNotSchedule"
+    # It counts this Deployment's own pods: its selector picks labels the pods carry.
+    selector = constraint["labelSelector"]["matchLabels"]
+    assert selector and selector.items() <= template["metadata"]["labels"].items()
+    assert selector.items() <= deployment["spec"]["selector"]["matchLabels"].items()
+
+
+def network_parameters(overlay_dir: Any) -> dict[str, str]:
+    (params,) = list(yaml.safe_load_all((overlay_dir / "network.yaml").read_text()))
+    assert params["metadata"]["annotations"]["config.kubernetes.io/local-config"] == "true"
+    data: dict[str, str] = params["data"]
+    return data
+
+
+def allowed_namespaces(docs: list[dict[str, Any]]) -> list[str]:
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    return [
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for rule in policy["spec"]["ingress"]
+        for peer in rule["from"]
+    ]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_network_policy_namespaces_are_the_overlays_parameters(overlay: str) -> None:
+    docs = render(overlay)
+    params = network_parameters(DEPLOY / "overlays" / overlay)
+    assert allowed_namespaces(docs) == [params["ingress-namespace"], params["monitoring-namespace"]]
+    # The parameters are not installed.
+    assert [c["metadata"]["name"] for c in by_kind(docs, "ConfigMap")] == ["runbook-bot-config"]
+
+
+def test_an_overlay_with_other_namespaces_gets_a_policy_naming_them(tmp_path: Any) -> None:
+    render("production")  # skips without kubectl
+    copy = tmp_path / "kubernetes"
+    shutil.copytree(DEPLOY, copy)
+    overlay = copy / "overlays" / "production"
+    (params,) = list(yaml.safe_load_all((overlay / "network.yaml").read_text()))
+    params["data"] = {"ingress-namespace": "traefik", "monitoring-namespace": "observability"}
+    (overlay / "network.yaml").write_text(yaml.safe_dump(params))
+    assert KUBECTL is not None
+    out = subprocess.run(
+        [KUBECTL, "kustomize", str(overlay)], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+    docs = [doc for doc in yaml.safe_load_all(out) if doc]
+    assert allowed_namespaces(docs) == ["traefik", "observability"]

@@ -585,7 +585,7 @@ class _Listeners:
             return
         client = self.notifier.courier.client
         for drill in found:
-            if not drill.executed:
+            if not drill.executed or not evidence.measured(drill):
                 continue
             client.files_upload_v2(
                 channel=channel,

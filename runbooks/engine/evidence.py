@@ -117,6 +117,39 @@ class DrillEvidence:
         }
 
 
+@dataclass(frozen=True)
+class ReportScope:
+    """What a report covers: the installation, the period, and the audit chain's head then."""
+
+    installation: str
+    since: float
+    until: float
+    audit_head: str
+    audit_records: int
+    audit_intact: bool = True
+    audit_problem: str | None = None
+
+    def lines(self) -> list[str]:
+        """The scope in words, one fact per line (plain text, no markup)."""
+        period = f"{iso(self.since)} to {iso(self.until)} (UTC)"
+        if self.audit_intact:
+            chain = (
+                f"head {self.audit_head} ({self.audit_records} records, verified intact when "
+                f"this report was made); `invoke audit.verify --head {self.audit_head}` checks "
+                "that no record up to it has changed since"
+            )
+        else:
+            chain = (
+                f"NOT intact: {self.audit_problem}; last good head {self.audit_head}. "
+                "This evidence cannot be trusted until the log is examined"
+            )
+        return [
+            f"Installation: {self.installation}",
+            f"Period: {period}",
+            f"Audit chain: {chain}",
+        ]
+
+
 # --- collecting ---------------------------------------------------------------------------
 
 
@@ -251,7 +284,11 @@ def _heading(drill: DrillEvidence) -> str:
 
 
 def markdown(
-    evidence: list[DrillEvidence], *, generated_at: float, charts: dict[str, str] | None = None
+    evidence: list[DrillEvidence],
+    *,
+    generated_at: float,
+    scope: ReportScope,
+    charts: dict[str, str] | None = None,
 ) -> str:
     """The report as Markdown tables; ``charts`` maps a drill to an image path to link."""
 
@@ -259,10 +296,16 @@ def markdown(
         return text.replace("|", "\\|").replace("\n", " ")
 
     lines = ["# Drill evidence", "", f"Generated {iso(generated_at)} by runbook-bot.", ""]
+    lines += [f"- {line}" for line in scope.lines()] + [""]
     for drill in evidence:
         lines += [f"## {drill.name}", "", f"{_heading(drill)}. {drill.summary()}.", ""]
         if charts and drill.name in charts:
-            lines += [f"![{drill.name}: RTO and RPO per run]({charts[drill.name]})", ""]
+            lines += [
+                f"![{drill.name}: {' and '.join(measured(drill))} per run]({charts[drill.name]})",
+                "",
+            ]
+        if drill.executed and not measured(drill):
+            lines += [no_chart_text(drill), ""]
         if not drill.runs:
             lines += ["No runs recorded yet.", ""]
             continue
@@ -286,7 +329,7 @@ figure { margin: 0.5rem 0; } figure svg { max-width: 100%; height: auto; }
 """
 
 
-def html(evidence: list[DrillEvidence], *, generated_at: float) -> str:
+def html(evidence: list[DrillEvidence], *, generated_at: float, scope: ReportScope) -> str:
     """The report as one self-contained HTML page with the trend charts inline as SVG."""
     esc = html_lib.escape
     parts = [
@@ -296,15 +339,22 @@ def html(evidence: list[DrillEvidence], *, generated_at: float) -> str:
         f"<style>{_CSS}</style></head><body>",
         "<h1>Drill evidence</h1>",
         f"<p>Generated {esc(iso(generated_at))} by runbook-bot.</p>",
+        '<ul class="scope">',
+        *(f"<li>{esc(line)}</li>" for line in scope.lines()),
+        "</ul>",
     ]
     for drill in evidence:
         parts.append(f'<section id="{esc(drill.name)}"><h2>{esc(drill.name)}</h2>')
         parts.append(f"<p>{esc(_heading(drill))}. {esc(drill.summary())}.</p>")
-        if drill.executed:
+        if drill.executed and measured(drill):
+            what = " and ".join(measured(drill))
             parts.append(
                 f'<figure class="trend">{chart_svg(drill)}'
-                f"<figcaption>RTO and RPO per run against the target</figcaption></figure>"
+                f"<figcaption>{what} per run against the target; a shaded column is a failed "
+                "run</figcaption></figure>"
             )
+        elif drill.executed:
+            parts.append(f'<p class="no-chart">{esc(no_chart_text(drill))}</p>')
         if not drill.runs:
             parts.append("<p>No runs recorded yet.</p></section>")
             continue
@@ -336,65 +386,93 @@ SERIES_COLOUR = "#1f77b4"
 TARGET_COLOUR = "#d62728"
 
 
+FAILED_COLOUR = "#fbd3cf"
+MEASURES = ("RTO", "RPO")
+
+
+def measured(drill: DrillEvidence) -> list[str]:
+    """Which of RTO and RPO some run of the drill measured (a chart each; none: no chart)."""
+    return [name for name in MEASURES if any(getattr(r, name.lower()) for r in drill.executed)]
+
+
+def no_chart_text(drill: DrillEvidence) -> str:
+    """Why a drill that ran has no chart, in words."""
+    failed = sum(1 for r in drill.executed if r.verdict.startswith("FAILED"))
+    text = (
+        f"No chart: none of its {len(drill.executed)} run(s) measured RTO or RPO "
+        "(this runbook does not report them)"
+    )
+    return text + (f"; {failed} failed (see the table)." if failed else ".")
+
+
+def _tick_label(run: DrillRun) -> str:
+    # Date and time, and the execution: two runs on one day never share a label.
+    when = iso(run.at)
+    return f"{when[:10]} {when[11:16]}\n{run.execution_id or ''}".rstrip()
+
+
 def _figure(drill: DrillEvidence) -> Any:
     from matplotlib.figure import Figure
 
     runs = sorted(drill.executed, key=lambda r: r.at)
-    figure = Figure(figsize=(9, 3.2), dpi=100)
-    for column, name in enumerate(("RTO", "RPO")):
-        axes = figure.add_subplot(1, 2, column + 1)
+    names = measured(drill)
+    labels = [_tick_label(run) for run in runs]
+    failed = [i for i, run in enumerate(runs) if run.verdict.startswith("FAILED")]
+    figure = Figure(figsize=(4.8 * len(names) + 0.6, 4.0), dpi=100)
+    handles: dict[str, Any] = {}
+    for column, name in enumerate(names):
+        axes = figure.add_subplot(1, len(names), column + 1)
+        axes.patch.set_gid(f"plot-area-{name}")
         points = [
             (index, getattr(run, name.lower()))
             for index, run in enumerate(runs)
             if getattr(run, name.lower()) is not None
         ]
-        labels = [iso(run.at)[:10] for run in runs]
         scale, unit = _unit([m.seconds for _, m in points] + [m.target or 0 for _, m in points])
-        if points:
-            xs = [i for i, _ in points]
-            axes.plot(
-                xs,
-                [m.seconds / scale for _, m in points],
-                marker="o",
-                color=SERIES_COLOUR,
-                linewidth=2,
-                label=f"{name} achieved",
+        for index in failed:
+            # A failed run is a shaded column across the plot, whether it measured or not.
+            band = axes.axvspan(index - 0.4, index + 0.4, color=FAILED_COLOUR, zorder=0)
+            band.set_gid(f"failed-run-{name}-{index}")
+            handles["failed run"] = band
+        xs = [i for i, _ in points]
+        (line,) = axes.plot(
+            xs,
+            [m.seconds / scale for _, m in points],
+            marker="o",
+            color=SERIES_COLOUR,
+            linewidth=2,
+        )
+        handles["achieved"] = line
+        targets = [(i, m.target) for i, m in points if m.target is not None]
+        if len(targets) == 1:
+            handles["target"] = axes.axhline(
+                targets[0][1] / scale, color=TARGET_COLOUR, linestyle="--", linewidth=2
             )
-            targets = [(i, m.target) for i, m in points if m.target is not None]
-            if targets:
-                axes.step(
-                    [i for i, _ in targets],
-                    [t / scale for _, t in targets],
-                    where="mid",
-                    color=TARGET_COLOUR,
-                    linestyle="--",
-                    linewidth=2,
-                    label="target",
-                )
-                if len(targets) == 1:
-                    axes.axhline(
-                        targets[0][1] / scale, color=TARGET_COLOUR, linestyle="--", linewidth=2
-                    )
-            failed = [i for i, run in enumerate(runs) if run.verdict.startswith("FAILED")]
-            if failed:
-                axes.plot(
-                    failed,
-                    [0] * len(failed),
-                    linestyle="none",
-                    marker="X",
-                    markersize=9,
-                    color="black",
-                    clip_on=False,
-                    label="failed run",
-                )
-            axes.legend(loc="upper left", fontsize=8)
-        else:
-            axes.text(0.5, 0.5, f"{name} not measured", ha="center", va="center")
+        elif targets:
+            (handles["target"],) = axes.step(
+                [i for i, _ in targets],
+                [t / scale for _, t in targets],
+                where="mid",
+                color=TARGET_COLOUR,
+                linestyle="--",
+                linewidth=2,
+            )
         axes.set_title(f"{drill.name}: {name}", fontsize=10)
         axes.set_ylabel(unit)
         axes.set_ylim(bottom=0)
-        axes.set_xticks(range(len(runs)), labels, rotation=30, fontsize=7, ha="right")
-    figure.tight_layout()
+        axes.set_xlim(-0.6, len(runs) - 0.4)
+        axes.set_xticks(range(len(runs)), labels, rotation=40, fontsize=6.5, ha="right")
+    # Below the plots, never over them: a legend inside hides the target line.
+    legend = figure.legend(
+        list(handles.values()),
+        list(handles),
+        loc="lower center",
+        ncol=len(handles),
+        fontsize=8,
+        frameon=False,
+    )
+    legend.set_gid("legend")
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     return figure
 
 

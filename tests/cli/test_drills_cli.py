@@ -4,6 +4,7 @@ test over the sandbox's MongoDB and moto), then its evidence as JSON, HTML and M
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from tests.conftest import run_cli
@@ -46,6 +47,18 @@ def test_a_drill_run_by_hand_is_in_the_report_with_what_it_measured(
     assert f"wrote {page} (4 drill(s), 1 run(s))" in wrote.stdout
     html = page.read_text()
     assert html.count("<svg") == 1 and execution_id in html and "<script" not in html
+    # What the page covers: the installation, the period, and the audit chain's head, which
+    # audit.verify accepts as the head it checks against.
+    assert "<li>Installation: sandbox</li>" in html and "<li>Period: " in html
+    found = re.search(r"audit\.verify --head (\d+:[0-9a-f]{64})", html)
+    assert found, html
+    checked = run_cli(["audit.verify", "--head", found.group(1), "--json"], env)
+    assert checked.returncode == 0, checked.stderr
+    result = json.loads(checked.stdout)
+    assert result["ok"] is True
+    assert int(result["head"].split(":")[0]) >= int(found.group(1).split(":")[0])
+    forged = found.group(1)[:-1] + ("0" if found.group(1)[-1] != "0" else "1")
+    assert run_cli(["audit.verify", "--head", forged], env).returncode == 1
 
     markdown = tmp_path / "drills.md"
     assert run_cli(["drills.report", "--out", str(markdown)], env).returncode == 0

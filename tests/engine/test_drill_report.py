@@ -11,6 +11,7 @@ import subprocess
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +51,17 @@ YEAR = [
 @pytest.fixture(autouse=True)
 def _fresh_world() -> None:
     world.reset()
+
+
+def scope(w: World) -> evidence.ReportScope:
+    chain = w.engine.audit.verify()
+    return evidence.ReportScope(
+        installation="sandbox",
+        since=START,
+        until=w.clock.now(),
+        audit_head=chain.head,
+        audit_records=chain.count,
+    )
 
 
 @pytest.fixture
@@ -113,7 +125,7 @@ def test_the_evidence_has_every_fire_its_verdict_and_what_it_measured(year: Worl
 
 def test_markdown_is_one_table_row_per_run(year: World) -> None:
     found = evidence.collect(year.scheduler, since=START)
-    text = evidence.markdown(found, generated_at=year.clock.now())
+    text = evidence.markdown(found, generated_at=year.clock.now(), scope=scope(year))
     rows = [line for line in text.splitlines() if line.startswith("| 2027-")]
     assert len(rows) == 13
     may = next(r for r in rows if r.startswith("| 2027-05-01"))
@@ -136,7 +148,9 @@ class _Page(HTMLParser):
 
 
 def test_html_is_self_contained_with_the_chart_inline(year: World) -> None:
-    page = evidence.html(evidence.collect(year.scheduler), generated_at=year.clock.now())
+    page = evidence.html(
+        evidence.collect(year.scheduler), generated_at=year.clock.now(), scope=scope(year)
+    )
     parser = _Page()
     parser.feed(page)
     assert parser.tags.count("svg") == 1 and parser.tags.count("tr") == 14
@@ -148,6 +162,7 @@ def test_html_is_self_contained_with_the_chart_inline(year: World) -> None:
 
 SERIES = evidence.SERIES_COLOUR
 TARGET = evidence.TARGET_COLOUR
+FAILED = evidence.FAILED_COLOUR
 
 
 def chromium() -> str | None:
@@ -179,7 +194,7 @@ def screenshot(browser: str, page: Path, out: Path) -> dict[str, int]:
     )
     pixels = (imread(out)[:, :, :3] * 255).round().astype(int)
     counts = {}
-    for colour in (SERIES, TARGET):
+    for colour in (SERIES, TARGET, FAILED):
         rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
         counts[colour] = int(((abs(pixels - rgb) <= 8).all(axis=2)).sum())
     return counts
@@ -193,7 +208,9 @@ def test_the_html_report_renders_its_chart_in_headless_chromium(
         if os.environ.get("CI"):
             pytest.fail("CI must have Chromium: .ci/run installs chromium-headless-shell")
         pytest.skip("no Chromium here: `apt-get install chromium-headless-shell` (.ci/run does)")
-    page = evidence.html(evidence.collect(year.scheduler), generated_at=year.clock.now())
+    page = evidence.html(
+        evidence.collect(year.scheduler), generated_at=year.clock.now(), scope=scope(year)
+    )
     report = tmp_path / "report.html"
     report.write_text(page, encoding="utf-8")
     drawn = screenshot(browser, report, tmp_path / "report.png")
@@ -201,9 +218,10 @@ def test_the_html_report_renders_its_chart_in_headless_chromium(
     bare = tmp_path / "bare.html"
     bare.write_text(re.sub(r"<svg.*?</svg>", "", page, flags=re.DOTALL), encoding="utf-8")
     blank = screenshot(browser, bare, tmp_path / "bare.png")
-    assert blank == {SERIES: 0, TARGET: 0}
+    assert blank == {SERIES: 0, TARGET: 0, FAILED: 0}
     assert drawn[SERIES] > 500, drawn  # the RTO and RPO lines and their markers
     assert drawn[TARGET] > 200, drawn  # the dashed target lines
+    assert drawn[FAILED] > 2000, drawn  # March's failed run: a shaded column on both charts
 
 
 def test_drill_history_keeps_the_failed_state_for_the_report(year: World) -> None:
@@ -211,3 +229,119 @@ def test_drill_history_keeps_the_failed_state_for_the_report(year: World) -> Non
     states = {iso(e["at"])[:7]: e["state"] for e in history}
     assert states["2027-03"] == str(State.FAILED)
     assert states["2027-08"] == "missed"
+
+
+# --- #29 item 11: labels, legend, failed runs, charts of nothing, what the page covers -----
+
+SAME_DAY = datetime(2027, 3, 10, 9, tzinfo=UTC).timestamp()
+
+
+def runs_by_hand(make_engine: EngineFactory, drill: dict[str, Any], count: int) -> World:
+    """``count`` runs of ``drill`` by hand, an hour apart on one day."""
+    clock = FakeClock(SAME_DAY)
+    w = World(make_engine, config(drill), clock)
+    for _ in range(count):
+        result = w.scheduler.run_now(str(drill["name"]), actor=ALICE)
+        assert result.execution is not None
+        w.supervisor.sweep()
+        clock.advance(3600)
+    return w
+
+
+def svg_group(svg: str, gid: str) -> str:
+    """The text of ``<g id="gid">`` up to its closing tag (groups nest; count them)."""
+    start = svg.index(f'<g id="{gid}">')
+    depth, at = 0, start
+    for tag in re.finditer(r"<g\b|</g>", svg[start:]):
+        depth += 1 if tag.group() == "<g" else -1
+        if depth == 0:
+            at = start + tag.end()
+            break
+    return svg[start:at]
+
+
+def path_ys(group: str) -> list[float]:
+    """The y coordinates of the drawn paths in a group (glyph definitions, with an id, aside)."""
+    ys = []
+    for d in re.findall(r'<path d="([^"]+)"', group):
+        numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", d)]
+        ys += numbers[1::2]
+    return ys
+
+
+def test_runs_on_one_day_get_their_own_labels_and_the_legend_stays_off_the_plots(
+    make_engine: EngineFactory,
+) -> None:
+    world.MEASURED.extend([(120, 60), (-1, 0), (180, 90)])
+    w = runs_by_hand(make_engine, MONTHLY_RESTORE, 3)
+    (drill,) = evidence.collect(w.scheduler)
+    assert [r.verdict for r in sorted(drill.runs, key=lambda r: r.at)] == [
+        "passed",
+        "FAILED",
+        "passed",
+    ]
+    svg = evidence.chart_svg(drill)
+    # matplotlib writes each text it draws as a comment before its glyphs.
+    ticks = [
+        tuple(re.findall(r"<!-- (.*?) -->", chunk)[:2]) for chunk in svg.split('<g id="xtick_')[1:]
+    ]
+    assert len(ticks) == 6  # three runs on each of the two charts (RTO, RPO)
+    assert len(set(ticks)) == 3, ticks
+    for run in drill.runs:
+        when = iso(run.at)
+        assert (f"{when[:10]} {when[11:16]}", run.execution_id) in ticks
+    # The legend lies wholly below both plotting areas (SVG's y grows downwards).
+    legend = path_ys(svg_group(svg, "legend"))
+    assert legend, "the legend draws its keys"
+    for name in ("RTO", "RPO"):
+        area = path_ys(svg_group(svg, f"plot-area-{name}"))
+        assert min(legend) > max(area), (name, min(legend), max(area))
+        # The failed run (the second) is a shaded column on each chart.
+        assert f'<g id="failed-run-{name}-1">' in svg
+        assert f'<g id="failed-run-{name}-0">' not in svg
+
+
+def test_a_drill_that_measures_nothing_has_no_empty_chart_and_says_why(
+    make_engine: EngineFactory,
+) -> None:
+    unmeasured = {
+        "name": "partial-like",
+        "runbook": "test.set",
+        "params": {"environment": "development", "keys": "a", "value": 1},
+        "cron": "0 10 15 1,4,7,10 *",
+        "channel": "C0OPS",
+    }
+    world.FAILING_VERIFY.add("a")
+    w = runs_by_hand(make_engine, unmeasured, 2)
+    found = evidence.collect(w.scheduler)
+    (drill,) = found
+    assert [r.verdict for r in drill.runs] == ["FAILED (compensated)"] * 2
+    page = evidence.html(found, generated_at=w.clock.now(), scope=scope(w))
+    assert "<svg" not in page and "not measured" not in page.split("<table>")[0]
+    assert "No chart: none of its 2 run(s) measured RTO or RPO" in page
+    assert "2 failed (see the table)" in page
+    text = evidence.markdown(found, generated_at=w.clock.now(), scope=scope(w))
+    assert "No chart: none of its 2 run(s) measured RTO or RPO" in text and "![" not in text
+
+
+def test_the_page_says_which_installation_period_and_audit_head_it_covers(year: World) -> None:
+    chain = year.engine.audit.verify()
+    covered = scope(year)
+    page = evidence.html(
+        evidence.collect(year.scheduler), generated_at=year.clock.now(), scope=covered
+    )
+    assert "<li>Installation: sandbox</li>" in page
+    assert f"<li>Period: {iso(START)} to {iso(year.clock.now())} (UTC)</li>" in page
+    assert f"head {chain.head} ({chain.count} records, verified intact" in page
+    assert f"invoke audit.verify --head {chain.head}" in page
+    broken = evidence.ReportScope(
+        installation="sandbox",
+        since=START,
+        until=year.clock.now(),
+        audit_head="3:" + "0" * 64,
+        audit_records=3,
+        audit_intact=False,
+        audit_problem="record seq 4 has been altered",
+    )
+    text = evidence.markdown(evidence.collect(year.scheduler), generated_at=0, scope=broken)
+    assert "Audit chain: NOT intact: record seq 4 has been altered" in text
