@@ -150,8 +150,12 @@ def _run(
         break_glass=bool(flags["break_glass"]),
         dry_run=bool(flags["dry_run"]),
     )
-    printer = ProgressPrinter(out)
-    unsubscribe = engine.events.subscribe(printer)
+    registry = engine.registry
+    report = name in registry.names() and registry.get(name).read_only
+    # A report's one step is its verdict: no step lines, the report says it all.
+    unsubscribe: Callable[[], None] = (
+        _nothing if report else engine.events.subscribe(ProgressPrinter(out))
+    )
     try:
         result = engine.request(request)
         plan = result.plan
@@ -201,11 +205,16 @@ def _run(
         from runbook_cli.render import execution_detail
 
         emit_json(execution_detail(execution))
-    else:
+    elif not execution.plan.read_only or execution.state != State.SUCCEEDED:
+        # A report that stood is the report itself: stored and audited, no outcome line.
         out.print(outcome_line(execution))
     if execution.state in EXIT_FOR_STATE:
         return EXIT_FOR_STATE[execution.state]
     return EXIT_PENDING
+
+
+def _nothing() -> None:
+    return None
 
 
 def _drive_to_end(
