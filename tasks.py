@@ -5,7 +5,8 @@ appears here without editing this file.
 """
 
 from runbook_cli.collection import build_namespace
-from runbook_cli.program import help_first_for_invoke
+from runbook_cli.program import help_first_for_invoke, quiet_when_the_reader_leaves
 
 help_first_for_invoke()  # `invoke TASK --help` prints the task's help, as `runbook` does
+quiet_when_the_reader_leaves()  # `invoke runs.list | head` ends quietly, as `runbook` does
 namespace = build_namespace()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
@@ -217,4 +219,33 @@ def build_namespace(registry: Registry | None = None) -> Collection:
         *tasks_readiness.collections(),
     ):
         root.add_collection(collection)
+    _first_sentence_first(root)
     return root
+
+
+#: The end of a sentence: a full stop (or ! ?) followed by a capital, a backquote or the end.
+SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z`]|\s*$)")
+
+
+def first_sentence_first(doc: str) -> str:
+    """The docstring with its whole first sentence on its first line.
+
+    ``--list`` shows only a task's first docstring line (invoke's ``helpline``); a sentence
+    wrapped over two lines would be listed cut in the middle.
+    """
+    text = inspect.cleandoc(doc)
+    paragraph, gap, rest = text.partition("\n\n")
+    joined = " ".join(paragraph.split())
+    end = SENTENCE_END.search(joined)
+    first, more = (joined[: end.end()], joined[end.end() :].strip()) if end else (joined, "")
+    if more:
+        first += "\n" + textwrap.fill(more, width=88)
+    return first + gap + rest
+
+
+def _first_sentence_first(collection: Collection) -> None:
+    for task in collection.tasks.values():
+        if task.__doc__:
+            task.__doc__ = first_sentence_first(task.__doc__)
+    for child in collection.collections.values():
+        _first_sentence_first(child)

@@ -12,7 +12,13 @@ from typing import Any
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from runbook_cli.program import EXIT_FAILED, EXIT_OK, EXIT_PENDING, EXIT_REFUSED
+from runbook_cli.program import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PENDING,
+    EXIT_REFUSED,
+    reader_left,
+)
 from runbook_cli.render import (
     ProgressPrinter,
     outcome_line,
@@ -37,10 +43,25 @@ EXIT_FOR_STATE = {
 }
 
 
+#: Columns for output that is not a terminal (a pipe, a file): wide enough that rich never
+#: cuts a table cell (``dr.fai…``) or wraps a line a script reads.
+SCRIPT_WIDTH = 100_000
+
+
+def _console(*, stderr: bool) -> Console:
+    """A console as wide as the terminal, or unlimited when the stream is not a terminal
+    (COLUMNS is ignored then: a script reads whole lines)."""
+    stream = sys.stderr if stderr else sys.stdout
+    tty = stream.isatty()
+    return Console(
+        stderr=stderr, highlight=False, width=None if tty else SCRIPT_WIDTH, soft_wrap=not tty
+    )
+
+
 def consoles(as_json: bool) -> tuple[Console, Console]:
     """(human, errors): with --json, human output goes to stderr so stdout stays one document."""
-    err = Console(stderr=True, highlight=False)
-    return (err if as_json else Console(highlight=False)), err
+    err = _console(stderr=True)
+    return (err if as_json else _console(stderr=False)), err
 
 
 def open_cli_runtime() -> Runtime:
@@ -73,6 +94,8 @@ def cli_errors(as_json: bool = False) -> Iterator[None]:
     """Turn project errors into a message and the contract's exit code."""
     try:
         yield
+    except BrokenPipeError:
+        raise Exit(code=reader_left()) from None
     except RunbookError as exc:
         if as_json:
             emit_json({"error": exc.code, "message": exc.message, "hint": exc.hint})
@@ -127,8 +150,12 @@ def _run(
         break_glass=bool(flags["break_glass"]),
         dry_run=bool(flags["dry_run"]),
     )
-    printer = ProgressPrinter(out)
-    unsubscribe = engine.events.subscribe(printer)
+    registry = engine.registry
+    report = name in registry.names() and registry.get(name).read_only
+    # A report's one step is its verdict: no step lines, the report says it all.
+    unsubscribe: Callable[[], None] = (
+        _nothing if report else engine.events.subscribe(ProgressPrinter(out))
+    )
     try:
         result = engine.request(request)
         plan = result.plan
@@ -178,11 +205,16 @@ def _run(
         from runbook_cli.render import execution_detail
 
         emit_json(execution_detail(execution))
-    else:
+    elif not execution.plan.read_only or execution.state != State.SUCCEEDED:
+        # A report that stood is the report itself: stored and audited, no outcome line.
         out.print(outcome_line(execution))
     if execution.state in EXIT_FOR_STATE:
         return EXIT_FOR_STATE[execution.state]
     return EXIT_PENDING
+
+
+def _nothing() -> None:
+    return None
 
 
 def _drive_to_end(

@@ -15,6 +15,19 @@ from invoke.exceptions import Exit, ParseError
 from invoke.program import Program
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_PENDING = 0, 1, 2, 3
+#: A closed pipe (``runbook runs.list | head``): what a shell reports for a SIGPIPE death.
+EXIT_CLOSED_PIPE = 128 + 13
+
+
+def reader_left() -> int:
+    """Stop writing to a stdout nobody reads any more; the exit code to leave with.
+
+    stdout is pointed at /dev/null so the interpreter's final flush stays quiet too.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_CLOSED_PIPE
 
 
 class RunbookProgram(Program):
@@ -178,7 +191,35 @@ def build_program() -> RunbookProgram:
 
 def main() -> None:
     try:
-        build_program().run()
+        try:
+            build_program().run()
+        finally:
+            sys.stdout.flush()  # here, not at the interpreter's exit, where it cannot be caught
     except BrokenPipeError:  # `runbook --list | head`: the reader left; say nothing more
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(EXIT_FAILED)
+        sys.exit(reader_left())
+
+
+def quiet_when_the_reader_leaves() -> None:
+    """Give ``invoke``'s own program the same quiet exit on a closed pipe as ``runbook``.
+
+    ``tasks.py`` calls this while invoke imports it: invoke's listing, help and task
+    execution come later, so wrapping them on the running program covers them.
+    """
+    import invoke.main
+
+    program = getattr(invoke.main, "program", None)
+    if program is None:
+        return
+    for name in ("parse_cleanup", "execute"):
+        step = getattr(program, name)
+
+        def quiet(*args: Any, _step: Any = step, **kwargs: Any) -> Any:
+            try:
+                try:
+                    return _step(*args, **kwargs)
+                finally:
+                    sys.stdout.flush()
+            except BrokenPipeError:
+                raise Exit(code=reader_left()) from None
+
+        setattr(program, name, quiet)

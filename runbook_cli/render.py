@@ -134,13 +134,16 @@ def print_plan(
     header.add_row("plan", f"{plan.summary}  [dim]hash {plan.short_hash}[/dim]")
     if plan.region:
         header.add_row("region", plan.region)
-    header.add_row("lock", plan.lock_key or "none (read-only)")
-    if approvals is not None:
-        header.add_row("approvals", "none needed" if approvals == 0 else f"{approvals} required")
+    if not plan.read_only:  # a report takes no lock and needs no approval: no lines for them
+        header.add_row("lock", plan.lock_key or "none")
+        if approvals is not None:
+            header.add_row(
+                "approvals", "none needed" if approvals == 0 else f"{approvals} required"
+            )
     if reason:
         header.add_row("reason", reason)
     console.print(header)
-    if plan.steps:
+    if plan.steps and not plan.read_only:  # a report's only step is its verdict
         table = Table(show_header=True, header_style="bold", expand=False)
         table.add_column("#", justify="right")
         table.add_column("what will change")

@@ -547,8 +547,11 @@ def _move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: s
         )
     )
     kept = infra.aws(source).node_group(source_group).desired if source_group else None
+    # After a failover the old region is where a failback goes; after a failback the DR region
+    # is the standby again, still holding the capacity the failover gave it.
+    why_kept = "for a failback" if what == "failover" else "as the standby for the next failover"
     notes.append(
-        f"{source} keeps running (for failback); its capacity is not reduced"
+        f"{source} keeps running ({why_kept}); its capacity is not reduced"
         + (
             f": {source_group} stays at {kept} instances. Once traffic is settled, return it "
             f"with `scale.nodes {ctx.environment} --desired N --region {source}`"

@@ -326,6 +326,8 @@ class Notifier:
 
     def _tell_requester(self, execution_id: str, kind: str) -> None:
         execution = self.engine.get(execution_id)
+        if execution.plan.read_only:
+            return  # the requester saw the report where they asked for it: no message
         slack_id = self._slack_id(execution.requester.id)
         if slack_id is None:
             return

@@ -244,21 +244,25 @@ class ConfigPolicy:
         runbook: str,
         environment: str,
         requester: Actor,
+        requester_may: bool = True,
     ) -> str | None:
         """Why this person may not ``verb`` (cancel, resume) someone's execution, or None.
 
-        The requester may always act on their own request, and so may the engine itself;
-        everyone else must be one of the rule's ``operators`` (see ``gate``).
+        The requester may act on their own request (unless ``requester_may`` is False: a
+        break-glass review is never closed by the person who broke the glass), and so may the
+        engine itself; everyone else must be one of the rule's ``operators`` (see ``gate``).
         """
-        if actor.origin == "system" or actor.id == requester.id:
+        if actor.origin == "system" or (requester_may and actor.id == requester.id):
             return None
         gate = self.gate(runbook, environment, read_only=False)
-        if self.member_of(actor, gate.operators):
+        if actor.id != requester.id and self.member_of(actor, gate.operators):
             return None
+        operators = ", ".join(gate.operators) or "nobody"
+        who = f"the requester or {operators}" if requester_may else operators
+        never = "" if requester_may else ", never the requester"
         return (
             f"{actor.name} may not {verb} {execution_id} ({runbook} in {environment}, requested "
-            f"by {requester.name}); only the requester or {', '.join(gate.operators) or 'nobody'} "
-            f"may ({gate.rule})"
+            f"by {requester.name}); only {who} may{never} ({gate.rule})"
         )
 
     def explain(

@@ -20,7 +20,6 @@ from runbooks.engine.errors import (
 from runbooks.engine.journal import (
     DECISION_RETRIES,
     QUESTION_KEY,
-    SYSTEM_ACTOR,
     Journal,
     T,
     clean_reason,
@@ -253,7 +252,8 @@ class Decisions(Journal):
                 execution_id=execution_id,
                 runbook=reviewed.runbook,
                 environment=reviewed.environment,
-                requester=SYSTEM_ACTOR,  # nobody is exempt: the requester was refused above
+                requester=reviewed.requester,
+                requester_may=False,
             )
             if why is not None:
                 raise self._refusal(

@@ -222,6 +222,13 @@ def test_break_glass_runs_at_once_and_needs_someone_else_to_review(env, tmp_path
     ]
     own = run_cli(["approvals.ack-review", execution_id], env)
     assert own.returncode == 2 and "someone else must review" in own.stderr
+    carol = run_cli(["approvals.ack-review", execution_id], as_user(env, "carol"))
+    assert carol.returncode == 2, carol.stdout + carol.stderr
+    said = " ".join(carol.stderr.split())  # rich wraps long lines
+    assert (
+        f"Carol may not acknowledge the break-glass review of {execution_id} "
+        "(selftest in production, requested by Alice); only sre may, never the requester"
+    ) in said
     assert (
         run_cli(
             ["approvals.ack-review", execution_id, "--note", "ok"], as_user(env, "bob")

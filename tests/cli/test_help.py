@@ -5,6 +5,7 @@ their first required argument."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +143,35 @@ def test_a_word_for_a_number_is_refused_clearly(
     assert result.returncode == 2, result.stderr
     assert "scale.pods: --replicas must be a whole number, not 'six'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def listed_descriptions(listing: str) -> dict[str, str]:
+    """``--list``'s task names and descriptions, a wrapped description joined again."""
+    found: dict[str, str] = {}
+    current = ""
+    for line in listing.splitlines()[1:]:
+        if not line.strip():
+            continue
+        if not line.startswith(" " * 4):  # `  name   description`: a new task
+            name, _, text = line.strip().partition(" ")
+            current = name
+            found[current] = text.strip()
+        elif current:
+            found[current] += " " + line.strip()
+    return found
+
+
+@pytest.mark.parametrize("program", ["runbook", "invoke"])
+def test_list_shows_each_task_s_whole_first_sentence(program: str, tmp_path: Path) -> None:
+    listed = subprocess.run(
+        [str(BIN / program), "--list"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={"PATH": str(BIN), "COLUMNS": "100", "XDG_CACHE_HOME": str(tmp_path)},
+    )
+    descriptions = listed_descriptions(listed.stdout)
+    assert len(descriptions) >= len(task_names()) - 1, listed.stdout
+    cut = {name: text for name, text in descriptions.items() if not text.endswith((".", ")"))}
+    assert cut == {}, listed.stdout

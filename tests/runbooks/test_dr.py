@@ -140,8 +140,14 @@ def test_failover_then_failback(
     assert health.server.hits.get("us-west-2") == 6
     assert "error rate in us-west-2: 0.20 % (limit 5 %)" in done.steps[-1].output
 
+    assert any(n.startswith("us-east-1 keeps running (for a failback)") for n in done.plan.notes)
     back = _run(kube_engine, "dr.failback", {})
     assert back.state == State.SUCCEEDED, back.error
+    (kept,) = [n for n in back.plan.notes if "keeps running" in n]
+    assert kept.startswith(
+        "us-west-2 keeps running (as the standby for the next failover); its capacity is not "
+        "reduced"
+    ), kept
     assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}
     assert cluster.primary == "US_EAST_1"
     again = kube_engine.prepare("dr.failback", {}, actor=ALICE)
@@ -232,8 +238,14 @@ def test_a_failed_failover_that_stranded_the_database_is_flagged_and_recovered(
         ], name
         assert "SPLIT: traffic is in us-east-1" in " ".join(plan.notes)
     health.fail("us-west-2", failing=False)
+    assert any(n.startswith("us-east-1 keeps running (for a failback)") for n in done.plan.notes)
     back = _run(kube_engine, "dr.failback", {})
     assert back.state == State.SUCCEEDED, back.error
+    (kept,) = [n for n in back.plan.notes if "keeps running" in n]
+    assert kept.startswith(
+        "us-west-2 keeps running (as the standby for the next failover); its capacity is not "
+        "reduced"
+    ), kept
     assert cluster.primary == "US_EAST_1"
     assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}
     assert not _status(kube_engine)[0].startswith("SPLIT")
