@@ -328,6 +328,70 @@ class DrillTicker:
         self.scheduler.lease.release()
 
 
+class ReadinessTicker:
+    """Readiness (``runbooks.engine.readiness_watch``) on the ``readiness`` leader lease: it
+    wakes when the next evaluation is due, and at least every lease renewal."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        from runbooks.engine.readiness_watch import ReadinessWatch
+
+        self.watch = ReadinessWatch(runtime.engine, runtime.config.schedules.readiness)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="readiness", daemon=True)
+
+    def start(self) -> None:
+        if self.watch.schedule.enabled:
+            self.thread.start()
+
+    def _loop(self) -> None:
+        full = False
+        while not self.stop.is_set():
+            try:
+                done = self.watch.tick()
+                full = False
+                if done.evaluated:
+                    log.info(
+                        "readiness evaluated",
+                        opened=len(done.opened),
+                        reminded=len(done.reminded),
+                        resolved=len(done.resolved),
+                    )
+            except StoreFull as exc:
+                if not full:
+                    log.error("state store full", where="readiness", error=exc.message)
+                full = True
+            except Exception:
+                log.exception("readiness evaluation failed")
+            left = self.watch.due() - self.watch.clock.now()
+            self.stop.wait(max(1.0, min(left, self.watch.lease.renew)))
+        self.watch.lease.release()
+
+
+class ReadinessFollower(FollowerThread):
+    """Readiness findings to the ops channel and PagerDuty (low urgency), on the
+    ``readiness-notices`` leader lease."""
+
+    def __init__(self, runtime: Runtime, pagerduty: Any) -> None:
+        from runbooks.engine.readiness_watch import ReadinessNotices
+
+        alert = resolve = None
+        if pagerduty is not None and pagerduty.can_page:
+
+            def alert(summary: str, key: str, details: dict[str, Any]) -> None:
+                pagerduty.trigger(summary, key, severity="warning", details=details)
+
+            resolve = pagerduty.resolve
+        engine = runtime.engine
+        super().__init__(
+            engine.store,
+            engine.clock,
+            ReadinessNotices(engine, alert=alert, resolve=resolve),
+            name="readiness-notices",
+            owner=engine.owner,
+            poll=ALERT_POLL_S,
+        )
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -386,6 +450,8 @@ def main(argv: list[str]) -> int:
         pagerduty = PagerDuty(pagerduty_settings) if pagerduty_settings.configured else None
         drills = DrillTicker(runtime, kick=housekeeper.kick)
         alerts = AlertFollower(runtime, kick=housekeeper.kick, page=page_callback(pagerduty))
+        readiness = ReadinessTicker(runtime)
+        readiness_notices = ReadinessFollower(runtime, pagerduty)
     except RunbookError as exc:
         print(f"runbook-bot cannot start: {exc}", flush=True)
         return 2
@@ -425,6 +491,8 @@ def main(argv: list[str]) -> int:
     housekeeper.start()
     drills.start()
     alerts.start()
+    readiness.start()
+    readiness_notices.start()
     if incidents is not None:
         incidents.start()
     threading.Thread(target=preload, args=(warmed,), name="preload", daemon=True).start()
@@ -453,6 +521,9 @@ def main(argv: list[str]) -> int:
         drills.stop.set()
         alerts.stop.set()
         alerts.wake.set()
+        readiness.stop.set()
+        readiness_notices.stop.set()
+        readiness_notices.wake.set()
         if slack is not None:
             slack.notifier.stop.set()
         if socket_handler is not None:
@@ -478,7 +549,16 @@ def main(argv: list[str]) -> int:
         # to run out) and stop using the store before it closes.
         alerts.stop.set()
         alerts.wake.set()
-        threads = [housekeeper.thread, drills.thread, alerts.thread]
+        readiness.stop.set()
+        readiness_notices.stop.set()
+        readiness_notices.wake.set()
+        threads = [
+            housekeeper.thread,
+            drills.thread,
+            alerts.thread,
+            readiness.thread,
+            readiness_notices.thread,
+        ]
         if incidents is not None:
             incidents.stop.set()
             incidents.wake.set()

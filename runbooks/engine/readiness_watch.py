@@ -1,6 +1,8 @@
 """Readiness on the leader: every runbook's checks every ``interval`` (schedules.yaml
 ``readiness:``, default 30 minutes), findings tracked like alerts.
 
+- **The first** evaluation comes ``first_after`` (default 5 minutes) after a leader first
+  starts on a new store, then one every ``interval``.
 - **Once per interval, whatever the replicas.** The evaluation runs on the ``readiness`` leader
   lease, and the time of the last one is claimed in the store (compare-and-set, fenced by the
   lease's term), so two replicas, or a new leader, do not evaluate twice in one interval.
@@ -68,7 +70,7 @@ class ReadinessWatch:
         )
 
     def due(self) -> float:
-        """When the next evaluation is due (now, if none was made)."""
+        """When the next evaluation is due (now, if nothing was recorded yet)."""
         last = self.store.kv_get(LAST_KEY)
         return self.clock.now() if last is None else float(last["at"]) + self.schedule.interval
 
@@ -80,15 +82,14 @@ class ReadinessWatch:
         done.leader = True
         now = self.clock.now()
         last = self.store.kv_get(LAST_KEY)
-        if last is not None and now - float(last["at"]) < self.schedule.interval:
+        if last is None:  # a new installation: the first evaluation after ``first_after``
+            seed = {"at": now - self.schedule.interval + self.schedule.first_after, "term": term}
+            self.store.kv_insert(LAST_KEY, seed)
+            return done
+        if now - float(last["at"]) < self.schedule.interval:
             return done
         claim = {"at": now, "term": term, "owner": self.lease.owner}
-        won = (
-            self.store.kv_insert(LAST_KEY, claim)
-            if last is None
-            else self.store.kv_swap(LAST_KEY, last, claim)
-        )
-        if not won or not self.lease.leads(term):
+        if not self.store.kv_swap(LAST_KEY, last, claim) or not self.lease.leads(term):
             return done  # another replica claimed this interval, or the lease moved on
         report = self.engine.readiness(actor=READINESS)
         done.evaluated = True

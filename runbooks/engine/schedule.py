@@ -297,6 +297,9 @@ class ReadinessSchedule(BaseModel):
 
     interval: Seconds = Field(1800.0, description="between evaluations (default 30m)")
     reannounce: Seconds = Field(86400.0, description="an open finding again (default 24h)")
+    first_after: Seconds = Field(
+        300.0, description="the first evaluation after a leader first starts (default 5m)"
+    )
     enabled: bool = True
 
     @field_validator("interval")

@@ -5,13 +5,22 @@ it. Every evaluation reads only: the Kubernetes emulators' request logs show no 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
+from runbooks.engine.clock import FakeClock
+from runbooks.engine.config import Config
 from runbooks.engine.errors import InvalidInput
 from runbooks.engine.executor import Engine
+from runbooks.engine.outbox import OutboxFollower
+from runbooks.engine.readiness_watch import ReadinessNotices, ReadinessWatch, WatchTick
+from runbooks.engine.schedule import ReadinessSchedule
+from sandbox.pagerduty import SANDBOX_ROUTING_KEY, PagerDutyEmulator
 from tests.conftest import KubeSandbox
+from tests.runbooks.conftest import live_engine
 from tests.support.people import ALICE
 
 REGIONS = ("us-east-1", "us-west-2")
@@ -75,3 +84,107 @@ def test_an_unknown_runbook_or_environment_is_refused(kube_engine: Engine) -> No
         kube_engine.readiness(actor=ALICE, runbook="rolback")
     with pytest.raises(InvalidInput, match="unknown environment 'prod'"):
         kube_engine.readiness(actor=ALICE, environment="prod")
+
+
+def test_the_watch_opens_one_finding_pages_once_and_resolves_it_on_a_fake_clock(
+    *,
+    kube: KubeSandbox,
+    sandbox_config: Config,
+    tmp_path: Path,
+    health: Any,
+    aws: Any,
+    cluster: Any,
+    pagerduty_emulator: PagerDutyEmulator,
+) -> None:
+    """Every 30 minutes on the leader (one of two replicas), on a fake clock: breaking the
+    standby's node group opens exactly one finding, posts one line to the ops channel and
+    sends one low-urgency PagerDuty alert keyed by the finding; fixing it resolves all three
+    on the next evaluation. Evaluations only read (the emulators' request logs)."""
+    clock = FakeClock()
+    schedule = ReadinessSchedule(interval=1800, first_after=300, reannounce=86400)
+    pagerduty = PagerDuty(
+        PagerDutySettings.from_env(
+            {
+                "PAGERDUTY_EVENTS_URL": pagerduty_emulator.url,
+                "PAGERDUTY_CA_BUNDLE": str(pagerduty_emulator.ca_path),
+                "PAGERDUTY_ROUTING_KEY": SANDBOX_ROUTING_KEY,
+            }
+        )
+    )
+    with live_engine(
+        sandbox_config, tmp_path / "one", clock=clock, kubeconfig=str(kube.kubeconfig)
+    ) as engine:
+        one = ReadinessWatch(engine, schedule, owner="bot-1")
+        two = ReadinessWatch(engine, schedule, owner="bot-2")
+
+        def alert(summary: str, key: str, details: dict[str, Any]) -> None:
+            pagerduty.trigger(summary, key, severity="warning", details=details)
+
+        consumer = ReadinessNotices(engine, alert=alert, resolve=pagerduty.resolve)
+        follower = OutboxFollower(engine.store, clock, consumer, name="readiness", owner="bot-1")
+
+        def evaluate() -> WatchTick:
+            """Both replicas tick; the one that leads evaluates, once per interval."""
+            seen = {region: len(kube.cluster(region).requests) for region in REGIONS}
+            ticks = [one.tick(), two.tick()]
+            assert [t.leader for t in ticks] == [True, False]
+            for region in REGIONS:
+                writes = [c for c in kube.cluster(region).requests[seen[region] :] if c[0] != "GET"]
+                assert writes == []
+            assert follower.lead()
+            follower.pass_once()
+            return ticks[0]
+
+        assert not evaluate().evaluated  # a new installation: the first one in 5 minutes
+        clock.advance(299)
+        assert not evaluate().evaluated
+        clock.advance(1)
+        first = evaluate()
+        assert first.evaluated
+        baseline = set(one.open_findings())  # what the test sandbox lacks (no rehearsal db…)
+        pages = len(pagerduty_emulator.state.events)
+
+        def notices() -> list[Any]:
+            events = engine.store.events_after(0, limit=10_000)
+            return [e for e in events if e.type == "notice"]
+
+        notices_before = notices()
+
+        clock.advance(600)
+        assert not evaluate().evaluated  # not due: once per interval
+        aws.cli("autoscaling", "update-auto-scaling-group", "--auto-scaling-group-name",
+                "prod-api-usw2", "--min-size", "0", "--max-size", "2", "--desired-capacity", "2",
+                region="us-west-2")  # fmt: skip
+        clock.advance(1200)
+        broken = evaluate()
+        key = (
+            "production:dr.failover:the standby region can take the traffic:"
+            "node group prod-api-usw2 capacity"
+        )
+        assert broken.opened == [key] and broken.resolved == [] and broken.reminded == []
+        new_pages = pagerduty_emulator.state.events[pages:]
+        assert [(e["event_action"], e["dedup_key"]) for e in new_pages] == [
+            ("trigger", f"runbook-bot:readiness:{key}")
+        ]
+        assert new_pages[0]["payload"]["severity"] == "warning"
+        (posted,) = notices()[len(notices_before) :]
+        assert posted.payload["channel"] == "C0APPROVALS"
+        assert "not ready" in posted.payload["text"]
+        assert "can grow to 2 nodes, but a failover needs 4" in posted.payload["text"]
+
+        clock.advance(1800)
+        assert evaluate().opened == []  # still open: not announced again within a day
+
+        aws.cli("autoscaling", "update-auto-scaling-group", "--auto-scaling-group-name",
+                "prod-api-usw2", "--max-size", "10", region="us-west-2")  # fmt: skip
+        clock.advance(1800)
+        fixed = evaluate()
+        assert fixed.resolved == [key] and fixed.opened == []
+        assert [
+            (e["event_action"], e["dedup_key"]) for e in pagerduty_emulator.state.events[-1:]
+        ] == [("resolve", f"runbook-bot:readiness:{key}")]
+        assert set(one.open_findings()) == baseline
+        actions = [r["action"] for r in engine.audit.export()]
+        assert actions.count("readiness.opened") == len(baseline) + 1
+        assert actions.count("readiness.resolved") == 1
+    pagerduty.close()
