@@ -25,6 +25,7 @@ import structlog
 from runbooks.engine.errors import RunbookError
 from runbooks.engine.models import TERMINAL_STATES, State
 from runbooks.engine.outbox import FollowerThread, QueuedConsumer
+from runbooks.engine.verdicts import execution_verdict
 
 if TYPE_CHECKING:
     from runbooks.adapters.pagerduty import PagerDuty
@@ -130,6 +131,9 @@ class IncidentFeed(QueuedConsumer):
         if state == str(State.RUNNING):
             return f"Started: {head}."
         outcome = f"Finished: {head}: {state}"
+        verdict = execution_verdict(execution)
+        if verdict is not None:
+            outcome += f"; verdict: {verdict}"
         if execution.error:
             outcome += f": {execution.error}"
         took = (

@@ -16,6 +16,7 @@ from rich.text import Text
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.models import Event, Execution, State, StepStatus
 from runbooks.engine.plan import Plan
+from runbooks.engine.verdicts import findings_verdict
 
 TIER_STYLE = {
     "production": "bold white on red",
@@ -252,6 +253,9 @@ def outcome_line(execution: Execution) -> Text:
         f"{symbol} {execution.id} {execution.runbook} {execution.environment}: "
         f"{execution.state}{took}"
     )
+    findings = findings_verdict(execution)
+    if findings:
+        text += f" ({findings})"
     if execution.error:
         text += f" — {execution.error}"
     return Text(text, style=STATE_STYLE.get(execution.state, "bold"))

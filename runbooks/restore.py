@@ -19,6 +19,7 @@ always dropped, on failure and on cancel too, unless ``--keep-for`` keeps it for
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,11 +33,22 @@ from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import Measure, PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.readiness import Observation, observe, readiness_check
 from runbooks.engine.registry import runbook
+from runbooks.engine.verdicts import verdict as verdict_of
 from runbooks.interfaces import CloudSnapshot, InfrastructureError, infrastructure
 from runbooks.kit import backups
 from runbooks.kit.backups import Backup, RestoreReport
 
 HOLD_POLL_S = 2.0  # how soon a cancel ends an inspection hold
+
+
+def _targets_note(env: EnvironmentConfig, *, point_in_time: bool = False) -> str:
+    """The objectives a restore test is measured against, in words."""
+    database = env.targets.get("database")
+    rto = f"RTO {format_duration(database.rto)} (targets.database)" if database else "no RTO target"
+    if point_in_time:
+        return f"targets: {rto}; no RPO (a point-in-time restore returns the moment asked for)"
+    interval = format_duration(_backup_interval(env))
+    return f"targets: {rto}, RPO {interval} (the backup policy: a backup every {interval})"
 
 
 def _stamp(ts: float) -> str:
@@ -313,12 +325,12 @@ class RestoreAndVerify(Step, kind="restore.test"):
                 with contextlib.suppress(RunbookError):
                     _drop(ctx, self.environment, scratch, self.scratch_prefix)
             raise
-        _report(ctx, report, started)
+        line = _report(ctx, report, started)
         if not report.passed:
             if self.keep_for:
                 _hold(ctx, scratch, self.keep_for)
             raise InfrastructureError(f"restore test {report.summary()}")
-        return f"restore test {report.summary()}"
+        return f"restore test {line}"
 
     def undo(self, ctx: RunContext) -> str | None:
         scratch = scratch_name(ctx, self.environment, self.scratch_prefix)
@@ -332,9 +344,14 @@ def _report(
     *,
     backup_line: str | None = None,
     point: float | None = None,
-) -> None:
+    point_in_time: float | None = None,
+) -> str:
     """Note the restore test's report: per collection, the checks, the phases, RTO and RPO
-    (as measures, for the drill report's trend), the verdict."""
+    (as measures, for the drill report's trend), the verdict; returns the verdict.
+
+    The RPO target is the backup policy's (``mongodb.backup_interval``): a restore of the
+    last backup loses at most what was written since, one interval. A point-in-time restore
+    has no RPO of its own: the report names the point restored instead."""
     lines: list[str | Measure] = [f"backup: {backup_line or report.backup.describe()}"]
     for name in report.expected:
         restored = report.restored.get(name)
@@ -354,14 +371,37 @@ def _report(
     lines.append(report.phases.line())
     point = point if point is not None else backups.consistency_point(report)
     rto, rpo = backups.recovery_measures(report, started, ctx.env.targets.get("database"), point)
+    measures = [rto]
     lines.append(rto)
-    lines.append(rpo or "RPO achieved: unknown (the backup records no consistency point)")
-    lines.append(f"verdict: {report.summary()}")
-    for line in lines:
-        if isinstance(line, Measure):
-            ctx.measure(line)
+    if point_in_time is not None:
+        lines.append(
+            f"point restored: {iso(point_in_time)} (a point-in-time restore has no RPO of its "
+            "own: it returns the moment asked for)"
+        )
+    elif rpo is None:
+        lines.append("RPO achieved: unknown (the backup records no consistency point)")
+    else:
+        interval = _backup_interval(ctx.env)
+        rpo = dataclasses.replace(
+            rpo,
+            target=interval,
+            detail=f"{rpo.detail}; backup policy: every {format_duration(interval)}",
+        )
+        measures.append(rpo)
+        lines.append(rpo)
+    said = f"{verdict_of(report.passed, measures)}; {report.details()}"
+    lines.append(f"verdict: {said}")
+    for entry in lines:
+        if isinstance(entry, Measure):
+            ctx.measure(entry)
         else:
-            ctx.note(line)
+            ctx.note(entry)
+    return said
+
+
+def _backup_interval(env: EnvironmentConfig) -> float:
+    assert env.mongodb is not None
+    return env.mongodb.backup_interval
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -426,12 +466,7 @@ def restore_test(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
             "no manifest: counts are checked against the .bson files and indexes against "
             "the metadata; a manifest would add content hashes and the consistency point (RPO)"
         )
-    target_rto = env.targets.get("database")
-    if target_rto is not None:
-        notes.append(
-            f"database targets: RTO {format_duration(target_rto.rto)}, RPO "
-            f"{format_duration(target_rto.rpo)}"
-        )
+    notes.append(_targets_note(env))
     kept = f" (kept {format_duration(params.keep_for)} first)" if params.keep_for else ""
     notes.append(f"the scratch database is dropped afterwards{kept}, on failure and cancel too")
     steps: list[Step] = [
@@ -521,6 +556,7 @@ def _atlas_plan(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
             + (f", then its oplog replayed up to {iso(point)}" if point is not None else ""),
             "Atlas snapshots carry no per-collection counts or content hashes: collections and "
             "indexes are checked against the live cluster, counts shown beside the live ones",
+            _targets_note(env, point_in_time=point is not None),
         ],
     )
 
@@ -619,12 +655,19 @@ class AtlasRestoreAndVerify(Step, kind="restore.atlas"):
         if restore is not None and restore.smoke_queries:
             backups.smoke(target, report, restore.smoke_queries)
         point = self.taken if self.point_in_time is None else self.point_in_time
-        _report(ctx, report, started, backup_line=self._what(), point=point)
+        line = _report(
+            ctx,
+            report,
+            started,
+            backup_line=self._what(),
+            point=point,
+            point_in_time=self.point_in_time,
+        )
         if not report.passed:
             if self.keep_for:
                 _hold(ctx, f"{self.database} on {self.target_cluster}", self.keep_for)
             raise InfrastructureError(f"restore test {report.summary()}")
-        return f"restore test {report.summary()}"
+        return f"restore test {line}"
 
     def undo(self, ctx: RunContext) -> str | None:
         return _drop_restored(ctx, self.environment, self.database, self.target_cluster)

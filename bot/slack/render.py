@@ -13,6 +13,7 @@ from typing import Any
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.models import TERMINAL_STATES, Execution, State, StepStatus
 from runbooks.engine.plan import Plan
+from runbooks.engine.verdicts import findings_verdict
 
 Blocks = list[dict[str, Any]]
 
@@ -176,6 +177,9 @@ def card_blocks(execution: Execution, *, banner: str, now: float) -> Blocks:
     plan = execution.plan
     state = execution.state
     title = f"{STATE_EMOJI.get(state, '')} *{plan.runbook}* `{execution.id}` — {state}"
+    findings = findings_verdict(execution)
+    if findings:
+        title += f" · {findings}"
     blocks: Blocks = [_section(title)]
     blocks += _plan_fields(plan, banner)
     who = f"*Requested by* {execution.requester.name} (via {execution.requester.origin})"
@@ -338,7 +342,9 @@ def outcome_text(execution: Execution) -> str:
             if execution.ended_at and execution.started_at
             else ""
         )
-        return f":large_green_circle: {base} succeeded{took}."
+        findings = findings_verdict(execution)
+        verdict = f" ({findings})" if findings else ""
+        return f":large_green_circle: {base} succeeded{took}{verdict}."
     why = f": {escape(execution.error)}" if execution.error else ""
     return f"{STATE_EMOJI.get(state, '')} {base} {state}{why}"
 

@@ -133,6 +133,10 @@ class MongoConfig(_Strict):
     #: Where restore tests find backups: ``dump`` (restore.backup's dumps in backup_bucket)
     #: or ``atlas`` (the cluster's cloud backup snapshots, restored by an Atlas restore job).
     backups: Literal["dump", "atlas"] = "dump"
+    #: The backup policy: how often a backup is taken (nightly dumps: 24h). A restore test's
+    #: RPO target is this interval (the data a restore of the last backup can lose), not the
+    #: failover's RPO in ``targets.database``.
+    backup_interval: Seconds = Field(86400.0, gt=0)
     #: A document field holding its last-change time: the newest value is a backup's
     #: consistency point (RPO). None: the backup's start time is used.
     timestamp_field: str | None = None

@@ -39,6 +39,7 @@ from runbooks.engine.errors import InvalidInput, NotFound, Refused, RunbookError
 from runbooks.engine.journal import clean_reason
 from runbooks.engine.leases import LeaderLease
 from runbooks.engine.models import TERMINAL_STATES, Actor, State
+from runbooks.engine.verdicts import execution_verdict
 
 if TYPE_CHECKING:
     from runbooks.engine.executor import Engine
@@ -282,7 +283,7 @@ class DrillScheduler:
             )
             why = f": {execution.error}" if execution.error else ""
             text = f"result: {drill.name} ({self._when(drill, at)}): {execution.id} {outcome}"
-            text += took + why
+            text += took + why + f"; verdict: {execution_verdict(execution)}"
             if measured:
                 text += "\n" + "\n".join(measured)
             self._announce(drill, text, key=f"{drill.name}.{at}.result", done=done)

@@ -21,8 +21,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.models import TERMINAL_STATES, State
 from runbooks.engine.plan import Measure
+from runbooks.engine.verdicts import (
+    FAILED,
+    PASSED,
+    execution_measures,
+    execution_verdict,
+    has_findings,
+)
 
 if TYPE_CHECKING:
     from runbooks.engine.drills import DrillScheduler
@@ -50,7 +56,8 @@ class DrillRun:
 
     @property
     def passed(self) -> bool:
-        return self.verdict == "passed"
+        """Passed on its checks (a missed objective is a finding of a passed run)."""
+        return self.verdict == PASSED or has_findings(self.verdict)
 
     def approvals_text(self) -> str:
         if self.execution_id is None:
@@ -93,11 +100,9 @@ class DrillEvidence:
         done = self.executed
         passed = sum(1 for r in done if r.passed)
         not_run = [r for r in self.runs if r.execution_id is None]
-        text = f"{passed} of {len(done)} run(s) passed"
-        missed = sum(1 for r in done if r.verdict.startswith("passed, "))
-        failed = sum(1 for r in done if r.verdict.startswith("FAILED"))
-        if missed:
-            text += f"; {missed} ran but missed a target"
+        missed = sum(1 for r in done if has_findings(r.verdict))
+        text = f"{passed} of {len(done)} passed, {missed} with a missed objective"
+        failed = sum(1 for r in done if r.verdict.startswith(FAILED))
         if failed:
             text += f"; {failed} failed"
         if not_run:
@@ -208,19 +213,10 @@ def collect(
 
 
 def _from_execution(execution: Execution, *, at: float, started_by: str) -> DrillRun:
-    measures = [Measure.from_doc(doc) for step in execution.steps for doc in step.measures]
-    rto = next((m for m in reversed(measures) if m.name == "RTO"), None)
-    rpo = next((m for m in reversed(measures) if m.name == "RPO"), None)
+    measures = {m.name: m for m in execution_measures(execution)}
+    rto, rpo = measures.get("RTO"), measures.get("RPO")
     state = execution.state
-    if state == State.SUCCEEDED:
-        missed = [m.name for m in (rto, rpo) if m is not None and m.met is False]
-        verdict = "passed" if not missed else f"passed, {' and '.join(missed)} MISSED"
-    elif state == State.FAILED:
-        verdict = "FAILED"
-    elif state in TERMINAL_STATES:
-        verdict = f"FAILED ({state})"
-    else:
-        verdict = f"in progress ({state})"
+    verdict = execution_verdict(execution) or f"in progress ({state})"
     duration = (
         execution.ended_at - execution.started_at
         if execution.ended_at and execution.started_at
@@ -367,7 +363,7 @@ def html(evidence: list[DrillEvidence], *, generated_at: float, scope: ReportSco
                 "passed"
                 if run.passed
                 else "failed"
-                if run.verdict.startswith(("FAILED", "passed,", "missed"))
+                if run.verdict.startswith((FAILED, "missed"))
                 else "other"
             )
             parts.append("<tr>")
@@ -417,7 +413,7 @@ def _figure(drill: DrillEvidence) -> Any:
     runs = sorted(drill.executed, key=lambda r: r.at)
     names = measured(drill)
     labels = [_tick_label(run) for run in runs]
-    failed = [i for i, run in enumerate(runs) if run.verdict.startswith("FAILED")]
+    failed = [i for i, run in enumerate(runs) if run.verdict.startswith(FAILED)]
     figure = Figure(figsize=(4.8 * len(names) + 0.6, 4.0), dpi=100)
     handles: dict[str, Any] = {}
     for column, name in enumerate(names):

@@ -333,7 +333,11 @@ class RestoreReport:
 
     def summary(self) -> str:
         verdict = "PASSED" if self.passed else "FAILED"
-        text = f"{verdict}: checked {self.checked} of {len(self.expected)} collections"
+        return f"{verdict}: {self.details()}"
+
+    def details(self) -> str:
+        """What was checked and what failed, without a verdict."""
+        text = f"checked {self.checked} of {len(self.expected)} collections"
         failures = self.failures
         if failures:
             text += "; " + "; ".join(f"{c.collection}: {c.name}: {c.detail}" for c in failures[:5])

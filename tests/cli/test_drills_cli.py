@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 
 def test_a_drill_run_by_hand_is_in_the_report_with_what_it_measured(
@@ -18,7 +19,8 @@ def test_a_drill_run_by_hand_is_in_the_report_with_what_it_measured(
     assert bad.returncode == 2 and "--format must be md or html, not 'pdf'" in bad.stderr
     empty = run_cli(["drills.report", "--name", "monthly-restore-test"], env)
     assert empty.returncode == 0, empty.stderr
-    assert "0 of 0 run(s) passed" in empty.stdout and "No runs recorded yet." in empty.stdout
+    assert "0 of 0 passed, 0 with a missed objective" in empty.stdout
+    assert "No runs recorded yet." in empty.stdout
 
     ran = run_cli(["drills.run", "monthly-restore-test", "--yes", "--json"], env, timeout=180)
     assert ran.returncode == 0, ran.stderr[-2000:]
@@ -38,7 +40,9 @@ def test_a_drill_run_by_hand_is_in_the_report_with_what_it_measured(
     assert run["started_by"] == "Alice" and run["approvals"] == []
     assert run["rto"]["name"] == "RTO" and run["rto"]["target"] == 3600
     assert 0 < run["rto"]["seconds"] < 3600
-    assert run["rpo"]["target"] == 300 and run["rpo"]["seconds"] >= 0
+    # The RPO target of a restore test is the backup policy's (nightly dumps: 24 h), not the
+    # database failover's 5 minutes.
+    assert run["rpo"]["target"] == 86400 and run["rpo"]["seconds"] >= 0
     assert by_name["annual-dr-simulation"]["runs"] == []
 
     page = tmp_path / "drills.html"
@@ -68,3 +72,46 @@ def test_a_drill_run_by_hand_is_in_the_report_with_what_it_measured(
     assert "![monthly-restore-test: RTO and RPO per run](drills-monthly-restore-test.svg)" in text
     (row,) = [line for line in text.splitlines() if execution_id in line]
     assert "| passed |" in row and "/ 1h00m met" in row
+
+
+def _config_with_backup_interval(tmp_path: Path, interval: str) -> Path:
+    directory = tmp_path / "config"
+    shutil.copytree(ROOT / "config", directory, ignore=shutil.ignore_patterns("example"))
+    path = directory / "environments.yaml"
+    text = path.read_text(encoding="utf-8")
+    anchor = "      atlas_cluster: production\n"
+    assert anchor in text
+    path.write_text(
+        text.replace(anchor, anchor + f"      backup_interval: {interval}\n", 1), encoding="utf-8"
+    )
+    return directory
+
+
+def test_a_missed_objective_is_a_finding_of_a_passed_run_everywhere(
+    cli_env: dict[str, str], production_backup: dict[str, str], tmp_path: Path
+) -> None:
+    """One rule: the checks decide passed or FAILED; an RPO beyond the backup policy's
+    interval is a finding of a passed run, said the same way by the run and the report."""
+    config = _config_with_backup_interval(tmp_path, "1m")
+    env = {**cli_env, **production_backup, "RUNBOOK_BOT_CONFIG": str(config)}
+    ran = run_cli(["restore.test", "production", "--yes"], env, timeout=180)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    out = " ".join(ran.stdout.split())  # the table wraps long lines
+    assert "backup policy: every 1m; target 1m): MISSED" in out, out
+    assert "verdict: passed with findings: RPO missed; checked 3 of 3 collections" in out
+    assert "PASSED" not in out
+    assert "succeeded" in out and "(passed with findings: RPO missed)" in out
+
+    drill = run_cli(["drills.run", "monthly-restore-test", "--yes", "--json"], env, timeout=180)
+    assert drill.returncode == 0, drill.stderr[-2000:]
+    data = run_cli(["drills.report", "--name", "monthly-restore-test", "--json"], env)
+    assert data.returncode == 0, data.stderr
+    (evidence,) = json.loads(data.stdout)
+    (run,) = evidence["runs"]
+    assert run["verdict"] == "passed with findings: RPO missed"
+    assert run["rpo"]["target"] == 60 and run["rpo"]["seconds"] > 60
+    assert evidence["summary"] == "1 of 1 passed, 1 with a missed objective"
+    markdown = run_cli(["drills.report", "--name", "monthly-restore-test"], env)
+    assert "1 of 1 passed, 1 with a missed objective" in markdown.stdout
+    (row,) = [line for line in markdown.stdout.splitlines() if run["execution_id"] in line]
+    assert "| passed with findings: RPO missed |" in row

@@ -95,8 +95,8 @@ def test_the_evidence_has_every_fire_its_verdict_and_what_it_measured(year: Worl
     assert by_month["2027-03"].verdict.startswith("FAILED")
     assert "the restore failed" in by_month["2027-03"].note
     assert by_month["2027-03"].rto is None
-    assert by_month["2027-05"].verdict == "passed, RTO MISSED"
-    assert by_month["2027-06"].verdict == "passed, RPO MISSED"
+    assert by_month["2027-05"].verdict == "passed with findings: RTO missed"
+    assert by_month["2027-06"].verdict == "passed with findings: RPO missed"
     assert by_month["2027-08"].verdict == "missed" and by_month["2027-08"].execution_id is None
     (by_hand,) = [r for r in drill.runs if r.started_by != "schedule"]
     assert by_hand.started_by == ALICE.name and by_hand.verdict == "passed"
@@ -113,7 +113,7 @@ def test_the_evidence_has_every_fire_its_verdict_and_what_it_measured(year: Worl
         assert run.state == str(execution.state)
         assert run.required_approvals == execution.required_approvals
     assert drill.summary() == (
-        "9 of 12 run(s) passed; 2 ran but missed a target; 1 failed; 1 fire(s) not run (missed)"
+        "11 of 12 passed, 2 with a missed objective; 1 failed; 1 fire(s) not run (missed)"
     )
     # Newest first; a window leaves out what is older.
     assert [r.at for r in drill.runs] == sorted((r.at for r in drill.runs), reverse=True)
@@ -129,7 +129,7 @@ def test_markdown_is_one_table_row_per_run(year: World) -> None:
     rows = [line for line in text.splitlines() if line.startswith("| 2027-")]
     assert len(rows) == 13
     may = next(r for r in rows if r.startswith("| 2027-05-01"))
-    assert "passed, RTO MISSED" in may and "15m / 10m MISSED" in may
+    assert "passed with findings: RTO missed" in may and "15m / 10m MISSED" in may
     aug = next(r for r in rows if r.startswith("| 2027-08-01"))
     assert "| missed |" in aug
     for run in found[0].executed:

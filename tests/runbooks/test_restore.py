@@ -146,7 +146,7 @@ def test_backup_then_restore_test_passes_every_check_and_leaves_no_scratch(
         assert f"ok   {name}: content hash: sha256" in report
         assert f"ok   {name}: indexes:" in report
     assert 'ok   users: smoke {"status": "active"}: 960 documents (expected = 960)' in report
-    assert "verdict: PASSED: checked 3 of 3 collections" in report
+    assert "verdict: passed; checked 3 of 3 collections" in report
     assert "RTO achieved" in report and "(target 1h00m): met" in report
     assert "RPO achieved" in report
     assert databases.scratch_databases() == []
@@ -508,7 +508,7 @@ def test_the_slack_card_of_a_finished_restore_test_carries_its_report(
     blocks = card_blocks(done, banner="PRODUCTION", now=engine.clock.now())
     shown = "\n".join(texts(blocks))
     lines = [line for step in done.steps for line in step.output]
-    assert any("verdict: PASSED" in line for line in lines)
+    assert any("verdict: passed" in line for line in lines)
     for line in lines:
         assert line in shown, line
     assert len(blocks) <= MAX_BLOCKS and all(len(t) <= SECTION_CHARS for t in texts(blocks))
