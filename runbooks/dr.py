@@ -470,6 +470,10 @@ def _move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: s
     if source is None:
         raise Refused(f"no region carries traffic for {record} (all weights 0); fix DNS first")
     _preflight_target(ctx, target, notes)
+    try:
+        notes.append(predict_rto(ctx, source, target).words())
+    except RunbookError as exc:
+        notes.append(f"predicted RTO: cannot be computed ({exc.message})")
     steps: list[Step] = []
     # Compute: the target gets the source's current capacity.
     source_group = env.autoscaling_groups.get(source)
@@ -699,6 +703,67 @@ class Soak(AwsStep, kind="dr.soak"):
             if left <= 0:
                 return f"{checks} checks healthy over {format_duration(self.seconds)}"
             ctx.clock.sleep(min(self.interval, left))
+
+
+#: Parts of the predicted RTO that nothing here measures yet: a primary election (MongoDB's
+#: typical, Atlas's documented order of magnitude), a node joining a node group that must grow,
+#: and the failover's own verification once DNS has moved.
+ELECTION_S = 12.0
+NODE_BOOT_S = 180.0
+VERIFY_S = 60.0
+
+
+@dataclass(frozen=True)
+class RtoPrediction:
+    """What a failover from ``source`` to ``target`` would take, part by part."""
+
+    source: str
+    target: str
+    parts: tuple[tuple[str, float], ...]
+    objective: float | None
+
+    @property
+    def total(self) -> float:
+        return sum(seconds for _, seconds in self.parts)
+
+    @property
+    def met(self) -> bool:
+        return self.objective is None or self.total <= self.objective
+
+    def words(self) -> str:
+        goal = "" if self.objective is None else f" (target {format_duration(self.objective)})"
+        return (
+            f"predicted RTO {self.source} → {self.target} {format_duration(self.total)}{goal}: "
+            + " + ".join(f"{name} {format_duration(s)}" for name, s in self.parts)
+        )
+
+
+def predict_rto(ctx: PlanContext, source: str, target: str) -> RtoPrediction:
+    """DNS TTL + health-check interval × failure threshold (read from Route53) + a primary
+    election + the standby's scale-up (when its node group must grow) + verification."""
+    env = ctx.env
+    infra = infrastructure(ctx)
+    parts: list[tuple[str, float]] = []
+    if env.route53 is not None:
+        aws = infra.aws(env.primary_region)
+        parts.append(
+            ("DNS TTL", float(aws.traffic_ttl(env.route53.zone, env.route53.traffic_record)))
+        )
+        timing = aws.health_check_timing(env.route53.zone)
+        if timing:
+            _host, interval, threshold = max(timing, key=lambda t: t[1] * t[2])
+            parts.append((f"health checks {interval}s × {threshold}", float(interval * threshold)))
+    if env.mongodb is not None:
+        parts.append(("primary election", ELECTION_S))
+    source_group, target_group = (env.autoscaling_groups.get(r) for r in (source, target))
+    if source_group and target_group:
+        need = infra.aws(source).node_group(source_group).desired
+        have = infra.aws(target).node_group(target_group).desired
+        if need > have:
+            parts.append((f"standby scale-up {have} → {need} nodes", NODE_BOOT_S))
+    parts.append(("verification", VERIFY_S))
+    objective = env.targets["api"].rto if "api" in env.targets else None
+    return RtoPrediction(source, target, tuple(parts), objective)
 
 
 @runbook("dr.failover", params=FailoverParams, lock="{environment}:*")
@@ -1298,3 +1363,28 @@ def standby_ready(ctx: PlanContext) -> Iterator[Observation]:
             return True, f"lag {shown} (RPO target {format_duration(target.rpo)})"
 
         yield observe("database replication", lag)
+
+
+@readiness_check("dr.failover", "the predicted RTO is within the target")
+def predicted_rto(ctx: PlanContext) -> Iterator[Observation]:
+    """A failover from the serving region to the other, predicted from live settings (DNS
+    TTL, Route53 health checks, the standby's capacity): "if you replicate continuously but
+    your DNS TTL is an hour, your RTO is an hour"."""
+    env = ctx.env
+    if len(env.regions) < 2 or env.route53 is None:
+        return
+    r53 = env.route53
+
+    def look() -> tuple[bool, str]:
+        weights = (
+            infrastructure(ctx)
+            .aws(env.primary_region)
+            .traffic_weights(r53.zone, r53.traffic_record)
+        )
+        source = active_region(weights) or env.primary_region
+        target = next(r for r in env.regions if r != source)
+        prediction = predict_rto(ctx, source, target)
+        words = prediction.words()
+        return prediction.met, words if prediction.met else f"{words}: above the target"
+
+    yield observe("failover RTO", look)

@@ -260,6 +260,15 @@ class AwsOps(Protocol):
         normally, aborted (nothing left behind) when it raises."""
         ...
 
+    def traffic_ttl(self, zone: str, record: str) -> int:
+        """The longest TTL of the weighted records: how long resolvers keep the old split."""
+        ...
+
+    def health_check_timing(self, domain: str) -> list[tuple[str, int, int]]:
+        """Route53 health checks of hosts under ``domain``: (host, request interval in
+        seconds, failure threshold)."""
+        ...
+
     def traffic_weights(self, zone: str, record: str) -> dict[str, int]:
         """Weights of the weighted records of ``record`` by set identifier (the region)."""
         ...

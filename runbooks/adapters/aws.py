@@ -412,6 +412,30 @@ class AwsAdapter:
             )
         return records
 
+    def traffic_ttl(self, zone: str, record: str) -> int:
+        records = self._weighted(self._zone_id(zone), record)
+        return max(int(r.get("TTL", 0)) for r in records)
+
+    def health_check_timing(self, domain: str) -> list[tuple[str, int, int]]:
+        route53 = self.client("route53")
+        suffix = domain.rstrip(".")
+        found = self._call("Route53 health checks", route53.list_health_checks)
+        timing = []
+        for check in found.get("HealthChecks", []):
+            config = check.get("HealthCheckConfig", {})
+            host = str(config.get("FullyQualifiedDomainName", ""))
+            if not host.rstrip(".").endswith(suffix):
+                continue
+            # Route53's defaults when the check does not set them: every 30 s, 3 failures.
+            timing.append(
+                (
+                    host,
+                    int(config.get("RequestInterval") or 30),
+                    int(config.get("FailureThreshold") or 3),
+                )
+            )
+        return sorted(timing)
+
     def traffic_weights(self, zone: str, record: str) -> dict[str, int]:
         records = self._weighted(self._zone_id(zone), record)
         return {r["SetIdentifier"]: int(r["Weight"]) for r in records}

@@ -88,6 +88,12 @@ class FakeAws:
     def latest_object(self, bucket: str) -> tuple[str, float] | None:
         return self.newest.get(bucket)
 
+    def traffic_ttl(self, zone: str, record: str) -> int:
+        return 60
+
+    def health_check_timing(self, domain: str) -> list[tuple[str, int, int]]:
+        return [(target, 30, 3) for target, _healthy, _total in self.checks]
+
     def traffic_weights(self, zone: str, record: str) -> dict[str, int]:
         if (zone, record) not in self.weights:
             raise InfrastructureError(f"no weighted records {record} in {zone}")

@@ -5,6 +5,7 @@ it. Every evaluation reads only: the Kubernetes emulators' request logs show no 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,9 @@ def test_one_broken_thing_one_finding_and_fixing_it_clears_it(
             "prod-api-usw2", "--force-delete", region="us-west-2")  # fmt: skip
     found = dict(problems(kube, kube_engine, "dr.failover"))
     assert found["node group prod-api-usw2"].startswith("could not be checked: ")  # never a pass
-    assert set(found) == {"node group prod-api-usw2", "api images"}
+    # Without the standby's group the failover's RTO cannot be predicted either: said, not passed.
+    assert set(found) == {"node group prod-api-usw2", "api images", "failover RTO"}
+    assert "prod-api-usw2" in found["failover RTO"]
 
     audited = [r for r in kube_engine.audit.export() if r["action"] == "readiness.checked"]
     assert audited[-1]["outcome"] == "findings"
@@ -188,3 +191,39 @@ def test_the_watch_opens_one_finding_pages_once_and_resolves_it_on_a_fake_clock(
         assert actions.count("readiness.opened") == len(baseline) + 1
         assert actions.count("readiness.resolved") == 1
     pagerduty.close()
+
+
+def test_the_predicted_rto_is_read_from_route53_and_an_hour_long_ttl_is_a_finding(
+    kube: KubeSandbox, kube_engine: Engine, aws: Any, cluster: Any
+) -> None:
+    """Hand-computed from the sandbox's Route53 and node groups: TTL 60 s + health checks
+    (Route53's defaults, 30 s × 3) + a 12 s election + the standby growing 2 → 4 nodes (180 s)
+    + 60 s verification = 402 s, against the API's 15 m. The AWS CLI then raises the weighted
+    records' TTL to an hour: the prediction exceeds the target and says why."""
+
+    def rto() -> Any:
+        report = kube_engine.readiness(actor=ALICE, environment="production", runbook="dr.failover")
+        return next(f for f in report.findings if f.subject == "failover RTO")
+
+    before = rto()
+    assert before.ok, before.detail
+    assert before.detail.startswith("predicted RTO us-east-1 → us-west-2 6m42s (target 15m)")
+    zone = aws.cli("route53", "list-hosted-zones-by-name", "--dns-name", "example.com.")
+    zone_id = zone["HostedZones"][0]["Id"].rsplit("/", 1)[-1]
+    name = "api-production.example.com."
+    records = aws.cli(
+        "route53", "list-resource-record-sets", "--hosted-zone-id", zone_id,
+        "--start-record-name", name,
+    )["ResourceRecordSets"]  # fmt: skip
+    weighted = [r for r in records if r["Name"] == name]
+    assert len(weighted) == 2
+    changes = [{"Action": "UPSERT", "ResourceRecordSet": {**r, "TTL": 3600}} for r in weighted]
+    batch = {"Changes": changes}
+    aws.cli(
+        "route53", "change-resource-record-sets", "--hosted-zone-id", zone_id,
+        "--change-batch", json.dumps(batch),
+    )  # fmt: skip
+    after = rto()
+    assert not after.ok
+    assert "→ us-west-2 1h05m (target 15m): DNS TTL 1h00m + " in after.detail  # 3942 s
+    assert "DNS TTL 1h" in after.detail and after.detail.endswith("above the target")
