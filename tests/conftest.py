@@ -27,6 +27,7 @@ from runbooks.engine.registry import Registry
 from runbooks.engine.store.base import Store
 from runbooks.engine.store.sqlite import SqliteStore
 from tests.engine import world
+from tests.support.monitoring import monitoring  # noqa: F401 - the session's real Prometheus
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
