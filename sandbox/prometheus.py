@@ -215,6 +215,7 @@ class Alertmanager(_Process):
         *,
         token: str | None = None,
         basic_auth: tuple[str, str] | None = None,
+        repeat_interval: str | None = None,
     ) -> None:
         """Send every alert to ``webhook`` (None: to a receiver with nowhere to send)."""
         receiver: dict[str, Any] = {"name": "runbook-bot"}
@@ -233,7 +234,7 @@ class Alertmanager(_Process):
                 "group_by": ["alertname", "environment", "service", "region"],
                 "group_wait": "0s",
                 "group_interval": "1s",
-                "repeat_interval": self.repeat_interval,
+                "repeat_interval": repeat_interval or self.repeat_interval,
             },
             "receivers": [receiver],
         }
