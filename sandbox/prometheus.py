@@ -135,11 +135,11 @@ class Prometheus(_Process):
         self._write_config()
 
     def _write_config(self) -> None:
-        every = f"{self.interval:g}s"
+        every = f"{round(self.interval * 1000)}ms"  # Prometheus durations take no decimals
         config: dict[str, Any] = {
             "global": {
                 "scrape_interval": every,
-                "evaluation_interval": every,
+                "evaluation_interval": f"{max(1000, round(self.interval * 1000))}ms",
                 "query_log_file": str(self.query_log),
             },
             "rule_files": [str(r) for r in self.rules],
@@ -262,3 +262,14 @@ class Alertmanager(_Process):
             f"{self.url}/api/v2/alerts",
             [{"labels": labels, "annotations": annotations or {}}],
         )
+
+
+def version(executable: str) -> str:
+    """``prometheus --version``'s first line, e.g. "prometheus, version 2.42.0+ds (...)"."""
+    try:
+        out = subprocess.run(  # our own arguments
+            [executable, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except OSError as exc:
+        return f"unknown version ({exc})"
+    return (out.stdout or out.stderr).splitlines()[0] if (out.stdout or out.stderr) else "?"

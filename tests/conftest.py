@@ -328,5 +328,6 @@ def health(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     server = HealthServer().start()
     monkeypatch.setenv("RUNBOOK_BOT_SANDBOX_HEALTH", server.url)
+    monkeypatch.setenv("RUNBOOK_BOT_SANDBOX_PROMETHEUS", server.url)  # its query emulator
     yield server
     server.stop()
