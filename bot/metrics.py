@@ -3,7 +3,8 @@
 Execution transitions (a counter the engine keeps in the store), current states, durations
 and pending approvals are read from the store at scrape time, so every bot replica reports
 the same numbers and a restart does not reset them. Slack ack latency
-is measured in this process around ``/slack/events``.
+and webhook answer times are measured in this process around ``/slack/events`` and
+``/webhooks/*``.
 """
 
 from __future__ import annotations
@@ -92,6 +93,14 @@ class Metrics:
             "runbook_bot_slack_ack_seconds",
             "Time to answer a request on /slack/events (Slack's deadline is 3 s)",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 3.0),
+            registry=self.registry,
+        )
+
+        self.webhook = Histogram(
+            "runbook_bot_webhook_seconds",
+            "Time to answer a webhook (Alertmanager, PagerDuty), refusals included",
+            ["webhook"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
 

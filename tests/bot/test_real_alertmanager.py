@@ -7,6 +7,7 @@ metrics`` accepts what the bot serves."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import urllib.request
 from typing import Any
@@ -115,6 +116,15 @@ def test_the_real_alertmanager_rolls_back_once_and_prometheus_scrapes_the_bot(
             'state="succeeded"}'
         )
         assert succeeded == 1.0
+        # Every notification was timed, the refused one included.
+        answered = len(received(world)) + 1
+        wait_for(
+            lambda: (
+                (monitoring.value('runbook_bot_webhook_seconds_count{webhook="alertmanager"}') or 0)
+                >= answered
+            ),
+            what="the webhook's answer times in Prometheus",
+        )
     finally:
         prometheus.scrape("bot", [])
         am.route_to(None)
@@ -126,3 +136,26 @@ def test_the_real_alertmanager_rolls_back_once_and_prometheus_scrapes_the_bot(
         [promtool, "check", "metrics"], input=body, capture_output=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_burst_of_kept_alive_connections_does_not_lock_out_the_probes(
+    world: SlackWorld,
+) -> None:
+    """Alertmanager sends each group's notification on its own kept-alive connection: 150
+    groups at once hold 150 idle connections open. The bot must still accept the kubelet's
+    probes, Prometheus's scrape and Slack (waitress's default of 100 connections refused
+    every new one until the idle ones timed out, two minutes later)."""
+    host, port = world.bot.base.removeprefix("http://").split(":")
+    held = []
+    try:
+        for _ in range(150):
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: bot\r\nConnection: keep-alive\r\n\r\n")
+            held.append(sock)
+        for sock in held:
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200"), "each kept-alive request answered"
+        with urllib.request.urlopen(world.bot.base + "/health", timeout=5) as response:  # noqa: S310
+            assert response.status == 200
+    finally:
+        for sock in held:
+            sock.close()
