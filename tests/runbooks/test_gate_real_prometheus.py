@@ -187,3 +187,30 @@ def test_no_traffic_is_unverified(kube, engine, monitoring) -> None:
     serve(monitoring, rps=0.0)  # the series stay; nothing is served any more
     error = assert_kept(rollback(engine), kube)
     assert "unverified: no data for error rate in us-east-1" in error
+
+
+def test_every_default_query_is_accepted_by_the_real_server(monitoring) -> None:
+    """The gate's three queries and DR's error rate, as the bot renders them, evaluated (not
+    refused) by the real server: each is in its query log afterwards."""
+    from runbooks.adapters.prometheus import PrometheusAdapter
+
+    prometheus = PrometheusConfig(url=monitoring.prometheus.url)
+    adapter = PrometheusAdapter(prometheus.url)
+    queries = [
+        prometheus.render(
+            template, environment="production", region="us-east-1", service="api", window=7
+        )
+        for template in (
+            prometheus.service_error_rate_query,
+            prometheus.latency_p95_query,
+            prometheus.health_failures_query,
+        )
+    ]
+    queries.append(
+        prometheus.render(prometheus.error_rate_query, environment="production", region="us-east-1")
+    )
+    for query in queries:
+        adapter.query(query)  # raises on a refusal (400 bad_data)
+    logged = {entry["params"]["query"] for entry in monitoring.prometheus.logged_queries()}
+    assert set(queries) <= logged
+    assert all("{" + "window}" not in q and "{selector}" not in q for q in queries)
