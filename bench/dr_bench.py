@@ -140,6 +140,7 @@ class World:
                 "ATLAS_PUBLIC_KEY": atlas.PUBLIC_KEY,
                 "ATLAS_PRIVATE_KEY": atlas.PRIVATE_KEY,
                 "RUNBOOK_BOT_SANDBOX_HEALTH": self.health.url,
+                "RUNBOOK_BOT_SANDBOX_PROMETHEUS": self.health.url,
             }
         )
 

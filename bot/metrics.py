@@ -1,8 +1,10 @@
 """``/metrics`` for Prometheus.
 
-Execution counts, durations and pending approvals are read from the store at scrape time, so
-every bot replica reports the same numbers and a restart does not reset them. Slack ack latency
-is measured in this process around ``/slack/events``.
+Execution transitions (a counter the engine keeps in the store), current states, durations
+and pending approvals are read from the store at scrape time, so every bot replica reports
+the same numbers and a restart does not reset them. Slack ack latency
+and webhook answer times are measured in this process around ``/slack/events`` and
+``/webhooks/*``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from runbooks.engine.counters import transition_counts
 from runbooks.engine.models import State
 from runbooks.engine.store.base import Store
 
@@ -31,16 +34,25 @@ class StoreCollector(Collector):
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
-        executions = self.store.list_executions(limit=SCRAPE_LIMIT)
-        by_outcome = Counter((e.runbook, e.environment, str(e.state)) for e in executions)
+        # A counter: how many times an execution entered each state, kept in the store.
         total = CounterMetricFamily(
             "runbook_bot_executions",
-            "Executions by runbook, environment and state (outcome once ended)",
+            "Execution transitions: how many times an execution entered each state",
             labels=["runbook", "environment", "state"],
         )
-        for (runbook, environment, state), count in sorted(by_outcome.items()):
+        for (runbook, environment, state), count in sorted(transition_counts(self.store).items()):
             total.add_metric([runbook, environment, state], count)
         yield total
+        executions = self.store.list_executions(limit=SCRAPE_LIMIT)
+        by_state = Counter((e.runbook, e.environment, str(e.state)) for e in executions)
+        current = GaugeMetricFamily(
+            "runbook_bot_executions_in_state",
+            f"Executions in each state now (of the newest {SCRAPE_LIMIT})",
+            labels=["runbook", "environment", "state"],
+        )
+        for (runbook, environment, state), count in sorted(by_state.items()):
+            current.add_metric([runbook, environment, state], count)
+        yield current
         pending = GaugeMetricFamily(
             "runbook_bot_pending_approvals",
             "Executions waiting for approval",
@@ -81,6 +93,14 @@ class Metrics:
             "runbook_bot_slack_ack_seconds",
             "Time to answer a request on /slack/events (Slack's deadline is 3 s)",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 3.0),
+            registry=self.registry,
+        )
+
+        self.webhook = Histogram(
+            "runbook_bot_webhook_seconds",
+            "Time to answer a webhook (Alertmanager, PagerDuty), refusals included",
+            ["webhook"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
 

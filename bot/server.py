@@ -46,6 +46,10 @@ SHUTDOWN_JOIN_S = 10.0
 #: Under the readiness probe's timeoutSeconds (3 in deploy/kubernetes), so /ready answers 503
 #: with the reason instead of the probe timing out.
 READY_STORE_TIMEOUT_S = 2.0
+#: Open connections waitress accepts (its default is 100; one Alertmanager burst holds more).
+CONNECTION_LIMIT = 500
+#: An idle kept-alive connection is closed after this (waitress's default: 120 s).
+IDLE_TIMEOUT_S = 30
 
 log = structlog.get_logger("runbook_bot.bot")
 
@@ -162,6 +166,7 @@ class BotApp:
                 {"error": f"no route {method} {path}", "routes": known},
             )
         else:
+            started = time.perf_counter()
             try:
                 status, body = handler(environ)
             except StoreFull as full:
@@ -170,6 +175,10 @@ class BotApp:
             except Exception:
                 log.exception("request failed", path=path)
                 status, body = 500, {"error": "internal error; see the bot's log"}
+            if path.startswith("/webhooks/"):
+                self.metrics.webhook.labels(path.removeprefix("/webhooks/")).observe(
+                    time.perf_counter() - started
+                )
         payload = json.dumps(body).encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
         if status == 401:
@@ -512,7 +521,17 @@ def main(argv: list[str]) -> int:
         pagerduty_webhook=app.pagerduty.describe(),
     )
     server = create_server(
-        app, host=args.host, port=port, threads=args.threads, ident="runbook-bot"
+        app,
+        host=args.host,
+        port=port,
+        threads=args.threads,
+        ident="runbook-bot",
+        # Alertmanager keeps one connection alive per notification group: a burst of 100
+        # groups held waitress's default 100 connections, and every new one (the kubelet's
+        # probes, Prometheus, Slack) waited two minutes for them to time out
+        # (bench/alertmanager_real_bench.py). Idle ones close after 30 s.
+        connection_limit=CONNECTION_LIMIT,
+        channel_timeout=IDLE_TIMEOUT_S,
     )
 
     def stop(_signum: int, _frame: Any) -> None:

@@ -115,7 +115,7 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
                 )
             except RunbookError as exc:
                 parts.append(cannot(f"{name} ({region})", exc))
-        query = error_rate_query(env, region)
+        query = error_rate_query(env, params.environment, region)
         if query is not None:
             try:
                 rate = infra.metrics(params.environment).query(query)
@@ -190,7 +190,7 @@ def _components(env: EnvironmentConfig) -> int:
     for region in env.regions:
         count += 1 if env.autoscaling_groups.get(region) else 0
         count += len(env.services) if region in env.kube_contexts else 0
-        count += 1 if error_rate_query(env, region) is not None else 0
+        count += 1 if env.prometheus is not None else 0
     count += 1 if env.mongodb is not None else 0
     count += 1 if env.backup_bucket is not None else 0
     return max(count, 1)
@@ -330,10 +330,13 @@ def health_url(env: EnvironmentConfig, region: str) -> str | None:
     return expand_vars(env.health_url, what="health_url").replace("{region}", region)
 
 
-def error_rate_query(env: EnvironmentConfig, region: str) -> str | None:
+def error_rate_query(env: EnvironmentConfig, environment: str, region: str) -> str | None:
+    """The region's error-rate query, scoped to the environment (``prometheus.labels``)."""
     if env.prometheus is None:
         return None
-    return env.prometheus.error_rate_query.replace("{region}", region)
+    return env.prometheus.render(
+        env.prometheus.error_rate_query, environment=environment, region=region
+    )
 
 
 def _percent(rate: float) -> str:
@@ -545,7 +548,7 @@ def _move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: s
             region=target,
             group=target_group,
             url=health_url(env, target),
-            error_query=error_rate_query(env, target),
+            error_query=error_rate_query(env, ctx.environment, target),
             max_error_rate=env.rollback_triggers.error_rate,
             rto_target=api_target.rto if api_target else None,
         )
@@ -615,7 +618,7 @@ def _preflight_target(ctx: PlanContext, target: str, notes: list[str]) -> None:
             problems.append(f"{url} answered {status}")
         else:
             notes.append(f"preflight: {url} answers 200")
-    query = error_rate_query(env, target)
+    query = error_rate_query(env, ctx.environment, target)
     if query is not None:
         try:
             rate = read_error_rate(ctx, ctx.environment, query)
@@ -816,7 +819,7 @@ def _partial_plan(ctx: PlanContext, params: FailoverParams) -> PlanDraft:
             region=params.region,
             group=env.autoscaling_groups.get(params.region),
             url=health_url(env, params.region),
-            error_query=error_rate_query(env, params.region),
+            error_query=error_rate_query(env, params.environment, params.region),
             max_error_rate=env.rollback_triggers.error_rate,
             seconds=soak,
             interval=min(5.0, max(0.5, soak / 10)),
@@ -1262,7 +1265,7 @@ def _region_failure_plan(ctx: PlanContext, params: SimulateParams) -> PlanDraft:
                     region=failed,
                     group=env.autoscaling_groups.get(failed),
                     url=health_url(env, failed),
-                    error_query=error_rate_query(env, failed),
+                    error_query=error_rate_query(env, params.environment, failed),
                     measure_rto=False,
                 )
             )

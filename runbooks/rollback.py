@@ -307,7 +307,9 @@ class WatchSignals(Step, kind="rollback.watch_signals"):
     """After the rollback, the spec's trigger signals stay healthy for a settle time.
 
     Every ``interval`` for ``settle`` it asks Prometheus, per region, for the service's error
-    rate, p95 response time and failing health probes. Healthy means every sample below its
+    rate, p95 response time and failing health probes, over the traffic served since the
+    rollback finished: the queries' ``{window}`` is the time since then, and the first sample
+    waits ``min_window`` (two scrapes at least). Healthy means every sample below its
     trigger (health: fewer than ``failing_checks`` failing samples in a row). No data, NaN or
     a Prometheus error is never healthy: the step fails "unverified". A failure keeps the
     rollback: rolling forward would return to the release that was just rolled back.
@@ -316,11 +318,14 @@ class WatchSignals(Step, kind="rollback.watch_signals"):
     environment: str
     service: str
     regions: list[str]
-    #: One per signal: name, query (``{region}`` still to replace), trigger, unit.
+    #: One per signal: name, query (``{region}`` and ``{window}`` still to replace), trigger,
+    #: unit.
     signals: list[dict[str, Any]]
     failing_checks: int
     settle: float
     interval: float
+    #: The first sample's window: the time since the rollback finished, when it is taken.
+    min_window: float = 0.0
     #: ``fail`` or ``ask`` (the gate's ``unverified``) and how long an answer may take.
     unverified: str = "fail"
     answer_within: float = 900.0
@@ -340,7 +345,9 @@ class WatchSignals(Step, kind="rollback.watch_signals"):
         )
         return (
             f"watch {self.service} in {self.environment} ({', '.join(self.regions)}) for "
-            f"{format_duration(self.settle)} in Prometheus: {triggers}; no data is not healthy"
+            f"{format_duration(self.settle)} in Prometheus: {triggers}, over the traffic "
+            f"served since the rollback finished (first sample after "
+            f"{format_duration(self.min_window)}); no data is not healthy"
             + (
                 f" (then it asks: healthy or failed, within {format_duration(self.answer_within)})"
                 if self.unverified == "ask"
@@ -373,14 +380,25 @@ class WatchSignals(Step, kind="rollback.watch_signals"):
         worst: dict[tuple[str, str], float] = {}
         in_a_row: dict[str, int] = {}
         longest: dict[str, int] = {}
-        started = ctx.clock.now()
+        started = ctx.clock.now()  # the rollback finished: the previous step verified it
+        while (waited := ctx.clock.now() - started) < self.min_window:
+            ctx.progress(
+                f"waiting for {format_duration(self.min_window)} of traffic after the rollback "
+                "before the first sample"
+            )
+            ctx.check_cancelled()
+            ctx.clock.sleep(min(self.interval, self.min_window - waited))
         samples = 0
         while True:
             samples += 1
+            # Only what was served since the rollback finished (whole seconds, rounded down).
+            window = f"{max(1, int(ctx.clock.now() - started))}s"
             for region in self.regions:
                 for signal in self.signals:
                     name, unit = str(signal["name"]), str(signal["unit"])
-                    query = str(signal["query"]).replace("{region}", region)
+                    query = (
+                        str(signal["query"]).replace("{region}", region).replace("{window}", window)
+                    )
                     unread: str | None = None
                     try:
                         value = metrics.query(query)
@@ -452,7 +470,10 @@ def _watch_step(
     triggers = env.rollback_triggers
 
     def query(text: str) -> str:
-        return text.replace("{service}", params.service)
+        # {region} and {window} stay placeholders: the step fills them per region and sample.
+        return prometheus.render(
+            text, environment=params.environment, region="{region}", service=params.service
+        )
 
     return WatchSignals(
         environment=params.environment,
@@ -481,6 +502,7 @@ def _watch_step(
         failing_checks=triggers.failing_health_checks,
         settle=gate.settle,
         interval=gate.interval,
+        min_window=gate.min_window,
         unverified=gate.unverified,
         answer_within=gate.answer_within,
     )

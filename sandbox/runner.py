@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ import yaml
 from runbooks.engine.settings import DEFAULT_PORT, Settings, bot_port, load_settings
 from sandbox import appdata
 from sandbox import atlas as atlas_sandbox
+from sandbox import monitoring as sandbox_monitoring
 from sandbox.aws import CREDENTIALS, AwsSandbox
 from sandbox.health import HealthServer
 from sandbox.kube.emulator import Cluster, KubeEmulator, kubeconfig
@@ -115,6 +117,39 @@ def seed_backups(
     return written
 
 
+def start_monitoring(
+    directory: Path, settings: Settings, health: HealthServer, *, bot: int | None
+) -> sandbox_monitoring.RealMonitoring | None:
+    """The real Prometheus and Alertmanager when installed (said in the log), else None: the
+    health server's emulator answers the queries."""
+    from runbooks.engine.config import load_config
+
+    where = directory / "monitoring"
+    shutil.rmtree(where, ignore_errors=True)  # a fresh TSDB each run
+    try:
+        monitoring = sandbox_monitoring.start(
+            where,
+            load_config(settings.config_dir),
+            health,
+            bot=f"127.0.0.1:{bot}" if bot is not None else None,
+            token=SANDBOX_ALERTMANAGER_TOKEN,
+        )
+    except RuntimeError as exc:
+        print(f"prometheus: the real server did not start ({exc}); using the emulator", flush=True)
+        return None
+    if monitoring is None:
+        print(
+            f"prometheus: the emulator at {health.url} (no prometheus/alertmanager binaries: "
+            "apt-get install prometheus prometheus-alertmanager for the real ones)",
+            flush=True,
+        )
+        return None
+    print(monitoring.described, flush=True)
+    if not sandbox_monitoring.wait_scraped(monitoring):
+        print("prometheus: the application's rates are not readable yet", flush=True)
+    return monitoring
+
+
 def write_env(
     directory: Path,
     emulators: dict[str, KubeEmulator],
@@ -126,6 +161,7 @@ def write_env(
     health: HealthServer | None = None,
     pagerduty: PagerDutyEmulator | None = None,
     bot_port: int = DEFAULT_PORT,
+    prometheus_url: str | None = None,
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "kubeconfig"
@@ -182,6 +218,10 @@ def write_env(
     lines.append(f"export ALERTMANAGER_WEBHOOK_TOKEN={SANDBOX_ALERTMANAGER_TOKEN}")
     if health is not None:
         lines.append(f"export RUNBOOK_BOT_SANDBOX_HEALTH={shlex.quote(health.url)}")
+    # The real Prometheus where the sandbox runs one, else the emulator beside /health.
+    prometheus = prometheus_url or (health.url if health is not None else None)
+    if prometheus is not None:
+        lines.append(f"export RUNBOOK_BOT_SANDBOX_PROMETHEUS={shlex.quote(prometheus)}")
     env_path.write_text("\n".join(lines) + "\n")
     return env_path
 
@@ -331,6 +371,7 @@ def main(argv: list[str]) -> int:
     api = atlas_sandbox.AtlasEmulator(cluster, backups=cloud, others=[rehearsal]).start()
     database = (api, wire)
     health = HealthServer().start()
+    monitoring = start_monitoring(directory, settings, health, bot=port if args.bot else None)
     pagerduty = PagerDutyEmulator(directory).start()
     env_path = write_env(
         directory,
@@ -342,6 +383,7 @@ def main(argv: list[str]) -> int:
         health=health,
         pagerduty=pagerduty,
         bot_port=port,
+        prometheus_url=monitoring.prometheus.url if monitoring is not None else None,
     )
     for line in seed_backups(settings, aws, databases):
         print(line, flush=True)
@@ -389,6 +431,8 @@ def main(argv: list[str]) -> int:
         for server in databases.values():
             server.stop()
         health.stop()
+        if monitoring is not None:
+            monitoring.stop()
         pagerduty.stop()
         print("sandbox stopped", flush=True)
     return 0

@@ -27,6 +27,7 @@ from runbooks.engine.registry import Registry
 from runbooks.engine.store.base import Store
 from runbooks.engine.store.sqlite import SqliteStore
 from tests.engine import world
+from tests.support.monitoring import monitoring  # noqa: F401 - the session's real Prometheus
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -352,5 +353,6 @@ def health(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     server = HealthServer().start()
     monkeypatch.setenv("RUNBOOK_BOT_SANDBOX_HEALTH", server.url)
+    monkeypatch.setenv("RUNBOOK_BOT_SANDBOX_PROMETHEUS", server.url)  # its query emulator
     yield server
     server.stop()

@@ -69,6 +69,8 @@ def test_every_object_round_trips_through_the_official_models(overlay: str) -> N
         "RoleBinding",
     }
     for doc in docs:
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # a custom resource: no model (test_the_prometheusrule_is_the_rules_file)
         model = api._ApiClient__deserialize(doc, "V1" + doc["kind"])  # type: ignore[attr-defined]
         again = _strip_none(api.sanitize_for_serialization(model))
         assert again == doc, f"{doc['kind']} {doc['metadata']['name']}: a field the model drops"
@@ -116,6 +118,17 @@ def test_the_deployment_matches_the_bot_and_the_dockerfile(overlay: str) -> None
     (policy,) = by_kind(docs, "NetworkPolicy")
     assert policy["spec"]["podSelector"]["matchLabels"] == selector
     assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [port]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_prometheusrule_is_the_rules_file(overlay: str) -> None:
+    """The base ships deploy/prometheus/rules.yaml as a PrometheusRule (regenerate with
+    deploy/kubernetes/prometheusrule.py), in the bot's namespace, labelled for a ruleSelector."""
+    (rule,) = by_kind(render(overlay), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["role"] == "alert-rules"
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yaml").read_text())
+    assert rule["spec"]["groups"] == rules["groups"]
 
 
 def test_the_configmap_is_config_example() -> None:

@@ -17,7 +17,8 @@ is quick and decides, per firing alert:
 - **suppressed**: the target was claimed less than a cooldown ago.
 - **escalated**: the target had ``max_consecutive`` automatic requests in a row (each within
   ``streak_window`` of the last): no more rollbacks; an ``alert.escalate`` event pages (through
-  PagerDuty where configured) and tells the approvals channel, once a cooldown.
+  PagerDuty where configured) and tells the approvals channel, once per escalation (later
+  claims in the same streak say when it escalated and page no more).
 - **ignored**: not mapped, or a label the route needs is missing (said why).
 
 ``resolved`` alerts are recorded and change nothing. Every notification is audited once
@@ -299,21 +300,58 @@ class AlertIntake:
         if not any(fnmatch.fnmatchcase(environment, p) for p in route.environments):
             return Decision(name, "ignored", f"environment {environment!r} is not routed")
         # What the cooldown is per: the service where the runbook names one (a rollback of
-        # api, whichever region label the alert carries), else the whole request.
+        # api), and its region where the request names one (a rollback of api in us-east-1
+        # leaves us-west-2's alert free); else the whole request.
+        covering: list[str] = []
         if "service" in params:
-            target = f"{route.runbook}:{environment}:{params['service']}"
+            service = f"{route.runbook}:{environment}:{params['service']}"
+            region = params.get("region")
+            target = f"{service}:{region}" if region else service
+            # A rollback of the whole service covers each region's, and the other way round.
+            covering = (
+                [service] if region else [f"{service}:{r}" for r in self._regions(environment)]
+            )
         else:
             rest = {k: v for k, v in sorted(params.items()) if k != "environment"}
             target = f"{route.runbook}:{environment}:" + json.dumps(rest, separators=(",", ":"))
-        return self._claim(alert, route, params, target)
+        return self._claim(alert, route, params, target, covering)
+
+    def _regions(self, environment: str) -> list[str]:
+        try:
+            return list(self.engine.config.environment(environment).regions)
+        except RunbookError:
+            return []
+
+    def _covered(self, covering: list[str], now: float) -> tuple[str, dict[str, Any]] | None:
+        """A claim within the cooldown of a target that covers this one (service, region)."""
+        for other in covering:
+            claim = self.store.kv_get(CLAIM_KEY.format(other))
+            if claim is not None and now - float(claim["at"]) < self.alerts.cooldown:
+                return other, claim
+        return None
 
     def _claim(
-        self, alert: Alert, route: AlertRoute, params: dict[str, Any], target: str
+        self,
+        alert: Alert,
+        route: AlertRoute,
+        params: dict[str, Any],
+        target: str,
+        covering: list[str] | None = None,
     ) -> Decision:
         key = CLAIM_KEY.format(target)
         cfg = self.alerts
         for _ in range(20):
             now = self.clock.now()
+            covered = self._covered(covering or [], now)
+            if covered is not None:
+                other, claim = covered
+                return Decision(
+                    alert.name,
+                    "suppressed",
+                    f"{other} {claim['state']} {format_duration(now - float(claim['at']))} "
+                    f"ago; cooldown until {iso(float(claim['at']) + cfg.cooldown)}",
+                    target,
+                )
             previous = self.store.kv_get(key)
             if previous is not None and now - float(previous["at"]) < cfg.cooldown:
                 until = float(previous["at"]) + cfg.cooldown
@@ -327,12 +365,15 @@ class AlertIntake:
             in_streak = previous is not None and now - float(previous["at"]) <= (cfg.streak_window)
             streak = int(previous["streak"]) if previous is not None and in_streak else 0
             state = "escalated" if streak >= cfg.max_consecutive else "requested"
+            # Paged already in this streak: say so again, page and notify once.
+            repeat = state == "escalated" and in_streak and previous["state"] == "escalated"
             claim = {
                 "at": now,
                 "state": state,
                 "streak": streak if state == "escalated" else streak + 1,
                 "alert": alert.name,
                 "fingerprint": alert.fingerprint,
+                "escalated_at": previous.get("escalated_at", now) if repeat else now,
             }
             won = (
                 self.store.kv_insert(key, claim)
@@ -353,6 +394,15 @@ class AlertIntake:
                 "target": target,
                 "streak": claim["streak"],
             }
+            if repeat:
+                return Decision(
+                    alert.name,
+                    "escalated",
+                    f"escalated at {iso(float(claim['escalated_at']))} and paged then; no more "
+                    f"automatic {route.runbook} requests for {target} until "
+                    f"{format_duration(cfg.streak_window)} pass quietly",
+                    target,
+                )
             if state == "escalated":
                 self.store.append_event(None, "alert.escalate", payload, now)
                 return Decision(

@@ -7,12 +7,21 @@ never read from these files: they name environment variables instead (``*_env`` 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from runbooks.engine import yamlfile
 from runbooks.engine.clock import format_duration, parse_duration
@@ -175,37 +184,107 @@ class RestoreConfig(_Strict):
     atlas_target_cluster: str | None = None
 
 
+#: The labels that pick one environment's series (the spec's exporters label every series
+#: with its environment, region and service): label name -> value, where ``{environment}``,
+#: ``{region}`` and ``{service}`` are replaced. A query says ``{selector}`` for them.
+DEFAULT_LABELS = {"environment": "{environment}", "region": "{region}", "service": "{service}"}
+
+#: The 5xx share of one region's requests in one environment (DR verification and soaks).
+#: ``or vector(0)``: while no 5xx series exists the share is 0, not "no data"; without any
+#: request series the division is empty (no data), without traffic it is NaN (no data).
 DEFAULT_ERROR_RATE_QUERY = (
-    'sum(rate(http_requests_total{region="{region}",status=~"5.."}[5m])) / '
-    'sum(rate(http_requests_total{region="{region}"}[5m]))'
+    '(sum(rate(http_requests_total{{selector},code=~"5.."}[5m])) or vector(0)) / '
+    "sum(rate(http_requests_total{{selector}}[5m]))"
 )
 
-
+#: The rollback gate's queries read only what was served since the rollback finished:
+#: ``{window}`` is the time since then (whole seconds, at least the gate's ``min_window``).
 DEFAULT_SERVICE_ERROR_RATE_QUERY = (
-    'sum(rate(http_requests_total{region="{region}",service="{service}",status=~"5.."}[5m])) / '
-    'sum(rate(http_requests_total{region="{region}",service="{service}"}[5m]))'
+    '(sum(rate(http_requests_total{{selector},code=~"5.."}[{window}])) or vector(0)) / '
+    "sum(rate(http_requests_total{{selector}}[{window}]))"
 )
 DEFAULT_LATENCY_P95_QUERY = (
     "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket"
-    '{region="{region}",service="{service}"}[5m])))'
+    "{{selector}}[{window}])))"
 )
-DEFAULT_HEALTH_FAILURES_QUERY = 'sum(1 - probe_success{region="{region}",service="{service}"})'
+#: Failing probes now; ``last_over_time`` over the window: a probe that stopped reporting
+#: before the rollback finished is no data, not its last pre-rollback answer.
+DEFAULT_HEALTH_FAILURES_QUERY = "sum(1 - last_over_time(probe_success{{selector}}[{window}]))"
+
+
+def _promql_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 class PrometheusConfig(_Strict):
-    """Where the service's error rate is read (Prometheus HTTP API, instant queries)."""
+    """Where the service's signals are read (Prometheus HTTP API, instant queries)."""
 
     #: Base URL (``${VAR}`` expanded), e.g. http://prometheus.monitoring:9090
     url: str
-    #: PromQL giving the 5xx share of one region's requests (0..1); ``{region}`` is replaced.
+    #: The label matchers that scope every query to this environment (``{selector}``).
+    labels: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_LABELS))
+    #: PromQL giving the 5xx share of one region's requests (0..1); ``{selector}`` (the
+    #: labels without those whose value names ``{service}``), ``{environment}`` and
+    #: ``{region}`` are replaced.
     error_rate_query: str = DEFAULT_ERROR_RATE_QUERY
-    #: The rollback gate's queries: ``{region}`` and ``{service}`` are replaced.
+    #: The rollback gate's queries: ``{selector}``, ``{environment}``, ``{region}``,
+    #: ``{service}`` and ``{window}`` (the time since the rollback finished) are replaced.
     #: The 5xx share of one service's requests (0..1).
     service_error_rate_query: str = DEFAULT_SERVICE_ERROR_RATE_QUERY
     #: The 95th percentile response time, in seconds.
     latency_p95_query: str = DEFAULT_LATENCY_P95_QUERY
     #: How many of the service's health probes fail now (0 when all pass).
     health_failures_query: str = DEFAULT_HEALTH_FAILURES_QUERY
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+        for name in labels:
+            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
+                raise ValueError(f"{name!r} is not a Prometheus label name")
+        if not labels:
+            raise ValueError("labels must scope the queries to the environment (at least one)")
+        return labels
+
+    @model_validator(mode="after")
+    def _windowed(self) -> PrometheusConfig:
+        for name in ("service_error_rate_query", "latency_p95_query"):
+            if "{window}" not in getattr(self, name):
+                raise ValueError(
+                    f"{name} must read its rates over {{window}} (the time since the rollback "
+                    "finished): a fixed window after a rollout measures the release before it"
+                )
+        return self
+
+    def render(
+        self,
+        query: str,
+        *,
+        environment: str,
+        region: str,
+        service: str | None = None,
+        window: float | None = None,
+    ) -> str:
+        """``query`` with its placeholders replaced; without a service the labels whose value
+        names ``{service}`` are left out of ``{selector}``."""
+        values = {"{environment}": environment, "{region}": region}
+        if service is not None:
+            values["{service}"] = service
+
+        def fill(text: str) -> str:
+            for placeholder, value in values.items():
+                text = text.replace(placeholder, value)
+            return text
+
+        selector = ",".join(
+            f"{name}={_promql_string(fill(value))}"
+            for name, value in self.labels.items()
+            if service is not None or "{service}" not in value
+        )
+        text = fill(query.replace("{selector}", selector))
+        if window is not None:
+            text = text.replace("{window}", f"{max(1, int(window))}s")
+        return text
 
 
 class RollbackGate(_Strict):
@@ -214,10 +293,14 @@ class RollbackGate(_Strict):
     error or NaN is never healthy: the run fails "unverified" (and keeps the rollback), or
     asks, as ``unverified`` says."""
 
-    #: How long the signals must stay healthy (at least the queries' rate window).
+    #: How long after the rollback finished the signals must be healthy.
     settle: Seconds = 300.0
     #: Seconds between samples.
     interval: Seconds = 15.0
+    #: The first sample is taken this long after the rollback finished, over that window: a
+    #: rate needs two scrapes in its window, so at least twice Prometheus's scrape interval
+    #: (the spec's 15 s: 30 s; the default leaves room for a missed scrape).
+    min_window: Seconds = 60.0
     #: When the signals cannot be read (no data, NaN, a Prometheus error): ``fail`` (the step
     #: fails "unverified") or ``ask`` (the run asks its requester and operators, healthy or
     #: failed, with ``runs.answer`` or the card's buttons; no answer within ``answer_within``
@@ -231,6 +314,11 @@ class RollbackGate(_Strict):
             raise ValueError(
                 f"interval {format_duration(self.interval)} must be above 0 and at most "
                 f"settle {format_duration(self.settle)}"
+            )
+        if not 1 <= self.min_window <= self.settle:
+            raise ValueError(
+                f"min_window {format_duration(self.min_window)} must be at least 1s and at "
+                f"most settle {format_duration(self.settle)}"
             )
         return self
 

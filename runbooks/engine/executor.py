@@ -18,6 +18,7 @@ from runbooks.engine.approvals import ConfigPolicy
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import Clock, SystemClock
 from runbooks.engine.config import Config
+from runbooks.engine.counters import count_transition
 from runbooks.engine.decisions import Decisions
 from runbooks.engine.errors import (
     ConcurrentUpdate,
@@ -301,6 +302,7 @@ class Engine(Locks, Decisions, Runner):
                 for key in plan.locks:
                     self.store.release_lock(key, execution.id)
                 execution.id = new_execution_id()
+        count_transition(self.store, plan.runbook, plan.environment, str(execution.state))
         self.audit.record(
             "request",
             actor=actor,

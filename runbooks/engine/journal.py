@@ -16,6 +16,7 @@ from runbooks.engine.approvals import ConfigPolicy
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import Clock
 from runbooks.engine.config import Config
+from runbooks.engine.counters import count_transition
 from runbooks.engine.errors import ConcurrentUpdate, NotFound, Refused
 from runbooks.engine.events import EventBus
 from runbooks.engine.models import (
@@ -253,8 +254,9 @@ class Journal:
         event_type: str = "execution.state",
         release: bool = True,
     ) -> None:
-        """Audit, publish and (at the end) release the lock for a saved transition."""
+        """Count, audit, publish and (at the end) release the lock for a saved transition."""
         state = execution.state
+        count_transition(self.store, execution.runbook, execution.environment, str(state))
         self.audit.record(
             f"execution.{state}",
             actor=actor,

@@ -120,6 +120,7 @@ def replica_env(
         "RUNBOOK_BOT_SLACK_INTERVAL": "0.05",
         "RUNBOOK_BOT_SWEEP_INTERVAL": "0.3",
         "RUNBOOK_BOT_SANDBOX_HEALTH": health_url,
+        "RUNBOOK_BOT_SANDBOX_PROMETHEUS": health_url,  # the emulator answers the queries
     }
     env.pop("SLACK_APP_TOKEN", None)
     return env

@@ -72,7 +72,7 @@ def test_rollback_from_slack_plan_confirm_approve_progress_success(world: SlackW
     text = text_of(final)
     assert "1/1: Bob" in text and labels(final) == []  # no buttons after the end
     assert text.count(":white_check_mark:") == 3  # both regions' rollouts, then the gate
-    assert "watch api in production (us-east-1, us-west-2) for 2.0s in Prometheus" in text
+    assert "watch api in production (us-east-1, us-west-2) for 3.0s in Prometheus" in text
     assert final["updates"] >= 2  # updated in place, not reposted
     for region in ("us-east-1", "us-west-2"):
         assert image(world.kube, region) == "app-api:1.4.1"

@@ -21,6 +21,7 @@ def slack_env_extra(aws: AwsWorld, health: Any, cluster: Any) -> dict[str, str]:
     return {
         **aws.env,
         "RUNBOOK_BOT_SANDBOX_HEALTH": health.url,
+        "RUNBOOK_BOT_SANDBOX_PROMETHEUS": health.url,
         **{key: os.environ[key] for key in keys},
     }
 

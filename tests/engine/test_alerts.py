@@ -224,16 +224,64 @@ def test_after_two_automatic_requests_in_a_row_it_pages_instead(alerts: Alerts) 
         alerts.clock.advance(31 * 60)  # past the cooldown, within the streak window
     assert outcomes == ["accepted", "accepted", "escalated", "escalated", "escalated"]
     assert [e.state for e in alerts.engine.list()] == [State.SUCCEEDED] * 2
-    # Each escalation pages with one dedup key: PagerDuty keeps it one incident.
+    # One escalation pages once and tells the channel once, however long the alert fires.
     assert [key for _, key in alerts.pages] == [
         'runbook-bot:auto:test.set:development:{"keys":"a","value":3}'
-    ] * 3
+    ]
     assert "stopped automatic test.set" in alerts.pages[0][0]
     notices = [n["text"] for n in alerts.events("notice")]
+    assert len([n for n in notices if "stopped automatic" in n]) == 1
     assert any("Paged on-call" in n and "A person decides" in n for n in notices)
+    assert len(alerts.events("alert.escalate")) == 1
     # A quiet streak window later, automatic requests start again.
     alerts.clock.advance(7 * 3600)
     assert alerts.send(notification({"service": "a"}))["accepted"] == 1
+
+
+def test_a_region_scoped_rollback_claims_its_cooldown_per_region(
+    make_engine: EngineFactory,
+) -> None:
+    base = config()
+    routes = AlertsFile.model_validate(
+        {
+            "routes": [
+                {
+                    "alerts": ["KeyBroken"],
+                    "runbook": "rollback",
+                    "params": {
+                        "environment": "{environment}",
+                        "service": "{service}",
+                        "region": "{region?}",
+                    },
+                }
+            ]
+        }
+    )
+    cfg = Config(base.directory, base.environments, base.policy, base.schedules, routes)
+    alerts = Alerts(make_engine, cfg, FakeClock(1_800_000_000.0))
+
+    def send(**labels: str) -> dict[str, str]:
+        doc = alerts.send(notification({"environment": "production", "service": "api", **labels}))
+        return dict(doc["alerts"][0])
+
+    east = send(region="us-east-1")
+    assert (east["outcome"], east["target"]) == ("accepted", "rollback:production:api:us-east-1")
+    # The other region's alert is its own target; a repeat of the first is suppressed.
+    assert send(region="us-west-2")["outcome"] == "accepted"
+    assert send(region="us-east-1")["outcome"] == "suppressed"
+    # A whole-service alert is covered by the regions' rollbacks within their cooldown ...
+    whole = send()
+    assert whole["outcome"] == "suppressed"
+    assert "rollback:production:api:us-east-1 requested" in whole["why"]
+    alerts.clock.advance(31 * 60)
+    # ... and after it, a whole-service rollback covers each region's alert.
+    assert send()["outcome"] == "accepted"
+    assert send(region="us-west-2")["outcome"] == "suppressed"
+    assert [e["params"].get("region") for e in alerts.events("alert.request")] == [
+        "us-east-1",
+        "us-west-2",
+        None,
+    ]
 
 
 def test_resolved_alerts_are_recorded_and_change_nothing(alerts: Alerts) -> None:

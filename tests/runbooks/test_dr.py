@@ -49,9 +49,11 @@ def test_status_reports_each_component_by_region(
     assert notes[2].endswith("; error rate 0.20 %")
     assert notes[3].startswith("compute us-west-2: node group prod-api-usw2 2/2 in service")
     assert notes[3].endswith("; error rate 3.10 %")
+    # Scoped to the environment and region; no 5xx series is 0 (``or vector(0)``).
     assert health.queries[-1] == (
-        'sum(rate(http_requests_total{region="us-west-2",status=~"5.."}[5m])) / '
-        'sum(rate(http_requests_total{region="us-west-2"}[5m]))'
+        '(sum(rate(http_requests_total{environment="production",region="us-west-2",'
+        'code=~"5.."}[5m])) or vector(0)) / '
+        'sum(rate(http_requests_total{environment="production",region="us-west-2"}[5m]))'
     )
     assert notes[4] == "database (atlas): primary in us-east-1; replication lag: us-west-2 4.0s"
     assert notes[5].startswith(

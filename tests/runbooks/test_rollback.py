@@ -51,9 +51,9 @@ def test_rollback_reaches_every_region_and_waits_for_health(kube, kube_engine) -
         "roll back deployment api-deployment in production (us-east-1)",
         "roll back deployment api-deployment in production (us-west-2)",
         # production's rollback gate (config/environments.yaml) watches the signals after
-        "watch api in production (us-east-1, us-west-2) for 2.0s in Prometheus",
+        "watch api in production (us-east-1, us-west-2) for 3.0s in Prometheus",
     ]
-    assert "us-west-2: healthy for 2.0s" in " ".join(done.steps[2].output)
+    assert "us-west-2: healthy for 3.0s" in " ".join(done.steps[2].output)
     for region in ("us-east-1", "us-west-2"):
         assert image(kube, region) == "app-api:1.4.1"
         deploy = kube.cluster(region).get(DEPLOY, "production", "api-deployment")

@@ -1,7 +1,8 @@
 """The rollback's Prometheus gate: after the rollout, the spec's trigger signals (error rate,
-p95, failing health checks) must stay below their triggers for the settle time (2 s in the
-sandbox's production). No data, NaN or an error is never healthy, and a failed gate keeps the
-rollback: it never rolls forward to the release it rolled back."""
+p95, failing health checks) must stay below their triggers for the settle time (3 s here),
+read against the sandbox's Prometheus emulator, which can also time out or fail (the real
+server: test_gate_real_prometheus.py). No data, NaN or an error is never healthy, and a failed
+gate keeps the rollback: it never rolls forward to the release it rolled back."""
 
 from __future__ import annotations
 
@@ -47,8 +48,11 @@ def gate_engine(
 def kube_engine(
     kube: KubeSandbox, health: object, sandbox_config: Config, tmp_path: Path
 ) -> Iterator[Engine]:
-    """Production's rollback gate settling 2 s, failing when a signal cannot be read."""
-    with gate_engine(kube, sandbox_config, tmp_path, RollbackGate(settle=2.0, interval=1.0)) as e:
+    """Production's rollback gate settling 3 s (first sample after 1 s), failing when a
+    signal cannot be read."""
+    with gate_engine(
+        kube, sandbox_config, tmp_path, RollbackGate(settle=3.0, interval=1.0, min_window=1.0)
+    ) as e:
         yield e
 
 
@@ -80,7 +84,7 @@ def test_healthy_signals_for_the_settle_time_pass(kube, kube_engine, health) -> 
     assert "no data is not healthy" in watch.description
     text = " ".join(watch.output)
     for region in REGIONS:
-        assert f"{region}: healthy for 2.0s (3 samples)" in text
+        assert f"{region}: healthy for 3.0s (3 samples)" in text
     assert "error rate at most 0.20 % (trigger 5 %)" in text
     assert "p95 response time at most 180 ms (trigger 1000 ms)" in text
     assert "failing health checks: longest failing run 0 sample(s) (trigger 3 in a row)" in text

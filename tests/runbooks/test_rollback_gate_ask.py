@@ -29,7 +29,9 @@ DAVE = Actor("dave", "Dave", "cli")
 def asking(
     kube: KubeSandbox, health: Any, sandbox_config: Config, tmp_path: Path
 ) -> Iterator[Engine]:
-    gate = RollbackGate(settle=2.0, interval=1.0, unverified="ask", answer_within=120.0)
+    gate = RollbackGate(
+        settle=2.0, interval=1.0, min_window=1.0, unverified="ask", answer_within=120.0
+    )
     with gate_engine(kube, sandbox_config, tmp_path, gate) as engine:
         yield engine
 
@@ -105,7 +107,9 @@ def test_a_failed_answer_fails_and_keeps_the_rollback(kube, asking, health) -> N
 
 
 def test_nobody_answering_in_time_fails(kube, health, sandbox_config, tmp_path) -> None:
-    gate = RollbackGate(settle=2.0, interval=1.0, unverified="ask", answer_within=1.0)
+    gate = RollbackGate(
+        settle=2.0, interval=1.0, min_window=1.0, unverified="ask", answer_within=1.0
+    )
     health.set_signal("error_rate", "us-east-1", float("nan"))
     with gate_engine(kube, sandbox_config, tmp_path, gate) as engine:
         run = Running(engine)

@@ -12,6 +12,7 @@ from typing import Any
 
 from runbooks.engine.models import TERMINAL_STATES
 from runbooks.engine.settings import read_sandbox_env
+from sandbox.prometheus import alertmanager_binary, prometheus_binary
 from tests.bot.test_server import _answers, free_port
 from tests.cli.test_cli import wait_for
 from tests.conftest import BIN, ROOT, run_cli
@@ -170,7 +171,7 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
         assert done_rollback["state"] == "succeeded", done_rollback
         watch = done_rollback["steps"][-1]
         assert watch["description"].startswith("watch api in production (us-east-1, us-west-2)")
-        assert any("us-west-2: healthy for 2.0s" in line for line in watch["output"]), watch
+        assert any("us-west-2: healthy for 3.0s" in line for line in watch["output"]), watch
 
         # A reset under the running sandbox and bot is refused and changes nothing.
         refused = invoke(["sandbox.reset", "--yes"], env)
@@ -182,6 +183,19 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "sandbox stopped" in out
+    # With the binaries the sandbox runs the real Prometheus, says so, and the production
+    # rollback's gate was evaluated there (its query log); without them, the emulator.
+    if prometheus_binary() and alertmanager_binary():
+        assert "prometheus: the real prometheus, version" in out, out
+        log = home / "sandbox" / "monitoring" / "prometheus" / "queries.log"
+        gate = [
+            line
+            for line in log.read_text().splitlines()
+            if 'environment=\\"production\\"' in line and 'service=\\"api\\"' in line
+        ]
+        assert gate, "the gate's queries in the real Prometheus's query log"
+    else:
+        assert "prometheus: the emulator at" in out, out
     assert not (home / "sandbox" / "env").exists()
     records = len(run_cli(["audit.tail", "-n", "100000", "--json"], env).stdout)
     # Stopped: without a terminal and without --yes it still asks, so it refuses...
