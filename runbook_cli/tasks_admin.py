@@ -413,6 +413,55 @@ def dms(c: Any, as_: str = "alice") -> None:
     )
 
 
+@task(help={"channel": "channel id (C0OPS: drills and ops; C0APPROVALS: approval cards)"})
+def channel(c: Any, channel: str) -> None:
+    """Print what the bot posted in a sandbox Slack channel, oldest first, newest last.
+
+    Example: invoke sandbox.channel C0OPS
+    """
+    os.execv(  # noqa: S606 - replaces this process
+        sys.executable, [sys.executable, "-m", "sandbox", "channel", channel]
+    )
+
+
+@task(
+    help={
+        "title": "the incident's title",
+        "service": "PagerDuty service id: PSVCPROD (production, default) or PSVCSTAG (staging)",
+        "urgency": "high (default) or low",
+    }
+)
+def incident(c: Any, title: str, service: str = "PSVCPROD", urgency: str = "high") -> None:
+    """Open an incident in the sandbox PagerDuty and print its id (for /incident, incident.*).
+
+    Example: invoke sandbox.incident "api 5xx in us-east-1" --service PSVCSTAG --urgency low
+    """
+    argv = ["incident", title, "--service", service, "--urgency", urgency]
+    os.execv(  # noqa: S606 - replaces this process
+        sys.executable, [sys.executable, "-m", "sandbox", *argv]
+    )
+
+
+@task(
+    help={
+        "kind": "oom, broken-image, conflicts, health, error-rate, latency, probe-failures, "
+        "prometheus-down, replication-lag, pagerduty-429, slack-429",
+        "region": "one region (default: every region)",
+        "value": "the fault's value: a memory limit (oom), an image, a rate, seconds, a count",
+        "off": "turn it off",
+    }
+)
+def fault(c: Any, kind: str, region: str = "", value: str = "", off: bool = False) -> None:
+    """Turn one of the sandbox's fault hooks on (or off with --off); README lists them.
+
+    Example: invoke sandbox.fault oom --value 3Gi
+    """
+    argv = ["fault", kind, "--region", region, "--value", value, *(["--off"] if off else [])]
+    os.execv(  # noqa: S606 - replaces this process
+        sys.executable, [sys.executable, "-m", "sandbox", *argv]
+    )
+
+
 def collections() -> list[Collection]:
     runs = Collection("runs")
     runs.add_task(cast("Task[Any]", list_), name="list")
@@ -429,6 +478,9 @@ def collections() -> list[Collection]:
     sandbox.add_task(cast("Task[Any]", slack))
     sandbox.add_task(cast("Task[Any]", click))
     sandbox.add_task(cast("Task[Any]", dms))
+    sandbox.add_task(cast("Task[Any]", channel))
+    sandbox.add_task(cast("Task[Any]", incident))
+    sandbox.add_task(cast("Task[Any]", fault))
     sandbox.add_task(cast("Task[Any]", up))
     sandbox.add_task(cast("Task[Any]", reset))
     return [runs, audit, config, bot, sandbox]

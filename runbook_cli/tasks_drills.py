@@ -148,6 +148,56 @@ def resume(c: Any, name: str) -> None:
     with_runtime(go)
 
 
+@task(help={"name": "the drill (drills.list names them)", "json": "one JSON object on stdout"})
+def preview(c: Any, name: str, json: bool = False) -> None:
+    """Show the announcements of a drill's next fire, as the scheduler would post them.
+
+    Before (each notify_before lead time), at the fire and after the run: when, in which
+    channel, and the text, built by the scheduler's own functions ([brackets]: what only the
+    run can tell). Changes nothing.
+
+    Example: invoke drills.preview monthly-restore-test
+    """
+    from runbook_cli.commands import emit_json, with_runtime
+    from runbooks.engine.clock import format_duration, iso
+
+    def go(rt: Runtime) -> None:
+        drill, fire, announcements = _scheduler(rt).preview(name)
+        now = rt.engine.clock.now()
+        if json:
+            emit_json(
+                {
+                    "drill": drill.name,
+                    "runbook": drill.runbook,
+                    "params": drill.params,
+                    "next_fire": iso(fire),
+                    "next_fire_local": drill.local(fire),
+                    "announcements": [
+                        {
+                            "phase": a.phase,
+                            "post_at": None if a.post_at is None else iso(a.post_at),
+                            "channel": a.channel,
+                            "text": a.text,
+                        }
+                        for a in announcements
+                    ],
+                }
+            )
+            return
+        params = " ".join(f"{k}={v}" for k, v in drill.params.items())
+        print(f"{drill.name}: {drill.runbook} {params}".rstrip())
+        print(f"next fire: {iso(fire)} ({drill.local(fire)}), in {format_duration(fire - now)}")
+        print("announcements (Slack prefixes each with ':calendar: *drill*'):")
+        for item in announcements:
+            posted = "when the run ends" if item.post_at is None else iso(item.post_at)
+            where = f"in {item.channel}" if item.channel else "nowhere (the drill has no channel)"
+            print(f"{item.phase}, posted {posted} {where}:")
+            for line in item.text.splitlines():
+                print(f"  {line}")
+
+    with_runtime(go, as_json=json)
+
+
 @task(help={"name": "one drill (default: all)", "json": "one JSON array on stdout"})
 def history(c: Any, name: str = "", json: bool = False) -> None:
     """Fires of the drills, newest first: time, state, execution."""
@@ -245,6 +295,6 @@ def report(  # noqa: PLR0917 - invoke makes each parameter a flag
 def collections() -> list[Collection]:
     drills = Collection("drills")
     drills.add_task(cast("Task[Any]", list_), name="list")
-    for item in (run, pause, resume, history, report):
+    for item in (run, pause, resume, preview, history, report):
         drills.add_task(item)
     return [drills]

@@ -18,6 +18,11 @@ It records every request and can answer ``429`` with PagerDuty's ``ratelimit-res
 ``send_webhook(url, secret, event_type, incident)`` posts a v3 webhook with
 ``X-PagerDuty-Signature: v1=<HMAC-SHA256>`` and ``X-Webhook-Id``.
 
+Sandbox hooks (not PagerDuty's API, no token): ``POST /_sandbox/incidents {"title": ...,
+"service_id": "PSVCSTAG", "urgency": "low"}`` opens an incident (``invoke sandbox.incident``);
+``POST /_sandbox/rate_limit {"path_prefix": "/", "count": 3}`` makes the next calls answer
+429 (``invoke sandbox.fault pagerduty-429``). Bad input answers 400.
+
 Gaps: no users/escalation policies/schedules API, no alerts API, no cursor pagination, no
 incident priorities or urgencies beyond a field, one page of notes.
 """
@@ -49,6 +54,8 @@ SERVICES = {
     "PSVCPROD": {"name": "api (production)", "environment": "production"},
     "PSVCSTAG": {"name": "api (staging)", "environment": "staging"},
 }
+
+URGENCIES = ("high", "low")
 
 
 def _now_iso() -> str:
@@ -141,6 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
                     "at": time.time(),
                 }
             )
+            if path.startswith("/_sandbox/") and method == "POST":
+                self._sandbox(state, path, body)
+                return
             for prefix, count in list(state.rate_limits.items()):
                 if path.startswith(prefix) and count > 0:
                     state.rate_limits[prefix] = count - 1
@@ -173,6 +183,43 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         self._handle("PUT")
+
+    # --- sandbox hooks (never part of PagerDuty's API) -----------------------------------
+
+    def _sandbox(self, state: PagerDutyState, path: str, body: Any) -> None:
+        if not isinstance(body, dict):
+            self._send(400, {"error": {"message": "a JSON object is required", "code": 2001}})
+            return
+        if path == "/_sandbox/incidents":
+            title = body.get("title")
+            service = body.get("service_id", "PSVCPROD")
+            urgency = body.get("urgency", "high")
+            problem = None
+            if not isinstance(title, str) or not title.strip() or len(title) > 1024:
+                problem = "title: a non-empty string of at most 1024 characters"
+            elif service not in SERVICES:
+                problem = f"service_id: one of {', '.join(SERVICES)}"
+            elif urgency not in URGENCIES:
+                problem = f"urgency: {' or '.join(URGENCIES)}"
+            if problem is not None:
+                self._send(400, {"error": {"message": f"Invalid Input Provided: {problem}"}})
+                return
+            incident = state.new_incident(str(title), str(service))
+            incident["urgency"] = urgency
+            self._send(201, {"incident": incident})
+            return
+        if path == "/_sandbox/rate_limit":
+            try:
+                count = int(body.get("count", 1))
+                reset = int(body.get("reset", 1))
+            except (TypeError, ValueError):
+                self._send(400, {"error": {"message": "count and reset are integers"}})
+                return
+            state.rate_limits[str(body.get("path_prefix", "/"))] = count
+            state.rate_limit_reset = reset
+            self._send(200, {"ok": True})
+            return
+        self._send(404, {"error": {"message": f"no sandbox hook {path}", "code": 2100}})
 
     # --- REST ----------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ and stops it on Ctrl-C or SIGTERM.
 
 ``python -m sandbox slack --as alice "/rollback production"`` types a command in the sandbox
 workspace and prints what the bot answered; ``python -m sandbox click --as bob Approve``
-presses the newest button with that label that bob can see.
+presses the newest button with that label that bob can see; ``channel``, ``incident`` and
+``fault`` are in ``sandbox/tools.py``.
 """
 
 from __future__ import annotations
@@ -318,6 +319,21 @@ def reset_command(settings: Settings, *, yes: bool) -> int:
     return 0
 
 
+def _tool(settings: Settings, args: argparse.Namespace) -> int:
+    """``channel``, ``incident`` and ``fault``: exit 2 with the reason on bad input."""
+    from sandbox import tools
+
+    try:
+        if args.command == "channel":
+            return tools.channel(settings, args.channel)
+        if args.command == "incident":
+            return tools.incident(settings, args.title, service=args.service, urgency=args.urgency)
+        return tools.fault(settings, args.kind, region=args.region, value=args.value, off=args.off)
+    except tools.Refusal as exc:
+        print(exc, file=sys.stderr)
+        return tools.EXIT_REFUSED
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -338,9 +354,22 @@ def main(argv: list[str]) -> int:
     click.add_argument("label", help="Confirm, Cancel, Approve or Deny")
     dms = sub.add_parser("dms", help="print the bot's direct messages to a person")
     dms.add_argument("--as", dest="user", required=True, help="person from policy.yaml")
+    channel = sub.add_parser("channel", help="print what the bot posted in a Slack channel")
+    channel.add_argument("channel", help="channel id, e.g. C0OPS")
+    incident = sub.add_parser("incident", help="open an incident in the sandbox PagerDuty")
+    incident.add_argument("title", help="the incident's title")
+    incident.add_argument("--service", default="PSVCPROD", help="service id (default PSVCPROD)")
+    incident.add_argument("--urgency", default="high", help="high (default) or low")
+    fault = sub.add_parser("fault", help="turn a fault hook of the emulators on or off")
+    fault.add_argument("kind", help="oom, broken-image, health, error-rate, ... (README)")
+    fault.add_argument("--region", default="", help="one region (default: every region)")
+    fault.add_argument("--value", default="", help="the fault's value (README)")
+    fault.add_argument("--off", action="store_true", help="turn it off")
     args = parser.parse_args(argv)
     settings = load_settings()
     directory = settings.state_dir / "sandbox"
+    if args.command in {"channel", "incident", "fault"}:
+        return _tool(settings, args)
     if args.command == "reset":
         return reset_command(settings, yes=args.yes)
     if args.command in {"slack", "click", "dms"}:

@@ -69,6 +69,115 @@ class Tick:
     announced: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Announcement:
+    """One announcement ``preview`` expects: its phase (``before`` the fire, ``at`` it,
+    ``after`` the run ends), when it is posted (None: when the run ends), where, and the text
+    the scheduler would post (placeholders in brackets for what only the run can tell)."""
+
+    phase: str
+    post_at: float | None
+    channel: str | None  # None: the drill has no channel, so nothing is posted
+    text: str
+
+
+#: What only the run can tell, in the preview's texts.
+PLACEHOLDER_EXECUTION = "[execution id]"
+PLACEHOLDER_OUTCOME = "[succeeded|failed|compensated|...]"
+PLACEHOLDER_DURATION = "[duration]"
+PLACEHOLDER_MEASURED = "[the RTO/RPO and verdict lines the run reports, if any]"
+
+# The texts below are the scheduler's only text builders: the announcements it posts and
+# ``DrillScheduler.preview`` both call them, so a preview cannot drift from a real post.
+
+
+def when(drill: Drill, at: float) -> str:
+    """A fire time in UTC, with the drill's local time where it is not UTC."""
+    local = drill.local(at)
+    return iso(at) if drill.timezone == "UTC" else f"{iso(at)} ({local})"
+
+
+def upcoming_text(
+    drill: Drill,
+    at: float,
+    now: float,
+    *,
+    paused: bool,
+    needs: tuple[int, str, str | None] | None,
+) -> str:
+    """The lead-time notice (24 h, 1 h before) of the fire at ``at``, posted at ``now``."""
+    state = " (PAUSED: it will not run unless resumed)" if paused else ""
+    text = (
+        f"upcoming: {drill.name} runs {drill.runbook} at {when(drill, at)}, in "
+        f"{format_duration(at - now)}{state}"
+    )
+    if needs is not None and not paused:
+        required, groups, channel = needs
+        where = f" in {channel}" if channel else ""
+        text += (
+            f"; it needs {required} approval(s) from {groups}: the approval card is "
+            f"posted{where} when it fires, planned from live state then"
+        )
+    return text
+
+
+def _approvers_channel(
+    drill: Drill, needs: tuple[int, str, str | None] | None, *, paused: bool
+) -> str | None:
+    """The approvals channel that also hears a lead-time notice, when it is another one."""
+    if needs is None or paused:
+        return None
+    channel = needs[2]
+    return channel if channel and channel != drill.channel else None
+
+
+def started_text(
+    drill: Drill,
+    at: float,
+    *,
+    late: float,
+    execution_id: str,
+    awaiting: int | None,
+    report: bool,
+) -> str:
+    """The fire's announcement: ``awaiting`` approvals, or a read-only ``report``."""
+    waiting = ""
+    if awaiting is not None:
+        waiting = f"; awaiting {awaiting} approval(s) (the card is in the approvals channel)"
+    elif report:
+        waiting = "; a report, run at once"
+    lateness = f", {format_duration(late)} late (catch-up)" if late >= 60 else ""
+    return (
+        f"started: {drill.name} ({when(drill, at)}{lateness}): {drill.runbook} "
+        f"{execution_id}{waiting}"
+    )
+
+
+def paused_text(drill: Drill, at: float, *, by: str, reason: str) -> str:
+    """A fire of a paused drill, not run."""
+    return f"paused: {drill.name} was due at {when(drill, at)}; not run (paused by {by}: {reason})"
+
+
+def result_text(
+    drill: Drill,
+    at: float,
+    *,
+    execution_id: str,
+    outcome: str,
+    took: str,
+    error: str,
+    measured: list[str],
+    verdict: str = "",
+) -> str:
+    """The result of the fire's run, its verdict, with the RTO/RPO lines it reported."""
+    text = f"result: {drill.name} ({when(drill, at)}): {execution_id} {outcome}"
+    text += (f" in {took}" if took else "") + (f": {error}" if error else "")
+    text += f"; verdict: {verdict}" if verdict else ""
+    if measured:
+        text += "\n" + "\n".join(measured)
+    return text
+
+
 class DrillScheduler:
     def __init__(
         self,
@@ -165,8 +274,7 @@ class DrillScheduler:
             self._set(drill, at, "paused", done, note=str(paused.get("reason", "")))
             self._announce(
                 drill,
-                f"paused: {drill.name} was due at {self._when(drill, at)}; not run "
-                f"(paused by {paused.get('by')}: {paused.get('reason')})",
+                paused_text(drill, at, by=str(paused.get("by")), reason=str(paused.get("reason"))),
                 key=f"{drill.name}.{at}.paused",
                 done=done,
             )
@@ -225,19 +333,19 @@ class DrillScheduler:
         self._set(drill, at, "requested", done, execution_id=execution_id)
         if execution_id:
             done.requested.append(execution_id)
-        waiting = ""
+        awaiting: int | None = None
         if execution is not None and execution.state == State.AWAITING_APPROVAL:
-            waiting = (
-                f"; awaiting {execution.required_approvals} approval(s) "
-                "(the card is in the approvals channel)"
-            )
-        elif result.outcome == Outcome.REPORTED:
-            waiting = "; a report, run at once"
-        lateness = f", {format_duration(late)} late (catch-up)" if late >= 60 else ""
+            awaiting = execution.required_approvals
         self._announce(
             drill,
-            f"started: {drill.name} ({self._when(drill, at)}{lateness}): {drill.runbook} "
-            f"{execution_id or ''}{waiting}",
+            started_text(
+                drill,
+                at,
+                late=late,
+                execution_id=execution_id or "",
+                awaiting=awaiting,
+                report=result.outcome == Outcome.REPORTED,
+            ),
             key=f"{drill.name}.{at}.started",
             done=done,
         )
@@ -277,15 +385,20 @@ class DrillScheduler:
                 if "RTO achieved" in line or "RPO achieved" in line or line.startswith("verdict")
             ]
             took = (
-                f" in {format_duration(execution.ended_at - execution.started_at)}"
+                format_duration(execution.ended_at - execution.started_at)
                 if execution.ended_at and execution.started_at
                 else ""
             )
-            why = f": {execution.error}" if execution.error else ""
-            text = f"result: {drill.name} ({self._when(drill, at)}): {execution.id} {outcome}"
-            text += took + why + f"; verdict: {execution_verdict(execution)}"
-            if measured:
-                text += "\n" + "\n".join(measured)
+            text = result_text(
+                drill,
+                at,
+                execution_id=execution.id,
+                outcome=outcome,
+                took=took,
+                error=execution.error or "",
+                measured=measured,
+                verdict=execution_verdict(execution) or "",
+            )
             self._announce(drill, text, key=f"{drill.name}.{at}.result", done=done)
 
     # --- announcements --------------------------------------------------------------------
@@ -301,23 +414,13 @@ class DrillScheduler:
             if not due:
                 continue
             lead = min(due)  # the nearest lead time reached; earlier ones are superseded
-            paused = self.store.kv_get(PAUSE_KEY.format(drill.name))
-            state = " (PAUSED: it will not run unless resumed)" if paused else ""
-            text = (
-                f"upcoming: {drill.name} runs {drill.runbook} at {self._when(drill, at)}, in "
-                f"{format_duration(at - now)}{state}"
-            )
-            key = f"{drill.name}.{at}.before.{int(lead)}"
+            paused = bool(self.store.kv_get(PAUSE_KEY.format(drill.name)))
             needs = self._approvals_needed(drill)
-            if needs is not None and not paused:
-                required, groups, channel = needs
-                where = f" in {channel}" if channel else ""
-                text += (
-                    f"; it needs {required} approval(s) from {groups}: the approval card is "
-                    f"posted{where} when it fires, planned from live state then"
-                )
-                if channel and channel != drill.channel:
-                    self._announce(drill, text, key=key + ".approvers", done=done, channel=channel)
+            text = upcoming_text(drill, at, now, paused=paused, needs=needs)
+            key = f"{drill.name}.{at}.before.{int(lead)}"
+            approvers = _approvers_channel(drill, needs, paused=paused)
+            if approvers is not None:
+                self._announce(drill, text, key=key + ".approvers", done=done, channel=approvers)
             self._announce(drill, text, key=key, done=done)
 
     def _approvals_needed(self, drill: Drill) -> tuple[int, str, str | None] | None:
@@ -399,8 +502,7 @@ class DrillScheduler:
 
     @staticmethod
     def _when(drill: Drill, at: float) -> str:
-        local = drill.local(at)
-        return iso(at) if drill.timezone == "UTC" else f"{iso(at)} ({local})"
+        return when(drill, at)
 
     # --- commands -------------------------------------------------------------------------
 
@@ -475,6 +577,61 @@ class DrillScheduler:
     def paused(self, name: str) -> dict[str, Any] | None:
         value = self.store.kv_get(PAUSE_KEY.format(name))
         return dict(value) if value else None
+
+    def preview(self, name: str) -> tuple[Drill, float, list[Announcement]]:
+        """The drill, its next fire and the announcements it would make, oldest first:
+        built by the same functions as the real posts, from the store's state now (paused or
+        not, the approvals policy asks for). Changes nothing."""
+        drill = self._drill(name)
+        now = self.clock.now()
+        fire = drill.next_fire(now)
+        pause = self.paused(name)
+        needs = self._approvals_needed(drill)
+        found: list[Announcement] = []
+
+        def before(post: float) -> None:
+            text = upcoming_text(drill, fire, post, paused=bool(pause), needs=needs)
+            approvers = _approvers_channel(drill, needs, paused=bool(pause))
+            if approvers is not None:
+                found.append(Announcement("before", post, approvers, text))
+            found.append(Announcement("before", post, drill.channel, text))
+
+        leads = sorted(set(drill.notify_before), reverse=True)
+        reached = [lead for lead in leads if fire - lead <= now]
+        if reached:  # the scheduler posts the nearest lead time reached at its next tick
+            announced = self.store.kv_get(
+                ANNOUNCED_KEY.format(f"{drill.name}.{fire}.before.{int(min(reached))}")
+            )
+            if announced is None:
+                before(now)
+        for lead in leads:
+            if fire - lead > now:
+                before(fire - lead)
+        if pause:
+            text = paused_text(drill, fire, by=str(pause.get("by")), reason=str(pause["reason"]))
+            found.append(Announcement("at", fire, drill.channel, text))
+            return drill, fire, found
+        spec = self.engine.registry.get(drill.runbook)
+        started = started_text(
+            drill,
+            fire,
+            late=0.0,
+            execution_id=PLACEHOLDER_EXECUTION,
+            awaiting=needs[0] if needs is not None else None,
+            report=needs is None and spec.read_only,
+        )
+        found.append(Announcement("at", fire, drill.channel, started))
+        result = result_text(
+            drill,
+            fire,
+            execution_id=PLACEHOLDER_EXECUTION,
+            outcome=PLACEHOLDER_OUTCOME,
+            took=PLACEHOLDER_DURATION,
+            error="",
+            measured=[PLACEHOLDER_MEASURED],
+        )
+        found.append(Announcement("after", None, drill.channel, result))
+        return drill, fire, found
 
     def run_now(self, name: str, *, actor: Actor) -> Any:
         """``drills.run NAME``: the drill's request now, through the same path, as ``actor``."""

@@ -1251,6 +1251,10 @@ class _Handler(BaseHTTPRequestHandler):
                 cluster.broken_images = set(body.get("images", []))
             elif path == "/_sandbox/oom":
                 below = body.get("memory_limit_below")
+                if below and memory_quantity(str(below)) is None:
+                    raise ApiError(
+                        400, "BadRequest", f"memory_limit_below {below!r} is not a quantity"
+                    )
                 cluster.oom_below = _memory(below) if below else None
             elif path == "/_sandbox/requests":
                 requests = list(cluster.requests)
@@ -1545,6 +1549,15 @@ def _memory(text: Any) -> float:
         if value.endswith(unit):
             return float(value[: -len(unit)]) * factor
     return float(value)
+
+
+def memory_quantity(text: str) -> float | None:
+    """Bytes of a memory quantity (``3Gi``, ``512Mi``, ``1000000``), None if it is not one."""
+    try:
+        value = _memory(text)
+    except ValueError:
+        return None
+    return value if text and 0 < value < float("inf") else None
 
 
 def _age(created: str, now: float) -> str:

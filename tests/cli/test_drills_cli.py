@@ -115,3 +115,50 @@ def test_a_missed_objective_is_a_finding_of_a_passed_run_everywhere(
     assert "1 of 1 passed, 1 with a missed objective" in markdown.stdout
     (row,) = [line for line in markdown.stdout.splitlines() if run["execution_id"] in line]
     assert "| passed with findings: RPO missed |" in row
+
+
+def test_drills_preview_prints_each_announcement_where_and_when(
+    cli_env: dict[str, str],
+) -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+
+    shown = run_cli(["drills.preview", "quarterly-partial-failover", "--json"], cli_env)
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    # The oracle for the fire time: APScheduler's own calendar over schedules.yaml's cron.
+    trigger = CronTrigger.from_crontab(
+        "0 10 15 jan,apr,jul,oct *", timezone=ZoneInfo("America/New_York")
+    )
+    fire = trigger.get_next_fire_time(None, datetime.now(tz=UTC)).astimezone(UTC)
+    assert doc["next_fire"] == fire.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    phases = [(a["phase"], a["channel"]) for a in doc["announcements"]]
+    # Two approvals in production: the approvers' channel hears the lead-time notices too.
+    assert phases == [
+        ("before", "C0APPROVALS"),
+        ("before", "C0OPS"),
+        ("before", "C0APPROVALS"),
+        ("before", "C0OPS"),
+        ("at", "C0OPS"),
+        ("after", "C0OPS"),
+    ]
+    before, at, after = (doc["announcements"][i]["text"] for i in (1, 4, 5))
+    assert before.startswith("upcoming: quarterly-partial-failover runs dr.failover at ")
+    assert before.split(", in ")[1].startswith("24h00m; it needs 2 approval(s) from sre")
+    assert at.endswith(
+        "dr.failover [execution id]; awaiting 2 approval(s) (the card is in the approvals channel)"
+    )
+    assert after.startswith("result: quarterly-partial-failover (")
+    plain = run_cli(["drills.preview", "quarterly-partial-failover"], cli_env)
+    assert plain.returncode == 0, plain.stderr
+    assert f"next fire: {doc['next_fire']} (" in plain.stdout
+    assert f"at, posted {doc['next_fire']} in C0OPS:\n  {at}\n" in plain.stdout
+    assert "after, posted when the run ends in C0OPS:" in plain.stdout
+
+    unknown = run_cli(["drills.preview", "weekly-chaos"], cli_env)
+    assert unknown.returncode == 2
+    assert "no drill 'weekly-chaos' in schedules.yaml; known: monthly-restore-test" in (
+        unknown.stderr + unknown.stdout
+    )
