@@ -86,6 +86,7 @@ PLACEHOLDER_EXECUTION = "[execution id]"
 PLACEHOLDER_OUTCOME = "[succeeded|failed|compensated|...]"
 PLACEHOLDER_DURATION = "[duration]"
 PLACEHOLDER_MEASURED = "[the RTO/RPO and verdict lines the run reports, if any]"
+PLACEHOLDER_VERDICT = "[passed|passed with findings: …|FAILED]"
 
 # The texts below are the scheduler's only text builders: the announcements it posts and
 # ``DrillScheduler.preview`` both call them, so a preview cannot drift from a real post.
@@ -629,6 +630,7 @@ class DrillScheduler:
             took=PLACEHOLDER_DURATION,
             error="",
             measured=[PLACEHOLDER_MEASURED],
+            verdict=PLACEHOLDER_VERDICT,
         )
         found.append(Announcement("after", None, drill.channel, result))
         return drill, fire, found

@@ -59,6 +59,7 @@ def _pattern(expected: Announcement) -> re.Pattern[str]:
         (drills_module.PLACEHOLDER_EXECUTION, r"rb-[0-9a-f]+"),
         (drills_module.PLACEHOLDER_OUTCOME, r"[a-z_]+"),
         (drills_module.PLACEHOLDER_DURATION, r"[0-9.hms]+"),
+        (drills_module.PLACEHOLDER_VERDICT, r"(passed|passed with findings: .*|FAILED.*)"),
     ):
         text = text.replace(re.escape(placeholder), actual)
     return re.compile(text)
