@@ -780,7 +780,9 @@ def gate_signals(ctx: PlanContext) -> Iterator[Observation]:
         metrics = infrastructure(ctx).metrics(ctx.environment)
         for region in watch.regions:
             for signal in watch.signals:
-                query = str(signal["query"]).replace("{region}", region)
+                # The window the gate samples first: the last min_window of traffic.
+                window = f"{max(1, int(watch.min_window))}s"
+                query = str(signal["query"]).replace("{region}", region).replace("{window}", window)
 
                 def look(query: str = query, metrics: MetricsOps = metrics) -> tuple[bool, str]:
                     value = metrics.query(query)

@@ -311,7 +311,7 @@ def production_backup(
     last night's backup in the bucket: what the monthly restore drill needs. Yields the
     environment a bot or CLI process needs to reach them (AWS included)."""
     from tests.runbooks.conftest import live_engine
-    from tests.runbooks.test_restore import Databases, take_backup
+    from tests.support.backups import Databases, take_backup
 
     found = Databases()
     env = {"PRODUCTION_MONGODB_URI": found.source.uri, "RESTORE_MONGODB_URI": found.scratch.uri}

@@ -94,8 +94,8 @@ def test_the_docs_have_quick_examples_to_run() -> None:
 def sandbox_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A running sandbox (emulators, no bot) and the environment a terminal would have."""
     from runbooks.engine.settings import read_sandbox_env
-    from tests.cli.test_cli import wait_for
     from tests.conftest import AUDIT_KEY
+    from tests.support.waiting import wait_for
 
     tmp = tmp_path_factory.mktemp("docs-sandbox")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK")}

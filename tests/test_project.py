@@ -52,3 +52,24 @@ def test_dockerfile_is_multistage_non_root_with_healthcheck() -> None:
     assert not any(re.search(r"apt-get install|gcc|build-essential", line) for line in final)
     assert any(line.startswith("COPY --from=build") for line in final)
     assert final[-1] == 'CMD ["python", "-m", "bot", "serve"]'
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared helpers live in tests/support/: a test module (or conftest, or a helper) that
+    imports from a test module couples two tests' files and runs one's collection in the
+    other. Lazy imports inside functions count too."""
+    import ast
+
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")) + sorted((ROOT / "bench").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name.startswith("tests.") and name.rsplit(".", 1)[-1].startswith("test_"):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+    assert offenders == [], "\n".join(offenders)

@@ -21,9 +21,9 @@ from sandbox.slack import (
     buttons_of,
     text_of,
 )
-from tests.bot.test_server import Bot, free_port
-from tests.cli.test_cli import wait_for
 from tests.conftest import ROOT, KubeSandbox
+from tests.support.bots import Bot, free_port
+from tests.support.waiting import wait_for
 
 PEOPLE = {"alice": "U0ALICE", "bob": "U0BOB", "dave": "U0DAVE", "carol": "U0CAROL"}
 

@@ -17,7 +17,7 @@ from sandbox.kube.emulator import BY_PATH
 from sandbox.pagerduty import SANDBOX_API_TOKEN, SANDBOX_ROUTING_KEY, PagerDutyEmulator
 from sandbox.slack import text_of
 from tests.bot.conftest import SlackWorld
-from tests.cli.test_cli import wait_for
+from tests.support.waiting import wait_for
 
 TOKEN = "test-alertmanager-token"
 DEPLOY = BY_PATH["apps", "v1", "deployments"]

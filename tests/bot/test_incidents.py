@@ -246,9 +246,9 @@ def test_the_bot_notes_a_terminal_run_linked_to_an_incident(
     cli_env: dict[str, str], emulator: PagerDutyEmulator, tmp_path: Path
 ) -> None:
     """Processes: the CLI runs with --incident; the bot (its own process) writes the notes."""
-    from tests.bot.test_server import Bot, free_port
-    from tests.cli.test_cli import wait_for
     from tests.conftest import run_cli
+    from tests.support.bots import Bot, free_port
+    from tests.support.waiting import wait_for
 
     incident = emulator.open_incident("selftest incident")["id"]
     env = {

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.bot.test_server import Bot, free_port, get
-from tests.cli.test_cli import wait_for
 from tests.conftest import run_cli, unreachable_kubeconfig
+from tests.support.bots import Bot, free_port, get
+from tests.support.waiting import wait_for
 
 
 def no_kubeconfig(cli_env: dict[str, str], tmp_path: Path) -> dict[str, str]:

@@ -16,7 +16,7 @@ from bot.webhooks import signature_matches
 from sandbox.pagerduty import send_webhook, signature, webhook_body
 from sandbox.slack import buttons_of, text_of
 from tests.bot.conftest import SlackWorld, ephemeral_to, labels
-from tests.cli.test_cli import wait_for
+from tests.support.waiting import wait_for
 
 OLD, NEW = "pd-secret-old", "pd-secret-new"  # a rotation: both configured
 INCIDENT = {

@@ -19,8 +19,8 @@ import pymongo
 import pytest
 
 from sandbox.mongo import MongoServer
-from tests.bot.test_server import start_replicas, stop_replicas
-from tests.cli.test_cli import wait_for
+from tests.support.bots import start_replicas, stop_replicas
+from tests.support.waiting import wait_for
 
 DRILL = "every-minute"
 

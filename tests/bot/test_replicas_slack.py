@@ -22,10 +22,10 @@ from sandbox.slack import (
     text_of,
 )
 from tests.bot.conftest import PEOPLE, approval_cards, replica_env, slack_messages
-from tests.bot.test_server import Bot, start_replicas, stop_replicas
-from tests.cli.test_cli import wait_for
 from tests.conftest import KubeSandbox, run_cli
-from tests.runbooks.test_rollback import DEPLOY, image
+from tests.support.bots import Bot, start_replicas, stop_replicas
+from tests.support.kube_runs import DEPLOY, image
+from tests.support.waiting import wait_for
 
 REPLICAS = 3
 

@@ -27,10 +27,10 @@ import pytest
 
 from runbooks.engine.store import open_store
 from sandbox.mongo import MongoServer
-from tests.bot.test_server import Bot, free_port, get, start_replicas, stop_replicas
-from tests.cli.test_approvals_cli import STRICT_RULES, as_user
-from tests.cli.test_cli import wait_for
 from tests.conftest import ROOT, run_cli
+from tests.support.bots import Bot, free_port, get, start_replicas, stop_replicas
+from tests.support.strict_policy import STRICT_RULES, as_user
+from tests.support.waiting import wait_for
 
 WRITERS = 4
 RECORDS = 150

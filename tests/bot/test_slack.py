@@ -19,9 +19,9 @@ import pytest
 from runbooks.engine.models import State
 from sandbox.slack import buttons_of, sign, text_of
 from tests.bot.conftest import PEOPLE, SlackWorld, ephemeral_to, labels
-from tests.cli.test_cli import wait_for
 from tests.conftest import run_cli
-from tests.runbooks.test_rollback import image
+from tests.support.kube_runs import image
+from tests.support.waiting import wait_for
 
 
 def _plan_for(world: SlackWorld, user: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pytest
 
 from runbooks.engine.models import State
 from tests.bot.conftest import SlackWorld, ephemeral_to
-from tests.cli.test_cli import wait_for
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from tests.bot.conftest import SlackWorld, ephemeral_to
-from tests.cli.test_cli import wait_for
 from tests.conftest import AwsWorld
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture

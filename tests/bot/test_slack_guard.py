@@ -9,7 +9,7 @@ import urllib.parse
 
 from sandbox.slack import sign, text_of
 from tests.bot.conftest import SlackWorld, ephemeral_to
-from tests.cli.test_cli import wait_for
+from tests.support.waiting import wait_for
 
 FORM = "application/x-www-form-urlencoded"
 

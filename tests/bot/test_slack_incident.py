@@ -12,9 +12,9 @@ from runbooks.engine.models import State
 from sandbox.pagerduty import SANDBOX_API_TOKEN, PagerDutyEmulator
 from sandbox.slack import text_of
 from tests.bot.conftest import SlackWorld, ephemeral_to, labels
-from tests.cli.test_cli import wait_for
 from tests.conftest import run_cli
-from tests.runbooks.test_rollback import image
+from tests.support.kube_runs import image
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ from runbooks.engine.store.sqlite import SqliteStore
 from sandbox.slack import SANDBOX_BOT_TOKEN, SlackEmulator, SlackUser, buttons_of, text_of
 from sandbox.slack_socket import SANDBOX_APP_TOKEN
 from tests.bot.conftest import PEOPLE, approval_cards, replica_env
-from tests.bot.test_server import Bot, free_port, get, start_replicas, stop_replicas
-from tests.cli.test_cli import wait_for
 from tests.conftest import KubeSandbox
-from tests.runbooks.test_rollback import DEPLOY, image
+from tests.support.bots import Bot, free_port, get, start_replicas, stop_replicas
+from tests.support.kube_runs import DEPLOY, image
+from tests.support.waiting import wait_for
 
 
 def test_rollback_over_socket_mode_with_two_replicas_each_holding_a_connection(

@@ -12,19 +12,10 @@ from pathlib import Path
 import pytest
 
 from runbooks.engine.store.sqlite import SqliteStore
-from tests.bot.test_server import Bot, free_port
-from tests.cli.test_cli import wait_for
 from tests.conftest import BIN, ROOT, run_cli
-
-STRICT_RULES = """rules:
-  - runbooks: selftest
-    environments: [production]
-    requesters: [sre]
-    approvers: [sre]
-    approvals: 2
-    break_glass: true
-  - {runbooks: selftest, environments: [staging], requesters: [sre], approvers: [sre], approvals: 1}
-"""
+from tests.support.bots import Bot, free_port
+from tests.support.strict_policy import STRICT_RULES, as_user
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -35,10 +26,6 @@ def env(cli_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     policy = config / "policy.yaml"
     policy.write_text(policy.read_text().replace("rules:\n", STRICT_RULES, 1))
     return {**cli_env, "RUNBOOK_BOT_CONFIG": str(config)}
-
-
-def as_user(env: dict[str, str], user: str) -> dict[str, str]:
-    return {**env, "RUNBOOK_USER": user}
 
 
 def request_in_background(

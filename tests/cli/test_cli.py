@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from runbooks.engine.store.sqlite import SqliteStore
 from tests.conftest import BIN, ROOT, run_cli
+from tests.support.held import start_held_run
 from tests.support.waiting import wait_for
 
 __all__ = ["wait_for"]  # still imported from here by older tests; new ones use tests.support
@@ -206,36 +206,6 @@ def test_audit_export_formats(cli_env: dict[str, str], tmp_path: Path) -> None:
     assert future.returncode == 0 and future.stdout == ""
     bad = run_cli(["audit.export", "--format", "xml"], cli_env)
     assert bad.returncode == 2 and "use jsonl or csv" in bad.stderr
-
-
-def start_held_run(cli_env, tmp_path: Path, *, lease_ttl: str = "1"):
-    """Start a selftest run that blocks in step 2 until ``hold`` exists."""
-    workdir, hold = tmp_path / "home" / "work", tmp_path / "hold"
-    env = {**cli_env, "RUNBOOK_BOT_LEASE_TTL": lease_ttl}
-    proc = subprocess.Popen(
-        [
-            str(BIN / "runbook"),
-            "selftest",
-            "development",
-            "--yes",
-            "--json",
-            "--workdir",
-            str(workdir),
-            "--hold-until-file",
-            str(hold),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    wait_for((workdir / "holding-2").exists, what="step 2 to start holding")
-    store = SqliteStore(cli_env["RUNBOOK_BOT_STATE"])
-    [execution] = store.list_executions()
-    return proc, workdir, hold, store, execution.id
 
 
 def test_second_request_on_a_held_lock_is_refused_naming_the_holder(cli_env, tmp_path) -> None:

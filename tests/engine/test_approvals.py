@@ -15,7 +15,7 @@ import pytest
 from runbooks.engine.approvals import ConfigPolicy, terminal_actor
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import FakeClock, iso
-from runbooks.engine.config import Config, PolicyFile, load_config
+from runbooks.engine.config import Config, load_config
 from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import Actor, State
@@ -25,33 +25,13 @@ from runbooks.engine.store.mongo import MongoStore
 from runbooks.engine.store.sqlite import SqliteStore
 from tests.conftest import AUDIT_KEY, ROOT
 from tests.engine import world
+from tests.support.rules import RULES_2_IN_PRODUCTION, config_with
 
 ALICE = Actor("alice", "Alice", "cli")
 BOB = Actor("bob", "Bob", "slack")
 DAVE = Actor("dave", "Dave", "cli")
 CAROL = Actor("carol", "Carol", "cli")
 MALLORY = Actor("mallory", "Mallory", "cli")
-
-
-def config_with(**policy_changes: Any) -> Config:
-    """The sandbox configuration with policy.yaml keys replaced."""
-    base = load_config(ROOT / "config")
-    doc = base.policy.model_dump()
-    doc.update(policy_changes)
-    return Config(base.directory, base.environments, PolicyFile.model_validate(doc))
-
-
-RULES_2_IN_PRODUCTION = [
-    {
-        "runbooks": "test.*",
-        "environments": ["production"],
-        "requesters": ["sre"],
-        "approvers": ["sre"],
-        "approvals": 2,
-        "break_glass": True,
-    },
-    {"runbooks": "*", "environments": ["*"], "requesters": ["sre", "developers"], "approvals": 0},
-]
 
 
 @pytest.fixture(params=["sqlite", "mongo"])

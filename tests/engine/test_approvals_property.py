@@ -25,7 +25,7 @@ from runbooks.engine.registry import Registry
 from runbooks.engine.store.sqlite import SqliteStore
 from tests.conftest import AUDIT_KEY
 from tests.engine import world
-from tests.engine.test_approvals import RULES_2_IN_PRODUCTION, config_with
+from tests.support.rules import RULES_2_IN_PRODUCTION, config_with
 
 PEOPLE = {
     "alice": Actor("alice", "Alice", "cli"),

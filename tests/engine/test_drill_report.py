@@ -21,7 +21,7 @@ from runbooks.engine.drills import HISTORY_KEY
 from runbooks.engine.models import State
 from tests.conftest import EngineFactory
 from tests.engine import world
-from tests.engine.test_drill_scheduler import END, START, World, config
+from tests.support.drill_world import END, START, World, config
 from tests.support.people import ALICE
 
 MONTHLY_RESTORE = {

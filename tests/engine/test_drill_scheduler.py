@@ -4,25 +4,19 @@ order, missed fires, overlap, a change freeze, pause, two schedulers on one stor
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 
 from runbooks.engine.clock import FakeClock, iso
-from runbooks.engine.config import Config, PolicyFile, load_config
 from runbooks.engine.drills import SCHEDULER, DrillScheduler
-from runbooks.engine.executor import Engine
 from runbooks.engine.models import State
-from runbooks.engine.schedule import SchedulesFile
-from runbooks.engine.supervisor import Supervisor
-from tests.conftest import ROOT, EngineFactory
+from tests.conftest import EngineFactory
 from tests.engine import world
+from tests.support.drill_world import END, START, World, config
 from tests.support.people import ALICE
 
-START = datetime(2027, 1, 1, tzinfo=UTC).timestamp()
-END = datetime(2028, 1, 1, tzinfo=UTC).timestamp()
 ANNOUNCE = {"keys": "a", "value": 1, "announce": True}
 MONTHLY = {
     "name": "monthly",
@@ -39,51 +33,6 @@ WEEKLY_NY = {
     "timezone": "America/New_York",
     "channel": "C0OPS",
 }
-
-
-def config(
-    *drills: dict[str, Any], freezes: list[dict[str, Any]] | None = None, approvals: int = 0
-) -> Config:
-    base = load_config(ROOT / "config")
-    policy = base.policy.model_dump()
-    policy["people"]["scheduler"] = {"name": "drill scheduler", "groups": ["drills"]}
-    gate = {"approvals": approvals, "approvers": ["sre"]} if approvals else {}
-    policy["rules"] = [
-        {"runbooks": "test.*", "environments": ["*"], "requesters": ["drills", "sre"], **gate},
-        *policy["rules"],
-    ]
-    if freezes is not None:
-        policy["freezes"] = freezes
-    return Config(
-        base.directory,
-        base.environments,
-        PolicyFile.model_validate(policy),
-        SchedulesFile.model_validate({"drills": list(drills)}),
-    )
-
-
-class World:
-    def __init__(self, make_engine: EngineFactory, cfg: Config, clock: FakeClock) -> None:
-        self.clock = clock
-        self.engine: Engine = make_engine(config=cfg, clock=clock)
-        self.scheduler = DrillScheduler(self.engine, cfg.schedules, owner="bot-1")
-        self.supervisor = Supervisor(self.engine, spawn=lambda _name, work: work())
-        self.announced: list[tuple[float, str]] = []
-
-    def step(self) -> None:
-        """One pass of the bot's leader: fire what is due, run what is approved, report."""
-        for _ in range(2):
-            done = self.scheduler.tick()
-            self.announced += [(self.clock.now(), text) for text in done.announced]
-            self.supervisor.sweep()
-
-    def run_until(self, end: float) -> None:
-        while True:
-            wake = self.scheduler.next_wake(cap=float("inf"))
-            if wake >= end:
-                return
-            self.clock.advance(max(0.0, wake - self.clock.now()))
-            self.step()
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,8 @@ from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import Actor, Execution, State
 from tests.conftest import AwsWorld, KubeSandbox
-from tests.runbooks.test_rollback import ALICE, BOB, DEPLOY
+from tests.support.kube_runs import DEPLOY
+from tests.support.people import ALICE, BOB
 
 REGIONS = ("us-east-1", "us-west-2")
 

@@ -11,8 +11,8 @@ from typing import Any
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import State
 from tests.conftest import AwsWorld, KubeSandbox
-from tests.runbooks.test_rollback import run
-from tests.test_deploy import by_kind, render
+from tests.support.deploy import by_kind, render
+from tests.support.kube_runs import run
 
 METHOD_VERBS = {"PATCH": "patch", "PUT": "update", "POST": "create", "DELETE": "delete"}
 

@@ -17,17 +17,9 @@ from runbooks.engine.models import Execution, State
 from runbooks.engine.requests import Outcome, Request
 from tests.conftest import AwsWorld
 from tests.support.people import ALICE
+from tests.support.reports import texts
 
 REPORTS = {"rollback.history": {"environment": "production"}, "dr.status": {}}
-
-
-def texts(blocks: list[dict[str, Any]]) -> list[str]:
-    found = []
-    for block in blocks:
-        if "text" in block:
-            found.append(block["text"]["text"])
-        found += [e["text"] for e in block.get("elements", []) if "text" in e]
-    return found
 
 
 def test_every_read_only_runbook_has_a_report_test() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -12,7 +11,8 @@ from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import Execution, State
 from tests.conftest import AwsWorld
-from tests.runbooks.test_rollback import ALICE, BOB
+from tests.support.people import ALICE
+from tests.support.windows import _window, run_approved
 
 GROUP = "staging-api-use1"
 
@@ -26,21 +26,6 @@ def _types(aws: AwsWorld) -> list[str]:
     ids = [i["InstanceId"] for i in _group(aws)["Instances"]]
     found = aws.cli("ec2", "describe-instances", "--instance-ids", *ids)
     return sorted(i["InstanceType"] for r in found["Reservations"] for i in r["Instances"])
-
-
-def _window(seconds: float) -> str:
-    """An ad hoc window that opened a minute ago and closes ``seconds`` from now."""
-    start = time.time() - 60
-    return f"{iso(start)}/{int(60 + seconds)}s"
-
-
-def run_approved(engine: Engine, runbook: str, params: dict[str, Any]) -> Execution:
-    """Request as alice, approve as bob when needed, start."""
-    prepared = engine.prepare(runbook, params, actor=ALICE)
-    execution = engine.submit(prepared, actor=ALICE)
-    if execution.state == State.AWAITING_APPROVAL:
-        execution = engine.approve(execution.id, actor=BOB, plan_hash=execution.plan.hash)
-    return engine.start(execution.id, actor=ALICE)
 
 
 def _run(engine: Engine, params: dict[str, Any]) -> Execution:
@@ -210,7 +195,6 @@ def test_resize_a_standalone_instance_refuses_bad_names_and_a_closing_window(
 def test_a_future_window_can_be_previewed_but_not_requested(
     kube_engine: Engine, aws: AwsWorld
 ) -> None:
-    from runbooks.engine.clock import iso
     from runbooks.engine.requests import Outcome, Request
 
     start = kube_engine.clock.now() + 3 * 86400

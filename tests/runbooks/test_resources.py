@@ -11,8 +11,9 @@ from runbooks.engine.errors import InvalidInput
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import Execution, State
 from tests.conftest import KubeSandbox
-from tests.runbooks.test_resize import _window, run_approved
-from tests.runbooks.test_rollback import ALICE, DEPLOY
+from tests.support.kube_runs import DEPLOY
+from tests.support.people import ALICE
+from tests.support.windows import _window, run_approved
 
 SEEDED = {
     "limits": {"cpu": "2", "memory": "2Gi"},

@@ -22,11 +22,11 @@ from runbooks.engine.models import State
 from runbooks.interfaces import InfrastructureError
 from sandbox import appdata, atlas
 from sandbox.mongo import MongoServer
-from tests.cli.test_cli import wait_for
 from tests.conftest import ROOT, AwsWorld
 from tests.runbooks.conftest import live_engine, started
-from tests.runbooks.test_restore import output
+from tests.support.backups import output
 from tests.support.people import ALICE
+from tests.support.waiting import wait_for
 
 ATLAS_BACKUPS = """
       database: app

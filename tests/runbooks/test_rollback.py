@@ -4,44 +4,21 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import pytest
 import yaml
 
 from runbooks.adapters.kube import KubeAdapter, make_api_client
 from runbooks.engine.errors import InvalidInput, NeedsPerson, Refused
-from runbooks.engine.executor import Engine
-from runbooks.engine.models import Actor, Execution, State
+from runbooks.engine.models import Actor, State
 from runbooks.interfaces import RolloutFailed
 from sandbox.kube.emulator import BY_PATH, Cluster, KubeEmulator, kubeconfig
 from sandbox.kube.seed import seed
-from tests.conftest import KubeSandbox
+from tests.support.kube_runs import DEPLOY, actions, image, run
 
 ALICE = Actor("alice", "Alice", "cli")
 BOB = Actor("bob", "Bob", "slack")
-DEPLOY = BY_PATH["apps", "v1", "deployments"]
 SERVICES = BY_PATH["", "v1", "services"]
-
-
-def run(engine: Engine, name: str, **params: Any) -> Execution:
-    """Request, approve where needed (bob), start: as a requester plus an approver would."""
-    prepared = engine.prepare(name, params, actor=ALICE)
-    execution = engine.submit(prepared, actor=ALICE)
-    if execution.state == State.AWAITING_APPROVAL:
-        engine.approve(execution.id, actor=BOB, plan_hash=execution.plan.hash)
-    return engine.start(execution.id, actor=ALICE)
-
-
-def image(
-    kube: KubeSandbox, region: str, namespace: str = "production", name: str = "api-deployment"
-) -> str:
-    deploy = kube.cluster(region).get(DEPLOY, namespace, name)
-    return str(deploy["spec"]["template"]["spec"]["containers"][0]["image"]).rsplit("/", 1)[-1]
-
-
-def actions(engine: Engine, execution_id: str) -> list[str]:
-    return [r["action"] for r in engine.audit.export() if r.get("execution_id") == execution_id]
 
 
 def test_rollback_reaches_every_region_and_waits_for_health(kube, kube_engine) -> None:

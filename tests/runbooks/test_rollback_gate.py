@@ -7,7 +7,6 @@ gate keeps the rollback: it never rolls forward to the release it rolled back.""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,33 +14,10 @@ from pydantic import ValidationError
 
 from runbooks.engine.config import Config, EnvironmentConfig, RollbackGate
 from runbooks.engine.executor import Engine
-from runbooks.engine.models import Execution, State, StepStatus
+from runbooks.engine.models import Execution, State
 from tests.conftest import KubeSandbox
-from tests.runbooks.conftest import live_engine
-from tests.runbooks.test_rollback import actions, image, run
-
-REGIONS = ("us-east-1", "us-west-2")
-
-
-@contextmanager
-def gate_engine(
-    kube: KubeSandbox, sandbox_config: Config, tmp_path: Path, gate: RollbackGate
-) -> Iterator[Engine]:
-    """The sandbox's configuration with this rollback gate in production."""
-    files = sandbox_config.environments
-    production = files.environments["production"].model_copy(update={"rollback_gate": gate})
-    environments = files.model_copy(
-        update={"environments": {**files.environments, "production": production}}
-    )
-    config = Config(
-        sandbox_config.directory,
-        environments,
-        sandbox_config.policy,
-        sandbox_config.schedules,
-        sandbox_config.alerts,
-    )
-    with live_engine(config, tmp_path, kubeconfig=str(kube.kubeconfig)) as engine:
-        yield engine
+from tests.support.gate import REGIONS, assert_kept, gate_engine
+from tests.support.kube_runs import run
 
 
 @pytest.fixture
@@ -58,22 +34,6 @@ def kube_engine(
 
 def rollback(engine: Engine) -> Execution:
     return run(engine, "rollback", environment="production")
-
-
-def assert_kept(done: Execution, kube: KubeSandbox, engine: Engine) -> None:
-    """Failed, and both regions still on the release rolled back to (1.4.1, not 1.4.2)."""
-    assert done.state == State.FAILED, done.error
-    assert [s.status for s in done.steps] == [
-        StepStatus.SUCCEEDED,
-        StepStatus.SUCCEEDED,
-        StepStatus.FAILED,
-    ]
-    for region in REGIONS:
-        assert image(kube, region) == "app-api:1.4.1"
-    assert "steps 1-2 stay done, not undone" in (done.error or "")
-    trail = actions(engine, done.id)
-    assert "execution.failed" in trail
-    assert not any(a.startswith("step.undo") for a in trail)
 
 
 def test_healthy_signals_for_the_settle_time_pass(kube, kube_engine, health) -> None:
@@ -143,7 +103,7 @@ def test_health_checks_fail_the_gate_after_three_in_a_row(kube, kube_engine, hea
 
 
 def test_the_plan_shows_the_gate_and_the_dry_run_reads_no_signal(kube, kube_engine, health) -> None:
-    from tests.runbooks.test_rollback import ALICE
+    from tests.support.people import ALICE
 
     prepared = kube_engine.prepare("rollback", {"environment": "production"}, actor=ALICE)
     plan = kube_engine.dry_run(prepared, actor=ALICE)

@@ -16,10 +16,11 @@ from runbooks.engine.config import Config, RollbackGate
 from runbooks.engine.errors import InvalidInput, NotFound, Refused
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import Actor, Execution, State, StepStatus
-from tests.cli.test_cli import wait_for
 from tests.conftest import KubeSandbox
-from tests.runbooks.test_rollback import ALICE, BOB, actions, image
-from tests.runbooks.test_rollback_gate import REGIONS, assert_kept, gate_engine
+from tests.support.gate import REGIONS, assert_kept, gate_engine
+from tests.support.kube_runs import actions, image
+from tests.support.people import ALICE, BOB
+from tests.support.waiting import wait_for
 
 CAROL = Actor("carol", "Carol", "cli")  # a developer: not an operator of production rollbacks
 DAVE = Actor("dave", "Dave", "cli")

@@ -11,7 +11,7 @@ from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import Execution, State
 from tests.conftest import AwsWorld
-from tests.runbooks.test_rollback import ALICE, BOB
+from tests.support.people import ALICE, BOB
 
 
 def _group(aws: AwsWorld, name: str = "prod-api-use1", region: str = "us-east-1") -> Any:

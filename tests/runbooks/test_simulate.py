@@ -18,7 +18,7 @@ from sandbox import appdata
 from sandbox.mongo import MongoServer
 from tests.conftest import AwsWorld
 from tests.runbooks.conftest import live_engine
-from tests.runbooks.test_restore import output
+from tests.support.backups import output
 from tests.support.people import ALICE, BOB
 
 

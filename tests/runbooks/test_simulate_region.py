@@ -18,11 +18,11 @@ from runbooks.engine.errors import Refused
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import State
 from sandbox import atlas
-from tests.cli.test_cli import wait_for
 from tests.conftest import AwsWorld, KubeSandbox
 from tests.runbooks.conftest import live_engine, started
-from tests.runbooks.test_restore import output
+from tests.support.backups import output
 from tests.support.people import ALICE, BOB
+from tests.support.waiting import wait_for
 
 DEPLOYMENTS = "apps/deployments"
 

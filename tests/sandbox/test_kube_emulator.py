@@ -16,8 +16,8 @@ from kubernetes.client.exceptions import ApiException
 
 from sandbox.kube.emulator import BY_PATH, Cluster, KubeEmulator, kubeconfig
 from sandbox.kube.seed import seed
-from tests.cli.test_cli import wait_for
 from tests.conftest import KubeSandbox
+from tests.support.waiting import wait_for
 
 NS = "production"
 DEPLOY = BY_PATH["apps", "v1", "deployments"]

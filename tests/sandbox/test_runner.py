@@ -13,9 +13,9 @@ from typing import Any
 from runbooks.engine.models import TERMINAL_STATES
 from runbooks.engine.settings import read_sandbox_env
 from sandbox.prometheus import alertmanager_binary, prometheus_binary
-from tests.bot.test_server import _answers, free_port
-from tests.cli.test_cli import wait_for
 from tests.conftest import BIN, ROOT, run_cli
+from tests.support.bots import _answers, free_port
+from tests.support.waiting import wait_for
 
 
 def invoke(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -31,7 +31,7 @@ def invoke(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[
 
 
 def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path) -> None:
-    env = {k: v for k, v in cli_env.items() if k != "RUNBOOK_BOT_LOG"}
+    env = {k: v for k, v in cli_env.items() if k not in ("RUNBOOK_BOT_LOG", "KUBECONFIG")}
     home = Path(env["RUNBOOK_BOT_HOME"])
     port = free_port()
     proc = subprocess.Popen(

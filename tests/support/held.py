@@ -8,6 +8,7 @@ from pathlib import Path
 
 from runbooks.engine.models import Execution
 from runbooks.engine.store import open_store
+from runbooks.engine.store.sqlite import SqliteStore
 from tests.conftest import BIN, ROOT
 from tests.support.waiting import wait_for
 
@@ -81,3 +82,33 @@ def start_held_selftest(env: dict[str, str], *, environment: str, user: str) -> 
     finally:
         store.close()
     return HeldRun(proc, hold, execution.id, env["RUNBOOK_BOT_STATE"])
+
+
+def start_held_run(cli_env, tmp_path: Path, *, lease_ttl: str = "1"):
+    """Start a selftest run that blocks in step 2 until ``hold`` exists."""
+    workdir, hold = tmp_path / "home" / "work", tmp_path / "hold"
+    env = {**cli_env, "RUNBOOK_BOT_LEASE_TTL": lease_ttl}
+    proc = subprocess.Popen(
+        [
+            str(BIN / "runbook"),
+            "selftest",
+            "development",
+            "--yes",
+            "--json",
+            "--workdir",
+            str(workdir),
+            "--hold-until-file",
+            str(hold),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for((workdir / "holding-2").exists, what="step 2 to start holding")
+    store = SqliteStore(cli_env["RUNBOOK_BOT_STATE"])
+    [execution] = store.list_executions()
+    return proc, workdir, hold, store, execution.id

@@ -32,7 +32,9 @@ def _healthy(url: str) -> bool:
 
 @contextmanager
 def sandbox_with_bot(env: dict[str, str], root: Path) -> Iterator[dict[str, str]]:
-    """Start the sandbox and the bot; yield the sandbox's env file as a dict; stop both."""
+    """Start the sandbox and the bot; yield the sandbox's env file as a dict; stop both. The
+    sandbox's own kubeconfig wins (a test's stand-in KUBECONFIG is dropped)."""
+    env = {k: v for k, v in env.items() if k != "KUBECONFIG"}
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sandbox", "up", "--bot"],
