@@ -368,7 +368,7 @@ class _Listeners:
             ack(text=text, response_type="ephemeral")
             return
         try:
-            parse(self.engine.registry, command["command"], command.get("text", ""))
+            self._parse(command)
         except UsageError as exc:
             actor = self.actor(user_id)
             assert actor is not None
@@ -387,13 +387,21 @@ class _Listeners:
         ack()
         self._later(self.run_command, command, respond)
 
+    def _parse(self, command: dict[str, Any]) -> Parsed:
+        return parse(
+            self.engine.registry,
+            command["command"],
+            command.get("text", ""),
+            environments=self.engine.config.environment_names(),
+        )
+
     def run_command(self, command: dict[str, Any], respond: Respond) -> None:
         user_id = command.get("user_id", "")
         actor = self.actor(user_id)
         if actor is None:
             return
         try:
-            parsed = parse(self.engine.registry, command["command"], command.get("text", ""))
+            parsed = self._parse(command)
         except UsageError:
             return  # answered in the ack
         try:
