@@ -406,7 +406,13 @@ class _Listeners:
             return  # answered in the ack
         try:
             if parsed.runbook is None and parsed.verb == "help" and parsed.command != "/runbook":
-                respond(namespace_usage(self.engine.registry, parsed.command))
+                respond(
+                    namespace_usage(
+                        self.engine.registry,
+                        parsed.command,
+                        environments=self.engine.config.environment_names(),
+                    )
+                )
             elif parsed.command == "/drills":
                 self._drills(parsed, actor, respond, user_id, command.get("channel_id"))
             elif parsed.command == "/incident":
@@ -414,7 +420,13 @@ class _Listeners:
             elif parsed.runbook is None:
                 self._admin(parsed, actor, respond, user_id, command.get("channel_id"))
             elif parsed.verb == "help":
-                respond(usage(self.engine.registry.get(parsed.runbook), parsed.command))
+                respond(
+                    usage(
+                        self.engine.registry.get(parsed.runbook),
+                        parsed.command,
+                        environments=self.engine.config.environment_names(),
+                    )
+                )
             else:
                 self._request(parsed, actor, respond, user_id, command.get("channel_id"))
         except RunbookError as exc:

@@ -115,15 +115,19 @@ def _is_bool(field_info: Any) -> bool:
     return field_info.annotation is bool
 
 
-def usage(spec: RunbookSpec[Any], command: str) -> str:
-    """``/rollback ENVIRONMENT [--region REGION] ...`` and what each part means."""
+def usage(spec: RunbookSpec[Any], command: str, *, environments: Sequence[str] = ()) -> str:
+    """``/rollback ENVIRONMENT [--region REGION] ...`` and what each part means (with the
+    configured ``environments``, when given, as the environment's choices)."""
     required, fields = _fields(spec)
     head = command if spec.namespace is None else f"{command} {spec.short_name}"
     parts = [head, *(name.upper() for name in required)]
     lines = []
     for name, info in fields.items():
         if name in required:
-            lines.append(f"• `{name.upper()}` (or `{flag(name)}`): {info.description or ''}")
+            text = info.description or ""
+            if name == "environment" and environments:
+                text += f" (one of: {', '.join(environments)})"
+            lines.append(f"• `{name.upper()}` (or `{flag(name)}`): {text}")
             continue
         parts.append(f"[{flag(name)}]" if _is_bool(info) else f"[{flag(name)} {name.upper()}]")
         lines.append(f"• `{flag(name)}`: {info.description or ''}")
@@ -131,7 +135,7 @@ def usage(spec: RunbookSpec[Any], command: str) -> str:
     return "\n".join([f"`{' '.join(parts)}`", spec.summary, *lines])
 
 
-def namespace_usage(registry: Registry, command: str) -> str:
+def namespace_usage(registry: Registry, command: str, *, environments: Sequence[str] = ()) -> str:
     name = command.lstrip("/")
     if name == "runbook":
         return "\n".join(ADMIN_VERBS.values())
@@ -142,8 +146,8 @@ def namespace_usage(registry: Registry, command: str) -> str:
     own, subs = _specs_for(registry, name)
     forms = []
     if own is not None:
-        forms.append(usage(own, command))
-    forms += [usage(spec, command) for _, spec in sorted(subs.items())]
+        forms.append(usage(own, command, environments=environments))
+    forms += [usage(spec, command, environments=environments) for _, spec in sorted(subs.items())]
     return "\n\n".join(forms)
 
 
@@ -184,7 +188,7 @@ def parse(
         what = f"`{words[0]}`" if words else "nothing"
         raise UsageError(
             f"{command} needs one of: {', '.join(sorted(subs))} (got {what})",
-            hint=namespace_usage(registry, command),
+            hint=namespace_usage(registry, command, environments=environments),
         )
     if words and words[0] == "help":
         return Parsed(command=command, runbook=spec.name, verb="help")
@@ -211,7 +215,7 @@ def _parse_words(
     params: dict[str, Any] = {}
     flags: dict[str, Any] = {}
     positional: list[str] = []
-    right_form = usage(spec, command)
+    right_form = usage(spec, command, environments=environments)
     i = 0
     while i < len(words):
         word = words[i]
