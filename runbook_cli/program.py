@@ -50,6 +50,10 @@ class RunbookProgram(Program):
             raise Exit(code=EXIT_REFUSED)
         super().run(args, exit)
 
+    def print_task_help(self, name: str) -> None:
+        show_configured_choices(self, name)
+        super().print_task_help(name)
+
     def parse_core_args(self) -> None:
         try:
             super().parse_core_args()
@@ -74,6 +78,37 @@ class RunbookProgram(Program):
 
 
 HELP_FLAGS = ("--help", "-h")
+
+
+def configured_environments() -> list[str]:
+    """The environments of the configuration in use (``RUNBOOK_BOT_CONFIG`` or the checkout's
+    ``config/``), in its order; none when it cannot be read (the error comes when it is used).
+
+    Read only for help and for a missing environment: ``--list`` and parsing stay fast.
+    """
+    from runbooks.engine.config import load_config
+    from runbooks.engine.errors import RunbookError
+    from runbooks.engine.settings import load_settings
+
+    try:
+        return load_config(load_settings().config_dir).environment_names()
+    except (RunbookError, OSError):
+        return []
+
+
+def show_configured_choices(program: Program, name: str) -> None:
+    """Add the configured environments to the help of task ``name``'s required
+    ``--environment`` (one of: …), in the parser context invoke prints the help from.
+
+    An optional one (``dr.simulate``: non-production only; ``incident.list``: a filter)
+    says in its own words which it takes.
+    """
+    argument = program.parser.contexts[name].args.get("environment")
+    if argument is None or not argument.positional or "(one of:" in (argument.help or ""):
+        return
+    names = configured_environments()
+    if names:
+        argument.help = f"{argument.help} (one of: {', '.join(names)})"
 
 
 def wants_task_help(args: list[str]) -> str | None:
@@ -137,7 +172,19 @@ def unknown_option(collection: Collection, args: list[str]) -> str | None:
         problem = _bad_value(task_name, argument, value)
         if problem:
             return problem
+    if positionals and not any(a in HELP_FLAGS for a in args):  # `--help TASK`: help
+        return _missing(task_name, positionals)
     return None
+
+
+def _missing(task_name: str, positionals: list[Any]) -> str:
+    """``rollback needs ENVIRONMENT: one of development, staging, …``: what is missing, with
+    the values the configuration allows where it knows them."""
+    names = " ".join(argument.name.upper() for argument in positionals)
+    choices = ""
+    if positionals[0].name == "environment" and (known := configured_environments()):
+        choices = f": one of {', '.join(known)}"
+    return f"{task_name} needs {names}{choices} (`{task_name} --help` lists its options)"
 
 
 def _bad_value(task_name: str, argument: Any, value: str) -> str | None:
@@ -173,6 +220,15 @@ def help_first_for_invoke() -> None:
     if task is not None:
         core[0].args["help"].value = task
         core.unparsed = []
+    if (task is not None or core[0].args["help"].value) and isinstance(program, Program):
+        helping = program
+        shown = helping.print_task_help
+
+        def with_choices(name: str) -> None:
+            show_configured_choices(helping, name)
+            shown(name)
+
+        setattr(helping, "print_task_help", with_choices)  # noqa: B010 - mypy: a method
         return
     from runbook_cli.collection import build_namespace
 

@@ -389,13 +389,30 @@ def slack(c: Any, text: str, as_: str = "alice", channel: str = "C0OPS") -> None
     )
 
 
-@task(help={"as_": "person from policy.yaml", "reason": "reason for a Deny dialog"})
-def click(c: Any, label: str, as_: str = "bob", reason: str | None = None) -> None:
-    """Press the newest button with this label (Confirm, Cancel, Approve, Deny) as someone.
+@task(
+    help={
+        "as_": "person from policy.yaml",
+        "reason": "reason for a Deny dialog",
+        "execution": "press it on this execution's card (rb-…) when several cards have it",
+        "card": "press it on the N-th card that has it (1: the newest), as the error lists them",
+    }
+)
+def click(  # noqa: PLR0917 - invoke makes each parameter a flag
+    c: Any,
+    label: str,
+    as_: str = "bob",
+    reason: str | None = None,
+    execution: str | None = None,
+    card: int = 0,
+) -> None:
+    """Press a button (Confirm, Cancel, Approve, Deny) as someone; when several cards have it,
+    say which with --execution or --card (the error lists them).
 
-    Example: invoke sandbox.click --as bob Approve
+    Example: invoke sandbox.click --as bob Approve --execution rb-7f3a2c
     """
     extra = ["--reason", reason] if reason else []
+    extra += ["--execution", execution] if execution else []
+    extra += ["--card", str(card)] if card else []
     os.execv(  # noqa: S606 - replaces this process
         sys.executable,
         [sys.executable, "-m", "sandbox", "click", "--as", as_, *extra, label],

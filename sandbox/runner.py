@@ -351,6 +351,12 @@ def main(argv: list[str]) -> int:
     click = sub.add_parser("click", help="press the newest button with this label")
     click.add_argument("--as", dest="user", required=True, help="person from policy.yaml")
     click.add_argument("--reason", default=None, help="reason for a Deny dialog")
+    click.add_argument(
+        "--execution", default=None, help="the card of this execution (rb-…), when several"
+    )
+    click.add_argument(
+        "--card", type=int, default=None, help="the N-th card with the button (1: newest)"
+    )
     click.add_argument("label", help="Confirm, Cancel, Approve or Deny")
     dms = sub.add_parser("dms", help="print the bot's direct messages to a person")
     dms.add_argument("--as", dest="user", required=True, help="person from policy.yaml")

@@ -471,6 +471,36 @@ def buttons_of(message: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A card with the button someone wants to press."""
+
+    message: dict[str, Any]
+    button: dict[str, Any]
+    execution_id: str | None
+
+    def describe(self) -> str:
+        title = next((line for line in text_of(self.message).splitlines() if line.strip()), "")
+        which = self.execution_id or "no execution yet"
+        return f"{which} in #{self.message['channel']}: {title.strip('= ')[:80]}"
+
+
+class AmbiguousButton(LookupError):
+    """Several cards (or none of those named) have the button; the message lists them."""
+
+    def __init__(self, problem: str, candidates: list[Candidate], label: str) -> None:
+        lines = [f"  card {n}: {c.describe()}" for n, c in enumerate(candidates, start=1)]
+        super().__init__(
+            "\n".join(
+                [
+                    f"{problem}; choose one with --execution ID or --card N:",
+                    *lines,
+                ]
+            )
+        )
+        self.candidates = candidates
+
+
 class SlackUser:
     """Somebody in the sandbox workspace, talking to the bot through the emulator."""
 
@@ -624,7 +654,57 @@ class SlackUser:
                     return message, button
         return None
 
+    def pick(
+        self, label: str, *, execution: str | None = None, card: int | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The button labelled ``label`` a person means: on the card of ``execution``, or the
+        ``card``-th of the candidates (newest first), or the only card that has one.
+
+        Raises LookupError when there is none, and :class:`AmbiguousButton` (listing the
+        candidates) when several cards have one and neither says which.
+        """
+        candidates = self.candidates(label)
+        if not candidates:
+            raise LookupError(f"no message visible to {self.user_id} has a {label!r} button")
+        if execution is not None:
+            chosen = [c for c in candidates if c.execution_id == execution]
+            if not chosen:
+                raise AmbiguousButton(
+                    f"no {label!r} button on a card of {execution}", candidates, label
+                )
+            return chosen[0].message, chosen[0].button
+        if card is not None:
+            if not 1 <= card <= len(candidates):
+                raise AmbiguousButton(
+                    f"there is no card {card} with a {label!r} button", candidates, label
+                )
+            return candidates[card - 1].message, candidates[card - 1].button
+        if len(candidates) > 1:
+            raise AmbiguousButton(
+                f"{len(candidates)} cards have a {label!r} button", candidates, label
+            )
+        return candidates[0].message, candidates[0].button
+
+    def candidates(self, label: str) -> list[Candidate]:
+        """The cards with a ``label`` button, newest first, one per execution (a card's own
+        message when it has no execution yet, like a plan's Confirm)."""
+        found: list[Candidate] = []
+        seen: set[str] = set()
+        for message in reversed(self.visible()):
+            for button in buttons_of(message):
+                if button["text"]["text"].lower() != label.lower():
+                    continue
+                value = str(button.get("value", ""))
+                execution = value.split(":", 1)[0] if value.startswith("rb-") else None
+                key = execution or f"{message['channel']}/{message['ts']}"
+                if key not in seen:
+                    seen.add(key)
+                    found.append(Candidate(message, button, execution))
+                break
+        return found
+
     def click(self, label: str) -> Delivery:
+        """Press the newest ``label`` button (tests; people choose with :meth:`pick`)."""
         found = self.find_button(label)
         if found is None:
             raise LookupError(f"no message visible to {self.user_id} has a {label!r} button")

@@ -9,11 +9,12 @@ their buttons listed in brackets.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
 from runbooks.engine.settings import Settings, read_sandbox_env
-from sandbox.slack import SlackUser, text_of
+from sandbox.slack import AmbiguousButton, SlackUser, text_of
 
 QUIET_S = 1.5
 MAX_WAIT_S = 15.0
@@ -56,7 +57,11 @@ def act(settings: Settings, args: argparse.Namespace) -> int:
         if args.command == "slack":
             delivery = user.command(args.text, channel=args.channel)
         else:
-            delivery = user.click(args.label)
+            message, button = user.pick(args.label, execution=args.execution, card=args.card)
+            delivery = user.interaction(user.click_payload(message, button))
+    except AmbiguousButton as exc:
+        print(exc)
+        return 2
     except LookupError as exc:
         print(exc)
         return 1
@@ -67,7 +72,7 @@ def act(settings: Settings, args: argparse.Namespace) -> int:
         print(f"the bot answered HTTP {delivery.status}: {delivery.body}")
         return 1
     if delivery.body.strip():
-        print(f"(ack) {delivery.body}")
+        print(f"--- the bot's immediate answer (only you)\n{answer_text(delivery.body)}")
     if args.command == "click" and args.label.lower() == "deny":
         view = _wait_for_view(user)
         if view is None:
@@ -76,9 +81,24 @@ def act(settings: Settings, args: argparse.Namespace) -> int:
         reason = args.reason or "denied from the sandbox"
         answer = user.view_submission(view, {"reason": reason})
         if answer.body.strip():
-            print(f"(dialog) {answer.body}")
+            print(f"--- the dialog's answer\n{answer_text(answer.body)}")
     _print_changes(user, before)
     return 0
+
+
+def answer_text(body: str) -> str:
+    """What Slack shows for an ack's body: its message as text (``{"text": …}`` or blocks),
+    a dialog's field errors, or the body itself when it is not JSON."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(document, dict):
+        return body
+    errors = document.get("errors")
+    if document.get("response_action") == "errors" and isinstance(errors, dict):
+        return "\n".join(f"{field}: {problem}" for field, problem in errors.items())
+    return text_of(document) or body
 
 
 def _wait_for_view(user: SlackUser) -> dict[str, Any] | None:

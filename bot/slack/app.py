@@ -368,7 +368,7 @@ class _Listeners:
             ack(text=text, response_type="ephemeral")
             return
         try:
-            parse(self.engine.registry, command["command"], command.get("text", ""))
+            self._parse(command)
         except UsageError as exc:
             actor = self.actor(user_id)
             assert actor is not None
@@ -387,18 +387,32 @@ class _Listeners:
         ack()
         self._later(self.run_command, command, respond)
 
+    def _parse(self, command: dict[str, Any]) -> Parsed:
+        return parse(
+            self.engine.registry,
+            command["command"],
+            command.get("text", ""),
+            environments=self.engine.config.environment_names(),
+        )
+
     def run_command(self, command: dict[str, Any], respond: Respond) -> None:
         user_id = command.get("user_id", "")
         actor = self.actor(user_id)
         if actor is None:
             return
         try:
-            parsed = parse(self.engine.registry, command["command"], command.get("text", ""))
+            parsed = self._parse(command)
         except UsageError:
             return  # answered in the ack
         try:
             if parsed.runbook is None and parsed.verb == "help" and parsed.command != "/runbook":
-                respond(namespace_usage(self.engine.registry, parsed.command))
+                respond(
+                    namespace_usage(
+                        self.engine.registry,
+                        parsed.command,
+                        environments=self.engine.config.environment_names(),
+                    )
+                )
             elif parsed.command == "/drills":
                 self._drills(parsed, actor, respond, user_id, command.get("channel_id"))
             elif parsed.command == "/incident":
@@ -406,7 +420,13 @@ class _Listeners:
             elif parsed.runbook is None:
                 self._admin(parsed, actor, respond, user_id, command.get("channel_id"))
             elif parsed.verb == "help":
-                respond(usage(self.engine.registry.get(parsed.runbook), parsed.command))
+                respond(
+                    usage(
+                        self.engine.registry.get(parsed.runbook),
+                        parsed.command,
+                        environments=self.engine.config.environment_names(),
+                    )
+                )
             else:
                 self._request(parsed, actor, respond, user_id, command.get("channel_id"))
         except RunbookError as exc:

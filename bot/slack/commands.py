@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,15 +115,19 @@ def _is_bool(field_info: Any) -> bool:
     return field_info.annotation is bool
 
 
-def usage(spec: RunbookSpec[Any], command: str) -> str:
-    """``/rollback ENVIRONMENT [--region REGION] ...`` and what each part means."""
+def usage(spec: RunbookSpec[Any], command: str, *, environments: Sequence[str] = ()) -> str:
+    """``/rollback ENVIRONMENT [--region REGION] ...`` and what each part means (with the
+    configured ``environments``, when given, as the environment's choices)."""
     required, fields = _fields(spec)
     head = command if spec.namespace is None else f"{command} {spec.short_name}"
     parts = [head, *(name.upper() for name in required)]
     lines = []
     for name, info in fields.items():
         if name in required:
-            lines.append(f"• `{name.upper()}` (or `{flag(name)}`): {info.description or ''}")
+            text = info.description or ""
+            if name == "environment" and environments:
+                text += f" (one of: {', '.join(environments)})"
+            lines.append(f"• `{name.upper()}` (or `{flag(name)}`): {text}")
             continue
         parts.append(f"[{flag(name)}]" if _is_bool(info) else f"[{flag(name)} {name.upper()}]")
         lines.append(f"• `{flag(name)}`: {info.description or ''}")
@@ -130,7 +135,7 @@ def usage(spec: RunbookSpec[Any], command: str) -> str:
     return "\n".join([f"`{' '.join(parts)}`", spec.summary, *lines])
 
 
-def namespace_usage(registry: Registry, command: str) -> str:
+def namespace_usage(registry: Registry, command: str, *, environments: Sequence[str] = ()) -> str:
     name = command.lstrip("/")
     if name == "runbook":
         return "\n".join(ADMIN_VERBS.values())
@@ -141,13 +146,18 @@ def namespace_usage(registry: Registry, command: str) -> str:
     own, subs = _specs_for(registry, name)
     forms = []
     if own is not None:
-        forms.append(usage(own, command))
-    forms += [usage(spec, command) for _, spec in sorted(subs.items())]
+        forms.append(usage(own, command, environments=environments))
+    forms += [usage(spec, command, environments=environments) for _, spec in sorted(subs.items())]
     return "\n\n".join(forms)
 
 
-def parse(registry: Registry, command: str, text: str) -> Parsed:
-    """Turn ``/command text`` into a runbook name, raw parameters and flags, or explain why not."""
+def parse(
+    registry: Registry, command: str, text: str, *, environments: Sequence[str] = ()
+) -> Parsed:
+    """Turn ``/command text`` into a runbook name, raw parameters and flags, or explain why not.
+
+    ``environments``: the configured ones, named when the environment is missing.
+    """
     name = command.lstrip("/")
     try:
         words = shlex.split(text)
@@ -160,7 +170,7 @@ def parse(registry: Registry, command: str, text: str) -> Parsed:
     if name == "drills":
         return _parse_drills(command, words)
     if name == "incident":
-        return _parse_incident(registry, command, words)
+        return _parse_incident(registry, command, words, environments=environments)
     own, subs = _specs_for(registry, name)
     if own is None and not subs:
         raise UsageError(
@@ -178,22 +188,34 @@ def parse(registry: Registry, command: str, text: str) -> Parsed:
         what = f"`{words[0]}`" if words else "nothing"
         raise UsageError(
             f"{command} needs one of: {', '.join(sorted(subs))} (got {what})",
-            hint=namespace_usage(registry, command),
+            hint=namespace_usage(registry, command, environments=environments),
         )
     if words and words[0] == "help":
         return Parsed(command=command, runbook=spec.name, verb="help")
-    params, flags = _parse_words(spec, command, words)
+    params, flags = _parse_words(spec, command, words, environments=environments)
     return Parsed(command=command, runbook=spec.name, params=params, flags=flags)
 
 
+def unknown_flag(key: str, known: list[str]) -> str:
+    """``unknown flag --to-revison; did you mean --to-revision?``: the nearest flag the
+    command has (difflib), when one is near enough."""
+    import difflib
+
+    given = flag(key)
+    candidates = sorted({flag(name) for name in known})
+    near = difflib.get_close_matches(given, candidates, n=1)
+    guess = f"; did you mean {near[0]}?" if near else ""
+    return f"unknown flag {given}{guess}"
+
+
 def _parse_words(
-    spec: RunbookSpec[Any], command: str, words: list[str]
+    spec: RunbookSpec[Any], command: str, words: list[str], *, environments: Sequence[str] = ()
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     required, fields = _fields(spec)
     params: dict[str, Any] = {}
     flags: dict[str, Any] = {}
     positional: list[str] = []
-    right_form = usage(spec, command)
+    right_form = usage(spec, command, environments=environments)
     i = 0
     while i < len(words):
         word = words[i]
@@ -215,7 +237,7 @@ def _parse_words(
             takes_value = not _is_bool(fields[key])
             target = params
         else:
-            raise UsageError(f"unknown option {flag(key)} for {spec.name}", hint=right_form)
+            raise UsageError(unknown_flag(key, [*fields, *COMMON_FLAGS]), hint=right_form)
         if not takes_value:
             if has_value:
                 raise UsageError(f"{flag(key)} takes no value (got {value!r})", hint=right_form)
@@ -236,7 +258,10 @@ def _parse_words(
     params.update(zip(missing, positional, strict=False))
     still = [name for name in required if name not in params]
     if still:
-        raise UsageError(f"missing {', '.join(name.upper() for name in still)}", hint=right_form)
+        named = ", ".join(name.upper() for name in still)
+        if "environment" in still and environments:
+            named += f" (one of: {', '.join(environments)})"
+        raise UsageError(f"missing {named}", hint=right_form)
     if flags.get("break_glass") and not (flags.get("reason") and flags.get("incident")):
         raise UsageError("--break-glass needs --reason TEXT and --incident ID", hint=right_form)
     return params, flags
@@ -258,7 +283,7 @@ def _parse_admin(command: str, words: list[str]) -> Parsed:
         if word.startswith("--"):
             key, has_value, value = word[2:].partition("=")
             if key != "reason":
-                raise UsageError(f"unknown option --{key}", hint=ADMIN_VERBS[verb])
+                raise UsageError(unknown_flag(key, ["reason"]), hint=ADMIN_VERBS[verb])
             if not has_value:
                 if i >= len(rest):
                     raise UsageError("--reason needs a value", hint=ADMIN_VERBS[verb])
@@ -283,7 +308,9 @@ def _parse_admin(command: str, words: list[str]) -> Parsed:
     return Parsed(command=command, verb=verb, args=args, flags=flags)
 
 
-def _parse_incident(registry: Registry, command: str, words: list[str]) -> Parsed:
+def _parse_incident(
+    registry: Registry, command: str, words: list[str], *, environments: Sequence[str] = ()
+) -> Parsed:
     all_forms = "\n".join(INCIDENT_VERBS.values())
     if not words or words[0] == "help":
         return Parsed(command=command, verb="help")
@@ -304,7 +331,7 @@ def _parse_incident(registry: Registry, command: str, words: list[str]) -> Parse
     if INCIDENT_ID.match(verb):
         if not args:
             raise UsageError(f"/incident {verb} needs a command to run", hint=INCIDENT_VERBS["run"])
-        inner = parse(registry, "/" + args[0], shlex.join(args[1:]))
+        inner = parse(registry, "/" + args[0], shlex.join(args[1:]), environments=environments)
         if inner.runbook is None:
             raise UsageError(
                 f"/incident {verb} runs a runbook command, not `/{args[0]} {inner.verb}`",
@@ -338,7 +365,8 @@ def _parse_drills(command: str, words: list[str]) -> Parsed:
             continue
         key, has_value, value = word[2:].partition("=")
         if key != "reason" or verb != "pause":
-            raise UsageError(f"unknown option --{key}", hint=DRILL_VERBS[verb])
+            known = ["reason"] if verb == "pause" else []
+            raise UsageError(unknown_flag(key, known), hint=DRILL_VERBS[verb])
         if not has_value:
             if i >= len(rest):
                 raise UsageError("--reason needs a value", hint=DRILL_VERBS[verb])

@@ -22,7 +22,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from runbooks.engine.errors import InvalidInput
+from runbooks.engine.errors import InvalidInput, NotFound
 from runbooks.interfaces import InfrastructureError
 
 TIMEOUT_S = 10
@@ -125,7 +125,11 @@ class PagerDuty:
             if client is not None:
                 client.close()
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(
+        self, what: str, fn: Any, *args: Any, missing: str | None = None, **kwargs: Any
+    ) -> Any:
+        """Call PagerDuty; its errors become ours. ``missing``: what a 404 means (not found is
+        invalid input, exit 2, rather than a failure of PagerDuty)."""
         import pagerduty
 
         try:
@@ -141,6 +145,10 @@ class PagerDuty:
                     detail += ": " + "; ".join(map(str, error["errors"]))
             except Exception:  # noqa: S110 - a body that is not JSON says nothing more
                 pass
+            if status == 404 and missing is not None:
+                raise NotFound(
+                    missing, hint="incident.list (or /incident list) names the open ones"
+                ) from None
             if status == 429 and exc.response is not None:
                 wait = _retry_after(exc.response.headers)
                 raise RateLimited(
@@ -173,7 +181,12 @@ class PagerDuty:
 
     def incident(self, incident_id: str) -> dict[str, Any]:
         rest = self._rest_client()
-        found = self._call(f"incident {incident_id}", rest.rget, f"/incidents/{incident_id}")
+        found = self._call(
+            f"incident {incident_id}",
+            rest.rget,
+            f"/incidents/{incident_id}",
+            missing=_no_incident(incident_id),
+        )
         return dict(found)
 
     def set_status(self, incident_id: str, status: str, *, from_email: str) -> dict[str, Any]:
@@ -186,6 +199,7 @@ class PagerDuty:
             f"/incidents/{incident_id}",
             json={"incident": {"type": "incident_reference", "status": status}},
             headers={"From": from_email},
+            missing=_no_incident(incident_id),
         )
         return dict(done or {})
 
@@ -197,12 +211,18 @@ class PagerDuty:
             f"/incidents/{incident_id}/notes",
             json={"note": {"content": content[:25_000]}},
             headers={"From": from_email},
+            missing=_no_incident(incident_id),
         )
         return dict(note)
 
     def notes(self, incident_id: str) -> list[dict[str, Any]]:
         rest = self._rest_client()
-        found = self._call(f"notes of {incident_id}", rest.rget, f"/incidents/{incident_id}/notes")
+        found = self._call(
+            f"notes of {incident_id}",
+            rest.rget,
+            f"/incidents/{incident_id}/notes",
+            missing=_no_incident(incident_id),
+        )
         return list(found)
 
     # --- Events API v2 -------------------------------------------------------------------
@@ -243,3 +263,7 @@ class PagerDuty:
                 "PagerDuty's Events API is not configured: set PAGERDUTY_ROUTING_KEY"
             )
         self._call(f"resolve {dedup_key}", self._events.resolve, dedup_key[:DEDUP_KEY_MAX])
+
+
+def _no_incident(incident_id: str) -> str:
+    return f"PagerDuty has no incident {incident_id}"

@@ -19,7 +19,8 @@ class RunbookParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    environment: str = Field(description="environment to act on (development, staging, production)")
+    #: The CLI's and Slack's help add the configured environments ("one of: …").
+    environment: str = Field(description="environment to act on")
 
     @field_validator("environment")
     @classmethod

@@ -4,10 +4,11 @@ Good enough for the official ``kubernetes`` client and a real ``kubectl`` (get, 
 history/undo/status): discovery, resourceVersion and generation, 409 on stale writes, Status
 bodies for 404/409/422, JSON merge, strategic merge and JSON patch, label and field selectors,
 ``?watch=true`` streams, and controllers for deployments, replica sets, pods, endpoints and
-HPAs. ``kubectl get`` gets the Table format it asks for (deployments with the API server's
-columns, ``-o wide`` included; other kinds NAME and AGE only). One emulator is one cluster (one
-region); state lives in memory. Gaps: no authentication or RBAC, no admission, no
-server-side apply, no table columns beyond deployments'.
+HPAs. ``kubectl get`` gets the Table format it asks for, for a list and for one object
+(deployments and pods with the API server's columns, ``-o wide`` included; other kinds NAME
+and AGE only). One emulator is one cluster (one region); state lives in memory. Gaps: no
+authentication or RBAC, no admission, no server-side apply, no table columns beyond
+deployments' and pods'.
 
 Test hooks live under ``/_sandbox/`` (never part of the Kubernetes API):
 ``POST /_sandbox/conflicts {"count": N}`` makes the next N writes answer 409;
@@ -1406,6 +1407,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if method == "GET":
             obj = cluster.get(resource, namespace, name or "")
+            if not sub and "as=Table" in (self.headers.get("Accept") or ""):
+                # `kubectl get deploy NAME` asks for one object as a Table too.
+                rv = int(obj["metadata"].get("resourceVersion") or 0)
+                self._send(200, table(resource, [obj], rv, cluster.clock()))
+                return
             self._send(200, cluster.scale_of(resource, obj) if sub == "scale" else obj)
             return
         if method == "POST" and name is None:
@@ -1573,10 +1579,34 @@ def _age(created: str, now: float) -> str:
     return f"{seconds}s"
 
 
+def _pod_status(pod: dict[str, Any]) -> tuple[int, int, str]:
+    """(ready containers, restarts, STATUS) as the API server's pod printer derives them: the
+    phase, or the reason a container is waiting or was terminated, or Terminating."""
+    status = pod.get("status") or {}
+    shown = status.get("reason") or status.get("phase") or "Unknown"
+    ready = restarts = 0
+    for container in reversed(status.get("containerStatuses") or []):
+        restarts += int(container.get("restartCount") or 0)
+        state = container.get("state") or {}
+        waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
+        if waiting.get("reason"):
+            shown = waiting["reason"]
+        elif terminated.get("reason"):
+            shown = terminated["reason"]
+        elif terminated:
+            shown = f"ExitCode:{terminated.get('exitCode', 0)}"
+        elif container.get("ready") and "running" in state:
+            ready += 1
+    if pod["metadata"].get("deletionTimestamp"):
+        shown = "Terminating"
+    return ready, restarts, shown
+
+
 def table(resource: Resource, items: list[dict[str, Any]], rv: int, now: float) -> dict[str, Any]:
     """The Table (meta.k8s.io/v1) kubectl asks for with ``get``, columns as the API server
     prints them: deployments with READY, UP-TO-DATE, AVAILABLE, AGE (and CONTAINERS, IMAGES,
-    SELECTOR for ``-o wide``); any other kind NAME and AGE."""
+    SELECTOR for ``-o wide``); pods with READY, STATUS, RESTARTS, AGE (and IP, NODE,
+    NOMINATED NODE, READINESS GATES for ``-o wide``); any other kind NAME and AGE."""
 
     def column(name: str, kind: str = "string", priority: int = 0) -> dict[str, Any]:
         return {
@@ -1612,6 +1642,34 @@ def table(resource: Resource, items: list[dict[str, Any]], rv: int, now: float) 
                 ",".join(c.get("name", "") for c in containers),
                 ",".join(c.get("image", "") for c in containers),
                 ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+            ]
+    elif resource.kind == "Pod":
+        columns = [
+            column("Name"),
+            column("Ready"),
+            column("Status"),
+            column("Restarts"),
+            column("Age"),
+            column("IP", priority=1),
+            column("Node", priority=1),
+            column("Nominated Node", priority=1),
+            column("Readiness Gates", priority=1),
+        ]
+
+        def cells(obj: dict[str, Any]) -> list[Any]:
+            spec, status = obj.get("spec") or {}, obj.get("status") or {}
+            ready, restarts, shown = _pod_status(obj)
+            gates = spec.get("readinessGates") or []
+            return [
+                obj["metadata"]["name"],
+                f"{ready}/{len(spec.get('containers') or [])}",
+                shown,
+                str(restarts),
+                _age(obj["metadata"].get("creationTimestamp", ""), now),
+                status.get("podIP") or "<none>",
+                spec.get("nodeName") or "<none>",
+                status.get("nominatedNodeName") or "<none>",
+                f"0/{len(gates)}" if gates else "<none>",
             ]
     else:
         columns = [column("Name"), column("Age")]

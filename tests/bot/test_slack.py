@@ -170,7 +170,17 @@ def test_forged_and_replayed_requests_change_nothing(world: SlackWorld) -> None:
             "unknown environment 'prod'; known: development, staging, production, rehearsal",
             "",
         ),
-        ("/rollback production --bogus 1", "unknown option --bogus", "`/rollback ENVIRONMENT"),
+        ("/rollback production --bogus 1", "unknown flag --bogus", "`/rollback ENVIRONMENT"),
+        (
+            "/rollback production --to-revison 2",
+            "unknown flag --to-revison; did you mean --to-revision?",
+            "`/rollback ENVIRONMENT",
+        ),
+        (
+            "/rollback",
+            "missing ENVIRONMENT (one of: development, staging, production, rehearsal)",
+            "`/rollback ENVIRONMENT",
+        ),
         (
             "/scale pods production --service api --replicas 50",
             "--replicas: 50 is outside production's bounds 2-20",

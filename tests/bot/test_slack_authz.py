@@ -84,7 +84,7 @@ def test_only_drill_operators_may_pause_resume_or_run_a_drill(world: SlackWorld)
 def test_drill_pause_needs_a_name_and_a_reason(world: SlackWorld) -> None:
     assert "pausing a drill needs --reason TEXT" in answer(world, "alice", f"/drills pause {DRILL}")
     assert "/drills resume needs one drill name" in answer(world, "alice", "/drills resume")
-    assert "unknown option --force" in answer(world, "alice", f"/drills resume {DRILL} --force")
+    assert "unknown flag --force" in answer(world, "alice", f"/drills resume {DRILL} --force")
     assert drill_paused(world.env, DRILL) is None
 
 

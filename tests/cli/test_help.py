@@ -175,3 +175,37 @@ def test_list_shows_each_task_s_whole_first_sentence(program: str, tmp_path: Pat
     assert len(descriptions) >= len(task_names()) - 1, listed.stdout
     cut = {name: text for name, text in descriptions.items() if not text.endswith((".", ")"))}
     assert cut == {}, listed.stdout
+
+
+def _configured_environments() -> list[str]:
+    """The oracle: the sandbox configuration's environments, read with plain YAML."""
+    import yaml
+
+    document = yaml.safe_load((ROOT / "config" / "environments.yaml").read_text())
+    return list(document["environments"])
+
+
+@pytest.mark.parametrize("entry", ["invoke", "runbook"])
+def test_a_missing_environment_names_the_configured_ones(
+    entry: str, cli_env: dict[str, str]
+) -> None:
+    environments = _configured_environments()
+    assert "rehearsal" in environments
+    result = entry_point(entry, ["rollback"], cli_env)
+    assert result.returncode == 2, result.stderr
+    assert f"rollback needs ENVIRONMENT: one of {', '.join(environments)}" in result.stderr
+    other = entry_point(entry, ["runs.show"], cli_env)
+    assert other.returncode == 2 and "runs.show needs ID" in other.stderr
+    assert "Traceback" not in result.stderr + other.stderr
+
+
+@pytest.mark.parametrize("entry", ["invoke", "runbook"])
+def test_environment_help_lists_the_configured_environments(
+    entry: str, cli_env: dict[str, str]
+) -> None:
+    choices = ", ".join(_configured_environments())
+    for args in (["rollback", "--help"], ["scale.pods", "-h"], ["--help", "selftest"]):
+        result = entry_point(entry, args, cli_env)
+        assert result.returncode == 0, result.stderr
+        shown = " ".join(result.stdout.split())
+        assert f"(one of: {choices})" in shown, (args, shown)

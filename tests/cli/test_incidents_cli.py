@@ -56,7 +56,12 @@ def test_refusals_say_what_is_wrong(env: dict[str, str], cli_env: dict[str, str]
     off = run_cli(["incident.list"], cli_env)
     assert off.returncode == 2 and "set PAGERDUTY_API_TOKEN" in off.stderr
     missing = run_cli(["incident.show", "PNOPE00"], env)
-    assert missing.returncode != 0 and "HTTP 404" in missing.stderr
+    # Not found is invalid input in the CLI contract: exit 2, and a sentence, not an HTTP code.
+    assert missing.returncode == 2, missing.stderr
+    assert "PagerDuty has no incident PNOPE00" in missing.stderr
+    assert "incident.list" in missing.stderr
+    unknown_ack = run_cli(["incident.ack", "PNOPE00"], env)
+    assert unknown_ack.returncode == 2 and "no incident PNOPE00" in unknown_ack.stderr
     empty = run_cli(["incident.note", "PNOPE00", "  "], env)
     assert empty.returncode == 2 and "a note needs text" in empty.stderr
     plain = run_cli(["incident.list"], {**env, "PAGERDUTY_API_URL": "http://127.0.0.1:9"})

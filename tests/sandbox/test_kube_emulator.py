@@ -262,8 +262,38 @@ def test_kubectl_get_prints_the_columns_the_api_server_would(kube: KubeSandbox) 
     assert "app-api:1.4.2" in cells[6]
     plain = kube.kubectl("get", "deploy", "-n", "production")
     assert plain.stdout.split()[:5] == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
-    pods = kube.kubectl("get", "pods", "-n", "production")
-    assert pods.stdout.split()[:2] == ["NAME", "AGE"]
+    # One deployment by name: the same columns (it used to be NAME and AGE only).
+    one = kube.kubectl("get", "deploy", "api-deployment", "-n", "production")
+    assert one.returncode == 0, one.stderr
+    header, row = one.stdout.splitlines()
+    assert header.split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert row.split()[:4] == ["api-deployment", "3/3", "3", "3"]
+
+    pods = kube.kubectl("get", "pods", "-n", "production", "-l", "app=api")
+    assert pods.returncode == 0, pods.stderr
+    lines = pods.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    # The oracle for the rows: the pods as kubectl reads them in JSON, not the table.
+    listed = json.loads(kube.kubectl("get", "pods", "-n", "production", "-o", "json").stdout)
+    names = sorted(p["metadata"]["name"] for p in listed["items"] if "api" in p["metadata"]["name"])
+    rows = {line.split()[0]: line.split()[1:4] for line in lines[1:]}
+    assert sorted(rows) == names and len(names) == 3
+    assert all(cells == ["1/1", "Running", "0"] for cells in rows.values()), rows
+    wide_pods = kube.kubectl("get", "pods", "-n", "production", "-o", "wide")
+    assert wide_pods.stdout.split()[:9] == [
+        "NAME",
+        "READY",
+        "STATUS",
+        "RESTARTS",
+        "AGE",
+        "IP",
+        "NODE",
+        "NOMINATED",
+        "NODE",
+    ]
+    pod = names[0]
+    single = kube.kubectl("get", "pod", pod, "-n", "production")
+    assert single.stdout.splitlines()[1].split()[:4] == [pod, "1/1", "Running", "0"]
 
 
 def test_scaling_an_hour_after_the_last_rollout_keeps_progressing(tmp_path: Path) -> None:

@@ -1,0 +1,121 @@
+"""``python -m sandbox slack|click`` (what ``invoke sandbox.slack`` and ``sandbox.click`` exec)
+against a running bot and the Slack emulator: the bot's immediate answer is printed as the text
+a person sees, and a button on one of several cards is chosen by execution or by number."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from runbooks.engine.models import State
+from sandbox.slack import SANDBOX_SIGNING_SECRET
+from tests.bot.conftest import SlackWorld, labels
+from tests.conftest import ROOT
+from tests.support.waiting import wait_for
+
+
+def _workspace(world: SlackWorld, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the sandbox's workspace command with an env file that points at ``world``."""
+    (home / "sandbox").mkdir(parents=True, exist_ok=True)
+    (home / "sandbox" / "env").write_text(
+        f"export RUNBOOK_BOT_URL={world.bot.base}\n"
+        f"export RUNBOOK_BOT_SANDBOX_SLACK={world.slack.url}\n"
+        f"export SLACK_SIGNING_SECRET={SANDBOX_SIGNING_SECRET}\n",
+        encoding="utf-8",
+    )
+    env = {**world.env, "RUNBOOK_BOT_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_immediate_answer_is_the_text_a_person_sees(world: SlackWorld, tmp_path: Path) -> None:
+    typo = _workspace(
+        world, tmp_path, "slack", "--as", "alice", "/rollback production --to-revison 2"
+    )
+    assert typo.returncode == 0, typo.stdout + typo.stderr
+    assert "unknown flag --to-revison; did you mean --to-revision?" in typo.stdout
+    assert "`/rollback ENVIRONMENT" in typo.stdout  # the right form follows
+    assert '"text"' not in typo.stdout and "response_type" not in typo.stdout  # not raw JSON
+    bare = _workspace(world, tmp_path, "slack", "--as", "alice", "/rollback")
+    assert "missing ENVIRONMENT (one of: development, staging, production, rehearsal)" in (
+        bare.stdout
+    )
+    assert world.executions() == []
+
+
+def test_click_chooses_among_pending_cards(world: SlackWorld, tmp_path: Path) -> None:
+    alice = world.user("alice")
+    for text in ("/rollback staging", "/rollback production"):
+        assert alice.command(text).status == 200
+        wait_for(lambda: alice.find_button("Confirm") is not None, what=f"the plan of {text}")
+        assert alice.click("Confirm").status == 200
+        wait_for(lambda: alice.find_button("Confirm") is None, what="the plan confirmed")
+
+    def pending() -> dict[str, str]:
+        return {
+            e.environment: e.id for e in world.executions() if e.state == State.AWAITING_APPROVAL
+        }
+
+    wait_for(lambda: len(pending()) == 2, what="two requests awaiting approval")
+    ids = pending()
+    wait_for(
+        lambda: sum("Approve" in labels(m) for m in world.messages("C0APPROVALS")) == 2,
+        what="two approval cards",
+    )
+
+    ambiguous = _workspace(world, tmp_path, "click", "--as", "bob", "Approve")
+    assert ambiguous.returncode == 2, ambiguous.stdout + ambiguous.stderr
+    assert "2 cards have a 'Approve' button; choose one with --execution ID or --card N" in (
+        ambiguous.stdout
+    )
+    # Newest first: production's card is card 1, staging's card 2.
+    assert f"card 1: {ids['production']} in #C0APPROVALS" in ambiguous.stdout
+    assert f"card 2: {ids['staging']} in #C0APPROVALS" in ambiguous.stdout
+    assert all(not e.valid_approvals() for e in world.executions())  # nothing was pressed
+
+    unknown = _workspace(
+        world, tmp_path, "click", "--as", "bob", "Approve", "--execution", "rb-000000"
+    )
+    assert unknown.returncode == 2 and "no 'Approve' button on a card of rb-000000" in (
+        unknown.stdout
+    )
+    assert "card 1:" in unknown.stdout  # the candidates again
+
+    second = _workspace(world, tmp_path, "click", "--as", "bob", "Approve", "--card", "2")
+    assert second.returncode == 0, second.stdout + second.stderr
+
+    def approved_by_bob() -> set[str]:
+        return {
+            e.environment
+            for e in world.executions()
+            if any(a.actor.id == "bob" for a in e.valid_approvals())
+        }
+
+    wait_for(lambda: approved_by_bob() == {"staging"}, what="bob's approval of staging only")
+
+    chosen = _workspace(
+        world,
+        tmp_path,
+        "click",
+        "--as",
+        "dave",
+        "Approve",
+        "--execution",
+        ids["production"],
+    )
+    assert chosen.returncode == 0, chosen.stdout + chosen.stderr
+    wait_for(
+        lambda: any(
+            e.id == ids["production"] and any(a.actor.id == "dave" for a in e.valid_approvals())
+            for e in world.executions()
+        ),
+        what="dave's approval of production",
+    )
