@@ -427,6 +427,7 @@ class _Listeners:
                 incident=flags.get("incident"),
                 break_glass=bool(flags.get("break_glass")),
                 dry_run=parsed.dry_run,
+                drill=flags.get("drill"),
             )
         )
         plan = result.plan
@@ -449,6 +450,7 @@ class _Listeners:
                 "reason": flags.get("reason"),
                 "incident": flags.get("incident"),
                 "bg": bool(flags.get("break_glass")),
+                "d": flags.get("drill"),
             }
         respond(
             text=plan_text(plan, banner),
@@ -506,7 +508,7 @@ class _Listeners:
             command=f"/{drill.runbook.split('.')[0]}",
             runbook=drill.runbook,
             params=dict(drill.params),
-            flags={"reason": f"drill {drill.name} (run by hand)"},
+            flags={"reason": f"drill {drill.name} (run by hand)", "drill": drill.name},
         )
         self._request(request, actor, respond, user_id, channel)
 
@@ -723,6 +725,7 @@ class _Listeners:
                     incident=request.get("incident"),
                     break_glass=bool(request.get("bg")),
                     confirmed_hash=request["h"],
+                    drill=request.get("d"),
                 )
             )
         except RunbookError as exc:
