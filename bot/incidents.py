@@ -47,9 +47,16 @@ def marker(execution_id: str, event_id: int) -> str:
 
 
 def dedup_key(execution: Execution) -> str:
-    reason = execution.reason or ""
-    what = f"drill:{reason.split()[1]}" if reason.startswith("drill ") else execution.runbook
+    what = f"drill:{execution.drill}" if execution.drill else execution.runbook
     return f"runbook-bot:{what}:{execution.environment}"
+
+
+def subject(execution: Execution) -> str:
+    """What a run is called in pages and notes: the drill (and its runbook) for a drill's run,
+    scheduled or by hand; else the runbook."""
+    if execution.drill:
+        return f"drill {execution.drill} ({execution.runbook})"
+    return execution.runbook
 
 
 class IncidentFeed(QueuedConsumer):
@@ -96,7 +103,7 @@ class IncidentFeed(QueuedConsumer):
 
     def _text(self, event: Event, execution: Execution) -> str:
         plan = execution.plan
-        head = f"{execution.runbook} {execution.environment} ({execution.id})"
+        head = f"{subject(execution)} {execution.environment} ({execution.id})"
         if event.type == "execution.created":
             gate = (
                 f"awaiting {execution.required_approvals} approval(s)"
@@ -178,7 +185,7 @@ class IncidentFeed(QueuedConsumer):
     # --- pages ---------------------------------------------------------------------------
 
     def _pages(self, execution: Execution) -> bool:
-        if (execution.reason or "").startswith("drill "):
+        if execution.drill:
             return True
         try:
             tier = self.engine.config.environment(execution.environment).tier
@@ -198,13 +205,14 @@ class IncidentFeed(QueuedConsumer):
                 return
             self.pagerduty.trigger(
                 redact_text(
-                    f"runbook-bot: {execution.runbook} in {execution.environment} "
+                    f"runbook-bot: {subject(execution)} in {execution.environment} "
                     f"{execution.state}: {execution.error or 'see the run'}"
                 ),
                 key,
                 details={
                     "execution_id": execution.id,
                     "reason": redact_text(execution.reason or ""),
+                    "drill": execution.drill,
                     "state": str(execution.state),
                 },
             )

@@ -122,6 +122,7 @@ def run_runbook(name: str, raw: dict[str, Any]) -> None:
         key: raw.pop(key)
         for key in ("dry_run", "yes", "json", "no_wait", "reason", "break_glass", "incident")
     }
+    flags["drill"] = raw.pop("drill", None)  # drills.run: the drill this request runs
     as_json = bool(flags["json"])
     with cli_errors(as_json):
         runtime = open_cli_runtime()
@@ -149,6 +150,7 @@ def _run(
         incident=flags["incident"],
         break_glass=bool(flags["break_glass"]),
         dry_run=bool(flags["dry_run"]),
+        drill=flags["drill"],
     )
     registry = engine.registry
     report = name in registry.names() and registry.get(name).read_only

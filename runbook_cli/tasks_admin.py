@@ -89,6 +89,35 @@ def resume(c: Any, id: str, json: bool = False) -> None:
     )
 
 
+@task(help={"json": "one JSON object on stdout"})
+def cleanup(c: Any, json: bool = False) -> None:
+    """Run deferred steps that are due (a kept scratch database's drop); the bot does this
+    itself, so run it (or cron it) only where no bot runs."""
+    from runbook_cli.commands import cli_actor, consoles, emit_json, with_runtime
+    from runbooks.engine.clock import iso
+
+    def go(rt: Runtime) -> None:
+        done = rt.engine.run_due_deferred(actor=cli_actor(rt))
+        later = rt.engine.deferred()
+        if json:
+            emit_json({"done": done, "pending": later})
+            return
+        out = consoles(False)[0]
+        for line in done:
+            out.print(line, markup=False, highlight=False)
+        for entry in later:
+            out.print(
+                f"pending: step {int(entry['step']) + 1} of {entry['execution_id']} "
+                f"at {iso(float(entry['due']))}",
+                markup=False,
+                highlight=False,
+            )
+        if not done and not later:
+            out.print("nothing deferred")
+
+    with_runtime(go, as_json=json)
+
+
 @task(
     help={
         "id": "execution id",
@@ -482,7 +511,7 @@ def fault(c: Any, kind: str, region: str = "", value: str = "", off: bool = Fals
 def collections() -> list[Collection]:
     runs = Collection("runs")
     runs.add_task(cast("Task[Any]", list_), name="list")
-    for item in (show, resume, cancel, answer):
+    for item in (show, resume, cancel, answer, cleanup):
         runs.add_task(item)
     audit = Collection("audit")
     for item in (verify, tail, export):

@@ -120,6 +120,7 @@ def run(  # noqa: PLR0917 - invoke makes each parameter a flag
             "reason": f"drill {drill.name} (run by hand)",
             "break_glass": False,
             "incident": None,
+            "drill": drill.name,
         },
     )
 

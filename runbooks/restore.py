@@ -12,8 +12,11 @@ It fails closed: no collections, a collection missing, a check that could not ru
 failure, and the report says "checked N of M collections". It measures RTO achieved (phases:
 download, restore, index build, verify) and RPO achieved (test start minus the backup's
 consistency point) against the environment's database targets. The scratch database is
-always dropped, on failure and on cancel too, unless ``--keep-for`` keeps it for inspection
-(the run then holds until that time after its start, and drops it; cancel drops it at once).
+always dropped, on failure and on cancel too, unless ``--keep-for`` keeps a verified copy for
+inspection: the run then returns once restored and verified, says where to connect (hosts and
+database, no credentials) and when the copy is dropped, and records the drop as a deferred
+step (``RunContext.defer``) that the bot's housekeeper, or ``runs.cleanup``, runs when due.
+A copy that failed verification is dropped at once by the compensation.
 """
 
 from __future__ import annotations
@@ -327,8 +330,6 @@ class RestoreAndVerify(Step, kind="restore.test"):
             raise
         line = _report(ctx, report, started)
         if not report.passed:
-            if self.keep_for:
-                _hold(ctx, scratch, self.keep_for)
             raise InfrastructureError(f"restore test {report.summary()}")
         return f"restore test {line}"
 
@@ -415,20 +416,38 @@ class DropScratch(Step, kind="restore.drop_scratch"):
         if self.keep_for:
             return (
                 f"keep the scratch database for inspection until "
-                f"{format_duration(self.keep_for)} after the test started, then drop it"
+                f"{format_duration(self.keep_for)} after the test started (the run returns "
+                "at once and says where to connect), then drop it"
             )
         return "drop the scratch database"
 
+    def _kept_until(self, ctx: RunContext) -> float | None:
+        """When a kept copy is due to be dropped, while that is still ahead; else None."""
+        if not self.keep_for:
+            return None
+        until = (ctx.started_at or ctx.clock.now()) + self.keep_for
+        return until if until > ctx.clock.now() else None
+
     def run(self, ctx: RunContext) -> str | None:
         scratch = scratch_name(ctx, self.environment, self.scratch_prefix)
-        if self.keep_for:
-            _hold(ctx, scratch, self.keep_for)
+        until = self._kept_until(ctx)
+        if until is not None:
+            # Not held here: the drop is recorded in the store and run when due.
+            ctx.defer(until)
+            target = infrastructure(ctx).data(self.environment, restore_target=True)
+            hosts = ",".join(sorted(target.hosts()))
+            return (
+                f"scratch database kept for inspection: mongodb://{hosts}/{scratch} (the restore "
+                f"target's credentials, not shown here); dropped at {iso(until)} by the bot's "
+                f"housekeeper, or by `invoke runs.cleanup` after then where no bot runs"
+            )
         return _drop(ctx, self.environment, scratch, self.scratch_prefix)
 
     def verify(self, ctx: RunContext) -> bool:
         target = infrastructure(ctx).data(self.environment, restore_target=True)
         scratch = scratch_name(ctx, self.environment, self.scratch_prefix)
-        return scratch not in target.database_names()
+        kept = self._kept_until(ctx) is not None
+        return (scratch in target.database_names()) == kept
 
 
 @runbook("restore.test", params=RestoreTestParams, lock="{environment}:restore")

@@ -447,6 +447,7 @@ class _Listeners:
                 incident=flags.get("incident"),
                 break_glass=bool(flags.get("break_glass")),
                 dry_run=parsed.dry_run,
+                drill=flags.get("drill"),
             )
         )
         plan = result.plan
@@ -469,6 +470,7 @@ class _Listeners:
                 "reason": flags.get("reason"),
                 "incident": flags.get("incident"),
                 "bg": bool(flags.get("break_glass")),
+                "d": flags.get("drill"),
             }
         respond(
             text=plan_text(plan, banner),
@@ -526,7 +528,7 @@ class _Listeners:
             command=f"/{drill.runbook.split('.')[0]}",
             runbook=drill.runbook,
             params=dict(drill.params),
-            flags={"reason": f"drill {drill.name} (run by hand)"},
+            flags={"reason": f"drill {drill.name} (run by hand)", "drill": drill.name},
         )
         self._request(request, actor, respond, user_id, channel)
 
@@ -743,6 +745,7 @@ class _Listeners:
                     incident=request.get("incident"),
                     break_glass=bool(request.get("bg")),
                     confirmed_hash=request["h"],
+                    drill=request.get("d"),
                 )
             )
         except RunbookError as exc:

@@ -43,6 +43,7 @@ from runbooks.engine.verdicts import execution_verdict
 
 if TYPE_CHECKING:
     from runbooks.engine.executor import Engine
+    from runbooks.engine.models import Execution
     from runbooks.engine.schedule import Drill, SchedulesFile
 
 _log = logging.getLogger(__name__)
@@ -140,16 +141,19 @@ def started_text(
     execution_id: str,
     awaiting: int | None,
     report: bool,
+    by: str | None = None,
 ) -> str:
-    """The fire's announcement: ``awaiting`` approvals, or a read-only ``report``."""
+    """The fire's announcement (``by`` a person: a run by hand): ``awaiting`` approvals, or a
+    read-only ``report``."""
     waiting = ""
     if awaiting is not None:
         waiting = f"; awaiting {awaiting} approval(s) (the card is in the approvals channel)"
     elif report:
         waiting = "; a report, run at once"
     lateness = f", {format_duration(late)} late (catch-up)" if late >= 60 else ""
+    hand = f"run by hand by {by}, " if by else ""
     return (
-        f"started: {drill.name} ({when(drill, at)}{lateness}): {drill.runbook} "
+        f"started: {drill.name} ({hand}{when(drill, at)}{lateness}): {drill.runbook} "
         f"{execution_id}{waiting}"
     )
 
@@ -315,6 +319,7 @@ class DrillScheduler:
                     actor=SCHEDULER,
                     reason=reason,
                     assume_yes=True,
+                    drill=drill.name,
                 )
             )
         except RunbookError as exc:
@@ -334,6 +339,27 @@ class DrillScheduler:
         self._set(drill, at, "requested", done, execution_id=execution_id)
         if execution_id:
             done.requested.append(execution_id)
+        self._started(
+            drill,
+            at,
+            execution,
+            late=late,
+            done=done,
+            report=result.outcome == Outcome.REPORTED,
+        )
+
+    def _started(
+        self,
+        drill: Drill,
+        at: float,
+        execution: Execution | None,
+        *,
+        done: Tick,
+        late: float = 0.0,
+        by: str | None = None,
+        report: bool = False,
+    ) -> None:
+        """Announce a run that started (a fire, or a person's ``drills.run``)."""
         awaiting: int | None = None
         if execution is not None and execution.state == State.AWAITING_APPROVAL:
             awaiting = execution.required_approvals
@@ -343,13 +369,41 @@ class DrillScheduler:
                 drill,
                 at,
                 late=late,
-                execution_id=execution_id or "",
+                execution_id=execution.id if execution is not None else "",
                 awaiting=awaiting,
-                report=result.outcome == Outcome.REPORTED,
+                report=report,
+                by=by,
             ),
             key=f"{drill.name}.{at}.started",
             done=done,
         )
+
+    def fired_by_hand(
+        self, name: str, execution: Execution, *, actor: Actor, report: bool = False
+    ) -> None:
+        """Record a person's run of a drill (``drills.run``, already authorised) as a fire at
+        now, by them, and announce it as a scheduled fire is; its result is announced like
+        any fire's, by the leader's tick."""
+        drill = self._drill(name)
+        at = self.clock.now()
+        done = Tick()
+        self._set(
+            drill,
+            at,
+            "requested",
+            done,
+            note=f"run by hand by {actor.name}",
+            execution_id=execution.id,
+            by=actor.name,
+        )
+        self.engine.audit.record(
+            "drill.run",
+            actor=actor,
+            outcome="requested",
+            target={"drill": drill.name, "runbook": drill.runbook},
+            execution_id=execution.id,
+        )
+        self._started(drill, at, execution, by=actor.name, done=done, report=report)
 
     def _queued(self, drill: Drill, term: int, done: Tick) -> None:
         """A queued fire is requested once the run it waited for has ended."""
@@ -478,6 +532,7 @@ class DrillScheduler:
         *,
         note: str = "",
         execution_id: str | None = None,
+        by: str | None = None,
     ) -> None:
         history = [e for e in self._history(drill) if float(e["at"]) != at]
         previous = next((e for e in self._history(drill) if float(e["at"]) == at), {})
@@ -486,6 +541,8 @@ class DrillScheduler:
             "state": state,
             "note": note or previous.get("note", ""),
             "execution_id": execution_id or previous.get("execution_id"),
+            # Who started it: "schedule" for a fire, else the person (drills.run).
+            "by": by or previous.get("by") or "schedule",
             "updated_at": self.clock.now(),
         }
         history.insert(0, entry)
@@ -647,5 +704,6 @@ class DrillScheduler:
                 actor=actor,
                 reason=f"drill {drill.name} (run by hand)",
                 assume_yes=True,
+                drill=drill.name,
             )
         )

@@ -1,7 +1,8 @@
 """Drill evidence: what each drill's runs achieved, as an auditor can take it.
 
-``collect`` reads the scheduler's fire history and the executions it links (and the runs made
-by hand with ``drills.run``, found by their reason), and gives per drill its runs, newest first:
+``collect`` reads the scheduler's fire history and the executions it links (runs made by hand
+with ``drills.run`` are fires by a person there; other executions naming the drill in their
+``drill`` field are found too), and gives per drill its runs, newest first:
 date, how it was started, verdict, RTO and RPO achieved against the targets (the ``Measure``
 records the steps kept), approvals and execution id. Fires that did not run (missed, skipped,
 held, paused, refused) are part of the evidence too: a year with a missed drill must show it.
@@ -175,24 +176,24 @@ def collect(
                 continue
             execution_id = entry.get("execution_id")
             execution = store.get_execution(str(execution_id)) if execution_id else None
+            started_by = str(entry.get("by") or "schedule")
             if execution is not None:
                 linked.add(execution.id)
-                runs.append(_from_execution(execution, at=at, started_by="schedule"))
+                runs.append(_from_execution(execution, at=at, started_by=started_by))
             else:
                 state = str(entry["state"])
                 verdict = state if state in NOT_RUN else f"not run ({state})"
                 runs.append(
                     DrillRun(
                         at=at,
-                        started_by="schedule",
+                        started_by=started_by,
                         state=state,
                         verdict=verdict,
                         note=str(entry.get("note") or ""),
                     )
                 )
-        by_hand = f"drill {drill.name} (run by hand)"
         for execution in recent:
-            if execution.id in linked or execution.reason != by_hand:
+            if execution.id in linked or execution.drill != drill.name:
                 continue
             at = execution.started_at or execution.created_at
             if since is not None and at < since:

@@ -252,8 +252,11 @@ class Engine(Locks, Decisions, Runner):
         incident: str | None = None,
         break_glass: bool = False,
         channel: str | None = None,
+        drill: str | None = None,
     ) -> Execution:
         """Create an execution for the plan the requester saw (and thereby confirmed).
+
+        ``drill`` names the drill this is a run of (the scheduler's fire or ``drills.run``).
 
         Refuses (audited) when policy forbids this person, front end, channel or moment.
         Break-glass skips the approvals where policy allows it, needs a reason and an incident
@@ -292,6 +295,7 @@ class Engine(Locks, Decisions, Runner):
             expires_at=now + gate.expiry if gate.required else None,
             confirmed_hash=plan.hash,
             steps=step_records(plan),
+            drill=drill,
         )
         for _ in range(20):
             try:
@@ -316,9 +320,12 @@ class Engine(Locks, Decisions, Runner):
                 "plan_hash": plan.hash,
                 "required_approvals": gate.required,
                 "break_glass": break_glass,
+                "drill": drill,
             },
         )
-        self._publish(execution, "execution.created", break_glass=break_glass, channel=channel)
+        self._publish(
+            execution, "execution.created", break_glass=break_glass, channel=channel, drill=drill
+        )
         if break_glass:
             self.audit.record(
                 "break_glass.used",

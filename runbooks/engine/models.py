@@ -178,6 +178,9 @@ class Execution:
     ended_at: float | None = None
     error: str | None = None
     cancel_reason: str | None = None
+    #: The drill this execution is a run of (a scheduled fire or ``drills.run`` by a
+    #: person), else None. A typed fact: pages, notes and evidence read it, never the reason.
+    drill: str | None = None
     version: int = 0
 
     @property
@@ -227,6 +230,7 @@ class Execution:
             "ended_at": self.ended_at,
             "error": self.error,
             "cancel_reason": self.cancel_reason,
+            "drill": self.drill,
             "version": self.version,
         }
 
@@ -252,6 +256,7 @@ class Execution:
             ended_at=doc.get("ended_at"),
             error=doc.get("error"),
             cancel_reason=doc.get("cancel_reason"),
+            drill=doc.get("drill"),  # executions stored before the field have none
             version=doc.get("version", 0),
         )
 

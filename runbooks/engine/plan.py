@@ -168,6 +168,10 @@ class RunContext(PlanContext):
     #: Slack card's buttons) and wait for the first answer, at most ``within`` seconds.
     #: Returns None when nobody answered in time. Cancelling still stops the wait.
     ask: Callable[[str, tuple[str, ...], float], Answer | None] = _nobody_to_ask
+    #: Set by the engine while a step runs: run this step once more at ``due`` (the engine's
+    #: clock), after the execution ended: the bot's housekeeper (leader) does it when due, or
+    #: ``runs.cleanup`` where no bot runs. A step that defers returns at once.
+    defer: Callable[[float], None] = lambda _due: None
 
     def note(self, text: str) -> None:
         """Record a line of step output (shown in the CLI, Slack and the audit log)."""

@@ -19,6 +19,7 @@ from runbooks.engine.models import Actor, Execution
 
 if TYPE_CHECKING:
     from runbooks.engine.approvals import Gate
+    from runbooks.engine.drills import DrillScheduler
     from runbooks.engine.executor import Engine, Prepared
     from runbooks.engine.plan import Plan
 
@@ -50,6 +51,9 @@ class Request:
     dry_run: bool = False
     confirmed_hash: str | None = None
     assume_yes: bool = False
+    #: The drill this request runs (schedules.yaml's name): set by the scheduler's fire and
+    #: by ``drills.run``; a person's drill run is authorised, recorded and announced here.
+    drill: str | None = None
 
 
 @dataclass
@@ -83,6 +87,7 @@ def handle(engine: Engine, request: Request, *, prepared: Prepared | None = None
             "--break-glass needs --reason TEXT and --incident ID (the PagerDuty incident "
             "this emergency belongs to)"
         )
+    drills = _drills(engine, request)
     if prepared is None or prepared.plan.hash != request.confirmed_hash:
         prepared = engine.prepare(
             request.runbook,
@@ -110,7 +115,10 @@ def handle(engine: Engine, request: Request, *, prepared: Prepared | None = None
             reason=request.reason,
             incident=request.incident,
             channel=request.channel,
+            drill=request.drill,
         )
+        if drills is not None:
+            drills.fired_by_hand(request.drill or "", execution, actor=request.actor, report=True)
         return result(Outcome.REPORTED, execution=engine.start(execution.id, actor=request.actor))
     engine.preflight(
         prepared,
@@ -132,8 +140,29 @@ def handle(engine: Engine, request: Request, *, prepared: Prepared | None = None
         incident=request.incident,
         break_glass=request.break_glass,
         channel=request.channel,
+        drill=request.drill,
     )
+    if drills is not None:
+        drills.fired_by_hand(request.drill or "", execution, actor=request.actor)
     return result(Outcome.SUBMITTED, execution=execution)
+
+
+def _drills(engine: Engine, request: Request) -> DrillScheduler | None:
+    """For a person's drill run (``drills.run``): the scheduler that records and announces it,
+    once ``drills.operators`` allowed it; None for any other request (the scheduler records
+    its own fires)."""
+    if request.drill is None or request.actor.origin == "scheduler":
+        return None
+    from runbooks.engine.drills import DrillScheduler
+
+    drills = DrillScheduler(engine, engine.config.schedules)
+    drill = drills.authorise("run", request.drill, actor=request.actor)
+    if drill.runbook != request.runbook:
+        raise InvalidInput(
+            f"drill {drill.name} runs {drill.runbook}, not {request.runbook}",
+            hint=f"drills.run {drill.name}",
+        )
+    return drills
 
 
 def _would_refuse(engine: Engine, prepared: Prepared, request: Request) -> str | None:

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from runbooks.engine.clock import Clock, format_duration
 from runbooks.engine.errors import (
@@ -44,6 +45,16 @@ from runbooks.engine.store.base import Store
 _log = logging.getLogger(__name__)
 #: How often a running step's output so far is saved (engine clock seconds).
 PROGRESS_SAVE_S = 5.0
+#: Steps to run again later (``RunContext.defer``): [{execution_id, step, due}].
+DEFERRED_KEY = "deferred.steps"
+
+
+def _without(entries: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in entries
+        if (e["execution_id"], e["step"]) != (entry["execution_id"], entry["step"])
+    ]
 
 
 def error_text(exc: Exception) -> str:
@@ -332,6 +343,7 @@ class Runner(Journal):
             ctx.measures = []
             ctx.on_progress = self._progress_reporter(execution, record, ctx)
             ctx.ask = self._asker(execution, record, ctx, actor=actor)
+            ctx.defer = self._deferrer(execution, record)
             try:
                 output = step.run(ctx)
                 step.wait(ctx, self.clock.now() + step.timeout)
@@ -374,6 +386,87 @@ class Runner(Journal):
             self._step_transition(execution, record, "step.succeeded", actor=actor)
         execution.ended_at = self.clock.now()
         self._transition(execution, State.SUCCEEDED, actor=actor)
+
+    def _deferrer(self, execution: Execution, record: StepRecord) -> Callable[[float], None]:
+        def defer(due: float) -> None:
+            entry = {"execution_id": execution.id, "step": record.index, "due": due}
+            self._swap_deferred(lambda entries: [*_without(entries, entry), entry])
+
+        return defer
+
+    def _swap_deferred(
+        self, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+    ) -> None:
+        self.store.kv_insert(DEFERRED_KEY, [])
+        for _ in range(100):  # compare-and-set: replicas and terminals share the list
+            current = self.store.kv_get(DEFERRED_KEY)
+            if self.store.kv_swap(DEFERRED_KEY, current, change(list(current or []))):
+                return
+        raise ConcurrentUpdate(f"{DEFERRED_KEY}: too many concurrent changes")
+
+    def _forget_deferred(self, entry: dict[str, Any]) -> None:
+        self._swap_deferred(lambda entries: _without(entries, entry))
+
+    def deferred(self) -> list[dict[str, Any]]:
+        """Steps to run again later (a kept scratch database's drop), soonest first."""
+        return sorted(self.store.kv_get(DEFERRED_KEY) or [], key=lambda e: float(e["due"]))
+
+    def run_due_deferred(self, *, actor: Actor) -> list[str]:
+        """Run each deferred step that is due at the engine clock's now, audited
+        (``step.deferred_ran``); one that fails stays for the next call. Returns the lines
+        the steps said (``dropped scratch database …``)."""
+        done: list[str] = []
+        for entry in self.deferred():
+            if float(entry["due"]) > self.clock.now():
+                break
+            execution = self.store.get_execution(str(entry["execution_id"]))
+            if execution is None:
+                self._forget_deferred(entry)
+                continue
+            index = int(entry["step"])
+            step = execution.plan.build_steps()[index]
+            spec = self.registry.get(execution.runbook)
+            ctx = RunContext(
+                config=self.config,
+                env=self.config.environment(execution.environment),
+                params=validate_params(spec.params, execution.plan.params, self.config),
+                clock=self.clock,
+                adapters=self.adapters,
+                state_dir=self.state_dir,
+                execution_id=execution.id,
+                started_at=execution.started_at or self.clock.now(),
+                break_glass=execution.break_glass,
+            )
+            target = {"runbook": execution.runbook, "environment": execution.environment}
+            try:
+                output = step.run(ctx) or ""
+                step.wait(ctx, self.clock.now() + step.timeout)
+            except Exception as exc:
+                self.audit.record(
+                    "step.deferred_ran",
+                    actor=actor,
+                    outcome="failed",
+                    target=target,
+                    execution_id=execution.id,
+                    detail={"step": index + 1, "error": error_text(exc)},
+                )
+                _log.warning("deferred step %s of %s failed: %s", index + 1, execution.id, exc)
+                continue
+            self.audit.record(
+                "step.deferred_ran",
+                actor=actor,
+                outcome="ok",
+                target=target,
+                execution_id=execution.id,
+                detail={"step": index + 1, "output": output},
+            )
+            self._forget_deferred(entry)
+            with contextlib.suppress(ConcurrentUpdate):
+                record = execution.steps[index]
+                record.output = [*record.output, *ctx.notes, output]
+                self._save(execution)
+            done.append(output)
+        return done
 
     def _progress_reporter(
         self, execution: Execution, record: StepRecord, ctx: RunContext

@@ -1,4 +1,5 @@
-"""The engine's background work: expire approvals, resume orphans, start approved runs.
+"""The engine's background work: expire approvals, resume orphans, start approved runs, and
+run deferred steps that came due (a kept scratch database's drop).
 
 One sweep does all three; the bot calls it every couple of seconds on the leader (the
 ``supervisor`` leader lease), so an execution whose process died is resumed as soon as its
@@ -35,6 +36,8 @@ class Sweep:
     expired: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
+    #: What deferred steps that came due said (a kept scratch database dropped).
+    deferred: list[str] = field(default_factory=list)
 
 
 class Supervisor:
@@ -48,6 +51,7 @@ class Supervisor:
         """Expire what ran out of time, then resume orphans and start approved executions."""
         engine = self.engine
         done = Sweep(expired=engine.expire_due())
+        done.deferred = engine.run_due_deferred(actor=SYSTEM)
         for execution in engine.resumable():
             if self._take(execution.id):
                 done.resumed.append(execution.id)

@@ -290,8 +290,10 @@ def test_a_failed_drill_pages_once_under_its_own_key_and_the_next_success_resolv
         prepared = feed.engine.prepare(
             "test.set", {"environment": "development", "keys": "d"}, actor=ALICE
         )
-        reason = "drill monthly-restore-test (due 2027-01-01T03:00:00.000Z)"
-        execution = feed.engine.submit(prepared, actor=ALICE, reason=reason)
+        # The drill is a typed fact on the execution; the reason is free text for people.
+        execution = feed.engine.submit(
+            prepared, actor=ALICE, reason="nightly check", drill="monthly-restore-test"
+        )
         done = feed.engine.start(execution.id, actor=ALICE)
         feed.deliver()
         return done.state
@@ -305,6 +307,11 @@ def test_a_failed_drill_pages_once_under_its_own_key_and_the_next_success_resolv
         ("trigger", key),
     ]
     (incident,) = emulator.state.incidents.values()  # paged once: one incident
+    summary = emulator.state.events[0]["payload"]["summary"]
+    assert summary.startswith("runbook-bot: drill monthly-restore-test (test.set) in development")
+    assert emulator.state.events[0]["payload"]["custom_details"]["drill"] == (
+        "monthly-restore-test"
+    )
     world.FAILING_VERIFY.clear()
     world.STATE.clear()
     assert drill_run() == State.SUCCEEDED

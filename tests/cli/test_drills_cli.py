@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+from runbooks.engine.store.sqlite import SqliteStore
 from tests.conftest import ROOT, run_cli
 
 
@@ -25,6 +26,26 @@ def test_a_drill_run_by_hand_is_in_the_report_with_what_it_measured(
     ran = run_cli(["drills.run", "monthly-restore-test", "--yes", "--json"], env, timeout=180)
     assert ran.returncode == 0, ran.stderr[-2000:]
     execution_id = json.loads(ran.stdout)["id"]
+
+    # A run by hand is a fire by a person: in the history with who, and announced.
+    history = run_cli(["drills.history", "--name", "monthly-restore-test", "--json"], env)
+    assert history.returncode == 0, history.stderr
+    (fire,) = json.loads(history.stdout)
+    assert fire["execution_id"] == execution_id and fire["by"] == "Alice"
+    listed = run_cli(["drills.history", "--name", "monthly-restore-test"], env)
+    assert f"{execution_id} (run by hand by Alice)" in listed.stdout, listed.stdout
+    store = SqliteStore(env["RUNBOOK_BOT_STATE"])
+    try:
+        announced = [
+            e.payload["text"]
+            for e in store.events_after(0, limit=1000)
+            if e.type == "drill.announce"
+        ]
+    finally:
+        store.close()
+    (started,) = announced
+    assert started.startswith("started: monthly-restore-test (run by hand by Alice, "), started
+    assert started.endswith(f"restore.test {execution_id}")
 
     data = run_cli(["drills.report", "--json"], env)
     assert data.returncode == 0, data.stderr

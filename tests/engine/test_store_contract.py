@@ -193,3 +193,17 @@ def test_schema_is_versioned_and_reopening_migrates_nothing(tmp_path: Path) -> N
     again = SqliteStore(tmp_path / "s.db")
     assert again.schema_version() == version >= 1
     assert again.get_execution("rb-keep01") is not None
+
+
+def test_an_execution_keeps_its_drill_and_one_stored_before_the_field_loads(store: Store) -> None:
+    execution = make_execution("rb-000007")
+    execution.drill = "monthly-restore-test"
+    store.create_execution(execution)
+    store.create_execution(make_execution("rb-000008"))
+    stored = store.get_execution("rb-000007")
+    assert stored is not None and stored.drill == "monthly-restore-test"
+    other = store.get_execution("rb-000008")
+    assert other is not None and other.drill is None
+    old = make_execution("rb-000009").to_doc()
+    del old["drill"]  # as written before executions carried their drill
+    assert Execution.from_doc(old).drill is None

@@ -431,34 +431,39 @@ def test_an_unknown_backup_prefix_names_the_ones_there(engine: Engine) -> None:
     assert "nightly/there" in str(getattr(caught.value, "hint", ""))
 
 
-def test_keep_for_keeps_the_scratch_copy_until_cancel_drops_it(
-    engine: Engine, databases: Databases
+def test_keep_for_returns_at_once_says_where_and_the_housekeeper_drops_it_when_due(
+    engine: Engine, databases: Databases, sandbox_config: Config, tmp_path: Path
 ) -> None:
-    from tests.runbooks.conftest import started
-    from tests.support.waiting import wait_for
+    """``--keep-for 2h``: the run ends once restored and verified, naming the scratch
+    database (no credentials) and when it goes; the supervisor's sweep drops it when due on
+    the engine's clock (a fake one here), audited; plain pymongo is the oracle."""
+    from runbooks.engine.supervisor import Supervisor
 
     prefix = take_backup(engine, "nightly/keep")
-    prepared = engine.prepare(
-        "restore.test",
-        {"environment": "production", "backup": prefix, "keep_for": "1h"},
-        actor=ALICE,
-    )
-    assert "keep the scratch database" in prepared.plan.steps[1]["description"]
-    execution = engine.submit(prepared, actor=ALICE)
-    with started(engine, execution.id, actor=ALICE) as finished:
-        # Verified and kept: the scratch copy is there to inspect, with its data.
-        wait_for(
-            lambda: engine.get(execution.id).steps[0].status.value == "succeeded", what="verify"
-        )
+    clock = FakeClock(time.time())
+    with live_engine(sandbox_config, tmp_path / "fake", clock=clock) as later:
+        done = run(later, "restore.test", environment="production", backup=prefix, keep_for="2h")
+        assert done.state == State.SUCCEEDED, done.error
         [scratch] = databases.scratch_databases()
         with databases.client(databases.scratch) as client:
             assert (
                 client[scratch].users.count_documents({})
                 == appdata.expected_counts("production")["users"]
             )
-        engine.cancel(execution.id, actor=ALICE, reason="seen enough")
-    assert finished and finished[0].state == State.CANCELLED, finished
-    assert databases.scratch_databases() == []
+        said = "\n".join(done.steps[1].output)
+        assert "scratch database kept for inspection: mongodb://" in said, said
+        assert f"/{scratch} " in said and "@" not in said  # where to connect, no credentials
+        assert "dropped at " in said and "invoke runs.cleanup" in said
+        supervisor = Supervisor(later)
+        assert supervisor.sweep().deferred == []  # not due yet: still there
+        assert databases.scratch_databases() == [scratch]
+        clock.advance(2 * 3600)
+        assert supervisor.sweep().deferred == [f"dropped scratch database {scratch}"]
+        assert databases.scratch_databases() == []
+        assert supervisor.sweep().deferred == []  # once
+        actions = [json.loads(row.body) for row in later.store.iter_audit()]
+        (ran,) = [a for a in actions if a["action"] == "step.deferred_ran"]
+        assert ran["outcome"] == "ok" and ran["execution_id"] == done.id
 
 
 def test_the_slack_card_of_a_finished_restore_test_carries_its_report(
