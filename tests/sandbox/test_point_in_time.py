@@ -62,7 +62,10 @@ def test_readme_point_in_time_restore_test_of_rehearsal_works_in_the_sandbox(
             orders.update_one({"_id": "pit-A"}, {"$set": {"total": 2}})
             orders.delete_one({"_id": victim["_id"]})
         when = iso(float(point))
-        # --keep-for holds the restored copy for inspection, then the run drops it.
+        # README's line, plus --keep-for: it holds the restored copy for inspection, then the
+        # run drops it.
+        readme = (ROOT / "README.md").read_text(encoding="utf-8")
+        assert 'invoke restore.test rehearsal --point-in-time "$POINT" --yes' in readme
         command = [str(BIN / "invoke"), "restore.test", "rehearsal", "--point-in-time", when]
         run = subprocess.Popen(
             [*command, "--keep-for", "1m", "--yes"],
