@@ -59,13 +59,22 @@ def _stamp(ts: float) -> str:
 
 
 def _needs(env: EnvironmentConfig, environment: str, *, restore: bool) -> None:
+    """Refuse what the environment's configuration cannot do: a dump needs a bucket (to write
+    it, or to restore it from); a restore test of Atlas snapshots needs none."""
     if env.mongodb is None:
         raise InvalidInput(
             f"{environment} has no database configured (mongodb in environments.yaml)"
         )
-    if env.backup_bucket is None:
+    atlas = env.mongodb.backups == "atlas"
+    if env.backup_bucket is None and not (restore and atlas):
         raise InvalidInput(
             f"{environment} has no backup bucket (backup_bucket in environments.yaml)"
+            + (
+                f"; its backups are Atlas snapshots of {env.mongodb.atlas_cluster}, which "
+                f"Atlas takes (restore.test {environment} restores them)"
+                if atlas
+                else ""
+            )
         )
     if restore and env.restore is None:
         raise InvalidInput(
@@ -455,7 +464,7 @@ def restore_test(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
     """Restore a backup into a scratch database and prove it: counts, hashes, indexes, smoke."""
     env = ctx.env
     _needs(env, params.environment, restore=True)
-    assert env.mongodb is not None and env.backup_bucket is not None and env.restore is not None
+    assert env.mongodb is not None and env.restore is not None
     infra = infrastructure(ctx)
     source = infra.data(params.environment)
     target = infra.data(params.environment, restore_target=True)
@@ -468,6 +477,7 @@ def restore_test(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
         )
     if env.mongodb.backups == "atlas":
         return _atlas_plan(ctx, params)
+    assert env.backup_bucket is not None  # _needs: dumps come from the bucket
     if params.point_in_time is not None:
         raise InvalidInput(
             f"--point-in-time needs Atlas cloud backups; {params.environment}'s backups are "

@@ -14,12 +14,14 @@ No MongoDB server can run here, so two local servers share one ``ClusterState``:
   members in us-east-1, two in us-west-2, each tagged ``region: US_EAST_1`` etc. as Atlas tags
   them, optimes behind the primary by the configured lag.
 
-Cloud backups (``AtlasBackups``, when given): ``GET .../clusters/production/backup/snapshots``
-(snapshots of the production wire server's data), ``POST .../backup/restoreJobs``
+Cloud backups (``AtlasBackups``, when given, one per source cluster): ``GET
+.../clusters/{cluster}/backup/snapshots`` (snapshots of that cluster's wire server's data; the
+sandbox backs up ``production`` and ``rehearsal``), ``POST .../backup/restoreJobs``
 (``deliveryType: automated``, ``snapshotId``, ``targetClusterName``, ``targetGroupId``; the
 job wipes the target cluster's wire server and loads the snapshot, ``finishedAt`` set when
 done), ``GET .../backup/restoreJobs/{id}``, and ``GET .../clusters/{target}`` with its
-``tags``. Point-in-time restores (``deliveryType: pointInTime`` with
+``tags`` (a target belongs to the source cluster whose backups restore into it).
+Point-in-time restores (``deliveryType: pointInTime`` with
 ``pointInTimeUTCSeconds``, Atlas's names): the job loads the newest snapshot taken by the end
 of that second, then replays the source's oplog (``MongoServer.record_writes``) from the
 snapshot's position through that second (inclusive); a second in the future, or before the
@@ -44,6 +46,7 @@ import json
 import secrets
 import threading
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -147,8 +150,9 @@ SCRATCH_TAG = {"key": "runbook-bot", "value": "scratch"}
 
 @dataclass
 class AtlasBackups:
-    """Cloud backups of the production cluster: snapshots of its wire server's data, and
-    restore jobs that wipe a target cluster and load a snapshot into it, as Atlas does.
+    """Cloud backups of one cluster (``source``, a ``WireDatabase`` named as the cluster):
+    snapshots of its wire server's data, and restore jobs that wipe a target cluster and load
+    a snapshot into it, as Atlas does.
 
     ``targets``: cluster name -> (its wire server, its tags); a cluster tagged
     ``runbook-bot: scratch`` is one restore tests may use.
@@ -163,6 +167,11 @@ class AtlasBackups:
     _data: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: snapshot id -> (epoch seconds taken, the source's oplog length then, or None)
     _points: dict[str, tuple[float, int | None]] = field(default_factory=dict)
+
+    @property
+    def cluster(self) -> str:
+        """The name of the cluster these are backups of."""
+        return self.source.name
 
     def take_snapshot(self, at: datetime.datetime | None = None) -> dict[str, Any]:
         """Copy the source's databases (documents and indexes) as a completed snapshot."""
@@ -183,7 +192,7 @@ class AtlasBackups:
             "createdAt": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "status": "completed",
             "snapshotType": "scheduled",
-            "replicaSetName": CLUSTER,
+            "replicaSetName": self.cluster,
         }
         with self.lock:
             self.snapshots.append(snapshot)
@@ -350,19 +359,28 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(404, {"error": 404, "errorCode": "CLUSTER_NOT_FOUND", "detail": detail})
         return None
 
-    def _backup_route(self) -> tuple[str, list[str]] | None:
-        """(cluster, the path after ``backup/``) for a backup endpoint, else None."""
+    def _backup_route(self) -> tuple[AtlasBackups | None, list[str]] | None:
+        """(the named cluster's backups, if it has any; the path after ``backup/``) for a
+        backup endpoint, else None."""
         route = self._route() or ""
         cluster, _, rest = route.partition("/backup/")
-        if not rest or self.server.backups is None:
+        if not rest or not self.server.backups:
             return None
-        return cluster, rest.split("/")
+        return self.server.backups.get(cluster), rest.split("/")
 
-    def _get_backup(self, cluster: str, parts: list[str]) -> None:
-        backups = self.server.backups
-        assert backups is not None
+    def _target_tags(self, name: str | None) -> list[dict[str, str]] | None:
+        """The tags of a restore target cluster, or None if no backups restore into it."""
+        for backups in self.server.backups.values():
+            if name in backups.targets:
+                return backups.targets[name][1]
+        return None
+
+    def _get_backup(self, backups: AtlasBackups | None, parts: list[str]) -> None:
+        if backups is None:
+            self._send(404, {"error": 404, **_problem("RESOURCE_NOT_FOUND", self.path)})
+            return
         with backups.lock:
-            if parts == ["snapshots"] and cluster == CLUSTER:
+            if parts == ["snapshots"]:
                 results = list(reversed(backups.snapshots))
                 self._send(200, {"results": results, "totalCount": len(results)})
             elif len(parts) == 2 and parts[0] == "restoreJobs" and parts[1] in backups.jobs:
@@ -379,9 +397,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._get_backup(*backup)
             return
         name = self._route()
-        backups = self.server.backups
-        if backups is not None and name in backups.targets:
-            tags = backups.targets[name][1]
+        tags = self._target_tags(name)
+        if tags is not None:
             self._send(200, {"name": name, "clusterType": "REPLICASET", "tags": tags})
             return
         state = self._cluster()
@@ -414,9 +431,9 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._authorized():
                 self._challenge()
                 return
-            cluster, parts = backup
-            if parts == ["restoreJobs"] and cluster == CLUSTER and self.server.backups:
-                status, doc = self.server.backups.start_job(body)
+            backups, parts = backup
+            if parts == ["restoreJobs"] and backups is not None:
+                status, doc = backups.start_job(body)
                 self._send(status, {"error": status, **doc} if status >= 400 else doc)
             else:
                 self._send(404, {"error": 404, **_problem("RESOURCE_NOT_FOUND", self.path)})
@@ -434,7 +451,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     state: ClusterState
     clusters: dict[str, ClusterState]
-    backups: AtlasBackups | None
+    #: source cluster name -> its cloud backups
+    backups: dict[str, AtlasBackups]
     nonces: set[str]
     realm = "MMS Public API"
 
@@ -445,13 +463,15 @@ class AtlasEmulator:
         state: ClusterState,
         port: int = 0,
         *,
-        backups: AtlasBackups | None = None,
+        backups: AtlasBackups | Sequence[AtlasBackups] | None = None,
         others: list[ClusterState] | None = None,
     ) -> None:
         self.server = _Server(("127.0.0.1", port), _Handler)
         self.server.state = state
         self.server.clusters = {c.name: c for c in [state, *(others or [])]}
-        self.server.backups = backups
+        if isinstance(backups, AtlasBackups):
+            backups = [backups]
+        self.server.backups = {b.cluster: b for b in backups or []}
         self.server.nonces = set()
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

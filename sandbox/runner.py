@@ -61,19 +61,49 @@ def start_databases(
     production: atlas_sandbox.WireDatabase, rehearsal: atlas_sandbox.WireDatabase
 ) -> dict[str, MongoServer]:
     """The MongoDB wire servers by the variable naming their URI: the production cluster
-    (also DR's topology), staging's, rehearsal's (a two-region Atlas cluster of its own) and
-    the scratch cluster restore tests restore into; the application's collections seeded in
+    (also DR's topology), staging's, rehearsal's (a two-region Atlas cluster of its own), the
+    scratch cluster dump restore tests restore into, and rehearsal's scratch cluster (its
+    Atlas restore jobs wipe it, so it is its own); the application's collections seeded in
     each environment's."""
     servers = {
         "PRODUCTION_MONGODB_URI": production,
         "STAGING_MONGODB_URI": MongoServer(name="staging").start(),
         "REHEARSAL_MONGODB_URI": rehearsal,
         "RESTORE_MONGODB_URI": MongoServer(name="restore-scratch").start(),
+        "REHEARSAL_SCRATCH_MONGODB_URI": MongoServer(name=REHEARSAL_SCRATCH).start(),
     }
     appdata.seed(servers["PRODUCTION_MONGODB_URI"], "production")
     appdata.seed(servers["STAGING_MONGODB_URI"], "staging")
     appdata.seed(servers["REHEARSAL_MONGODB_URI"], "rehearsal")
     return servers
+
+
+#: The Atlas cluster rehearsal's restore tests restore into (tagged as scratch).
+REHEARSAL_SCRATCH = "rehearsal-scratch"
+
+
+def start_cloud_backups(
+    production: atlas_sandbox.WireDatabase,
+    rehearsal: atlas_sandbox.WireDatabase,
+    databases: dict[str, MongoServer],
+) -> list[atlas_sandbox.AtlasBackups]:
+    """Atlas cloud backups of production and rehearsal, one snapshot of each now, each
+    restorable into its own scratch cluster (tagged as scratch); both wire servers record
+    their writes from the snapshot on, so point-in-time restores replay them. Rehearsal's
+    backups are these snapshots (``mongodb.backups: atlas``); production's are dumps, and
+    its snapshots serve tests that switch it to ``atlas``."""
+    found = []
+    for source, target, variable in (
+        (production, "restore-scratch", "RESTORE_MONGODB_URI"),
+        (rehearsal, REHEARSAL_SCRATCH, "REHEARSAL_SCRATCH_MONGODB_URI"),
+    ):
+        cloud = atlas_sandbox.AtlasBackups(
+            source, targets={target: (databases[variable], [atlas_sandbox.SCRATCH_TAG])}
+        )
+        source.record_writes()
+        cloud.take_snapshot()
+        found.append(cloud)
+    return found
 
 
 def seed_backups(
@@ -393,16 +423,7 @@ def main(argv: list[str]) -> int:
     rehearsal_wire = atlas_sandbox.WireDatabase(rehearsal)
     rehearsal_wire.start()
     databases = start_databases(wire, rehearsal_wire)
-    # Atlas cloud backups of production (one snapshot now), restorable into the scratch
-    # cluster, which is tagged as scratch; used where mongodb.backups is atlas.
-    cloud = atlas_sandbox.AtlasBackups(
-        wire,
-        targets={
-            "restore-scratch": (databases["RESTORE_MONGODB_URI"], [atlas_sandbox.SCRATCH_TAG])
-        },
-    )
-    wire.record_writes()  # from the seed on: point-in-time restores replay these writes
-    cloud.take_snapshot()
+    cloud = start_cloud_backups(wire, rehearsal_wire, databases)
     api = atlas_sandbox.AtlasEmulator(cluster, backups=cloud, others=[rehearsal]).start()
     database = (api, wire)
     health = HealthServer().start()

@@ -118,6 +118,28 @@ def test_an_atlas_snapshot_is_restored_into_the_scratch_cluster_and_verified(
         assert client.list_database_names() == []
 
 
+def test_atlas_backups_need_no_bucket_but_a_dump_still_does(
+    world: World, tmp_path: Path, aws: AwsWorld
+) -> None:
+    snapshot = world.backups.take_snapshot()
+    directory = atlas_config(tmp_path)
+    path = directory / "environments.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert text.count("    backup_bucket: app-backups\n") == 1
+    path.write_text(text.replace("    backup_bucket: app-backups\n", ""), encoding="utf-8")
+    config = load_config(directory)
+    assert config.environment("production").backup_bucket is None
+    with live_engine(config, tmp_path) as engine:
+        prepared = engine.prepare("restore.test", {"environment": "production"}, actor=ALICE)
+        assert snapshot["id"] in prepared.plan.steps[0]["description"]
+        with pytest.raises(
+            InvalidInput,
+            match=r"production has no backup bucket \(backup_bucket in environments\.yaml\); "
+            r"its backups are Atlas snapshots of production, which Atlas takes",
+        ):
+            engine.prepare("restore.backup", {"environment": "production"}, actor=ALICE)
+
+
 def test_a_target_cluster_not_marked_as_scratch_is_refused(
     world: World, tmp_path: Path, aws: AwsWorld
 ) -> None:

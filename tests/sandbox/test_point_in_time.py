@@ -1,0 +1,115 @@
+"""README's point-in-time restore test as a user runs it: the sandbox as `python3 dev.py serve`
+starts it (`python -m sandbox up`), writes to the rehearsal cluster, then `invoke restore.test
+rehearsal --point-in-time TIME`; plain pymongo judges what reached rehearsal's scratch cluster."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+from pymongo.collection import Collection
+
+from runbooks.engine.clock import iso
+from runbooks.engine.settings import read_sandbox_env
+from sandbox import appdata
+from tests.conftest import BIN, ROOT
+from tests.support.waiting import wait_for
+
+Client = pymongo.MongoClient[dict[str, Any]]
+
+
+@pytest.mark.slow
+def test_readme_point_in_time_restore_test_of_rehearsal_works_in_the_sandbox(
+    cli_env: dict[str, str],
+) -> None:
+    env = dict(cli_env)
+    sandbox = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "up"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        env_file = Path(env["RUNBOOK_BOT_HOME"]) / "sandbox" / "env"
+        wait_for(env_file.exists, timeout=120, what="the sandbox env file")
+        uris = read_sandbox_env(env_file)
+        # Work of someone else's dump restore test on the shared scratch server: an Atlas
+        # restore wipes its target, so rehearsal's must never be this one.
+        shared: Client
+        with pymongo.MongoClient(uris["RESTORE_MONGODB_URI"]) as shared:
+            marker: Collection[dict[str, Any]] = shared.elsewhere.marker
+            marker.insert_one({"_id": "kept"})
+        live: Client
+        with pymongo.MongoClient(uris["REHEARSAL_MONGODB_URI"]) as live:
+            orders: Collection[dict[str, Any]] = live[appdata.DATABASE].orders
+            victim = orders.find_one(sort=[("_id", 1)])
+            assert victim is not None
+            orders.insert_one({"_id": "pit-A", "status": "pending", "total": 0})
+            orders.update_one({"_id": "pit-A"}, {"$set": {"total": 1}})
+            point = int(time.time())
+            # Atlas restores to the second and the sandbox stamps its oplog with its wall
+            # clock: the writes after the point must fall in a later second than it.
+            wait_for(lambda: time.time() >= point + 1, what="the next second")
+            orders.insert_one({"_id": "pit-B", "status": "pending", "total": 0})
+            orders.update_one({"_id": "pit-A"}, {"$set": {"total": 2}})
+            orders.delete_one({"_id": victim["_id"]})
+        when = iso(float(point))
+        # README's line, plus --keep-for: it holds the restored copy for inspection, then the
+        # run drops it.
+        readme = (ROOT / "README.md").read_text(encoding="utf-8")
+        assert 'invoke restore.test rehearsal --point-in-time "$POINT" --yes' in readme
+        command = [str(BIN / "invoke"), "restore.test", "rehearsal", "--point-in-time", when]
+        run = subprocess.Popen(
+            [*command, "--keep-for", "1m", "--yes"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            scratch: Client
+            with pymongo.MongoClient(uris["REHEARSAL_SCRATCH_MONGODB_URI"]) as scratch:
+                restored: Collection[dict[str, Any]] = scratch[appdata.DATABASE].orders
+
+                def restored_or_ended() -> bool:
+                    # A restore job wipes, loads and replays under the server's one lock: once
+                    # orders is there, the whole point-in-time copy is.
+                    names = scratch[appdata.DATABASE].list_collection_names()
+                    return "orders" in names or run.poll() is not None
+
+                wait_for(restored_or_ended, timeout=120, what="the restored copy or the exit")
+                assert run.poll() is None, run.communicate()  # ended with nothing to see
+                assert restored.find_one({"_id": "pit-A"}) == {
+                    "_id": "pit-A",
+                    "status": "pending",
+                    "total": 1,
+                }
+                assert restored.find_one({"_id": "pit-B"}) is None
+                assert restored.find_one({"_id": victim["_id"]}) == victim
+                count = appdata.expected_counts("rehearsal")["orders"]
+                assert restored.count_documents({}) == count + 1
+            out, err = run.communicate(timeout=300)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+        assert run.returncode == 0, out + err
+        assert f"point restored: {when}" in out, out
+        assert "RPO achieved" not in out, out
+        with pymongo.MongoClient(uris["REHEARSAL_SCRATCH_MONGODB_URI"]) as scratch:
+            assert appdata.DATABASE not in scratch.list_database_names()  # dropped after
+        with pymongo.MongoClient(uris["RESTORE_MONGODB_URI"]) as shared:
+            assert shared.elsewhere.marker.find_one() == {"_id": "kept"}
+    finally:
+        sandbox.send_signal(signal.SIGTERM)
+        output, _ = sandbox.communicate(timeout=60)
+    assert sandbox.returncode == 0, output
