@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from runbooks.engine.counters import transition_counts
 from runbooks.engine.models import State
+from runbooks.engine.readiness_watch import OPEN_KEY, REPORT_KEY
 from runbooks.engine.store.base import Store
 
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0)
@@ -81,6 +82,31 @@ class StoreCollector(Collector):
             buckets.append(("+Inf", float(len(values))))
             histogram.add_metric([runbook], buckets, sum_value=sum(values))
         yield histogram
+        yield from self._readiness()
+
+    def _readiness(self) -> Iterator[Metric]:
+        """Open readiness findings (``runbooks.engine.readiness_watch``) and when the leader
+        last evaluated: its age is ``time() - runbook_bot_readiness_last_evaluation_...``."""
+        findings = GaugeMetricFamily(
+            "runbook_bot_readiness_findings",
+            "Open readiness findings: a runbook's precondition that does not hold now",
+            labels=["environment", "runbook", "check"],
+        )
+        open_now = Counter(
+            (str(f["environment"]), str(f["runbook"]), str(f["check"]))
+            for f in (self.store.kv_get(OPEN_KEY) or {}).values()
+        )
+        for (environment, runbook, check), count in sorted(open_now.items()):
+            findings.add_metric([environment, runbook, check], count)
+        yield findings
+        report = self.store.kv_get(REPORT_KEY)
+        if report:
+            last = GaugeMetricFamily(
+                "runbook_bot_readiness_last_evaluation_timestamp_seconds",
+                "When the leader last evaluated every runbook's readiness (Unix time)",
+            )
+            last.add_metric([], float(report["at"]))
+            yield last
 
 
 class Metrics:

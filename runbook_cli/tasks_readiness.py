@@ -58,7 +58,47 @@ def check(
     with_runtime(go, as_json=json)
 
 
+@task(help={"json": "one JSON object on stdout"})
+def status(c: Any, json: bool = False) -> None:
+    """Show what the bot's last readiness evaluation found: open findings, since when."""
+    from runbook_cli.commands import consoles, emit_json, with_runtime
+    from runbooks.engine.clock import format_duration, iso
+    from runbooks.engine.readiness_watch import OPEN_KEY, REPORT_KEY
+
+    def go(rt: Runtime) -> int:
+        report = rt.engine.store.kv_get(REPORT_KEY)
+        found = dict(rt.engine.store.kv_get(OPEN_KEY) or {})
+        now = rt.engine.clock.now()
+        if json:
+            emit_json({"last_evaluation": report and report.get("at"), "open": found})
+            return EXIT_FINDINGS if found else 0
+        out, _ = consoles(False)
+        if not report:
+            out.print(
+                "readiness: not evaluated yet (the bot's leader evaluates every "
+                f"{format_duration(rt.config.schedules.readiness.interval)}; "
+                "`invoke readiness.check` runs the checks now)"
+            )
+            return 0
+        at = float(report["at"])
+        out.print(
+            f"readiness: last evaluated {iso(at)} ({format_duration(now - at)} ago), "
+            f"{report['checked']} check(s), {len(found)} open finding(s)"
+        )
+        for entry in sorted(found.values(), key=lambda f: float(f["opened_at"])):
+            out.print(
+                f"[red]NOT READY[/] since {iso(float(entry['opened_at']))} "
+                f"{entry['environment']} {entry['runbook']} · {entry['check']} · "
+                f"{entry['subject']}: {entry['detail']}",
+                soft_wrap=True,
+            )
+        return EXIT_FINDINGS if found else 0
+
+    with_runtime(go, as_json=json)
+
+
 def collections() -> list[Collection]:
     readiness = Collection("readiness")
     readiness.add_task(check)
+    readiness.add_task(status)
     return [readiness]

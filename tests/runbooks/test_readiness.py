@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from bot.metrics import Metrics
 from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
 from runbooks.engine.clock import FakeClock
 from runbooks.engine.config import Config
@@ -20,7 +22,7 @@ from runbooks.engine.outbox import OutboxFollower
 from runbooks.engine.readiness_watch import ReadinessNotices, ReadinessWatch, WatchTick
 from runbooks.engine.schedule import ReadinessSchedule
 from sandbox.pagerduty import SANDBOX_ROUTING_KEY, PagerDutyEmulator
-from tests.conftest import KubeSandbox
+from tests.conftest import KubeSandbox, run_cli
 from tests.runbooks.conftest import live_engine
 from tests.support.people import ALICE
 
@@ -98,6 +100,7 @@ def test_the_watch_opens_one_finding_pages_once_and_resolves_it_on_a_fake_clock(
     aws: Any,
     cluster: Any,
     pagerduty_emulator: PagerDutyEmulator,
+    cli_env: dict[str, str],
 ) -> None:
     """Every 30 minutes on the leader (one of two replicas), on a fake clock: breaking the
     standby's node group opens exactly one finding, posts one line to the ops channel and
@@ -172,6 +175,26 @@ def test_the_watch_opens_one_finding_pages_once_and_resolves_it_on_a_fake_clock(
         assert new_pages[0]["payload"]["severity"] == "warning"
         (posted,) = notices()[len(notices_before) :]
         assert posted.payload["channel"] == "C0APPROVALS"
+        # /metrics: the open finding by environment, runbook and check; when it was evaluated.
+        scraped = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(Metrics(engine.store).render().decode())
+            for sample in family.samples
+        }
+        labels = (
+            ("check", "the standby region can take the traffic"),
+            ("environment", "production"),
+            ("runbook", "dr.failover"),
+        )
+        assert scraped["runbook_bot_readiness_findings", labels] >= 1
+        assert scraped["runbook_bot_readiness_last_evaluation_timestamp_seconds", ()] == clock.now()
+        # readiness.status (the CLI, its own process) lists it from the store.
+        shown = run_cli(
+            ["readiness.status", "--json"],
+            {**cli_env, "RUNBOOK_BOT_STATE": str(tmp_path / "one" / "state.db")},
+        )
+        assert shown.returncode == 1, shown.stderr
+        assert key in json.loads(shown.stdout)["open"]
         assert "not ready" in posted.payload["text"]
         assert "can grow to 2 nodes, but a failover needs 4" in posted.payload["text"]
 
