@@ -91,7 +91,7 @@ def test_no_planted_secret_leaves_by_any_path_and_the_facts_do(
     # A request linked to the incident, with the corpus as its reason; then withdrawn with it.
     linked = terminal.submit("selftest", "staging", "--reason", REASON, "--incident", incident)
     terminal.run("runs.cancel", linked, "--reason", REASON)
-    # A drill run by hand, denied with the corpus as the denial's reason.
+    # A run whose reason names a drill, denied with the corpus as the denial's reason.
     drill = terminal.submit("selftest", "staging", "--reason", BY_HAND)
     terminal.run("approvals.deny", drill, "--reason", REASON, "--yes", user="bob")
     # A break-glass run in production, linked to the incident.
@@ -134,8 +134,13 @@ def test_no_planted_secret_leaves_by_any_path_and_the_facts_do(
     }
     assert {where: leaks(text) for where, text in landed.items() if leaks(text)} == {}
     # The sentences around the secrets arrived (json.dumps keeps the plain words).
-    for where in ("audit export", "state store", "Slack", "PagerDuty", "drill report"):
+    for where in ("audit export", "state store", "Slack", "PagerDuty"):
         assert missing_facts(landed[where]) == [], where
+    # The drill report lists drills' runs, which are typed now (Execution.drill): a run whose
+    # reason merely names a drill is not one, so the facts are not expected there; it is still
+    # read for secrets above and below (issue 29 item 4 changed this; a positive control for
+    # the report needs a drill whose runbook plans in this world).
+    assert "monthly-restore-test" in landed["drill report"]
 
     # Over-redaction: the break-glass record says how many approvals it bypassed.
     records = [json.loads(line) for line in exported.splitlines() if line.strip()]

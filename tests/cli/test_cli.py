@@ -99,7 +99,7 @@ def test_exit_codes_for_invalid_input(cli_env: dict[str, str]) -> None:
     unknown_flag = run_cli(["selftest", "development", "--colour", "red"], cli_env)
     assert unknown_flag.returncode == 2
     missing = run_cli(["selftest"], cli_env)
-    assert missing.returncode == 2 and "environment" in missing.stderr
+    assert missing.returncode == 2 and "environment" in missing.stderr.lower()
     bad_env = run_cli(["selftest", "prod", "--yes"], cli_env)
     assert bad_env.returncode == 2
     assert (
