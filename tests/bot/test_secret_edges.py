@@ -20,12 +20,11 @@ import pytest
 from sandbox.pagerduty import SANDBOX_API_TOKEN, PagerDutyEmulator
 from sandbox.slack import text_of
 from tests.bot.conftest import SlackWorld
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 from tests.support.secrets_corpus import corpus_text, leaks, missing_facts
 from tests.support.waiting import wait_for
 
 REASON = corpus_text(" ; ")
-BY_HAND = "drill monthly-restore-test (run by hand)"
 SELFTEST_RULE = '{runbooks: "selftest", environments: ["*"], requesters: [sre], approvals: 0}'
 #: selftest needs one approval and allows break-glass, so a request waits for a decision.
 SELFTEST_GATED = (
@@ -34,9 +33,23 @@ SELFTEST_GATED = (
 )
 
 
+#: A drill whose runbook plans in this world (selftest), so one run by hand reaches the report.
+EDGE_DRILL = """
+  - name: edge-drill
+    runbook: selftest
+    params: {environment: staging}
+    cron: "0 3 1 1 *"
+    timezone: UTC
+    channel: C0OPS
+"""
+
+
 @pytest.fixture
 def slack_env_extra(pagerduty_emulator: PagerDutyEmulator, tmp_path: Path) -> dict[str, str]:
+    schedules = tmp_path / "schedules.yaml"
+    schedules.write_text((ROOT / "schedules.yaml").read_text().rstrip() + "\n" + EDGE_DRILL)
     return {
+        "RUNBOOK_BOT_SCHEDULES": str(schedules),
         "PAGERDUTY_API_URL": pagerduty_emulator.url,
         "PAGERDUTY_CA_BUNDLE": str(pagerduty_emulator.ca_path),
         "PAGERDUTY_API_TOKEN": SANDBOX_API_TOKEN,
@@ -91,8 +104,12 @@ def test_no_planted_secret_leaves_by_any_path_and_the_facts_do(
     # A request linked to the incident, with the corpus as its reason; then withdrawn with it.
     linked = terminal.submit("selftest", "staging", "--reason", REASON, "--incident", incident)
     terminal.run("runs.cancel", linked, "--reason", REASON)
-    # A run whose reason names a drill, denied with the corpus as the denial's reason.
-    drill = terminal.submit("selftest", "staging", "--reason", BY_HAND)
+    # A drill run by hand, denied with the corpus as the denial's reason.
+    drill = str(
+        json.loads(
+            terminal.run("drills.run", "edge-drill", "--no-wait", "--yes", "--json", code=3)
+        )["id"]
+    )
     terminal.run("approvals.deny", drill, "--reason", REASON, "--yes", user="bob")
     # A break-glass run in production, linked to the incident.
     terminal.run(
@@ -116,7 +133,7 @@ def test_no_planted_secret_leaves_by_any_path_and_the_facts_do(
     for execution_id, state in ((linked, "cancelled"), (drill, "denied")):
         world.wait_for_message(_shows(f"`{execution_id}` — {state}"), what=state)
 
-    report = terminal.run("drills.report", "--name", "monthly-restore-test")
+    report = terminal.run("drills.report", "--name", "edge-drill")
     html = tmp_path / "drills.html"
     terminal.run("drills.report", "--format", "html", "--out", str(html))
     exported = terminal.run("audit.export")
@@ -134,15 +151,10 @@ def test_no_planted_secret_leaves_by_any_path_and_the_facts_do(
     }
     assert {where: leaks(text) for where, text in landed.items() if leaks(text)} == {}
     # The sentences around the secrets arrived (json.dumps keeps the plain words).
-    for where in ("audit export", "state store", "Slack", "PagerDuty"):
+    for where in ("audit export", "state store", "Slack", "PagerDuty", "drill report"):
         assert missing_facts(landed[where]) == [], where
-    # The drill report lists drills' runs, which are typed now (Execution.drill): a run whose
-    # reason merely names a drill is not one, so the facts are not expected there; it is still
-    # read for secrets above and below (issue 29 item 4 changed this; a positive control for
-    # the report needs a drill whose runbook plans in this world).
-    assert "monthly-restore-test" in landed["drill report"]
 
     # Over-redaction: the break-glass record says how many approvals it bypassed.
     records = [json.loads(line) for line in exported.splitlines() if line.strip()]
-    (glass,) = [r for r in records if r["detail"].get("bypassed_approvals") is not None]
+    (glass,) = [r for r in records if (r.get("detail") or {}).get("bypassed_approvals") is not None]
     assert glass["detail"]["bypassed_approvals"] == 1
