@@ -321,7 +321,16 @@ def check(c: Any) -> None:
         from runbooks.adapters import kube_context_problems
         from runbooks.adapters.kube_contexts import CONTEXT_HINT
 
-        unresolved = kube_context_problems(config)
+        if config.is_sandbox:  # the sandbox's emulators announce their kubeconfig, as for runs
+            from runbooks.engine.settings import read_sandbox_env
+
+            env_file = settings.state_dir / "sandbox" / "env"
+            kubeconfig = read_sandbox_env(env_file).get("KUBECONFIG") if env_file.exists() else None
+            unresolved = kube_context_problems(
+                config, kubeconfig=os.environ.get("KUBECONFIG") or kubeconfig
+            )
+        else:
+            unresolved = kube_context_problems(config)
         if unresolved:
             print(
                 f"configuration INVALID ({settings.config_dir}): Kubernetes contexts that "

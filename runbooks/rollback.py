@@ -755,8 +755,12 @@ def earlier_release(ctx: PlanContext) -> Iterator[Observation]:
                     return False, (
                         f"no revision before {current.number} ({current.image_text()}) to roll "
                         "back to"
-                        + (" that a rollback did not move away from" if moved else "")
-                        + " (revisionHistoryLimit 0, or a fresh deployment)"
+                        + (
+                            " that a rollback did not move away from (every earlier release "
+                            "was rolled back; `rollback --to-revision N` re-deploys one)"
+                            if moved
+                            else " (revisionHistoryLimit 0, or a fresh deployment)"
+                        )
                     )
                 return True, (
                     f"revision {current.number} ({current.image_text()}) can return to "

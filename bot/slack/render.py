@@ -115,7 +115,13 @@ def _plan_fields(plan: Plan, banner: str) -> list[dict[str, Any]]:
 def _steps_text(plan: Plan) -> str:
     lines = []
     for i, step in enumerate(plan.steps, start=1):
-        mark = "" if step["reversible"] else " _(cannot be undone)_"
+        why = str(step.get("irreversible_reason") or "")
+        if step["reversible"]:
+            mark = ""
+        elif why.startswith("a check"):  # a read-only step: nothing to undo
+            mark = f" _({escape(why)})_"
+        else:
+            mark = " _(cannot be undone)_"
         lines.append(f"{i}. {step['description']}{mark}")
     return "\n".join(lines) or "_no steps: nothing to change_"
 

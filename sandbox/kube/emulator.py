@@ -864,8 +864,12 @@ class Cluster:
         now = self.clock()
         for pod in self._owned("/pods", rs):
             images = [c.get("image", "") for c in pod["spec"].get("containers", [])]
+            # A broken image is named in full or as people say it (`app-api:1.4.1`).
             broken = any(
-                image in self.broken_images or image.endswith(":broken") for image in images
+                image in self.broken_images
+                or image.rsplit("/", 1)[-1] in self.broken_images
+                or image.endswith(":broken")
+                for image in images
             )
             oom = self.oom_below is not None and any(
                 _memory(((c.get("resources") or {}).get("limits") or {}).get("memory"))

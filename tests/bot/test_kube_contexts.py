@@ -72,3 +72,18 @@ def test_the_bot_without_its_kubeconfig_is_not_ready_and_acts_on_no_cluster(
     assert history.returncode != 0
     assert "cannot configure Kubernetes context 'us-west-2'" in history.stderr, history.stderr
     assert "no kubeconfig" in history.stderr
+
+
+def test_config_check_in_the_sandbox_reads_the_kubeconfig_it_announces(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """With the sandbox running, its env file names the kubeconfig (runbooks read it without
+    `source`): config.check must judge the contexts against that one, not say INVALID."""
+    env = no_kubeconfig(cli_env, tmp_path)
+    announced = Path(env["RUNBOOK_BOT_HOME"]) / "sandbox" / "env"
+    announced.parent.mkdir(parents=True, exist_ok=True)
+    kubeconfig = unreachable_kubeconfig(tmp_path / "sandbox-kubeconfig")
+    announced.write_text(f"export KUBECONFIG={kubeconfig}\n")
+    checked = run_cli(["config.check"], env)
+    assert checked.returncode == 0, checked.stderr
+    assert "configuration OK" in checked.stdout

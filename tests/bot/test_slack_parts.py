@@ -182,3 +182,35 @@ def test_courier_paces_each_channel_and_honours_retry_after() -> None:
         assert [c["method"] for c in slack.calls()][-2:] == ["chat.update", "chat.update"]
     finally:
         slack.stop()
+
+
+def test_a_read_only_check_step_is_not_labelled_cannot_be_undone() -> None:
+    """The rollback gate's watch changes nothing: the card says so, as the CLI does, instead
+    of "(cannot be undone)", which would warn an approver off for no reason."""
+    from bot.slack.render import _steps_text
+    from runbooks.engine.plan import Plan
+
+    steps = [
+        {"description": "roll back api", "reversible": True},
+        {"description": "promote the database", "reversible": False, "irreversible_reason": "x"},
+        {
+            "description": "watch api for 2m",
+            "reversible": False,
+            "irreversible_reason": "a check: it changes nothing",
+        },
+    ]
+    plan = Plan(
+        runbook="rollback",
+        environment="production",
+        tier="production",
+        region=None,
+        lock_key="production:api",
+        params={"environment": "production"},
+        steps=steps,
+        summary="",
+        notes=[],
+    )
+    lines = _steps_text(plan).splitlines()
+    assert "(cannot be undone)" not in lines[0]
+    assert "promote the database _(cannot be undone)_" in lines[1]
+    assert "watch api for 2m _(a check: it changes nothing)_" in lines[2]

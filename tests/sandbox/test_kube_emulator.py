@@ -340,3 +340,24 @@ def test_scaling_an_hour_after_the_last_rollout_keeps_progressing(tmp_path: Path
         assert deploy.status.ready_replicas == 2
     finally:
         emulator.stop()
+
+
+def test_a_broken_image_named_as_people_say_it_never_becomes_ready(kube: KubeSandbox) -> None:
+    """`sandbox.fault broken-image --value app-api:1.4.1` names the image without its registry:
+    the rollback to it must then fail, as the README's fault table promises."""
+    kube.hook("/_sandbox/broken", {"images": ["app-api:1.4.1"]})
+    undo = kube.kubectl("rollout", "undo", "deployment/api-deployment", "-n", NS)
+    assert undo.returncode == 0, undo.stderr
+    status = kube.kubectl(
+        "rollout", "status", "deployment/api-deployment", "-n", NS, "--timeout=3s"
+    )
+    assert status.returncode != 0  # still waiting for pods that never become ready
+    pods = kube.kubectl("get", "pods", "-n", NS, "-o", "json")
+    waiting = [
+        c["state"]["waiting"]["reason"]
+        for p in json.loads(pods.stdout)["items"]
+        if p["spec"]["containers"][0]["image"].endswith("app-api:1.4.1")
+        for c in p["status"].get("containerStatuses", [])
+        if "waiting" in c.get("state", {})
+    ]
+    assert waiting and set(waiting) == {"ImagePullBackOff"}, waiting
