@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from tests.bot.conftest import SlackWorld
-from tests.support.monitoring import Monitoring, need, wait_for
+from tests.support.monitoring import Monitoring, need
+from tests.support.waiting import wait_for
 
 TOKEN = "test-alertmanager-token"
 

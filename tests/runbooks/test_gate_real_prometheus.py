@@ -20,8 +20,9 @@ from runbooks.engine.models import Execution, State, StepStatus
 from sandbox.kube.emulator import BY_PATH
 from tests.conftest import KubeSandbox
 from tests.runbooks.conftest import live_engine
-from tests.support.monitoring import Monitoring, wait_for
+from tests.support.monitoring import Monitoring
 from tests.support.people import ALICE, BOB
+from tests.support.waiting import wait_for
 
 REGIONS = ("us-east-1", "us-west-2")
 DEPLOY = BY_PATH["apps", "v1", "deployments"]

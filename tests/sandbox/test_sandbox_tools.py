@@ -87,7 +87,10 @@ def _oom_pods(sandbox: dict[str, str], region: str, cache: Path) -> list[str]:
     ]
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is the oracle")
+@pytest.mark.skipif(
+    shutil.which("kubectl") is None,
+    reason="kubectl is the oracle; it is preinstalled on this project's machines and CI",
+)
 def test_channel_incident_and_faults_act_on_the_running_sandbox(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from sandbox.prometheus import Alertmanager, Prometheus, alertmanager_binary, prometheus_binary
 from sandbox.signals import SignalExporter
+from tests.support.waiting import wait_for
 
 #: Prometheus scrapes and evaluates every second here (the spec's is 15 s).
 SCRAPE_S = 1.0
@@ -40,15 +40,6 @@ def need(*tools: str) -> dict[str, str]:
             pytest.skip(message)
         found[tool] = path
     return found
-
-
-def wait_for(predicate: Callable[[], object], *, timeout: float = 30.0, what: str) -> None:
-    """Poll an observable condition, failing clearly on timeout."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass

@@ -35,7 +35,7 @@ class SmallDisk:
         )
         if done is None or done.returncode != 0:
             why = done.stderr.strip() if done is not None else "no mount command"
-            pytest.skip(f"cannot mount a small tmpfs here (needs root): {why}")
+            pytest.skip(f"cannot mount a small tmpfs here (needs root, as CI runs): {why}")
 
     def fill(self) -> int:
         """Write until the file system refuses (ENOSPC); return the bytes written."""
