@@ -41,8 +41,6 @@ from runbooks.interfaces import CloudSnapshot, InfrastructureError, infrastructu
 from runbooks.kit import backups
 from runbooks.kit.backups import Backup, RestoreReport
 
-HOLD_POLL_S = 2.0  # how soon a cancel ends an inspection hold
-
 
 def _targets_note(env: EnvironmentConfig, *, point_in_time: bool = False) -> str:
     """The objectives a restore test is measured against, in words."""
@@ -263,19 +261,27 @@ def _drop(ctx: RunContext, environment: str, scratch: str, prefix: str) -> str:
     return f"dropped scratch database {scratch}"
 
 
-def _hold(ctx: RunContext, scratch: str, keep_for: float) -> None:
-    """Wait until ``keep_for`` after the run started (the scratch copy stays inspectable)."""
+def _kept_until(ctx: RunContext, keep_for: float | None) -> float | None:
+    """When a kept copy is due to be dropped (``keep_for`` after the run started), while that
+    is still ahead; else None (drop it now)."""
+    if not keep_for:
+        return None
     until = (ctx.started_at or ctx.clock.now()) + keep_for
-    while True:
-        ctx.check_cancelled()
-        left = until - ctx.clock.now()
-        if left <= 0:
-            return
-        ctx.progress(
-            f"keeping scratch database {scratch} for inspection until {iso(until)} "
-            f"({format_duration(left)} left; cancel the run to drop it now)"
-        )
-        ctx.clock.sleep(min(HOLD_POLL_S, left))
+    return until if until > ctx.clock.now() else None
+
+
+def _keep(ctx: RunContext, environment: str, until: float, database: str, where: str) -> str:
+    """Record the copy's drop as a deferred step (``RunContext.defer``) and say where to
+    connect (the restore target's hosts and the database, never its credentials) and when the
+    copy goes; the run ends without holding the terminal."""
+    ctx.defer(until)
+    target = infrastructure(ctx).data(environment, restore_target=True)
+    hosts = ",".join(sorted(target.hosts()))
+    return (
+        f"{where} kept for inspection: mongodb://{hosts}/{database} (the restore target's "
+        f"credentials, not shown here); dropped at {iso(until)} by the bot's housekeeper, or "
+        "by `invoke runs.cleanup` after then where no bot runs"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -430,32 +436,18 @@ class DropScratch(Step, kind="restore.drop_scratch"):
             )
         return "drop the scratch database"
 
-    def _kept_until(self, ctx: RunContext) -> float | None:
-        """When a kept copy is due to be dropped, while that is still ahead; else None."""
-        if not self.keep_for:
-            return None
-        until = (ctx.started_at or ctx.clock.now()) + self.keep_for
-        return until if until > ctx.clock.now() else None
-
     def run(self, ctx: RunContext) -> str | None:
         scratch = scratch_name(ctx, self.environment, self.scratch_prefix)
-        until = self._kept_until(ctx)
+        until = _kept_until(ctx, self.keep_for)
         if until is not None:
             # Not held here: the drop is recorded in the store and run when due.
-            ctx.defer(until)
-            target = infrastructure(ctx).data(self.environment, restore_target=True)
-            hosts = ",".join(sorted(target.hosts()))
-            return (
-                f"scratch database kept for inspection: mongodb://{hosts}/{scratch} (the restore "
-                f"target's credentials, not shown here); dropped at {iso(until)} by the bot's "
-                f"housekeeper, or by `invoke runs.cleanup` after then where no bot runs"
-            )
+            return _keep(ctx, self.environment, until, scratch, "scratch database")
         return _drop(ctx, self.environment, scratch, self.scratch_prefix)
 
     def verify(self, ctx: RunContext) -> bool:
         target = infrastructure(ctx).data(self.environment, restore_target=True)
         scratch = scratch_name(ctx, self.environment, self.scratch_prefix)
-        kept = self._kept_until(ctx) is not None
+        kept = _kept_until(ctx, self.keep_for) is not None
         return (scratch in target.database_names()) == kept
 
 
@@ -692,9 +684,7 @@ class AtlasRestoreAndVerify(Step, kind="restore.atlas"):
             point=point,
             point_in_time=self.point_in_time,
         )
-        if not report.passed:
-            if self.keep_for:
-                _hold(ctx, f"{self.database} on {self.target_cluster}", self.keep_for)
+        if not report.passed:  # the compensation drops a copy that failed, kept or not
             raise InfrastructureError(f"restore test {report.summary()}")
         return f"restore test {line}"
 
@@ -711,22 +701,26 @@ class DropRestored(Step, kind="restore.atlas_drop"):
     irreversible_reason = "it only removes the scratch copy"
 
     def describe(self) -> str:
-        keep = (
-            f"keep it for inspection until {format_duration(self.keep_for)} after the test "
-            "started, then "
-            if self.keep_for
-            else ""
-        )
-        return f"{keep}drop database {self.database} on scratch cluster {self.target_cluster}"
+        if self.keep_for:
+            return (
+                f"keep database {self.database} on scratch cluster {self.target_cluster} for "
+                f"inspection until {format_duration(self.keep_for)} after the test started (the "
+                "run returns at once and says where to connect), then drop it"
+            )
+        return f"drop database {self.database} on scratch cluster {self.target_cluster}"
 
     def run(self, ctx: RunContext) -> str | None:
-        if self.keep_for:
-            _hold(ctx, f"{self.database} on {self.target_cluster}", self.keep_for)
+        until = _kept_until(ctx, self.keep_for)
+        if until is not None:
+            # Not held here: the drop is recorded in the store and run when due.
+            where = f"database {self.database} on scratch cluster {self.target_cluster}"
+            return _keep(ctx, self.environment, until, self.database, where)
         return _drop_restored(ctx, self.environment, self.database, self.target_cluster)
 
     def verify(self, ctx: RunContext) -> bool:
         target = infrastructure(ctx).data(self.environment, restore_target=True)
-        return self.database not in target.database_names()
+        kept = _kept_until(ctx, self.keep_for) is not None
+        return (self.database in target.database_names()) == kept
 
 
 #: How old the newest backup may be before the restore test has nothing recent to test: a

@@ -15,18 +15,18 @@ import pytest
 from pymongo.collection import Collection
 
 from runbooks.adapters.mongo import AtlasBackupsAdapter
-from runbooks.engine.clock import iso
+from runbooks.engine.clock import FakeClock, iso
 from runbooks.engine.config import load_config
 from runbooks.engine.errors import ConfigError, InvalidInput, Refused
 from runbooks.engine.models import State
+from runbooks.engine.supervisor import Supervisor
 from runbooks.interfaces import InfrastructureError
 from sandbox import appdata, atlas
 from sandbox.mongo import MongoServer
 from tests.conftest import ROOT, AwsWorld
-from tests.runbooks.conftest import live_engine, started
-from tests.support.backups import output
+from tests.runbooks.conftest import live_engine
+from tests.support.backups import output, run
 from tests.support.people import ALICE
-from tests.support.waiting import wait_for
 
 ATLAS_BACKUPS = """
       database: app
@@ -196,27 +196,21 @@ def test_a_point_in_time_restore_holds_the_writes_up_to_that_second_and_none_aft
         assert f"production at {when} (Atlas snapshot {snapshot['id']}" in step
         assert f"then its oplog replayed up to {when}" in "\n".join(prepared.plan.notes)
         execution = engine.submit(prepared, actor=ALICE)
-        with started(engine, execution.id, actor=ALICE) as finished:
-            # Verified and kept for inspection: look at what was restored, then cancel.
-            wait_for(
-                lambda: engine.get(execution.id).steps[0].status.value == "succeeded",
-                what="the verification",
-            )
-            scratch: pymongo.MongoClient[dict[str, Any]]
-            with pymongo.MongoClient(world.scratch.uri) as scratch:
-                restored: Collection[dict[str, Any]] = scratch[appdata.DATABASE].orders
-                assert restored.find_one({"_id": "pit-A"}) == {
-                    "_id": "pit-A",
-                    "status": "pending",
-                    "total": 1,
-                }
-                assert restored.find_one({"_id": "pit-B"}) is None
-                assert restored.find_one({"_id": victim["_id"]}) is not None
-                count = appdata.expected_counts("production")["orders"]
-                assert restored.count_documents({}) == count + 1
-            engine.cancel(execution.id, actor=ALICE, reason="seen enough")
-    assert finished and finished[0].state == State.CANCELLED, finished
-    done = finished[0]
+        done = engine.start(execution.id, actor=ALICE)  # returns once restored and verified
+    assert done.state == State.SUCCEEDED, done.error
+    # Verified and kept for inspection: look at what was restored.
+    scratch: pymongo.MongoClient[dict[str, Any]]
+    with pymongo.MongoClient(world.scratch.uri) as scratch:
+        restored: Collection[dict[str, Any]] = scratch[appdata.DATABASE].orders
+        assert restored.find_one({"_id": "pit-A"}) == {
+            "_id": "pit-A",
+            "status": "pending",
+            "total": 1,
+        }
+        assert restored.find_one({"_id": "pit-B"}) is None
+        assert restored.find_one({"_id": victim["_id"]}) is not None
+        count = appdata.expected_counts("production")["orders"]
+        assert restored.count_documents({}) == count + 1
     [job] = world.backups.jobs.values()
     assert job["deliveryType"] == "pointInTime"
     assert job["pointInTimeUTCSeconds"] == point
@@ -227,8 +221,50 @@ def test_a_point_in_time_restore_holds_the_writes_up_to_that_second_and_none_aft
     assert f"point restored: {when}" in report
     assert "RPO achieved" not in report
     assert not [m for step in done.steps for m in step.measures if m["name"] == "RPO"]
-    with pymongo.MongoClient(world.scratch.uri) as client:
-        assert client.list_database_names() == []
+
+
+def test_keep_for_returns_once_verified_and_the_housekeeper_drops_the_atlas_copy_when_due(
+    world: World, tmp_path: Path, aws: AwsWorld
+) -> None:
+    """``--keep-for 2h`` on Atlas snapshots: the run ends once restored and verified, saying
+    where to connect (no credentials) and when the copy goes; the bot's housekeeper (the
+    supervisor's sweep, leader) drops it at that time on the engine's clock (a fake one here)
+    and not a second before. The oracle is the Atlas target cluster itself, read with plain
+    pymongo."""
+    world.backups.take_snapshot()
+    clock = FakeClock(time.time())
+
+    def restored() -> list[str]:
+        client: pymongo.MongoClient[dict[str, Any]]
+        with pymongo.MongoClient(world.scratch.uri) as client:
+            return client.list_database_names()
+
+    with live_engine(load_config(atlas_config(tmp_path)), tmp_path, clock=clock) as engine:
+        done = run(engine, "restore.test", environment="production", keep_for="2h")
+        assert done.state == State.SUCCEEDED, done.error
+        assert restored() == [appdata.DATABASE]
+        said = "\n".join(done.steps[1].output)
+        host = f"127.0.0.1:{world.scratch.port}"
+        where = (
+            "database app on scratch cluster restore-scratch kept for inspection: "
+            f"mongodb://{host}/app "
+        )
+        assert where in said, said
+        assert "@" not in said  # the target's credentials are never printed
+        assert done.started_at is not None
+        due = done.started_at + 2 * 3600
+        assert f"dropped at {iso(due)} by the bot's housekeeper" in said, said
+        supervisor = Supervisor(engine)
+        assert clock.now() < due - 1
+        clock.advance(due - 1 - clock.now())
+        assert supervisor.sweep().deferred == []  # a second early: still there
+        assert restored() == [appdata.DATABASE]
+        clock.advance(1)
+        assert supervisor.sweep().deferred == ["dropped app on scratch cluster restore-scratch"]
+        assert restored() == []
+        assert supervisor.sweep().deferred == []  # once
+        ran = [r for r in engine.audit.export() if r["action"] == "step.deferred_ran"]
+        assert [(r["outcome"], r["execution_id"]) for r in ran] == [("ok", done.id)]
 
 
 @pytest.mark.parametrize(

@@ -62,51 +62,54 @@ def test_readme_point_in_time_restore_test_of_rehearsal_works_in_the_sandbox(
             orders.update_one({"_id": "pit-A"}, {"$set": {"total": 2}})
             orders.delete_one({"_id": victim["_id"]})
         when = iso(float(point))
-        # README's line, plus --keep-for: it holds the restored copy for inspection, then the
-        # run drops it.
+        # README's line, plus --keep-for: the run returns once restored and verified, says
+        # where to connect and when the copy goes; the bot (or runs.cleanup) drops it then.
         readme = (ROOT / "README.md").read_text(encoding="utf-8")
         assert 'invoke restore.test rehearsal --point-in-time "$POINT" --yes' in readme
         command = [str(BIN / "invoke"), "restore.test", "rehearsal", "--point-in-time", when]
-        run = subprocess.Popen(
-            [*command, "--keep-for", "1m", "--yes"],
+        run = subprocess.run(
+            [*command, "--keep-for", "1h", "--yes"],
             env=env,
             cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             text=True,
+            timeout=300,
+            check=False,
         )
-        try:
-            scratch: Client
-            with pymongo.MongoClient(uris["REHEARSAL_SCRATCH_MONGODB_URI"]) as scratch:
-                restored: Collection[dict[str, Any]] = scratch[appdata.DATABASE].orders
-
-                def restored_or_ended() -> bool:
-                    # A restore job wipes, loads and replays under the server's one lock: once
-                    # orders is there, the whole point-in-time copy is.
-                    names = scratch[appdata.DATABASE].list_collection_names()
-                    return "orders" in names or run.poll() is not None
-
-                wait_for(restored_or_ended, timeout=120, what="the restored copy or the exit")
-                assert run.poll() is None, run.communicate()  # ended with nothing to see
-                assert restored.find_one({"_id": "pit-A"}) == {
-                    "_id": "pit-A",
-                    "status": "pending",
-                    "total": 1,
-                }
-                assert restored.find_one({"_id": "pit-B"}) is None
-                assert restored.find_one({"_id": victim["_id"]}) == victim
-                count = appdata.expected_counts("rehearsal")["orders"]
-                assert restored.count_documents({}) == count + 1
-            out, err = run.communicate(timeout=300)
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.communicate()
-        assert run.returncode == 0, out + err
+        out = run.stdout
+        assert run.returncode == 0, out + run.stderr
         assert f"point restored: {when}" in out, out
         assert "RPO achieved" not in out, out
+        target = uris["REHEARSAL_SCRATCH_MONGODB_URI"].split("//", 1)[1].split("/", 1)[0]
+        kept = f"kept for inspection: mongodb://{target}/{appdata.DATABASE} "
+        assert kept in " ".join(out.split()), out
+        assert "dropped at " in out and "invoke runs.cleanup" in out, out
+        scratch: Client
         with pymongo.MongoClient(uris["REHEARSAL_SCRATCH_MONGODB_URI"]) as scratch:
-            assert appdata.DATABASE not in scratch.list_database_names()  # dropped after
+            restored: Collection[dict[str, Any]] = scratch[appdata.DATABASE].orders
+            assert restored.find_one({"_id": "pit-A"}) == {
+                "_id": "pit-A",
+                "status": "pending",
+                "total": 1,
+            }
+            assert restored.find_one({"_id": "pit-B"}) is None
+            assert restored.find_one({"_id": victim["_id"]}) == victim
+            count = appdata.expected_counts("rehearsal")["orders"]
+            assert restored.count_documents({}) == count + 1
+        # Not due yet: runs.cleanup (where no bot runs) leaves it and says when it goes.
+        cleanup = subprocess.run(
+            [str(BIN / "invoke"), "runs.cleanup"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
+        assert "pending: step 2 of rb-" in cleanup.stdout, cleanup.stdout
+        with pymongo.MongoClient(uris["REHEARSAL_SCRATCH_MONGODB_URI"]) as scratch:
+            assert appdata.DATABASE in scratch.list_database_names()
         with pymongo.MongoClient(uris["RESTORE_MONGODB_URI"]) as shared:
             assert shared.elsewhere.marker.find_one() == {"_id": "kept"}
     finally:
