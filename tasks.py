@@ -5,8 +5,13 @@ appears here without editing this file.
 """
 
 from runbook_cli.collection import build_namespace
-from runbook_cli.program import help_first_for_invoke, quiet_when_the_reader_leaves
+from runbook_cli.program import (
+    clean_listing_for_invoke,
+    help_first_for_invoke,
+    quiet_when_the_reader_leaves,
+)
 
 help_first_for_invoke()  # `invoke TASK --help` prints the task's help, as `runbook` does
 quiet_when_the_reader_leaves()  # `invoke runs.list | head` ends quietly, as `runbook` does
+clean_listing_for_invoke()  # `invoke --list` shows `rollback`, not `rollback.rollback (rollback)`
 namespace = build_namespace()

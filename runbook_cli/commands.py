@@ -11,6 +11,7 @@ from typing import Any
 
 from invoke.exceptions import Exit
 from rich.console import Console
+from rich.text import Text
 
 from runbook_cli.program import (
     EXIT_FAILED,
@@ -176,14 +177,13 @@ def _run(
                         **plan_json(plan, banner),
                         "dry_run": True,
                         "would_refuse": result.would_refuse,
+                        "verdict": result.dry_run_verdict,
+                        "approvals": result.approvals,
                     }
                 )
             else:
-                if result.would_refuse:
-                    out.print(
-                        f"[yellow]the real request would be refused now:[/yellow] "
-                        f"{result.would_refuse}"
-                    )
+                style = "yellow" if result.would_refuse else "green"
+                out.print(Text(result.dry_run_verdict, style=style))
                 out.print("[dim]dry run: nothing was changed[/dim]")
             return EXIT_OK
         if result.outcome == Outcome.CONFIRM:
@@ -269,15 +269,25 @@ def _drive_to_end(
             return engine.get(execution.id)
 
 
+def waiting_text(runtime: Runtime, execution: Execution) -> str:
+    """Said at once when the terminal starts waiting: for how many approvals, who may give
+    them and how, and how to stop waiting (Ctrl-C) or not wait at all (--no-wait)."""
+    groups = execution.approver_groups
+    people = runtime.engine.policy.approvers(groups, requester=execution.requester.id)
+    who = f"{', '.join(groups) or 'anyone'}" + (f": {', '.join(people)}" if people else "")
+    return (
+        f"{execution.id} needs {execution.required_approvals} approval(s) before it runs; "
+        f"this terminal waits for them. Who may approve: {who} (never the requester). They "
+        f"approve with `invoke approvals.approve {execution.id}` or on the card in Slack. "
+        f"Ctrl-C stops waiting (the request stays pending; once approved the bot starts it); "
+        f"with --no-wait the command prints the id and returns at once (exit 3)."
+    )
+
+
 def _wait_for_decision(runtime: Runtime, execution: Execution, out: Console) -> Execution:
     """Poll until the request is no longer awaiting approval, with a live status line."""
     engine = runtime.engine
-    out.print(
-        f"{execution.id} waits for {execution.required_approvals} approval(s) from "
-        f"{', '.join(execution.approver_groups) or 'anyone'}: approve with "
-        f"`approvals.approve {execution.id}` or in Slack. Ctrl-C stops waiting (the request "
-        "stays pending)."
-    )
+    out.print(waiting_text(runtime, execution), markup=False, highlight=False)
     with out.status("waiting for approval") as status:
         while execution.state == State.AWAITING_APPROVAL:
             engine.clock.sleep(APPROVAL_POLL_S)

@@ -7,6 +7,7 @@ contract says 2 for invalid input, so parse errors are turned into ``Exit(code=2
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
@@ -28,6 +29,23 @@ def reader_left() -> int:
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
     return EXIT_CLOSED_PIPE
+
+
+#: invoke's ``--list`` line for a collection's default task: ``rollback.rollback (rollback)``.
+DEFAULT_LISTED = re.compile(r"(?P<ns>[\w.-]+)\.(?P<name>[\w-]+) \((?P=ns)\)")
+
+
+def clean_default_listing(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """``--list`` pairs with a collection's default task listed by the name people type
+    (``rollback``, not ``rollback.rollback (rollback)``), ahead of its siblings."""
+    defaults, others = [], []
+    for full, text in pairs:
+        found = DEFAULT_LISTED.fullmatch(full)
+        if found and found["ns"].rsplit(".", 1)[-1] == found["name"]:
+            defaults.append((found["ns"], text))
+        else:
+            others.append((full, text))
+    return defaults + others
 
 
 class RunbookProgram(Program):
@@ -53,6 +71,11 @@ class RunbookProgram(Program):
     def print_task_help(self, name: str) -> None:
         show_configured_choices(self, name)
         super().print_task_help(name)
+
+    def _make_pairs(
+        self, coll: Collection, ancestors: list[str] | None = None
+    ) -> list[tuple[str, Any]]:
+        return clean_default_listing(super()._make_pairs(coll, ancestors))
 
     def parse_core_args(self) -> None:
         try:
@@ -253,6 +276,23 @@ def main() -> None:
             sys.stdout.flush()  # here, not at the interpreter's exit, where it cannot be caught
     except BrokenPipeError:  # `runbook --list | head`: the reader left; say nothing more
         sys.exit(reader_left())
+
+
+def clean_listing_for_invoke() -> None:
+    """Give ``invoke --list`` the listing ``runbook --list`` has: a collection's default task
+    by its plain name (``rollback``). ``tasks.py`` calls this while invoke imports it, before
+    the listing is made, so wrapping the running program's pair maker covers it."""
+    import invoke.main
+
+    program = getattr(invoke.main, "program", None)
+    if program is None:
+        return
+    make = program._make_pairs
+
+    def pairs(coll: Collection, ancestors: list[str] | None = None) -> list[tuple[str, Any]]:
+        return clean_default_listing(make(coll, ancestors))
+
+    setattr(program, "_make_pairs", pairs)  # noqa: B010 - mypy: a method
 
 
 def quiet_when_the_reader_leaves() -> None:

@@ -235,6 +235,13 @@ class ProgressPrinter:
             self.console.print(f"✔ answered {payload.get('choice')} by {payload.get('by')}")
         elif event.type == "execution.question_expired":
             self.console.print(f"[red]✘ nobody answered step {payload.get('step')}[/red]")
+        elif event.type == "execution.state" and payload.get("why") == "no approvals required":
+            # Approved by policy, not by a person: say so, and which rule.
+            self.console.print(
+                f"{payload['execution_id']}: no approval needed: policy.yaml {payload.get('rule')}",
+                style="dim",
+                markup=False,
+            )
         elif event.type == "execution.state" and payload.get("state") in {
             "compensating",
             "approved",

@@ -685,7 +685,10 @@ def _plan_blue_green(
 
 @runbook("rollback.history", params=HistoryParams, read_only=True)
 def history(ctx: PlanContext, params: HistoryParams) -> PlanDraft:
-    """List a service's revisions (images, change-cause) in each region, to choose from."""
+    """List a service's revisions (images, change-cause) in each region, to choose from.
+
+    Each release a rollback moved away from is marked, with when and by whom where it was
+    ours (the same reading of the cluster's history as the rollback planner's)."""
     env = ctx.env
     service = service_config(env, params.environment, params.service)
     notes = []
@@ -698,8 +701,15 @@ def history(ctx: PlanContext, params: HistoryParams) -> PlanDraft:
         )
         for name in names:
             state = kube.deployment(service.namespace, name)
-            for revision in kube.revisions(service.namespace, name):
+            revisions = kube.revisions(service.namespace, name)
+            moved = rolled_back(
+                revisions, ctx.history(), environment=params.environment, region=region
+            )
+            for revision in revisions:
                 mark = "  ← current" if revision.template == state.template else ""
+                if revision.number in moved:
+                    # A release a rollback moved away from: not one to return to blindly.
+                    mark += f"  ✗ rolled back: {moved[revision.number].words()}"
                 notes.append(
                     f"{region} {name} revision {revision.number}: "
                     f"{revision.image_text()}  {revision.change_cause}{mark}"

@@ -481,8 +481,10 @@ class _Listeners:
                 reason=flags.get("reason"),
                 request=request,
                 heading=(
-                    f":warning: the real request would be refused now: {result.would_refuse}"
+                    f":warning: {result.dry_run_verdict}"
                     if result.would_refuse
+                    else result.dry_run_verdict
+                    if parsed.dry_run
                     else None
                 ),
             ),

@@ -162,6 +162,15 @@ class ConfigPolicy:
     def may_approve(self, actor: Actor, groups: tuple[str, ...] | list[str]) -> bool:
         return self.member_of(actor, groups)
 
+    def approvers(self, groups: tuple[str, ...] | list[str], *, requester: str) -> list[str]:
+        """``Name (key)`` of each person who may approve a request of ``requester`` (never
+        the requester), members of ``groups`` as policy.yaml lists them."""
+        return [
+            f"{p.name} ({key})"
+            for key, p in self._config.policy.people.items()
+            if key != requester and self.member_of(Actor(key, p.name, "slack"), groups)
+        ]
+
     def active_freeze(self, gate: Gate, now: float) -> Freeze | None:
         for freeze in gate.freezes:
             if parse_iso(freeze.start) <= now < parse_iso(freeze.end):
@@ -296,12 +305,7 @@ class ConfigPolicy:
         if gate.required == 0:
             lines.append("It needs no approval: it runs once the requester confirms the plan.")
         else:
-            approvers = [
-                f"{p.name} ({key})"
-                for key, p in policy.people.items()
-                if key != person
-                and self.member_of(Actor(key, p.name, "slack"), gate.approver_groups)
-            ]
+            approvers = self.approvers(gate.approver_groups, requester=person)
             lines.append(
                 f"It needs {gate.required} approval(s) from {', '.join(gate.approver_groups)}, "
                 f"never the requester, within {format_duration(gate.expiry)}; approvals are "

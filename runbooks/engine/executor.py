@@ -361,7 +361,7 @@ class Engine(Locks, Decisions, Runner):
                 execution,
                 State.APPROVED,
                 actor=SYSTEM_ACTOR,
-                detail={"why": "no approvals required"},
+                detail={"why": "no approvals required", "rule": gate.rule},
             )
         return execution
 

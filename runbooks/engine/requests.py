@@ -72,6 +72,31 @@ class RequestResult:
         """Approvals the request needs (none with break-glass: it bypasses them)."""
         return 0 if self.break_glass else self.gate.required
 
+    @property
+    def dry_run_verdict(self) -> str:
+        """For a dry run, what the real request would meet now, in words: refused and why, or
+        allowed and then run at once or wait for approvals (from whom, under which rule)."""
+        if self.would_refuse:
+            return f"the real request would be refused now: {self.would_refuse}"
+        if self.plan.read_only:
+            return "the real request would be allowed now (a read-only report: no approval)"
+        gate = self.gate
+        if self.break_glass:
+            return (
+                f"the real request would be allowed now and run at once: break-glass bypasses "
+                f"the {gate.required} approval(s) of policy.yaml {gate.rule}, reviewed afterwards"
+            )
+        if self.approvals == 0:
+            return (
+                "the real request would be allowed now and run without approval: "
+                f"policy.yaml {gate.rule}"
+            )
+        who = ", ".join(gate.approver_groups) or "anyone"
+        return (
+            f"the real request would be allowed now, then wait for {gate.required} approval(s) "
+            f"from {who}: policy.yaml {gate.rule}"
+        )
+
 
 def handle(engine: Engine, request: Request, *, prepared: Prepared | None = None) -> RequestResult:
     """Take one request through validation, policy, planning and submission.

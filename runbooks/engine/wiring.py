@@ -25,17 +25,25 @@ class Runtime:
     engine: Engine
 
     def banner(self, environment: str) -> str:
-        """``PRODUCTION · production · config ... · state ...``: shown above every plan."""
-        env = self.config.environment(environment)
-        label = "SANDBOX" if env.tier == "sandbox" else env.tier.upper()
+        """``PRODUCTION · config ... · state ...``, shown above every plan: the environment
+        the plan acts on, by its own name, and its tier beside it where the names differ
+        (``REHEARSAL (staging tier) · …``); the tier picks the colour."""
         return (
-            f"{label} · environment {environment} · config {self.config.describe()} · "
+            f"{environment_label(self.config, environment)} · config {self.config.describe()} · "
             f"state {self.settings.state_description}"
         )
 
     def close(self) -> None:
         self.engine.close()
         self.store.close()
+
+
+def environment_label(config: Config, environment: str) -> str:
+    """``PRODUCTION``, or ``REHEARSAL (staging tier)`` where the tier has another name: never
+    a tier's name alone, which reads as another environment (``STAGING`` for rehearsal)."""
+    tier = config.environment(environment).tier
+    label = environment.upper()
+    return label if tier == environment else f"{label} ({tier} tier)"
 
 
 def open_runtime(

@@ -245,6 +245,11 @@ def test_dry_run_shows_the_plan_without_buttons_and_changes_nothing(world: Slack
     assert labels(plan) == []
     assert "revision 3 (app-api:1.4.2) → revision 1 (app-api:1.4.0)" in text_of(plan)
     assert "dry run: nothing was changed" in text_of(plan)
+    # Allowed, and what the real request would meet: the approval and who gives it.
+    assert (
+        "the real request would be allowed now, then wait for 1 approval(s) from sre: "
+        "policy.yaml rules[2] (rollback in production)"
+    ) in text_of(plan)
     assert world.executions() == []
     assert image(world.kube, "us-east-1") == "app-api:1.4.2"
     assert [a["action"] for a in world.audit_actions()] == ["request.dry_run"]
