@@ -413,6 +413,15 @@ def main(argv: list[str]) -> int:
 
         return act(settings, args)
     port = bot_port(args.port)
+    # From the first server on, SIGTERM and Ctrl-C only ask to stop: a signal during start-up
+    # (the env file is written before the backups are seeded) ends in the same clean stop.
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     emulators = start_emulators()
     slack_emulator = SlackEmulator().start()
     aws = AwsSandbox().start().seed()
@@ -453,16 +462,9 @@ def main(argv: list[str]) -> int:
     for variable, server in databases.items():
         print(f"mongodb {server.name}: {server.uri} (${variable})", flush=True)
     print(f"sandbox ready: source {env_path}", flush=True)
-    stop = threading.Event()
     bot: subprocess.Popen[Any] | None = None
-
-    def on_signal(_signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
-        if args.bot:
+        if args.bot and not stop.is_set():
             env = {**os.environ, "KUBECONFIG": str(directory / "kubeconfig")}
             command = [sys.executable, "-m", "bot", "serve", "--port", str(port)]
             bot = subprocess.Popen(command, env=env)
@@ -484,8 +486,12 @@ def main(argv: list[str]) -> int:
         slack_emulator.stop()
         aws.stop()
         database[0].stop()
-        for server in databases.values():
-            server.stop()
+        # Each wire server takes up to a second to stop (its accept loop polls): side by side.
+        stopping = [threading.Thread(target=s.stop, daemon=True) for s in databases.values()]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join(timeout=15)
         health.stop()
         if monitoring is not None:
             monitoring.stop()

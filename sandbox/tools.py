@@ -209,9 +209,12 @@ def incident(settings: Settings, title: str, *, service: str, urgency: str) -> i
         f"opened {opened['id']} ({opened['urgency']} urgency) on {opened['service']['summary']}: "
         f"{opened['title']}"
     )
+    # The incident's own environment (its service's), never a fixed one.
+    environment = SERVICES[service]["environment"]
     print(
-        f"try: invoke incident.show {opened['id']}; in Slack: "
-        f"/incident {opened['id']} rollback staging --dry-run"
+        f"try: invoke incident.show {opened['id']}; "
+        f"invoke rollback {environment} --incident {opened['id']} --dry-run; in Slack: "
+        f"/incident {opened['id']} rollback {environment} --dry-run"
     )
     return 0
 

@@ -13,9 +13,12 @@ import json
 import time
 from typing import Any
 
+from bot.slack.render import REFUSAL_MARK
 from runbooks.engine.settings import Settings, read_sandbox_env
 from sandbox.slack import AmbiguousButton, SlackUser, text_of
 
+#: A refusal's exit code, as the CLI's (runbook_cli.program.EXIT_REFUSED).
+EXIT_REFUSED = 2
 QUIET_S = 1.5
 MAX_WAIT_S = 15.0
 
@@ -71,8 +74,11 @@ def act(settings: Settings, args: argparse.Namespace) -> int:
     if delivery.status != 200:
         print(f"the bot answered HTTP {delivery.status}: {delivery.body}")
         return 1
+    refused = False
     if delivery.body.strip():
-        print(f"--- the bot's immediate answer (only you)\n{answer_text(delivery.body)}")
+        immediate = answer_text(delivery.body)
+        refused = immediate.startswith(REFUSAL_MARK)
+        print(f"--- the bot's immediate answer (only you)\n{immediate}")
     if args.command == "click" and args.label.lower() == "deny":
         view = _wait_for_view(user)
         if view is None:
@@ -82,7 +88,13 @@ def act(settings: Settings, args: argparse.Namespace) -> int:
         answer = user.view_submission(view, {"reason": reason})
         if answer.body.strip():
             print(f"--- the dialog's answer\n{answer_text(answer.body)}")
-    _print_changes(user, before)
+    changed = _print_changes(user, before)
+    if refused or any(
+        m["ephemeral_to"] == user.user_id and text_of(m).startswith(REFUSAL_MARK) for m in changed
+    ):
+        # The bot refused what this person did (said privately above): a refusal's exit code,
+        # as in a terminal.
+        return EXIT_REFUSED
     return 0
 
 
@@ -111,7 +123,8 @@ def _wait_for_view(user: SlackUser) -> dict[str, Any] | None:
     return None
 
 
-def _print_changes(user: SlackUser, before: dict[tuple[str, str], int]) -> None:
+def _print_changes(user: SlackUser, before: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
+    """Print what is new or changed for this person since ``before``; returns those messages."""
     # Wait for the bot's first answer (planning may take seconds: a DR plan reads DNS, both
     # regions, the database and /health), then until it has been quiet for QUIET_S.
     start = time.monotonic()
@@ -124,6 +137,7 @@ def _print_changes(user: SlackUser, before: dict[tuple[str, str], int]) -> None:
         now = _fingerprint(user.visible())
         if now != seen:
             seen, last_change = now, time.monotonic()
+    changed: list[dict[str, Any]] = []
     for message in user.visible():
         key = (message["channel"], message["ts"])
         if before.get(key) == message["updates"]:
@@ -137,3 +151,5 @@ def _print_changes(user: SlackUser, before: dict[tuple[str, str], int]) -> None:
             where += " (thread)"
         print(f"--- #{where}")
         print(text_of(message))
+        changed.append(message)
+    return changed

@@ -45,6 +45,7 @@ from bot.slack.commands import (
 from bot.slack.guard import RedactingWebClient, SlackGate, redacting
 from bot.slack.notify import Notifier
 from bot.slack.render import (
+    REFUSAL_MARK,
     card_blocks,
     card_text,
     deny_modal,
@@ -224,7 +225,7 @@ def _quiet_token_notice(record: logging.LogRecord) -> bool:
 
 
 def _error_text(exc: RunbookError) -> str:
-    text = f":no_entry: {exc.message}"
+    text = f"{REFUSAL_MARK} {exc.message}"
     if exc.hint:
         text += f"\n{exc.hint}"
     return text

@@ -57,8 +57,15 @@ def _link(url: object, label: str) -> str:
     return f"<{text.replace('&', '&amp;')}|{label}>"
 
 
+#: How the bot starts a refusal it answers privately (a decision or request it may not make
+#: happen): ``:no_entry: <why>``. The sandbox's ``click`` and ``slack`` read it for their exit
+#: code, as a terminal's refusal exits 2.
+REFUSAL_MARK = ":no_entry:"
+
+
 def shorten_banner(banner: str) -> str:
-    """``PRODUCTION · environment production`` (config and state paths are for terminals)."""
+    """``PRODUCTION`` or ``REHEARSAL (staging tier)`` (config and state paths are for
+    terminals)."""
     return banner.split(" · config ", maxsplit=1)[0]
 
 

@@ -119,3 +119,28 @@ def test_click_chooses_among_pending_cards(world: SlackWorld, tmp_path: Path) ->
         ),
         what="dave's approval of production",
     )
+
+
+def test_a_refused_click_exits_2_and_shows_the_refusal(world: SlackWorld, tmp_path: Path) -> None:
+    """Alice may not approve her own request: the bot refuses privately, nothing is approved,
+    and ``sandbox.click`` exits 2 as a refused terminal command does (0 only when the bot
+    took the click)."""
+    alice = world.user("alice")
+    assert alice.command("/rollback staging").status == 200
+    wait_for(lambda: alice.find_button("Confirm") is not None, what="the plan")
+    assert alice.click("Confirm").status == 200
+    wait_for(
+        lambda: any("Approve" in labels(m) for m in world.messages("C0APPROVALS")),
+        what="the approval card",
+    )
+    own = _workspace(world, tmp_path, "click", "--as", "alice", "Approve")
+    assert own.returncode == 2, own.stdout + own.stderr
+    assert ":no_entry: you requested rb-" in own.stdout, own.stdout
+    [execution] = world.executions()
+    assert execution.state == State.AWAITING_APPROVAL and not execution.valid_approvals()
+    taken = _workspace(world, tmp_path, "click", "--as", "bob", "Approve")
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    wait_for(
+        lambda: any(a.actor.id == "bob" for e in world.executions() for a in e.valid_approvals()),
+        what="bob's approval",
+    )

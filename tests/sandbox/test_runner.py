@@ -246,3 +246,51 @@ def _desired(env: dict[str, str], region: str, group: str) -> int:
         group,
     )
     return int(found["AutoScalingGroups"][0]["DesiredCapacity"])
+
+
+def test_sandbox_up_without_the_bot_exits_0_on_sigterm_with_clients_still_connected(
+    cli_env: dict[str, str],
+) -> None:
+    """``python -m sandbox up`` (no --bot), a client still connected to its database and a
+    kubectl watch open, then SIGTERM: it says "sandbox stopped" and the process ends with 0
+    (it once printed that and never exited). The bound is generous: a hang, not a speed."""
+    import pymongo
+
+    env = {k: v for k, v in cli_env.items() if k not in ("RUNBOOK_BOT_LOG", "KUBECONFIG")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "up"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    env_file = Path(env["RUNBOOK_BOT_HOME"]) / "sandbox" / "env"
+    watch: subprocess.Popen[bytes] | None = None
+    client: pymongo.MongoClient[dict[str, Any]] | None = None
+    try:
+        wait_for(lambda: proc.poll() is not None or env_file.exists(), timeout=120, what="env")
+        assert proc.poll() is None, proc.communicate(timeout=30)[0]
+        sandbox = read_sandbox_env(env_file)
+        client = pymongo.MongoClient(sandbox["PRODUCTION_MONGODB_URI"])
+        assert client.admin.command("ping")["ok"] == 1
+        watch = subprocess.Popen(
+            ["kubectl", "--context", "us-east-1", "get", "pods", "-A", "--watch"],
+            env={**env, "KUBECONFIG": sandbox["KUBECONFIG"]},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        if watch is not None:
+            watch.kill()
+            watch.wait()
+        if client is not None:
+            client.close()
+    assert proc.returncode == 0, out
+    assert out.rstrip().endswith("sandbox stopped"), out[-2000:]
+    assert not env_file.exists()  # the running sandbox's marker is gone

@@ -183,3 +183,52 @@ def test_channel_incident_and_faults_act_on_the_running_sandbox(
         assert _oom_pods(sandbox, "us-west-2", cache) == []
         assert invoke(["sandbox.fault", "oom", "--off"], env).returncode == 0
         wait_for(lambda: not _oom_pods(sandbox, "us-east-1", cache), timeout=30, what="healed")
+
+
+def _environment_of_service(service_id: str) -> str:
+    """The oracle: which environment environments.yaml maps this PagerDuty service to."""
+    import yaml
+
+    document = yaml.safe_load((ROOT / "config" / "environments.yaml").read_text())
+    [found] = [
+        name
+        for name, env in document["environments"].items()
+        if service_id in ((env.get("pagerduty") or {}).get("services") or {})
+    ]
+    return str(found)
+
+
+@pytest.mark.parametrize("service", ["PSVCPROD", "PSVCSTAG"])
+def test_an_incident_s_next_step_is_in_the_incident_s_own_environment(
+    service: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``invoke sandbox.incident`` against the sandbox's PagerDuty emulator (its env file as
+    ``python -m sandbox up`` writes it): the hint it prints names the environment of the
+    incident's service, never a fixed one (a production incident was pointed at staging)."""
+    from sandbox.pagerduty import SANDBOX_API_TOKEN, PagerDutyEmulator
+
+    pagerduty = PagerDutyEmulator(tmp_path / "pagerduty").start()
+    try:
+        sandbox = Path(cli_env["RUNBOOK_BOT_HOME"]) / "sandbox"
+        sandbox.mkdir(parents=True)
+        (sandbox / "env").write_text(
+            f"export PAGERDUTY_API_URL={pagerduty.url}\n"
+            f"export PAGERDUTY_CA_BUNDLE={pagerduty.ca_path}\n"
+            f"export PAGERDUTY_API_TOKEN={SANDBOX_API_TOKEN}\n"
+            # what marks a running sandbox to the tools (this test runs no Slack)
+            "export RUNBOOK_BOT_SANDBOX_SLACK=http://127.0.0.1:9\n",
+            encoding="utf-8",
+        )
+        opened = invoke(["sandbox.incident", "api 5xx", "--service", service], cli_env)
+        assert opened.returncode == 0, opened.stdout + opened.stderr
+        incident_id = opened.stdout.splitlines()[0]
+        [incident] = [i for i in pagerduty.state.incidents.values() if i["id"] == incident_id]
+        assert incident["service"]["id"] == service
+        environment = _environment_of_service(service)
+        hint = opened.stdout.splitlines()[-1]
+        assert f"invoke rollback {environment} --incident {incident_id} --dry-run" in hint
+        assert f"/incident {incident_id} rollback {environment} --dry-run" in hint
+        other = {"PSVCPROD": "staging", "PSVCSTAG": "production"}[service]
+        assert other not in hint, hint
+    finally:
+        pagerduty.stop()
