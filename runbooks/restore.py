@@ -530,6 +530,15 @@ def _atlas_plan(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
             f"{SCRATCH_TAG[1]}; it has {tags or 'no tags'}): an Atlas restore wipes its target",
             hint=f"tag the scratch cluster {SCRATCH_TAG[0]}={SCRATCH_TAG[1]} in Atlas",
         )
+    kept = _kept_on(ctx, params.environment, target)
+    if kept is not None:
+        run_id, until = kept
+        raise Refused(
+            f"scratch cluster {target} holds the copy {run_id} kept for inspection until "
+            f"{iso(until)}: an Atlas restore wipes its target (and the kept copy's drop, when "
+            "due, would drop this test's)",
+            hint=f"run it after {iso(until)}, when the bot (or `runs.cleanup`) has dropped it",
+        )
     snapshots = [s for s in cloud.snapshots() if s.status == "completed"]
     if not snapshots:
         raise InvalidInput(f"Atlas cluster {env.mongodb.atlas_cluster} has no completed snapshot")
@@ -583,6 +592,27 @@ def _atlas_plan(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
 
 
 SCRATCH_TAG = ("runbook-bot", "scratch")
+
+
+def _kept_on(ctx: PlanContext, environment: str, target: str) -> tuple[str, float] | None:
+    """(run id, until) of a restore test whose copy on the Atlas ``target`` cluster is kept
+    for inspection and not due to be dropped yet; None when the cluster is free."""
+    now = ctx.clock.now()
+    for run in ctx.history():
+        if run.runbook != "restore.test" or run.environment != environment:
+            continue
+        if run.state != "succeeded" or run.started_at is None:
+            continue
+        for step in run.steps:
+            args = step.get("args") or {}
+            if (
+                step.get("kind") == DropRestored.kind
+                and args.get("target_cluster") == target
+                and args.get("keep_for")
+                and run.started_at + float(args["keep_for"]) > now
+            ):
+                return run.id, run.started_at + float(args["keep_for"])
+    return None
 
 
 def _point_in_time(

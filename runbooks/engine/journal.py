@@ -203,6 +203,7 @@ class Journal:
                 summary=e.plan.summary,
                 steps=tuple(e.plan.steps),
                 requester=e.requester.name,
+                started_at=e.started_at,
             )
             for e in finished
         ]

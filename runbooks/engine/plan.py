@@ -58,6 +58,8 @@ class PastRun:
     steps: tuple[dict[str, Any], ...] = ()
     #: Who requested it (an Actor's ``name``) and through which origin.
     requester: str = ""
+    #: When its first step started (what a step's ``keep_for`` counts from).
+    started_at: float | None = None
 
 
 def _no_history() -> list[PastRun]:

@@ -259,9 +259,15 @@ def test_keep_for_returns_once_verified_and_the_housekeeper_drops_the_atlas_copy
         clock.advance(due - 1 - clock.now())
         assert supervisor.sweep().deferred == []  # a second early: still there
         assert restored() == [appdata.DATABASE]
+        # Another Atlas restore test would wipe the kept copy (and the kept copy's drop would
+        # then drop its): refused until the copy is gone, before any job starts.
+        with pytest.raises(Refused, match=f"holds the copy {done.id} kept for inspection until"):
+            engine.prepare("restore.test", {"environment": "production"}, actor=ALICE)
+        assert len(world.backups.jobs) == 1
         clock.advance(1)
         assert supervisor.sweep().deferred == ["dropped app on scratch cluster restore-scratch"]
         assert restored() == []
+        engine.prepare("restore.test", {"environment": "production"}, actor=ALICE)  # free again
         assert supervisor.sweep().deferred == []  # once
         ran = [r for r in engine.audit.export() if r["action"] == "step.deferred_ran"]
         assert [(r["outcome"], r["execution_id"]) for r in ran] == [("ok", done.id)]
