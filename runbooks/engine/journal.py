@@ -254,55 +254,62 @@ class Journal:
         event_type: str = "execution.state",
         release: bool = True,
     ) -> None:
-        """Count, audit, publish and (at the end) release the lock for a saved transition."""
+        """Count, audit, publish and (at the end) release the lock for a saved transition.
+
+        One batch (one commit on SQLite): the saved state stays its own commit before it, so
+        a crash between the two leaves the state as a crash right after a save always did."""
         state = execution.state
-        count_transition(self.store, execution.runbook, execution.environment, str(state))
-        self.audit.record(
-            f"execution.{state}",
-            actor=actor,
-            outcome=str(state),
-            execution_id=execution.id,
-            target=self._target(execution.plan),
-            reason=reason or execution.reason,
-            incident=execution.incident,
-            detail={
-                "from": str(previous),
-                **({"error": execution.error} if execution.error and execution.terminal else {}),
-                **(detail or {}),
-            },
-        )
-        self._publish(execution, event_type, previous=str(previous), **(detail or {}))
-        if release:
-            self._release_lock(execution)
+        with self.store.batch():
+            count_transition(self.store, execution.runbook, execution.environment, str(state))
+            self.audit.record(
+                f"execution.{state}",
+                actor=actor,
+                outcome=str(state),
+                execution_id=execution.id,
+                target=self._target(execution.plan),
+                reason=reason or execution.reason,
+                incident=execution.incident,
+                detail={
+                    "from": str(previous),
+                    **(
+                        {"error": execution.error} if execution.error and execution.terminal else {}
+                    ),
+                    **(detail or {}),
+                },
+            )
+            self._publish(execution, event_type, previous=str(previous), **(detail or {}))
+            if release:
+                self._release_lock(execution)
 
     def _step_transition(
         self, execution: Execution, record: StepRecord, event_type: str, *, actor: Actor
     ) -> None:
         self._save(execution)
-        self.audit.record(
-            event_type,
-            actor=actor,
-            outcome=str(record.status),
-            execution_id=execution.id,
-            target=self._target(execution.plan),
-            incident=execution.incident,
-            detail={
-                "step": record.index + 1,
-                "kind": record.kind,
-                "description": record.description,
-                **({"error": record.error} if record.error else {}),
-                **({"output": record.output} if record.output else {}),
-            },
-        )
-        self._publish(
-            execution,
-            event_type,
-            step=record.index + 1,
-            description=record.description,
-            status=str(record.status),
-            error=record.error,
-            output=record.output,
-        )
+        with self.store.batch():  # the audit record and the event: one commit
+            self.audit.record(
+                event_type,
+                actor=actor,
+                outcome=str(record.status),
+                execution_id=execution.id,
+                target=self._target(execution.plan),
+                incident=execution.incident,
+                detail={
+                    "step": record.index + 1,
+                    "kind": record.kind,
+                    "description": record.description,
+                    **({"error": record.error} if record.error else {}),
+                    **({"output": record.output} if record.output else {}),
+                },
+            )
+            self._publish(
+                execution,
+                event_type,
+                step=record.index + 1,
+                description=record.description,
+                status=str(record.status),
+                error=record.error,
+                output=record.output,
+            )
 
     def _publish(self, execution: Execution, type_: str, **extra: Any) -> None:
         self.events.publish(
