@@ -17,7 +17,7 @@ from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import Clock
 from runbooks.engine.config import Config
 from runbooks.engine.counters import count_transition
-from runbooks.engine.errors import ConcurrentUpdate, NotFound, Refused
+from runbooks.engine.errors import ConcurrentUpdate, NotFound, RefusalKind, Refused
 from runbooks.engine.events import EventBus
 from runbooks.engine.models import (
     TERMINAL_STATES,
@@ -26,6 +26,7 @@ from runbooks.engine.models import (
     Execution,
     State,
     StepRecord,
+    StopReason,
 )
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import Adapters, PastRun, Plan, diff_plans
@@ -123,7 +124,14 @@ class Journal:
                 self.store.release_lock(key, execution.id)
 
     def _refusal(
-        self, action: str, actor: Actor, execution: Execution, why: str, *, outcome: str
+        self,
+        action: str,
+        actor: Actor,
+        execution: Execution,
+        why: str,
+        *,
+        outcome: str,
+        kind: RefusalKind = RefusalKind.STATE,
     ) -> Refused:
         """Audit the refusal of a decision on ``execution`` and return it for raising."""
         self.audit.record(
@@ -133,9 +141,9 @@ class Journal:
             execution_id=execution.id,
             target=self._target(execution.plan),
             incident=execution.incident,
-            detail={"why": why},
+            detail={"why": why, "kind": str(kind)},
         )
-        return Refused(why)
+        return Refused(why, kind=kind)
 
     def _authorise(self, verb: str, actor: Actor, execution: Execution) -> None:
         """Refuse (audited) a decision verb this person may not take on this execution."""
@@ -149,7 +157,14 @@ class Journal:
         )
         if why is None:
             return
-        raise self._refusal(f"{verb}.refused", actor, execution, why, outcome="not_allowed")
+        raise self._refusal(
+            f"{verb}.refused",
+            actor,
+            execution,
+            why,
+            outcome="not_allowed",
+            kind=RefusalKind.NOT_ALLOWED,
+        )
 
     def _void_for_plan_change(self, execution: Execution, fresh: Plan) -> None:
         old = execution.plan
@@ -341,6 +356,7 @@ class Journal:
             and self.clock.now() > execution.expires_at
         ):
             execution.error = "approval window expired before the run started"
+            execution.stop_reason = StopReason.EXPIRED
             self._transition(execution, State.EXPIRED, actor=SYSTEM_ACTOR)
             return True
         return False
