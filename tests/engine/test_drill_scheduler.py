@@ -4,16 +4,15 @@ order, missed fires, overlap, a change freeze, pause, two schedulers on one stor
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 import pytest
-from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 
 from runbooks.engine.clock import FakeClock, iso
 from runbooks.engine.drills import SCHEDULER, DrillScheduler
 from runbooks.engine.models import State, Trigger, TriggerKind
 from tests.conftest import EngineFactory
 from tests.engine import world
+from tests.support.cron_oracle import croniter_fires
 from tests.support.drill_world import END, START, World, config
 from tests.support.people import ALICE
 
@@ -41,13 +40,7 @@ def _fresh_world() -> None:
 
 
 def oracle(cron: str, zone: str, start: float, end: float) -> list[float]:
-    trigger = CronTrigger.from_crontab(cron, timezone=ZoneInfo(zone))
-    found: list[float] = []
-    previous, now = None, datetime.fromtimestamp(start, tz=UTC)
-    while (fire := trigger.get_next_fire_time(previous, now)) and fire.timestamp() < end:
-        found.append(fire.timestamp())
-        previous, now = fire, fire
-    return found
+    return croniter_fires(cron, zone, start, end)
 
 
 def test_a_year_fires_each_drill_on_time_once_with_its_announcements_in_order(
