@@ -52,6 +52,8 @@ def execution_summary(execution: Execution) -> dict[str, Any]:
         "ended_at": iso(execution.ended_at) if execution.ended_at else None,
         "reason": execution.reason,
         "incident": execution.incident,
+        "trigger": None if execution.trigger is None else execution.trigger.to_doc(),
+        "stop_reason": None if execution.stop_reason is None else str(execution.stop_reason),
         "lock_key": execution.lock_key,
         "plan_hash": execution.plan.hash,
         "required_approvals": execution.required_approvals,
@@ -292,6 +294,7 @@ def print_execution(console: Console, execution: Execution, *, banner: str) -> N
     console.print(
         f"requested by {execution.requester.name} via {execution.requester.origin} "
         f"at {iso(execution.created_at)}"
+        + (f"; triggered by {execution.trigger.words()}" if execution.trigger else "")
     )
     for decision in execution.approvals:
         void = " (void: plan changed)" if decision.void else ""

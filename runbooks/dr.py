@@ -473,20 +473,24 @@ def _move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: s
     if source is None:
         raise Refused(f"no region carries traffic for {record} (all weights 0); fix DNS first")
     _preflight_target(ctx, target, notes)
-    try:
-        notes.append(predict_rto(ctx, source, target).words())
-    except RunbookError as exc:
-        notes.append(f"predicted RTO: cannot be computed ({exc.message})")
-    steps: list[Step] = []
-    # Compute: the target gets the source's current capacity.
     source_group = env.autoscaling_groups.get(source)
     target_group = env.autoscaling_groups.get(target)
     if target_group is None:
         raise InvalidInput(f"{ctx.environment} has no node group in {target} to fail over to")
+    # Each node group is read once per plan: the prediction, the steps and the notes use
+    # the same reading (one moment's state, and no provider call twice).
     target_state = infra.aws(target).node_group(target_group)
-    wanted = (
-        infra.aws(source).node_group(source_group).desired if source_group else target_state.desired
-    )
+    kept = infra.aws(source).node_group(source_group).desired if source_group else None
+    try:
+        prediction = predict_rto(
+            ctx, source, target, desired=None if kept is None else (kept, target_state.desired)
+        )
+        notes.append(prediction.words())
+    except RunbookError as exc:
+        notes.append(f"predicted RTO: cannot be computed ({exc.message})")
+    steps: list[Step] = []
+    # Compute: the target gets the source's current capacity.
+    wanted = kept if kept is not None else target_state.desired
     if wanted > target_state.maximum:
         raise Refused(
             f"{target_group} can hold at most {target_state.maximum} instances; {source} runs "
@@ -553,7 +557,6 @@ def _move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: s
             rto_target=api_target.rto if api_target else None,
         )
     )
-    kept = infra.aws(source).node_group(source_group).desired if source_group else None
     # After a failover the old region is where a failback goes; after a failback the DR region
     # is the standby again, still holding the capacity the failover gave it.
     why_kept = "for a failback" if what == "failover" else "as the standby for the next failover"
@@ -741,9 +744,14 @@ class RtoPrediction:
         )
 
 
-def predict_rto(ctx: PlanContext, source: str, target: str) -> RtoPrediction:
+def predict_rto(
+    ctx: PlanContext, source: str, target: str, *, desired: tuple[int, int] | None = None
+) -> RtoPrediction:
     """DNS TTL + health-check interval × failure threshold (read from Route53) + a primary
-    election + the standby's scale-up (when its node group must grow) + verification."""
+    election + the standby's scale-up (when its node group must grow) + verification.
+
+    ``desired``: the source's and the target's desired node counts when the caller has
+    just read them (the failover plan); otherwise they are read here."""
     env = ctx.env
     infra = infrastructure(ctx)
     parts: list[tuple[str, float]] = []
@@ -760,8 +768,10 @@ def predict_rto(ctx: PlanContext, source: str, target: str) -> RtoPrediction:
         parts.append(("primary election", ELECTION_S))
     source_group, target_group = (env.autoscaling_groups.get(r) for r in (source, target))
     if source_group and target_group:
-        need = infra.aws(source).node_group(source_group).desired
-        have = infra.aws(target).node_group(target_group).desired
+        need, have = desired or (
+            infra.aws(source).node_group(source_group).desired,
+            infra.aws(target).node_group(target_group).desired,
+        )
         if need > have:
             parts.append((f"standby scale-up {have} → {need} nodes", NODE_BOOT_S))
     parts.append(("verification", VERIFY_S))

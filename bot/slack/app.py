@@ -59,7 +59,7 @@ from bot.slack.render import (
 from runbooks.engine import Outcome, Request
 from runbooks.engine.clock import Clock, SystemClock
 from runbooks.engine.errors import RunbookError, StoreFull
-from runbooks.engine.models import Actor, State
+from runbooks.engine.models import Actor, State, Trigger, TriggerKind
 from runbooks.engine.wiring import Runtime
 
 log = structlog.get_logger("runbook_bot.slack")
@@ -245,6 +245,14 @@ NOT_UNDERSTOOD = (
     "message); nothing was done. Run the command again for a fresh one."
 )
 _EXECUTION_ID = re.compile(r"^rb-[0-9a-f]{6}$")
+
+
+def _trigger(kind: Any, actor: Actor, incident: Any) -> Trigger | None:
+    """An incident card's Run button (carried through its plan's Confirm button) is the
+    request's trigger; anything else is the person's (the engine's default)."""
+    if kind != str(TriggerKind.INCIDENT_BUTTON):
+        return None
+    return Trigger(TriggerKind.INCIDENT_BUTTON, actor.id, str(incident) if incident else None)
 
 
 def _json_value(action: dict[str, Any], *required: str) -> dict[str, Any]:
@@ -449,6 +457,7 @@ class _Listeners:
                 break_glass=bool(flags.get("break_glass")),
                 dry_run=parsed.dry_run,
                 drill=flags.get("drill"),
+                trigger=_trigger(flags.get("trigger"), actor, flags.get("incident")),
             )
         )
         plan = result.plan
@@ -472,6 +481,7 @@ class _Listeners:
                 "incident": flags.get("incident"),
                 "bg": bool(flags.get("break_glass")),
                 "d": flags.get("drill"),
+                "t": flags.get("trigger"),
             }
         respond(
             text=plan_text(plan, banner),
@@ -711,7 +721,12 @@ class _Listeners:
             command=f"/{spec.namespace or spec.name}",
             runbook=spec.name,
             params=params,
-            flags={"incident": incident, "reason": f"PagerDuty incident {incident}"},
+            flags={
+                "incident": incident,
+                "reason": f"PagerDuty incident {incident}",
+                # Not a flag anyone can type: set here, carried by the plan's Confirm button.
+                "trigger": str(TriggerKind.INCIDENT_BUTTON),
+            },
         )
 
         def privately(**kwargs: Any) -> Any:
@@ -749,6 +764,7 @@ class _Listeners:
                     break_glass=bool(request.get("bg")),
                     confirmed_hash=request["h"],
                     drill=request.get("d"),
+                    trigger=_trigger(request.get("t"), actor, request.get("incident")),
                 )
             )
         except RunbookError as exc:

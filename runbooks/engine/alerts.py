@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.config import Seconds, load_optional_file
 from runbooks.engine.errors import ConfigError, InvalidInput, NeedsPerson, RunbookError
-from runbooks.engine.models import Actor
+from runbooks.engine.models import Actor, Trigger, TriggerKind
 from runbooks.engine.outbox import QueuedConsumer
 
 if TYPE_CHECKING:
@@ -472,6 +472,12 @@ class AlertRequests(QueuedConsumer):
                     params=dict(payload["params"]),
                     actor=ALERTMANAGER,
                     reason=_reason(payload),
+                    trigger=Trigger(
+                        TriggerKind.ALERT,
+                        str(payload["alert"]),
+                        str(payload["target"]),
+                        self.engine.clock.now(),
+                    ),
                     assume_yes=True,
                     # An automatic run is never silent: its card (progress, result) goes to
                     # the environment's approvals channel even when it needs no approval.

@@ -19,12 +19,20 @@ from dataclasses import dataclass, field
 
 from runbooks.engine.clock import format_duration, iso, parse_iso
 from runbooks.engine.config import Config, Freeze, Rule
-from runbooks.engine.errors import InvalidInput
+from runbooks.engine.errors import InvalidInput, RefusalKind
 from runbooks.engine.models import Actor
 
 #: Resolves a Slack user group id to the Slack user ids in it (provided by the Slack front end).
 UsergroupResolver = Callable[[str], set[str]]
 SLACK_GROUP_PREFIX = "slack:"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why policy refuses a request: its kind (read by programs) and its words (for people)."""
+
+    kind: RefusalKind
+    message: str
 
 
 @dataclass(frozen=True)
@@ -189,28 +197,56 @@ class ConfigPolicy:
         now: float,
     ) -> str | None:
         """Why this person may not make this request here and now, or None."""
+        refusal = self.check_request(
+            actor,
+            gate,
+            runbook=runbook,
+            environment=environment,
+            channel=channel,
+            break_glass=break_glass,
+            now=now,
+        )
+        return None if refusal is None else refusal.message
+
+    def check_request(
+        self,
+        actor: Actor,
+        gate: Gate,
+        *,
+        runbook: str,
+        environment: str,
+        channel: str | None,
+        break_glass: bool,
+        now: float,
+    ) -> Refusal | None:
+        """The refusal (its kind and its words) of this request here and now, or None."""
+        not_allowed = RefusalKind.NOT_ALLOWED
         if not self.member_of(actor, gate.requesters):
-            return (
+            return Refusal(
+                not_allowed,
                 f"{actor.name} may not request {runbook} in {environment}; requesters: "
-                f"{', '.join(gate.requesters)} ({gate.rule})"
+                f"{', '.join(gate.requesters)} ({gate.rule})",
             )
         if actor.origin == "cli" and not gate.terminal_requests:
-            return (
+            return Refusal(
+                not_allowed,
                 f"{runbook} in {environment} cannot be requested from a terminal; "
-                f"use Slack ({gate.rule})"
+                f"use Slack ({gate.rule})",
             )
         if actor.origin == "slack" and gate.channels and channel not in gate.channels:
-            return (
+            return Refusal(
+                not_allowed,
                 f"{runbook} in {environment} can only be requested from "
                 f"{', '.join('<#' + c + '>' for c in gate.channels)}, not from "
-                f"{'<#' + channel + '>' if channel else 'a direct message'}"
+                f"{'<#' + channel + '>' if channel else 'a direct message'}",
             )
         freeze = self.active_freeze(gate, now)
         if freeze is not None and not break_glass:
-            return (
+            return Refusal(
+                RefusalKind.FREEZE,
                 f"{environment} is in a change freeze until {freeze.end}"
                 f"{': ' + freeze.reason if freeze.reason else ''}; only break-glass "
-                "requests (--break-glass --reason TEXT --incident ID) run during a freeze"
+                "requests (--break-glass --reason TEXT --incident ID) run during a freeze",
             )
         if gate.maintenance_window and not break_glass:
             schedules = self._config.schedules
@@ -221,12 +257,16 @@ class ConfigPolicy:
                     if upcoming
                     else f"schedules.yaml declares none for {environment}"
                 )
-                return (
+                return Refusal(
+                    RefusalKind.OUTSIDE_WINDOW,
                     f"{runbook} in {environment} runs only inside a maintenance window; "
-                    f"none is open now ({nxt})"
+                    f"none is open now ({nxt})",
                 )
         if break_glass and not gate.break_glass_allowed:
-            return f"break-glass is not allowed for {runbook} in {environment} ({gate.rule})"
+            return Refusal(
+                not_allowed,
+                f"break-glass is not allowed for {runbook} in {environment} ({gate.rule})",
+            )
         return None
 
     def approval_refusal(

@@ -29,6 +29,7 @@ from runbooks.engine.models import (
     Approval,
     Execution,
     State,
+    StopReason,
 )
 from runbooks.engine.params import validate_params
 
@@ -170,6 +171,7 @@ class Decisions(Journal):
             # and audited as one, not a verdict of the approvers.
             execution.cancel_reason = reason
             execution.error = f"withdrawn by {actor.name}: {reason}"
+            execution.stop_reason = StopReason.WITHDRAWN
             execution.ended_at = self.clock.now()
             self._transition(
                 execution, State.CANCELLED, actor=actor, reason=reason, detail={"withdrawn": True}
@@ -185,6 +187,7 @@ class Decisions(Journal):
             )
         )
         execution.error = f"denied by {actor.name}: {reason}"
+        execution.stop_reason = StopReason.DENIED
         self._transition(execution, State.DENIED, actor=actor, reason=reason)
         return execution
 
@@ -375,6 +378,7 @@ class Decisions(Journal):
             raise Refused(f"{execution.id} already ended ({execution.state})")
         if execution.state in {State.AWAITING_APPROVAL, State.APPROVED}:
             execution.cancel_reason = reason or None
+            execution.stop_reason = StopReason.CANCELLED
             self._transition(execution, State.CANCELLED, actor=actor, reason=reason)
             return execution
         self.store.request_cancel(

@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.errors import InvalidInput, NotFound, Refused, RunbookError
+from runbooks.engine.errors import InvalidInput, NotFound, RefusalKind, Refused, RunbookError
 from runbooks.engine.journal import clean_reason
 from runbooks.engine.leases import LeaderLease
-from runbooks.engine.models import TERMINAL_STATES, Actor, State
+from runbooks.engine.models import TERMINAL_STATES, Actor, State, Trigger, TriggerKind
 from runbooks.engine.verdicts import execution_verdict
 
 if TYPE_CHECKING:
@@ -320,10 +320,11 @@ class DrillScheduler:
                     reason=reason,
                     assume_yes=True,
                     drill=drill.name,
+                    trigger=Trigger(TriggerKind.DRILL, drill.name, f"due {iso(at)}", now),
                 )
             )
         except RunbookError as exc:
-            held = "freeze" in exc.message.lower()
+            held = isinstance(exc, Refused) and exc.kind == RefusalKind.FREEZE
             state = "held" if held else "refused"
             self._set(drill, at, state, done, note=exc.message)
             verb = "held (change freeze)" if held else "refused"
@@ -705,5 +706,8 @@ class DrillScheduler:
                 reason=f"drill {drill.name} (run by hand)",
                 assume_yes=True,
                 drill=drill.name,
+                trigger=Trigger(
+                    TriggerKind.DRILL, drill.name, f"run by {actor.id}", self.engine.clock.now()
+                ),
             )
         )

@@ -7,6 +7,8 @@ message (Slack) in one place each.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class RunbookError(Exception):
     """Base of every error the engine raises on purpose."""
@@ -43,11 +45,32 @@ class NotFound(InvalidInput):
     code = "not_found"
 
 
+class RefusalKind(StrEnum):
+    """Why a valid request may not happen: a fact a program reads (never the message)."""
+
+    NOT_ALLOWED = "not_allowed"  # this person, front end or channel may not
+    FREEZE = "freeze"  # a change freeze is on
+    OUTSIDE_WINDOW = "outside_window"  # no maintenance window is open
+    LOCK_HELD = "lock_held"  # another execution holds a lock it needs
+    LEASE_HELD = "lease_held"  # another process runs the execution
+    PLAN_CHANGED = "plan_changed"  # the live plan differs from the one shown
+    NEEDS_PERSON = "needs_person"  # an automatic request that needs a person's judgement
+    STATE = "state"  # the execution or the world is not in a state that allows it now
+
+
 class Refused(RunbookError):
-    """The request is valid but may not happen now (policy, lock, state)."""
+    """The request is valid but may not happen now (policy, lock, state); ``kind`` says why."""
 
     code = "refused"
     exit_code = 2
+    kind = RefusalKind.STATE
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, kind: RefusalKind | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        if kind is not None:
+            self.kind = kind
 
 
 class NeedsPerson(Refused):
@@ -55,12 +78,14 @@ class NeedsPerson(Refused):
     judgement (a rollback after a rollback): the requester pages instead of retrying."""
 
     code = "needs_person"
+    kind = RefusalKind.NEEDS_PERSON
 
 
 class LockHeld(Refused):
     """Another execution holds the lock key."""
 
     code = "lock_held"
+    kind = RefusalKind.LOCK_HELD
 
     def __init__(self, message: str, *, holder: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
@@ -71,12 +96,14 @@ class PlanChanged(Refused):
     """The live plan no longer matches the one shown: approvals are void."""
 
     code = "plan_changed"
+    kind = RefusalKind.PLAN_CHANGED
 
 
 class LeaseHeld(Refused):
     """Another live process is running this execution."""
 
     code = "lease_held"
+    kind = RefusalKind.LEASE_HELD
 
 
 class ConcurrentUpdate(RunbookError):

@@ -34,6 +34,7 @@ from runbooks.engine.models import (
     Actor,
     Execution,
     State,
+    Trigger,
 )
 from runbooks.engine.params import RunbookParams, validate_params
 from runbooks.engine.plan import (
@@ -253,10 +254,12 @@ class Engine(Locks, Decisions, Runner):
         break_glass: bool = False,
         channel: str | None = None,
         drill: str | None = None,
+        trigger: Trigger | None = None,
     ) -> Execution:
         """Create an execution for the plan the requester saw (and thereby confirmed).
 
-        ``drill`` names the drill this is a run of (the scheduler's fire or ``drills.run``).
+        ``drill`` names the drill this is a run of (the scheduler's fire or ``drills.run``);
+        ``trigger`` what set the request off (by default: its drill, else its requester).
 
         Refuses (audited) when policy forbids this person, front end, channel or moment.
         Break-glass skips the approvals where policy allows it, needs a reason and an incident
@@ -280,6 +283,7 @@ class Engine(Locks, Decisions, Runner):
             break_glass=break_glass,
             channel=channel,
         )
+        trigger = trigger or Trigger.of(actor, drill=drill, at=now)
         execution = Execution(
             id=new_execution_id(),
             plan=plan,
@@ -296,6 +300,7 @@ class Engine(Locks, Decisions, Runner):
             confirmed_hash=plan.hash,
             steps=step_records(plan),
             drill=drill,
+            trigger=trigger,
         )
         for _ in range(20):
             try:
@@ -321,10 +326,16 @@ class Engine(Locks, Decisions, Runner):
                 "required_approvals": gate.required,
                 "break_glass": break_glass,
                 "drill": drill,
+                "trigger": trigger.to_doc(),
             },
         )
         self._publish(
-            execution, "execution.created", break_glass=break_glass, channel=channel, drill=drill
+            execution,
+            "execution.created",
+            break_glass=break_glass,
+            channel=channel,
+            drill=drill,
+            trigger=trigger.to_doc(),
         )
         if break_glass:
             self.audit.record(
@@ -384,7 +395,7 @@ class Engine(Locks, Decisions, Runner):
         if plan.read_only:
             return
         gate = self.policy.gate(plan.runbook, plan.environment, read_only=plan.read_only)
-        refusal = self.policy.request_refusal(
+        refusal = self.policy.check_request(
             actor,
             gate,
             runbook=plan.runbook,
@@ -402,6 +413,11 @@ class Engine(Locks, Decisions, Runner):
                 params=plan.params,
                 reason=clean_reason(reason),
                 incident=incident,
-                detail={"why": refusal, "channel": channel, "break_glass": break_glass},
+                detail={
+                    "why": refusal.message,
+                    "kind": str(refusal.kind),
+                    "channel": channel,
+                    "break_glass": break_glass,
+                },
             )
-            raise Refused(refusal)
+            raise Refused(refusal.message, kind=refusal.kind)

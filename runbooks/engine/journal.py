@@ -17,7 +17,7 @@ from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import Clock
 from runbooks.engine.config import Config
 from runbooks.engine.counters import count_transition
-from runbooks.engine.errors import ConcurrentUpdate, NotFound, Refused
+from runbooks.engine.errors import ConcurrentUpdate, NotFound, RefusalKind, Refused
 from runbooks.engine.events import EventBus
 from runbooks.engine.models import (
     TERMINAL_STATES,
@@ -26,6 +26,7 @@ from runbooks.engine.models import (
     Execution,
     State,
     StepRecord,
+    StopReason,
 )
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import Adapters, PastRun, Plan, diff_plans
@@ -123,7 +124,14 @@ class Journal:
                 self.store.release_lock(key, execution.id)
 
     def _refusal(
-        self, action: str, actor: Actor, execution: Execution, why: str, *, outcome: str
+        self,
+        action: str,
+        actor: Actor,
+        execution: Execution,
+        why: str,
+        *,
+        outcome: str,
+        kind: RefusalKind = RefusalKind.STATE,
     ) -> Refused:
         """Audit the refusal of a decision on ``execution`` and return it for raising."""
         self.audit.record(
@@ -133,9 +141,9 @@ class Journal:
             execution_id=execution.id,
             target=self._target(execution.plan),
             incident=execution.incident,
-            detail={"why": why},
+            detail={"why": why, "kind": str(kind)},
         )
-        return Refused(why)
+        return Refused(why, kind=kind)
 
     def _authorise(self, verb: str, actor: Actor, execution: Execution) -> None:
         """Refuse (audited) a decision verb this person may not take on this execution."""
@@ -149,7 +157,14 @@ class Journal:
         )
         if why is None:
             return
-        raise self._refusal(f"{verb}.refused", actor, execution, why, outcome="not_allowed")
+        raise self._refusal(
+            f"{verb}.refused",
+            actor,
+            execution,
+            why,
+            outcome="not_allowed",
+            kind=RefusalKind.NOT_ALLOWED,
+        )
 
     def _void_for_plan_change(self, execution: Execution, fresh: Plan) -> None:
         old = execution.plan
@@ -255,55 +270,62 @@ class Journal:
         event_type: str = "execution.state",
         release: bool = True,
     ) -> None:
-        """Count, audit, publish and (at the end) release the lock for a saved transition."""
+        """Count, audit, publish and (at the end) release the lock for a saved transition.
+
+        One batch (one commit on SQLite): the saved state stays its own commit before it, so
+        a crash between the two leaves the state as a crash right after a save always did."""
         state = execution.state
-        count_transition(self.store, execution.runbook, execution.environment, str(state))
-        self.audit.record(
-            f"execution.{state}",
-            actor=actor,
-            outcome=str(state),
-            execution_id=execution.id,
-            target=self._target(execution.plan),
-            reason=reason or execution.reason,
-            incident=execution.incident,
-            detail={
-                "from": str(previous),
-                **({"error": execution.error} if execution.error and execution.terminal else {}),
-                **(detail or {}),
-            },
-        )
-        self._publish(execution, event_type, previous=str(previous), **(detail or {}))
-        if release:
-            self._release_lock(execution)
+        with self.store.batch():
+            count_transition(self.store, execution.runbook, execution.environment, str(state))
+            self.audit.record(
+                f"execution.{state}",
+                actor=actor,
+                outcome=str(state),
+                execution_id=execution.id,
+                target=self._target(execution.plan),
+                reason=reason or execution.reason,
+                incident=execution.incident,
+                detail={
+                    "from": str(previous),
+                    **(
+                        {"error": execution.error} if execution.error and execution.terminal else {}
+                    ),
+                    **(detail or {}),
+                },
+            )
+            self._publish(execution, event_type, previous=str(previous), **(detail or {}))
+            if release:
+                self._release_lock(execution)
 
     def _step_transition(
         self, execution: Execution, record: StepRecord, event_type: str, *, actor: Actor
     ) -> None:
         self._save(execution)
-        self.audit.record(
-            event_type,
-            actor=actor,
-            outcome=str(record.status),
-            execution_id=execution.id,
-            target=self._target(execution.plan),
-            incident=execution.incident,
-            detail={
-                "step": record.index + 1,
-                "kind": record.kind,
-                "description": record.description,
-                **({"error": record.error} if record.error else {}),
-                **({"output": record.output} if record.output else {}),
-            },
-        )
-        self._publish(
-            execution,
-            event_type,
-            step=record.index + 1,
-            description=record.description,
-            status=str(record.status),
-            error=record.error,
-            output=record.output,
-        )
+        with self.store.batch():  # the audit record and the event: one commit
+            self.audit.record(
+                event_type,
+                actor=actor,
+                outcome=str(record.status),
+                execution_id=execution.id,
+                target=self._target(execution.plan),
+                incident=execution.incident,
+                detail={
+                    "step": record.index + 1,
+                    "kind": record.kind,
+                    "description": record.description,
+                    **({"error": record.error} if record.error else {}),
+                    **({"output": record.output} if record.output else {}),
+                },
+            )
+            self._publish(
+                execution,
+                event_type,
+                step=record.index + 1,
+                description=record.description,
+                status=str(record.status),
+                error=record.error,
+                output=record.output,
+            )
 
     def _publish(self, execution: Execution, type_: str, **extra: Any) -> None:
         self.events.publish(
@@ -335,6 +357,7 @@ class Journal:
             and self.clock.now() > execution.expires_at
         ):
             execution.error = "approval window expired before the run started"
+            execution.stop_reason = StopReason.EXPIRED
             self._transition(execution, State.EXPIRED, actor=SYSTEM_ACTOR)
             return True
         return False

@@ -89,6 +89,92 @@ SYSTEM = Actor(id="runbook-bot", name="runbook-bot", origin="system")
 AUTOMATIC_ORIGINS = frozenset({"alertmanager", "scheduler"})
 
 
+class TriggerKind(StrEnum):
+    """What set a request off."""
+
+    PERSON = "person"  # someone asked (CLI, a Slack command, a Confirm button)
+    DRILL = "drill"  # a drill's fire, or a person's ``drills.run``
+    ALERT = "alert"  # an Alertmanager alert, under policy
+    INCIDENT_BUTTON = "incident-button"  # a Run button on a PagerDuty incident card
+    SCHEDULE = "schedule"  # another schedule of the bot's (not a drill)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What set a request off, as typed facts: pages, notes, evidence, ``runs.show`` and the
+    audit log read these fields, never the reason's prose.
+
+    ``name`` is who or what triggered it (the person's id, the drill's name, the alert's
+    name); ``reference`` what it refers to (the fire it is due for, the alert's target, the
+    incident); ``at`` when (epoch seconds).
+    """
+
+    kind: TriggerKind
+    name: str
+    reference: str | None = None
+    at: float | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "kind": str(self.kind),
+            "name": self.name,
+            "reference": self.reference,
+            "at": self.at,
+        }
+
+    @staticmethod
+    def from_doc(doc: dict[str, Any]) -> Trigger:
+        return Trigger(
+            kind=TriggerKind(doc["kind"]),
+            name=str(doc["name"]),
+            reference=doc.get("reference"),
+            at=doc.get("at"),
+        )
+
+    @staticmethod
+    def of(actor: Actor, *, drill: str | None, at: float | None) -> Trigger:
+        """The trigger of a request that named none (and of executions stored before the
+        field): its drill, else what its requester is."""
+        if drill:
+            return Trigger(TriggerKind.DRILL, drill, at=at)
+        if actor.origin == "alertmanager":
+            return Trigger(TriggerKind.ALERT, actor.name, at=at)
+        if actor.origin == "scheduler":
+            return Trigger(TriggerKind.SCHEDULE, actor.name, at=at)
+        return Trigger(TriggerKind.PERSON, actor.id, at=at)
+
+    def words(self) -> str:
+        """``drill monthly-dr (due 2027-06-01T03:00:00Z)``, ``person alice``."""
+        return f"{self.kind} {self.name}" + (f" ({self.reference})" if self.reference else "")
+
+
+class StopReason(StrEnum):
+    """Why an execution stopped short of success (None while it has not)."""
+
+    FAILED = "failed"  # a step failed (or its verification did not hold)
+    CANCELLED = "cancelled"  # someone cancelled it while it ran
+    DENIED = "denied"  # an approver denied it
+    WITHDRAWN = "withdrawn"  # its requester withdrew it before it ran
+    EXPIRED = "expired"  # its approvals did not come in time
+
+
+def _legacy_stop_reason(doc: dict[str, Any]) -> StopReason | None:
+    """The stop reason of an execution stored before the field: read once from the state and
+    the error text older versions wrote (they told a cancel by its "cancelled" prefix)."""
+    state, error = doc.get("state"), doc.get("error") or ""
+    if error.startswith("withdrawn"):
+        return StopReason.WITHDRAWN
+    if state == "cancelled" or error.startswith("cancelled"):
+        return StopReason.CANCELLED
+    if state == "expired":
+        return StopReason.EXPIRED
+    if state == "denied":
+        return StopReason.DENIED
+    if state in {"failed", "compensating", "compensated", "compensation_failed"}:
+        return StopReason.FAILED
+    return None
+
+
 @dataclass
 class StepRecord:
     index: int
@@ -181,6 +267,10 @@ class Execution:
     #: The drill this execution is a run of (a scheduled fire or ``drills.run`` by a
     #: person), else None. A typed fact: pages, notes and evidence read it, never the reason.
     drill: str | None = None
+    #: What set the request off (``Trigger.of`` for executions stored before the field).
+    trigger: Trigger | None = None
+    #: Why it stopped short of success; None while it has not. Compensation reads it.
+    stop_reason: StopReason | None = None
     version: int = 0
 
     @property
@@ -231,16 +321,29 @@ class Execution:
             "error": self.error,
             "cancel_reason": self.cancel_reason,
             "drill": self.drill,
+            "trigger": None if self.trigger is None else self.trigger.to_doc(),
+            "stop_reason": None if self.stop_reason is None else str(self.stop_reason),
             "version": self.version,
         }
 
     @staticmethod
     def from_doc(doc: dict[str, Any]) -> Execution:
+        requester = Actor.from_doc(doc["requester"])
+        trigger = (
+            Trigger.from_doc(doc["trigger"])
+            if doc.get("trigger")
+            else Trigger.of(requester, drill=doc.get("drill"), at=doc["created_at"])
+        )
+        stop = (
+            StopReason(doc["stop_reason"])
+            if doc.get("stop_reason")
+            else (None if "stop_reason" in doc else _legacy_stop_reason(doc))
+        )
         return Execution(
             id=doc["id"],
             plan=Plan.from_doc(doc["plan"]),
             state=State(doc["state"]),
-            requester=Actor.from_doc(doc["requester"]),
+            requester=requester,
             created_at=doc["created_at"],
             updated_at=doc["updated_at"],
             reason=doc.get("reason"),
@@ -257,6 +360,8 @@ class Execution:
             error=doc.get("error"),
             cancel_reason=doc.get("cancel_reason"),
             drill=doc.get("drill"),  # executions stored before the field have none
+            trigger=trigger,
+            stop_reason=stop,
             version=doc.get("version", 0),
         )
 

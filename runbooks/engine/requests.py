@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from runbooks.engine.errors import InvalidInput, RunbookError
-from runbooks.engine.models import Actor, Execution
+from runbooks.engine.models import Actor, Execution, Trigger
 
 if TYPE_CHECKING:
     from runbooks.engine.approvals import Gate
@@ -54,6 +54,9 @@ class Request:
     #: The drill this request runs (schedules.yaml's name): set by the scheduler's fire and
     #: by ``drills.run``; a person's drill run is authorised, recorded and announced here.
     drill: str | None = None
+    #: What set the request off (a drill's fire, an alert, an incident's Run button); None:
+    #: its drill, else its requester (``Trigger.of``).
+    trigger: Trigger | None = None
 
 
 @dataclass
@@ -141,6 +144,7 @@ def handle(engine: Engine, request: Request, *, prepared: Prepared | None = None
             incident=request.incident,
             channel=request.channel,
             drill=request.drill,
+            trigger=request.trigger,
         )
         if drills is not None:
             drills.fired_by_hand(request.drill or "", execution, actor=request.actor, report=True)
@@ -166,6 +170,7 @@ def handle(engine: Engine, request: Request, *, prepared: Prepared | None = None
         break_glass=request.break_glass,
         channel=request.channel,
         drill=request.drill,
+        trigger=request.trigger,
     )
     if drills is not None:
         drills.fired_by_hand(request.drill or "", execution, actor=request.actor)

@@ -33,6 +33,7 @@ from runbooks.engine.models import (
     State,
     StepRecord,
     StepStatus,
+    StopReason,
 )
 from runbooks.engine.params import validate_params
 from runbooks.engine.plan import (
@@ -373,6 +374,7 @@ class Runner(Journal):
                         f"{step.keeps_done_on_failure}"
                     )
                     execution.error = error
+                    execution.stop_reason = StopReason.FAILED
                     execution.ended_at = self.clock.now()
                     self._transition(execution, State.FAILED, actor=actor)
                     return
@@ -577,6 +579,9 @@ class Runner(Journal):
 
     def _after_stop(self, execution: Execution, state: State, error: str, *, actor: Actor) -> None:
         execution.error = error
+        execution.stop_reason = (
+            StopReason.CANCELLED if state == State.CANCELLED else StopReason.FAILED
+        )
         compensate = bool(self._to_undo(execution))
         if compensate:
             # Straight from running to compensating in one write: a process that dies here
@@ -651,7 +656,7 @@ class Runner(Journal):
                 f"{', '.join(map(str, failed))}: manual action needed"
             )
             self._transition(execution, State.COMPENSATION_FAILED, actor=actor)
-        elif (execution.error or "").startswith("cancelled"):
+        elif execution.stop_reason == StopReason.CANCELLED:
             self._transition(execution, State.CANCELLED, actor=actor)
         else:
             self._transition(execution, State.COMPENSATED, actor=actor)

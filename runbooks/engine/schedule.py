@@ -1,23 +1,28 @@
 """``schedules.yaml``: maintenance windows and drills.
 
-Cron expressions have five fields (minute hour day-of-month month day-of-week). Maintenance
-windows are evaluated in UTC; a drill's cron in its ``timezone`` (default UTC). Day-of-week
-must use names (``mon``, ``sat-sun``): cron counts Sunday as 0 and APScheduler counts Monday as
-0, so a number would mean different days to different readers.
+Cron expressions are standard crontab: five fields (minute hour day-of-month month
+day-of-week), names or numbers, ranges, lists and steps. APScheduler's ``CronTrigger`` does
+the calendar arithmetic (timezones and daylight saving time included); this module only reads
+two crontab rules into it that APScheduler counts differently:
 
-Daylight saving time, for a drill in a zone that has it: a local time that occurs twice (the
-autumn hour) fires once, at its first occurrence; a local time that does not exist (the spring
-hour) fires at the first instant after the gap, so a monthly drill is never skipped.
+1. Day-of-week numbers mean what they mean to cron: 0 and 7 are Sunday, 1 Monday, 6 Saturday
+   (APScheduler counts Monday as 0), so ``0 9 * * 1-5`` fires on weekdays as crontab(5) says.
+2. When both day of month and day of week are restricted, either one matching fires
+   (crontab(5); APScheduler alone wants both), e.g. ``0 2 1 * mon`` is the 1st and every Monday.
+
+Maintenance windows are evaluated in UTC; a drill's cron in its ``timezone`` (default UTC).
+Daylight saving time, as crontab(5) has it: a local time that occurs twice (the autumn hour)
+fires once, at its first occurrence; a local time that does not exist (the spring hour) fires
+at the first instant after the gap, so a monthly drill is never skipped (``fire_times``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -25,108 +30,140 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from runbooks.engine.config import Seconds, load_optional_file
 from runbooks.engine.errors import ConfigError
 
-_MONTHS = {
-    m: i
-    for i, m in enumerate(
-        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1
-    )
-}
-_DAYS = {d: i for i, d in enumerate(["mon", "tue", "wed", "thu", "fri", "sat", "sun"])}
-_FIELDS = (
-    ("minute", 0, 59, None),
-    ("hour", 0, 23, None),
-    ("day of month", 1, 31, None),
-    ("month", 1, 12, _MONTHS),
-    ("day of week", 0, 6, _DAYS),
-)
+if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger  # type: ignore[import-untyped]
+
 #: Longest window we look back over (minutes): 7 days.
 MAX_WINDOW_MINUTES = 7 * 24 * 60
+#: How far ahead the next window or fire is looked for before saying "none".
+HORIZON = timedelta(days=400)
+_FIELDS = (
+    ("minute", "minute"),
+    ("hour", "hour"),
+    ("day of month", "day"),
+    ("month", "month"),
+)
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
-@dataclass(frozen=True)
-class Cron:
-    """A parsed five-field cron expression (UTC); day of week 0 = Monday internally."""
+def cron_trigger(text: str) -> BaseTrigger:
+    """APScheduler's trigger for the crontab expression ``text`` on the wall clock (its times
+    are wall-clock times: ``fire_times`` reads them in a zone); a ValueError naming the field
+    says what is wrong with a bad expression."""
+    # Imported here: APScheduler costs ~45 ms to import, and `invoke --list` stays fast.
+    from apscheduler.triggers.combining import OrTrigger  # type: ignore[import-untyped]
+    from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 
-    text: str
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]
-    any_day: bool
-    any_weekday: bool
-
-    @staticmethod
-    def parse(text: str) -> Cron:
-        parts = text.split()
-        if len(parts) != 5:
-            raise ValueError(
-                f"cron {text!r} needs 5 fields (minute hour day month weekday), found {len(parts)}"
-            )
-        minutes, hours, days, months, weekdays = (
-            frozenset(_parse_field(part, name, low, high, names))
-            for part, (name, low, high, names) in zip(parts, _FIELDS, strict=True)
-        )
-        return Cron(text, minutes, hours, days, months, weekdays, parts[2] == "*", parts[4] == "*")
-
-    def matches(self, moment: datetime) -> bool:
-        if moment.minute not in self.minutes or moment.hour not in self.hours:
-            return False
-        if moment.month not in self.months:
-            return False
-        day_ok, weekday_ok = moment.day in self.days, moment.weekday() in self.weekdays
-        if self.any_day or self.any_weekday:  # cron: both restricted means either may match
-            return day_ok and weekday_ok
-        return day_ok or weekday_ok
-
-
-def _parse_field(
-    part: str, name: str, low: int, high: int, names: dict[str, int] | None
-) -> set[int]:
-    values: set[int] = set()
-    for item in part.lower().split(","):
-        body, _, step_text = item.partition("/")
-        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else None
-        if step_text and step is None:
-            raise ValueError(f"{name}: step {step_text!r} must be a positive number")
-        if body == "*":
-            start, end = low, high
-        else:
-            first, _, last = body.partition("-")
-            start = _value(first, name, low, high, names)
-            end = _value(last, name, low, high, names) if last else (high if step else start)
-        if end < start:
-            raise ValueError(f"{name}: range {body!r} runs backwards")
-        values.update(range(start, end + 1, step or 1))
-    return values
-
-
-def _value(token: str, name: str, low: int, high: int, names: dict[str, int] | None) -> int:
-    if name == "day of week" and token.isdigit():
+    parts = text.split()
+    if len(parts) != 5:
         raise ValueError(
-            "day of week must be a name (mon, tue, wed, thu, fri, sat, sun), not "
-            f"{token!r}: cron and APScheduler number weekdays differently"
+            f"cron {text!r} needs 5 fields (minute hour day month weekday), found {len(parts)}"
         )
-    if names and token in names:
-        return names[token]
-    if not token.isdigit() or not low <= int(token) <= high:
-        allowed = f"{low}-{high}" + (f" or {', '.join(names)}" if names else "")
-        raise ValueError(f"{name}: {token!r} is not allowed; use {allowed}")
-    return int(token)
+    fields: dict[str, str] = {}
+    for (label, key), value in zip(_FIELDS, parts, strict=False):
+        try:
+            CronTrigger(**{key: value}, timezone=UTC)
+        except ValueError as exc:
+            raise ValueError(f"{label}: {value!r} is not allowed ({exc})") from None
+        fields[key] = value
+    weekdays = _weekday_names(parts[4])
+
+    def trigger(day: str, day_of_week: str) -> CronTrigger:
+        return CronTrigger(**{**fields, "day": day}, day_of_week=day_of_week, timezone=UTC)
+
+    if fields["day"] != "*" and weekdays != "*":
+        return OrTrigger([trigger(fields["day"], "*"), trigger("*", weekdays)])
+    return trigger(fields["day"], weekdays)
+
+
+def _weekday_names(field: str) -> str:
+    """A crontab day-of-week field as APScheduler reads it unambiguously: names (``*`` as is)."""
+    if field == "*":
+        return field
+    days: set[int] = set()
+    for item in field.lower().split(","):
+        body, slash, step_text = item.partition("/")
+        if slash and not (step_text.isdigit() and int(step_text) > 0):
+            raise ValueError(f"day of week: step {step_text!r} must be a positive number")
+        step = int(step_text) if slash else 1
+        if body == "*":
+            first, last = 0, 6
+        else:
+            low, dash, high = body.partition("-")
+            first = _weekday(low)
+            last = _weekday(high) if dash else (6 if slash else first)
+            if last < first:
+                raise ValueError(
+                    f"day of week: range {body!r} runs backwards (crontab ranges do not wrap)"
+                )
+        days.update(day % 7 for day in range(first, last + 1, step))
+    return ",".join(_CRON_DAYS[day] for day in sorted(days))
+
+
+def _weekday(token: str) -> int:
+    if token in _CRON_DAYS:
+        return _CRON_DAYS.index(token)
+    if token.isdigit() and 0 <= int(token) <= 7:
+        return int(token)
+    raise ValueError(
+        f"day of week: {token!r} is not allowed; use 0-7 (0 and 7: Sunday, as in crontab) "
+        "or sun, mon, tue, wed, thu, fri, sat"
+    )
+
+
+def fire_times(trigger: BaseTrigger, after: float, zone: tzinfo = UTC) -> Iterator[float]:
+    """The instants (epoch seconds, ascending) after ``after`` at which ``trigger`` (a
+    ``cron_trigger``: wall-clock times) fires as wall-clock time in ``zone``. Endless (or until
+    the calendar has no more); take what you need.
+
+    The trigger walks the wall clock, where every local time occurs once; ``_instant`` turns
+    each into the instant it names. So, as in crontab(5): the hour that repeats when daylight
+    saving time ends fires in its first pass only, and a time inside the spring gap fires
+    when the gap ends (never skipped)."""
+    wall = datetime.fromtimestamp(after, tz=zone).replace(tzinfo=UTC)
+    previous = None
+    now = wall + timedelta(microseconds=1)
+    while (fire := trigger.get_next_fire_time(previous, now)) is not None:
+        previous = now = fire
+        instant = _instant(fire.replace(tzinfo=None), zone)
+        if instant > after:
+            after = instant
+            yield instant
+
+
+def _instant(wall: datetime, zone: tzinfo) -> float:
+    """The first instant of a local wall-clock time; for one inside a DST gap, the gap's end."""
+    local = wall.replace(tzinfo=zone)
+    instant = local.replace(fold=0).timestamp()
+    if datetime.fromtimestamp(instant, tz=zone).replace(tzinfo=None) == wall:
+        return instant
+    # A time that does not exist locally: fold=1 reads it with the offset after the change
+    # (an instant before the change), fold=0 with the one before (an instant after it). The
+    # change itself, between the two, is where the gap ends.
+    moment = local.replace(fold=1).timestamp()
+    offset = datetime.fromtimestamp(moment, tz=zone).utcoffset()
+    while moment < instant and datetime.fromtimestamp(moment, tz=zone).utcoffset() == offset:
+        moment += 60
+    return moment
+
+
+def _first_after(trigger: BaseTrigger, after: float, *, within: timedelta) -> float | None:
+    fire = next(fire_times(trigger, after), None)
+    return fire if fire is not None and fire <= after + within.total_seconds() else None
 
 
 class MaintenanceWindow(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    start: str = Field(description="cron expression in UTC, weekdays by name")
+    start: str = Field(description="a crontab expression (five fields), in UTC")
     duration: Seconds
     environments: list[str] = Field(min_length=1)
 
     @field_validator("start")
     @classmethod
     def _cron(cls, value: str) -> str:
-        Cron.parse(value)
+        cron_trigger(value)
         return value
 
     @field_validator("duration")
@@ -138,23 +175,16 @@ class MaintenanceWindow(BaseModel):
 
     def open_at(self, now: float) -> tuple[float, float] | None:
         """(start, end) of the occurrence that contains ``now``, if any."""
-        cron = Cron.parse(self.start)
-        moment = datetime.fromtimestamp(now, tz=UTC).replace(second=0, microsecond=0)
-        for back in range(int(self.duration // 60) + 1):
-            candidate = moment - timedelta(minutes=back)
-            start = candidate.timestamp()
-            if start + self.duration > now and cron.matches(candidate):
-                return start, start + self.duration
-        return None
+        started = _first_after(
+            cron_trigger(self.start), now - self.duration, within=timedelta(seconds=self.duration)
+        )
+        if started is None or started > now:
+            return None
+        return started, started + self.duration
 
-    def next_start(self, now: float, *, horizon_days: int = 62) -> float | None:
-        cron = Cron.parse(self.start)
-        moment = datetime.fromtimestamp(now, tz=UTC).replace(second=0, microsecond=0)
-        for ahead in range(1, horizon_days * 24 * 60):
-            candidate = moment + timedelta(minutes=ahead)
-            if cron.matches(candidate):
-                return candidate.timestamp()
-        return None
+    def next_start(self, now: float) -> float | None:
+        """The next start after ``now`` (None if there is none within about a year)."""
+        return _first_after(cron_trigger(self.start), now, within=HORIZON)
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -165,51 +195,6 @@ def _zone(name: str) -> ZoneInfo:
             f"unknown timezone {name!r}; use an IANA name such as UTC, Europe/Berlin or "
             "America/New_York"
         ) from None
-
-
-def fire_times(cron: Cron, zone: ZoneInfo, after: float) -> Iterator[float]:
-    """The instants (epoch seconds, ascending) after ``after`` at which ``cron``, read as
-    wall-clock time in ``zone``, fires. Endless; take what you need."""
-    start = datetime.fromtimestamp(after, tz=UTC).astimezone(zone)
-    day = start.date() - timedelta(days=1)  # a fire late on the previous local day may be next
-    hours, minutes = sorted(cron.hours), sorted(cron.minutes)
-    last = after
-    while True:
-        if _day_matches(cron, day):
-            for hour in hours:
-                for minute in minutes:
-                    instant = _instant(day, hour, minute, zone)
-                    if instant > last:
-                        last = instant
-                        yield instant
-        day += timedelta(days=1)
-
-
-def _day_matches(cron: Cron, day: date) -> bool:
-    if day.month not in cron.months:
-        return False
-    day_ok, weekday_ok = day.day in cron.days, day.weekday() in cron.weekdays
-    if cron.any_day or cron.any_weekday:
-        return day_ok and weekday_ok
-    return day_ok or weekday_ok
-
-
-def _instant(day: date, hour: int, minute: int, zone: ZoneInfo) -> float:
-    """The first instant of a local wall-clock time; for one inside a DST gap, the gap's end."""
-    local = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
-    instant = local.replace(fold=0).timestamp()
-    back = datetime.fromtimestamp(instant, tz=UTC).astimezone(zone)
-    if (back.hour, back.minute) == (hour, minute):
-        return instant
-    # A time that does not exist locally: fold=1 reads it with the offset after the change
-    # (an instant before the change), fold=0 with the one before (an instant after it). The
-    # change itself, between the two, is where the gap ends.
-    earlier = local.replace(fold=1).timestamp()
-    offset = datetime.fromtimestamp(earlier, tz=zone).utcoffset()
-    moment = earlier
-    while moment < instant and datetime.fromtimestamp(moment, tz=zone).utcoffset() == offset:
-        moment += 60
-    return moment
 
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -224,7 +209,7 @@ class Drill(BaseModel):
     name: str
     runbook: str
     params: dict[str, Any] = Field(default_factory=dict)
-    cron: str = Field(description="five fields, weekdays by name, read in ``timezone``")
+    cron: str = Field(description="a crontab expression (five fields), read in ``timezone``")
     timezone: str = "UTC"
     #: Slack channel id for the announcements (before, at start, the result).
     channel: str | None = None
@@ -251,7 +236,7 @@ class Drill(BaseModel):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        Cron.parse(value)
+        cron_trigger(value)
         return value
 
     @field_validator("timezone")
@@ -279,7 +264,7 @@ class Drill(BaseModel):
         return _zone(self.timezone)
 
     def fires_after(self, after: float) -> Iterator[float]:
-        return fire_times(Cron.parse(self.cron), self.zone, after)
+        return fire_times(cron_trigger(self.cron), after, self.zone)
 
     def next_fire(self, after: float) -> float:
         return next(self.fires_after(after))

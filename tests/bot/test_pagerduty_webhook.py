@@ -115,6 +115,8 @@ def test_run_on_the_incident_card_is_the_clickers_request_linked_to_the_incident
     (execution,) = world.executions()
     assert execution.runbook == "rollback" and execution.incident == "P1ABC23"
     assert execution.requester.id == "alice" and execution.state == "awaiting_approval"
+    assert execution.trigger is not None and execution.trigger.to_doc()["kind"] == "incident-button"
+    assert (execution.trigger.name, execution.trigger.reference) == ("alice", "P1ABC23")
     world.wait_card(lambda t: "awaiting_approval" in t, what="the approval card")
 
 

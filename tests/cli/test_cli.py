@@ -161,6 +161,9 @@ def test_json_output_is_one_document(cli_env: dict[str, str], tmp_path: Path) ->
     assert listing[0]["id"] == execution["id"]
     shown = json.loads(run_cli(["runs.show", execution["id"], "--json"], cli_env).stdout)
     assert shown["plan_hash"] == execution["plan_hash"]
+    assert shown["trigger"]["kind"] == "person" and shown["stop_reason"] is None
+    said = run_cli(["runs.show", execution["id"]], cli_env).stdout
+    assert f"triggered by person {shown['requester']}" in said
     tail = json.loads(run_cli(["audit.tail", "-n", "3", "--json"], cli_env).stdout)
     assert tail[-1]["action"] == "execution.succeeded"
     missing = run_cli(["runs.show", "rb-000000"], cli_env)

@@ -209,6 +209,9 @@ def test_repeats_and_ha_duplicates_request_once_per_cooldown(alerts: Alerts) -> 
     assert len(executions) == 2
     assert all(e.requester == ALERTMANAGER for e in executions)
     assert all(e.state == State.SUCCEEDED for e in executions)  # development: no approvals
+    assert {(str(e.trigger.kind), e.trigger.name) for e in executions if e.trigger} == {
+        ("alert", "KeyBroken")
+    }
     assert "alert KeyBroken firing (environment=development, service=a): error rate 7 %" in {
         e.reason for e in executions
     }

@@ -4,16 +4,15 @@ order, missed fires, overlap, a change freeze, pause, two schedulers on one stor
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 import pytest
-from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 
 from runbooks.engine.clock import FakeClock, iso
 from runbooks.engine.drills import SCHEDULER, DrillScheduler
-from runbooks.engine.models import State
+from runbooks.engine.models import State, Trigger, TriggerKind
 from tests.conftest import EngineFactory
 from tests.engine import world
+from tests.support.cron_oracle import croniter_fires
 from tests.support.drill_world import END, START, World, config
 from tests.support.people import ALICE
 
@@ -41,13 +40,7 @@ def _fresh_world() -> None:
 
 
 def oracle(cron: str, zone: str, start: float, end: float) -> list[float]:
-    trigger = CronTrigger.from_crontab(cron, timezone=ZoneInfo(zone))
-    found: list[float] = []
-    previous, now = None, datetime.fromtimestamp(start, tz=UTC)
-    while (fire := trigger.get_next_fire_time(previous, now)) and fire.timestamp() < end:
-        found.append(fire.timestamp())
-        previous, now = fire, fire
-    return found
+    return croniter_fires(cron, zone, start, end)
 
 
 def test_a_year_fires_each_drill_on_time_once_with_its_announcements_in_order(
@@ -162,6 +155,46 @@ def test_a_fire_in_a_change_freeze_is_held_and_announced(make_engine: EngineFact
     [held] = [t for _, t in w.announced if t.startswith("held")]
     assert "change freeze" in held and "year-end freeze" in held
     assert w.engine.list() == []
+    [refused] = [r for r in w.engine.audit.tail(50) if r["action"] == "request.refused"]
+    assert refused["detail"]["kind"] == "freeze"
+
+
+def test_a_refusal_that_only_mentions_a_freeze_is_a_refusal_and_a_fire_is_typed(
+    make_engine: EngineFactory,
+) -> None:
+    # The words of a refusal are for people: an invalid parameter whose value says "freeze"
+    # is not a change freeze (the refusal's kind says which it is).
+    drill = {**MONTHLY, "params": {"environment": "development", "keys": "a", "value": "freeze"}}
+    at = datetime(2027, 12, 1, 3, tzinfo=UTC).timestamp()
+    clock = FakeClock(at - 60)
+    w = World(make_engine, config(drill), clock)
+    w.step()
+    clock.advance(60)
+    w.step()
+    [fire] = w.scheduler.history("monthly")
+    assert fire["state"] == "refused" and "'freeze'" in fire["note"]
+    assert any(t.startswith("refused: monthly") for _, t in w.announced)
+
+
+def test_a_drills_execution_carries_its_trigger_and_the_audit_record_too(
+    make_engine: EngineFactory,
+) -> None:
+    drill = {**MONTHLY, "params": {"environment": "development", "keys": "t", "value": 1}}
+    at = datetime(2027, 12, 1, 3, tzinfo=UTC).timestamp()
+    clock = FakeClock(at - 60)
+    w = World(make_engine, config(drill), clock)
+    w.step()
+    clock.advance(60)
+    w.step()
+    [execution] = w.engine.list()
+    assert execution.trigger == Trigger(TriggerKind.DRILL, "monthly", f"due {iso(at)}", at)
+    [request] = [r for r in w.engine.audit.tail(50) if r["action"] == "request"]
+    assert request["detail"]["trigger"] == {
+        "kind": "drill",
+        "name": "monthly",
+        "reference": f"due {iso(at)}",
+        "at": at,
+    }
 
 
 def test_approvers_hear_of_a_gated_drill_before_it_fires_and_approve_its_card_at_fire_time(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 
 import pytest
 
 from runbooks.engine.clock import FakeClock
 from runbooks.engine.errors import InvalidInput, LeaseHeld, LockHeld, NotFound, Refused
-from runbooks.engine.models import Actor, State, StepStatus
+from runbooks.engine.models import Actor, State, StepStatus, StopReason, Trigger, TriggerKind
 from tests.engine import world
 
 ALICE = Actor("alice", "Alice", "cli")
@@ -298,6 +300,46 @@ def test_resume_continues_at_first_unverified_step_without_repeating(make_engine
     assert world.RUNS == ["b", "c"]
     assert [s.attempts for s in done.steps] == [0, 1, 1]  # the verified step was not re-run
     assert engine.store.get_lease(execution.id) is None
+
+
+@pytest.mark.parametrize(
+    ("error", "ends"),
+    [("cancelled by Bob", State.CANCELLED), ("step 2 failed: boom", State.COMPENSATED)],
+)
+def test_an_execution_stored_before_stop_reasons_and_triggers_loads_and_resumes(
+    make_engine, clock, tmp_path, error, ends
+):
+    from runbooks.engine.store.sqlite import SqliteStore
+
+    engine = make_engine(lease_ttl=10, store=SqliteStore(tmp_path / "old.db"))
+    execution = submit(engine, keys="a,b")
+    # As an older version left it: compensating (a cancel, or a failure) after step 1,
+    # its document without the trigger and stop_reason fields.
+    execution.state = State.COMPENSATING
+    execution.steps[0].status = StepStatus.SUCCEEDED
+    execution.error = error
+    world.STATE["a"] = 1
+    engine.store.save_execution(execution)
+    doc = execution.to_doc()
+    del doc["trigger"], doc["stop_reason"]
+    with sqlite3.connect(tmp_path / "old.db") as raw:  # an independent writer of the old row
+        raw.execute("UPDATE executions SET doc = ? WHERE id = ?", (json.dumps(doc), execution.id))
+    loaded = engine.get(execution.id)
+    assert loaded.trigger == Trigger(TriggerKind.PERSON, "alice", None, execution.created_at)
+    assert loaded.stop_reason == (
+        StopReason.CANCELLED if ends == State.CANCELLED else StopReason.FAILED
+    )
+    done = engine.resume(execution.id, actor=DAVE)
+    assert done.state == ends
+    assert world.STATE["a"] == 0
+
+
+def test_a_cancel_is_a_stop_reason_and_a_request_its_trigger(engine):
+    execution = submit(engine, "production")
+    assert execution.trigger == Trigger(TriggerKind.PERSON, ALICE.id, None, execution.created_at)
+    cancelled = engine.cancel(execution.id, actor=ALICE, reason="changed my mind")
+    assert cancelled.stop_reason == StopReason.CANCELLED
+    assert engine.get(execution.id).stop_reason == StopReason.CANCELLED
 
 
 def test_read_only_runbook_takes_no_lock_and_needs_no_approval(engine):

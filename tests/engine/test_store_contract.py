@@ -207,3 +207,33 @@ def test_an_execution_keeps_its_drill_and_one_stored_before_the_field_loads(stor
     old = make_execution("rb-000009").to_doc()
     del old["drill"]  # as written before executions carried their drill
     assert Execution.from_doc(old).drill is None
+
+
+def test_a_batch_lands_whole_and_a_failed_write_inside_it_alone_is_undone(store: Store) -> None:
+    with store.batch():
+        store.kv_set("a", 1)
+        assert not store.kv_swap("a", 2, 3)  # a write that finds nothing to do
+        with pytest.raises(ConcurrentUpdate):
+            store.create_execution(make_execution("rb-000001"))
+            store.create_execution(make_execution("rb-000001"))
+        store.append_event("rb-000001", "x", {"n": 1}, 1.0)
+    assert store.kv_get("a") == 1
+    assert store.get_execution("rb-000001") is not None
+    assert [e.type for e in store.events_after(0)] == ["x"]
+
+
+def test_a_batch_that_fails_writes_nothing_on_sqlite(tmp_path: Path) -> None:
+    # A second connection is the oracle: it sees only what was committed.
+    store = SqliteStore(tmp_path / "state.db")
+    other = SqliteStore(tmp_path / "state.db")
+    with store.batch():
+        store.kv_set("kept", 1)
+        store.append_event(None, "inside", {}, 1.0)
+        assert other.kv_get("kept") is None  # one commit, at the end
+    assert other.kv_get("kept") == 1
+    with pytest.raises(RuntimeError), store.batch():
+        store.kv_set("lost", 1)
+        raise RuntimeError("a crash inside the batch")
+    assert other.kv_get("lost") is None and store.kv_get("lost") is None
+    store.kv_set("after", 1)  # the store writes on normally after a failed batch
+    assert other.kv_get("after") == 1

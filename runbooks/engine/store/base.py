@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from runbooks.engine.models import AuditRow, Event, Execution, Lease
@@ -146,3 +147,10 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group this thread's writes into one commit where the backend can (SQLite); each
+        write stays atomic on its own. Without transactions (MongoDB) writes land one by one,
+        as outside a batch. A failure inside rolls back what the batch wrote (SQLite)."""
+        yield

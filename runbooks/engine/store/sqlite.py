@@ -139,13 +139,25 @@ class SqliteStore(Store):
         return conn
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        with self._write():
+            yield
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction. A full disk (SQLITE_FULL) becomes ``StoreFull`` naming the
-        file: the transaction is rolled back, what was committed before is intact."""
+        file: the transaction is rolled back, what was committed before is intact.
+
+        Inside a ``batch`` (this thread's outer transaction) a write is a savepoint: atomic
+        on its own, committed with the batch (one commit instead of one per write)."""
         with self._writers:
+            if getattr(self._local, "depth", 0):
+                yield from self._nested()
+                return
             try:
                 conn = self._conn()
                 conn.execute("BEGIN IMMEDIATE")
+                self._local.depth = 1
                 try:
                     yield conn
                     conn.execute("COMMIT")
@@ -153,10 +165,27 @@ class SqliteStore(Store):
                     if conn.in_transaction:  # SQLite may have rolled back already
                         conn.execute("ROLLBACK")
                     raise
+                finally:
+                    self._local.depth = 0
             except sqlite3.OperationalError as exc:
                 if _is_full(exc, self.path):
                     raise StoreFull(str(self.path)) from None
                 raise
+
+    def _nested(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("SAVEPOINT write")
+        self._local.depth += 1
+        try:
+            yield conn
+            conn.execute("RELEASE write")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO write")
+                conn.execute("RELEASE write")
+            raise
+        finally:
+            self._local.depth -= 1
 
     def _migrate(self) -> None:
         with self._write() as conn:
