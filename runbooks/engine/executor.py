@@ -197,7 +197,8 @@ class Engine(Locks, Decisions, Runner):
         names = [environment] if environment else self.config.environment_names()
         checks = select_checks(self.registry.checks, runbook=runbook, known=self.registry.names())
         findings: list[Finding] = []
-        for name in names:
+        shared = [c for c in checks if c.scope == "installation"]
+        for index, name in enumerate(names):
             params = validate_params(RunbookParams, {"environment": name}, self.config)
             ctx = PlanContext(
                 config=self.config,
@@ -208,7 +209,7 @@ class Engine(Locks, Decisions, Runner):
                 state_dir=self.state_dir,
                 history=self._history,
             )
-            for check in checks:
+            for check in checks if index == 0 else [c for c in checks if c not in shared]:
                 findings.extend(check.run(ctx))
         report = ReadinessReport(self.clock.now(), tuple(findings))
         self.audit.record(
