@@ -17,8 +17,9 @@ RUNBOOK_MODULES: tuple[str, ...] = (
     "runbooks.restore",
 )
 #: Readiness checks no runbook owns: every runbook of an environment needs its credentials
-#: and reach (AWS, Kubernetes, the database) and the installation's Slack and PagerDuty.
-CHECK_MODULES: tuple[str, ...] = ("runbooks.reach",)
+#: and reach (AWS, Kubernetes, the database) and the installation's Slack and PagerDuty; the
+#: drills' evidence must be fresh.
+CHECK_MODULES: tuple[str, ...] = ("runbooks.reach", "runbooks.freshness")
 
 
 def load_catalog() -> Registry:

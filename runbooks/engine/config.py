@@ -7,6 +7,8 @@ never read from these files: they name environment variables instead (``*_env`` 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -544,6 +546,12 @@ class Config:
 
     def environment_names(self) -> list[str]:
         return list(self.environments.environments)
+
+    def environment_hash(self, name: str) -> str:
+        """SHA-256 of an environment's configuration (environments.yaml, as validated): what
+        a material change changes."""
+        doc = self.environment(name).model_dump(mode="json")
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def environment(self, name: str) -> EnvironmentConfig:
         try:

@@ -143,6 +143,7 @@ class Engine(Locks, Decisions, Runner):
             summary=draft.summary or spec.summary,
             notes=list(draft.notes),
             read_only=spec.read_only,
+            config_hash=self.config.environment_hash(params.environment),
         )
 
     def prepare(

@@ -203,6 +203,8 @@ class Journal:
                 summary=e.plan.summary,
                 steps=tuple(e.plan.steps),
                 requester=e.requester.name,
+                drill=e.drill,
+                config_hash=e.plan.config_hash,
             )
             for e in finished
         ]

@@ -23,6 +23,10 @@ from runbooks.engine.plan import PlanContext
 #: The "runbook" of checks every runbook of an environment depends on (credentials and reach,
 #: ``runbooks/reach.py``): the engine runs them beside the runbooks' own.
 ENVIRONMENT_WIDE = "environment"
+#: The "runbook" of the drills' evidence freshness (``runbooks/freshness.py``).
+DRILLS = "drills"
+#: Checks no runbook owns, by their pseudo-runbook name.
+PSEUDO_RUNBOOKS = frozenset({ENVIRONMENT_WIDE, DRILLS})
 #: The environment of a finding about what every environment shares (Slack, PagerDuty).
 EVERY_ENVIRONMENT = "*"
 
@@ -140,12 +144,12 @@ class ReadinessReport:
 def select_checks(
     checks: Iterable[ReadinessCheck], *, runbook: str | None, known: Iterable[str]
 ) -> list[ReadinessCheck]:
-    """The checks of one runbook (or all; ``ENVIRONMENT_WIDE``: credentials and reach),
-    refusing a name that is not a runbook."""
+    """The checks of one runbook (or all; ``environment``: credentials and reach;
+    ``drills``: evidence freshness), refusing a name that is not a runbook."""
     checks = list(checks)
     if runbook is None:
         return checks
-    names = {*known, ENVIRONMENT_WIDE}
+    names = {*known, *PSEUDO_RUNBOOKS}
     if runbook not in names:
         raise InvalidInput(f"unknown runbook {runbook!r}; known: {', '.join(sorted(names))}")
     return [c for c in checks if c.runbook == runbook]
