@@ -194,7 +194,20 @@ class Engine(Locks, Decisions, Runner):
         self, *, actor: Actor, environment: str | None = None, runbook: str | None = None
     ) -> ReadinessReport:
         """Run the runbooks' readiness checks (one runbook's, or all) against live state in
-        one environment (or all), read-only; audited as ``readiness.checked``."""
+        one environment (or all), read-only; audited as ``readiness.checked``.
+
+        For people of policy.yaml (any of them: it only reads, and says what would fail) and
+        the bot's own watch; anyone else is refused, audited as ``readiness.refused``.
+        """
+        if not actor.automatic and actor.id not in self.config.policy.people:
+            self.audit.record(
+                "readiness.refused",
+                actor=actor,
+                outcome="not_allowed",
+                target={"environment": environment or "*", "runbook": runbook or "*"},
+                detail={"why": f"{actor.id} is not a person of policy.yaml"},
+            )
+            raise Refused(f"{actor.name} may not check readiness: not a person of policy.yaml")
         names = [environment] if environment else self.config.environment_names()
         checks = select_checks(self.registry.checks, runbook=runbook, known=self.registry.names())
         findings: list[Finding] = []

@@ -16,8 +16,9 @@ from bot.metrics import Metrics
 from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
 from runbooks.engine.clock import FakeClock
 from runbooks.engine.config import Config
-from runbooks.engine.errors import InvalidInput
+from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.executor import Engine
+from runbooks.engine.models import Actor
 from runbooks.engine.outbox import OutboxFollower
 from runbooks.engine.readiness_watch import ReadinessNotices, ReadinessWatch, WatchTick
 from runbooks.engine.schedule import ReadinessSchedule
@@ -249,3 +250,15 @@ def test_the_predicted_rto_is_read_from_route53_and_an_hour_long_ttl_is_a_findin
     assert not after.ok
     assert "→ us-west-2 1h05m (target 15m): DNS TTL 1h00m + " in after.detail  # 3942 s
     assert "DNS TTL 1h" in after.detail and after.detail.endswith("above the target")
+
+
+def test_someone_who_is_not_a_person_of_the_policy_is_refused_and_audited(
+    kube_engine: Engine,
+) -> None:
+    stranger = Actor("mallory", "mallory", "cli")
+    with pytest.raises(Refused, match="mallory may not check readiness"):
+        kube_engine.readiness(actor=stranger, environment="development")
+    (refused,) = [r for r in kube_engine.audit.export() if r["action"].startswith("readiness.")]
+    assert (refused["action"], refused["actor"]["id"], refused["outcome"]) == (
+        "readiness.refused", "mallory", "not_allowed",
+    )  # fmt: skip
