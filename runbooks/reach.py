@@ -113,7 +113,10 @@ def database_reachable(ctx: PlanContext) -> Iterator[Observation]:
 def _identity(name: str, found: IdentityOps | None, off: str) -> Observation:
     if found is None:
         return name, True, f"{name} is off ({off}): nothing to check"
-    return observe(name, lambda: (True, found.identity()))
+    try:
+        return name, True, found.identity()
+    except RunbookError as exc:  # the check ran: the token was refused (or unreachable)
+        return name, False, (exc.message.splitlines() or [""])[0]
 
 
 @readiness_check(ENVIRONMENT_WIDE, "Slack token", scope="installation")

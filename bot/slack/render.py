@@ -145,6 +145,8 @@ def plan_blocks(
     blocks.append(_section("*Plan*\n" + _steps_text(plan)))
     for note in plan.notes:
         blocks.append(_context(f":information_source: {note}"))
+    for warning in plan.warnings[:WARNING_BLOCKS]:
+        blocks.append(_context(f":warning: {escape(warning)}"[:SECTION_CHARS]))
     needs = (
         "read-only: runs at once"
         if plan.read_only
@@ -420,6 +422,8 @@ def incident_card(suggestion: dict[str, Any]) -> tuple[str, Blocks]:
     return f"PagerDuty incident {escape(incident)} triggered: {title}", blocks
 
 
+#: A plan's readiness warnings shown as blocks (Slack allows 50 blocks in a message).
+WARNING_BLOCKS = 10
 #: ``/runbook readiness``: at most this many problems listed (the rest counted).
 READINESS_LINES = 25
 

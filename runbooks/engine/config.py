@@ -427,6 +427,9 @@ class Rule(_Strict):
     slack_approvals_only: bool = False
     maintenance_window: bool = False
     break_glass: bool = False
+    #: When the bot's last readiness evaluation left findings open for the runbook in the
+    #: environment: ``warn`` (the plan shows them) or ``refuse`` (break-glass still runs).
+    when_not_ready: Literal["warn", "refuse"] = "warn"
 
     def matches(self, runbook: str, environment: str) -> bool:
         return fnmatch.fnmatchcase(runbook, self.runbooks) and any(

@@ -42,6 +42,7 @@ from runbooks.engine.plan import (
     PlanContext,
 )
 from runbooks.engine.readiness import Finding, ReadinessReport, select_checks
+from runbooks.engine.readiness_watch import plan_warnings, summary_line
 from runbooks.engine.registry import Registry, RunbookSpec
 from runbooks.engine.runner import Runner
 from runbooks.engine.store.base import Store
@@ -128,6 +129,12 @@ class Engine(Locks, Decisions, Runner):
             history=self._history,
             preview=preview,
             automatic=automatic,
+            readiness=lambda: summary_line(
+                self.store,
+                params.environment,
+                now=self.clock.now(),
+                interval=self.config.schedules.readiness.interval,
+            ),
         )
         draft = spec.make_plan(ctx)
         region = getattr(params, "region", None) or None
@@ -144,6 +151,9 @@ class Engine(Locks, Decisions, Runner):
             notes=list(draft.notes),
             read_only=spec.read_only,
             config_hash=self.config.environment_hash(params.environment),
+            warnings=[]
+            if spec.read_only
+            else plan_warnings(self.store, params.environment, spec.name),
         )
 
     def prepare(
@@ -408,6 +418,13 @@ class Engine(Locks, Decisions, Runner):
             break_glass=break_glass,
             now=self.clock.now(),
         )
+        if not refusal and gate.when_not_ready == "refuse" and plan.warnings and not break_glass:
+            refusal = (
+                f"{plan.runbook} in {plan.environment} is not ready ({len(plan.warnings)} open "
+                f"readiness finding(s), shown with the plan) and policy ({gate.rule}) refuses "
+                "it until they are fixed"
+                + (" or under break-glass" if gate.break_glass_allowed else "")
+            )
         if refusal:
             self.audit.record(
                 "request.refused",
