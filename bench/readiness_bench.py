@@ -156,8 +156,8 @@ def main() -> None:
     store.close()
     for emulator in emulators.values():
         emulator.stop()
-    for server in (slack, aws, api, health, pagerduty):
-        server.stop()
+    for stoppable in (slack, aws, api, health, pagerduty):
+        stoppable.stop()
 
 
 if __name__ == "__main__":
