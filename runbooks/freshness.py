@@ -9,7 +9,8 @@ A drill (``schedules.yaml``) is evidence that its runbook works. The evidence is
 2. **a material change** happened since: the environment's configuration (environments.yaml,
    hashed on every plan as ``Plan.config_hash``) differs from the last passing run's (DORA
    asks for DR tests after material changes);
-3. or it never passed (no passing run on record).
+3. or it never passed, once the first fire since the installation started (its first audit
+   record) plus catch-up and a day is behind us.
 
 Runs count when they are runs of the drill (the scheduler's fires and ``drills.run``), found
 among the engine's finished runs (its newest 500). Checked per environment: a drill belongs
@@ -46,14 +47,23 @@ def drill_evidence(ctx: PlanContext) -> Iterator[Observation]:
         subject = f"drill {drill.name}"
         passes = _passes(ctx, drill.name)
         if not passes or passes[0].ended_at is None:
-            yield (
-                subject,
-                False,
-                (
-                    f"no passing run of {drill.runbook} on record: the evidence that it works is "
-                    f"missing (`invoke drills.run {drill.name}` runs it now)"
-                ),
-            )
+            # Never passed: missing evidence once the first fire since this installation
+            # started (its first audit record) came and went without a pass.
+            since = ctx.installed_at() or now
+            first = drill.next_fire(since)
+            due = first + drill.catch_up + RUN_ALLOWANCE
+            if now > due:
+                yield (
+                    subject,
+                    False,
+                    (
+                        f"no passing run of {drill.runbook} since this installation started "
+                        f"({iso(since)}): the fire of {iso(first)} brought none "
+                        f"(`invoke drills.run {drill.name}` runs it now)"
+                    ),
+                )
+            else:
+                yield subject, True, f"no passing run yet; the first is due by {iso(due)}"
             continue
         last = passes[0]
         ended = float(last.ended_at or 0.0)

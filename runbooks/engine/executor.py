@@ -8,6 +8,7 @@ one execution at a time holds a lock key. A crashed process leaves a lease that 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from runbooks.engine.approvals import ConfigPolicy
 from runbooks.engine.audit import AuditLog
-from runbooks.engine.clock import Clock, SystemClock
+from runbooks.engine.clock import Clock, SystemClock, parse_iso
 from runbooks.engine.config import Config
 from runbooks.engine.counters import count_transition
 from runbooks.engine.decisions import Decisions
@@ -232,6 +233,7 @@ class Engine(Locks, Decisions, Runner):
                 adapters=self.adapters,
                 state_dir=self.state_dir,
                 history=self._history,
+                installed_at=self._installed_at,
             )
             for check in checks if index == 0 else [c for c in checks if c not in shared]:
                 findings.extend(check.run(ctx))
@@ -247,6 +249,17 @@ class Engine(Locks, Decisions, Runner):
             },
         )
         return report
+
+    def _installed_at(self) -> float | None:
+        """When this installation started: its first audit record (None before one)."""
+        rows = self.store.iter_audit()
+        try:
+            first = next(rows, None)
+        finally:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
+        return None if first is None else parse_iso(str(json.loads(first.body)["time"]))
 
     def request(self, request: Request, *, prepared: Prepared | None = None) -> RequestResult:
         """The one request path for every front end (see ``runbooks.engine.requests``)."""

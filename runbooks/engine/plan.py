@@ -125,6 +125,8 @@ class PlanContext:
     break_glass: bool = False
     #: Finished executions, newest first (read-only; the engine's store).
     history: Callable[[], list[PastRun]] = _no_history
+    #: When this installation started (its first audit record; None before there is one).
+    installed_at: Callable[[], float | None] = lambda: None
     #: The bot's last readiness evaluation of this environment, in one line (``dr.status``).
     readiness: Callable[[], str] = lambda: "readiness: not evaluated"
     #: A dry run: say what would stop the real request now (a closed window) in the plan's

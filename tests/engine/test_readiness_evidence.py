@@ -46,8 +46,8 @@ def test_a_pass_counts_until_the_next_fire_plus_catch_up_plus_a_day(
 ) -> None:
     clock = FakeClock(START)  # 2027-01-01 00:00 UTC
     w = World(make_engine, config(DRILL), clock, registry=registry())
-    never = evidence(w)
-    assert not never.ok and never.detail.startswith("no passing run of test.measure on record")
+    # A new installation: nothing is missing before its first fire could have passed.
+    assert evidence(w).detail == "no passing run yet; the first is due by 2027-01-03T03:00:00.000Z"
 
     w.run_until(at(1, 1, 4))  # the 1 January fire passes
     passed = evidence(w)
@@ -87,3 +87,20 @@ def test_a_change_of_the_environments_configuration_makes_the_evidence_stale(
     )
     # Under the configuration the drill passed on, it still counts.
     assert evidence(w).ok
+
+
+def test_a_drill_that_never_passed_is_missing_evidence_after_its_first_fire(
+    make_engine: EngineFactory,
+) -> None:
+    clock = FakeClock(START)
+    w = World(make_engine, config(DRILL), clock, registry=registry())
+    assert evidence(w).ok  # audits this first evaluation: the installation's start
+    world.MEASURED.append((-1.0, 0.0))  # the 1 January fire fails
+    w.run_until(at(1, 1, 4))
+    clock.advance(at(1, 3, 3, 1) - clock.now())
+    missing = evidence(w)
+    assert not missing.ok
+    assert missing.detail.startswith(
+        "no passing run of test.measure since this installation started "
+        "(2027-01-01T00:00:00.000Z): the fire of 2027-01-01T03:00:00.000Z brought none"
+    )
