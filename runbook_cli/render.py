@@ -108,6 +108,7 @@ def plan_json(plan: Plan, banner: str) -> dict[str, Any]:
         "plan_hash": plan.hash,
         "summary": plan.summary,
         "notes": plan.notes,
+        "warnings": plan.warnings,
         "params": plan.params,
         "steps": [
             {
@@ -163,6 +164,8 @@ def print_plan(
         console.print("[bold]nothing to do[/bold]: the live state already matches")
     for note in plan.notes:
         console.print(f"[dim]note:[/dim] {note}")
+    for warning in plan.warnings:
+        console.print(Text.assemble(("warning: ", "bold yellow"), warning))
 
 
 class ProgressPrinter:

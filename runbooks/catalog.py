@@ -16,8 +16,12 @@ RUNBOOK_MODULES: tuple[str, ...] = (
     "runbooks.maintenance",
     "runbooks.restore",
 )
+#: Readiness checks no runbook owns: every runbook of an environment needs its credentials
+#: and reach (AWS, Kubernetes, the database) and the installation's Slack and PagerDuty; the
+#: drills' evidence must be fresh.
+CHECK_MODULES: tuple[str, ...] = ("runbooks.reach", "runbooks.freshness")
 
 
 def load_catalog() -> Registry:
     """The product's registry: every runbook of every module above."""
-    return load_registry(RUNBOOK_MODULES)
+    return load_registry(RUNBOOK_MODULES + CHECK_MODULES)

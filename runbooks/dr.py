@@ -152,6 +152,7 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
         except RunbookError as exc:
             notes.append(cannot(f"backups: {env.backup_bucket}", exc))
     notes.extend(_drills(ctx.history(), params.environment))
+    notes.append(ctx.readiness())  # the bot's last evaluation: "readiness: ready, checked 12m ago"
     if env.targets:
         notes.append(
             "targets: "

@@ -150,6 +150,12 @@ class KubeOps(Protocol):
         """(ready pod names, not-ready pod names) behind a service."""
         ...
 
+    def can_i(self, namespace: str, group: str, resource: str, verb: str) -> tuple[bool, str]:
+        """A ``SelfSubjectAccessReview``: may these credentials do ``verb`` on ``resource``
+        (``deployments/scale`` names a subresource) in ``namespace``; (allowed, reason).
+        A review changes nothing (the API server keeps no object)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -197,6 +203,10 @@ class AwsOps(Protocol):
     """AWS operations in one region."""
 
     region: str
+
+    def caller_identity(self) -> str:
+        """The ARN the credentials act as (``sts get-caller-identity``)."""
+        ...
 
     def node_group(self, name: str) -> NodeGroupState: ...
 
@@ -324,6 +334,10 @@ class DatabaseOps(Protocol):
 
     def topology(self) -> DbTopology: ...
 
+    def ping(self) -> None:
+        """Reach the database (``ping``); InfrastructureError naming why it could not."""
+        ...
+
     def promote(self, region: str, *, timeout: float, check: Callable[[], None]) -> None:
         """Make ``region`` the preferred one and wait until the primary is there."""
         ...
@@ -425,6 +439,12 @@ class HealthOps(Protocol):
         ...
 
 
+class IdentityOps(Protocol):
+    """A chat or paging service's credentials: who they act as (an error when revoked)."""
+
+    def identity(self) -> str: ...
+
+
 class Infrastructure(Adapters):
     """The adapters runbooks use, reached through ``ctx.adapters``."""
 
@@ -450,6 +470,14 @@ class Infrastructure(Adapters):
 
     def health(self) -> HealthOps:
         raise InvalidInput("no health-check adapter is configured")
+
+    def chat(self) -> IdentityOps | None:
+        """Slack's Web API as the bot (``auth.test``); None when Slack is off."""
+        return None
+
+    def paging(self) -> IdentityOps | None:
+        """PagerDuty's REST API token; None when PagerDuty's REST API is off."""
+        return None
 
 
 def infrastructure(ctx: PlanContext) -> Infrastructure:

@@ -34,7 +34,8 @@ which ``dr.simulate --scenario region-failure`` fails over and back) answer the 
 endpoints, each from its own ``ClusterState`` and ``WireDatabase``.
 
 Test hooks: ``POST /_sandbox/lag {"region": "us-west-2", "seconds": 600}`` (``"cluster"``
-names another cluster; default production).
+names another cluster; default production). ``ClusterState.writes`` is the write log (Admin
+API PATCH/POST and wire write commands).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from sandbox.mongo import MongoServer, replay
+from sandbox.mongo import WRITE_COMMANDS, MongoServer, replay
 
 PROJECT = "5f0c0ffee0c0ffee0c0ffee0"
 CLUSTER = "production"
@@ -73,6 +74,9 @@ class ClusterState:
     state_name: str = "IDLE"
     election_delay: float = 0.5
     patches: list[dict[str, Any]] = field(default_factory=list)
+    #: The write log: every call that may change the cluster (Admin API PATCH and POST, not
+    #: the sandbox's hooks; write commands on its wire server), as (what, name).
+    writes: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def members(self) -> list[tuple[str, str]]:
@@ -409,6 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PATCH(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        self.server.state.writes.append(("PATCH", urllib.parse.urlparse(self.path).path))
         if not self._authorized():
             self._challenge()
             return
@@ -426,6 +431,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         path = urllib.parse.urlparse(self.path).path
         state = self.server.state
+        if not path.startswith("/_sandbox/"):
+            state.writes.append(("POST", path))
         backup = self._backup_route()
         if backup is not None:
             if not self._authorized():
@@ -502,6 +509,11 @@ class WireDatabase(MongoServer):
             extra={"replSetGetStatus": self._status, "replSetGetConfig": self._config},
         )
         self.state = state
+
+    def run(self, name: str, doc: dict[str, Any], database: str) -> dict[str, Any]:
+        if name.lower() in WRITE_COMMANDS:
+            self.state.writes.append(("wire", name))
+        return super().run(name, doc, database)
 
     def _status(self, _doc: dict[str, Any]) -> dict[str, Any]:
         with self.state.lock:

@@ -13,8 +13,11 @@ Test credentials only; ``AWS_ENDPOINT_URL`` points boto3 and the AWS CLI at the 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import re
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +69,31 @@ BUCKETS = {
 }
 
 
+#: Operations that only read (query and JSON protocols name the operation).
+READ_OPERATION = re.compile(r"^(Describe|List|Get|Head)")
+
+
+class _Recorder:
+    """WSGI middleware recording each request's method, path and operation (the query
+    protocol's ``Action``, the JSON protocol's ``X-Amz-Target``); the body is put back."""
+
+    def __init__(self, app: Any, calls: list[tuple[str, str, str]]) -> None:
+        self.app, self.calls = app, calls
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        size = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(size) if size else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        form = urllib.parse.parse_qs(body.decode("latin-1")) if b"Action=" in body[:200] else {}
+        target = str(environ.get("HTTP_X_AMZ_TARGET") or "").rpartition(".")[2]
+        action = (form.get("Action") or query.get("Action") or [target])[0]
+        self.calls.append(
+            (str(environ.get("REQUEST_METHOD")), str(environ.get("PATH_INFO")), action)
+        )
+        return self.app(environ, start_response)
+
+
 class AwsSandbox:
     """A moto server on 127.0.0.1 (a free port unless given)."""
 
@@ -73,9 +101,25 @@ class AwsSandbox:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self.url = ""
+        #: Every AWS API call served: (HTTP method, path, operation) (``writes()``).
+        self.calls: list[tuple[str, str, str]] = []
+
+    def writes(self, since: int = 0) -> list[tuple[str, str, str]]:
+        """The write log: calls from ``calls[since:]`` that may change state (not a
+        Describe/List/Get operation, not an S3 GET or HEAD, not moto's own API)."""
+        return [
+            call
+            for call in self.calls[since:]
+            if not call[1].startswith("/moto-api")
+            and call[0] not in ("GET", "HEAD")
+            and not READ_OPERATION.match(call[2])
+        ]
 
     def start(self) -> AwsSandbox:
         self.server.start()
+        wsgi = self.server._server  # moto keeps its WSGI server private: wrap its app
+        assert wsgi is not None
+        wsgi.app = _Recorder(wsgi.app, self.calls)
         host, port = self.server.get_host_and_port()
         self.url = f"http://{host}:{port}"
         return self

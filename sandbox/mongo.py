@@ -109,6 +109,11 @@ class MongoServer:
         self.oplog: list[OplogEntry] | None = None
         self._oplog_clock: Callable[[], float] = time.time
 
+    def writes(self) -> dict[str, int]:
+        """The write log: how many of each write command this server ran."""
+        with self.lock:
+            return {k: n for k, n in self.commands.items() if k in WRITE_COMMANDS}
+
     def record_writes(self, clock: Callable[[], float] = time.time) -> None:
         """Keep an oplog of the write commands served from now on (point-in-time restores),
         each stamped by ``clock`` (epoch seconds; tests pass their own)."""

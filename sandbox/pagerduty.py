@@ -8,7 +8,7 @@ emulator serves TLS with a throwaway certificate authority (``trustme``): its CA
 - ``GET /incidents`` (``statuses[]``, ``service_ids[]``, classic ``offset``/``limit``
   pagination), ``GET /incidents/{id}``, ``PUT /incidents/{id}`` (status ``acknowledged`` or
   ``resolved``, needs a ``From`` header naming a known user's email), ``POST`` and ``GET
-  /incidents/{id}/notes`` (``From`` required), ``GET /services``;
+  /incidents/{id}/notes`` (``From`` required), ``GET /services``, ``GET /abilities``;
 - ``POST /v2/enqueue`` (Events API v2: ``routing_key``, ``event_action`` trigger /
   acknowledge / resolve, ``dedup_key``): a trigger opens an incident on the routing key's
   service or adds to the open one with that key; resolve resolves it; 202 with the key.
@@ -21,7 +21,8 @@ It records every request and can answer ``429`` with PagerDuty's ``ratelimit-res
 Sandbox hooks (not PagerDuty's API, no token): ``POST /_sandbox/incidents {"title": ...,
 "service_id": "PSVCSTAG", "urgency": "low"}`` opens an incident (``invoke sandbox.incident``);
 ``POST /_sandbox/rate_limit {"path_prefix": "/", "count": 3}`` makes the next calls answer
-429 (``invoke sandbox.fault pagerduty-429``). Bad input answers 400.
+429 (``invoke sandbox.fault pagerduty-429``); ``POST /_sandbox/revoke {"revoked": true}``
+makes the REST token answer 401 (``false`` restores it). Bad input answers 400.
 
 Gaps: no users/escalation policies/schedules API, no alerts API, no cursor pagination, no
 incident priorities or urgencies beyond a field, one page of notes.
@@ -56,6 +57,8 @@ SERVICES = {
 }
 
 URGENCIES = ("high", "low")
+#: What ``GET /abilities`` lists (PagerDuty's account abilities; any valid token reads them).
+ABILITIES = ("teams", "read_only_users", "service_support_hours", "urgencies")
 
 
 def _now_iso() -> str:
@@ -208,6 +211,12 @@ class _Handler(BaseHTTPRequestHandler):
             incident["urgency"] = urgency
             self._send(201, {"incident": incident})
             return
+        if path == "/_sandbox/revoke":
+            # The REST token stops working (as when someone deletes it); {"revoked": false}
+            # brings it back.
+            state.token = "" if body.get("revoked", True) else SANDBOX_API_TOKEN
+            self._send(200, {"ok": True})
+            return
         if path == "/_sandbox/rate_limit":
             try:
                 count = int(body.get("count", 1))
@@ -227,6 +236,9 @@ class _Handler(BaseHTTPRequestHandler):
         self, state: PagerDutyState, method: str, path: str, query: dict[str, list[str]], body: Any
     ) -> None:
         parts = [p for p in path.split("/") if p]
+        if parts == ["abilities"] and method == "GET":
+            self._send(200, {"abilities": list(ABILITIES)})
+            return
         if parts == ["services"] and method == "GET":
             services = [
                 {"id": sid, "type": "service", "name": s["name"], "summary": s["name"]}

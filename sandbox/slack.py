@@ -10,7 +10,8 @@ Socket Mode (``SlackEmulator(socket_mode=True)``; the WebSocket side is
 ``sandbox/slack_socket.py``). It
 records every call, keeps the visible messages per channel (updates replace in place), checks
 the bot token, and answers ``429`` with ``Retry-After`` when a test asks it to
-(``POST /_sandbox/rate_limit``).
+(``POST /_sandbox/rate_limit``); ``POST /_sandbox/revoke {"revoked": true}`` revokes the bot
+token (every call answers ``token_revoked``, as Slack does) until ``{"revoked": false}``.
 
 ``SlackUser`` plays a person in a workspace: it sends signed slash commands and button clicks
 to the bot's ``/slack/events`` the way Slack does (form-encoded commands, ``payload=`` JSON
@@ -76,6 +77,8 @@ class SlackState:
     messages: list[Message] = field(default_factory=list)
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     rate_limits: dict[str, list[float]] = field(default_factory=dict)  # method -> Retry-After
+    #: The bot token was revoked: every call answers ``token_revoked``.
+    revoked: bool = False
     #: Files by id: what getUploadURLExternal announced and the bytes uploaded.
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     base_url: str = ""
@@ -180,6 +183,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if token != state.token:
                 self._send(200, {"ok": False, "error": "invalid_auth"})
+                return
+            if state.revoked:
+                self._send(200, {"ok": False, "error": "token_revoked"})
                 return
             self._send(200, self._api(state, method, args))
 
@@ -337,6 +343,8 @@ class _Handler(BaseHTTPRequestHandler):
                 method = doc.get("method", "*")
                 count = int(doc.get("count", 1))
                 state.rate_limits[method] = [float(doc.get("retry_after", 1))] * count
+            elif path == "/_sandbox/revoke":
+                state.revoked = bool(doc.get("revoked", True))
             elif path == "/_sandbox/usergroup":
                 state.usergroups[doc["id"]] = list(doc["users"])
             elif path == "/_sandbox/reset":
@@ -344,6 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
                 state.messages.clear()
                 state.rate_limits.clear()
                 state.files.clear()
+                state.revoked = False
             else:
                 self._send(404, {"ok": False, "error": f"no sandbox hook {path}"})
                 return

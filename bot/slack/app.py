@@ -53,6 +53,7 @@ from bot.slack.render import (
     execution_line,
     plan_blocks,
     plan_text,
+    readiness_text,
     report_blocks,
     shorten_banner,
 )
@@ -645,6 +646,10 @@ class _Listeners:
         if parsed.verb == "list":
             rows = engine.list(limit=15)
             respond("\n".join(execution_line(e) for e in rows) or "no executions yet")
+            return
+        if parsed.verb == "readiness":
+            environment = parsed.args[0] if parsed.args else None
+            respond(readiness_text(engine.readiness(actor=actor, environment=environment)))
             return
         execution = engine.get(parsed.args[0])
         banner = short_banner(self.runtime, execution.environment)

@@ -40,6 +40,8 @@ ADMIN_VERBS: dict[str, str] = {
     "deny": "/runbook deny ID --reason TEXT — deny a pending execution",
     "answer": "/runbook answer ID CHOICE [--reason TEXT] — answer a running step's question "
     "(the rollback gate: healthy or failed)",
+    "readiness": "/runbook readiness [ENV] — would each runbook work now? every readiness "
+    "check against live state, read-only: the problems, and how many checks passed",
     "help": "/runbook help — this list",
 }
 
@@ -299,6 +301,11 @@ def _parse_admin(command: str, words: list[str]) -> Parsed:
         )
     if verb == "answer":
         return Parsed(command=command, verb=verb, args=args, flags=flags)
+    if verb == "readiness":
+        if len(args) > 1 or flags:
+            extra = " ".join(args[1:]) or "--reason"
+            raise UsageError(f"unexpected `{extra}`", hint=ADMIN_VERBS[verb])
+        return Parsed(command=command, verb=verb, args=args)
     if wants_id and len(args) != 1:
         raise UsageError(f"/runbook {verb} needs one execution id", hint=ADMIN_VERBS[verb])
     if not wants_id and args:

@@ -13,6 +13,7 @@ from typing import Any
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.models import TERMINAL_STATES, Execution, State, StepStatus
 from runbooks.engine.plan import Plan
+from runbooks.engine.readiness import ReadinessReport
 from runbooks.engine.verdicts import findings_verdict
 
 Blocks = list[dict[str, Any]]
@@ -151,6 +152,8 @@ def plan_blocks(
     blocks.append(_section("*Plan*\n" + _steps_text(plan)))
     for note in plan.notes:
         blocks.append(_context(f":information_source: {note}"))
+    for warning in plan.warnings[:WARNING_BLOCKS]:
+        blocks.append(_context(f":warning: {escape(warning)}"[:SECTION_CHARS]))
     needs = (
         "read-only: runs at once"
         if plan.read_only
@@ -424,3 +427,26 @@ def incident_card(suggestion: dict[str, Any]) -> tuple[str, Blocks]:
         blocks.append({"type": "actions", "elements": buttons})
         blocks.append(_context("Run shows you the plan first; nothing runs without Confirm."))
     return f"PagerDuty incident {escape(incident)} triggered: {title}", blocks
+
+
+#: A plan's readiness warnings shown as blocks (Slack allows 50 blocks in a message).
+WARNING_BLOCKS = 10
+#: ``/runbook readiness``: at most this many problems listed (the rest counted).
+READINESS_LINES = 25
+
+
+def readiness_text(report: ReadinessReport) -> str:
+    """An evaluation in words: each problem on a line, then the verdict."""
+    problems = report.problems
+    lines = [
+        f":warning: *{escape(f.environment)}* {escape(f.runbook)} · {escape(f.check)} · "
+        f"{escape(f.subject)}: {escape(f.detail)}"
+        for f in problems[:READINESS_LINES]
+    ]
+    if len(problems) > READINESS_LINES:
+        lines.append(
+            f"… and {len(problems) - READINESS_LINES} more (`invoke readiness.check` lists all)"
+        )
+    verdict = "ready" if report.ready else f"{len(problems)} finding(s)"
+    lines.append(f"*readiness*: {len(report.findings)} check(s), {verdict}")
+    return "\n".join(lines)

@@ -10,6 +10,7 @@ import functools
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from runbooks.adapters.kube_contexts import context_problems
 from runbooks.engine.config import Config
@@ -21,6 +22,7 @@ from runbooks.interfaces import (
     DatabaseOps,
     DataOps,
     HealthOps,
+    IdentityOps,
     Infrastructure,
     KubeOps,
     MetricsOps,
@@ -149,6 +151,37 @@ class LiveInfrastructure(Infrastructure):
         from runbooks.adapters.http_health import HttpHealth
 
         return HttpHealth()
+
+    def chat(self) -> IdentityOps | None:
+        token = secret_env("SLACK_BOT_TOKEN")
+        if not token:
+            return None
+        from runbooks.adapters.slack import SlackIdentity
+
+        return SlackIdentity(token, os.environ.get("SLACK_API_URL") or None)
+
+    def paging(self) -> IdentityOps | None:
+        from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
+
+        settings = PagerDutySettings.from_env(
+            {**os.environ, "PAGERDUTY_API_TOKEN": secret_env("PAGERDUTY_API_TOKEN") or ""}
+        )
+        if not settings.api_token:
+            return None
+        return _PagingIdentity(PagerDuty(settings))
+
+
+class _PagingIdentity:
+    """PagerDuty's token check, closing the client after each check."""
+
+    def __init__(self, pagerduty: Any) -> None:
+        self._pagerduty = pagerduty
+
+    def identity(self) -> str:
+        try:
+            return str(self._pagerduty.identity())
+        finally:
+            self._pagerduty.close()
 
 
 @functools.lru_cache(maxsize=64)

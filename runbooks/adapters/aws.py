@@ -86,6 +86,11 @@ class AwsAdapter:
                 "emulator that does not implement this call?)"
             ) from None
 
+    # Identity -------------------------------------------------------------------------------
+    def caller_identity(self) -> str:
+        found = self._call("sts get-caller-identity", self.client("sts").get_caller_identity)
+        return str(found.get("Arn") or found.get("Account") or "?")
+
     # Auto Scaling ---------------------------------------------------------------------------
     def node_group(self, name: str) -> NodeGroupState:
         asg = self.client("autoscaling")

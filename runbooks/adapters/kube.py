@@ -44,6 +44,8 @@ KEEP_ANNOTATIONS = (
     "deployment.kubernetes.io/max-replicas",
 )
 CONFLICT_RETRIES = 5
+#: A SelfSubjectAccessReview answers at once; a cluster that does not is a finding.
+REVIEW_TIMEOUT_S = 10
 T = TypeVar("T")
 
 
@@ -105,6 +107,7 @@ class KubeAdapter:
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.autoscaling = client.AutoscalingV2Api(api_client)
+        self.authorization = client.AuthorizationV1Api(api_client)
 
     # error handling ---------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -376,6 +379,31 @@ class KubeAdapter:
                 name, namespace, {"spec": {"minReplicas": minimum, "maxReplicas": maximum}}
             ),
         )
+
+    # access -----------------------------------------------------------------------------
+    def can_i(self, namespace: str, group: str, resource: str, verb: str) -> tuple[bool, str]:
+        plural, _, sub = resource.partition("/")
+        review = client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=client.V1ResourceAttributes(
+                    namespace=namespace,
+                    group=group,
+                    resource=plural,
+                    subresource=sub or None,
+                    verb=verb,
+                )
+            )
+        )
+        answer = self._call(
+            f"review access to {verb} {resource} in {namespace}",
+            lambda: self.authorization.create_self_subject_access_review(
+                review, _request_timeout=REVIEW_TIMEOUT_S
+            ),
+        )
+        status = answer.status
+        if status is None:
+            return False, "the access review came back without a status"
+        return bool(status.allowed), str(status.reason or status.evaluation_error or "")
 
     # services ---------------------------------------------------------------------------
     def service_selector(self, namespace: str, service: str) -> dict[str, str]:

@@ -257,6 +257,9 @@ class MongoAdapter:
                 ) from None
             raise InfrastructureError(f"{self.environment} database: {name}: {exc}") from None
 
+    def ping(self) -> None:
+        self._command("ping")
+
     def topology(self) -> DbTopology:
         status = self._command("replSetGetStatus")
         config = self._command("replSetGetConfig")["config"]

@@ -166,6 +166,12 @@ class PagerDuty:
 
     # --- REST ----------------------------------------------------------------------------
 
+    def identity(self) -> str:
+        """Whether the REST token is valid: ``GET /abilities`` (any valid token may read it)."""
+        rest = self._rest_client()
+        found = self._call("token check (GET /abilities)", rest.rget, "/abilities")
+        return f"REST token valid ({len(found or [])} abilities)"
+
     def incidents(
         self,
         service_ids: list[str] | None = None,

@@ -52,6 +52,8 @@ class Gate:
     freezes: tuple[Freeze, ...] = field(default=())
     #: Who besides the requester may cancel or resume (``operators``; see ``ConfigPolicy.gate``).
     operators: tuple[str, ...] = ("*",)
+    #: With open readiness findings for the runbook here: ``warn`` (on the plan) or ``refuse``.
+    when_not_ready: str = "warn"
 
 
 class ConfigPolicy:
@@ -86,6 +88,7 @@ class ConfigPolicy:
             else "default: no rule matched (0 approvals)",
             freezes=freezes,
             operators=self._operators(rule, environment),
+            when_not_ready=rule.when_not_ready,
         )
 
     def _operators(self, rule: Rule, environment: str) -> tuple[str, ...]:

@@ -7,6 +7,8 @@ never read from these files: they name environment variables instead (``*_env`` 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -425,6 +427,9 @@ class Rule(_Strict):
     slack_approvals_only: bool = False
     maintenance_window: bool = False
     break_glass: bool = False
+    #: When the bot's last readiness evaluation left findings open for the runbook in the
+    #: environment: ``warn`` (the plan shows them) or ``refuse`` (break-glass still runs).
+    when_not_ready: Literal["warn", "refuse"] = "warn"
 
     def matches(self, runbook: str, environment: str) -> bool:
         return fnmatch.fnmatchcase(runbook, self.runbooks) and any(
@@ -544,6 +549,12 @@ class Config:
 
     def environment_names(self) -> list[str]:
         return list(self.environments.environments)
+
+    def environment_hash(self, name: str) -> str:
+        """SHA-256 of an environment's configuration (environments.yaml, as validated): what
+        a material change changes."""
+        doc = self.environment(name).model_dump(mode="json")
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def environment(self, name: str) -> EnvironmentConfig:
         try:

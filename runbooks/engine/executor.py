@@ -8,6 +8,7 @@ one execution at a time holds a lock key. A crashed process leaves a lease that 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from runbooks.engine.approvals import ConfigPolicy
 from runbooks.engine.audit import AuditLog
-from runbooks.engine.clock import Clock, SystemClock
+from runbooks.engine.clock import Clock, SystemClock, parse_iso
 from runbooks.engine.config import Config
 from runbooks.engine.counters import count_transition
 from runbooks.engine.decisions import Decisions
@@ -43,6 +44,7 @@ from runbooks.engine.plan import (
     PlanContext,
 )
 from runbooks.engine.readiness import Finding, ReadinessReport, select_checks
+from runbooks.engine.readiness_watch import plan_warnings, summary_line
 from runbooks.engine.registry import Registry, RunbookSpec
 from runbooks.engine.runner import Runner
 from runbooks.engine.store.base import Store
@@ -129,6 +131,12 @@ class Engine(Locks, Decisions, Runner):
             history=self._history,
             preview=preview,
             automatic=automatic,
+            readiness=lambda: summary_line(
+                self.store,
+                params.environment,
+                now=self.clock.now(),
+                interval=self.config.schedules.readiness.interval,
+            ),
         )
         draft = spec.make_plan(ctx)
         region = getattr(params, "region", None) or None
@@ -144,6 +152,10 @@ class Engine(Locks, Decisions, Runner):
             summary=draft.summary or spec.summary,
             notes=list(draft.notes),
             read_only=spec.read_only,
+            config_hash=self.config.environment_hash(params.environment),
+            warnings=[]
+            if spec.read_only
+            else plan_warnings(self.store, params.environment, spec.name),
         )
 
     def prepare(
@@ -194,11 +206,25 @@ class Engine(Locks, Decisions, Runner):
         self, *, actor: Actor, environment: str | None = None, runbook: str | None = None
     ) -> ReadinessReport:
         """Run the runbooks' readiness checks (one runbook's, or all) against live state in
-        one environment (or all), read-only; audited as ``readiness.checked``."""
+        one environment (or all), read-only; audited as ``readiness.checked``.
+
+        For people of policy.yaml (any of them: it only reads, and says what would fail) and
+        the bot's own watch; anyone else is refused, audited as ``readiness.refused``.
+        """
+        if not actor.automatic and actor.id not in self.config.policy.people:
+            self.audit.record(
+                "readiness.refused",
+                actor=actor,
+                outcome="not_allowed",
+                target={"environment": environment or "*", "runbook": runbook or "*"},
+                detail={"why": f"{actor.id} is not a person of policy.yaml"},
+            )
+            raise Refused(f"{actor.name} may not check readiness: not a person of policy.yaml")
         names = [environment] if environment else self.config.environment_names()
         checks = select_checks(self.registry.checks, runbook=runbook, known=self.registry.names())
         findings: list[Finding] = []
-        for name in names:
+        shared = [c for c in checks if c.scope == "installation"]
+        for index, name in enumerate(names):
             params = validate_params(RunbookParams, {"environment": name}, self.config)
             ctx = PlanContext(
                 config=self.config,
@@ -208,8 +234,9 @@ class Engine(Locks, Decisions, Runner):
                 adapters=self.adapters,
                 state_dir=self.state_dir,
                 history=self._history,
+                installed_at=self._installed_at,
             )
-            for check in checks:
+            for check in checks if index == 0 else [c for c in checks if c not in shared]:
                 findings.extend(check.run(ctx))
         report = ReadinessReport(self.clock.now(), tuple(findings))
         self.audit.record(
@@ -223,6 +250,17 @@ class Engine(Locks, Decisions, Runner):
             },
         )
         return report
+
+    def _installed_at(self) -> float | None:
+        """When this installation started: its first audit record (None before one)."""
+        rows = self.store.iter_audit()
+        try:
+            first = next(rows, None)
+        finally:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
+        return None if first is None else parse_iso(str(json.loads(first.body)["time"]))
 
     def request(self, request: Request, *, prepared: Prepared | None = None) -> RequestResult:
         """The one request path for every front end (see ``runbooks.engine.requests``)."""
@@ -404,6 +442,13 @@ class Engine(Locks, Decisions, Runner):
             break_glass=break_glass,
             now=self.clock.now(),
         )
+        if not refusal and gate.when_not_ready == "refuse" and plan.warnings and not break_glass:
+            refusal = (
+                f"{plan.runbook} in {plan.environment} is not ready ({len(plan.warnings)} open "
+                f"readiness finding(s), shown with the plan) and policy ({gate.rule}) refuses "
+                "it until they are fixed"
+                + (" or under break-glass" if gate.break_glass_allowed else "")
+            )
         if refusal:
             self.audit.record(
                 "request.refused",

@@ -219,6 +219,8 @@ class Journal:
                 steps=tuple(e.plan.steps),
                 requester=e.requester.name,
                 started_at=e.started_at,
+                drill=e.drill,
+                config_hash=e.plan.config_hash,
             )
             for e in finished
         ]

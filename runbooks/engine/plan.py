@@ -60,6 +60,10 @@ class PastRun:
     requester: str = ""
     #: When its first step started (what a step's ``keep_for`` counts from).
     started_at: float | None = None
+    #: The drill it was a run of (``schedules.yaml``), if any.
+    drill: str | None = None
+    #: The environment's configuration hash when it was planned (``Plan.config_hash``).
+    config_hash: str | None = None
 
 
 def _no_history() -> list[PastRun]:
@@ -123,6 +127,10 @@ class PlanContext:
     break_glass: bool = False
     #: Finished executions, newest first (read-only; the engine's store).
     history: Callable[[], list[PastRun]] = _no_history
+    #: When this installation started (its first audit record; None before there is one).
+    installed_at: Callable[[], float | None] = lambda: None
+    #: The bot's last readiness evaluation of this environment, in one line (``dr.status``).
+    readiness: Callable[[], str] = lambda: "readiness: not evaluated"
     #: A dry run: say what would stop the real request now (a closed window) in the plan's
     #: notes instead of refusing, so a future window can be previewed.
     preview: bool = False
@@ -290,6 +298,10 @@ class PlanDraft:
     notes: list[str] = field(default_factory=list)
 
 
+#: Plan fields outside its hash: recorded or shown with it, never bound by approvals.
+UNHASHED = frozenset({"config_hash", "warnings"})
+
+
 @dataclass(frozen=True)
 class Plan:
     """A concrete plan, bound to a runbook, an environment and parameters."""
@@ -307,6 +319,12 @@ class Plan:
     #: Every lock key the execution holds (``lock_key`` is their display form). A key
     #: ``ENV:*`` covers every resource of the environment (DR moves all of them).
     locks: list[str] = field(default_factory=list)
+    #: SHA-256 of the environment's configuration when planned: a drill's evidence is stale
+    #: once it differs (readiness). Kept with the plan, outside its hash.
+    config_hash: str | None = None
+    #: What the plan's reader should know but does not change what runs (open readiness
+    #: findings): shown with the plan, outside its hash, so approvals do not depend on them.
+    warnings: list[str] = field(default_factory=list)
 
     def to_doc(self) -> dict[str, Any]:
         # Shallow on purpose: its parts are JSON values already, and ``asdict``'s deep copy
@@ -321,8 +339,10 @@ class Plan:
 
     @functools.cached_property
     def hash(self) -> str:
-        """SHA-256 of the canonical JSON (computed once: a plan does not change)."""
-        return hashlib.sha256(canonical_json(self.to_doc())).hexdigest()
+        """SHA-256 of the canonical JSON (computed once: a plan does not change), without the
+        parts that are not what runs (``UNHASHED``)."""
+        doc = {k: v for k, v in self.to_doc().items() if k not in UNHASHED}
+        return hashlib.sha256(canonical_json(doc)).hexdigest()
 
     @property
     def short_hash(self) -> str:

@@ -20,6 +20,16 @@ from typing import Any
 from runbooks.engine.errors import InvalidInput, RunbookError
 from runbooks.engine.plan import PlanContext
 
+#: The "runbook" of checks every runbook of an environment depends on (credentials and reach,
+#: ``runbooks/reach.py``): the engine runs them beside the runbooks' own.
+ENVIRONMENT_WIDE = "environment"
+#: The "runbook" of the drills' evidence freshness (``runbooks/freshness.py``).
+DRILLS = "drills"
+#: Checks no runbook owns, by their pseudo-runbook name.
+PSEUDO_RUNBOOKS = frozenset({ENVIRONMENT_WIDE, DRILLS})
+#: The environment of a finding about what every environment shares (Slack, PagerDuty).
+EVERY_ENVIRONMENT = "*"
+
 #: What a check yields for each thing it looked at: (subject, ok, words).
 Observation = tuple[str, bool, str]
 CheckFn = Callable[[PlanContext], Iterable[Observation]]
@@ -33,20 +43,24 @@ class ReadinessCheck:
     name: str
     fn: CheckFn
     doc: str
+    #: ``installation``: about what every environment shares; run once per evaluation and
+    #: reported under environment ``*``.
+    scope: str = "environment"
 
     def run(self, ctx: PlanContext) -> Iterator[Finding]:
+        environment = EVERY_ENVIRONMENT if self.scope == "installation" else ctx.environment
         try:
             for subject, ok, detail in self.fn(ctx):
-                yield Finding(ctx.environment, self.runbook, self.name, subject, ok, detail)
+                yield Finding(environment, self.runbook, self.name, subject, ok, detail)
         except RunbookError as exc:
-            yield self._unchecked(ctx, exc.message)
+            yield self._unchecked(environment, exc.message)
         except Exception as exc:  # a check that cannot run is a finding, never a pass
-            yield self._unchecked(ctx, f"{type(exc).__name__}: {exc}")
+            yield self._unchecked(environment, f"{type(exc).__name__}: {exc}")
 
-    def _unchecked(self, ctx: PlanContext, why: str) -> Finding:
+    def _unchecked(self, environment: str, why: str) -> Finding:
         first = (why.splitlines() or [""])[0][:300]
         return Finding(
-            ctx.environment, self.runbook, self.name, "-", False, f"could not be checked: {first}"
+            environment, self.runbook, self.name, "-", False, f"could not be checked: {first}"
         )
 
 
@@ -59,8 +73,12 @@ def observe(subject: str, look: Callable[[], tuple[bool, str]]) -> Observation:
     return subject, ok, detail
 
 
-def readiness_check(runbook: str, name: str) -> Callable[[CheckFn], ReadinessCheck]:
-    """Declare a readiness check of ``runbook``; the docstring says what it protects.
+def readiness_check(
+    runbook: str, name: str, *, scope: str = "environment"
+) -> Callable[[CheckFn], ReadinessCheck]:
+    """Declare a readiness check of ``runbook`` (or ``ENVIRONMENT_WIDE``: of every runbook of
+    an environment); the docstring says what it protects. ``scope="installation"``: what
+    every environment shares, checked once per evaluation.
 
     Example::
 
@@ -69,8 +87,11 @@ def readiness_check(runbook: str, name: str) -> Callable[[CheckFn], ReadinessChe
             yield ("api us-east-1", True, "revision 2 (app-api:1.4.1)")
     """
 
+    if scope not in ("environment", "installation"):
+        raise ValueError(f"scope {scope!r}: environment or installation")
+
     def wrap(fn: CheckFn) -> ReadinessCheck:
-        return ReadinessCheck(runbook, name, fn, (fn.__doc__ or "").strip())
+        return ReadinessCheck(runbook, name, fn, (fn.__doc__ or "").strip(), scope)
 
     return wrap
 
@@ -123,10 +144,12 @@ class ReadinessReport:
 def select_checks(
     checks: Iterable[ReadinessCheck], *, runbook: str | None, known: Iterable[str]
 ) -> list[ReadinessCheck]:
-    """The checks of one runbook (or all), refusing a name that is not a runbook."""
+    """The checks of one runbook (or all; ``environment``: credentials and reach;
+    ``drills``: evidence freshness), refusing a name that is not a runbook."""
     checks = list(checks)
     if runbook is None:
         return checks
-    if runbook not in set(known):
-        raise InvalidInput(f"unknown runbook {runbook!r}; known: {', '.join(sorted(known))}")
+    names = {*known, *PSEUDO_RUNBOOKS}
+    if runbook not in names:
+        raise InvalidInput(f"unknown runbook {runbook!r}; known: {', '.join(sorted(names))}")
     return [c for c in checks if c.runbook == runbook]

@@ -21,15 +21,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from runbooks.engine.clock import iso
+from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.leases import LeaderLease
 from runbooks.engine.models import Actor, Event
 from runbooks.engine.outbox import QueuedConsumer
-from runbooks.engine.readiness import Finding, ReadinessReport
+from runbooks.engine.readiness import (
+    ENVIRONMENT_WIDE,
+    EVERY_ENVIRONMENT,
+    Finding,
+    ReadinessReport,
+)
 
 if TYPE_CHECKING:
     from runbooks.engine.executor import Engine
     from runbooks.engine.schedule import ReadinessSchedule
+    from runbooks.engine.store.base import Store
 
 _log = logging.getLogger(__name__)
 
@@ -149,6 +155,51 @@ class ReadinessWatch:
     def last_report(self) -> dict[str, Any] | None:
         report = self.store.kv_get(REPORT_KEY)
         return dict(report) if report else None
+
+
+def open_for(store: Store, environment: str, runbook: str | None = None) -> list[dict[str, Any]]:
+    """The last evaluation's open findings about ``environment`` (its own and the
+    installation's), of ``runbook`` and the environment-wide checks (all, without one)."""
+    found = dict(store.kv_get(OPEN_KEY) or {})
+    return sorted(
+        (
+            dict(entry)
+            for entry in found.values()
+            if entry["environment"] in (environment, EVERY_ENVIRONMENT)
+            and (runbook is None or entry["runbook"] in (runbook, ENVIRONMENT_WIDE))
+        ),
+        key=lambda e: (float(e["opened_at"]), str(e["key"])),
+    )
+
+
+def plan_warnings(store: Store, environment: str, runbook: str) -> list[str]:
+    """A plan's warnings: the runbook's open findings here as of the last evaluation."""
+    report = store.kv_get(REPORT_KEY)
+    if not report:
+        return []
+    at = iso(float(report["at"]))
+    return [
+        f"not ready (readiness, evaluated {at}): {e['check']} · {e['subject']}: {e['detail']}"
+        for e in open_for(store, environment, runbook)
+    ]
+
+
+def summary_line(store: Store, environment: str, *, now: float, interval: float) -> str:
+    """``readiness: ready, checked 12m ago`` or ``readiness: 2 findings (…)`` for one
+    environment, from the bot's last evaluation."""
+    report = store.kv_get(REPORT_KEY)
+    if not report:
+        return (
+            f"readiness: not evaluated yet (the bot evaluates every {format_duration(interval)}; "
+            "`invoke readiness.check` checks now)"
+        )
+    ago = format_duration(max(0.0, now - float(report["at"])))
+    found = open_for(store, environment)
+    if not found:
+        return f"readiness: ready, checked {ago} ago"
+    named = "; ".join(f"{e['runbook']}: {e['subject']}" for e in found[:5])
+    more = f"; +{len(found) - 5} more" if len(found) > 5 else ""
+    return f"readiness: {len(found)} finding(s) ({named}{more}), checked {ago} ago"
 
 
 #: ``alert(summary, dedup_key, details)`` and ``resolve(dedup_key)``: PagerDuty's Events API.

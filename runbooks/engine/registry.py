@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from runbooks.engine.errors import NotFound
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import PlanContext, PlanDraft, Step
-from runbooks.engine.readiness import ReadinessCheck
+from runbooks.engine.readiness import PSEUDO_RUNBOOKS, ReadinessCheck
 
 P = TypeVar("P", bound=RunbookParams)
 Planner = Callable[[PlanContext, P], "PlanDraft | list[Step]"]
@@ -145,5 +145,6 @@ def load_registry(modules: Iterable[str]) -> Registry:
         module = importlib.import_module(module_name)
         registry.checks += [v for v in vars(module).values() if isinstance(v, ReadinessCheck)]
     for check in registry.checks:
-        registry.get(check.runbook)  # a check of a runbook that does not exist is a bug
+        if check.runbook not in PSEUDO_RUNBOOKS:
+            registry.get(check.runbook)  # a check of a runbook that does not exist is a bug
     return registry

@@ -942,3 +942,47 @@ def verify_copy(source: DataOps, target: DataOps, database: str, label: str) -> 
             report.fail(name, "check could not run", exc.message)
     report.phases.verify = time.perf_counter() - started
     return report
+
+
+@dataclass(frozen=True)
+class RestoreForecast:
+    """How long restoring the newest backup would take, and when backup growth crosses the RTO.
+
+    ``predicted``: newest size ÷ measured throughput (seconds); ``crosses_at``: when the
+    least-squares line through (time, size) reaches ``rto × throughput`` bytes (None when the
+    backups do not grow, or fewer than two), or now when the prediction is already over."""
+
+    predicted: float
+    limit_bytes: float
+    crosses_at: float | None
+    growth_per_day: float
+
+
+def forecast_restore(
+    sizes: list[tuple[float, int]], *, throughput: float, rto: float
+) -> RestoreForecast:
+    """Forecast from past backups ``(time, bytes)`` and a restore throughput (bytes/s) measured
+    by past restore tests, against the database's RTO (seconds)."""
+    if throughput <= 0 or rto <= 0 or not sizes:
+        raise ValueError("a forecast needs backups, a positive throughput and a positive RTO")
+    points = sorted(sizes)
+    newest_at, newest = points[-1]
+    limit = rto * throughput
+    predicted = newest / throughput
+    n = len(points)
+    slope = 0.0
+    intercept = float(newest)
+    if n >= 2:
+        mean_t = sum(t for t, _ in points) / n
+        mean_s = sum(s for _, s in points) / n
+        var = sum((t - mean_t) ** 2 for t, _ in points)
+        if var > 0:
+            slope = sum((t - mean_t) * (s - mean_s) for t, s in points) / var
+            intercept = mean_s - slope * mean_t
+    if predicted > rto:
+        crosses: float | None = newest_at
+    elif slope > 0:
+        crosses = (limit - intercept) / slope
+    else:
+        crosses = None
+    return RestoreForecast(predicted, limit, crosses, slope * 86400)

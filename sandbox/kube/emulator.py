@@ -14,7 +14,12 @@ Test hooks live under ``/_sandbox/`` (never part of the Kubernetes API):
 ``POST /_sandbox/conflicts {"count": N}`` makes the next N writes answer 409;
 ``POST /_sandbox/broken {"images": [...]}`` makes pods of those images never become ready;
 ``POST /_sandbox/oom {"memory_limit_below": "1Gi"}`` makes pods whose memory limit is lower
-crash (OOMKilled, never ready); ``{}`` clears it.
+crash (OOMKilled, never ready); ``{}`` clears it;
+``POST /_sandbox/deny {"namespace": "production", "group": "apps", "resource":
+"deployments/scale", "verb": "patch"}`` makes a ``SelfSubjectAccessReview`` of exactly that
+answer "not allowed" (``"allow": true`` lifts it). Access reviews are otherwise always
+allowed (there is no RBAC); ``Cluster.writes()`` is the write log (reviews are not writes: the
+API server stores nothing).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ SERVER_VERSION = {
     "minCompatibilityMinor": "31",
 }
 REVISION = "deployment.kubernetes.io/revision"
+REVIEWS_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 HISTORY_LIMIT = 1000
 
 
@@ -195,10 +201,21 @@ class Cluster:
         self.broken_images: set[str] = set()
         self.oom_below: float | None = None
         self.requests: list[tuple[str, str]] = []
+        #: (namespace, group, resource[/subresource], verb) an access review answers "no" to.
+        self.denied: set[tuple[str, str, str, str]] = set()
         #: Every API call with its watch flag (method, path, watch): what RBAC must grant.
         self.calls: list[tuple[str, str, bool]] = []
         self._stop = threading.Event()
         self._names = (f"{n:05x}"[-5:] for n in itertools.count(0x1A2B3))
+
+    def writes(self, since: int = 0) -> list[tuple[str, str]]:
+        """The write log: every call from ``requests[since:]`` that may change state (not a
+        read, an access review, which the API server never stores, or a sandbox hook)."""
+        return [
+            (method, path)
+            for method, path in self.requests[since:]
+            if method != "GET" and path != REVIEWS_PATH and not path.startswith("/_sandbox/")
+        ]
 
     # store ------------------------------------------------------------------------------
     def _key(self, resource: Resource, namespace: str | None, name: str) -> tuple[str, str, str]:
@@ -1183,6 +1200,70 @@ class KubeEmulator:
         self.server.server_close()
 
 
+def _protobuf_fields(data: bytes) -> dict[int, bytes]:
+    """The length-delimited fields of a protobuf message (field number -> bytes); the
+    varint ones are skipped. Enough for the string and message fields read here."""
+    fields: dict[int, bytes] = {}
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        shift = value = 0
+        while True:
+            if i >= len(data):
+                raise ApiError(400, "BadRequest", "truncated protobuf body")
+            byte = data[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while i < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            varint()
+        elif wire == 2:
+            size = varint()
+            fields[number] = data[i : i + size]
+            i += size
+        else:
+            raise ApiError(400, "BadRequest", f"unsupported protobuf wire type {wire}")
+    return fields
+
+
+def review_from_protobuf(raw: bytes) -> dict[str, Any]:
+    """A SelfSubjectAccessReview sent as Kubernetes protobuf (``k8s\\0`` + runtime.Unknown
+    whose ``raw`` is the object): its spec's resourceAttributes, as the JSON form has them."""
+    if not raw.startswith(b"k8s\x00"):
+        raise ApiError(400, "BadRequest", "a protobuf body starts with k8s\\0")
+    review = _protobuf_fields(_protobuf_fields(raw[4:]).get(2, b""))
+    spec = _protobuf_fields(review.get(2, b""))
+    attrs = _protobuf_fields(spec.get(1, b""))
+    names = ("namespace", "verb", "group", "version", "resource", "subresource", "name")
+    return {
+        "spec": {
+            "resourceAttributes": {
+                name: attrs[number].decode()
+                for number, name in enumerate(names, 1)
+                if number in attrs
+            }
+        }
+    }
+
+
+def _deny_rule(body: dict[str, Any]) -> tuple[str, str, str, str]:
+    """``{"namespace", "group", "resource", "verb"}`` of ``/_sandbox/deny`` (400 if incomplete)."""
+    try:
+        rule = tuple(str(body[k]) for k in ("namespace", "group", "resource", "verb"))
+    except KeyError as exc:
+        raise ApiError(400, "BadRequest", f"/_sandbox/deny needs {exc.args[0]}") from None
+    if not rule[2] or not rule[3]:
+        raise ApiError(400, "BadRequest", "/_sandbox/deny needs a resource and a verb")
+    return rule  # type: ignore[return-value]
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     cluster: Cluster
@@ -1235,6 +1316,9 @@ class _Handler(BaseHTTPRequestHandler):
             if parts.path.startswith("/_sandbox/"):
                 self._send(200, self._admin(parts.path, self._body()))
                 return
+            if method == "POST" and parts.path.rstrip("/") == REVIEWS_PATH:
+                self._send(201, self._access_review(self._review_body()))
+                return
             discovery = self._discovery(parts.path)
             if discovery is not None:
                 self._send(200, discovery)
@@ -1261,6 +1345,12 @@ class _Handler(BaseHTTPRequestHandler):
                         400, "BadRequest", f"memory_limit_below {below!r} is not a quantity"
                     )
                 cluster.oom_below = _memory(below) if below else None
+            elif path == "/_sandbox/deny":
+                rule = _deny_rule(body)
+                if body.get("allow"):
+                    cluster.denied.discard(rule)
+                else:
+                    cluster.denied.add(rule)
             elif path == "/_sandbox/requests":
                 requests = list(cluster.requests)
                 if body.get("clear"):
@@ -1269,6 +1359,39 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise ApiError(404, "NotFound", f"no sandbox hook {path}")
         return {"ok": True}
+
+    def _review_body(self) -> Any:
+        """The review as JSON (the Python client) or protobuf (kubectl's typed client)."""
+        if "protobuf" not in (self.headers.get("Content-Type") or ""):
+            return self._body()
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        return review_from_protobuf(raw)
+
+    def _access_review(self, body: Any) -> dict[str, Any]:
+        """A SelfSubjectAccessReview: allowed unless a hook denied it (no RBAC here)."""
+        if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
+            raise ApiError(400, "BadRequest", "a SelfSubjectAccessReview needs a spec")
+        attrs = body["spec"].get("resourceAttributes") or {}
+        resource = str(attrs.get("resource") or "")
+        if attrs.get("subresource"):
+            resource += f"/{attrs['subresource']}"
+        key = (
+            str(attrs.get("namespace") or ""),
+            str(attrs.get("group") or ""),
+            resource,
+            str(attrs.get("verb") or ""),
+        )
+        denied = key in self.cluster.denied
+        status: dict[str, Any] = {"allowed": not denied}
+        if denied:
+            status.update(denied=True, reason="denied by the sandbox's access hook")
+        return {
+            "kind": "SelfSubjectAccessReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": body["spec"],
+            "status": status,
+        }
 
     def _discovery(self, path: str) -> dict[str, Any] | None:
         path = path.rstrip("/")

@@ -140,3 +140,25 @@ def test_a_note_from_slack_reaches_pagerduty_with_its_secrets_masked(
     assert note["content"] == "rotating xox?-*** and password=*** this week"
     sent = json.dumps(pagerduty_emulator.calls(f"/incidents/{incident}"))
     assert "plantedtoken" not in sent and "hunter2planted" not in sent
+
+
+def test_readiness_from_slack_is_the_engines_check_audited_as_the_person(
+    world: SlackWorld,
+) -> None:
+    """``/runbook readiness ENV`` runs the engine's checks as the person who typed it (audited
+    ``readiness.checked`` with their id and origin, like ``invoke readiness.check``); bad
+    input is answered in words and checks nothing."""
+    said = answer(world, "carol", "/runbook readiness development")
+    verdict = said.splitlines()[-1]
+    assert verdict.startswith("*readiness*: ") and " check(s), " in verdict, said
+    records = [
+        json.loads(row)
+        for row in stored(world.env, "SELECT CAST(body AS TEXT) FROM audit ORDER BY seq")
+        if '"readiness.' in row
+    ]
+    assert [(r["action"], r["actor"]["id"], r["actor"]["origin"]) for r in records] == [
+        ("readiness.checked", "carol", "slack")
+    ]
+    assert records[0]["target"] == {"environment": "development", "runbook": "*"}
+    assert "unknown environment 'prod'" in answer(world, "alice", "/runbook readiness prod")
+    assert "unexpected `staging`" in answer(world, "alice", "/runbook readiness dev staging")

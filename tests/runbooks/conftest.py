@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,49 @@ def kube_engine(
     """The sandbox's clusters, and its Prometheus for production's rollback gate."""
     with live_engine(sandbox_config, tmp_path, kubeconfig=str(kube.kubeconfig)) as engine:
         yield engine
+
+
+@dataclass
+class Chat:
+    """The sandbox's Slack and PagerDuty, with the bot's environment pointing at them."""
+
+    slack: Any
+    pagerduty: Any
+
+    def hook(self, url: str, body: dict[str, Any]) -> None:
+        """A sandbox hook of either emulator (the PagerDuty one speaks TLS with its own CA)."""
+        import json
+        import ssl
+        import urllib.request
+
+        context = ssl.create_default_context(cafile=str(self.pagerduty.ca_path))
+        request = urllib.request.Request(  # noqa: S310 - the local emulators
+            url, data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=5, context=context):  # noqa: S310
+            pass
+
+
+@pytest.fixture
+def chat(pagerduty_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Chat]:
+    """Slack (``auth.test`` with the sandbox's bot token) and PagerDuty (REST token and
+    routing key) as the bot's environment configures them."""
+    from sandbox.pagerduty import SANDBOX_API_TOKEN, SANDBOX_ROUTING_KEY
+    from sandbox.slack import SANDBOX_BOT_TOKEN, SlackEmulator
+
+    slack = SlackEmulator().start()
+    for key, value in {
+        "SLACK_BOT_TOKEN": SANDBOX_BOT_TOKEN,
+        "SLACK_API_URL": slack.api_url,
+        "PAGERDUTY_API_TOKEN": SANDBOX_API_TOKEN,
+        "PAGERDUTY_ROUTING_KEY": SANDBOX_ROUTING_KEY,
+        "PAGERDUTY_API_URL": pagerduty_emulator.url,
+        "PAGERDUTY_EVENTS_URL": pagerduty_emulator.url,
+        "PAGERDUTY_CA_BUNDLE": str(pagerduty_emulator.ca_path),
+    }.items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield Chat(slack, pagerduty_emulator)
+    finally:
+        slack.stop()

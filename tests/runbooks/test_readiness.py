@@ -15,15 +15,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.metrics import Metrics
 from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
 from runbooks.engine.clock import FakeClock
-from runbooks.engine.config import Config
-from runbooks.engine.errors import InvalidInput
+from runbooks.engine.config import Config, PolicyFile
+from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.executor import Engine
+from runbooks.engine.models import Actor
 from runbooks.engine.outbox import OutboxFollower
 from runbooks.engine.readiness_watch import ReadinessNotices, ReadinessWatch, WatchTick
 from runbooks.engine.schedule import ReadinessSchedule
 from sandbox.pagerduty import SANDBOX_ROUTING_KEY, PagerDutyEmulator
 from tests.conftest import KubeSandbox, run_cli
-from tests.runbooks.conftest import live_engine
+from tests.runbooks.conftest import Chat, live_engine
 from tests.support.people import ALICE
 
 REGIONS = ("us-east-1", "us-west-2")
@@ -135,8 +136,7 @@ def test_the_watch_opens_one_finding_pages_once_and_resolves_it_on_a_fake_clock(
             ticks = [one.tick(), two.tick()]
             assert [t.leader for t in ticks] == [True, False]
             for region in REGIONS:
-                writes = [c for c in kube.cluster(region).requests[seen[region] :] if c[0] != "GET"]
-                assert writes == []
+                assert kube.cluster(region).writes(seen[region]) == []  # reviews write nothing
             assert follower.lead()
             follower.pass_once()
             return ticks[0]
@@ -250,3 +250,77 @@ def test_the_predicted_rto_is_read_from_route53_and_an_hour_long_ttl_is_a_findin
     assert not after.ok
     assert "→ us-west-2 1h05m (target 15m): DNS TTL 1h00m + " in after.detail  # 3942 s
     assert "DNS TTL 1h" in after.detail and after.detail.endswith("above the target")
+
+
+def test_someone_who_is_not_a_person_of_the_policy_is_refused_and_audited(
+    kube_engine: Engine,
+) -> None:
+    stranger = Actor("mallory", "mallory", "cli")
+    with pytest.raises(Refused, match="mallory may not check readiness"):
+        kube_engine.readiness(actor=stranger, environment="development")
+    (refused,) = [r for r in kube_engine.audit.export() if r["action"].startswith("readiness.")]
+    assert (refused["action"], refused["actor"]["id"], refused["outcome"]) == (
+        "readiness.refused", "mallory", "not_allowed",
+    )  # fmt: skip
+
+
+def test_open_findings_warn_on_plans_outside_the_hash_and_policy_may_refuse(
+    *,
+    kube: KubeSandbox,
+    sandbox_config: Config,
+    tmp_path: Path,
+    health: Any,
+    aws: Any,
+    cluster: Any,
+    chat: Chat,
+) -> None:
+    """After the watch opens a finding (the Slack token revoked: every runbook needs it), a
+    plan shows it as a warning while its hash (what approvals bind) stays the same;
+    ``dr.status`` says it in its readiness line; where policy says ``when_not_ready:
+    refuse`` (selftest in development here) the request is refused, audited, nothing made."""
+    doc = sandbox_config.policy.model_dump(mode="json")
+    doc["rules"].insert(0, {"runbooks": "selftest", "environments": ["development"],
+                            "when_not_ready": "refuse"})  # fmt: skip
+    config = Config(
+        sandbox_config.directory,
+        sandbox_config.environments,
+        PolicyFile.model_validate(doc),
+        sandbox_config.schedules,
+    )
+    clock = FakeClock()
+    schedule = ReadinessSchedule(interval=1800, first_after=300, reannounce=86400)
+    with live_engine(config, tmp_path, clock=clock, kubeconfig=str(kube.kubeconfig)) as engine:
+
+        def plan(runbook: str, environment: str) -> Any:
+            return engine.prepare(runbook, {"environment": environment}, actor=ALICE).plan
+
+        assert "readiness: not evaluated yet (the bot evaluates every 30m" in " ".join(
+            plan("dr.status", "production").notes
+        )
+        watch = ReadinessWatch(engine, schedule, owner="bot-1")
+        watch.tick()
+        clock.advance(300)
+        assert watch.tick().evaluated
+        before = plan("selftest", "development")
+        assert before.warnings == []  # development is ready
+
+        chat.hook(chat.slack.url + "/_sandbox/revoke", {"revoked": True})
+        clock.advance(1800)
+        assert watch.tick().opened == ["*:environment:Slack token:Slack"]
+        after = plan("selftest", "development")
+        (warning,) = after.warnings
+        assert warning.startswith("not ready (readiness, evaluated ")
+        assert warning.endswith("Slack token · Slack: Slack auth.test: token_revoked")
+        assert after.hash == before.hash  # the warning is not part of what is approved
+        (line,) = [n for n in plan("dr.status", "production").notes if n.startswith("readiness")]
+        assert line.startswith("readiness: ") and "environment: Slack" in line, line
+        assert line.endswith("checked 0.0s ago")
+
+        prepared = engine.prepare("selftest", {"environment": "development"}, actor=ALICE)
+        with pytest.raises(Refused, match="selftest in development is not ready"):
+            engine.submit(prepared, actor=ALICE)
+        assert engine.list(limit=5) == []
+        refused = [r for r in engine.audit.export() if r["action"] == "request.refused"]
+        assert "1 open readiness finding(s)" in refused[-1]["detail"]["why"]
+        # Another environment's plan warns too (policy there only warns, the default).
+        assert warning in plan("selftest", "staging").warnings

@@ -41,9 +41,12 @@ def config(
 
 
 class World:
-    def __init__(self, make_engine: EngineFactory, cfg: Config, clock: FakeClock) -> None:
+    def __init__(
+        self, make_engine: EngineFactory, cfg: Config, clock: FakeClock, **overrides: Any
+    ) -> None:
+        """``overrides``: the engine's (a registry with readiness checks, say)."""
         self.clock = clock
-        self.engine: Engine = make_engine(config=cfg, clock=clock)
+        self.engine: Engine = make_engine(config=cfg, clock=clock, **overrides)
         self.scheduler = DrillScheduler(self.engine, cfg.schedules, owner="bot-1")
         self.supervisor = Supervisor(self.engine, spawn=lambda _name, work: work())
         self.announced: list[tuple[float, str]] = []

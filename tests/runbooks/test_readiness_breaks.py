@@ -1,0 +1,216 @@
+"""The issue's journey, one broken thing at a time, on the bot's readiness watch and a fake
+clock: each thing is broken from outside the bot by an independent client (the AWS CLI
+raises the DNS TTL or empties the backup bucket, kubectl pauses a deployment, the Atlas
+emulator's hook raises lag, the Slack emulator revokes the token, the Kubernetes emulator
+denies a verb in an access review). After one evaluation exactly one finding opens naming it,
+one line is queued for the ops channel and one PagerDuty alert goes out; repairing it
+resolves the finding (and the alert) on the next evaluation. No evaluation writes: the write
+logs of the Kubernetes emulators, moto, the Atlas API and its wire server stay empty."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
+from runbooks.engine.clock import FakeClock
+from runbooks.engine.config import Config
+from runbooks.engine.executor import Engine
+from runbooks.engine.outbox import OutboxFollower
+from runbooks.engine.readiness_watch import ReadinessNotices, ReadinessWatch, WatchTick
+from runbooks.engine.schedule import ReadinessSchedule
+from tests.conftest import KubeSandbox
+from tests.runbooks.conftest import Chat, live_engine
+
+REGIONS = ("us-east-1", "us-west-2")
+DEPLOY = ("deployment/api-deployment", "-n", "production")
+DUMP = "s3://app-backups/runbook-bot/2026-12-04T00-00-00Z/app/users.bson.gz"
+SCALE = {"namespace": "production", "group": "apps", "resource": "deployments/scale"}
+
+
+@dataclass
+class World:
+    kube: KubeSandbox
+    aws: Any
+    cluster: Any
+    chat: Chat
+    directory: Path
+
+    def set_ttl(self, ttl: int) -> None:
+        """The AWS CLI sets the TTL of production's weighted traffic records."""
+        zone = self.aws.cli("route53", "list-hosted-zones-by-name", "--dns-name", "example.com.")
+        zone_id = zone["HostedZones"][0]["Id"].rsplit("/", 1)[-1]
+        name = "api-production.example.com."
+        records = self.aws.cli(
+            "route53", "list-resource-record-sets", "--hosted-zone-id", zone_id,
+            "--start-record-name", name,
+        )["ResourceRecordSets"]  # fmt: skip
+        changes = [
+            {"Action": "UPSERT", "ResourceRecordSet": {**r, "TTL": ttl}}
+            for r in records
+            if r["Name"] == name
+        ]
+        self.aws.cli(
+            "route53", "change-resource-record-sets", "--hosted-zone-id", zone_id,
+            "--change-batch", json.dumps({"Changes": changes}),
+        )  # fmt: skip
+
+    def upload_backup(self) -> None:
+        """The AWS CLI puts a dump (mongodump's layout) in production's bucket."""
+        dump = self.directory / "users.bson.gz"
+        dump.write_bytes(b"\x1f\x8b sandbox dump")
+        self.aws.cli("s3", "cp", "--only-show-errors", str(dump), DUMP)
+
+    def lag(self, seconds: float) -> None:
+        """The Atlas emulator's hook: the us-west-2 member's replication lag."""
+        request = urllib.request.Request(  # noqa: S310 - the local emulator
+            os.environ["ATLAS_API_URL"] + "/_sandbox/lag",
+            data=json.dumps({"region": "us-west-2", "seconds": seconds}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - local
+
+    def kubectl(self, *args: str) -> None:
+        done = self.kube.kubectl(*args, region="us-west-2")
+        assert done.returncode == 0, done.stderr
+
+
+Change = Callable[[World], None]
+#: name: (break it, repair it, the finding's key, words of its detail)
+CASES: dict[str, tuple[Change, Change, str, str]] = {
+    "dns-ttl-raised-to-an-hour": (
+        lambda w: w.set_ttl(3600),
+        lambda w: w.set_ttl(60),
+        "production:dr.failover:the predicted RTO is within the target:failover RTO",
+        "DNS TTL 1h00m",
+    ),
+    "deployment-paused": (
+        lambda w: w.kubectl("rollout", "pause", *DEPLOY),
+        lambda w: w.kubectl("rollout", "resume", *DEPLOY),
+        "production:rollback:an earlier release to return to:api us-west-2",
+        "is paused: a rollback would be refused",
+    ),
+    "replication-lag-raised": (
+        lambda w: w.lag(600),
+        lambda w: w.lag(2),
+        "production:dr.failover:the standby region can take the traffic:database replication",
+        "above the RPO target 5m",
+    ),
+    "backups-gone": (
+        lambda w: w.aws.cli(
+            "s3", "rm", "--only-show-errors", "--recursive", "s3://app-backups/runbook-bot"
+        ),
+        lambda w: w.upload_backup(),
+        "production:restore.test:a recent backup:backups in app-backups",
+        "no backup in s3://app-backups",
+    ),
+    "slack-token-revoked": (
+        lambda w: w.chat.hook(w.chat.slack.url + "/_sandbox/revoke", {"revoked": True}),
+        lambda w: w.chat.hook(w.chat.slack.url + "/_sandbox/revoke", {"revoked": False}),
+        "*:environment:Slack token:Slack",
+        "Slack auth.test: token_revoked",
+    ),
+    "kubernetes-verb-denied": (
+        lambda w: w.kube.hook("/_sandbox/deny", {**SCALE, "verb": "patch"}, region="us-west-2"),
+        lambda w: w.kube.hook(
+            "/_sandbox/deny", {**SCALE, "verb": "patch", "allow": True}, region="us-west-2"
+        ),
+        "production:environment:Kubernetes access:Kubernetes us-west-2 production",
+        "the bot may not patch deployments/scale.apps",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_one_broken_thing_one_finding_one_message_one_page_then_resolved(
+    case: str,
+    *,
+    kube: KubeSandbox,
+    aws: Any,
+    cluster: Any,
+    health: Any,
+    chat: Chat,
+    sandbox_config: Config,
+    tmp_path: Path,
+) -> None:
+    breaks, repair, key, words = CASES[case]
+    world = World(kube, aws, cluster, chat, tmp_path)
+    before = len(aws.server.calls)
+    world.upload_backup()
+    # A positive control: the write log sees the AWS CLI's upload.
+    assert [c[0] for c in aws.server.writes(before)] == ["PUT"]
+    clock = FakeClock(time.time())  # the bucket's objects carry the real time
+    schedule = ReadinessSchedule(interval=1800, first_after=300, reannounce=86400)
+    pagerduty = PagerDuty(PagerDutySettings.from_env())
+    with live_engine(
+        sandbox_config, tmp_path / "bot", clock=clock, kubeconfig=str(kube.kubeconfig)
+    ) as engine:
+        watch = ReadinessWatch(engine, schedule, owner="bot-1")
+
+        def alert(summary: str, dedup: str, details: dict[str, Any]) -> None:
+            pagerduty.trigger(summary, dedup, severity="warning", details=details)
+
+        consumer = ReadinessNotices(engine, alert=alert, resolve=pagerduty.resolve)
+        follower = OutboxFollower(engine.store, clock, consumer, name="readiness", owner="bot-1")
+        evaluate = evaluator(world, engine, watch, follower)
+
+        assert not evaluate().evaluated  # a new installation: the first one in 5 minutes
+        clock.advance(300)
+        assert evaluate().evaluated
+        assert key not in watch.open_findings()
+        pages, notices = len(chat.pagerduty.state.events), len(queued(engine))
+
+        breaks(world)
+        clock.advance(1800)
+        broken = evaluate()
+        assert broken.opened == [key] and broken.resolved == []
+        assert words in watch.open_findings()[key]["detail"]
+        new_pages = chat.pagerduty.state.events[pages:]
+        dedup = f"runbook-bot:readiness:{key}"
+        assert [(e["event_action"], e["dedup_key"]) for e in new_pages] == [("trigger", dedup)]
+        (line,) = queued(engine)[notices:]
+        assert line["channel"] == "C0APPROVALS" and words in line["text"]
+
+        repair(world)
+        clock.advance(1800)
+        fixed = evaluate()
+        assert fixed.resolved == [key] and fixed.opened == []
+        last = chat.pagerduty.state.events[-1]
+        assert (last["event_action"], last["dedup_key"]) == ("resolve", dedup)
+        assert queued(engine)[-1]["text"].startswith(":white_check_mark: ready again: ")
+    pagerduty.close()
+
+
+def evaluator(
+    world: World, engine: Engine, watch: ReadinessWatch, follower: OutboxFollower
+) -> Callable[[], WatchTick]:
+    """One tick of the leader and of the notices' follower, asserting nothing was written."""
+
+    def evaluate() -> WatchTick:
+        kube = {r: len(world.kube.cluster(r).requests) for r in REGIONS}
+        aws = len(world.aws.server.calls)
+        atlas = len(world.cluster.writes)
+        tick = watch.tick()
+        for region in REGIONS:
+            assert world.kube.cluster(region).writes(kube[region]) == []
+        assert world.aws.server.writes(aws) == []
+        assert world.cluster.writes[atlas:] == []
+        assert follower.lead()
+        follower.pass_once()
+        return tick
+
+    return evaluate
+
+
+def queued(engine: Engine) -> list[dict[str, Any]]:
+    """The lines queued for Slack (``notice`` events the Slack notifier posts)."""
+    return [e.payload for e in engine.store.events_after(0, limit=10_000) if e.type == "notice"]
