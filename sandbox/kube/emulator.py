@@ -15,6 +15,10 @@ Test hooks live under ``/_sandbox/`` (never part of the Kubernetes API):
 ``POST /_sandbox/broken {"images": [...]}`` makes pods of those images never become ready;
 ``POST /_sandbox/oom {"memory_limit_below": "1Gi"}`` makes pods whose memory limit is lower
 crash (OOMKilled, never ready); ``{}`` clears it.
+``POST /_sandbox/forbid {"rules": [{"group": "argoproj.io", "resource": "applications",
+"verb": "patch"}]}`` forbids those calls (403) and makes SelfSubjectAccessReviews say no
+(the only RBAC the emulator has); ``{}`` clears it. Argo CD Applications, Flux Kustomizations
+and GitRepositories are stored like any object; ``sandbox/gitops.py`` reconciles them.
 """
 
 from __future__ import annotations
@@ -109,9 +113,45 @@ RESOURCES = [
         short=("hpa",),
     ),
     Resource("coordination.k8s.io", "v1", "leases", "Lease"),
+    # GitOps custom resources (sandbox/gitops.py reconciles them): Argo CD and Flux.
+    Resource(
+        "argoproj.io",
+        "v1alpha1",
+        "applications",
+        "Application",
+        subresources=("status",),
+        short=("app", "apps"),
+    ),
+    Resource(
+        "kustomize.toolkit.fluxcd.io",
+        "v1",
+        "kustomizations",
+        "Kustomization",
+        subresources=("status",),
+        short=("ks",),
+    ),
+    Resource(
+        "source.toolkit.fluxcd.io",
+        "v1",
+        "gitrepositories",
+        "GitRepository",
+        subresources=("status",),
+        short=("gitrepo",),
+    ),
+    # Only ``create`` (kubectl auth can-i): answered from the forbidden rules, never stored.
+    Resource(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        namespaced=False,
+    ),
 ]
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+METHOD_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+#: Who the sandbox says the caller is, in a Forbidden answer.
+SANDBOX_USER = "system:serviceaccount:runbook-bot:runbook-bot"
 
 
 class ApiError(Exception):
@@ -194,6 +234,9 @@ class Cluster:
         self.conflicts_to_inject = 0
         self.broken_images: set[str] = set()
         self.oom_below: float | None = None
+        #: (group, resource, verb) this cluster's user may not do: answered 403, and
+        #: SelfSubjectAccessReviews (``kubectl auth can-i``) say no.
+        self.forbidden: set[tuple[str, str, str]] = set()
         self.requests: list[tuple[str, str]] = []
         #: Every API call with its watch flag (method, path, watch): what RBAC must grant.
         self.calls: list[tuple[str, str, bool]] = []
@@ -1261,6 +1304,11 @@ class _Handler(BaseHTTPRequestHandler):
                         400, "BadRequest", f"memory_limit_below {below!r} is not a quantity"
                     )
                 cluster.oom_below = _memory(below) if below else None
+            elif path == "/_sandbox/forbid":
+                cluster.forbidden = {
+                    (str(r.get("group", "")), str(r["resource"]), str(r["verb"]))
+                    for r in body.get("rules", [])
+                }
             elif path == "/_sandbox/requests":
                 requests = list(cluster.requests)
                 if body.get("clear"):
@@ -1387,6 +1435,24 @@ class _Handler(BaseHTTPRequestHandler):
     def _resource(self, method: str, path: str, query: dict[str, str]) -> None:
         cluster = self.cluster
         resource, namespace, name, sub = self._route(path)
+        if resource.plural == "selfsubjectaccessreviews":
+            self._access_review(method)
+            return
+        verb = (
+            ("watch" if query.get("watch") in {"true", "1"} else "get" if name else "list")
+            if method == "GET"
+            else METHOD_VERBS.get(method, method.lower())
+        )
+        plural = f"{resource.plural}/{sub}" if sub else resource.plural
+        if (resource.group, plural, verb) in cluster.forbidden:
+            where = f' in the namespace "{namespace}"' if namespace else ""
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"{resource.plural}{'.' + resource.group if resource.group else ''} "
+                f'"{name or ""}" is forbidden: User "{SANDBOX_USER}" cannot {verb} resource '
+                f'"{plural}" in API group "{resource.group}"{where}',
+            )
         if not resource.namespaced and namespace is None and name is None and method == "GET":
             pass
         if method == "GET" and name is None:
@@ -1473,6 +1539,27 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, cluster.replace(resource, namespace, name, body, subresource=sub))
                 return
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
+
+    def _access_review(self, method: str) -> None:
+        """``POST selfsubjectaccessreviews``: allowed unless a forbidden rule matches."""
+        if method != "POST":
+            raise ApiError(405, "MethodNotAllowed", "selfsubjectaccessreviews: create only")
+        body = self._body()
+        attributes = ((body or {}).get("spec") or {}).get("resourceAttributes") or {}
+        resource = str(attributes.get("resource") or "")
+        if attributes.get("subresource"):
+            resource += f"/{attributes['subresource']}"
+        key = (str(attributes.get("group") or ""), resource, str(attributes.get("verb") or ""))
+        allowed = key not in self.cluster.forbidden
+        review = {
+            **body,
+            "kind": "SelfSubjectAccessReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {},
+            "status": {"allowed": allowed}
+            | ({} if allowed else {"reason": "forbidden by the sandbox (/_sandbox/forbid)"}),
+        }
+        self._send(201, review)
 
     def _apply_patch(self, current: dict[str, Any], body: Any) -> dict[str, Any]:
         kind = (self.headers.get("Content-Type") or "").split(";")[0].strip()
