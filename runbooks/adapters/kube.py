@@ -474,8 +474,8 @@ class KubeAdapter:
                     group, version, plural, _request_timeout=GITOPS_TIMEOUT_S
                 )
             except ApiException as exc:
-                if exc.status == 404:
-                    continue  # the tool is not installed here
+                if exc.status in {403, 404}:
+                    continue  # the tool is not installed here, or the role may not list it
                 raise self._error(f"list {plural}.{group}", exc) from None
             for obj in cast(dict[str, Any], listed).get("items") or []:
                 meta = obj.get("metadata") or {}

@@ -28,6 +28,7 @@ from tests.runbooks.conftest import live_engine
 from tests.support.gitops import GitOpsWorld, gitops_world
 from tests.support.kube_runs import DEPLOY, actions, run
 from tests.support.people import ALICE
+from tests.support.windows import _window
 
 DAY = 86400.0
 
@@ -311,3 +312,32 @@ def test_without_rbac_to_suspend_the_plan_refuses_and_break_glass_warns(
         for n in prepared.plan.notes
     ), prepared.plan.notes
     assert "gitops.suspend" not in [s["kind"] for s in prepared.plan.steps]
+
+
+def test_scaling_and_resources_plans_warn_that_the_reconciler_would_revert_them(
+    kube: KubeSandbox, world: GitOpsWorld, engine: Engine
+) -> None:
+    scaled = engine.prepare(
+        "scale.pods",
+        {"environment": "production", "service": "api", "replicas": 5, "region": "us-east-1"},
+        actor=ALICE,
+    )
+    assert any(
+        "owned by Argo CD application `api-production`" in n
+        and "the scaling alone would be reverted" in n
+        for n in scaled.plan.notes
+    ), scaled.plan.notes
+    resized = engine.prepare(
+        "maintenance.resources",
+        {"environment": "staging", "service": "api", "cpu_limit": "3", "window": _window(900)},
+        actor=ALICE,
+    )
+    assert any(
+        "owned by Flux Kustomization `api-staging`" in n
+        and "the resources change alone would be reverted" in n
+        for n in resized.plan.notes
+    ), resized.plan.notes
+    plain = engine.prepare(
+        "scale.pods", {"environment": "development", "service": "api", "replicas": 5}, actor=ALICE
+    )
+    assert not any("owned by" in n for n in plain.plan.notes)
