@@ -455,6 +455,8 @@ class GitOpsWatch:
                 "text": text,
             },
         )
+        # On the run: its card's thread and its incident's timeline.
+        self.store.append_event(str(doc["run"]), action, {"text": text}, self.clock.now())
         channel = self.engine.config.policy.slack.approvals_channel(environment)
         icon = ":white_check_mark:" if action == "gitops.resumed" else ":rotating_light:"
         self.store.append_event(

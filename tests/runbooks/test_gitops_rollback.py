@@ -10,16 +10,19 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from bot.incidents import IncidentFeed
 from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
 from runbooks.engine.clock import FakeClock
 from runbooks.engine.config import Config
 from runbooks.engine.errors import Refused
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import State
+from runbooks.engine.outbox import OutboxFollower
 from runbooks.kit.gitops import GitOpsWatch
 from sandbox.gitops import git, merge
 from sandbox.pagerduty import SANDBOX_API_TOKEN, SANDBOX_ROUTING_KEY
@@ -27,7 +30,7 @@ from tests.conftest import KubeSandbox
 from tests.runbooks.conftest import live_engine
 from tests.support.gitops import GitOpsWorld, gitops_world
 from tests.support.kube_runs import DEPLOY, actions, run
-from tests.support.people import ALICE
+from tests.support.people import ALICE, BOB
 from tests.support.windows import _window
 
 DAY = 86400.0
@@ -140,7 +143,10 @@ def test_argo_owned_rollback_holds_reverts_in_git_and_resumes_only_after_merge_a
     assert "the rollback alone would be reverted" in text
     assert "runbook-bot/revert-<this run's id>" in text
 
-    done = run(engine, "rollback", environment="production")
+    incident = pagerduty_emulator.open_incident("api 5xx above 5 %")["id"]
+    execution = engine.submit(prepared, actor=ALICE, incident=incident)
+    engine.approve(execution.id, actor=BOB, plan_hash=execution.plan.hash)
+    done = engine.start(execution.id, actor=ALICE)
     assert done.state == State.SUCCEEDED, done.error
     assert [s.kind for s in done.steps] == [
         "gitops.suspend",
@@ -158,7 +164,7 @@ def test_argo_owned_rollback_holds_reverts_in_git_and_resumes_only_after_merge_a
     # The rolled-back image stays through three reconciler intervals (each one seen).
     for _ in range(3):
         world.next_pass("us-east-1", "api-production", clock.advance)
-        world.next_pass("us-west-2", "api-production", lambda _s: None)
+        world.next_pass("us-west-2", "api-production", clock.advance)
         for region in ("us-east-1", "us-west-2"):
             assert _image(kube, "production", region) == "app-api:1.4.1"
 
@@ -175,7 +181,7 @@ def test_argo_owned_rollback_holds_reverts_in_git_and_resumes_only_after_merge_a
     assert watch.tick().resumed == []
     assert _argo_automated(kube, "us-east-1") is None
     world.next_pass("us-east-1", "api-production", clock.advance)
-    world.next_pass("us-west-2", "api-production", lambda _s: None)
+    world.next_pass("us-west-2", "api-production", clock.advance)
     assert len(watch.tick().resumed) == 2
     for region in ("us-east-1", "us-west-2"):
         app = _app(kube, "applications.argoproj.io", "api-production", "argocd", region)
@@ -184,6 +190,18 @@ def test_argo_owned_rollback_holds_reverts_in_git_and_resumes_only_after_merge_a
     world.next_pass("us-east-1", "api-production", clock.advance)
     assert _image(kube, "production") == "app-api:1.4.1"  # Git and the cluster agree
     assert pagerduty_emulator.state.events == []
+
+    # The incident's timeline names the branch to merge, then says sync is back.
+    notes = IncidentFeed(SimpleNamespace(engine=engine), pagerduty)  # type: ignore[arg-type]
+    outbox = OutboxFollower(engine.store, engine.clock, notes, name="pagerduty", owner="test")
+    assert outbox.lead()
+    outbox.pass_once()
+    texts = [n["content"] for n in pagerduty_emulator.notes(incident)]
+    assert any("runbook-bot/revert-<this run's id>" in t for t in texts)  # the plan
+    finished = next(t for t in texts if t.startswith("Finished:"))
+    assert f"pushed branch {branch}" in finished
+    restored = [t for t in texts if t.startswith("automated sync of Argo CD application")]
+    assert len(restored) == 2 and all("restored" in t for t in restored), texts
 
     recorded = actions(engine, done.id)
     assert recorded.count("gitops.suspended") == 2
