@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from runbooks.engine.errors import RunbookError
-from runbooks.engine.models import TERMINAL_STATES, State
+from runbooks.engine.models import TERMINAL_STATES, State, StepStatus
 from runbooks.engine.outbox import FollowerThread, QueuedConsumer
 from runbooks.engine.verdicts import execution_verdict
 
@@ -40,6 +40,8 @@ FAILED = {State.FAILED, State.COMPENSATED, State.COMPENSATION_FAILED}
 NOTED_STATES = {str(State.RUNNING), *(str(s) for s in TERMINAL_STATES)}
 #: A step's question to people (the rollback gate's "unverified"), its answer or its expiry.
 QUESTION_EVENTS = ("execution.question", "execution.answered", "execution.question_expired")
+#: What the GitOps watch says about a run after it ended (docs/gitops.md).
+GITOPS_EVENTS = ("gitops.resumed", "gitops.expired")
 
 
 def marker(execution_id: str, event_id: int) -> str:
@@ -73,9 +75,14 @@ class IncidentFeed(QueuedConsumer):
     def wants(self, event: Event) -> bool:
         if event.execution_id is None:
             return False
-        noted = event.type in QUESTION_EVENTS or event.type in (
-            "execution.created",
-            "approval.granted",
+        noted = (
+            event.type in QUESTION_EVENTS
+            or event.type in GITOPS_EVENTS
+            or event.type
+            in (
+                "execution.created",
+                "approval.granted",
+            )
         )
         return noted or (
             event.type == "execution.state" and event.payload.get("state") in NOTED_STATES
@@ -134,6 +141,8 @@ class IncidentFeed(QueuedConsumer):
             )
         if event.type == "execution.question_expired":
             return f"Nobody answered step {event.payload.get('step')} of {head} in time."
+        if event.type in GITOPS_EVENTS:
+            return f"{event.payload.get('text')} ({head})"
         state = str(event.payload.get("state"))
         if state == str(State.RUNNING):
             return f"Started: {head}."
@@ -148,7 +157,14 @@ class IncidentFeed(QueuedConsumer):
             if execution.ended_at and execution.started_at
             else ""
         )
-        return outcome + took + "."
+        # The revert branch a person has to merge (docs/gitops.md), where one was pushed.
+        reverts = [
+            line
+            for step in execution.steps
+            if step.kind == "gitops.revert" and step.status == StepStatus.SUCCEEDED
+            for line in step.output
+        ]
+        return outcome + took + "." + "".join(f"\n{line}" for line in reverts)
 
     def _note(self, event: Event, execution: Execution) -> None:
         from runbooks.engine.redact import redact_text

@@ -40,6 +40,8 @@ SWEEP_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_SWEEP_INTERVAL", "2"))
 #: How often the alert follower looks for accepted alerts (the webhook wakes it at once;
 #: this catches what another replica accepted).
 ALERT_POLL_S = 1.0
+#: How often the GitOps watch reads suspended applications (docs/gitops.md).
+GITOPS_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_GITOPS_INTERVAL", "30"))
 SWITCH_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_SWITCH_INTERVAL", "0.001"))
 #: How long shutdown waits for each background thread to stop (a running sweep, a post).
 SHUTDOWN_JOIN_S = 10.0
@@ -401,6 +403,41 @@ class ReadinessFollower(FollowerThread):
         )
 
 
+class GitOpsFollower:
+    """GitOps suspensions (``runbooks.kit.gitops.GitOpsWatch``) on the ``gitops`` leader
+    lease: every ``RUNBOOK_BOT_GITOPS_INTERVAL`` (default 30 s) it gives automated sync back
+    where Git renders the rolled-back release, and pages once where the limit passed."""
+
+    def __init__(self, runtime: Runtime, pagerduty: Any) -> None:
+        from runbooks.kit.gitops import GitOpsWatch
+
+        page = None
+        if pagerduty is not None and pagerduty.can_page:
+
+            def page(summary: str, key: str, details: dict[str, Any]) -> None:
+                pagerduty.trigger(summary, key, details=details)
+
+        self.watch = GitOpsWatch(runtime.engine, page=page)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="gitops", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                done = self.watch.tick()
+                for label in done.resumed:
+                    log.info("gitops sync resumed", application=label)
+                for label in done.expired:
+                    log.warning("gitops suspension expired", application=label)
+            except Exception:
+                log.exception("gitops watch failed")
+            self.stop.wait(min(GITOPS_INTERVAL_S, self.watch.lease.renew))
+        self.watch.lease.release()
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -461,6 +498,7 @@ def main(argv: list[str]) -> int:
         alerts = AlertFollower(runtime, kick=housekeeper.kick, page=page_callback(pagerduty))
         readiness = ReadinessTicker(runtime)
         readiness_notices = ReadinessFollower(runtime, pagerduty)
+        gitops = GitOpsFollower(runtime, pagerduty)
     except RunbookError as exc:
         print(f"runbook-bot cannot start: {exc}", flush=True)
         return 2
@@ -502,6 +540,7 @@ def main(argv: list[str]) -> int:
     alerts.start()
     readiness.start()
     readiness_notices.start()
+    gitops.start()
     if incidents is not None:
         incidents.start()
     threading.Thread(target=preload, args=(warmed,), name="preload", daemon=True).start()
@@ -543,6 +582,7 @@ def main(argv: list[str]) -> int:
         readiness.stop.set()
         readiness_notices.stop.set()
         readiness_notices.wake.set()
+        gitops.stop.set()
         if slack is not None:
             slack.notifier.stop.set()
         if socket_handler is not None:
@@ -571,12 +611,14 @@ def main(argv: list[str]) -> int:
         readiness.stop.set()
         readiness_notices.stop.set()
         readiness_notices.wake.set()
+        gitops.stop.set()
         threads = [
             housekeeper.thread,
             drills.thread,
             alerts.thread,
             readiness.thread,
             readiness_notices.thread,
+            gitops.thread,
         ]
         if incidents is not None:
             incidents.stop.set()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 from runbooks.engine.errors import InvalidInput, RunbookError
 from runbooks.engine.plan import Adapters, PlanContext
@@ -146,6 +146,33 @@ class KubeOps(Protocol):
         self, namespace: str, service: str, selector: dict[str, str]
     ) -> None: ...
 
+    def deployment_marks(self, namespace: str, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The deployment's labels and annotations (who applied it: Argo CD, Flux)."""
+        ...
+
+    def gitops_app(self, owner: GitOpsOwner) -> GitOpsApp | None:
+        """The owner's object (Argo CD Application, Flux Kustomization with its source), or
+        None when there is none (a label that only looked like an owner's)."""
+        ...
+
+    def gitops_apps(self) -> list[GitOpsApp]:
+        """Every Argo CD Application and Flux Kustomization in the cluster."""
+        ...
+
+    def may_patch(self, owner: GitOpsOwner) -> bool:
+        """Whether RBAC lets this client patch the owner's object (SelfSubjectAccessReview)."""
+        ...
+
+    def suspend_gitops(self, owner: GitOpsOwner, annotation: str) -> None:
+        """Turn automated sync off (Argo: ``spec.syncPolicy.automated`` removed; Flux:
+        ``spec.suspend: true``) and set ``SUSPENDED_ANNOTATION`` to ``annotation``."""
+        ...
+
+    def resume_gitops(self, owner: GitOpsOwner, automated: dict[str, Any] | None) -> None:
+        """Turn automated sync back on (Argo: ``automated`` as it was) and drop the
+        annotation."""
+        ...
+
     def endpoints(self, namespace: str, service: str) -> tuple[list[str], list[str]]:
         """(ready pod names, not-ready pod names) behind a service."""
         ...
@@ -154,6 +181,89 @@ class KubeOps(Protocol):
         """A ``SelfSubjectAccessReview``: may these credentials do ``verb`` on ``resource``
         (``deployments/scale`` names a subresource) in ``namespace``; (allowed, reason).
         A review changes nothing (the API server keeps no object)."""
+        ...
+
+
+#: The annotation on a suspended Application/Kustomization: JSON naming the run, its expiry,
+#: the automated policy to restore and the images Git must render before it is restored.
+SUSPENDED_ANNOTATION = "runbook-bot.io/suspended"
+GitOpsTool = Literal["argo", "flux", "flux-helm"]
+
+
+@dataclass(frozen=True)
+class GitOpsOwner:
+    """Who reconciles a deployment from Git: the tool and its object's name and namespace."""
+
+    tool: GitOpsTool
+    name: str
+    namespace: str
+
+    def words(self) -> str:
+        kind = {
+            "argo": "Argo CD application",
+            "flux": "Flux Kustomization",
+            "flux-helm": "Flux HelmRelease",
+        }[self.tool]
+        return f"{kind} `{self.name}` (namespace {self.namespace})"
+
+
+@dataclass(frozen=True)
+class GitOpsApp:
+    """The owner's object as read: where it syncs from and whether it syncs by itself."""
+
+    owner: GitOpsOwner
+    repo_url: str
+    branch: str
+    path: str
+    #: Automated sync is on (Argo: ``syncPolicy.automated``; Flux: not suspended).
+    automated: bool
+    #: Argo's automated policy (``{prune, selfHeal}``), kept to restore it as it was.
+    automated_policy: dict[str, Any] | None
+    #: How often it syncs, in words (``every 3m (Argo CD's default)``, ``every 10m``).
+    interval: str
+    #: The revision the reconciler compares or fetched last (Argo ``status.sync.revision``,
+    #: Flux's GitRepository ``status.artifact.revision``), a commit id; None before any.
+    source_revision: str | None
+    #: Flux ``status.lastAppliedRevision`` / Argo ``status.sync.revision`` when synced.
+    applied_revision: str | None
+    #: ``SUSPENDED_ANNOTATION``'s value, when set.
+    suspended: str | None = None
+
+
+@dataclass(frozen=True)
+class Reverted:
+    """A revert branch pushed: its name, its commit, and what the commit changed."""
+
+    branch: str
+    commit: str
+    files: tuple[str, ...]
+
+
+class GitOps(Protocol):
+    """An application's Git repository, with real ``git`` (every call with a timeout)."""
+
+    def branch_head(self, repo_url: str, branch: str) -> str | None:
+        """The branch's commit on the remote, or None when it does not exist."""
+        ...
+
+    def revert_images(
+        self,
+        repo_url: str,
+        *,
+        base: str,
+        branch: str,
+        path: str,
+        images: dict[str, str],
+        message: str,
+    ) -> Reverted:
+        """Push ``branch`` (from ``base``'s head) with one commit replacing each image
+        (``old → new``) in the YAML under ``path``; refuses when no file names an old one."""
+        ...
+
+    def delete_branch(self, repo_url: str, branch: str) -> None: ...
+
+    def images_at(self, repo_url: str, revision: str, path: str) -> dict[str, dict[str, str]]:
+        """Deployment name → container → image in the YAML under ``path`` at ``revision``."""
         ...
 
 
@@ -478,6 +588,8 @@ class Infrastructure(Adapters):
     def paging(self) -> IdentityOps | None:
         """PagerDuty's REST API token; None when PagerDuty's REST API is off."""
         return None
+    def git(self, environment: str) -> GitOps:
+        raise InvalidInput(f"no Git adapter is configured for {environment}")
 
 
 def infrastructure(ctx: PlanContext) -> Infrastructure:

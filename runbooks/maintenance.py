@@ -42,6 +42,7 @@ from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import runbook
 from runbooks.interfaces import AwsOps, InfrastructureError, StandaloneInstance
 from runbooks.kit.aws import AwsStep
+from runbooks.kit.gitops import owned_warning
 from runbooks.kit.kube import KubeStep, kube_for, rollout_regions, service_config
 from runbooks.kit.regions import serving_region
 from runbooks.kit.windows import window_notes
@@ -636,9 +637,13 @@ def resources(ctx: PlanContext, params: ResourcesParams) -> PlanDraft:
     window_end, notes = window_notes(ctx, params)
     steps: list[Step] = []
     for region in rollout_regions(env, params.region):
-        state = kube_for(ctx, params.environment, region).deployment(
-            service.namespace, service.deployment
+        kube = kube_for(ctx, params.environment, region)
+        state = kube.deployment(service.namespace, service.deployment)
+        owned = owned_warning(
+            kube, service.namespace, service.deployment, change="resources change"
         )
+        if owned is not None:
+            notes.append(f"{region}: {owned}")
         containers: list[dict[str, Any]] = state.template.get("spec", {}).get("containers", [])
         names = [c.get("name", "") for c in containers]
         if params.container is None and len(names) != 1:

@@ -28,6 +28,7 @@ from runbooks.interfaces import (
     Revision,
     infrastructure,
 )
+from runbooks.kit.gitops import GitOpsPlan, find_owner, plan_owned
 from runbooks.kit.kube import KubeStep, kube_for, rollout_regions, service_config, service_name
 
 POLL_S = 0.2
@@ -514,11 +515,14 @@ def rollback(ctx: PlanContext, params: RollbackParams) -> PlanDraft:
 
     Like `kubectl rollout undo`, then waits like `kubectl rollout status` and checks that every
     replica is ready behind the service. Blue-green services switch to the previous colour.
+    A deployment Argo CD or Flux owns gets its application's automated sync suspended first
+    and a revert branch in Git after; sync comes back once Git matches (docs/gitops.md).
     """
     env = ctx.env
     service = service_config(env, params.environment, params.service)
     steps: list[Step] = []
     notes: list[str] = []
+    gitops = GitOpsPlan()
     regions = rollout_regions(env, params.region)
     for region in regions:
         kube = kube_for(ctx, params.environment, region)
@@ -528,8 +532,29 @@ def rollback(ctx: PlanContext, params: RollbackParams) -> PlanDraft:
         step, more = _plan_undo(ctx, kube, params, service, region)
         if step is not None:
             steps.append(step)
+            app = find_owner(kube, service.namespace, service.deployment)
+            if app is not None:
+                revisions = kube.revisions(service.namespace, service.deployment)
+                now = _revision_of(revisions, step.from_replicaset)
+                then = _revision_of(revisions, step.to_replicaset)
+                plan_owned(
+                    ctx,
+                    kube,
+                    gitops,
+                    app=app,
+                    environment=params.environment,
+                    region=region,
+                    namespace=service.namespace,
+                    deployment=service.deployment,
+                    from_images=now.images if now is not None else {},
+                    to_images=then.images if then is not None else {},
+                    limit=env.gitops.suspend_limit,
+                )
         notes.extend(more)
     summary = f"roll back {params.service} in {params.environment} ({len(steps)} region(s))"
+    # Sync off everywhere before the first undo; the revert once the cluster is rolled back.
+    steps = [*gitops.suspends, *steps, *gitops.reverts.values()]
+    notes.extend(gitops.notes)
     watch = _watch_step(env, params, list(regions)) if steps else None
     if watch is not None:
         steps.append(watch)

@@ -17,6 +17,7 @@ from runbooks.engine.readiness import Observation, observe, readiness_check
 from runbooks.engine.registry import runbook
 from runbooks.interfaces import infrastructure
 from runbooks.kit.aws import SetNodeCapacity
+from runbooks.kit.gitops import owned_warning
 from runbooks.kit.kube import KubeStep, ScaleDeployment, kube_for, service_config
 from runbooks.kit.regions import serving_region
 
@@ -114,6 +115,9 @@ def scale_pods(ctx: PlanContext, params: ScalePodsParams) -> PlanDraft:
             f"--min A --max B`"
         )
     notes = [serving.note]
+    owned = owned_warning(kube, service.namespace, service.deployment, change="scaling")
+    if owned is not None:
+        notes.append(owned)
     steps: list[Step] = []
     if state.replicas == params.replicas:
         notes.append(f"{service.deployment} already has {params.replicas} replicas")

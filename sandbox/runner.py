@@ -35,6 +35,7 @@ from sandbox import appdata
 from sandbox import atlas as atlas_sandbox
 from sandbox import monitoring as sandbox_monitoring
 from sandbox.aws import CREDENTIALS, AwsSandbox
+from sandbox.gitops import GitOpsReconciler, seed_gitops
 from sandbox.health import HealthServer
 from sandbox.kube.emulator import Cluster, KubeEmulator, kubeconfig
 from sandbox.kube.seed import LAYOUT, seed
@@ -423,6 +424,11 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     emulators = start_emulators()
+    # Only this world is GitOps-owned: the tests' seeded clusters (tests/conftest.py `kube`)
+    # have no owner, and their GitOps tests seed it themselves (tests/support/gitops.py).
+    clusters = {region: emulator.cluster for region, emulator in emulators.items()}
+    gitops_apps = seed_gitops(clusters, directory / "git")
+    reconciler = GitOpsReconciler(clusters).start()
     slack_emulator = SlackEmulator().start()
     aws = AwsSandbox().start().seed()
     cluster = atlas_sandbox.ClusterState()
@@ -455,6 +461,13 @@ def main(argv: list[str]) -> int:
     (directory / "pid").write_text(str(os.getpid()))
     for region, emulator in emulators.items():
         print(f"kubernetes {region}: {emulator.url}", flush=True)
+    for app in gitops_apps:
+        tool = "Argo CD application" if app.tool == "argo" else "Flux Kustomization"
+        print(
+            f"gitops: {app.namespace} {app.deployment} owned by {tool} {app.name}, "
+            f"repository {app.url} (reconciled every {reconciler.interval:g}s)",
+            flush=True,
+        )
     print(f"slack web api: {slack_emulator.api_url}", flush=True)
     print(f"aws (moto): {aws.url}", flush=True)
     print(f"atlas admin api: {database[0].url}", flush=True)
@@ -481,6 +494,7 @@ def main(argv: list[str]) -> int:
                 bot.kill()
         env_path.unlink(missing_ok=True)
         (directory / "pid").unlink(missing_ok=True)
+        reconciler.stop()
         for emulator in emulators.values():
             emulator.stop()
         slack_emulator.stop()

@@ -216,6 +216,8 @@ class Notifier:
             elif event.type in QUESTION_LINES:
                 line = QUESTION_LINES[event.type].format_map(_Blank(payload))
                 pending.thread.append((execution_id, line, event.id))
+            elif event.type in ("gitops.resumed", "gitops.expired"):  # docs/gitops.md
+                pending.thread.append((execution_id, str(payload.get("text", "")), event.id))
         state = payload.get("state")
         if event.type == "plan.changed":
             pending.direct.append((execution_id, "plan_changed", event.id))

@@ -21,6 +21,7 @@ from runbooks.interfaces import (
     CloudBackupOps,
     DatabaseOps,
     DataOps,
+    GitOps,
     HealthOps,
     IdentityOps,
     Infrastructure,
@@ -151,6 +152,18 @@ class LiveInfrastructure(Infrastructure):
         from runbooks.adapters.http_health import HttpHealth
 
         return HttpHealth()
+
+    def git(self, environment: str) -> GitOps:
+        from runbooks.adapters.git import GitAdapter
+
+        gitops = self._config.environment(environment).gitops
+        token = secret_env(gitops.token_env) if gitops.token_env else None
+        if gitops.token_env and not token:
+            raise InvalidInput(
+                f"{environment}: gitops.token_env names ${gitops.token_env}, which is not set "
+                "in the bot's environment"
+            )
+        return GitAdapter(token=token)
 
     def chat(self) -> IdentityOps | None:
         token = secret_env("SLACK_BOT_TOKEN")

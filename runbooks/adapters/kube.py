@@ -17,7 +17,7 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from kubernetes import client, watch
 from kubernetes import config as kube_config
@@ -26,7 +26,10 @@ from kubernetes.client.exceptions import ApiException
 from runbooks.adapters.kube_contexts import CONTEXT_HINT, IN_CLUSTER
 from runbooks.engine.errors import Refused
 from runbooks.interfaces import (
+    SUSPENDED_ANNOTATION,
     DeploymentState,
+    GitOpsApp,
+    GitOpsOwner,
     HpaState,
     InfrastructureError,
     Revision,
@@ -46,6 +49,17 @@ KEEP_ANNOTATIONS = (
 CONFLICT_RETRIES = 5
 #: A SelfSubjectAccessReview answers at once; a cluster that does not is a finding.
 REVIEW_TIMEOUT_S = 10
+#: Seconds any one GitOps object call may take (reads, patches, access reviews).
+GITOPS_TIMEOUT_S = 10.0
+#: (group, version, plural) of each owner's object.
+OWNER_OBJECTS = {
+    "argo": ("argoproj.io", "v1alpha1", "applications"),
+    "flux": ("kustomize.toolkit.fluxcd.io", "v1", "kustomizations"),
+    "flux-helm": ("helm.toolkit.fluxcd.io", "v2", "helmreleases"),
+}
+GIT_REPOSITORIES = ("source.toolkit.fluxcd.io", "v1", "gitrepositories")
+#: Argo CD's default ``timeout.reconciliation``: it polls Git every 3 minutes.
+ARGO_DEFAULT_INTERVAL = "every 3m (Argo CD's default polling)"
 T = TypeVar("T")
 
 
@@ -405,6 +419,154 @@ class KubeAdapter:
             return False, "the access review came back without a status"
         return bool(status.allowed), str(status.reason or status.evaluation_error or "")
 
+    # GitOps owners ----------------------------------------------------------------------
+    def deployment_marks(self, namespace: str, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        meta = self._raw_deployment(namespace, name).get("metadata") or {}
+        return dict(meta.get("labels") or {}), dict(meta.get("annotations") or {})
+
+    def _custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self._api)
+
+    def _get_object(
+        self, ids: tuple[str, str, str], namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        group, version, plural = ids
+        try:
+            found = self._custom().get_namespaced_custom_object(
+                group, version, namespace, plural, name, _request_timeout=GITOPS_TIMEOUT_S
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None  # no such object, or the kind is not installed
+            raise self._error(f"read {plural}.{group} {namespace}/{name}", exc) from None
+        except OSError as exc:
+            raise InfrastructureError(
+                f"cannot reach Kubernetes ({self.label}) to read {plural} {namespace}/{name}: {exc}"
+            ) from None
+        return cast(dict[str, Any], found)
+
+    def gitops_app(self, owner: GitOpsOwner) -> GitOpsApp | None:
+        obj = self._get_object(OWNER_OBJECTS[owner.tool], owner.namespace, owner.name)
+        if obj is None:
+            return None
+        return self._app(owner, obj)
+
+    def _app(self, owner: GitOpsOwner, obj: dict[str, Any]) -> GitOpsApp:
+        spec, status = obj.get("spec") or {}, obj.get("status") or {}
+        suspended = ((obj.get("metadata") or {}).get("annotations") or {}).get(SUSPENDED_ANNOTATION)
+        if owner.tool == "argo":
+            source = spec.get("source") or {}
+            policy = (spec.get("syncPolicy") or {}).get("automated")
+            revision = (status.get("sync") or {}).get("revision")
+            synced = (status.get("sync") or {}).get("status") == "Synced"
+            return GitOpsApp(
+                owner=owner,
+                repo_url=str(source.get("repoURL") or ""),
+                branch=str(source.get("targetRevision") or "HEAD"),
+                path=str(source.get("path") or "."),
+                automated=policy is not None,
+                automated_policy=dict(policy) if policy is not None else None,
+                interval=ARGO_DEFAULT_INTERVAL,
+                source_revision=revision,
+                applied_revision=revision if synced else None,
+                suspended=suspended,
+            )
+        ref = spec.get("sourceRef") or {}
+        source = (
+            self._get_object(
+                GIT_REPOSITORIES, ref.get("namespace") or owner.namespace, ref.get("name", "")
+            )
+            if ref.get("kind", "GitRepository") == "GitRepository"
+            else None
+        ) or {}
+        artifact = ((source.get("status") or {}).get("artifact") or {}).get("revision")
+        return GitOpsApp(
+            owner=owner,
+            repo_url=str((source.get("spec") or {}).get("url") or ""),
+            branch=str(((source.get("spec") or {}).get("ref") or {}).get("branch") or "main"),
+            path=str(spec.get("path") or "."),
+            automated=not spec.get("suspend", False),
+            automated_policy=None,
+            interval=f"every {spec.get('interval', '?')}",
+            source_revision=_commit(artifact),
+            applied_revision=_commit(status.get("lastAppliedRevision")),
+            suspended=suspended,
+        )
+
+    def gitops_apps(self) -> list[GitOpsApp]:
+        found = []
+        for tool in ("argo", "flux"):
+            group, version, plural = OWNER_OBJECTS[tool]
+            try:
+                listed = self._custom().list_cluster_custom_object(
+                    group, version, plural, _request_timeout=GITOPS_TIMEOUT_S
+                )
+            except ApiException as exc:
+                if exc.status in {403, 404}:
+                    continue  # the tool is not installed here, or the role may not list it
+                raise self._error(f"list {plural}.{group}", exc) from None
+            for obj in cast(dict[str, Any], listed).get("items") or []:
+                meta = obj.get("metadata") or {}
+                owner = GitOpsOwner(
+                    "argo" if tool == "argo" else "flux",
+                    meta.get("name", ""),
+                    meta.get("namespace", ""),
+                )
+                found.append(self._app(owner, obj))
+        return found
+
+    def may_patch(self, owner: GitOpsOwner) -> bool:
+        group, _version, plural = OWNER_OBJECTS[owner.tool]
+        review = client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=client.V1ResourceAttributes(
+                    group=group,
+                    resource=plural,
+                    verb="patch",
+                    namespace=owner.namespace,
+                    name=owner.name,
+                )
+            )
+        )
+        answer = self._call(
+            f"ask whether it may patch {plural}.{group} {owner.namespace}/{owner.name}",
+            lambda: client.AuthorizationV1Api(self._api).create_self_subject_access_review(
+                review, _request_timeout=GITOPS_TIMEOUT_S
+            ),
+        )
+        return bool(answer.status and answer.status.allowed)
+
+    def _patch_owner(self, owner: GitOpsOwner, body: dict[str, Any], what: str) -> None:
+        group, version, plural = OWNER_OBJECTS[owner.tool]
+        self._call(
+            f"{what} {plural}.{group} {owner.namespace}/{owner.name}",
+            lambda: self._custom().patch_namespaced_custom_object(
+                group,
+                version,
+                owner.namespace,
+                plural,
+                owner.name,
+                body,
+                _request_timeout=GITOPS_TIMEOUT_S,
+            ),
+        )
+
+    def suspend_gitops(self, owner: GitOpsOwner, annotation: str) -> None:
+        spec: dict[str, Any] = (
+            {"syncPolicy": {"automated": None}} if owner.tool == "argo" else {"suspend": True}
+        )
+        body = {"metadata": {"annotations": {SUSPENDED_ANNOTATION: annotation}}, "spec": spec}
+        self._patch_owner(owner, body, "suspend automated sync of")
+
+    def resume_gitops(self, owner: GitOpsOwner, automated: dict[str, Any] | None) -> None:
+        spec: dict[str, Any] = (
+            {"syncPolicy": {"automated": automated or {}}}
+            if owner.tool == "argo"
+            else {"suspend": False}
+        )
+        body = {"metadata": {"annotations": {SUSPENDED_ANNOTATION: None}}, "spec": spec}
+        self._patch_owner(owner, body, "resume automated sync of")
+
     # services ---------------------------------------------------------------------------
     def service_selector(self, namespace: str, service: str) -> dict[str, str]:
         obj = self._call(
@@ -439,6 +601,13 @@ class KubeAdapter:
 
 
 # pure helpers (unit-tested without a server) -------------------------------------------------
+
+
+def _commit(revision: Any) -> str | None:
+    """The commit id of a Flux revision (``main@sha1:<id>``, or a bare id)."""
+    if not revision:
+        return None
+    return str(revision).rsplit(":", 1)[-1]
 
 
 def _strip_hash(template: dict[str, Any]) -> dict[str, Any]:

@@ -325,6 +325,17 @@ class RollbackGate(_Strict):
         return self
 
 
+class GitOpsConfig(_Strict):
+    """Deployments owned by Argo CD or Flux (docs/gitops.md)."""
+
+    #: How long a rollback may keep an application's automated sync suspended while Git
+    #: still holds the rolled-back release; then it pages once and stays suspended.
+    suspend_limit: Seconds = 86400.0
+    #: The variable holding an HTTPS token for pushing revert branches (a value or an
+    #: ``aws-secretsmanager:`` reference); unset: git's own access (SSH keys, a local path).
+    token_env: str | None = None
+
+
 class EnvironmentConfig(_Strict):
     """One environment of the spec (development, staging, production)."""
 
@@ -356,6 +367,7 @@ class EnvironmentConfig(_Strict):
     rollback_gate: RollbackGate | None = None
     #: PagerDuty services of this environment (incident cards, ``incident.list``).
     pagerduty: PagerDutyEnvironment | None = None
+    gitops: GitOpsConfig = GitOpsConfig()
 
     @model_validator(mode="after")
     def _regions_consistent(self) -> EnvironmentConfig:

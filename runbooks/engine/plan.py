@@ -218,6 +218,10 @@ class Step:
     #: check after a rollback must not roll forward to the release it rolled back). The run
     #: then ends ``failed`` with those steps done; a cancel still compensates.
     keeps_done_on_failure: ClassVar[str | None] = None
+    #: Audited under this action besides ``step.succeeded`` when it succeeds (and
+    #: ``<action>.undone`` when compensation undoes it): an effect outside the cluster that
+    #: an auditor looks for by name (``gitops.suspended``, ``gitops.reverted``).
+    audit_action: ClassVar[str | None] = None
 
     def __init_subclass__(cls, kind: str = "", **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -386,6 +386,7 @@ class Runner(Journal):
             record.output = [line for line in [output, *ctx.notes] if line]
             record.measures = [m.to_doc() for m in ctx.measures]
             self._step_transition(execution, record, "step.succeeded", actor=actor)
+            self._audit_effect(execution, record, step.audit_action, actor=actor)
         execution.ended_at = self.clock.now()
         self._transition(execution, State.SUCCEEDED, actor=actor)
 
@@ -615,6 +616,26 @@ class Runner(Journal):
             execution.ended_at = self.clock.now()
             self._transition(execution, State.CANCELLED, actor=actor)
 
+    def _audit_effect(
+        self, execution: Execution, record: StepRecord, action: str | None, *, actor: Actor
+    ) -> None:
+        """A step's effect under its own audit action (``Step.audit_action``)."""
+        if not action:
+            return
+        self.audit.record(
+            action,
+            actor=actor,
+            outcome="ok",
+            execution_id=execution.id,
+            target=self._target(execution.plan),
+            incident=execution.incident,
+            detail={
+                "step": record.index + 1,
+                "description": record.description,
+                "output": record.output,
+            },
+        )
+
     def _compensate(
         self, execution: Execution, steps: list[Step], ctx: RunContext, *, actor: Actor
     ) -> None:
@@ -641,6 +662,8 @@ class Runner(Journal):
             record.status = StepStatus.UNDONE
             record.output = [*record.output, *[line for line in [output, *ctx.notes] if line]]
             self._step_transition(execution, record, "step.undone", actor=actor)
+            if step.audit_action:
+                self._audit_effect(execution, record, f"{step.audit_action}.undone", actor=actor)
         execution.ended_at = self.clock.now()
         kept = [
             f"step {r.index + 1} ({r.description}) stays done: "

@@ -20,6 +20,11 @@ crash (OOMKilled, never ready); ``{}`` clears it;
 answer "not allowed" (``"allow": true`` lifts it). Access reviews are otherwise always
 allowed (there is no RBAC); ``Cluster.writes()`` is the write log (reviews are not writes: the
 API server stores nothing).
+crash (OOMKilled, never ready); ``{}`` clears it.
+``POST /_sandbox/forbid {"rules": [{"group": "argoproj.io", "resource": "applications",
+"verb": "patch"}]}`` forbids those calls (403) and makes SelfSubjectAccessReviews say no
+(the only RBAC the emulator has); ``{}`` clears it. Argo CD Applications, Flux Kustomizations
+and GitRepositories are stored like any object; ``sandbox/gitops.py`` reconciles them.
 """
 
 from __future__ import annotations
@@ -115,9 +120,45 @@ RESOURCES = [
         short=("hpa",),
     ),
     Resource("coordination.k8s.io", "v1", "leases", "Lease"),
+    # GitOps custom resources (sandbox/gitops.py reconciles them): Argo CD and Flux.
+    Resource(
+        "argoproj.io",
+        "v1alpha1",
+        "applications",
+        "Application",
+        subresources=("status",),
+        short=("app", "apps"),
+    ),
+    Resource(
+        "kustomize.toolkit.fluxcd.io",
+        "v1",
+        "kustomizations",
+        "Kustomization",
+        subresources=("status",),
+        short=("ks",),
+    ),
+    Resource(
+        "source.toolkit.fluxcd.io",
+        "v1",
+        "gitrepositories",
+        "GitRepository",
+        subresources=("status",),
+        short=("gitrepo",),
+    ),
+    # Only ``create`` (kubectl auth can-i): answered from the forbidden rules, never stored.
+    Resource(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        namespaced=False,
+    ),
 ]
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+METHOD_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+#: Who the sandbox says the caller is, in a Forbidden answer.
+SANDBOX_USER = "system:serviceaccount:runbook-bot:runbook-bot"
 
 
 class ApiError(Exception):
@@ -200,6 +241,9 @@ class Cluster:
         self.conflicts_to_inject = 0
         self.broken_images: set[str] = set()
         self.oom_below: float | None = None
+        #: (group, resource, verb) this cluster's user may not do: answered 403, and
+        #: SelfSubjectAccessReviews (``kubectl auth can-i``) say no.
+        self.forbidden: set[tuple[str, str, str]] = set()
         self.requests: list[tuple[str, str]] = []
         #: (namespace, group, resource[/subresource], verb) an access review answers "no" to.
         self.denied: set[tuple[str, str, str, str]] = set()
@@ -1351,6 +1395,11 @@ class _Handler(BaseHTTPRequestHandler):
                     cluster.denied.discard(rule)
                 else:
                     cluster.denied.add(rule)
+            elif path == "/_sandbox/forbid":
+                cluster.forbidden = {
+                    (str(r.get("group", "")), str(r["resource"]), str(r["verb"]))
+                    for r in body.get("rules", [])
+                }
             elif path == "/_sandbox/requests":
                 requests = list(cluster.requests)
                 if body.get("clear"):
@@ -1368,7 +1417,8 @@ class _Handler(BaseHTTPRequestHandler):
         return review_from_protobuf(raw)
 
     def _access_review(self, body: Any) -> dict[str, Any]:
-        """A SelfSubjectAccessReview: allowed unless a hook denied it (no RBAC here)."""
+        """A SelfSubjectAccessReview: allowed unless ``/_sandbox/deny`` or ``/_sandbox/forbid``
+        says otherwise (no RBAC here)."""
         if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
             raise ApiError(400, "BadRequest", "a SelfSubjectAccessReview needs a spec")
         attrs = body["spec"].get("resourceAttributes") or {}
@@ -1382,9 +1432,12 @@ class _Handler(BaseHTTPRequestHandler):
             str(attrs.get("verb") or ""),
         )
         denied = key in self.cluster.denied
-        status: dict[str, Any] = {"allowed": not denied}
+        forbidden = key[1:] in self.cluster.forbidden
+        status: dict[str, Any] = {"allowed": not (denied or forbidden)}
         if denied:
             status.update(denied=True, reason="denied by the sandbox's access hook")
+        elif forbidden:
+            status.update(denied=True, reason="forbidden by the sandbox (/_sandbox/forbid)")
         return {
             "kind": "SelfSubjectAccessReview",
             "apiVersion": "authorization.k8s.io/v1",
@@ -1510,6 +1563,26 @@ class _Handler(BaseHTTPRequestHandler):
     def _resource(self, method: str, path: str, query: dict[str, str]) -> None:
         cluster = self.cluster
         resource, namespace, name, sub = self._route(path)
+        if resource.plural == "selfsubjectaccessreviews":
+            if method != "POST":
+                raise ApiError(405, "MethodNotAllowed", "selfsubjectaccessreviews: create only")
+            self._send(201, self._access_review(self._review_body()))
+            return
+        verb = (
+            ("watch" if query.get("watch") in {"true", "1"} else "get" if name else "list")
+            if method == "GET"
+            else METHOD_VERBS.get(method, method.lower())
+        )
+        plural = f"{resource.plural}/{sub}" if sub else resource.plural
+        if (resource.group, plural, verb) in cluster.forbidden:
+            where = f' in the namespace "{namespace}"' if namespace else ""
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"{resource.plural}{'.' + resource.group if resource.group else ''} "
+                f'"{name or ""}" is forbidden: User "{SANDBOX_USER}" cannot {verb} resource '
+                f'"{plural}" in API group "{resource.group}"{where}',
+            )
         if not resource.namespaced and namespace is None and name is None and method == "GET":
             pass
         if method == "GET" and name is None:

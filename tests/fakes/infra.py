@@ -64,6 +64,10 @@ class FakeKube:
     def hpa_for(self, namespace: str, deployment: str) -> HpaState | None:
         return self.hpas.get((namespace, deployment))
 
+    def deployment_marks(self, namespace: str, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        self.deployment(namespace, name)
+        return {}, {}  # no GitOps owner
+
     def __getattr__(self, name: str) -> Any:
         raise NotImplementedError(f"FakeKube.{name} is not faked")
 

@@ -1,0 +1,361 @@
+"""A rollback that survives GitOps (issue 33), against the Kubernetes emulators, real Git
+repositories, the sandbox's reconciler on the test's clock and the PagerDuty emulator.
+
+Oracles: kubectl (images, the applications' sync policy), git (the revert branch, its one
+commit), the PagerDuty emulator (what was paged), the audit log."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from bot.incidents import IncidentFeed
+from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
+from runbooks.engine.clock import FakeClock
+from runbooks.engine.config import Config
+from runbooks.engine.errors import Refused
+from runbooks.engine.executor import Engine
+from runbooks.engine.models import State
+from runbooks.engine.outbox import OutboxFollower
+from runbooks.kit.gitops import GitOpsWatch
+from sandbox.gitops import git, merge
+from sandbox.pagerduty import SANDBOX_API_TOKEN, SANDBOX_ROUTING_KEY
+from tests.conftest import KubeSandbox
+from tests.runbooks.conftest import live_engine
+from tests.support.gitops import GitOpsWorld, gitops_world
+from tests.support.kube_runs import DEPLOY, actions, run
+from tests.support.people import ALICE, BOB
+from tests.support.windows import _window
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(time.time())
+
+
+@pytest.fixture
+def world(kube: KubeSandbox, tmp_path: Path, clock: FakeClock) -> Iterator[GitOpsWorld]:
+    with gitops_world(kube, tmp_path / "git", clock=clock.now) as running:
+        yield running
+
+
+@pytest.fixture
+def engine(
+    world: GitOpsWorld,
+    *,
+    kube: KubeSandbox,
+    sandbox_config: Config,
+    tmp_path: Path,
+    clock: FakeClock,
+    health: Any,
+) -> Iterator[Engine]:
+    with live_engine(
+        sandbox_config, tmp_path / "engine", clock=clock, kubeconfig=str(kube.kubeconfig)
+    ) as built:
+        yield built
+
+
+@pytest.fixture
+def pagerduty(pagerduty_emulator: Any) -> Iterator[PagerDuty]:
+    client = PagerDuty(
+        PagerDutySettings(
+            api_token=SANDBOX_API_TOKEN,
+            routing_key=SANDBOX_ROUTING_KEY,
+            api_url=pagerduty_emulator.url,
+            events_url=pagerduty_emulator.url,
+            ca_bundle=str(pagerduty_emulator.ca_path),
+        )
+    )
+    yield client
+    client.close()
+
+
+def _watch(engine: Engine, pagerduty: PagerDuty) -> GitOpsWatch:
+    def page(summary: str, key: str, details: dict[str, Any]) -> None:
+        pagerduty.trigger(summary, key, details=details)
+
+    return GitOpsWatch(engine, page=page)
+
+
+def _image(kube: KubeSandbox, namespace: str, region: str = "us-east-1") -> str:
+    done = kube.kubectl(
+        "get",
+        "deployment/api-deployment",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+        region=region,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.rsplit("/", 1)[-1]
+
+
+def _app(kube: KubeSandbox, kind: str, name: str, namespace: str, region: str = "us-east-1") -> Any:
+    done = kube.kubectl("get", kind, name, "-n", namespace, "-o", "json", region=region)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _argo_automated(kube: KubeSandbox, region: str) -> Any:
+    return (
+        _app(kube, "applications.argoproj.io", "api-production", "argocd", region)["spec"]
+        .get("syncPolicy", {})
+        .get("automated")
+    )
+
+
+def _commits(world: GitOpsWorld, app: str, branch: str) -> list[str]:
+    repo = str(world.apps[app].repo)
+    return git("--git-dir", repo, "log", "--format=%H", f"main..{branch}").split()
+
+
+def _changed_lines(world: GitOpsWorld, app: str, branch: str) -> list[str]:
+    repo = str(world.apps[app].repo)
+    diff = git("--git-dir", repo, "diff", "--unified=0", f"main...{branch}")
+    return [
+        line
+        for line in diff.splitlines()
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+
+
+def test_argo_owned_rollback_holds_reverts_in_git_and_resumes_only_after_merge_and_sync(
+    kube: KubeSandbox,
+    world: GitOpsWorld,
+    *,
+    engine: Engine,
+    clock: FakeClock,
+    pagerduty: PagerDuty,
+    pagerduty_emulator: Any,
+) -> None:
+    prepared = engine.prepare("rollback", {"environment": "production"}, actor=ALICE)
+    text = " ".join([*prepared.plan.notes, *(s["description"] for s in prepared.plan.steps)])
+    assert "owned by Argo CD application `api-production` (namespace argocd)" in text
+    assert "the rollback alone would be reverted" in text
+    assert "runbook-bot/revert-<this run's id>" in text
+
+    incident = pagerduty_emulator.open_incident("api 5xx above 5 %")["id"]
+    execution = engine.submit(prepared, actor=ALICE, incident=incident)
+    engine.approve(execution.id, actor=BOB, plan_hash=execution.plan.hash)
+    done = engine.start(execution.id, actor=ALICE)
+    assert done.state == State.SUCCEEDED, done.error
+    assert [s.kind for s in done.steps] == [
+        "gitops.suspend",
+        "gitops.suspend",
+        "kube.undo",
+        "kube.undo",
+        "gitops.revert",
+        "rollback.watch_signals",
+    ]
+    branch = f"runbook-bot/revert-{done.id}"
+    assert branch in " ".join(done.steps[4].output)
+    for region in ("us-east-1", "us-west-2"):
+        assert _argo_automated(kube, region) is None
+
+    # The rolled-back image stays through three reconciler intervals (each one seen).
+    for _ in range(3):
+        world.next_pass("us-east-1", "api-production", clock.advance)
+        world.next_pass("us-west-2", "api-production", clock.advance)
+        for region in ("us-east-1", "us-west-2"):
+            assert _image(kube, "production", region) == "app-api:1.4.1"
+
+    # Git: one commit on the branch, changing exactly the image.
+    assert len(_commits(world, "api-production", branch)) == 1
+    assert [
+        line.split("app-api:")[-1] for line in _changed_lines(world, "api-production", branch)
+    ] == ["1.4.2", "1.4.1"]
+
+    watch = _watch(engine, pagerduty)
+    assert watch.tick().resumed == []  # Git still renders 1.4.2
+    merge(world.apps["api-production"].repo, branch)
+    # Merged, but the reconciler has not fetched it yet: still suspended.
+    assert watch.tick().resumed == []
+    assert _argo_automated(kube, "us-east-1") is None
+    world.next_pass("us-east-1", "api-production", clock.advance)
+    world.next_pass("us-west-2", "api-production", clock.advance)
+    assert len(watch.tick().resumed) == 2
+    for region in ("us-east-1", "us-west-2"):
+        app = _app(kube, "applications.argoproj.io", "api-production", "argocd", region)
+        assert app["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+        assert "runbook-bot.io/suspended" not in app["metadata"].get("annotations", {})
+    world.next_pass("us-east-1", "api-production", clock.advance)
+    assert _image(kube, "production") == "app-api:1.4.1"  # Git and the cluster agree
+    assert pagerduty_emulator.state.events == []
+
+    # The incident's timeline names the branch to merge, then says sync is back.
+    notes = IncidentFeed(SimpleNamespace(engine=engine), pagerduty)  # type: ignore[arg-type]
+    outbox = OutboxFollower(engine.store, engine.clock, notes, name="pagerduty", owner="test")
+    assert outbox.lead()
+    outbox.pass_once()
+    texts = [n["content"] for n in pagerduty_emulator.notes(incident)]
+    assert any("runbook-bot/revert-<this run's id>" in t for t in texts)  # the plan
+    finished = next(t for t in texts if t.startswith("Finished:"))
+    assert f"pushed branch {branch}" in finished
+    restored = [t for t in texts if t.startswith("automated sync of Argo CD application")]
+    assert len(restored) == 2 and all("restored" in t for t in restored), texts
+
+    recorded = actions(engine, done.id)
+    assert recorded.count("gitops.suspended") == 2
+    assert recorded.count("gitops.reverted") == 1
+    assert recorded.count("gitops.resumed") == 2
+    assert "gitops.expired" not in recorded
+
+
+def test_argo_suspension_pages_once_at_the_limit_and_stays_suspended(
+    kube: KubeSandbox,
+    world: GitOpsWorld,
+    *,
+    engine: Engine,
+    clock: FakeClock,
+    pagerduty: PagerDuty,
+    pagerduty_emulator: Any,
+) -> None:
+    done = run(engine, "rollback", environment="production")
+    assert done.state == State.SUCCEEDED, done.error
+    watch = _watch(engine, pagerduty)
+    clock.advance(DAY - 60)
+    assert watch.tick().expired == []
+    assert pagerduty_emulator.state.events == []
+    clock.advance(120)  # past the 24 h limit, Git still on 1.4.2
+    assert watch.tick().expired != []
+    assert watch.tick().expired == []  # once
+    clock.advance(DAY)
+    assert watch.tick().expired == []
+    (event,) = pagerduty_emulator.state.events
+    assert event["event_action"] == "trigger"
+    assert f"runbook-bot/revert-{done.id}" in event["payload"]["summary"]
+    assert "still suspended" in event["payload"]["summary"]
+    for region in ("us-east-1", "us-west-2"):
+        assert _argo_automated(kube, region) is None
+        assert _image(kube, "production", region) == "app-api:1.4.1"
+    assert actions(engine, done.id).count("gitops.expired") == 1
+
+
+def test_flux_owned_rollback_suspends_reverts_and_resumes_after_merge(
+    kube: KubeSandbox, world: GitOpsWorld, engine: Engine, clock: FakeClock, pagerduty: PagerDuty
+) -> None:
+    prepared = engine.prepare("rollback", {"environment": "staging"}, actor=ALICE)
+    assert any(
+        "owned by Flux Kustomization `api-staging` (namespace flux-system) (automated sync every "
+        "10m): the rollback alone would be reverted" in n
+        for n in prepared.plan.notes
+    ), prepared.plan.notes
+    done = run(engine, "rollback", environment="staging")
+    assert done.state == State.SUCCEEDED, done.error
+    kustomization = _app(kube, "kustomization", "api-staging", "flux-system")
+    assert kustomization["spec"]["suspend"] is True
+    assert done.id in kustomization["metadata"]["annotations"]["runbook-bot.io/suspended"]
+    for _ in range(3):
+        world.next_pass("us-east-1", "api-staging", clock.advance)
+        assert _image(kube, "staging") == "app-api:1.4.1"
+    branch = f"runbook-bot/revert-{done.id}"
+    assert len(_commits(world, "api-staging", branch)) == 1
+    watch = _watch(engine, pagerduty)
+    assert watch.tick().resumed == []
+    merge(world.apps["api-staging"].repo, branch)
+    world.next_pass("us-east-1", "api-staging", clock.advance)
+    assert watch.tick().resumed != []
+    kustomization = _app(kube, "kustomization", "api-staging", "flux-system")
+    assert kustomization["spec"]["suspend"] is False
+    world.next_pass("us-east-1", "api-staging", clock.advance)
+    assert _image(kube, "staging") == "app-api:1.4.1"
+    recorded = actions(engine, done.id)
+    assert {"gitops.suspended", "gitops.reverted", "gitops.resumed"} <= set(recorded)
+
+
+def test_a_failed_rollback_gives_sync_back_and_deletes_the_branch(
+    kube: KubeSandbox, world: GitOpsWorld, engine: Engine
+) -> None:
+    deploy = kube.cluster("us-east-1").get(DEPLOY, "staging", "api-deployment")
+    deploy["spec"]["progressDeadlineSeconds"] = 1
+    kube.cluster("us-east-1").replace(DEPLOY, "staging", "api-deployment", deploy)
+    kube.hook(
+        "/_sandbox/broken",
+        {"images": ["123456789012.dkr.ecr.us-east-1.amazonaws.com/app-api:1.4.1"]},
+    )
+    done = run(engine, "rollback", environment="staging")
+    assert done.state == State.COMPENSATED, done.error
+    kustomization = _app(kube, "kustomization", "api-staging", "flux-system")
+    assert kustomization["spec"]["suspend"] is False
+    assert "runbook-bot.io/suspended" not in kustomization["metadata"].get("annotations", {})
+    assert (
+        git(
+            "--git-dir", str(world.apps["api-staging"].repo), "branch", "--list", "runbook-bot/*"
+        ).strip()
+        == ""
+    )
+    assert "gitops.suspended.undone" in actions(engine, done.id)
+
+
+def test_an_unowned_deployment_rolls_back_as_before(
+    kube: KubeSandbox, world: GitOpsWorld, engine: Engine
+) -> None:
+    done = run(engine, "rollback", environment="development")
+    assert done.state == State.SUCCEEDED, done.error
+    assert [s.kind for s in done.steps] == ["kube.undo"]
+    assert not any("owned by" in n for n in done.plan.notes)
+    assert _image(kube, "development") == "app-api:1.4.1"
+
+
+def test_without_rbac_to_suspend_the_plan_refuses_and_break_glass_warns(
+    kube: KubeSandbox, world: GitOpsWorld, engine: Engine
+) -> None:
+    kube.hook(
+        "/_sandbox/forbid",
+        {
+            "rules": [
+                {
+                    "group": "kustomize.toolkit.fluxcd.io",
+                    "resource": "kustomizations",
+                    "verb": "patch",
+                }
+            ]
+        },
+    )
+    with pytest.raises(Refused, match="may not suspend Flux Kustomization `api-staging`"):
+        engine.prepare("rollback", {"environment": "staging"}, actor=ALICE)
+    assert engine.list() == []
+    prepared = engine.prepare("rollback", {"environment": "staging"}, actor=ALICE, break_glass=True)
+    assert any(
+        "WARNING (break-glass)" in n and "WILL revert this rollback" in n
+        for n in prepared.plan.notes
+    ), prepared.plan.notes
+    assert "gitops.suspend" not in [s["kind"] for s in prepared.plan.steps]
+
+
+def test_scaling_and_resources_plans_warn_that_the_reconciler_would_revert_them(
+    kube: KubeSandbox, world: GitOpsWorld, engine: Engine
+) -> None:
+    scaled = engine.prepare(
+        "scale.pods",
+        {"environment": "production", "service": "api", "replicas": 5, "region": "us-east-1"},
+        actor=ALICE,
+    )
+    assert any(
+        "owned by Argo CD application `api-production`" in n
+        and "the scaling alone would be reverted" in n
+        for n in scaled.plan.notes
+    ), scaled.plan.notes
+    resized = engine.prepare(
+        "maintenance.resources",
+        {"environment": "staging", "service": "api", "cpu_limit": "3", "window": _window(900)},
+        actor=ALICE,
+    )
+    assert any(
+        "owned by Flux Kustomization `api-staging`" in n
+        and "the resources change alone would be reverted" in n
+        for n in resized.plan.notes
+    ), resized.plan.notes
+    plain = engine.prepare(
+        "scale.pods", {"environment": "development", "service": "api", "replicas": 5}, actor=ALICE
+    )
+    assert not any("owned by" in n for n in plain.plan.notes)
