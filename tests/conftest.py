@@ -37,6 +37,18 @@ hypothesis_settings.register_profile("ci", deadline=None, derandomize=True, max_
 hypothesis_settings.register_profile("dev", deadline=None, max_examples=100)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+#: Fixtures that start processes: a bot (``world``, ``bot``), the real Prometheus and
+#: Alertmanager (``monitoring``), a whole sandbox (``sandbox_env``). A test that uses one is a
+#: process journey and is marked ``slow`` here, so a new test is marked without anyone
+#: remembering to; ``python3 dev.py test --fast`` leaves them out (docs/testing.md).
+PROCESS_FIXTURES = frozenset({"world", "bot", "monitoring", "sandbox_env"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(autouse=True)
 def _log_stream() -> Iterator[io.StringIO]:
