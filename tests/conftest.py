@@ -304,12 +304,22 @@ def aws(aws_server: Any, monkeypatch: pytest.MonkeyPatch) -> AwsWorld:
 
 
 # ---------------------------------------------------------------------------- PagerDuty
+@pytest.fixture(scope="session")
+def pagerduty_ca() -> Any:
+    """One throwaway certificate authority (trustme) for every PagerDuty emulator of the
+    session (of the xdist worker): making one per test was the cost, not the server."""
+    import trustme
+
+    return trustme.CA()
+
+
 @pytest.fixture
-def pagerduty_emulator(tmp_path: Path) -> Iterator[Any]:
-    """The sandbox's PagerDuty over TLS (its CA at ``.ca_path``), recording what it receives."""
+def pagerduty_emulator(tmp_path: Path, pagerduty_ca: Any) -> Iterator[Any]:
+    """The sandbox's PagerDuty over TLS (its CA at ``.ca_path``, the session's), recording what
+    it receives: a new server and state per test, only the CA is shared."""
     from sandbox.pagerduty import PagerDutyEmulator
 
-    running = PagerDutyEmulator(tmp_path / "pagerduty").start()
+    running = PagerDutyEmulator(tmp_path / "pagerduty", ca=pagerduty_ca).start()
     yield running
     running.stop()
 
