@@ -2,9 +2,11 @@
 """Bootstrap runbook-bot on a machine that has nothing but Python 3.11+.
 
     python3 dev.py serve [--port N]  install into .venv if needed, start the sandbox and the bot
-    python3 dev.py test  [PYTEST ARGS...]   install dev extras (and mongosh, with npm) if
-                                            needed, run ruff, mypy, import-linter, deptry and
-                                            the whole pytest suite
+    python3 dev.py test  [--fast] [PYTEST ARGS...]
+                                     install dev extras (and mongosh, with npm) if needed, run
+                                     ruff, mypy, import-linter, deptry and the whole pytest
+                                     suite on WORKERS xdist workers; --fast leaves out the tests
+                                     marked slow (process journeys), the static checks still run
     python3 dev.py install           install only (used by the Dockerfile-free CI path)
 
 Uses only the standard library. The virtualenv is reinstalled when pyproject.toml changes
@@ -144,6 +146,21 @@ def ensure_tools() -> None:
         raise SystemExit(f"installing mongosh failed (npm exit {result.returncode})")
 
 
+#: xdist workers. Measured on the 2-core machine (tests/cli, 64 tests, load 3.6-4.8 from other
+#: work): serial 210 s, -n 2 152 s, -n 3 55 s, -n 4 74 s. Most tests wait on subprocesses and
+#: the wall clock rather than compute, so more workers than cores pay (docs/testing.md).
+#: A later ``-n`` in the arguments wins (``python3 dev.py test -n 0`` runs in one process).
+WORKERS = "3"
+
+
+def pytest_args(args: list[str]) -> list[str]:
+    """pytest's arguments for ``dev.py test [--fast] ARGS``: on WORKERS workers, the given
+    arguments after ours so that they win; ``--fast`` leaves out the ``slow`` tests."""
+    fast = "--fast" in args
+    rest = [a for a in args if a != "--fast"]
+    return ["-n", WORKERS, *(["-m", "not slow"] if fast else []), *rest]
+
+
 def run_tests(args: list[str]) -> int:
     """Run every check CI runs, in order, stopping at the first failure."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -166,7 +183,7 @@ def run_tests(args: list[str]) -> int:
             "--ignore",
             "DEP002,DEP004",
         ],
-        [str(PY), "-m", "pytest", "-W", "error", *args],
+        [str(PY), "-m", "pytest", "-W", "error", *pytest_args(args)],
     ]
     for argv in checks:
         print(

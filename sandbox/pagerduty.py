@@ -375,13 +375,14 @@ class _Server(ThreadingHTTPServer):
 
 class PagerDutyEmulator:
     """The local PagerDuty on https://127.0.0.1 (a free port unless given); its CA certificate
-    is written to ``directory / "pagerduty-ca.pem"``."""
+    is written to ``directory / "pagerduty-ca.pem"``. ``ca`` reuses a certificate authority
+    (the tests make one per session); without it each emulator makes its own."""
 
-    def __init__(self, directory: Path, *, port: int = 0) -> None:
+    def __init__(self, directory: Path, *, port: int = 0, ca: Any | None = None) -> None:
         import trustme
 
         directory.mkdir(parents=True, exist_ok=True)
-        self.ca = trustme.CA()
+        self.ca = ca if ca is not None else trustme.CA()
         self.ca_path = directory / "pagerduty-ca.pem"
         self.ca.cert_pem.write_to_path(str(self.ca_path))
         cert = self.ca.issue_cert("127.0.0.1", "localhost")

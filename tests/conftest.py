@@ -37,6 +37,18 @@ hypothesis_settings.register_profile("ci", deadline=None, derandomize=True, max_
 hypothesis_settings.register_profile("dev", deadline=None, max_examples=100)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+#: Fixtures that start processes: a bot (``world``, ``bot``), the real Prometheus and
+#: Alertmanager (``monitoring``), a whole sandbox (``sandbox_env``). A test that uses one is a
+#: process journey and is marked ``slow`` here, so a new test is marked without anyone
+#: remembering to; ``python3 dev.py test --fast`` leaves them out (docs/testing.md).
+PROCESS_FIXTURES = frozenset({"world", "bot", "monitoring", "sandbox_env"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(autouse=True)
 def _log_stream() -> Iterator[io.StringIO]:
@@ -292,12 +304,22 @@ def aws(aws_server: Any, monkeypatch: pytest.MonkeyPatch) -> AwsWorld:
 
 
 # ---------------------------------------------------------------------------- PagerDuty
+@pytest.fixture(scope="session")
+def pagerduty_ca() -> Any:
+    """One throwaway certificate authority (trustme) for every PagerDuty emulator of the
+    session (of the xdist worker): making one per test was the cost, not the server."""
+    import trustme
+
+    return trustme.CA()
+
+
 @pytest.fixture
-def pagerduty_emulator(tmp_path: Path) -> Iterator[Any]:
-    """The sandbox's PagerDuty over TLS (its CA at ``.ca_path``), recording what it receives."""
+def pagerduty_emulator(tmp_path: Path, pagerduty_ca: Any) -> Iterator[Any]:
+    """The sandbox's PagerDuty over TLS (its CA at ``.ca_path``, the session's), recording what
+    it receives: a new server and state per test, only the CA is shared."""
     from sandbox.pagerduty import PagerDutyEmulator
 
-    running = PagerDutyEmulator(tmp_path / "pagerduty").start()
+    running = PagerDutyEmulator(tmp_path / "pagerduty", ca=pagerduty_ca).start()
     yield running
     running.stop()
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli, unreachable_kubeconfig
 from tests.support.bots import Bot, free_port, get
 from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow  # a bot process and the CLI as subprocesses
 
 
 def no_kubeconfig(cli_env: dict[str, str], tmp_path: Path) -> dict[str, str]:

@@ -18,6 +18,8 @@ from tests.bot.conftest import SlackWorld
 from tests.support.monitoring import Monitoring, need
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.slow  # a bot, the real Prometheus and Alertmanager
+
 TOKEN = "test-alertmanager-token"
 
 

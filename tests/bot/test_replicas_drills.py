@@ -22,6 +22,8 @@ from sandbox.mongo import MongoServer
 from tests.support.bots import start_replicas, stop_replicas
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.slow  # bot replicas as processes
+
 DRILL = "every-minute"
 
 

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from runbooks.engine.models import State
 from runbooks.engine.store import open_store
 from sandbox.slack import (
@@ -26,6 +28,8 @@ from tests.conftest import KubeSandbox, run_cli
 from tests.support.bots import Bot, start_replicas, stop_replicas
 from tests.support.kube_runs import DEPLOY, image
 from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow  # bot replicas as processes
 
 REPLICAS = 3
 

@@ -32,6 +32,8 @@ from tests.support.bots import Bot, free_port, get, start_replicas, stop_replica
 from tests.support.strict_policy import STRICT_RULES, as_user
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.slow  # bot replicas and CLI processes
+
 WRITERS = 4
 RECORDS = 150
 

@@ -21,6 +21,8 @@ from tests.support.bots import Bot, _answers, free_port, get, start_replicas, st
 from tests.support.held import start_held_run
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.slow  # bot processes
+
 
 @pytest.fixture
 def bot_env(cli_env: dict[str, str], tmp_path: Path) -> dict[str, str]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from runbooks.engine.models import State
 from runbooks.engine.store.sqlite import SqliteStore
 from sandbox.slack import SANDBOX_BOT_TOKEN, SlackEmulator, SlackUser, buttons_of, text_of
@@ -21,6 +23,8 @@ from tests.conftest import KubeSandbox
 from tests.support.bots import Bot, free_port, get, start_replicas, stop_replicas
 from tests.support.kube_runs import DEPLOY, image
 from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow  # bot replicas as processes
 
 
 def test_rollback_over_socket_mode_with_two_replicas_each_holding_a_connection(

@@ -17,6 +17,8 @@ from tests.support.bots import Bot, free_port
 from tests.support.strict_policy import STRICT_RULES, as_user
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.slow  # the runbook CLI as subprocesses, and a bot process
+
 
 @pytest.fixture
 def env(cli_env: dict[str, str], tmp_path: Path) -> dict[str, str]:

@@ -16,6 +16,8 @@ from tests.conftest import ROOT, run_cli
 from tests.support.held import start_held_selftest
 from tests.support.state import drill_paused, everything_stored, stored
 
+pytestmark = pytest.mark.slow  # the runbook CLI as subprocesses
+
 
 def as_user(env: dict[str, str], user: str) -> dict[str, str]:
     return {**env, "RUNBOOK_USER": user}

@@ -10,9 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import BIN, ROOT, run_cli
 from tests.support.held import start_held_run
 from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow  # the runbook CLI and invoke as subprocesses
 
 __all__ = ["wait_for"]  # still imported from here by older tests; new ones use tests.support
 

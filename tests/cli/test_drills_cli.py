@@ -8,8 +8,12 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
+
 from runbooks.engine.store.sqlite import SqliteStore
 from tests.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow  # the runbook CLI as subprocesses
 
 
 def test_a_drill_run_by_hand_is_in_the_report_with_what_it_measured(

@@ -77,6 +77,7 @@ def test_every_task_prints_its_help_through_runbook(
     assert failures == []
 
 
+@pytest.mark.slow  # an invoke process per task
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_every_task_prints_its_help_through_invoke(cli_env: dict[str, str], flag: str) -> None:
     env = {**cli_env, "RUNBOOK_USER": "nobody-known"}

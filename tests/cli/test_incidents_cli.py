@@ -11,6 +11,8 @@ import pytest
 from sandbox.pagerduty import SANDBOX_API_TOKEN, PagerDutyEmulator
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow  # the runbook CLI as subprocesses
+
 
 @pytest.fixture
 def emulator(pagerduty_emulator: PagerDutyEmulator) -> PagerDutyEmulator:

@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import BIN, ROOT, run_cli
 
+pytestmark = pytest.mark.slow  # the runbook CLI as subprocesses
+
 #: Longer than any terminal's default 80 columns, and one word rich could not break.
 LONG_REASON = "quarterly-check-" + "x" * 120
 

@@ -14,6 +14,8 @@ from runbooks.engine.redact import redact_text
 from runbooks.engine.secrets import resolve_environment
 from tests.conftest import AwsWorld, run_cli
 
+pytestmark = pytest.mark.slow  # the runbook CLI as subprocesses
+
 AUDIT_SECRET = "sandbox-audit-key-0123456789"  # seeded as runbook-bot/audit-key
 
 

@@ -16,6 +16,8 @@ from tests.conftest import BIN, ROOT, run_cli
 from tests.support.small_disk import SmallDisk
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.slow  # the runbook CLI as subprocesses
+
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[SmallDisk]:

@@ -21,6 +21,8 @@ from sandbox import appdata
 from tests.conftest import BIN, ROOT
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.slow  # the sandbox and the CLI as processes
+
 Client = pymongo.MongoClient[dict[str, Any]]
 
 

@@ -10,12 +10,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from runbooks.engine.models import TERMINAL_STATES
 from runbooks.engine.settings import read_sandbox_env
 from sandbox.prometheus import alertmanager_binary, prometheus_binary
 from tests.conftest import BIN, ROOT, run_cli
 from tests.support.bots import _answers, free_port
 from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow  # the sandbox, the bot and the CLI as processes
 
 
 def invoke(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -20,6 +20,8 @@ from tests.conftest import BIN, ROOT, run_cli
 from tests.support.sandbox_process import sandbox_with_bot
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.slow  # the sandbox and the CLI as processes
+
 
 def invoke(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
