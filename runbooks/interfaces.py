@@ -588,6 +588,7 @@ class Infrastructure(Adapters):
     def paging(self) -> IdentityOps | None:
         """PagerDuty's REST API token; None when PagerDuty's REST API is off."""
         return None
+
     def git(self, environment: str) -> GitOps:
         raise InvalidInput(f"no Git adapter is configured for {environment}")
 

@@ -56,6 +56,7 @@ class RefusalKind(StrEnum):
     PLAN_CHANGED = "plan_changed"  # the live plan differs from the one shown
     NEEDS_PERSON = "needs_person"  # an automatic request that needs a person's judgement
     STATE = "state"  # the execution or the world is not in a state that allows it now
+    NOT_READY = "not_ready"  # open readiness findings and policy says refuse (when_not_ready)
 
 
 class Refused(RunbookError):

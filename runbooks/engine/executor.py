@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runbooks.engine.approvals import ConfigPolicy
+from runbooks.engine.approvals import ConfigPolicy, Refusal
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import Clock, SystemClock, parse_iso
 from runbooks.engine.config import Config
@@ -25,6 +25,7 @@ from runbooks.engine.errors import (
     ConcurrentUpdate,
     InvalidInput,
     NeedsPerson,
+    RefusalKind,
     Refused,
 )
 from runbooks.engine.events import EventBus
@@ -443,11 +444,12 @@ class Engine(Locks, Decisions, Runner):
             now=self.clock.now(),
         )
         if not refusal and gate.when_not_ready == "refuse" and plan.warnings and not break_glass:
-            refusal = (
+            refusal = Refusal(
+                RefusalKind.NOT_READY,
                 f"{plan.runbook} in {plan.environment} is not ready ({len(plan.warnings)} open "
                 f"readiness finding(s), shown with the plan) and policy ({gate.rule}) refuses "
                 "it until they are fixed"
-                + (" or under break-glass" if gate.break_glass_allowed else "")
+                + (" or under break-glass" if gate.break_glass_allowed else ""),
             )
         if refusal:
             self.audit.record(
