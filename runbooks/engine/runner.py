@@ -514,7 +514,6 @@ class Runner(Journal):
                 "until": asked + within,
                 "answer_key": key,
             }
-            self.store.kv_set(QUESTION_KEY.format(execution.id), doc)
             record.question = doc
             waiting = (
                 f"waiting up to {format_duration(within)} for an answer "
@@ -534,6 +533,9 @@ class Runner(Journal):
             record.output = [*ctx.notes]
             with contextlib.suppress(ConcurrentUpdate):  # shown by runs.show and the card
                 self._save(execution)
+            # Answerable only once the step shows it: whoever sees the open question (and
+            # answers it) finds it in runs.show too.
+            self.store.kv_set(QUESTION_KEY.format(execution.id), doc)
             self._publish(execution, "execution.question", **detail, until=asked + within)
             answered: object = None
             try:
