@@ -159,8 +159,9 @@ class KubeOps(Protocol):
         """Every Argo CD Application and Flux Kustomization in the cluster."""
         ...
 
-    def may_patch(self, owner: GitOpsOwner) -> bool:
-        """Whether RBAC lets this client patch the owner's object (SelfSubjectAccessReview)."""
+    def may_suspend(self, owner: GitOpsOwner) -> bool:
+        """Whether RBAC lets this client patch the owner's object and list its kind in all
+        namespaces (what the watch that resumes sync needs): SelfSubjectAccessReviews."""
         ...
 
     def suspend_gitops(self, owner: GitOpsOwner, annotation: str) -> None:

@@ -515,21 +515,27 @@ class KubeAdapter:
                 found.append(self._app(owner, obj))
         return found
 
-    def may_patch(self, owner: GitOpsOwner) -> bool:
+    def may_suspend(self, owner: GitOpsOwner) -> bool:
         group, _version, plural = OWNER_OBJECTS[owner.tool]
+        # Patch the object (suspend, resume) and list its kind cluster-wide: the watch that
+        # gives sync back (or pages at the limit) finds suspended applications by listing.
+        return self._may(group, plural, "patch", owner.namespace, owner.name) and self._may(
+            group, plural, "list", None, None
+        )
+
+    def _may(
+        self, group: str, plural: str, verb: str, namespace: str | None, name: str | None
+    ) -> bool:
         review = client.V1SelfSubjectAccessReview(
             spec=client.V1SelfSubjectAccessReviewSpec(
                 resource_attributes=client.V1ResourceAttributes(
-                    group=group,
-                    resource=plural,
-                    verb="patch",
-                    namespace=owner.namespace,
-                    name=owner.name,
+                    group=group, resource=plural, verb=verb, namespace=namespace, name=name
                 )
             )
         )
+        where = f"{namespace}/{name}" if name else "in all namespaces"
         answer = self._call(
-            f"ask whether it may patch {plural}.{group} {owner.namespace}/{owner.name}",
+            f"ask whether it may {verb} {plural}.{group} {where}",
             lambda: client.AuthorizationV1Api(self._api).create_self_subject_access_review(
                 review, _request_timeout=GITOPS_TIMEOUT_S
             ),

@@ -271,14 +271,16 @@ def plan_owned(
     words = owned_words(app, change="rollback")
     found.notes.append(f"{region}: {deployment} is {words}")
     if app.automated:
-        if not kube.may_patch(app.owner):
+        if not kube.may_suspend(app.owner):
             where = f"{app.owner.words()} ({environment}, {region})"
             if not ctx.break_glass:
                 raise Refused(
                     f"runbook-bot may not suspend {where}: RBAC does not let it patch the "
-                    f"application, and the rollback alone would be reverted at the next sync "
+                    "application or list its kind in all namespaces (the watch that gives sync "
+                    f"back needs both), and the rollback alone would be reverted at the next sync "
                     f"({app.interval})",
-                    hint="grant the bot `patch` on the application (docs/gitops.md), or "
+                    hint="grant the bot `patch` on the application and `list` on its kind "
+                    "(docs/gitops.md), or "
                     "--break-glass --reason TEXT --incident ID to roll back anyway",
                 )
             found.notes.append(

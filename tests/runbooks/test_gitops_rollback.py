@@ -306,8 +306,11 @@ def test_an_unowned_deployment_rolls_back_as_before(
     assert _image(kube, "development") == "app-api:1.4.1"
 
 
+# ``list``: the watch that gives sync back finds suspended applications by listing them; a
+# bot that could suspend but not list would never resume nor page at the limit.
+@pytest.mark.parametrize("verb", ["patch", "list"])
 def test_without_rbac_to_suspend_the_plan_refuses_and_break_glass_warns(
-    kube: KubeSandbox, world: GitOpsWorld, engine: Engine
+    kube: KubeSandbox, world: GitOpsWorld, engine: Engine, verb: str
 ) -> None:
     kube.hook(
         "/_sandbox/forbid",
@@ -316,7 +319,7 @@ def test_without_rbac_to_suspend_the_plan_refuses_and_break_glass_warns(
                 {
                     "group": "kustomize.toolkit.fluxcd.io",
                     "resource": "kustomizations",
-                    "verb": "patch",
+                    "verb": verb,
                 }
             ]
         },
