@@ -254,7 +254,9 @@ def write_env(
     prometheus = prometheus_url or (health.url if health is not None else None)
     if prometheus is not None:
         lines.append(f"export RUNBOOK_BOT_SANDBOX_PROMETHEUS={shlex.quote(prometheus)}")
-    env_path.write_text("\n".join(lines) + "\n")
+    partial = env_path.with_name(env_path.name + ".partial")
+    partial.write_text("\n".join(lines) + "\n")
+    partial.replace(env_path)  # a reader sees the whole file or none
     return env_path
 
 
@@ -415,7 +417,7 @@ def main(argv: list[str]) -> int:
         return act(settings, args)
     port = bot_port(args.port)
     # From the first server on, SIGTERM and Ctrl-C only ask to stop: a signal during start-up
-    # (the env file is written before the backups are seeded) ends in the same clean stop.
+    # (seeding the backups takes seconds) ends in the same clean stop.
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
@@ -444,6 +446,10 @@ def main(argv: list[str]) -> int:
     health = HealthServer().start()
     monitoring = start_monitoring(directory, settings, health, bot=port if args.bot else None)
     pagerduty = PagerDutyEmulator(directory).start()
+    for line in seed_backups(settings, aws, databases):
+        print(line, flush=True)
+    # The env file is the sign a terminal may start: written once the backups are seeded (a
+    # `restore.test` run the moment it appears finds them), and atomically.
     env_path = write_env(
         directory,
         emulators,
@@ -456,8 +462,6 @@ def main(argv: list[str]) -> int:
         bot_port=port,
         prometheus_url=monitoring.prometheus.url if monitoring is not None else None,
     )
-    for line in seed_backups(settings, aws, databases):
-        print(line, flush=True)
     (directory / "pid").write_text(str(os.getpid()))
     for region, emulator in emulators.items():
         print(f"kubernetes {region}: {emulator.url}", flush=True)
