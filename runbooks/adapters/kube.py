@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -88,8 +89,18 @@ def make_api_client(*, context: str, kubeconfig: str | None) -> client.ApiClient
 
 #: Container states a rollout does not recover from by waiting.
 FATAL_WAITING = frozenset({"CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName"})
-#: Waiting reasons that may clear by themselves; named when a rollout's deadline passes.
+#: Waiting reasons that may clear by themselves (a registry hiccup); named when a rollout's
+#: deadline passes, and fatal once they last ``image_pull_grace`` seconds.
 SLOW_WAITING = frozenset({"ImagePullBackOff", "ErrImagePull"})
+#: What the kubelet's pull error says when retrying cannot help: the registry has no such image
+#: or tag, or refuses this node. Such a pull fails the rollout at once.
+PERMANENT_PULL = re.compile(
+    r"not found|manifest unknown|repository does not exist|pull access denied|unauthorized",
+    re.IGNORECASE,
+)
+#: How long an image pull may keep failing before a rollout stops waiting for it: the kubelet
+#: retries after 10 s, 20 s, 40 s (doubling to 5 min), so one minute is three tries.
+IMAGE_PULL_GRACE_S = 60.0
 
 
 def warm() -> None:
@@ -114,9 +125,17 @@ def warm() -> None:
 class KubeAdapter:
     """Operations on one cluster."""
 
-    def __init__(self, api_client: client.ApiClient, *, region: str, label: str) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        region: str,
+        label: str,
+        image_pull_grace: float = IMAGE_PULL_GRACE_S,
+    ) -> None:
         self.region = region
         self.label = label  # e.g. "production/us-east-1", used in messages
+        self.image_pull_grace = image_pull_grace
         self._api = api_client
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
@@ -249,12 +268,24 @@ class KubeAdapter:
         deadline = time.monotonic() + timeout
         state = self.deployment(namespace, name)
         resource_version = None
+        pulling_since: float | None = None
         while True:
             check()
             done, message = _rollout_done(state)
             if done:
                 return state
-            stuck = self._stuck_pod(namespace, name)
+            pulling: list[str] = []
+            stuck = self._stuck_pod(namespace, name, pulling=pulling)
+            if stuck is None and pulling:
+                now = time.monotonic()
+                pulling_since = now if pulling_since is None else pulling_since
+                if now - pulling_since >= self.image_pull_grace:
+                    stuck = (
+                        f"{pulling[0]}, still after {now - pulling_since:.0f}s (an image pull "
+                        f"may keep failing for {self.image_pull_grace:g}s)"
+                    )
+            elif not pulling:
+                pulling_since = None
             if stuck is not None:
                 raise RolloutFailed(
                     f"rollout of {namespace}/{name} ({self.label}) cannot finish: {stuck}; "
@@ -292,14 +323,24 @@ class KubeAdapter:
                 if not _rollout_done(state)[0]:
                     state = self.deployment(namespace, name)
 
-    def _stuck_pod(self, namespace: str, name: str, *, transient: bool = False) -> str | None:
+    def _stuck_pod(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        transient: bool = False,
+        pulling: list[str] | None = None,
+    ) -> str | None:
         """A pod of the deployment that cannot become ready by waiting, in words, or None.
 
         OOMKilled and CrashLoopBackOff (and a container config that cannot be created) do not
         heal within a progress deadline; waiting ten minutes and then blaming the rollout
-        hides the cause. Image pull errors and Pending are left to the deadline (they can
-        clear: a registry hiccup, a node scaling up); with ``transient`` (the deadline has
-        passed) they are named too, so the failure says why the pods never became ready.
+        hides the cause. Neither does an image the registry says it does not have (or will
+        not give: ``PERMANENT_PULL``). Other image pull errors and Pending can clear (a
+        registry hiccup, a node scaling up): image pull errors are added to ``pulling`` (the
+        caller gives them ``image_pull_grace``), Pending is left to the deadline; with
+        ``transient`` (the deadline has passed) both are named, so the failure says why the
+        pods never became ready.
         """
         raw = self._raw_deployment(namespace, name)
         # Only the pods of the ReplicaSet being rolled out count: pods of the one a rollout (or
@@ -335,9 +376,13 @@ class KubeAdapter:
                     )
                 if waiting is not None and waiting.reason in FATAL_WAITING:
                     return f"pod {pod_name}: container {status.name} {waiting.reason}"
-                if transient and waiting is not None and waiting.reason in SLOW_WAITING:
+                if waiting is not None and waiting.reason in SLOW_WAITING:
                     detail = f" ({waiting.message})" if waiting.message else ""
-                    return f"pod {pod_name}: container {status.name} {waiting.reason}{detail}"
+                    words = f"pod {pod_name}: container {status.name} {waiting.reason}{detail}"
+                    if transient or PERMANENT_PULL.search(waiting.message or ""):
+                        return words
+                    if pulling is not None:
+                        pulling.append(words)
             if transient and pod.status is not None:
                 for condition in pod.status.conditions or []:
                     if condition.type == "PodScheduled" and condition.status == "False":

@@ -12,7 +12,11 @@ deployments' and pods'.
 
 Test hooks live under ``/_sandbox/`` (never part of the Kubernetes API):
 ``POST /_sandbox/conflicts {"count": N}`` makes the next N writes answer 409;
-``POST /_sandbox/broken {"images": [...]}`` makes pods of those images never become ready;
+``POST /_sandbox/broken {"images": [...]}`` makes pods of those images never become ready
+(``ImagePullBackOff``, "Back-off pulling image": a registry that does not answer);
+``{"images": [...], "missing": true}`` makes the registry say they do not exist (``ErrImagePull``
+with the kubelet's NotFound message; the real kubelet alternates it with ``ImagePullBackOff``,
+the emulator keeps the first);
 ``POST /_sandbox/oom {"memory_limit_below": "1Gi"}`` makes pods whose memory limit is lower
 crash (OOMKilled, never ready); ``{}`` clears it;
 ``POST /_sandbox/deny {"namespace": "production", "group": "apps", "resource":
@@ -240,6 +244,8 @@ class Cluster:
         self.history: list[tuple[int, str, str, dict[str, Any]]] = []
         self.conflicts_to_inject = 0
         self.broken_images: set[str] = set()
+        #: Broken images the registry does not have (the kubelet's ErrImagePull, NotFound).
+        self.missing_images: set[str] = set()
         self.oom_below: float | None = None
         #: (group, resource, verb) this cluster's user may not do: answered 403, and
         #: SelfSubjectAccessReviews (``kubectl auth can-i``) say no.
@@ -932,6 +938,16 @@ class Cluster:
                 or image.endswith(":broken")
                 for image in images
             )
+            missing = next(
+                (
+                    image
+                    for image in images
+                    if image in self.missing_images
+                    or image.rsplit("/", 1)[-1] in self.missing_images
+                ),
+                None,
+            )
+            broken = broken or missing is not None
             oom = self.oom_below is not None and any(
                 _memory(((c.get("resources") or {}).get("limits") or {}).get("memory"))
                 < self.oom_below
@@ -981,15 +997,7 @@ class Cluster:
                             ),
                             "state": {"running": {"startedAt": now_iso(now)}}
                             if ready
-                            else {
-                                "waiting": {
-                                    "reason": "ImagePullBackOff"
-                                    if broken
-                                    else "CrashLoopBackOff"
-                                    if oom
-                                    else "ContainerCreating"
-                                }
-                            },
+                            else {"waiting": _waiting(c.get("image", ""), broken, missing, oom)},
                         }
                         for c in pod["spec"].get("containers", [])
                     ],
@@ -1381,7 +1389,13 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/_sandbox/conflicts":
                 cluster.conflicts_to_inject = int(body.get("count", 1))
             elif path == "/_sandbox/broken":
-                cluster.broken_images = set(body.get("images", []))
+                images = set(body.get("images", []))
+                if body.get("missing"):
+                    cluster.missing_images = images
+                else:
+                    cluster.broken_images = images
+                    if not images:  # `sandbox.fault broken-image --off`: every image again
+                        cluster.missing_images = set()
             elif path == "/_sandbox/oom":
                 below = body.get("memory_limit_below")
                 if below and memory_quantity(str(below)) is None:
@@ -1887,3 +1901,16 @@ def table(resource: Resource, items: list[dict[str, Any]], rv: int, now: float) 
         "columnDefinitions": columns,
         "rows": [{"cells": cells(obj), "object": obj} for obj in items],
     }
+
+
+def _waiting(image: str, broken: bool, missing: str | None, oom: bool) -> dict[str, str]:
+    """A not-ready container's ``state.waiting``, in the kubelet's words."""
+    if missing is not None:
+        return {
+            "reason": "ErrImagePull",
+            "message": "rpc error: code = NotFound desc = failed to pull and unpack image "
+            f'"{image}": failed to resolve reference "{image}": {image}: not found',
+        }
+    if broken:
+        return {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}
+    return {"reason": "CrashLoopBackOff" if oom else "ContainerCreating"}

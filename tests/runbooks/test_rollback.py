@@ -343,3 +343,53 @@ def test_a_crashing_pod_of_the_replica_set_rolled_away_from_is_not_blamed(tmp_pa
         assert "OOMKilled" not in failed.value.message
     finally:
         emulator.stop()
+
+
+def test_a_rollback_onto_an_image_the_registry_does_not_have_fails_at_once_and_is_compensated(
+    kube, kube_engine
+) -> None:
+    """The walkthrough's 3 a.m. case: the release to return to was deleted from the registry.
+    The kubelet says so (ErrImagePull, NotFound); the rollback must say it at once, not stay
+    silent until its 300 s deadline, and put the running release back."""
+    deploy = kube.cluster("us-east-1").get(DEPLOY, "production", "api-deployment")
+    assert deploy["spec"].get("progressDeadlineSeconds", 600) >= 600  # no deadline to help
+    kube.hook("/_sandbox/broken", {"images": ["app-api:1.4.1"], "missing": True})
+    done = run(kube_engine, "rollback", environment="production", region="us-east-1")
+    assert done.state == State.COMPENSATED, done.error
+    error = done.steps[0].error or ""
+    assert "cannot finish" in error and "container api ErrImagePull" in error, error
+    assert "app-api:1.4.1: not found" in error, error  # the kubelet's own words
+    assert "progress deadline" in error and "exceeded" not in error, error
+    shown = kube.kubectl(
+        "get",
+        "deployment/api-deployment",
+        "-n",
+        "production",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    )
+    assert shown.stdout.endswith("app-api:1.4.2"), shown  # compensation restored the release
+
+
+def test_an_image_pull_that_keeps_failing_stops_the_wait_after_the_grace(kube, tmp_path) -> None:
+    """A pull that only backs off (no registry answer) may clear, so it gets a grace, not the
+    whole deadline: after it, the wait fails naming the pod, the container and the kubelet's
+    message."""
+    cluster = kube.cluster("us-east-1")
+    deploy = cluster.get(DEPLOY, "production", "api-deployment")
+    deploy["spec"]["template"]["spec"]["containers"][0]["image"] = "app-api:broken"
+    cluster.replace(DEPLOY, "production", "api-deployment", deploy)
+    adapter = KubeAdapter(
+        make_api_client(context="us-east-1", kubeconfig=str(kube.kubeconfig)),
+        region="us-east-1",
+        label="production/us-east-1",
+        image_pull_grace=1.0,
+    )
+    with pytest.raises(RolloutFailed) as failed:
+        adapter.wait_rollout("production", "api-deployment", timeout=120, check=lambda: None)
+    message = str(failed.value)
+    assert "container api ImagePullBackOff" in message, message
+    assert 'Back-off pulling image "app-api:broken"' in message, message
+    assert "may keep failing for 1s" in message and "not waiting for the progress deadline" in (
+        message
+    ), message
