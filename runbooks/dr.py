@@ -152,7 +152,6 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
         except RunbookError as exc:
             notes.append(cannot(f"backups: {env.backup_bucket}", exc))
     notes.extend(_drills(ctx.history(), params.environment))
-    notes.append(ctx.readiness())  # the bot's last evaluation: "readiness: ready, checked 12m ago"
     if env.targets:
         notes.append(
             "targets: "
@@ -161,6 +160,9 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
                 for name, t in env.targets.items()
             )
         )
+    # Last, as README and docs/readiness.md say: the bot's last evaluation, "readiness: ready,
+    # checked 12m ago" (a split, found below, goes first).
+    notes.append(ctx.readiness())
     if active and db_primary and active != db_primary:
         notes.insert(
             0,

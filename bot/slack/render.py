@@ -110,10 +110,21 @@ def _params_line(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in shown.items()) or "defaults"
 
 
+def _regions(plan: Plan) -> str:
+    """The region asked for, else the regions the steps act in (staging's one region is
+    named, not "see the steps")."""
+    if plan.region:
+        return plan.region
+    seen = sorted({str(s["args"]["region"]) for s in plan.steps if s["args"].get("region")})
+    if seen:
+        return ", ".join(seen)
+    return "see the steps" if plan.steps else "none (nothing to do)"
+
+
 def _plan_fields(plan: Plan, banner: str) -> list[dict[str, Any]]:
     fields = [
         f"*Environment*\n{banner}",
-        f"*Region*\n{plan.region or 'see the steps'}",
+        f"*Region*\n{_regions(plan)}",
         f"*Lock*\n`{plan.lock_key or 'none (read-only)'}`",
         f"*Parameters*\n{_params_line(plan.params)}",
     ]

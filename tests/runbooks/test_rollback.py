@@ -393,3 +393,18 @@ def test_an_image_pull_that_keeps_failing_stops_the_wait_after_the_grace(kube, t
     assert "may keep failing for 1s" in message and "not waiting for the progress deadline" in (
         message
     ), message
+
+
+def test_the_slack_plan_names_the_regions_the_steps_act_in(kube, kube_engine) -> None:
+    """Staging has one region: the card says which, not "see the steps"; production's
+    rollback of every region names both."""
+    from bot.slack.render import plan_blocks
+
+    def region_field(environment: str) -> str:
+        plan = kube_engine.prepare("rollback", {"environment": environment}, actor=ALICE).plan
+        blocks = plan_blocks(plan, banner=environment, approvals=0, reason=None, request=None)
+        fields = [f["text"] for b in blocks for f in b.get("fields", [])]
+        return next(f for f in fields if f.startswith("*Region*"))
+
+    assert region_field("staging") == "*Region*\nus-east-1"
+    assert region_field("production") == "*Region*\nus-east-1, us-west-2"
