@@ -295,8 +295,10 @@ def test_open_findings_warn_on_plans_outside_the_hash_and_policy_may_refuse(
             return engine.prepare(runbook, {"environment": environment}, actor=ALICE).plan
 
         # dr.status ends with the readiness line (README says so; `targets:` used to follow).
-        assert plan("dr.status", "production").notes[-1].startswith(
-            "readiness: not evaluated yet (the bot evaluates every 30m"
+        assert (
+            plan("dr.status", "production")
+            .notes[-1]
+            .startswith("readiness: not evaluated yet (the bot evaluates every 30m")
         )
         watch = ReadinessWatch(engine, schedule, owner="bot-1")
         watch.tick()

@@ -404,7 +404,7 @@ def test_the_slack_plan_names_the_regions_the_steps_act_in(kube, kube_engine) ->
         plan = kube_engine.prepare("rollback", {"environment": environment}, actor=ALICE).plan
         blocks = plan_blocks(plan, banner=environment, approvals=0, reason=None, request=None)
         fields = [f["text"] for b in blocks for f in b.get("fields", [])]
-        return next(f for f in fields if f.startswith("*Region*"))
+        return str(next(f for f in fields if f.startswith("*Region*")))
 
     assert region_field("staging") == "*Region*\nus-east-1"
     assert region_field("production") == "*Region*\nus-east-1, us-west-2"
