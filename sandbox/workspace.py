@@ -88,7 +88,8 @@ def act(settings: Settings, args: argparse.Namespace) -> int:
         answer = user.view_submission(view, {"reason": reason})
         if answer.body.strip():
             print(f"--- the dialog's answer\n{answer_text(answer.body)}")
-    changed = _print_changes(user, before)
+    here = args.channel if args.command == "slack" else message["channel"]
+    changed = _print_changes(user, before, channel=here)
     if refused or any(
         m["ephemeral_to"] == user.user_id and text_of(m).startswith(REFUSAL_MARK) for m in changed
     ):
@@ -123,8 +124,14 @@ def _wait_for_view(user: SlackUser) -> dict[str, Any] | None:
     return None
 
 
-def _print_changes(user: SlackUser, before: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
-    """Print what is new or changed for this person since ``before``; returns those messages."""
+def _print_changes(
+    user: SlackUser, before: dict[tuple[str, str], int], *, channel: str | None
+) -> list[dict[str, Any]]:
+    """Print what is new or changed for this person since ``before``; returns those messages.
+
+    The answer first (what only you see, then the channel you typed in, then your direct
+    messages); what changed elsewhere meanwhile (another run's card, a drill's announcement)
+    after it, marked ``elsewhere``: it may have nothing to do with what you typed."""
     # Wait for the bot's first answer (planning may take seconds: a DR plan reads DNS, both
     # regions, the database and /health), then until it has been quiet for QUIET_S.
     start = time.monotonic()
@@ -137,11 +144,17 @@ def _print_changes(user: SlackUser, before: dict[tuple[str, str], int]) -> list[
         now = _fingerprint(user.visible())
         if now != seen:
             seen, last_change = now, time.monotonic()
-    changed: list[dict[str, Any]] = []
-    for message in user.visible():
-        key = (message["channel"], message["ts"])
-        if before.get(key) == message["updates"]:
-            continue
+    changed = [m for m in user.visible() if before.get((m["channel"], m["ts"])) != m["updates"]]
+
+    def rank(message: dict[str, Any]) -> int:
+        if message["ephemeral_to"] == user.user_id:
+            return 0
+        if message["channel"] == channel:
+            return 1
+        return 2 if message["channel"] == user.user_id else 3
+
+    changed.sort(key=rank)  # stable: each group keeps Slack's order
+    for message in changed:
         where = message["channel"]
         if where == user.user_id:
             where = "direct message to you"
@@ -149,7 +162,8 @@ def _print_changes(user: SlackUser, before: dict[tuple[str, str], int]) -> list[
             where += " (only you)"
         if message["thread_ts"]:
             where += " (thread)"
+        if rank(message) == 3:
+            where += " (elsewhere: meanwhile, maybe not about this)"
         print(f"--- #{where}")
         print(text_of(message))
-        changed.append(message)
     return changed

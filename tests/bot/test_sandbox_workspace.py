@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from runbooks.engine.models import State
 from sandbox.slack import SANDBOX_SIGNING_SECRET
@@ -144,3 +145,38 @@ def test_a_refused_click_exits_2_and_shows_the_refusal(world: SlackWorld, tmp_pa
         lambda: any(a.actor.id == "bob" for e in world.executions() for a in e.valid_approvals()),
         what="bob's approval",
     )
+
+
+def test_the_answer_comes_first_and_what_changed_elsewhere_is_marked(capsys: Any) -> None:
+    """The walkthrough typed one command and read a drill's announcement and another run's
+    card before the answer: the answer (only you, then the channel typed in, then direct
+    messages) comes first; the rest follows, marked as elsewhere."""
+    from sandbox.workspace import _print_changes
+
+    def message(channel: str, ts: str, text: str, ephemeral_to: str | None = None) -> Any:
+        return {"channel": channel, "ts": ts, "updates": 0, "text": text,
+                "ephemeral_to": ephemeral_to, "thread_ts": None, "blocks": []}  # fmt: skip
+
+    class Person:  # what _print_changes reads of a SlackUser: who, and what they can see
+        user_id = "U0ALICE"
+
+        def visible(self) -> list[dict[str, Any]]:
+            return [
+                message("C0APPROVALS", "1.1", "another run's card"),
+                message("C0DRILLS", "1.2", "a drill starts in 15 minutes"),
+                message("U0ALICE", "1.3", "a direct message"),
+                message("C0OPS", "1.4", "the answer in the channel"),
+                message("C0OPS", "1.5", "only alice sees this", ephemeral_to="U0ALICE"),
+            ]
+
+    shown = _print_changes(Person(), {}, channel="C0OPS")  # type: ignore[arg-type]
+    assert [m["text"] for m in shown] == [
+        "only alice sees this",
+        "the answer in the channel",
+        "a direct message",
+        "another run's card",
+        "a drill starts in 15 minutes",
+    ]
+    out = capsys.readouterr().out
+    assert "--- #C0DRILLS (elsewhere: meanwhile, maybe not about this)" in out
+    assert out.index("only alice sees this") < out.index("a drill starts in 15 minutes")
