@@ -4,11 +4,14 @@ Both run against the sandbox's servers in this process: moto (AWS), the Atlas em
 its wire-protocol server, the Kubernetes emulators and the per-region /health. Before each
 run everything is reset to the seed (moto reset + reseed, a fresh cluster state). The
 baseline uses the same adapter classes the runbook uses (so the provider calls, waits and
-polls are identical) and makes the calls the failover plan makes, in the same order: read the
-DNS weights and both node groups, both deployments, the database topology; set the target's
-capacity and wait for it; promote the database; set the weights; target health and /health
-three times. The engine adds planning through the registry, parameter validation, approvals
-(two, from two approvers), the store, the audit chain and events, and re-plans at start.
+polls are identical) and makes the calls the failover plan makes, once, in the same order:
+read the DNS weights, the target's /health and error rate (the preflight), the DNS TTL and
+the health checks' timing (the predicted RTO), both node groups, both deployments, the
+database topology; set the target's capacity and wait for it; promote the database; set the
+weights; target health, /health three times and the error rate. The engine adds planning
+through the registry, parameter validation, approvals (two, from two approvers), the store,
+the audit chain and events, and plans twice more: when the approval that completes the gate
+is recorded (so the approver hears at once that the plan no longer holds) and at start.
 Runs alternate; medians are reported, and the difference per step.
 
     python bench/dr_bench.py [--runs N]
@@ -35,6 +38,7 @@ from runbooks.adapters import LiveInfrastructure  # noqa: E402
 from runbooks.adapters.aws import AwsAdapter  # noqa: E402
 from runbooks.adapters.mongo import MongoAdapter  # noqa: E402
 from runbooks.catalog import load_catalog  # noqa: E402
+from runbooks.dr import error_rate_query  # noqa: E402
 from runbooks.engine.audit import AuditLog  # noqa: E402
 from runbooks.engine.clock import SystemClock  # noqa: E402
 from runbooks.engine.config import load_config  # noqa: E402
@@ -165,10 +169,23 @@ def baseline(world: World) -> float:
     from kubernetes import client
     from kubernetes import config as kube_config
 
-    config = load_config(ROOT / "config").environment("production")
+    full = load_config(ROOT / "config")
+    config = full.environment("production")
+    # The same adapter classes the runbook gets for Prometheus and /health (built from the
+    # same configuration); what they answer is not judged here, only what it costs.
+    live = LiveInfrastructure(full, kubeconfig=str(world.kubeconfig))
+    metrics, health = live.metrics("production"), live.health()
+    query = error_rate_query(config, "production", "us-west-2")
+    assert query is not None
     start = time.perf_counter()
     east, west = AwsAdapter("us-east-1"), AwsAdapter("us-west-2")
     weights = east.traffic_weights(ZONE, RECORD)
+    # The plan's preflight (the target's /health and error rate) and predicted RTO (TTL and
+    # health-check timing) read these once.
+    health.status(f"{world.health.url}/us-west-2/health")
+    metrics.query(query)
+    east.traffic_ttl(ZONE, RECORD)
+    east.health_check_timing(ZONE)
     source = east.node_group("prod-api-use1")
     target = west.node_group("prod-api-usw2")
     for region in ("us-east-1", "us-west-2"):
@@ -190,7 +207,10 @@ def baseline(world: World) -> float:
             time.sleep(1.0)
         with urllib.request.urlopen(f"{world.health.url}/us-west-2/health", timeout=5):  # noqa: S310
             pass
-    return time.perf_counter() - start
+    metrics.query(query)  # the verification's error rate
+    took = time.perf_counter() - start
+    live.close()
+    return took
 
 
 def through_engine(world: World, tmp: Path, index: int) -> tuple[float, float, int]:
