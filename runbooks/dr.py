@@ -1305,15 +1305,20 @@ def standby_ready(ctx: PlanContext) -> Iterator[Observation]:
     """For an environment in two or more regions behind weighted DNS: the weighted records
     exist for every region; each region's node group exists and the standby's can grow to the
     capacity the active region runs; each service runs the same images in every region; the
-    database's replication lag to each standby is within its RPO target."""
+    standby's ``/health`` answers 200 and its error rate is below the rollback trigger (what a
+    failover's preflight and verification demand); the database's replication lag to each
+    standby is within its RPO target."""
     env = ctx.env
     if len(env.regions) < 2 or env.route53 is None:
         return
     infra = infrastructure(ctx)
     r53 = env.route53
 
+    seen: dict[str, int] = {}
+
     def records() -> tuple[bool, str]:
         weights = infra.aws(env.primary_region).traffic_weights(r53.zone, r53.traffic_record)
+        seen.update(weights)
         missing = [r for r in env.regions if r not in weights]
         if missing:
             return False, f"no weighted record for {', '.join(missing)} in {r53.traffic_record}"
@@ -1362,6 +1367,34 @@ def standby_ready(ctx: PlanContext) -> Iterator[Observation]:
             return len(set(images.values())) == 1, shown
 
         yield observe(f"{name} images", same_images)
+    serving = active_region(seen) if seen else None  # unread: the DNS finding says why
+    for region in env.regions:
+        if region == (serving or env.primary_region):
+            continue  # the standby is what a failover moves to: it must answer now
+        url = health_url(env, region)
+        if url is not None:
+
+            def answers(url: str = url) -> tuple[bool, str]:
+                status = _get_status(ctx, url)
+                return status == 200, f"{url} answered {status}"
+
+            yield observe(f"{region} /health", answers)
+        query = error_rate_query(env, ctx.environment, region)
+        if query is not None:
+
+            def errors(query: str = query) -> tuple[bool, str]:
+                rate = read_error_rate(ctx, ctx.environment, query)
+                limit = env.rollback_triggers.error_rate
+                if rate is None:
+                    return True, "no samples (no traffic to count errors of)"
+                if rate > limit:
+                    return False, (
+                        f"{_percent(rate)}, above the rollback trigger of {_percent(limit)}: a "
+                        "failover's verification would fail"
+                    )
+                return True, f"{_percent(rate)} (trigger {_percent(limit)})"
+
+            yield observe(f"{region} error rate", errors)
     target = env.targets.get("database")
     if env.mongodb is not None and target is not None:
 

@@ -43,6 +43,17 @@ class World:
     cluster: Any
     chat: Chat
     directory: Path
+    health_url: str = ""
+
+    def hook(self, path: str, body: dict[str, Any]) -> None:
+        """The sandbox /health and Prometheus emulator's hooks, over HTTP."""
+        request = urllib.request.Request(  # noqa: S310 - the local emulator
+            self.health_url + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - local
 
     def set_ttl(self, ttl: int) -> None:
         """The AWS CLI sets the TTL of production's weighted traffic records."""
@@ -85,8 +96,9 @@ class World:
 
 
 Change = Callable[[World], None]
-#: name: (break it, repair it, the finding's key, words of its detail)
-CASES: dict[str, tuple[Change, Change, str, str]] = {
+#: name: (break it, repair it, the finding's key (or keys: one thing several environments
+#: use), words of its detail)
+CASES: dict[str, tuple[Change, Change, str | tuple[str, ...], str]] = {
     "dns-ttl-raised-to-an-hour": (
         lambda w: w.set_ttl(3600),
         lambda w: w.set_ttl(60),
@@ -104,6 +116,23 @@ CASES: dict[str, tuple[Change, Change, str, str]] = {
         lambda w: w.lag(2),
         "production:dr.failover:the standby region can take the traffic:database replication",
         "above the RPO target 5m",
+    ),
+    "standby-health-failing": (
+        lambda w: w.hook("/_sandbox/health", {"region": "us-west-2", "healthy": False}),
+        lambda w: w.hook("/_sandbox/health", {"region": "us-west-2", "healthy": True}),
+        # The sandbox's production and rehearsal share the per-region /health: one finding
+        # for each environment whose failover it would fail.
+        (
+            "production:dr.failover:the standby region can take the traffic:us-west-2 /health",
+            "rehearsal:dr.failover:the standby region can take the traffic:us-west-2 /health",
+        ),
+        "/us-west-2/health answered 503",
+    ),
+    "standby-error-rate-high": (
+        lambda w: w.hook("/_sandbox/error_rate", {"region": "us-west-2", "rate": 0.08}),
+        lambda w: w.hook("/_sandbox/error_rate", {"region": "us-west-2", "rate": 0.001}),
+        "production:dr.failover:the standby region can take the traffic:us-west-2 error rate",
+        "8 %, above the rollback trigger of 5 %",
     ),
     "backups-gone": (
         lambda w: w.aws.cli(
@@ -142,8 +171,9 @@ def test_one_broken_thing_one_finding_one_message_one_page_then_resolved(
     sandbox_config: Config,
     tmp_path: Path,
 ) -> None:
-    breaks, repair, key, words = CASES[case]
-    world = World(kube, aws, cluster, chat, tmp_path)
+    breaks, repair, named, words = CASES[case]
+    keys = sorted([named] if isinstance(named, str) else named)
+    world = World(kube, aws, cluster, chat, tmp_path, health_url=health.url)
     before = len(aws.server.calls)
     world.upload_backup()
     # A positive control: the write log sees the AWS CLI's upload.
@@ -166,26 +196,32 @@ def test_one_broken_thing_one_finding_one_message_one_page_then_resolved(
         assert not evaluate().evaluated  # a new installation: the first one in 5 minutes
         clock.advance(300)
         assert evaluate().evaluated
-        assert key not in watch.open_findings()
+        assert not set(keys) & set(watch.open_findings())
         pages, notices = len(chat.pagerduty.state.events), len(queued(engine))
 
         breaks(world)
         clock.advance(1800)
         broken = evaluate()
-        assert broken.opened == [key] and broken.resolved == []
-        assert words in watch.open_findings()[key]["detail"]
+        assert sorted(broken.opened) == keys and broken.resolved == []
+        for key in keys:
+            assert words in watch.open_findings()[key]["detail"]
         new_pages = chat.pagerduty.state.events[pages:]
-        dedup = f"runbook-bot:readiness:{key}"
-        assert [(e["event_action"], e["dedup_key"]) for e in new_pages] == [("trigger", dedup)]
-        (line,) = queued(engine)[notices:]
-        assert line["channel"] == "C0APPROVALS" and words in line["text"]
+        dedups = [f"runbook-bot:readiness:{key}" for key in keys]
+        assert sorted((e["event_action"], e["dedup_key"]) for e in new_pages) == [
+            ("trigger", dedup) for dedup in dedups
+        ]
+        lines = queued(engine)[notices:]
+        assert len(lines) == len(keys)
+        assert all(line["channel"] == "C0APPROVALS" and words in line["text"] for line in lines)
 
         repair(world)
         clock.advance(1800)
         fixed = evaluate()
-        assert fixed.resolved == [key] and fixed.opened == []
-        last = chat.pagerduty.state.events[-1]
-        assert (last["event_action"], last["dedup_key"]) == ("resolve", dedup)
+        assert sorted(fixed.resolved) == keys and fixed.opened == []
+        resolved = chat.pagerduty.state.events[-len(keys) :]
+        assert sorted((e["event_action"], e["dedup_key"]) for e in resolved) == [
+            ("resolve", dedup) for dedup in dedups
+        ]
         assert queued(engine)[-1]["text"].startswith(":white_check_mark: ready again: ")
     pagerduty.close()
 
