@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from runbooks.adapters import LiveInfrastructure
 from runbooks.catalog import load_catalog
 from runbooks.engine.audit import AuditLog
-from runbooks.engine.clock import Clock, SystemClock
+from runbooks.engine.clock import Clock, FakeClock, SystemClock
 from runbooks.engine.config import Config
 from runbooks.engine.executor import Engine
 from runbooks.engine.models import Actor, Execution
@@ -68,6 +69,22 @@ def kube_engine(
 ) -> Iterator[Engine]:
     """The sandbox's clusters, and its Prometheus for production's rollback gate."""
     with live_engine(sandbox_config, tmp_path, kubeconfig=str(kube.kubeconfig)) as engine:
+        yield engine
+
+
+@pytest.fixture
+def skip_engine(
+    kube: KubeSandbox, sandbox_config: Config, tmp_path: Path, health: Any
+) -> Iterator[Engine]:
+    """``kube_engine`` on a ``FakeClock`` (started at the wall time, so moto's and the
+    emulators' timestamps stay plausible): every settle, poll and deadline of the runbook
+    advances virtual time at once, and a maintenance window built from ``engine.clock.now()``
+    cannot close before the run starts, however loaded the machine. The emulators keep
+    their own (instant, in moto's case) steps: nothing here waits on them by wall time."""
+    clock = FakeClock(time.time())
+    with live_engine(
+        sandbox_config, tmp_path, clock=clock, kubeconfig=str(kube.kubeconfig)
+    ) as engine:
         yield engine
 
 

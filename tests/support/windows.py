@@ -11,9 +11,10 @@ from runbooks.engine.models import Execution, State
 from tests.support.people import ALICE, BOB
 
 
-def _window(seconds: float) -> str:
-    """An ad hoc window that opened a minute ago and closes ``seconds`` from now."""
-    start = time.time() - 60
+def _window(seconds: float, *, now: float | None = None) -> str:
+    """An ad hoc window that opened a minute ago and closes ``seconds`` from now (``now``:
+    the engine's clock, for a test on a ``FakeClock``; the wall clock otherwise)."""
+    start = (time.time() if now is None else now) - 60
     return f"{iso(start)}/{int(60 + seconds)}s"
 
 
