@@ -72,11 +72,11 @@ class SignalExporter:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
                 try:
+                    self.end_headers()
                     self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    return  # the scraper gave up (its timeout) or went away: nothing to say
+                except (BrokenPipeError, ConnectionResetError):  # the reader left (`| head`)
+                    self.close_connection = True
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
