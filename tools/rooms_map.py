@@ -60,7 +60,8 @@ def _children(old: str) -> list[str]:
 
 
 def _dotted(old: str) -> re.Pattern[str]:
-    guard = "".join(rf"(?!\.{child}\b)" for child in _children(old))
+    # after the move, "runbooks.engine.config" is the package: leave its children alone
+    guard = "".join(rf"(?!\.{child}\b)(?! import {child}\b)" for child in _children(old))
     return re.compile(rf"\brunbooks\.engine\.{old}\b{guard}")
 
 
