@@ -1,7 +1,7 @@
 """Issue #31's rooms for runbooks/engine/: move the modules, rewrite every reference.
 
-    python3 tools/rooms_map.py                 # git mv the modules, then rewrite references
-    python3 tools/rooms_map.py --imports-only  # rewrite references only (another branch, old layout)
+    python3 tools/rooms_map.py                 # git mv the modules, rewrite references
+    python3 tools/rooms_map.py --imports-only  # rewrite only (a branch on the old layout)
 
 Both are idempotent: a second run changes nothing. References rewritten, in the tracked
 *.py, *.md, *.toml, *.cfg, *.ini and .importlinter files (this script excepted):
@@ -41,10 +41,10 @@ TABLE: dict[str, str] = {
 }
 
 PACKAGES: dict[str, str] = {
-    "config": "The floor of the engine: the YAML files' schemas, the schedules' calendar, the loader.",
-    "lifecycle": "A request's life: journal, requests, locks, decisions, runner (composed in engine.py).",
-    "background": "Work a leader does in the background: leases, outbox, supervisor, readiness watch.",
-    "requesters": "Who asks the engine for runs besides people: drills, alerts, a drill's evidence.",
+    "config": "The engine's floor: the YAML files' schemas, the schedules, the loader.",
+    "lifecycle": "A request's life: journal, requests, locks, decisions, runner.",
+    "background": "A leader's background work: leases, outbox, supervisor, readiness watch.",
+    "requesters": "Who asks for runs besides people: drills, alerts, a drill's evidence.",
 }
 
 SUFFIXES = {".py", ".md", ".toml", ".cfg", ".ini"}
@@ -56,7 +56,9 @@ SELF = Path(__file__).resolve()
 def _children(old: str) -> list[str]:
     """New submodules that live under the old module's name (config -> config.loader ...)."""
     prefix = old + "."
-    return sorted({new[len(prefix) :].split(".")[0] for new in TABLE.values() if new.startswith(prefix)})
+    return sorted(
+        {new[len(prefix) :].split(".")[0] for new in TABLE.values() if new.startswith(prefix)}
+    )
 
 
 def _dotted(old: str) -> re.Pattern[str]:
@@ -103,7 +105,9 @@ def _where(match: re.Match[str]) -> str:
 def rewrite(text: str, path: Path) -> str:
     for old, new in TABLE.items():
         text = _dotted(old).sub(f"runbooks.engine.{new}", text)
-        text = text.replace(f"runbooks/engine/{old}.py", f"runbooks/engine/{new.replace('.', '/')}.py")
+        text = text.replace(
+            f"runbooks/engine/{old}.py", f"runbooks/engine/{new.replace('.', '/')}.py"
+        )
     if path.suffix == ".py":
         text = FROM_ENGINE.sub(_from_engine, text)
         engine_dir = ROOT / "runbooks" / "engine"
@@ -115,9 +119,13 @@ def rewrite(text: str, path: Path) -> str:
 
 
 def tracked() -> list[Path]:
-    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
     paths = [ROOT / name for name in out.split("\0") if name]
-    return [p for p in paths if p.is_file() and p != SELF and (p.suffix in SUFFIXES or p.name in NAMES)]
+    return [
+        p for p in paths if p.is_file() and p != SELF and (p.suffix in SUFFIXES or p.name in NAMES)
+    ]
 
 
 def move() -> list[str]:
@@ -146,21 +154,39 @@ def move() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--imports-only", action="store_true", help="rewrite references; move no file")
+    parser.add_argument(
+        "--imports-only", action="store_true", help="rewrite references; move no file"
+    )
     args = parser.parse_args(argv)
     if not args.imports_only:
         for line in move():
             print(f"moved {line}")
-    changed = 0
+    changed = []
     for path in tracked():
         before = path.read_text()
         after = rewrite(before, path)
         if after != before:
             path.write_text(after)
-            changed += 1
+            changed.append(path)
             print(f"rewrote {path.relative_to(ROOT)}")
-    print(f"{changed} file(s) rewritten", file=sys.stderr)
+    print(f"{len(changed)} file(s) rewritten", file=sys.stderr)
+    tidy([p for p in changed if p.suffix == ".py"])
     return 0
+
+
+def tidy(paths: list[Path]) -> None:
+    """Re-sort the rewritten imports (the new names sort elsewhere) with the project's ruff."""
+    ruff = ROOT / ".venv" / "bin" / "ruff"
+    if not paths:
+        return
+    if not ruff.exists():
+        print("no .venv/bin/ruff: imports left unsorted (run ruff check --fix --select I)")
+        return
+    names = [str(p) for p in paths]
+    subprocess.run(
+        [str(ruff), "check", "-q", "--fix", "--select", "I", *names], cwd=ROOT, check=False
+    )
+    subprocess.run([str(ruff), "format", "-q", *names], cwd=ROOT, check=True)
 
 
 if __name__ == "__main__":
