@@ -37,8 +37,8 @@ from runbooks.adapters.mongo import MongoAdapter  # noqa: E402
 from runbooks.catalog import load_catalog  # noqa: E402
 from runbooks.engine.audit import AuditLog  # noqa: E402
 from runbooks.engine.clock import SystemClock  # noqa: E402
-from runbooks.engine.config import load_config  # noqa: E402
-from runbooks.engine.executor import Engine  # noqa: E402
+from runbooks.engine.config.loader import load_config  # noqa: E402
+from runbooks.engine.engine import Engine  # noqa: E402
 from runbooks.engine.logs import configure_logging  # noqa: E402
 from runbooks.engine.models import Actor, State  # noqa: E402
 from runbooks.engine.store.sqlite import SqliteStore  # noqa: E402

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from bot.server import DrillTicker  # noqa: E402
 from runbooks.catalog import load_catalog  # noqa: E402
-from runbooks.engine.drills import DrillScheduler  # noqa: E402
-from runbooks.engine.schedule import Drill, SchedulesFile  # noqa: E402
+from runbooks.engine.config.schedules import Drill, SchedulesFile  # noqa: E402
+from runbooks.engine.requesters.drills import DrillScheduler  # noqa: E402
 from runbooks.engine.settings import load_settings  # noqa: E402
 from runbooks.engine.wiring import Runtime, open_runtime  # noqa: E402
 

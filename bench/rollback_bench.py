@@ -28,8 +28,8 @@ from runbooks.adapters import LiveInfrastructure
 from runbooks.catalog import load_catalog
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import SystemClock
-from runbooks.engine.config import load_config
-from runbooks.engine.executor import Engine
+from runbooks.engine.config.loader import load_config
+from runbooks.engine.engine import Engine
 from runbooks.engine.logs import configure_logging
 from runbooks.engine.models import Actor, State
 from runbooks.engine.params import RunbookParams

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from runbooks.engine.background.outbox import FollowerThread, QueuedConsumer
 from runbooks.engine.errors import RunbookError
 from runbooks.engine.models import TERMINAL_STATES, State, StepStatus
-from runbooks.engine.outbox import FollowerThread, QueuedConsumer
 from runbooks.engine.verdicts import execution_verdict
 
 if TYPE_CHECKING:

@@ -21,9 +21,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from runbooks.engine.background.readiness_watch import OPEN_KEY, REPORT_KEY
 from runbooks.engine.counters import transition_counts
 from runbooks.engine.models import State
-from runbooks.engine.readiness_watch import OPEN_KEY, REPORT_KEY
 from runbooks.engine.store.base import Store
 
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0)
@@ -85,8 +85,8 @@ class StoreCollector(Collector):
         yield from self._readiness()
 
     def _readiness(self) -> Iterator[Metric]:
-        """Open readiness findings (``runbooks.engine.readiness_watch``) and when the leader
-        last evaluated: its age is ``time() - runbook_bot_readiness_last_evaluation_...``."""
+        """Open readiness findings (``runbooks.engine.background.readiness_watch``) and when the
+        leader last evaluated: its age is ``time() - runbook_bot_readiness_last_evaluation_...``."""
         findings = GaugeMetricFamily(
             "runbook_bot_readiness_findings",
             "Open readiness findings: a runbook's precondition that does not hold now",

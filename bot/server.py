@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from runbooks.engine.background.outbox import FollowerThread
 from runbooks.engine.errors import RunbookError, StoreFull
-from runbooks.engine.outbox import FollowerThread
 from runbooks.engine.redact import redact_text
 from runbooks.engine.wiring import Runtime, open_runtime
 
@@ -126,7 +126,7 @@ class BotApp:
         """Readiness: the store answers, the configuration is valid and the SDKs are imported
         (a first request that imports the Kubernetes client's API modules holds every thread
         for half a second: measured in bench/alertmanager_bench.py)."""
-        from runbooks.engine.config import load_config
+        from runbooks.engine.config.loader import load_config
 
         checks: dict[str, str] = {}
         try:
@@ -198,8 +198,8 @@ class Housekeeper:
     """
 
     def __init__(self, runtime: Runtime, interval: float = SWEEP_INTERVAL_S) -> None:
-        from runbooks.engine.leases import LeaderLease
-        from runbooks.engine.supervisor import Supervisor
+        from runbooks.engine.background.leases import LeaderLease
+        from runbooks.engine.background.supervisor import Supervisor
 
         engine = runtime.engine
         self.runtime = runtime
@@ -281,7 +281,7 @@ class AlertFollower(FollowerThread):
     into requests and pages, on the ``alerts`` leader lease (one replica at a time)."""
 
     def __init__(self, runtime: Runtime, *, kick: Any = None, page: Any = None) -> None:
-        from runbooks.engine.alerts import AlertRequests, require_valid_routes
+        from runbooks.engine.requesters.alerts import AlertRequests, require_valid_routes
 
         require_valid_routes(runtime.config, runtime.engine.registry)
         engine = runtime.engine
@@ -296,7 +296,7 @@ class AlertFollower(FollowerThread):
 
 
 class DrillTicker:
-    """The drill scheduler (``runbooks.engine.drills``) on a timer, on the ``scheduler``
+    """The drill scheduler (``runbooks.engine.requesters.drills``) on a timer, on the ``scheduler``
     leader lease: it wakes at the next fire or announcement, and at least every second.
 
     APScheduler is not used: its job store cannot be shared between replicas, its misfire
@@ -305,8 +305,8 @@ class DrillTicker:
     """
 
     def __init__(self, runtime: Runtime, *, kick: Any = None) -> None:
-        from runbooks.engine.drills import DrillScheduler
-        from runbooks.engine.schedule import require_valid_drills
+        from runbooks.engine.config.schedules import require_valid_drills
+        from runbooks.engine.requesters.drills import DrillScheduler
 
         require_valid_drills(runtime.config, runtime.engine.registry)
         self.scheduler = DrillScheduler(runtime.engine, runtime.config.schedules)
@@ -340,11 +340,11 @@ class DrillTicker:
 
 
 class ReadinessTicker:
-    """Readiness (``runbooks.engine.readiness_watch``) on the ``readiness`` leader lease: it
-    wakes when the next evaluation is due, and at least every lease renewal."""
+    """Readiness (``runbooks.engine.background.readiness_watch``) on the ``readiness`` leader lease:
+    it wakes when the next evaluation is due, and at least every lease renewal."""
 
     def __init__(self, runtime: Runtime) -> None:
-        from runbooks.engine.readiness_watch import ReadinessWatch
+        from runbooks.engine.background.readiness_watch import ReadinessWatch
 
         self.watch = ReadinessWatch(runtime.engine, runtime.config.schedules.readiness)
         self.stop = threading.Event()
@@ -383,7 +383,7 @@ class ReadinessFollower(FollowerThread):
     ``readiness-notices`` leader lease."""
 
     def __init__(self, runtime: Runtime, pagerduty: Any) -> None:
-        from runbooks.engine.readiness_watch import ReadinessNotices
+        from runbooks.engine.background.readiness_watch import ReadinessNotices
 
         alert = resolve = None
         if pagerduty is not None and pagerduty.can_page:

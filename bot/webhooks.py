@@ -19,10 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from runbooks.engine.alerts import ALERTMANAGER, MAX_BODY, AlertIntake, parse_notification
 from runbooks.engine.errors import InvalidInput
 from runbooks.engine.models import Actor
 from runbooks.engine.redact import redact
+from runbooks.engine.requesters.alerts import (
+    ALERTMANAGER,
+    MAX_BODY,
+    AlertIntake,
+    parse_notification,
+)
 
 if TYPE_CHECKING:
     from runbooks.engine.wiring import Runtime

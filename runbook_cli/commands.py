@@ -28,7 +28,7 @@ from runbook_cli.render import (
 )
 from runbooks.engine.clock import format_duration
 from runbooks.engine.errors import Refused, RunbookError
-from runbooks.engine.journal import clean_reason
+from runbooks.engine.lifecycle.journal import clean_reason
 from runbooks.engine.models import Actor, Execution, State
 from runbooks.engine.wiring import Runtime, open_runtime
 
@@ -80,7 +80,7 @@ def open_cli_runtime() -> Runtime:
 
 
 def cli_actor(runtime: Runtime) -> Actor:
-    from runbooks.engine.approvals import terminal_actor
+    from runbooks.engine.policy import terminal_actor
 
     return terminal_actor(runtime.config, override=runtime.settings.user_override)
 
@@ -138,7 +138,7 @@ def run_runbook(name: str, raw: dict[str, Any]) -> None:
 def _run(
     runtime: Runtime, name: str, raw: dict[str, Any], flags: dict[str, Any], as_json: bool
 ) -> int:
-    from runbooks.engine.requests import Outcome, Request
+    from runbooks.engine.lifecycle.requests import Outcome, Request
 
     engine = runtime.engine
     out, _ = consoles(as_json)

@@ -109,7 +109,7 @@ def configured_environments() -> list[str]:
 
     Read only for help and for a missing environment: ``--list`` and parsing stay fast.
     """
-    from runbooks.engine.config import load_config
+    from runbooks.engine.config.loader import load_config
     from runbooks.engine.errors import RunbookError
     from runbooks.engine.settings import load_settings
 

@@ -300,7 +300,7 @@ def check(c: Any) -> None:
     2 listing every problem."""
     from runbook_cli.commands import cli_errors
     from runbooks.engine.clock import format_duration
-    from runbooks.engine.config import load_config
+    from runbooks.engine.config.loader import load_config
     from runbooks.engine.errors import ConfigError
     from runbooks.engine.settings import load_settings
 
@@ -309,8 +309,8 @@ def check(c: Any) -> None:
         try:
             config = load_config(settings.config_dir, schedules=settings.schedules_path)
             from runbooks.catalog import load_catalog
-            from runbooks.engine.alerts import require_valid_routes
-            from runbooks.engine.schedule import require_valid_drills
+            from runbooks.engine.config.schedules import require_valid_drills
+            from runbooks.engine.requesters.alerts import require_valid_routes
 
             require_valid_drills(config, load_catalog())
             require_valid_routes(config, load_catalog())

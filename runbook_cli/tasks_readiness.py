@@ -62,8 +62,8 @@ def check(
 def status(c: Any, json: bool = False) -> None:
     """Show what the bot's last readiness evaluation found: open findings, since when."""
     from runbook_cli.commands import consoles, emit_json, with_runtime
+    from runbooks.engine.background.readiness_watch import OPEN_KEY, REPORT_KEY
     from runbooks.engine.clock import format_duration, iso
-    from runbooks.engine.readiness_watch import OPEN_KEY, REPORT_KEY
 
     def go(rt: Runtime) -> int:
         report = rt.engine.store.kv_get(REPORT_KEY)

@@ -28,7 +28,7 @@ def _fingerprint(messages: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
 
 
 def act(settings: Settings, args: argparse.Namespace) -> int:
-    from runbooks.engine.config import load_config
+    from runbooks.engine.config.loader import load_config
 
     env = read_sandbox_env(settings.state_dir / "sandbox" / "env")
     if "RUNBOOK_BOT_SANDBOX_SLACK" not in env:

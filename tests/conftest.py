@@ -20,8 +20,8 @@ from hypothesis import settings as hypothesis_settings
 
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import FakeClock
-from runbooks.engine.config import Config, load_config
-from runbooks.engine.executor import Engine
+from runbooks.engine.config.loader import Config, load_config
+from runbooks.engine.engine import Engine
 from runbooks.engine.logs import configure_logging
 from runbooks.engine.registry import Registry
 from runbooks.engine.store.base import Store

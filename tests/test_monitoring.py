@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from runbooks.engine.config import load_config
+from runbooks.engine.config.loader import load_config
 from tests.conftest import ROOT
 from tests.support.monitoring import need
 

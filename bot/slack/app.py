@@ -506,7 +506,7 @@ class _Listeners:
         self, parsed: Parsed, actor: Actor, respond: Respond, user_id: str, channel: str | None
     ) -> None:
         from runbooks.engine.clock import iso
-        from runbooks.engine.drills import DrillScheduler
+        from runbooks.engine.requesters.drills import DrillScheduler
 
         scheduler = DrillScheduler(self.engine, self.runtime.config.schedules)
         if parsed.verb == "list":
@@ -603,7 +603,7 @@ class _Listeners:
     ) -> None:
         """The recent runs per drill as text, and each drill's trend chart as an image in the
         channel (the CLI's ``drills.report --format html`` is the full evidence)."""
-        from runbooks.engine import evidence
+        from runbooks.engine.requesters import drill_evidence as evidence
 
         now = self.engine.clock.now()
         found = evidence.collect(scheduler, name=name, since=now - REPORT_DAYS * 86400.0)

@@ -33,9 +33,9 @@ from bot.slack.render import (
     plan_blocks,
     shorten_banner,
 )
+from runbooks.engine.background.outbox import OutboxFollower
 from runbooks.engine.clock import Clock, SystemClock
 from runbooks.engine.models import Event, Execution, State
-from runbooks.engine.outbox import OutboxFollower
 from runbooks.engine.wiring import Runtime
 
 log = structlog.get_logger("runbook_bot.slack")

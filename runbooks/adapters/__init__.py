@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from runbooks.adapters.kube_contexts import context_problems
-from runbooks.engine.config import Config
+from runbooks.engine.config.loader import Config
 from runbooks.engine.errors import InvalidInput
 from runbooks.engine.secrets import resolve_reference
 from runbooks.interfaces import (

@@ -30,7 +30,7 @@ from requests.auth import HTTPDigestAuth
 
 from runbooks.adapters import secret_env
 from runbooks.engine.clock import parse_iso
-from runbooks.engine.config import MongoConfig
+from runbooks.engine.config.loader import MongoConfig
 from runbooks.interfaces import CloudSnapshot, DbMember, DbTopology, InfrastructureError
 
 ATLAS_MEDIA_TYPE = "application/vnd.atlas.2023-02-01+json"

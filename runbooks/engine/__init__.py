@@ -11,29 +11,29 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from runbooks.engine.background.leases import LeaderLease
+    from runbooks.engine.background.supervisor import Supervisor
+    from runbooks.engine.engine import Engine, Prepared
     from runbooks.engine.errors import InvalidInput, Refused, RunbookError
-    from runbooks.engine.executor import Engine, Prepared
-    from runbooks.engine.journal import clean_reason
-    from runbooks.engine.leases import LeaderLease
+    from runbooks.engine.lifecycle.journal import clean_reason
+    from runbooks.engine.lifecycle.requests import Outcome, Request, RequestResult
     from runbooks.engine.models import Actor, Execution, State
-    from runbooks.engine.requests import Outcome, Request, RequestResult
-    from runbooks.engine.supervisor import Supervisor
 
 _WHERE = {
-    "Engine": "executor",
-    "Prepared": "executor",
-    "Request": "requests",
-    "RequestResult": "requests",
-    "Outcome": "requests",
-    "Supervisor": "supervisor",
-    "LeaderLease": "leases",
+    "Engine": "engine",
+    "Prepared": "engine",
+    "Request": "lifecycle.requests",
+    "RequestResult": "lifecycle.requests",
+    "Outcome": "lifecycle.requests",
+    "Supervisor": "background.supervisor",
+    "LeaderLease": "background.leases",
     "Actor": "models",
     "Execution": "models",
     "State": "models",
     "RunbookError": "errors",
     "Refused": "errors",
     "InvalidInput": "errors",
-    "clean_reason": "journal",
+    "clean_reason": "lifecycle.journal",
 }
 __all__ = [
     "Actor",

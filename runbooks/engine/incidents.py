@@ -17,8 +17,8 @@ from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.redact import redact_text
 
 if TYPE_CHECKING:
-    from runbooks.engine.config import Config
-    from runbooks.engine.executor import Engine
+    from runbooks.engine.config.loader import Config
+    from runbooks.engine.engine import Engine
     from runbooks.engine.models import Actor
 
 #: The verbs that change an incident, as policy and the audit name them.

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from runbooks.engine.config import Config
+from runbooks.engine.config.loader import Config
 from runbooks.engine.errors import InvalidInput
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from runbooks.engine.audit import AuditLog, resolve_audit_key
 from runbooks.engine.clock import Clock, SystemClock
-from runbooks.engine.config import Config, load_config
-from runbooks.engine.executor import Engine
+from runbooks.engine.config.loader import Config, load_config
+from runbooks.engine.engine import Engine
 from runbooks.engine.plan import Adapters
 from runbooks.engine.registry import Registry
 from runbooks.engine.secrets import Resolver, resolve_reference

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runbooks.engine.background.leases import LeaderLease
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.errors import Refused, StepFailed
-from runbooks.engine.leases import LeaderLease
 from runbooks.engine.models import Actor
 from runbooks.engine.plan import PlanContext, RunContext, Step
 from runbooks.interfaces import (
@@ -41,7 +41,7 @@ from runbooks.interfaces import (
 from runbooks.kit.kube import KubeStep
 
 if TYPE_CHECKING:
-    from runbooks.engine.executor import Engine
+    from runbooks.engine.engine import Engine
 
 _log = logging.getLogger(__name__)
 

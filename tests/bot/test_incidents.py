@@ -14,11 +14,11 @@ import pytest
 
 from bot.incidents import SENDING_KEY, IncidentFeed, dedup_key, page_callback
 from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings, RateLimited
-from runbooks.engine.config import Config, PolicyFile, load_config
+from runbooks.engine.background.outbox import OutboxFollower
+from runbooks.engine.config.loader import Config, PolicyFile, load_config
+from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput
-from runbooks.engine.executor import Engine
 from runbooks.engine.models import State
-from runbooks.engine.outbox import OutboxFollower
 from sandbox.pagerduty import SANDBOX_API_TOKEN, SANDBOX_ROUTING_KEY, PagerDutyEmulator
 from tests.conftest import ROOT, EngineFactory
 from tests.engine import world

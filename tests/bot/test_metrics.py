@@ -17,8 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.metrics import Metrics
-from runbooks.engine.config import Config
-from runbooks.engine.executor import Engine
+from runbooks.engine.config.loader import Config
+from runbooks.engine.engine import Engine
 from runbooks.engine.models import Execution, State
 from tests.conftest import KubeSandbox
 from tests.runbooks.conftest import live_engine

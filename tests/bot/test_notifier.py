@@ -130,8 +130,8 @@ def test_pacing_waits_on_the_engines_clock(slack: SlackEmulator) -> None:
 def test_drill_announcements_reach_the_drills_channel_once(
     replicas: tuple[FakeClock, Replica, Replica], slack: SlackEmulator
 ) -> None:
-    from runbooks.engine.drills import DrillScheduler
-    from runbooks.engine.schedule import SchedulesFile
+    from runbooks.engine.config.schedules import SchedulesFile
+    from runbooks.engine.requesters.drills import DrillScheduler
 
     clock, (runtime, notifier), (_second_rt, second) = replicas
     schedules = SchedulesFile.model_validate(

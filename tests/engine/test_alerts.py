@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from runbooks.catalog import load_catalog
-from runbooks.engine.alerts import (
+from runbooks.engine.background.outbox import OutboxFollower
+from runbooks.engine.background.supervisor import Supervisor
+from runbooks.engine.clock import FakeClock
+from runbooks.engine.config.loader import Config, PolicyFile, load_config
+from runbooks.engine.engine import Engine
+from runbooks.engine.errors import InvalidInput
+from runbooks.engine.models import State
+from runbooks.engine.requesters.alerts import (
     ALERTMANAGER,
     AlertIntake,
     AlertRequests,
@@ -21,13 +28,6 @@ from runbooks.engine.alerts import (
     render,
     route_problems,
 )
-from runbooks.engine.clock import FakeClock
-from runbooks.engine.config import Config, PolicyFile, load_config
-from runbooks.engine.errors import InvalidInput
-from runbooks.engine.executor import Engine
-from runbooks.engine.models import State
-from runbooks.engine.outbox import OutboxFollower
-from runbooks.engine.supervisor import Supervisor
 from tests.conftest import ROOT, EngineFactory
 from tests.engine import world
 from tests.support.people import ALICE

@@ -12,13 +12,13 @@ from typing import Any
 import mongomock
 import pytest
 
-from runbooks.engine.approvals import ConfigPolicy, terminal_actor
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import FakeClock, iso
-from runbooks.engine.config import Config, load_config
+from runbooks.engine.config.loader import Config, load_config
+from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, Refused
-from runbooks.engine.executor import Engine
 from runbooks.engine.models import Actor, State
+from runbooks.engine.policy import ConfigPolicy, terminal_actor
 from runbooks.engine.registry import Registry
 from runbooks.engine.store.base import Store
 from runbooks.engine.store.mongo import MongoStore

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import FakeClock
+from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, LockHeld, PlanChanged, Refused
-from runbooks.engine.executor import Engine
 from runbooks.engine.models import Actor, State
 from runbooks.engine.registry import Registry
 from runbooks.engine.store.sqlite import SqliteStore

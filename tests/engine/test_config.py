@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from runbooks.engine.clock import parse_duration
-from runbooks.engine.config import load_config
+from runbooks.engine.config.loader import load_config
 from runbooks.engine.errors import ConfigError
 from tests.conftest import ROOT, run_cli
 
@@ -184,7 +184,7 @@ def test_a_person_given_twice_or_sharing_an_identity_is_refused(
 
 
 def test_schedules_refuse_duplicate_keys_too(tmp_path: Path) -> None:
-    from runbooks.engine.schedule import load_schedules
+    from runbooks.engine.config.schedules import load_schedules
 
     path = tmp_path / "schedules.yaml"
     path.write_text("maintenance_windows: []\nmaintenance_windows: []\n")

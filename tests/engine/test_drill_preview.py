@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from runbooks.engine import drills as drills_module
+from runbooks.engine.background.supervisor import Supervisor
 from runbooks.engine.clock import FakeClock, iso
-from runbooks.engine.config import Config, PolicyFile, load_config
-from runbooks.engine.drills import Announcement, DrillScheduler
-from runbooks.engine.schedule import SchedulesFile
-from runbooks.engine.supervisor import Supervisor
+from runbooks.engine.config.loader import Config, PolicyFile, load_config
+from runbooks.engine.config.schedules import SchedulesFile
+from runbooks.engine.requesters import drills as drills_module
+from runbooks.engine.requesters.drills import Announcement, DrillScheduler
 from tests.conftest import ROOT, EngineFactory
 from tests.engine import world
 from tests.support.people import ALICE

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from runbooks.engine import evidence
 from runbooks.engine.clock import FakeClock, iso
-from runbooks.engine.drills import HISTORY_KEY
 from runbooks.engine.models import State
+from runbooks.engine.requesters import drill_evidence as evidence
+from runbooks.engine.requesters.drills import HISTORY_KEY
 from tests.conftest import EngineFactory
 from tests.engine import world
 from tests.support.drill_world import END, START, World, config

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from runbooks.engine.clock import FakeClock, iso
-from runbooks.engine.drills import SCHEDULER, DrillScheduler
 from runbooks.engine.models import State, Trigger, TriggerKind
+from runbooks.engine.requesters.drills import SCHEDULER, DrillScheduler
 from tests.conftest import EngineFactory
 from tests.engine import world
 from tests.support.cron_oracle import croniter_fires

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from runbooks.catalog import load_catalog
-from runbooks.engine.config import load_config
+from runbooks.engine.config.loader import load_config
+from runbooks.engine.config.schedules import Drill, SchedulesFile, drill_problems, load_schedules
 from runbooks.engine.errors import ConfigError
-from runbooks.engine.schedule import Drill, SchedulesFile, drill_problems, load_schedules
 from tests.conftest import ROOT, run_cli
 from tests.support.cron_oracle import croniter_fires
 

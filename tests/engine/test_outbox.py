@@ -3,9 +3,9 @@ one leader, a successor resumes where the cursor says."""
 
 from __future__ import annotations
 
+from runbooks.engine.background.outbox import OutboxFollower
 from runbooks.engine.clock import FakeClock
 from runbooks.engine.models import Event
-from runbooks.engine.outbox import OutboxFollower
 from runbooks.engine.store.sqlite import SqliteStore
 
 

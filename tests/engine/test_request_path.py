@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 from runbooks.engine.audit import AuditLog
+from runbooks.engine.background.supervisor import Supervisor
 from runbooks.engine.clock import FakeClock
-from runbooks.engine.config import Config
+from runbooks.engine.config.loader import Config
+from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, LeaseHeld, LockHeld, PlanChanged, Refused
-from runbooks.engine.executor import Engine
+from runbooks.engine.lifecycle.requests import Outcome, Request
 from runbooks.engine.models import Execution, State, StepStatus
 from runbooks.engine.registry import Registry
-from runbooks.engine.requests import Outcome, Request
-from runbooks.engine.supervisor import Supervisor
 from tests.conftest import AUDIT_KEY, EngineFactory
 from tests.engine import world
 from tests.support.crash import CrashingStore, Killed, run_inline
@@ -72,7 +72,7 @@ def test_operators_in_policy_decide_who_else_may_cancel(
         {**rule, "operators": ["dave"]} if rule["environments"] == ["production"] else rule
         for rule in doc["rules"]
     ]
-    from runbooks.engine.config import PolicyFile
+    from runbooks.engine.config.loader import PolicyFile
 
     config = Config(sandbox_config.directory, sandbox_config.environments, PolicyFile(**doc))
     engine = make_engine(config=config)

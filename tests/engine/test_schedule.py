@@ -8,12 +8,17 @@ from typing import Any
 
 import pytest
 
-from runbooks.engine.approvals import ConfigPolicy
 from runbooks.engine.clock import iso, parse_iso
-from runbooks.engine.config import Config, load_config
+from runbooks.engine.config.loader import Config, load_config
+from runbooks.engine.config.schedules import (
+    MaintenanceWindow,
+    SchedulesFile,
+    cron_trigger,
+    load_schedules,
+)
 from runbooks.engine.errors import ConfigError
 from runbooks.engine.models import Actor
-from runbooks.engine.schedule import MaintenanceWindow, SchedulesFile, cron_trigger, load_schedules
+from runbooks.engine.policy import ConfigPolicy
 from tests.conftest import ROOT
 from tests.support.cron_oracle import croniter_fires
 

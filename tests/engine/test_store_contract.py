@@ -167,8 +167,8 @@ def test_lock_holders_by_prefix(store: Store) -> None:
 
 
 def test_leader_lease_has_one_holder_and_fences_a_stale_one(store: Store) -> None:
+    from runbooks.engine.background.leases import LeaderLease
     from runbooks.engine.clock import FakeClock
-    from runbooks.engine.leases import LeaderLease
 
     clock = FakeClock()
     first = LeaderLease(store, "scheduler", "bot-1", clock)

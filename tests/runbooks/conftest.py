@@ -16,8 +16,8 @@ from runbooks.adapters import LiveInfrastructure
 from runbooks.catalog import load_catalog
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import Clock, SystemClock
-from runbooks.engine.config import Config
-from runbooks.engine.executor import Engine
+from runbooks.engine.config.loader import Config
+from runbooks.engine.engine import Engine
 from runbooks.engine.models import Actor, Execution
 from runbooks.engine.store.sqlite import SqliteStore
 from tests.conftest import AUDIT_KEY, KubeSandbox

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, Refused
-from runbooks.engine.executor import Engine
 from runbooks.engine.models import Actor, Execution, State
 from tests.conftest import AwsWorld, KubeSandbox
 from tests.support.kube_runs import DEPLOY

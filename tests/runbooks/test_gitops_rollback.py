@@ -17,12 +17,12 @@ import pytest
 
 from bot.incidents import IncidentFeed
 from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
+from runbooks.engine.background.outbox import OutboxFollower
 from runbooks.engine.clock import FakeClock
-from runbooks.engine.config import Config
+from runbooks.engine.config.loader import Config
+from runbooks.engine.engine import Engine
 from runbooks.engine.errors import Refused
-from runbooks.engine.executor import Engine
 from runbooks.engine.models import State
-from runbooks.engine.outbox import OutboxFollower
 from runbooks.kit.gitops import GitOpsWatch
 from sandbox.gitops import git, merge
 from sandbox.pagerduty import SANDBOX_API_TOKEN, SANDBOX_ROUTING_KEY

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from runbooks.catalog import load_catalog
-from runbooks.engine.executor import Engine
+from runbooks.engine.engine import Engine
+from runbooks.engine.lifecycle.requests import Request
 from runbooks.engine.models import State
 from runbooks.engine.plan import Plan
-from runbooks.engine.requests import Request
 from runbooks.interfaces import HpaState, InfrastructureError
 from tests.conftest import EngineFactory
 from tests.fakes.infra import FakeInfrastructure, deployment, node_group

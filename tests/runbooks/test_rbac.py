@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runbooks.engine.executor import Engine
+from runbooks.engine.engine import Engine
 from runbooks.engine.models import State
 from tests.conftest import AwsWorld, KubeSandbox
 from tests.support.deploy import by_kind, render

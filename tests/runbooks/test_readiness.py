@@ -14,14 +14,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.metrics import Metrics
 from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
+from runbooks.engine.background.outbox import OutboxFollower
+from runbooks.engine.background.readiness_watch import ReadinessNotices, ReadinessWatch, WatchTick
 from runbooks.engine.clock import FakeClock
-from runbooks.engine.config import Config, PolicyFile
+from runbooks.engine.config.loader import Config, PolicyFile
+from runbooks.engine.config.schedules import ReadinessSchedule
+from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, Refused
-from runbooks.engine.executor import Engine
 from runbooks.engine.models import Actor
-from runbooks.engine.outbox import OutboxFollower
-from runbooks.engine.readiness_watch import ReadinessNotices, ReadinessWatch, WatchTick
-from runbooks.engine.schedule import ReadinessSchedule
 from sandbox.pagerduty import SANDBOX_ROUTING_KEY, PagerDutyEmulator
 from tests.conftest import KubeSandbox, run_cli
 from tests.runbooks.conftest import Chat, live_engine

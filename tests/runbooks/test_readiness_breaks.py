@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 
 from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
+from runbooks.engine.background.outbox import OutboxFollower
+from runbooks.engine.background.readiness_watch import ReadinessNotices, ReadinessWatch, WatchTick
 from runbooks.engine.clock import FakeClock
-from runbooks.engine.config import Config
-from runbooks.engine.executor import Engine
-from runbooks.engine.outbox import OutboxFollower
-from runbooks.engine.readiness_watch import ReadinessNotices, ReadinessWatch, WatchTick
-from runbooks.engine.schedule import ReadinessSchedule
+from runbooks.engine.config.loader import Config
+from runbooks.engine.config.schedules import ReadinessSchedule
+from runbooks.engine.engine import Engine
 from tests.conftest import KubeSandbox
 from tests.runbooks.conftest import Chat, live_engine
 

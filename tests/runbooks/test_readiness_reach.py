@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from runbooks.engine.config import Config
+from runbooks.engine.config.loader import Config
 from runbooks.engine.readiness import ReadinessReport
 from tests.conftest import KUBECTL, KubeSandbox
 from tests.runbooks.conftest import Chat, live_engine

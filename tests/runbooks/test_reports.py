@@ -12,9 +12,9 @@ import pytest
 
 from bot.slack.render import MAX_BLOCKS, SECTION_CHARS, report_blocks
 from runbooks.catalog import load_catalog
-from runbooks.engine.executor import Engine
+from runbooks.engine.engine import Engine
+from runbooks.engine.lifecycle.requests import Outcome, Request
 from runbooks.engine.models import Execution, State
-from runbooks.engine.requests import Outcome, Request
 from tests.conftest import AwsWorld
 from tests.support.people import ALICE
 from tests.support.reports import texts

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from runbooks.engine.clock import iso
+from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, Refused
-from runbooks.engine.executor import Engine
 from runbooks.engine.models import Execution, State
 from tests.conftest import AwsWorld
 from tests.support.people import ALICE
@@ -195,7 +195,7 @@ def test_resize_a_standalone_instance_refuses_bad_names_and_a_closing_window(
 def test_a_future_window_can_be_previewed_but_not_requested(
     kube_engine: Engine, aws: AwsWorld
 ) -> None:
-    from runbooks.engine.requests import Outcome, Request
+    from runbooks.engine.lifecycle.requests import Outcome, Request
 
     start = kube_engine.clock.now() + 3 * 86400
     window = f"{iso(start).replace('.000', '')}/2h"

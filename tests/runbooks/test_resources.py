@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput
-from runbooks.engine.executor import Engine
 from runbooks.engine.models import Execution, State
 from tests.conftest import KubeSandbox
 from tests.support.kube_runs import DEPLOY

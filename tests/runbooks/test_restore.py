@@ -18,7 +18,7 @@ from bson import json_util
 
 from runbooks.engine import Engine
 from runbooks.engine.clock import FakeClock
-from runbooks.engine.config import Config
+from runbooks.engine.config.loader import Config
 from runbooks.engine.errors import Refused
 from runbooks.engine.models import State
 from sandbox import appdata
@@ -437,7 +437,7 @@ def test_keep_for_returns_at_once_says_where_and_the_housekeeper_drops_it_when_d
     """``--keep-for 2h``: the run ends once restored and verified, naming the scratch
     database (no credentials) and when it goes; the supervisor's sweep drops it when due on
     the engine's clock (a fake one here), audited; plain pymongo is the oracle."""
-    from runbooks.engine.supervisor import Supervisor
+    from runbooks.engine.background.supervisor import Supervisor
 
     prefix = take_backup(engine, "nightly/keep")
     clock = FakeClock(time.time())

@@ -15,11 +15,11 @@ import pytest
 from pymongo.collection import Collection
 
 from runbooks.adapters.mongo import AtlasBackupsAdapter
+from runbooks.engine.background.supervisor import Supervisor
 from runbooks.engine.clock import FakeClock, iso
-from runbooks.engine.config import load_config
+from runbooks.engine.config.loader import load_config
 from runbooks.engine.errors import ConfigError, InvalidInput, Refused
 from runbooks.engine.models import State
-from runbooks.engine.supervisor import Supervisor
 from runbooks.interfaces import InfrastructureError
 from sandbox import appdata, atlas
 from sandbox.mongo import MongoServer

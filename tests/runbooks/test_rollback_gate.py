@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from runbooks.engine.config import Config, EnvironmentConfig, RollbackGate
-from runbooks.engine.executor import Engine
+from runbooks.engine.config.loader import Config, EnvironmentConfig, RollbackGate
+from runbooks.engine.engine import Engine
 from runbooks.engine.models import Execution, State
 from tests.conftest import KubeSandbox
 from tests.support.gate import REGIONS, assert_kept, gate_engine

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from runbooks.engine.config import Config, RollbackGate
+from runbooks.engine.config.loader import Config, RollbackGate
+from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, NotFound, Refused
-from runbooks.engine.executor import Engine
 from runbooks.engine.models import Actor, Execution, State, StepStatus
 from tests.conftest import KubeSandbox
 from tests.support.gate import REGIONS, assert_kept, gate_engine

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runbooks.engine.clock import FakeClock
-from runbooks.engine.config import Config
+from runbooks.engine.config.loader import Config
 from runbooks.engine.errors import StepFailed
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import RunContext

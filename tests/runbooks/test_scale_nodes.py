@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, Refused
-from runbooks.engine.executor import Engine
 from runbooks.engine.models import Execution, State
 from tests.conftest import AwsWorld
 from tests.support.people import ALICE, BOB

@@ -11,7 +11,7 @@ import pymongo
 import pytest
 
 from runbooks.engine import Engine
-from runbooks.engine.config import Config
+from runbooks.engine.config.loader import Config
 from runbooks.engine.errors import Refused
 from runbooks.engine.models import Execution, State
 from sandbox import appdata

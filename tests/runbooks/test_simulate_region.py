@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from runbooks.engine.config import Config
+from runbooks.engine.config.loader import Config
+from runbooks.engine.engine import Engine
 from runbooks.engine.errors import Refused
-from runbooks.engine.executor import Engine
 from runbooks.engine.models import State
 from sandbox import atlas
 from tests.conftest import AwsWorld, KubeSandbox

@@ -9,8 +9,8 @@ import pytest
 
 from runbooks.adapters.mongo import MongoAdapter
 from runbooks.catalog import load_catalog
-from runbooks.engine.config import MongoConfig
-from runbooks.engine.requests import Request
+from runbooks.engine.config.loader import MongoConfig
+from runbooks.engine.lifecycle.requests import Request
 from runbooks.interfaces import InfrastructureError
 from tests.conftest import EngineFactory
 from tests.fakes.infra import FakeInfrastructure

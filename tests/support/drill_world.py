@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from runbooks.engine.background.supervisor import Supervisor
 from runbooks.engine.clock import FakeClock
-from runbooks.engine.config import Config, PolicyFile, load_config
-from runbooks.engine.drills import DrillScheduler
-from runbooks.engine.executor import Engine
-from runbooks.engine.schedule import SchedulesFile
-from runbooks.engine.supervisor import Supervisor
+from runbooks.engine.config.loader import Config, PolicyFile, load_config
+from runbooks.engine.config.schedules import SchedulesFile
+from runbooks.engine.engine import Engine
+from runbooks.engine.requesters.drills import DrillScheduler
 from tests.conftest import ROOT, EngineFactory
 
 START = datetime(2027, 1, 1, tzinfo=UTC).timestamp()

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runbooks.engine.config import Config, RollbackGate
-from runbooks.engine.executor import Engine
+from runbooks.engine.config.loader import Config, RollbackGate
+from runbooks.engine.engine import Engine
 from runbooks.engine.models import Execution, State, StepStatus
 from tests.conftest import KubeSandbox
 from tests.runbooks.conftest import live_engine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runbooks.engine.executor import Engine
+from runbooks.engine.engine import Engine
 from runbooks.engine.models import Execution, State
 from sandbox.kube.emulator import BY_PATH
 from tests.conftest import KubeSandbox

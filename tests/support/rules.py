@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runbooks.engine.config import Config, PolicyFile, load_config
+from runbooks.engine.config.loader import Config, PolicyFile, load_config
 from tests.conftest import ROOT
 
 

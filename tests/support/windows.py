@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from runbooks.engine.clock import iso
-from runbooks.engine.executor import Engine
+from runbooks.engine.engine import Engine
 from runbooks.engine.models import Execution, State
 from tests.support.people import ALICE, BOB
 

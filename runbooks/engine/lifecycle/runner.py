@@ -19,7 +19,7 @@ from runbooks.engine.errors import (
     RunbookError,
     StoreFull,
 )
-from runbooks.engine.journal import (
+from runbooks.engine.lifecycle.journal import (
     ANSWER_KEY,
     CANCEL_POLL_S,
     QUESTION_KEY,

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runbooks.engine.background.leases import LeaderLease
+from runbooks.engine.background.outbox import QueuedConsumer
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.leases import LeaderLease
 from runbooks.engine.models import Actor, Event
-from runbooks.engine.outbox import QueuedConsumer
 from runbooks.engine.readiness import (
     ENVIRONMENT_WIDE,
     EVERY_ENVIRONMENT,
@@ -33,8 +33,8 @@ from runbooks.engine.readiness import (
 )
 
 if TYPE_CHECKING:
-    from runbooks.engine.executor import Engine
-    from runbooks.engine.schedule import ReadinessSchedule
+    from runbooks.engine.config.schedules import ReadinessSchedule
+    from runbooks.engine.engine import Engine
     from runbooks.engine.store.base import Store
 
 _log = logging.getLogger(__name__)

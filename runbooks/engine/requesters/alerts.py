@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from runbooks.engine.background.outbox import QueuedConsumer
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.config import Seconds, load_optional_file
+from runbooks.engine.config.loader import Seconds, load_optional_file
 from runbooks.engine.errors import ConfigError, InvalidInput, NeedsPerson, RunbookError
 from runbooks.engine.models import Actor, Trigger, TriggerKind
-from runbooks.engine.outbox import QueuedConsumer
 
 if TYPE_CHECKING:
-    from runbooks.engine.executor import Engine
+    from runbooks.engine.engine import Engine
     from runbooks.engine.models import Event
 
 ALERTMANAGER = Actor("alertmanager", "Alertmanager", "alertmanager")
@@ -461,7 +461,7 @@ class AlertRequests(QueuedConsumer):
         )
 
     def _request(self, event: Event) -> dict[str, Any]:
-        from runbooks.engine.requests import Request
+        from runbooks.engine.lifecycle.requests import Request
 
         payload = event.payload
         environment = str(payload["params"].get("environment", ""))

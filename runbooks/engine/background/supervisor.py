@@ -19,7 +19,7 @@ from runbooks.engine.errors import RunbookError
 from runbooks.engine.models import SYSTEM
 
 if TYPE_CHECKING:
-    from runbooks.engine.executor import Engine
+    from runbooks.engine.engine import Engine
 
 Spawn = Callable[[str, Callable[[], None]], None]
 _log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ import logging
 import threading
 from typing import Protocol
 
+from runbooks.engine.background.leases import LeaderLease
 from runbooks.engine.clock import Clock
 from runbooks.engine.errors import StoreFull
-from runbooks.engine.leases import LeaderLease
 from runbooks.engine.models import Event
 from runbooks.engine.store.base import Store
 

@@ -18,10 +18,10 @@ from runbooks.engine.errors import InvalidInput, RunbookError
 from runbooks.engine.models import Actor, Execution, Trigger
 
 if TYPE_CHECKING:
-    from runbooks.engine.approvals import Gate
-    from runbooks.engine.drills import DrillScheduler
-    from runbooks.engine.executor import Engine, Prepared
+    from runbooks.engine.engine import Engine, Prepared
     from runbooks.engine.plan import Plan
+    from runbooks.engine.policy import Gate
+    from runbooks.engine.requesters.drills import DrillScheduler
 
 
 class Outcome(StrEnum):
@@ -183,7 +183,7 @@ def _drills(engine: Engine, request: Request) -> DrillScheduler | None:
     its own fires)."""
     if request.drill is None or request.actor.origin == "scheduler":
         return None
-    from runbooks.engine.drills import DrillScheduler
+    from runbooks.engine.requesters.drills import DrillScheduler
 
     drills = DrillScheduler(engine, engine.config.schedules)
     drill = drills.authorise("run", request.drill, actor=request.actor)

@@ -32,8 +32,8 @@ from runbooks.engine.verdicts import (
 )
 
 if TYPE_CHECKING:
-    from runbooks.engine.drills import DrillScheduler
     from runbooks.engine.models import Execution
+    from runbooks.engine.requesters.drills import DrillScheduler
 
 #: How many executions are scanned for runs made by hand.
 HAND_RUNS_SCANNED = 2000

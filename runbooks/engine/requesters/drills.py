@@ -34,17 +34,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runbooks.engine.background.leases import LeaderLease
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.errors import InvalidInput, NotFound, RefusalKind, Refused, RunbookError
-from runbooks.engine.journal import clean_reason
-from runbooks.engine.leases import LeaderLease
+from runbooks.engine.lifecycle.journal import clean_reason
 from runbooks.engine.models import TERMINAL_STATES, Actor, State, Trigger, TriggerKind
 from runbooks.engine.verdicts import execution_verdict
 
 if TYPE_CHECKING:
-    from runbooks.engine.executor import Engine
+    from runbooks.engine.config.schedules import Drill, SchedulesFile
+    from runbooks.engine.engine import Engine
     from runbooks.engine.models import Execution
-    from runbooks.engine.schedule import Drill, SchedulesFile
 
 _log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ class DrillScheduler:
         self._request(drill, at, now, done)
 
     def _request(self, drill: Drill, at: float, now: float, done: Tick) -> None:
-        from runbooks.engine.requests import Outcome, Request
+        from runbooks.engine.lifecycle.requests import Outcome, Request
 
         late = now - at
         reason = f"drill {drill.name} (due {iso(at)})"
@@ -695,7 +695,7 @@ class DrillScheduler:
 
     def run_now(self, name: str, *, actor: Actor) -> Any:
         """``drills.run NAME``: the drill's request now, through the same path, as ``actor``."""
-        from runbooks.engine.requests import Request
+        from runbooks.engine.lifecycle.requests import Request
 
         drill = self.authorise("run", name, actor=actor)
         return self.engine.request(

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runbooks.engine.approvals import ConfigPolicy, Refusal
 from runbooks.engine.audit import AuditLog
+from runbooks.engine.background.readiness_watch import plan_warnings, summary_line
 from runbooks.engine.clock import Clock, SystemClock, parse_iso
-from runbooks.engine.config import Config
+from runbooks.engine.config.loader import Config
 from runbooks.engine.counters import count_transition
-from runbooks.engine.decisions import Decisions
 from runbooks.engine.errors import (
     ConcurrentUpdate,
     InvalidInput,
@@ -30,8 +29,10 @@ from runbooks.engine.errors import (
 )
 from runbooks.engine.events import EventBus
 from runbooks.engine.ids import new_execution_id, process_owner
-from runbooks.engine.journal import SYSTEM_ACTOR, clean_reason, step_records
-from runbooks.engine.locks import Locks
+from runbooks.engine.lifecycle.decisions import Decisions
+from runbooks.engine.lifecycle.journal import SYSTEM_ACTOR, clean_reason, step_records
+from runbooks.engine.lifecycle.locks import Locks
+from runbooks.engine.lifecycle.runner import Runner
 from runbooks.engine.models import (
     Actor,
     Execution,
@@ -44,14 +45,13 @@ from runbooks.engine.plan import (
     Plan,
     PlanContext,
 )
+from runbooks.engine.policy import ConfigPolicy, Refusal
 from runbooks.engine.readiness import Finding, ReadinessReport, select_checks
-from runbooks.engine.readiness_watch import plan_warnings, summary_line
 from runbooks.engine.registry import Registry, RunbookSpec
-from runbooks.engine.runner import Runner
 from runbooks.engine.store.base import Store
 
 if TYPE_CHECKING:
-    from runbooks.engine.requests import Request, RequestResult
+    from runbooks.engine.lifecycle.requests import Request, RequestResult
 
 
 @dataclass(frozen=True)
@@ -264,8 +264,8 @@ class Engine(Locks, Decisions, Runner):
         return None if first is None else parse_iso(str(json.loads(first.body)["time"]))
 
     def request(self, request: Request, *, prepared: Prepared | None = None) -> RequestResult:
-        """The one request path for every front end (see ``runbooks.engine.requests``)."""
-        from runbooks.engine.requests import handle
+        """The one request path for every front end (see ``runbooks.engine.lifecycle.requests``)."""
+        from runbooks.engine.lifecycle.requests import handle
 
         return handle(self, request, prepared=prepared)
 

@@ -17,7 +17,7 @@ from runbooks.engine.errors import (
     Refused,
     RunbookError,
 )
-from runbooks.engine.journal import (
+from runbooks.engine.lifecycle.journal import (
     DECISION_RETRIES,
     QUESTION_KEY,
     Journal,

@@ -25,13 +25,13 @@ from pydantic import (
     model_validator,
 )
 
-from runbooks.engine import yamlfile
 from runbooks.engine.clock import format_duration, parse_duration
+from runbooks.engine.config import yaml_files as yamlfile
 from runbooks.engine.errors import ConfigError
 
 if TYPE_CHECKING:
-    from runbooks.engine.alerts import AlertsFile
-    from runbooks.engine.schedule import SchedulesFile
+    from runbooks.engine.config.schedules import SchedulesFile
+    from runbooks.engine.requesters.alerts import AlertsFile
 
 Tier = Literal["sandbox", "staging", "production"]
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
@@ -545,8 +545,8 @@ class Config:
         schedules: SchedulesFile | None = None,
         alerts: AlertsFile | None = None,
     ):
-        from runbooks.engine.alerts import AlertsFile
-        from runbooks.engine.schedule import SchedulesFile
+        from runbooks.engine.config.schedules import SchedulesFile
+        from runbooks.engine.requesters.alerts import AlertsFile
 
         self.directory = directory
         self.environments = environments
@@ -670,7 +670,7 @@ def load_config(directory: Path, *, schedules: Path | None = None) -> Config:
         problems.append(format_validation_error(str(policy_path), exc))
     except ConfigError as exc:
         problems.append(str(exc))
-    from runbooks.engine.schedule import SchedulesFile, load_schedules
+    from runbooks.engine.config.schedules import SchedulesFile, load_schedules
 
     schedule_file = SchedulesFile()
     if schedules is not None:
@@ -687,7 +687,7 @@ def load_config(directory: Path, *, schedules: Path | None = None) -> Config:
                         f"{schedules}: maintenance_windows[{index}].environments: unknown "
                         f"environment {name!r}; known: {', '.join(environments.environments)}"
                     )
-    from runbooks.engine.alerts import AlertsFile, load_alerts
+    from runbooks.engine.requesters.alerts import AlertsFile, load_alerts
 
     alerts_file = AlertsFile()
     try:

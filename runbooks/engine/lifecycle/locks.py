@@ -8,7 +8,7 @@ from runbooks.engine.errors import (
     LockHeld,
     Refused,
 )
-from runbooks.engine.journal import LOCK_UNBORN_CHECKS, LOCK_UNBORN_WAIT_S, Journal
+from runbooks.engine.lifecycle.journal import LOCK_UNBORN_CHECKS, LOCK_UNBORN_WAIT_S, Journal
 from runbooks.engine.models import (
     Actor,
     Execution,

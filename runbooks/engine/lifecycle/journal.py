@@ -12,10 +12,9 @@ import threading
 from pathlib import Path
 from typing import Any, TypeVar
 
-from runbooks.engine.approvals import ConfigPolicy
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import Clock
-from runbooks.engine.config import Config
+from runbooks.engine.config.loader import Config
 from runbooks.engine.counters import count_transition
 from runbooks.engine.errors import ConcurrentUpdate, NotFound, RefusalKind, Refused
 from runbooks.engine.events import EventBus
@@ -30,6 +29,7 @@ from runbooks.engine.models import (
 )
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import Adapters, PastRun, Plan, diff_plans
+from runbooks.engine.policy import ConfigPolicy
 from runbooks.engine.redact import redact_text
 from runbooks.engine.registry import Registry, RunbookSpec
 from runbooks.engine.store.base import Store

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from runbooks.engine.config import Seconds, load_optional_file
+from runbooks.engine.config.loader import Seconds, load_optional_file
 from runbooks.engine.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -359,7 +359,7 @@ def drill_problems(schedules: SchedulesFile, registry: Any, config: Any) -> list
             problems.append(f"{where}: params: {getattr(exc, 'message', exc)}")
             continue
         if drill.pre_approved:
-            from runbooks.engine.approvals import ConfigPolicy
+            from runbooks.engine.policy import ConfigPolicy
 
             environment = str(getattr(params, "environment", ""))
             gate = ConfigPolicy(config).gate(spec.name, environment, read_only=spec.read_only)
