@@ -170,12 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             changed.append(path)
             print(f"rewrote {path.relative_to(ROOT)}")
     print(f"{len(changed)} file(s) rewritten", file=sys.stderr)
-    if args.imports_only:
-        # ruff tells first-party modules by their files: before the move it would sort the new
-        # names as third-party. Left in place, they merge cleanly; sort after the merge.
-        print("imports left in place: run ruff check --fix --select I after the merge")
-    else:
-        tidy([p for p in changed if p.suffix == ".py"])
+    tidy([p for p in changed if p.suffix == ".py"])
     return 0
 
 
@@ -188,9 +183,11 @@ def tidy(paths: list[Path]) -> None:
         print("no .venv/bin/ruff: imports left unsorted (run ruff check --fix --select I)")
         return
     names = [str(p) for p in paths]
-    subprocess.run(
-        [str(ruff), "check", "-q", "--fix", "--select", "I", *names], cwd=ROOT, check=False
-    )
+    # ruff tells first-party modules by their files: before the move (--imports-only) it took
+    # the new names for third-party, and the sorted lines then conflicted with the moved tree
+    first_party = "lint.isort.known-first-party = ['runbooks', 'runbook_cli', 'bot', 'sandbox']"
+    sort = [str(ruff), "check", "-q", "--fix", "--select", "I", "--config", first_party]
+    subprocess.run([*sort, *names], cwd=ROOT, check=False)
     subprocess.run([str(ruff), "format", "-q", *names], cwd=ROOT, check=True)
 
 
