@@ -1,0 +1,1 @@
+"""Work a leader does in the background: leases, outbox, supervisor, readiness watch."""

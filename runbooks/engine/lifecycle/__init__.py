@@ -1,0 +1,1 @@
+"""A request's life: journal, requests, locks, decisions, runner (composed in engine.py)."""

@@ -1,0 +1,1 @@
+"""Who asks the engine for runs besides people: drills, alerts, a drill's evidence."""
