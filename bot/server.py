@@ -305,8 +305,7 @@ class DrillTicker:
     """
 
     def __init__(self, runtime: Runtime, *, kick: Any = None) -> None:
-        from runbooks.engine.config.schedules import require_valid_drills
-        from runbooks.engine.requesters.drills import DrillScheduler
+        from runbooks.engine.requesters.drills import DrillScheduler, require_valid_drills
 
         require_valid_drills(runtime.config, runtime.engine.registry)
         self.scheduler = DrillScheduler(runtime.engine, runtime.config.schedules)

@@ -309,8 +309,8 @@ def check(c: Any) -> None:
         try:
             config = load_config(settings.config_dir, schedules=settings.schedules_path)
             from runbooks.catalog import load_catalog
-            from runbooks.engine.config.schedules import require_valid_drills
             from runbooks.engine.requesters.alerts import require_valid_routes
+            from runbooks.engine.requesters.drills import require_valid_drills
 
             require_valid_drills(config, load_catalog())
             require_valid_routes(config, load_catalog())

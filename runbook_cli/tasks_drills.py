@@ -16,8 +16,7 @@ if TYPE_CHECKING:
 def _scheduler(rt: Runtime) -> DrillScheduler:
     """The drills, checked against the catalog (an unknown runbook or bad parameters is a
     configuration error, exit 2), and the scheduler's state in the store."""
-    from runbooks.engine.config.schedules import require_valid_drills
-    from runbooks.engine.requesters.drills import DrillScheduler
+    from runbooks.engine.requesters.drills import DrillScheduler, require_valid_drills
 
     require_valid_drills(rt.config, rt.engine.registry)
     return DrillScheduler(rt.engine, rt.config.schedules)

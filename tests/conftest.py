@@ -24,6 +24,7 @@ from runbooks.engine.config.loader import Config, load_config
 from runbooks.engine.engine import Engine
 from runbooks.engine.logs import configure_logging
 from runbooks.engine.registry import Registry
+from runbooks.engine.requesters.drills import drill_runs
 from runbooks.engine.store.base import Store
 from runbooks.engine.store.sqlite import SqliteStore
 from tests.engine import world
@@ -107,6 +108,7 @@ def make_engine(
             clock=engine_clock,
             state_dir=tmp_path / "home",
             lease_ttl=overrides.pop("lease_ttl", 30.0),
+            drill_runs=overrides.pop("drill_runs", drill_runs),
             **overrides,
         )
 

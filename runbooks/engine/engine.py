@@ -51,7 +51,7 @@ from runbooks.engine.registry import Registry, RunbookSpec
 from runbooks.engine.store.base import Store
 
 if TYPE_CHECKING:
-    from runbooks.engine.lifecycle.requests import Request, RequestResult
+    from runbooks.engine.lifecycle.requests import DrillRuns, Request, RequestResult
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ class Engine(Locks, Decisions, Runner):
         state_description: str = "",
         lease_ttl: float = 30.0,
         owner: str | None = None,
+        drill_runs: Callable[[Engine], DrillRuns] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -94,6 +95,9 @@ class Engine(Locks, Decisions, Runner):
         self.state_description = state_description or store.description
         self.lease_ttl = lease_ttl
         self.owner = owner or process_owner()
+        #: A person's drill run on the request path (``requesters.drills.drill_runs``; the
+        #: composer passes it: the facade does not import the requesters above it).
+        self.drill_runs = drill_runs
         #: Executions a thread of this process is driving now. A lease claim by our own
         #: owner succeeds ("already ours"), so this is what keeps a second thread out.
         self._driving: set[str] = set()

@@ -10,6 +10,7 @@ from runbooks.engine.audit import AuditLog, resolve_audit_key
 from runbooks.engine.clock import Clock, SystemClock
 from runbooks.engine.config.loader import Config, load_config
 from runbooks.engine.engine import Engine
+from runbooks.engine.lifecycle.requests import DrillRuns
 from runbooks.engine.plan import Adapters
 from runbooks.engine.registry import Registry
 from runbooks.engine.secrets import Resolver, resolve_reference
@@ -87,5 +88,14 @@ def open_runtime(
         state_dir=settings.state_dir,
         state_description=settings.state_description,
         lease_ttl=settings.lease_ttl,
+        drill_runs=_drill_runs,
     )
     return Runtime(settings=settings, config=config, store=store, engine=engine)
+
+
+def _drill_runs(engine: Engine) -> DrillRuns:
+    """The drills' scheduler for a person's drill run, imported when one is asked for (a
+    terminal command that runs no drill does not pay for it)."""
+    from runbooks.engine.requesters.drills import drill_runs
+
+    return drill_runs(engine)

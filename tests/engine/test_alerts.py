@@ -14,6 +14,7 @@ from runbooks.catalog import load_catalog
 from runbooks.engine.background.outbox import OutboxFollower
 from runbooks.engine.background.supervisor import Supervisor
 from runbooks.engine.clock import FakeClock
+from runbooks.engine.config.alerts import AlertRoute, AlertsFile
 from runbooks.engine.config.loader import Config, PolicyFile, load_config
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput
@@ -22,8 +23,6 @@ from runbooks.engine.requesters.alerts import (
     ALERTMANAGER,
     AlertIntake,
     AlertRequests,
-    AlertRoute,
-    AlertsFile,
     parse_notification,
     render,
     route_problems,

@@ -10,8 +10,9 @@ import pytest
 
 from runbooks.catalog import load_catalog
 from runbooks.engine.config.loader import load_config
-from runbooks.engine.config.schedules import Drill, SchedulesFile, drill_problems, load_schedules
+from runbooks.engine.config.schedules import Drill, SchedulesFile, load_schedules
 from runbooks.engine.errors import ConfigError
+from runbooks.engine.requesters.drills import drill_problems
 from tests.conftest import ROOT, run_cli
 from tests.support.cron_oracle import croniter_fires
 

@@ -10,14 +10,12 @@ import fnmatch
 import hashlib
 import json
 import re
-from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -25,16 +23,14 @@ from pydantic import (
     model_validator,
 )
 
-from runbooks.engine.clock import format_duration, parse_duration
+from runbooks.engine.clock import format_duration
 from runbooks.engine.config import yaml_files as yamlfile
+from runbooks.engine.config.alerts import AlertsFile, load_alerts
+from runbooks.engine.config.schedules import SchedulesFile, load_schedules
+from runbooks.engine.config.yaml_files import Seconds, format_validation_error
 from runbooks.engine.errors import ConfigError
 
-if TYPE_CHECKING:
-    from runbooks.engine.config.schedules import SchedulesFile
-    from runbooks.engine.requesters.alerts import AlertsFile
-
 Tier = Literal["sandbox", "staging", "production"]
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
 REGION_NAMES = ("us-east-1", "us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-central-1")
 
 
@@ -545,9 +541,6 @@ class Config:
         schedules: SchedulesFile | None = None,
         alerts: AlertsFile | None = None,
     ):
-        from runbooks.engine.config.schedules import SchedulesFile
-        from runbooks.engine.requesters.alerts import AlertsFile
-
         self.directory = directory
         self.environments = environments
         self.policy = policy
@@ -579,55 +572,6 @@ class Config:
     def describe(self) -> str:
         kind = "sandbox" if self.is_sandbox else "installation"
         return f"{self.directory} ({kind} {self.environments.installation!r})"
-
-
-def _format_loc(loc: Iterable[Any]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-def load_optional_file(path: Path, model: type[ModelT]) -> ModelT:
-    """Read and validate an optional YAML file (``schedules.yaml``, ``alerts.yaml``): a
-    missing file is the model's defaults; malformed YAML or a bad key is a ConfigError naming
-    the file, the line or the key path."""
-    if not path.exists():
-        return model()
-    try:
-        data = yamlfile.load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        raise ConfigError(
-            f"{path}:{where} malformed YAML: {getattr(exc, 'problem', exc)}"
-        ) from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(path), exc)) from None
-
-
-def format_validation_error(source: str, error: ValidationError) -> str:
-    """Render pydantic errors as ``file: key.path: problem`` lines."""
-    lines = []
-    for item in error.errors():
-        loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        msg = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            msg = "unknown key (not allowed here; check the spelling against docs/configuration.md)"
-        elif item["type"] == "missing":
-            msg = "required key is missing"
-        elif item["type"] == "literal_error":
-            msg = msg.replace("Input should be", "must be")
-        lines.append(f"{source}: {_format_loc(loc)}: {msg}")
-    return "\n".join(lines)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -670,8 +614,6 @@ def load_config(directory: Path, *, schedules: Path | None = None) -> Config:
         problems.append(format_validation_error(str(policy_path), exc))
     except ConfigError as exc:
         problems.append(str(exc))
-    from runbooks.engine.config.schedules import SchedulesFile, load_schedules
-
     schedule_file = SchedulesFile()
     if schedules is not None:
         try:
@@ -687,8 +629,6 @@ def load_config(directory: Path, *, schedules: Path | None = None) -> Config:
                         f"{schedules}: maintenance_windows[{index}].environments: unknown "
                         f"environment {name!r}; known: {', '.join(environments.environments)}"
                     )
-    from runbooks.engine.requesters.alerts import AlertsFile, load_alerts
-
     alerts_file = AlertsFile()
     try:
         alerts_file = load_alerts(directory / "alerts.yaml")

@@ -27,8 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from runbooks.engine.config.loader import Seconds, load_optional_file
-from runbooks.engine.errors import ConfigError
+from runbooks.engine.config.yaml_files import Seconds, load_optional_file
 
 if TYPE_CHECKING:
     from apscheduler.triggers.base import BaseTrigger  # type: ignore[import-untyped]
@@ -333,52 +332,6 @@ class SchedulesFile(BaseModel):
             if environment in window.environments and (start := window.next_start(now)) is not None
         ]
         return min(upcoming, key=lambda pair: pair[1]) if upcoming else None
-
-
-def drill_problems(schedules: SchedulesFile, registry: Any, config: Any) -> list[str]:
-    """Every drill checked against the runbooks it names: the runbook exists and its
-    parameters validate (as a request would validate them), and a drill that says
-    ``pre_approved`` is one policy lets run without approvals. Problems, in words."""
-    from runbooks.engine.params import validate_params
-
-    problems = []
-    known = sorted(spec.name for spec in registry)
-    for index, drill in enumerate(schedules.drills):
-        where = f"schedules.yaml: drills[{index}] ({drill.name})"
-        try:
-            spec = registry.get(drill.runbook)
-        except Exception:
-            problems.append(
-                f"{where}: runbook {drill.runbook!r} is not in the catalog; known: "
-                f"{', '.join(known)}"
-            )
-            continue
-        try:
-            params = validate_params(spec.params, dict(drill.params), config)
-        except Exception as exc:
-            problems.append(f"{where}: params: {getattr(exc, 'message', exc)}")
-            continue
-        if drill.pre_approved:
-            from runbooks.engine.policy import ConfigPolicy
-
-            environment = str(getattr(params, "environment", ""))
-            gate = ConfigPolicy(config).gate(spec.name, environment, read_only=spec.read_only)
-            if gate.required:
-                problems.append(
-                    f"{where}: pre_approved: true, but policy.yaml ({gate.rule}) requires "
-                    f"{gate.required} approval(s) for {spec.name} in {environment}: "
-                    "schedules.yaml cannot approve itself; remove pre_approved, or give the "
-                    "group `drills` a rule with approvals: 0 in policy.yaml"
-                )
-    return problems
-
-
-def require_valid_drills(config: Any, registry: Any) -> None:
-    """Raise ConfigError naming every drill that names an unknown runbook or bad parameters
-    (the bot calls it at start, the ``drills.*`` and ``config.check`` tasks too)."""
-    problems = drill_problems(config.schedules, registry, config)
-    if problems:
-        raise ConfigError("\n".join(problems))
 
 
 def load_schedules(path: Path) -> SchedulesFile:

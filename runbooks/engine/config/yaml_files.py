@@ -6,11 +6,20 @@ first and the configuration still validated. ``load`` refuses that, naming the l
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ValidationError
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node
+
+from runbooks.engine.clock import parse_duration
+from runbooks.engine.errors import ConfigError
+
+#: A duration in a configuration file: seconds, or text such as ``30m`` or ``1h30m``.
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -40,3 +49,52 @@ class UniqueKeyLoader(yaml.SafeLoader):
 def load(text: str) -> Any:
     """Parse YAML text, refusing duplicate keys."""
     return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _format_loc(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def load_optional_file(path: Path, model: type[ModelT]) -> ModelT:
+    """Read and validate an optional YAML file (``schedules.yaml``, ``alerts.yaml``): a
+    missing file is the model's defaults; malformed YAML or a bad key is a ConfigError naming
+    the file, the line or the key path."""
+    if not path.exists():
+        return model()
+    try:
+        data = load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        raise ConfigError(
+            f"{path}:{where} malformed YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(path), exc)) from None
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    """Render pydantic errors as ``file: key.path: problem`` lines."""
+    lines = []
+    for item in error.errors():
+        loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key (not allowed here; check the spelling against docs/configuration.md)"
+        elif item["type"] == "missing":
+            msg = "required key is missing"
+        elif item["type"] == "literal_error":
+            msg = msg.replace("Input should be", "must be")
+        lines.append(f"{source}: {_format_loc(loc)}: {msg}")
+    return "\n".join(lines)

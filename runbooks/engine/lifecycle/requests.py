@@ -12,16 +12,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runbooks.engine.errors import InvalidInput, RunbookError
 from runbooks.engine.models import Actor, Execution, Trigger
 
 if TYPE_CHECKING:
+    from runbooks.engine.config.schedules import Drill
     from runbooks.engine.engine import Engine, Prepared
     from runbooks.engine.plan import Plan
     from runbooks.engine.policy import Gate
-    from runbooks.engine.requesters.drills import DrillScheduler
+
+
+class DrillRuns(Protocol):
+    """What the request path needs of the drills (``requesters.drills.DrillScheduler``, given
+    to the engine by its composer as ``Engine(drill_runs=...)``: the lifecycle does not import
+    the requesters above it)."""
+
+    def authorise(self, verb: str, name: str, *, actor: Actor) -> Drill: ...
+
+    def fired_by_hand(
+        self, name: str, execution: Execution, *, actor: Actor, report: bool = False
+    ) -> None: ...
 
 
 class Outcome(StrEnum):
@@ -177,15 +189,18 @@ def handle(engine: Engine, request: Request, *, prepared: Prepared | None = None
     return result(Outcome.SUBMITTED, execution=execution)
 
 
-def _drills(engine: Engine, request: Request) -> DrillScheduler | None:
+def _drills(engine: Engine, request: Request) -> DrillRuns | None:
     """For a person's drill run (``drills.run``): the scheduler that records and announces it,
     once ``drills.operators`` allowed it; None for any other request (the scheduler records
     its own fires)."""
     if request.drill is None or request.actor.origin == "scheduler":
         return None
-    from runbooks.engine.requesters.drills import DrillScheduler
-
-    drills = DrillScheduler(engine, engine.config.schedules)
+    if engine.drill_runs is None:
+        raise InvalidInput(
+            f"drill {request.drill}: this engine runs no drills by hand",
+            hint="build the engine with runbooks.engine.wiring (it gives the engine its drills)",
+        )
+    drills = engine.drill_runs(engine)
     drill = drills.authorise("run", request.drill, actor=request.actor)
     if drill.runbook != request.runbook:
         raise InvalidInput(

@@ -31,16 +31,17 @@ import fnmatch
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runbooks.engine.background.outbox import QueuedConsumer
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.config.loader import Seconds, load_optional_file
+from runbooks.engine.config.alerts import AlertRoute, AlertsFile
+from runbooks.engine.config.loader import Config
 from runbooks.engine.errors import ConfigError, InvalidInput, NeedsPerson, RunbookError
 from runbooks.engine.models import Actor, Trigger, TriggerKind
+from runbooks.engine.registry import Registry
 
 if TYPE_CHECKING:
     from runbooks.engine.engine import Engine
@@ -54,48 +55,7 @@ MAX_BODY = 1 << 20
 _PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)(\??)\}")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AlertRoute(_Strict):
-    alerts: list[str] = Field(min_length=1, description="alert names (the alertname label)")
-    runbook: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    #: Only alerts whose rendered environment matches one of these (default: any).
-    environments: list[str] = Field(default_factory=lambda: ["*"])
-
-
-class AlertsFile(_Strict):
-    """``config/alerts.yaml``."""
-
-    require_auth: bool = True
-    cooldown: Seconds = 1800.0
-    max_consecutive: int = Field(2, ge=1, le=20)
-    streak_window: Seconds = 21600.0
-    routes: list[AlertRoute] = Field(default_factory=list)
-
-    @field_validator("routes")
-    @classmethod
-    def _unique_alerts(cls, routes: list[AlertRoute]) -> list[AlertRoute]:
-        seen: set[str] = set()
-        for route in routes:
-            for name in route.alerts:
-                if name in seen:
-                    raise ValueError(f"alert {name!r} is mapped twice; one route per alert")
-                seen.add(name)
-        return routes
-
-    def route(self, name: str) -> AlertRoute | None:
-        return next((r for r in self.routes if name in r.alerts), None)
-
-
-def load_alerts(path: Path) -> AlertsFile:
-    """Read ``alerts.yaml`` (a missing file maps no alert)."""
-    return load_optional_file(path, AlertsFile)
-
-
-def route_problems(alerts: AlertsFile, registry: Any) -> list[str]:
+def route_problems(alerts: AlertsFile, registry: Registry) -> list[str]:
     """Routes checked against the catalog: the runbook exists and takes the parameters."""
     problems = []
     for index, route in enumerate(alerts.routes):
@@ -114,7 +74,7 @@ def route_problems(alerts: AlertsFile, registry: Any) -> list[str]:
     return problems
 
 
-def suggestion_problems(config: Any, registry: Any) -> list[str]:
+def suggestion_problems(config: Config, registry: Registry) -> list[str]:
     """PagerDuty services' suggested runbooks (environments.yaml) exist, and their services."""
     problems = []
     known = {spec.name for spec in registry}
@@ -137,7 +97,7 @@ def suggestion_problems(config: Any, registry: Any) -> list[str]:
     return problems
 
 
-def require_valid_routes(config: Any, registry: Any) -> None:
+def require_valid_routes(config: Config, registry: Registry) -> None:
     """Raise ConfigError naming every route whose runbook or parameters are wrong, and every
     PagerDuty suggestion that names no runbook (the bot at start and ``config.check``)."""
     problems = route_problems(config.alerts, registry) + suggestion_problems(config, registry)

@@ -36,9 +36,21 @@ from typing import TYPE_CHECKING, Any
 
 from runbooks.engine.background.leases import LeaderLease
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.errors import InvalidInput, NotFound, RefusalKind, Refused, RunbookError
+from runbooks.engine.config.loader import Config
+from runbooks.engine.errors import (
+    ConfigError,
+    InvalidInput,
+    NotFound,
+    RefusalKind,
+    Refused,
+    RunbookError,
+)
 from runbooks.engine.lifecycle.journal import clean_reason
+from runbooks.engine.lifecycle.requests import Outcome, Request, RequestResult
 from runbooks.engine.models import TERMINAL_STATES, Actor, State, Trigger, TriggerKind
+from runbooks.engine.params import validate_params
+from runbooks.engine.policy import ConfigPolicy
+from runbooks.engine.registry import Registry
 from runbooks.engine.verdicts import execution_verdict
 
 if TYPE_CHECKING:
@@ -307,8 +319,6 @@ class DrillScheduler:
         self._request(drill, at, now, done)
 
     def _request(self, drill: Drill, at: float, now: float, done: Tick) -> None:
-        from runbooks.engine.lifecycle.requests import Outcome, Request
-
         late = now - at
         reason = f"drill {drill.name} (due {iso(at)})"
         try:
@@ -693,10 +703,8 @@ class DrillScheduler:
         found.append(Announcement("after", None, drill.channel, result))
         return drill, fire, found
 
-    def run_now(self, name: str, *, actor: Actor) -> Any:
+    def run_now(self, name: str, *, actor: Actor) -> RequestResult:
         """``drills.run NAME``: the drill's request now, through the same path, as ``actor``."""
-        from runbooks.engine.lifecycle.requests import Request
-
         drill = self.authorise("run", name, actor=actor)
         return self.engine.request(
             Request(
@@ -711,3 +719,51 @@ class DrillScheduler:
                 ),
             )
         )
+
+
+def drill_problems(schedules: SchedulesFile, registry: Registry, config: Config) -> list[str]:
+    """Every drill checked against the runbooks it names: the runbook exists and its
+    parameters validate (as a request would validate them), and a drill that says
+    ``pre_approved`` is one policy lets run without approvals. Problems, in words."""
+    problems = []
+    known = sorted(spec.name for spec in registry)
+    for index, drill in enumerate(schedules.drills):
+        where = f"schedules.yaml: drills[{index}] ({drill.name})"
+        try:
+            spec = registry.get(drill.runbook)
+        except Exception:
+            problems.append(
+                f"{where}: runbook {drill.runbook!r} is not in the catalog; known: "
+                f"{', '.join(known)}"
+            )
+            continue
+        try:
+            params = validate_params(spec.params, dict(drill.params), config)
+        except Exception as exc:
+            problems.append(f"{where}: params: {getattr(exc, 'message', exc)}")
+            continue
+        if drill.pre_approved:
+            environment = str(getattr(params, "environment", ""))
+            gate = ConfigPolicy(config).gate(spec.name, environment, read_only=spec.read_only)
+            if gate.required:
+                problems.append(
+                    f"{where}: pre_approved: true, but policy.yaml ({gate.rule}) requires "
+                    f"{gate.required} approval(s) for {spec.name} in {environment}: "
+                    "schedules.yaml cannot approve itself; remove pre_approved, or give the "
+                    "group `drills` a rule with approvals: 0 in policy.yaml"
+                )
+    return problems
+
+
+def require_valid_drills(config: Config, registry: Registry) -> None:
+    """Raise ConfigError naming every drill that names an unknown runbook or bad parameters
+    (the bot calls it at start, the ``drills.*`` and ``config.check`` tasks too)."""
+    problems = drill_problems(config.schedules, registry, config)
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def drill_runs(engine: Engine) -> DrillScheduler:
+    """The request path's drill runs (``Engine(drill_runs=...)``): a person's ``drills.run``
+    is authorised, recorded and announced by the drills' scheduler."""
+    return DrillScheduler(engine, engine.config.schedules)
