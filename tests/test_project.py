@@ -73,3 +73,73 @@ def test_no_test_module_imports_another() -> None:
                 if name.startswith("tests.") and name.rsplit(".", 1)[-1].startswith("test_"):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
     assert offenders == [], "\n".join(offenders)
+
+
+def _engine_import_graph() -> dict[str, set[str]]:
+    """Which runbooks.engine module imports which, read with ast: imports inside functions
+    count (they run too), imports under ``if TYPE_CHECKING:`` do not (they never run)."""
+    import ast
+
+    package = ROOT / "runbooks" / "engine"
+    modules: dict[str, ast.Module] = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = ast.parse(path.read_text(encoding="utf-8"))
+
+    def type_checking_only(node: ast.If) -> bool:
+        test = node.test
+        return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+            isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+        )
+
+    def imported(tree: ast.AST) -> set[str]:
+        found: set[str] = set()
+        for child in ast.iter_child_nodes(tree):
+            if isinstance(child, ast.If) and type_checking_only(child):
+                found |= {n for stmt in child.orelse for n in imported(stmt)}
+                continue
+            if isinstance(child, ast.Import):
+                found |= {a.name for a in child.names}
+            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                found.add(child.module)
+                found |= {f"{child.module}.{a.name}" for a in child.names}
+            found |= imported(child)
+        return found
+
+    return {name: imported(tree) & modules.keys() - {name} for name, tree in modules.items()}
+
+
+def test_no_import_cycle_among_engine_modules() -> None:
+    """The engine's modules form no import cycle (issue #31): the configuration schema does not
+    import the alert intake or the drills' runtime; requesters import config, not the reverse.
+    A cycle is found as a strongly connected component of more than one module."""
+    graph = _engine_import_graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    assert cycles == [], "\n".join(" <-> ".join(c) for c in cycles)
