@@ -458,15 +458,9 @@ def restore_test(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
     _needs(env, params.environment, restore=True)
     assert env.mongodb is not None and env.restore is not None
     infra = infrastructure(ctx)
-    source = infra.data(params.environment)
-    target = infra.data(params.environment, restore_target=True)
-    shared = source.hosts() & target.hosts()
-    if shared:
-        raise Refused(
-            f"the restore target of {params.environment} is the source cluster "
-            f"({', '.join(sorted(shared))}): a restore test never writes to the source",
-            hint="point restore.target_uri_env at a scratch cluster",
-        )
+    problem = target_is_source(ctx, params.environment)
+    if problem:
+        raise Refused(problem, hint="point restore.target_uri_env at a scratch cluster")
     if env.mongodb.backups == "atlas":
         return _atlas_plan(ctx, params)
     assert env.backup_bucket is not None  # _needs: dumps come from the bucket
@@ -523,12 +517,10 @@ def _atlas_plan(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
     target = env.restore.atlas_target_cluster
     assert target is not None  # the configuration requires it with backups: atlas
     cloud = infrastructure(ctx).cloud_backups(params.environment)
-    tags = cloud.cluster_tags(target)
-    if tags.get(SCRATCH_TAG[0]) != SCRATCH_TAG[1]:
+    problem = not_scratch(cloud.cluster_tags(target), target)
+    if problem:
         raise Refused(
-            f"Atlas cluster {target} is not marked as scratch (tag {SCRATCH_TAG[0]}: "
-            f"{SCRATCH_TAG[1]}; it has {tags or 'no tags'}): an Atlas restore wipes its target",
-            hint=f"tag the scratch cluster {SCRATCH_TAG[0]}={SCRATCH_TAG[1]} in Atlas",
+            problem, hint=f"tag the scratch cluster {SCRATCH_TAG[0]}={SCRATCH_TAG[1]} in Atlas"
         )
     kept = _kept_on(ctx, params.environment, target)
     if kept is not None:
@@ -592,6 +584,32 @@ def _atlas_plan(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
 
 
 SCRATCH_TAG = ("runbook-bot", "scratch")
+
+
+def target_is_source(ctx: PlanContext, environment: str) -> str | None:
+    """Why the environment's restore target is its source cluster (the hosts they share), or
+    None when it is not: a restore test never writes to the source (``restore.test``
+    refuses it, readiness reports it)."""
+    infra = infrastructure(ctx)
+    source = infra.data(environment).hosts()
+    shared = source & infra.data(environment, restore_target=True).hosts()
+    if not shared:
+        return None
+    return (
+        f"the restore target of {environment} is the source cluster "
+        f"({', '.join(sorted(shared))}): a restore test never writes to the source"
+    )
+
+
+def not_scratch(tags: dict[str, str], cluster: str) -> str | None:
+    """Why the Atlas ``cluster`` (its ``tags``) may not be a restore target, or None when it
+    is tagged ``runbook-bot: scratch`` (an Atlas restore wipes its target)."""
+    if tags.get(SCRATCH_TAG[0]) == SCRATCH_TAG[1]:
+        return None
+    return (
+        f"Atlas cluster {cluster} is not marked as scratch (tag {SCRATCH_TAG[0]}: "
+        f"{SCRATCH_TAG[1]}; it has {tags or 'no tags'}): an Atlas restore wipes its target"
+    )
 
 
 def _kept_on(ctx: PlanContext, environment: str, target: str) -> tuple[str, float] | None:
@@ -795,3 +813,35 @@ def recent_backup(ctx: PlanContext) -> Iterator[Observation]:
             return age_words(found[-1].created, f"s3://{bucket}/{found[-1].prefix}")
 
         yield observe(f"backups in {bucket}", newest)
+
+
+@readiness_check("restore.test", "a scratch restore target")
+def scratch_target(ctx: PlanContext) -> Iterator[Observation]:
+    """Where a restore test is set up: its restore target answers (a read-only call: list its
+    databases), is not the source cluster, and for Atlas backups the target cluster is tagged
+    ``runbook-bot: scratch``: the same rules ``restore.test`` refuses a plan by."""
+    env = ctx.env
+    if env.mongodb is None or env.restore is None:
+        return  # no restore test is set up for this environment
+    infra = infrastructure(ctx)
+
+    def target() -> tuple[bool, str]:
+        names = infra.data(ctx.environment, restore_target=True).database_names()
+        problem = target_is_source(ctx, ctx.environment)
+        if problem:
+            return False, problem
+        return True, f"answers ({len(names)} database(s)), not the source cluster"
+
+    yield observe("restore target", target)
+    cluster = env.restore.atlas_target_cluster
+    if env.mongodb.backups == "atlas" and cluster is not None:
+
+        def tagged() -> tuple[bool, str]:
+            problem = not_scratch(
+                infra.cloud_backups(ctx.environment).cluster_tags(cluster), cluster
+            )
+            if problem:
+                return False, problem
+            return True, f"tagged {SCRATCH_TAG[0]}: {SCRATCH_TAG[1]}"
+
+        yield observe(f"Atlas cluster {cluster}", tagged)

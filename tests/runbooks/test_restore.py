@@ -422,6 +422,20 @@ def test_a_restore_target_that_is_the_source_is_refused(
         engine.prepare("restore.test", {"environment": "production"}, actor=ALICE)
 
 
+def test_readiness_finds_a_restore_target_that_is_the_source(
+    engine: Engine, databases: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same rule as the refusal above, as a readiness finding (and nothing else about
+    the target), without writing to either cluster."""
+    take_backup(engine, "nightly/x")
+    monkeypatch.setenv("RESTORE_MONGODB_URI", databases.source.uri)
+    report = engine.readiness(actor=ALICE, environment="production", runbook="restore.test")
+    found = [(f.subject, f.detail) for f in report.problems]
+    ((subject, detail),) = found
+    assert subject == "restore target"
+    assert "the restore target of production is the source cluster" in detail
+
+
 def test_an_unknown_backup_prefix_names_the_ones_there(engine: Engine) -> None:
     take_backup(engine, "nightly/there")
     with pytest.raises(Exception, match="no backup with prefix 'nightly/nope'") as caught:
