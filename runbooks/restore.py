@@ -845,3 +845,74 @@ def scratch_target(ctx: PlanContext) -> Iterator[Observation]:
             return True, f"tagged {SCRATCH_TAG[0]}: {SCRATCH_TAG[1]}"
 
         yield observe(f"Atlas cluster {cluster}", tagged)
+
+
+#: How many of the newest passing restore tests the forecast's throughput comes from (the
+#: slowest of them: a forecast errs on the late side).
+FORECAST_TESTS = 5
+
+
+def measured_throughput(ctx: PlanContext) -> tuple[float, int] | None:
+    """(bytes per second, tests) of the environment's restore tests: the slowest of the newest
+    ``FORECAST_TESTS`` passing ones that recorded what they restored (their RTO measure's
+    bytes and seconds); None before any did."""
+    rates = []
+    for run in ctx.history():  # newest first
+        if run.runbook != "restore.test" or run.environment != ctx.environment:
+            continue
+        if run.state != "succeeded":
+            continue
+        rto = next((m for m in run.measures if m.name == "RTO"), None)
+        if rto is None or not rto.size or rto.seconds <= 0:
+            continue
+        rates.append(rto.size / rto.seconds)
+        if len(rates) == FORECAST_TESTS:
+            break
+    return (min(rates), len(rates)) if rates else None
+
+
+@readiness_check("restore.test", "restore time forecast")
+def restore_forecast(ctx: PlanContext) -> Iterator[Observation]:
+    """Where dumps are restored and the database has an RTO target: the newest backup's size
+    ÷ the throughput past restore tests measured (``backups.forecast_restore``) is within the
+    RTO; passing, it says when the backups' growth would cross it."""
+    env = ctx.env
+    database = env.targets.get("database")
+    if env.mongodb is None or env.restore is None or database is None:
+        return  # no restore test, or no RTO to forecast against
+    if env.mongodb.backups == "atlas" or env.backup_bucket is None:
+        return  # Atlas snapshots: their sizes are not read here (docs/readiness.md)
+    bucket = env.backup_bucket
+    infra = infrastructure(ctx)
+
+    def forecast() -> tuple[bool, str]:
+        measured = measured_throughput(ctx)
+        if measured is None:
+            return True, (
+                "no restore test has measured a throughput yet: nothing to forecast (the "
+                "drills' evidence says when one is due)"
+            )
+        throughput, tests = measured
+        found = [b for b in backups.find_backups(infra.aws(env.primary_region), bucket) if b.size]
+        if not found:
+            return True, f"no backup in s3://{bucket} to forecast (see: a recent backup)"
+        newest = found[-1]
+        ahead = backups.forecast_restore(
+            [(b.created, b.size) for b in found], throughput=throughput, rto=database.rto
+        )
+        words = (
+            f"restoring {newest.name} ({newest.size} bytes) at {throughput:.0f} bytes/s (the "
+            f"slowest of the last {tests} restore test(s)) takes about "
+            f"{format_duration(ahead.predicted)}"
+        )
+        goal = f"RTO {format_duration(database.rto)} (targets.database)"
+        if ahead.predicted > database.rto:
+            return False, f"{words}: over the {goal}"
+        if ahead.crosses_at is None:
+            return True, f"{words}, within the {goal}; the backups are not growing"
+        return True, (
+            f"{words}, within the {goal}; at {ahead.growth_per_day:.0f} bytes/day the "
+            f"backups cross it on {iso(ahead.crosses_at)[:10]}"
+        )
+
+    yield observe(f"restore of s3://{bucket}", forecast)
