@@ -17,9 +17,13 @@ RUNBOOK_MODULES: tuple[str, ...] = (
     "runbooks.restore",
 )
 #: Readiness checks no runbook owns: every runbook of an environment needs its credentials
-#: and reach (AWS, Kubernetes, the database) and the installation's Slack and PagerDuty; the
-#: drills' evidence must be fresh.
-CHECK_MODULES: tuple[str, ...] = ("runbooks.reach", "runbooks.freshness")
+#: and reach (AWS, Kubernetes, the database) and the installation's Slack and PagerDuty, and
+#: its maintenance windows to open; the drills' evidence must be fresh.
+CHECK_MODULES: tuple[str, ...] = (
+    "runbooks.reach",
+    "runbooks.maintenance_windows",
+    "runbooks.freshness",
+)
 
 
 def load_catalog() -> Registry:

@@ -459,15 +459,9 @@ def restore_test(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
     _needs(env, params.environment, restore=True)
     assert env.mongodb is not None and env.restore is not None
     infra = infrastructure(ctx)
-    source = infra.data(params.environment)
-    target = infra.data(params.environment, restore_target=True)
-    shared = source.hosts() & target.hosts()
-    if shared:
-        raise Refused(
-            f"the restore target of {params.environment} is the source cluster "
-            f"({', '.join(sorted(shared))}): a restore test never writes to the source",
-            hint="point restore.target_uri_env at a scratch cluster",
-        )
+    problem = target_is_source(ctx, params.environment)
+    if problem:
+        raise Refused(problem, hint="point restore.target_uri_env at a scratch cluster")
     if env.mongodb.backups == "atlas":
         return _atlas_plan(ctx, params)
     assert env.backup_bucket is not None  # _needs: dumps come from the bucket
@@ -524,12 +518,10 @@ def _atlas_plan(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
     target = env.restore.atlas_target_cluster
     assert target is not None  # the configuration requires it with backups: atlas
     cloud = infrastructure(ctx).cloud_backups(params.environment)
-    tags = cloud.cluster_tags(target)
-    if tags.get(SCRATCH_TAG[0]) != SCRATCH_TAG[1]:
+    problem = not_scratch(cloud.cluster_tags(target), target)
+    if problem:
         raise Refused(
-            f"Atlas cluster {target} is not marked as scratch (tag {SCRATCH_TAG[0]}: "
-            f"{SCRATCH_TAG[1]}; it has {tags or 'no tags'}): an Atlas restore wipes its target",
-            hint=f"tag the scratch cluster {SCRATCH_TAG[0]}={SCRATCH_TAG[1]} in Atlas",
+            problem, hint=f"tag the scratch cluster {SCRATCH_TAG[0]}={SCRATCH_TAG[1]} in Atlas"
         )
     kept = _kept_on(ctx, params.environment, target)
     if kept is not None:
@@ -593,6 +585,32 @@ def _atlas_plan(ctx: PlanContext, params: RestoreTestParams) -> PlanDraft:
 
 
 SCRATCH_TAG = ("runbook-bot", "scratch")
+
+
+def target_is_source(ctx: PlanContext, environment: str) -> str | None:
+    """Why the environment's restore target is its source cluster (the hosts they share), or
+    None when it is not: a restore test never writes to the source (``restore.test``
+    refuses it, readiness reports it)."""
+    infra = infrastructure(ctx)
+    source = infra.data(environment).hosts()
+    shared = source & infra.data(environment, restore_target=True).hosts()
+    if not shared:
+        return None
+    return (
+        f"the restore target of {environment} is the source cluster "
+        f"({', '.join(sorted(shared))}): a restore test never writes to the source"
+    )
+
+
+def not_scratch(tags: dict[str, str], cluster: str) -> str | None:
+    """Why the Atlas ``cluster`` (its ``tags``) may not be a restore target, or None when it
+    is tagged ``runbook-bot: scratch`` (an Atlas restore wipes its target)."""
+    if tags.get(SCRATCH_TAG[0]) == SCRATCH_TAG[1]:
+        return None
+    return (
+        f"Atlas cluster {cluster} is not marked as scratch (tag {SCRATCH_TAG[0]}: "
+        f"{SCRATCH_TAG[1]}; it has {tags or 'no tags'}): an Atlas restore wipes its target"
+    )
 
 
 def _kept_on(ctx: PlanContext, environment: str, target: str) -> tuple[str, float] | None:
@@ -796,3 +814,106 @@ def recent_backup(ctx: PlanContext) -> Iterator[Observation]:
             return age_words(found[-1].created, f"s3://{bucket}/{found[-1].prefix}")
 
         yield observe(f"backups in {bucket}", newest)
+
+
+@readiness_check("restore.test", "a scratch restore target")
+def scratch_target(ctx: PlanContext) -> Iterator[Observation]:
+    """Where a restore test is set up: its restore target answers (a read-only call: list its
+    databases), is not the source cluster, and for Atlas backups the target cluster is tagged
+    ``runbook-bot: scratch``: the same rules ``restore.test`` refuses a plan by."""
+    env = ctx.env
+    if env.mongodb is None or env.restore is None:
+        return  # no restore test is set up for this environment
+    infra = infrastructure(ctx)
+
+    def target() -> tuple[bool, str]:
+        names = infra.data(ctx.environment, restore_target=True).database_names()
+        problem = target_is_source(ctx, ctx.environment)
+        if problem:
+            return False, problem
+        return True, f"answers ({len(names)} database(s)), not the source cluster"
+
+    yield observe("restore target", target)
+    cluster = env.restore.atlas_target_cluster
+    if env.mongodb.backups == "atlas" and cluster is not None:
+
+        def tagged() -> tuple[bool, str]:
+            problem = not_scratch(
+                infra.cloud_backups(ctx.environment).cluster_tags(cluster), cluster
+            )
+            if problem:
+                return False, problem
+            return True, f"tagged {SCRATCH_TAG[0]}: {SCRATCH_TAG[1]}"
+
+        yield observe(f"Atlas cluster {cluster}", tagged)
+
+
+#: How many of the newest passing restore tests the forecast's throughput comes from (the
+#: slowest of them: a forecast errs on the late side).
+FORECAST_TESTS = 5
+
+
+def measured_throughput(ctx: PlanContext) -> tuple[float, int] | None:
+    """(bytes per second, tests) of the environment's restore tests: the slowest of the newest
+    ``FORECAST_TESTS`` passing ones that recorded what they restored (their RTO measure's
+    bytes and seconds); None before any did."""
+    rates = []
+    for run in ctx.history():  # newest first
+        if run.runbook != "restore.test" or run.environment != ctx.environment:
+            continue
+        if run.state != "succeeded":
+            continue
+        rto = next((m for m in run.measures if m.name == "RTO"), None)
+        if rto is None or not rto.size or rto.seconds <= 0:
+            continue
+        rates.append(rto.size / rto.seconds)
+        if len(rates) == FORECAST_TESTS:
+            break
+    return (min(rates), len(rates)) if rates else None
+
+
+@readiness_check("restore.test", "restore time forecast")
+def restore_forecast(ctx: PlanContext) -> Iterator[Observation]:
+    """Where dumps are restored and the database has an RTO target: the newest backup's size
+    ÷ the throughput past restore tests measured (``backups.forecast_restore``) is within the
+    RTO; passing, it says when the backups' growth would cross it."""
+    env = ctx.env
+    database = env.targets.get("database")
+    if env.mongodb is None or env.restore is None or database is None:
+        return  # no restore test, or no RTO to forecast against
+    if env.mongodb.backups == "atlas" or env.backup_bucket is None:
+        return  # Atlas snapshots: their sizes are not read here (docs/readiness.md)
+    bucket = env.backup_bucket
+    infra = infrastructure(ctx)
+
+    def forecast() -> tuple[bool, str]:
+        measured = measured_throughput(ctx)
+        if measured is None:
+            return True, (
+                "no restore test has measured a throughput yet: nothing to forecast (the "
+                "drills' evidence says when one is due)"
+            )
+        throughput, tests = measured
+        found = [b for b in backups.find_backups(infra.aws(env.primary_region), bucket) if b.size]
+        if not found:
+            return True, f"no backup in s3://{bucket} to forecast (see: a recent backup)"
+        newest = found[-1]
+        ahead = backups.forecast_restore(
+            [(b.created, b.size) for b in found], throughput=throughput, rto=database.rto
+        )
+        words = (
+            f"restoring {newest.name} ({newest.size} bytes) at {throughput:.0f} bytes/s (the "
+            f"slowest of the last {tests} restore test(s)) takes about "
+            f"{format_duration(ahead.predicted)}"
+        )
+        goal = f"RTO {format_duration(database.rto)} (targets.database)"
+        if ahead.predicted > database.rto:
+            return False, f"{words}: over the {goal}"
+        if ahead.crosses_at is None:
+            return True, f"{words}, within the {goal}; the backups are not growing"
+        return True, (
+            f"{words}, within the {goal}; at {ahead.growth_per_day:.0f} bytes/day the "
+            f"backups cross it on {iso(ahead.crosses_at)[:10]}"
+        )
+
+    yield observe(f"restore of s3://{bucket}", forecast)

@@ -20,7 +20,8 @@ sandbox backs up ``production`` and ``rehearsal``), ``POST .../backup/restoreJob
 (``deliveryType: automated``, ``snapshotId``, ``targetClusterName``, ``targetGroupId``; the
 job wipes the target cluster's wire server and loads the snapshot, ``finishedAt`` set when
 done), ``GET .../backup/restoreJobs/{id}``, and ``GET .../clusters/{target}`` with its
-``tags`` (a target belongs to the source cluster whose backups restore into it).
+``tags`` (a target belongs to the source cluster whose backups restore into it); ``PATCH`` of a
+target with ``{"tags": [...]}`` replaces its tags, as Atlas does.
 Point-in-time restores (``deliveryType: pointInTime`` with
 ``pointInTimeUTCSeconds``, Atlas's names): the job loads the newest snapshot taken by the end
 of that second, then replays the source's oplog (``MongoServer.record_writes``) from the
@@ -416,6 +417,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.state.writes.append(("PATCH", urllib.parse.urlparse(self.path).path))
         if not self._authorized():
             self._challenge()
+            return
+        tags = self._target_tags(self._route())
+        if tags is not None:  # a restore target: Atlas's PATCH replaces its tags
+            if not isinstance(body.get("tags"), list):
+                self._send(400, {"error": 400, **_problem("INVALID_ATTRIBUTE", "tags")})
+                return
+            tags[:] = [{"key": str(t["key"]), "value": str(t["value"])} for t in body["tags"]]
+            self._send(200, {"name": self._route(), "clusterType": "REPLICASET", "tags": tags})
             return
         state = self._cluster()
         if state is None:

@@ -64,6 +64,8 @@ class PastRun:
     drill: str | None = None
     #: The environment's configuration hash when it was planned (``Plan.config_hash``).
     config_hash: str | None = None
+    #: What its steps measured (RTO, RPO), the last of each name.
+    measures: tuple[Measure, ...] = ()
 
 
 def _no_history() -> list[PastRun]:
@@ -83,6 +85,9 @@ class Measure:
     seconds: float
     target: float | None = None
     detail: str = ""
+    #: Bytes the measured work moved (a restore test's RTO: the backup's size), so readers
+    #: can derive a throughput; None when not measured.
+    size: int | None = None
 
     @property
     def met(self) -> bool | None:
@@ -110,6 +115,7 @@ class Measure:
             seconds=float(doc["seconds"]),
             target=None if target is None else float(target),
             detail=str(doc.get("detail", "")),
+            size=None if doc.get("size") is None else int(doc["size"]),
         )
 
 

@@ -28,6 +28,7 @@ malformed manifest entry or index spec is a failed check naming the collection.
 
 from __future__ import annotations
 
+import collections
 import gzip
 import hashlib
 import math
@@ -93,6 +94,8 @@ class Backup:
     files: dict[str, str]
     #: collection -> key of its metadata (.metadata.json or .metadata.json.gz)
     metadata: dict[str, str]
+    #: Bytes of its objects (documents, metadata, manifest): what a restore downloads.
+    size: int = 0
 
     @property
     def name(self) -> str:
@@ -111,9 +114,11 @@ def find_backups(aws: AwsOps, bucket: str) -> list[Backup]:
     objects = aws.objects(bucket)
     manifests: dict[str, StoredObject] = {}
     groups: dict[tuple[str, str], dict[str, Any]] = {}
+    sizes: collections.Counter[str] = collections.Counter()  # prefix -> bytes
     for item in objects:
         if item.key == MANIFEST or item.key.endswith("/" + MANIFEST):
             manifests[item.key[: -len(MANIFEST)].rstrip("/")] = item
+            sizes[item.key[: -len(MANIFEST)].rstrip("/")] += item.size
             continue
         found = _FILE.match(item.key)
         if not found or found["coll"] == "oplog" or found["coll"].startswith("system."):
@@ -124,6 +129,7 @@ def find_backups(aws: AwsOps, bucket: str) -> list[Backup]:
         )
         target = "files" if found["kind"] == "bson" else "metadata"
         group[target][found["coll"]] = item.key
+        sizes[prefix] += item.size
         group["modified"] = max(group["modified"], item.modified)
     backups = []
     for (prefix, database), group in groups.items():
@@ -138,12 +144,15 @@ def find_backups(aws: AwsOps, bucket: str) -> list[Backup]:
                 manifest_key=(f"{prefix}/{MANIFEST}" if prefix else MANIFEST) if manifest else None,
                 files=dict(sorted(group["files"].items())),
                 metadata=dict(sorted(group["metadata"].items())),
+                size=sizes[prefix],
             )
         )
     # A manifest whose collections all lost their files is still a backup (to fail on).
     for prefix, manifest in manifests.items():
         if not any(b.prefix == prefix for b in backups):
-            backups.append(Backup(bucket, prefix, "?", manifest.modified, manifest.key, {}, {}))
+            backups.append(
+                Backup(bucket, prefix, "?", manifest.modified, manifest.key, {}, {}, sizes[prefix])
+            )
     return sorted(backups, key=lambda b: (b.created, b.prefix))
 
 
@@ -812,6 +821,8 @@ def recovery_measures(
         report.phases.total,
         target=target.rto if target else None,
         detail="" if target else "no database target configured",
+        # What the restore downloaded: past restore tests' throughput (forecast_restore).
+        size=report.backup.size or None,
     )
     if point is None:
         return rto, None

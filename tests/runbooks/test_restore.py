@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,8 @@ import pytest
 from bson import json_util
 
 from runbooks.engine import Engine
-from runbooks.engine.clock import FakeClock
-from runbooks.engine.config.loader import Config
+from runbooks.engine.clock import FakeClock, format_duration
+from runbooks.engine.config.loader import Config, EnvironmentsFile
 from runbooks.engine.errors import Refused
 from runbooks.engine.models import State
 from sandbox import appdata
@@ -420,6 +421,72 @@ def test_a_restore_target_that_is_the_source_is_refused(
     monkeypatch.setenv("RESTORE_MONGODB_URI", databases.source.uri)
     with pytest.raises(Refused, match="is the source cluster"):
         engine.prepare("restore.test", {"environment": "production"}, actor=ALICE)
+
+
+def test_readiness_finds_a_restore_target_that_is_the_source(
+    engine: Engine, databases: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same rule as the refusal above, as a readiness finding (and nothing else about
+    the target), without writing to either cluster."""
+    take_backup(engine, "nightly/x")
+    monkeypatch.setenv("RESTORE_MONGODB_URI", databases.source.uri)
+    report = engine.readiness(actor=ALICE, environment="production", runbook="restore.test")
+    found = [(f.subject, f.detail) for f in report.problems]
+    ((subject, detail),) = found
+    assert subject == "restore target"
+    assert "the restore target of production is the source cluster" in detail
+
+
+def forecast(engine: Engine) -> tuple[bool, str]:
+    report = engine.readiness(actor=ALICE, environment="production", runbook="restore.test")
+    (found,) = [f for f in report.findings if f.check == "restore time forecast"]
+    assert found.subject == f"restore of s3://{BUCKET}"
+    return found.ok, found.detail
+
+
+def test_the_restore_forecast_uses_the_throughput_restore_tests_measured(
+    engine: Engine, aws: AwsWorld, sandbox_config: Config, tmp_path: Path
+) -> None:
+    """A restore test records the bytes it restored (the backup's objects) beside its RTO; the
+    readiness check divides the newest backup's size by that throughput and compares it with
+    the database's RTO. A backup eight times larger, put by boto3, is over an RTO of four
+    times the measured restore: one finding; removing it resolves it."""
+    assert forecast(engine)[1].startswith("no restore test has measured a throughput yet")
+    take_backup(engine, "nightly/a")
+    done = run(engine, "restore.test", environment="production", backup="nightly/a")
+    assert done.state == State.SUCCEEDED, done.error
+    (rto,) = [m for step in done.steps for m in step.measures if m["name"] == "RTO"]
+    listed = s3(aws).list_objects_v2(Bucket=BUCKET, Prefix="nightly/a/")["Contents"]
+    size = sum(o["Size"] for o in listed)  # the oracle: what S3 says the backup holds
+    assert rto["size"] == size and rto["seconds"] > 0
+    throughput = size / rto["seconds"]
+
+    doc: dict[str, Any] = sandbox_config.environments.model_dump(mode="json")
+    doc["environments"]["production"]["targets"]["database"]["rto"] = 4 * rto["seconds"]
+    tight = Config(
+        sandbox_config.directory,
+        EnvironmentsFile.model_validate(doc),
+        sandbox_config.policy,
+        sandbox_config.schedules,
+    )
+    with live_engine(tight, tmp_path) as same_store:  # the same runs, a tighter RTO
+        ok, detail = forecast(same_store)
+        assert ok, detail
+        assert f"restoring nightly/a ({size} bytes) at {throughput:.0f} bytes/s" in detail
+        assert "the backups are not growing" in detail
+
+        big = tmp_path / "users.bson.gz"
+        big.write_bytes(os.urandom(8 * size))
+        s3(aws).upload_file(str(big), BUCKET, "nightly/b/app/users.bson.gz")
+        ok, detail = forecast(same_store)
+        assert not ok
+        predicted = format_duration(8 * size / throughput)
+        assert f"restoring nightly/b ({8 * size} bytes) at {throughput:.0f} bytes/s" in detail
+        goal = format_duration(4 * rto["seconds"])
+        assert detail.endswith(f"takes about {predicted}: over the RTO {goal} (targets.database)")
+
+        s3(aws).delete_object(Bucket=BUCKET, Key="nightly/b/app/users.bson.gz")
+        assert forecast(same_store)[0]
 
 
 def test_an_unknown_backup_prefix_names_the_ones_there(engine: Engine) -> None:

@@ -12,7 +12,9 @@ from typing import Any
 
 import pymongo
 import pytest
+import requests
 from pymongo.collection import Collection
+from requests.auth import HTTPDigestAuth
 
 from runbooks.adapters.mongo import AtlasBackupsAdapter
 from runbooks.engine.background.supervisor import Supervisor
@@ -151,6 +153,41 @@ def test_a_target_cluster_not_marked_as_scratch_is_refused(
     ):
         engine.prepare("restore.test", {"environment": "production"}, actor=ALICE)
     assert world.backups.jobs == {}
+
+
+def tag(world: World, cluster: str, tags: list[dict[str, str]]) -> None:
+    """An independent client (plain requests, Atlas's digest auth) sets a cluster's tags."""
+    url = f"{world.api.url}/api/atlas/v2/groups/{atlas.PROJECT}/clusters/{cluster}"
+    auth = HTTPDigestAuth(atlas.PUBLIC_KEY, atlas.PRIVATE_KEY)
+    requests.patch(url, json={"tags": tags}, auth=auth, timeout=5).raise_for_status()
+
+
+def test_readiness_finds_the_scratch_cluster_untagged_and_clears_it_when_tagged_again(
+    world: World, tmp_path: Path, aws: AwsWorld
+) -> None:
+    """``restore.test``'s readiness: the target answers, is not the source, and is tagged
+    scratch in Atlas; untagging it through the Admin API opens exactly one finding."""
+    world.backups.take_snapshot()
+    check = "a scratch restore target"
+    with live_engine(load_config(atlas_config(tmp_path)), tmp_path) as engine:
+
+        def problems() -> list[tuple[str, str]]:
+            writes = len(world.state.writes)
+            report = engine.readiness(actor=ALICE, environment="production", runbook="restore.test")
+            assert world.state.writes[writes:] == []
+            assert {f.subject for f in report.findings if f.check == check} == {
+                "restore target",
+                "Atlas cluster restore-scratch",
+            }
+            return [(f.subject, f.detail) for f in report.problems if f.check == check]
+
+        assert problems() == []
+        tag(world, "restore-scratch", [{"key": "env", "value": "scratch"}])
+        ((subject, detail),) = problems()
+        assert subject == "Atlas cluster restore-scratch"
+        assert "is not marked as scratch (tag runbook-bot: scratch" in detail
+        tag(world, "restore-scratch", [atlas.SCRATCH_TAG])
+        assert problems() == []
 
 
 def test_the_source_cluster_as_the_atlas_target_is_a_configuration_error(

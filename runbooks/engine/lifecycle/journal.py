@@ -33,6 +33,7 @@ from runbooks.engine.policy import ConfigPolicy
 from runbooks.engine.redact import redact_text
 from runbooks.engine.registry import Registry, RunbookSpec
 from runbooks.engine.store.base import Store
+from runbooks.engine.verdicts import execution_measures
 
 SYSTEM_ACTOR = Actor(id="runbook-bot", name="runbook-bot", origin="system")
 
@@ -221,6 +222,7 @@ class Journal:
                 started_at=e.started_at,
                 drill=e.drill,
                 config_hash=e.plan.config_hash,
+                measures=tuple(execution_measures(e)),
             )
             for e in finished
         ]
