@@ -25,6 +25,7 @@ import structlog
 from runbooks.engine.background.outbox import FollowerThread, QueuedConsumer
 from runbooks.engine.errors import RunbookError
 from runbooks.engine.models import TERMINAL_STATES, State, StepStatus
+from runbooks.engine.plan import with_run_id
 from runbooks.engine.verdicts import execution_verdict
 
 if TYPE_CHECKING:
@@ -120,7 +121,10 @@ class IncidentFeed(QueuedConsumer):
             lines = [
                 f"Requested by {execution.requester.name}: {head}; {gate}.",
                 f"Plan: {plan.summary or 'see the run'}",
-                *[f"{i + 1}. {step['description']}" for i, step in enumerate(plan.steps[:10])],
+                *[
+                    f"{i + 1}. {with_run_id(step['description'], execution.id)}"
+                    for i, step in enumerate(plan.steps[:10])
+                ],
             ]
             if execution.reason:
                 lines.append(f"Reason: {execution.reason}")

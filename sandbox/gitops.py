@@ -45,6 +45,7 @@ from sandbox.kube.seed import REGISTRY, RELEASES, _deployment
 APPLICATIONS = BY_PATH["argoproj.io", "v1alpha1", "applications"]
 KUSTOMIZATIONS = BY_PATH["kustomize.toolkit.fluxcd.io", "v1", "kustomizations"]
 GIT_REPOSITORIES = BY_PATH["source.toolkit.fluxcd.io", "v1", "gitrepositories"]
+CONFIGMAPS = BY_PATH["", "v1", "configmaps"]
 DEPLOYMENTS = BY_PATH["apps", "v1", "deployments"]
 NAMESPACES = BY_PATH["", "v1", "namespaces"]
 ARGO_NAMESPACE = "argocd"
@@ -52,6 +53,9 @@ FLUX_NAMESPACE = "flux-system"
 TRACKED = "main"
 MANIFEST = "deployment.yaml"
 GIT_TIMEOUT_S = 30.0
+#: Seconds of its clock between two reconciliations of one application; the seeded objects
+#: declare it (Argo CD's ``timeout.reconciliation`` in ``argocd-cm``, Flux's ``spec.interval``).
+RECONCILE_INTERVAL_S = 3.0
 #: Who commits the seeded history (and merges, in tests).
 AUTHOR = ("sandbox", "sandbox@example.com")
 
@@ -134,13 +138,25 @@ def _ensure_namespace(cluster: Cluster, name: str) -> None:
         cluster.create(NAMESPACES, None, {"metadata": {"name": name}}, internal=True)
 
 
-def own(cluster: Cluster, app: GitOpsApp) -> None:
-    """Create the tool's objects for ``app`` and mark the live deployment as the tool does."""
+def own(cluster: Cluster, app: GitOpsApp, *, interval: float = RECONCILE_INTERVAL_S) -> None:
+    """Create the tool's objects for ``app`` and mark the live deployment as the tool does;
+    they declare ``interval`` (seconds), what the reconciler does."""
+    every = f"{interval:g}s"
     with cluster.lock:
         deploy = cluster.get(DEPLOYMENTS, app.namespace, app.deployment)
         meta = deploy["metadata"]
         if app.tool == "argo":
             _ensure_namespace(cluster, ARGO_NAMESPACE)
+            with contextlib.suppress(ApiError):  # one per installation, shared by its apps
+                cluster.create(
+                    CONFIGMAPS,
+                    ARGO_NAMESPACE,
+                    {
+                        "metadata": {"name": "argocd-cm"},
+                        "data": {"timeout.reconciliation": every},
+                    },
+                    internal=True,
+                )
             meta["labels"]["app.kubernetes.io/instance"] = app.name
             meta["annotations"]["argocd.argoproj.io/tracking-id"] = (
                 f"{app.name}:apps/Deployment:{app.namespace}/{app.deployment}"
@@ -181,7 +197,7 @@ def own(cluster: Cluster, app: GitOpsApp) -> None:
                 {
                     "metadata": {"name": app.name},
                     "spec": {
-                        "interval": "10m",
+                        "interval": every,
                         "path": "./",
                         "prune": True,
                         "sourceRef": {"kind": "GitRepository", "name": app.name},
@@ -195,11 +211,15 @@ def own(cluster: Cluster, app: GitOpsApp) -> None:
 
 
 def seed_gitops(
-    clusters: dict[str, Cluster], directory: Path, *, world: str = "serve"
+    clusters: dict[str, Cluster],
+    directory: Path,
+    *,
+    world: str = "serve",
+    interval: float = RECONCILE_INTERVAL_S,
 ) -> list[GitOpsApp]:
     """The ``serve`` world: production's ``api`` owned by Argo CD application
     ``api-production`` (one repository, an Application in each region's cluster), staging's by
-    Flux Kustomization ``api-staging``."""
+    Flux Kustomization ``api-staging``; both declare ``interval``, the reconciler's."""
     del world  # one world for now; the name says which
     found = []
     for tool, name, namespace in (
@@ -211,7 +231,7 @@ def seed_gitops(
         for cluster in clusters.values():
             with contextlib.suppress(ApiError):
                 cluster.get(NAMESPACES, None, namespace)
-                own(cluster, app)
+                own(cluster, app, interval=interval)
         found.append(app)
     return found
 
@@ -253,7 +273,7 @@ class GitOpsReconciler:
         self,
         clusters: dict[str, Cluster],
         *,
-        interval: float = 3.0,
+        interval: float = RECONCILE_INTERVAL_S,
         clock: Callable[[], float] = time.time,
         pace: float = 0.2,
     ) -> None:

@@ -147,10 +147,11 @@ def used_by_the_adapter() -> set[tuple[str, str, str]]:
     source = re.sub(stream, "stream(", source)
     calls = r"\.(read|list|patch|replace|create)_namespaced_(\w+)"
     for verb, resource in re.findall(calls, source):
-        if resource == "custom_object":
+        if resource in {"custom_object", "config_map"}:
             # Argo CD / Flux objects (GitOps rollbacks): not granted by the shipped role, on
             # purpose for now; docs/gitops.md lists the grants and the plan refuses to suspend
             # without them (a SelfSubjectAccessReview), so a missing grant is never silent.
+            # ``config_map``: Argo CD's argocd-cm, read for its interval (optional).
             continue
         group, name = RESOURCES[resource]
         used.add((group, name, VERBS[verb]))

@@ -12,7 +12,7 @@ from typing import Any
 
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.models import TERMINAL_STATES, Execution, State, StepStatus
-from runbooks.engine.plan import Plan
+from runbooks.engine.plan import Plan, with_run_id
 from runbooks.engine.readiness import ReadinessReport
 from runbooks.engine.verdicts import findings_verdict
 
@@ -346,7 +346,8 @@ def _step_lines(execution: Execution) -> str:
         took = ""
         if record.started_at and record.ended_at:
             took = f" ({format_duration(record.ended_at - record.started_at)})"
-        line = f"{STEP_EMOJI.get(record.status, '')} {record.index + 1}. {record.description}{took}"
+        described = with_run_id(record.description, execution.id)
+        line = f"{STEP_EMOJI.get(record.status, '')} {record.index + 1}. {described}{took}"
         if record.status == StepStatus.RUNNING and record.progress:
             line += f"\n      _{record.progress}_"
         if record.error:

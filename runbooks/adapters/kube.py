@@ -61,6 +61,10 @@ OWNER_OBJECTS = {
 GIT_REPOSITORIES = ("source.toolkit.fluxcd.io", "v1", "gitrepositories")
 #: Argo CD's default ``timeout.reconciliation``: it polls Git every 3 minutes.
 ARGO_DEFAULT_INTERVAL = "every 3m (Argo CD's default polling)"
+#: Where Argo CD declares how often it polls (one setting per installation: Argo has no
+#: per-Application interval): ``timeout.reconciliation`` in this ConfigMap of its namespace.
+ARGO_CONFIGMAP = "argocd-cm"
+ARGO_RECONCILIATION = "timeout.reconciliation"
 T = TypeVar("T")
 
 
@@ -511,7 +515,7 @@ class KubeAdapter:
                 path=str(source.get("path") or "."),
                 automated=policy is not None,
                 automated_policy=dict(policy) if policy is not None else None,
-                interval=ARGO_DEFAULT_INTERVAL,
+                interval=self._argo_interval(owner.namespace),
                 source_revision=revision,
                 applied_revision=revision if synced else None,
                 suspended=suspended,
@@ -537,6 +541,27 @@ class KubeAdapter:
             applied_revision=_commit(status.get("lastAppliedRevision")),
             suspended=suspended,
         )
+
+    def _argo_interval(self, namespace: str) -> str:
+        """How often Argo CD polls, as its installation declares it (``timeout.reconciliation``
+        in ``argocd-cm``), or its default when it declares nothing or the bot may not read it."""
+        try:
+            found = self.core.read_namespaced_config_map(
+                ARGO_CONFIGMAP, namespace, _request_timeout=GITOPS_TIMEOUT_S
+            )
+        except ApiException as exc:
+            if exc.status in {403, 404}:
+                return ARGO_DEFAULT_INTERVAL  # not Argo's namespace, or not granted
+            raise self._error(f"read configmap {namespace}/{ARGO_CONFIGMAP}", exc) from None
+        except OSError as exc:
+            raise InfrastructureError(
+                f"cannot reach Kubernetes ({self.label}) to read configmap "
+                f"{namespace}/{ARGO_CONFIGMAP}: {exc}"
+            ) from None
+        declared = (found.data or {}).get(ARGO_RECONCILIATION, "").strip()
+        if not declared:
+            return ARGO_DEFAULT_INTERVAL
+        return f"every {declared} (Argo CD's {ARGO_RECONCILIATION})"
 
     def gitops_apps(self) -> list[GitOpsApp]:
         found = []

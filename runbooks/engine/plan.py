@@ -26,6 +26,15 @@ if TYPE_CHECKING:
     from runbooks.engine.params import RunbookParams
 
 _STEP_KINDS: dict[str, type[Step]] = {}
+#: A step's description names what the run will create by its id before the run has one
+#: (``runbook-bot/revert-<this run's id>``): the plan, and so its hash, keeps the words; a
+#: run's card and notes show its id in their place (``with_run_id``).
+RUN_ID = "<this run's id>"
+
+
+def with_run_id(text: str, execution_id: str) -> str:
+    """A step's description as the run ``execution_id`` shows it (``RUN_ID`` replaced)."""
+    return text.replace(RUN_ID, execution_id)
 
 
 def canonical_json(value: Any) -> bytes:

@@ -29,7 +29,7 @@ from runbooks.engine.background.leases import LeaderLease
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.errors import Refused, StepFailed
 from runbooks.engine.models import Actor
-from runbooks.engine.plan import PlanContext, RunContext, Step
+from runbooks.engine.plan import RUN_ID, PlanContext, RunContext, Step
 from runbooks.interfaces import (
     GitOpsApp,
     GitOpsOwner,
@@ -203,7 +203,7 @@ class RevertInGit(Step, kind="gitops.revert"):
             for old, new in sorted(self.images.items())
         )
         return (
-            f"revert in Git for {self.app}: push branch {BRANCH_PREFIX}<this run's id> to "
+            f"revert in Git for {self.app}: push branch {BRANCH_PREFIX}{RUN_ID} to "
             f"{self.repo_url} (from {self.base}) with one commit setting {changes} under "
             f"{self.path}; merging it into {self.base} ends the suspension"
         )

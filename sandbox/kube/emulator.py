@@ -104,6 +104,7 @@ RESOURCES = [
     Resource("", "v1", "services", "Service", subresources=("status",), short=("svc",)),
     Resource("", "v1", "endpoints", "Endpoints", short=("ep",)),
     Resource("", "v1", "events", "Event", short=("ev",)),
+    Resource("", "v1", "configmaps", "ConfigMap", short=("cm",)),
     Resource(
         "apps",
         "v1",

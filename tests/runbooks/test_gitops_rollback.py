@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from bot.incidents import IncidentFeed
+from bot.slack.render import card_blocks
 from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
 from runbooks.engine.background.outbox import OutboxFollower
 from runbooks.engine.clock import FakeClock
@@ -139,9 +140,12 @@ def test_argo_owned_rollback_holds_reverts_in_git_and_resumes_only_after_merge_a
 ) -> None:
     prepared = engine.prepare("rollback", {"environment": "production"}, actor=ALICE)
     text = " ".join([*prepared.plan.notes, *(s["description"] for s in prepared.plan.steps)])
-    assert "owned by Argo CD application `api-production` (namespace argocd)" in text
-    assert "the rollback alone would be reverted" in text
-    assert "runbook-bot/revert-<this run's id>" in text
+    # The interval the installation declares (argocd-cm: what the sandbox's reconciler does).
+    assert (
+        "owned by Argo CD application `api-production` (namespace argocd) (automated sync every "
+        "3s (Argo CD's timeout.reconciliation)): the rollback alone would be reverted"
+    ) in text
+    assert "runbook-bot/revert-<this run's id>" in text  # no id before the run exists
 
     incident = pagerduty_emulator.open_incident("api 5xx above 5 %")["id"]
     execution = engine.submit(prepared, actor=ALICE, incident=incident)
@@ -158,6 +162,10 @@ def test_argo_owned_rollback_holds_reverts_in_git_and_resumes_only_after_merge_a
     ]
     branch = f"runbook-bot/revert-{done.id}"
     assert branch in " ".join(done.steps[4].output)
+    # The finished card names the real branch, in the step and in its output.
+    card = json.dumps(card_blocks(engine.get(done.id), banner="production", now=clock.now()))
+    assert f"push branch {branch} to" in card
+    assert "<this run's id>" not in card
     for region in ("us-east-1", "us-west-2"):
         assert _argo_automated(kube, region) is None
 
@@ -197,7 +205,9 @@ def test_argo_owned_rollback_holds_reverts_in_git_and_resumes_only_after_merge_a
     assert outbox.lead()
     outbox.pass_once()
     texts = [n["content"] for n in pagerduty_emulator.notes(incident)]
-    assert any("runbook-bot/revert-<this run's id>" in t for t in texts)  # the plan
+    requested = next(t for t in texts if t.startswith("Requested"))
+    assert f"push branch {branch} to" in requested  # the plan, with this run's id
+    assert not any("<this run's id>" in t for t in texts), texts
     finished = next(t for t in texts if t.startswith("Finished:"))
     assert f"pushed branch {branch}" in finished
     restored = [t for t in texts if t.startswith("automated sync of Argo CD application")]
@@ -208,6 +218,26 @@ def test_argo_owned_rollback_holds_reverts_in_git_and_resumes_only_after_merge_a
     assert recorded.count("gitops.reverted") == 1
     assert recorded.count("gitops.resumed") == 2
     assert "gitops.expired" not in recorded
+
+
+def test_argo_says_its_default_interval_where_the_installation_declares_none(
+    kube: KubeSandbox, world: GitOpsWorld, engine: Engine
+) -> None:
+    # us-east-1: the bot may not read argocd-cm; us-west-2: there is none.
+    kube.hook(
+        "/_sandbox/forbid",
+        {"rules": [{"group": "", "resource": "configmaps", "verb": "get"}]},
+        region="us-east-1",
+    )
+    deleted = kube.kubectl("delete", "configmap", "argocd-cm", "-n", "argocd", region="us-west-2")
+    assert deleted.returncode == 0, deleted.stderr
+    prepared = engine.prepare("rollback", {"environment": "production"}, actor=ALICE)
+    for region in ("us-east-1", "us-west-2"):
+        assert any(
+            n.startswith(f"{region}: ")
+            and "(automated sync every 3m (Argo CD's default polling))" in n
+            for n in prepared.plan.notes
+        ), prepared.plan.notes
 
 
 def test_argo_suspension_pages_once_at_the_limit_and_stays_suspended(
@@ -246,7 +276,7 @@ def test_flux_owned_rollback_suspends_reverts_and_resumes_after_merge(
     prepared = engine.prepare("rollback", {"environment": "staging"}, actor=ALICE)
     assert any(
         "owned by Flux Kustomization `api-staging` (namespace flux-system) (automated sync every "
-        "10m): the rollback alone would be reverted" in n
+        "3s): the rollback alone would be reverted" in n
         for n in prepared.plan.notes
     ), prepared.plan.notes
     done = run(engine, "rollback", environment="staging")

@@ -46,7 +46,7 @@ def gitops_world(
     every 20 ms of real time, reconciling each app every ``interval`` of ``clock``) unless
     ``running`` is false (the test calls ``tick``)."""
     clusters = {region: kube.cluster(region) for region in kube.emulators}
-    apps = {app.name: app for app in seed_gitops(clusters, directory)}
+    apps = {app.name: app for app in seed_gitops(clusters, directory, interval=interval)}
     reconciler = GitOpsReconciler(clusters, interval=interval, clock=clock, pace=0.02)
     if running:
         reconciler.start()
