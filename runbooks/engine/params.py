@@ -96,11 +96,3 @@ def validate_params(
     except ValidationError as exc:
         problems = [_humanise(item) for item in exc.errors()]
         raise InvalidInput("; ".join(problems)) from None
-
-
-def describe_params(model: type[RunbookParams]) -> list[tuple[str, bool, str]]:
-    """List (name, required, help) for each parameter, in declaration order."""
-    return [
-        (name, field.is_required(), field.description or "")
-        for name, field in model.model_fields.items()
-    ]

@@ -71,7 +71,7 @@ class ConfigPolicy:
         if read_only:
             return Gate(0, (), 0.0, False, rule="read-only runbook: no gate")
         policy = self._config.policy
-        index, rule = _matching_rule(policy.rules, runbook, environment)
+        index, rule = policy.rule_for(runbook, environment)
         freezes = tuple(f for f in policy.freezes if environment in f.environments)
         return Gate(
             required=rule.approvals,
@@ -123,7 +123,7 @@ class ConfigPolicy:
         configured = self._config.policy.drills.operators
         if configured is not None:
             return tuple(configured)
-        _index, rule = _matching_rule(self._config.policy.rules, runbook, environment)
+        _index, rule = self._config.policy.rule_for(runbook, environment)
         return _named(rule) or self.environment_approvers(environment)
 
     def drill_refusal(
@@ -169,9 +169,6 @@ class ConfigPolicy:
                 ):
                     return True
         return False
-
-    def may_approve(self, actor: Actor, groups: tuple[str, ...] | list[str]) -> bool:
-        return self.member_of(actor, groups)
 
     def approvers(self, groups: tuple[str, ...] | list[str], *, requester: str) -> list[str]:
         """``Name (key)`` of each person who may approve a request of ``requester`` (never
@@ -406,13 +403,6 @@ def _named(rule: Rule) -> tuple[str, ...]:
     if "approvers" not in rule.model_fields_set:
         return ()
     return tuple(name for name in rule.approvers if name != "*")
-
-
-def _matching_rule(rules: list[Rule], runbook: str, environment: str) -> tuple[int, Rule]:
-    for index, rule in enumerate(rules):
-        if rule.matches(runbook, environment):
-            return index, rule
-    return -1, Rule(runbooks=runbook, environments=[environment], approvals=0)
 
 
 def terminal_actor(config: Config, *, override: str | None, login: str | None = None) -> Actor:

@@ -47,15 +47,15 @@ def test_shipped_configurations_are_valid() -> None:
 
 def test_policy_defaults_follow_the_spec() -> None:
     policy = load_config(ROOT / "config").policy
-    assert policy.rule_for("rollback", "development").approvals == 0
-    assert policy.rule_for("rollback", "staging").approvals == 1
-    assert policy.rule_for("rollback", "production").approvals == 1
-    assert policy.rule_for("scale.pods", "production").approvals == 1
-    assert policy.rule_for("dr.failover", "production").approvals == 2
-    assert policy.rule_for("dr.failback", "production").approvals == 2
-    assert policy.rule_for("maintenance.resize", "production").approvals == 2
-    assert policy.rule_for("restore.test", "production").approvals == 0
-    assert policy.rule_for("rollback", "production").expiry == 30 * 60
+    assert policy.rule_for("rollback", "development")[1].approvals == 0
+    assert policy.rule_for("rollback", "staging")[1].approvals == 1
+    assert policy.rule_for("rollback", "production")[1].approvals == 1
+    assert policy.rule_for("scale.pods", "production")[1].approvals == 1
+    assert policy.rule_for("dr.failover", "production")[1].approvals == 2
+    assert policy.rule_for("dr.failback", "production")[1].approvals == 2
+    assert policy.rule_for("maintenance.resize", "production")[1].approvals == 2
+    assert policy.rule_for("restore.test", "production")[1].approvals == 0
+    assert policy.rule_for("rollback", "production")[1].expiry == 30 * 60
 
 
 @pytest.mark.parametrize(

@@ -508,11 +508,12 @@ class PolicyFile(_Strict):
     drills: DrillPolicy = DrillPolicy()
     incidents: IncidentPolicy = IncidentPolicy()
 
-    def rule_for(self, runbook: str, environment: str) -> Rule:
-        for rule in self.rules:
+    def rule_for(self, runbook: str, environment: str) -> tuple[int, Rule]:
+        """The first rule matching (its index in ``rules``), else no approval (index -1)."""
+        for index, rule in enumerate(self.rules):
             if rule.matches(runbook, environment):
-                return rule
-        return Rule(runbooks=runbook, environments=[environment], approvals=0)
+                return index, rule
+        return -1, Rule(runbooks=runbook, environments=[environment], approvals=0)
 
     def person_for_terminal(self, login: str) -> str | None:
         for key, person in self.people.items():
