@@ -36,13 +36,9 @@ if TYPE_CHECKING:
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 Handler = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
-SWEEP_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_SWEEP_INTERVAL", "2"))
 #: How often the alert follower looks for accepted alerts (the webhook wakes it at once;
 #: this catches what another replica accepted).
 ALERT_POLL_S = 1.0
-#: How often the GitOps watch reads suspended applications (docs/gitops.md).
-GITOPS_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_GITOPS_INTERVAL", "30"))
-SWITCH_INTERVAL_S = float(os.environ.get("RUNBOOK_BOT_SWITCH_INTERVAL", "0.001"))
 #: How long shutdown waits for each background thread to stop (a running sweep, a post).
 SHUTDOWN_JOIN_S = 10.0
 #: Under the readiness probe's timeoutSeconds (3 in deploy/kubernetes), so /ready answers 503
@@ -197,13 +193,13 @@ class Housekeeper:
     starts approved executions nobody holds. With several replicas only the leader sweeps.
     """
 
-    def __init__(self, runtime: Runtime, interval: float = SWEEP_INTERVAL_S) -> None:
+    def __init__(self, runtime: Runtime, interval: float | None = None) -> None:
         from runbooks.engine.background.leases import LeaderLease
         from runbooks.engine.background.supervisor import Supervisor
 
         engine = runtime.engine
         self.runtime = runtime
-        self.interval = interval
+        self.interval = runtime.settings.sweep_interval if interval is None else interval
         self.supervisor = Supervisor(engine)
         self.leader = LeaderLease(engine.store, "supervisor", engine.owner, engine.clock)
         self.stop = threading.Event()
@@ -417,6 +413,8 @@ class GitOpsFollower:
                 pagerduty.trigger(summary, key, details=details)
 
         self.watch = GitOpsWatch(runtime.engine, page=page)
+        #: How often the watch reads suspended applications (docs/gitops.md).
+        self.interval = runtime.settings.gitops_interval
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="gitops", daemon=True)
 
@@ -433,7 +431,7 @@ class GitOpsFollower:
                     log.warning("gitops suspension expired", application=label)
             except Exception:
                 log.exception("gitops watch failed")
-            self.stop.wait(min(GITOPS_INTERVAL_S, self.watch.lease.renew))
+            self.stop.wait(min(self.interval, self.watch.lease.renew))
         self.watch.lease.release()
 
 
@@ -545,7 +543,7 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=preload, args=(warmed,), name="preload", daemon=True).start()
     # Acks are short and I/O bound; a running plan or rollout watch is CPU bound. A shorter
     # switch interval than the default 5 ms lets the acks through (bench/README.md).
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    sys.setswitchinterval(settings.switch_interval)
     log.info(
         "runbook-bot serving",
         host=args.host,

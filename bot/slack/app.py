@@ -67,7 +67,6 @@ log = structlog.get_logger("runbook_bot.slack")
 DEFAULT_API_URL = "https://slack.com/api/"
 #: Threads doing the work after an ack (planning, engine calls). Few: on 2 cores, more
 #: threads only make each slower and steal the interpreter from the acks.
-WORKERS = int(os.environ.get("RUNBOOK_BOT_SLACK_WORKERS") or 4)
 #: /drills report: how far back, and how many runs per drill in the text (the chart has all).
 REPORT_DAYS = 400
 REPORT_ROWS = 6
@@ -287,7 +286,9 @@ class _Listeners:
         self.engine = runtime.engine
         self.notifier = notifier
         self.kick = kick
-        self.work = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="slack-work")
+        self.work = ThreadPoolExecutor(
+            max_workers=runtime.settings.slack_workers, thread_name_prefix="slack-work"
+        )
 
     def _later(self, fn: Callable[..., None], *args: Any) -> None:
         def guarded() -> None:

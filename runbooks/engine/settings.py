@@ -7,6 +7,7 @@ and the bot share one state file at ``<checkout>/.runbook-bot/state.db``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,14 @@ class Settings:
     lease_ttl: float
     log_target: str
     schedules_path: Path | None = None
+    #: The bot's sweep (``RUNBOOK_BOT_SWEEP_INTERVAL``), GitOps watch
+    #: (``RUNBOOK_BOT_GITOPS_INTERVAL``) and interpreter switch interval
+    #: (``RUNBOOK_BOT_SWITCH_INTERVAL``), in seconds; Slack's work pool
+    #: (``RUNBOOK_BOT_SLACK_WORKERS``). Read once here, not at import.
+    sweep_interval: float = 2.0
+    gitops_interval: float = 30.0
+    switch_interval: float = 0.001
+    slack_workers: int = 4
 
     @property
     def state_description(self) -> str:
@@ -49,6 +58,22 @@ class Settings:
 
             return redact_text(self.state_url)
         return f"sqlite:{self.state_url}"
+
+
+def _positive(env: Mapping[str, str], name: str, default: float, *, whole: bool = False) -> float:
+    """``env[name]`` as a positive number of seconds (a positive whole number with
+    ``whole``), ``default`` when unset or empty; else a clear error naming the variable."""
+    raw = env.get(name) or ""
+    if not raw.strip():
+        return default
+    what = "a positive whole number" if whole else "a positive number of seconds"
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        raise InvalidInput(f"{name}={raw!r} is not {what} (default {default:g})") from None
+    if not (0 < value < float("inf")):  # NaN compares false: refused too
+        raise InvalidInput(f"{name}={raw!r} is not {what} (default {default:g})")
+    return value
 
 
 def read_sandbox_env(path: Path) -> dict[str, str]:
@@ -104,14 +129,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                 hint="set RUNBOOK_BOT_CONFIG=/path/to/config (see config/example/)",
             )
         config_dir = root / "config"
-    try:
-        lease_ttl = float(env.get("RUNBOOK_BOT_LEASE_TTL", "30"))
-    except ValueError:
-        raise InvalidInput(
-            f"RUNBOOK_BOT_LEASE_TTL={env['RUNBOOK_BOT_LEASE_TTL']!r} is not a number of seconds"
-        ) from None
-    if lease_ttl <= 0:
-        raise InvalidInput("RUNBOOK_BOT_LEASE_TTL must be a positive number of seconds")
+    lease_ttl = _positive(env, "RUNBOOK_BOT_LEASE_TTL", 30.0)
     schedules = env.get("RUNBOOK_BOT_SCHEDULES")
     if schedules:
         schedules_path: Path | None = Path(schedules).expanduser().resolve()
@@ -121,6 +139,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         root = checkout_root()
         schedules_path = root / "schedules.yaml" if root is not None else None
     return Settings(
+        sweep_interval=_positive(env, "RUNBOOK_BOT_SWEEP_INTERVAL", 2.0),
+        gitops_interval=_positive(env, "RUNBOOK_BOT_GITOPS_INTERVAL", 30.0),
+        switch_interval=_positive(env, "RUNBOOK_BOT_SWITCH_INTERVAL", 0.001),
+        slack_workers=int(_positive(env, "RUNBOOK_BOT_SLACK_WORKERS", 4, whole=True)),
         schedules_path=schedules_path,
         state_url=state_url,
         config_dir=config_dir,

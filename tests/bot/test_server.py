@@ -94,6 +94,41 @@ def test_invalid_configuration_refuses_to_start_with_the_reason(bot_env: dict[st
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        (
+            "RUNBOOK_BOT_SWEEP_INTERVAL",
+            "2s",
+            "'2s' is not a positive number of seconds (default 2)",
+        ),
+        (
+            "RUNBOOK_BOT_GITOPS_INTERVAL",
+            "0",
+            "'0' is not a positive number of seconds (default 30)",
+        ),
+        ("RUNBOOK_BOT_SLACK_WORKERS", "2.5", "'2.5' is not a positive whole number (default 4)"),
+    ],
+)
+def test_a_malformed_tuning_variable_refuses_to_start_naming_it(
+    bot_env: dict[str, str], name: str, value: str, expected: str
+) -> None:
+    """Read with the settings, not at import: one line naming the variable, exit 2, no
+    traceback (before, ``float()`` at import raised ValueError out of ``import bot.server``)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "serve", "--port", str(free_port())],
+        env={**bot_env, name: value},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"runbook-bot cannot start: {name}={expected}" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def test_bot_resumes_an_orphaned_execution_at_start_up(
     bot_env: dict[str, str], tmp_path: Path
 ) -> None:
