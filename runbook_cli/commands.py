@@ -13,7 +13,7 @@ from invoke.exceptions import Exit
 from rich.console import Console
 from rich.text import Text
 
-from runbook_cli.program import (
+from runbook_cli.exit_codes import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_PENDING,

@@ -6,7 +6,6 @@ contract says 2 for invalid input, so parse errors are turned into ``Exit(code=2
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from typing import Any
@@ -15,21 +14,7 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit, ParseError
 from invoke.program import Program
 
-EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_PENDING = 0, 1, 2, 3
-#: A closed pipe (``runbook runs.list | head``): what a shell reports for a SIGPIPE death.
-EXIT_CLOSED_PIPE = 128 + 13
-
-
-def reader_left() -> int:
-    """Stop writing to a stdout nobody reads any more; the exit code to leave with.
-
-    stdout is pointed at /dev/null so the interpreter's final flush stays quiet too.
-    """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    return EXIT_CLOSED_PIPE
-
+from runbook_cli.exit_codes import EXIT_REFUSED, reader_left
 
 #: invoke's ``--list`` line for a collection's default task: ``rollback.rollback (rollback)``.
 DEFAULT_LISTED = re.compile(r"(?P<ns>[\w.-]+)\.(?P<name>[\w-]+) \((?P=ns)\)")

@@ -12,7 +12,7 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
-from runbook_cli.program import EXIT_FAILED, EXIT_PENDING, EXIT_REFUSED
+from runbook_cli.exit_codes import EXIT_FAILED, EXIT_PENDING, EXIT_REFUSED
 
 if TYPE_CHECKING:
     from runbooks.engine.wiring import Runtime

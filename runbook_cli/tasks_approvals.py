@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 from invoke.collection import Collection
 from invoke.tasks import Task, task
 
-from runbook_cli.program import EXIT_REFUSED
+from runbook_cli.exit_codes import EXIT_REFUSED
 
 if TYPE_CHECKING:
     from runbooks.engine.wiring import Runtime
