@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runbooks.engine.config.loader import EnvironmentConfig, ServiceConfig
-from runbooks.engine.errors import InvalidInput
+from runbooks.engine.errors import InvalidInput, StepFailed
 from runbooks.engine.plan import PlanContext, RunContext, Step
 from runbooks.interfaces import KubeOps, infrastructure
 
@@ -79,7 +79,7 @@ class ScaleDeployment(KubeStep, kind="kube.scale"):
             check=ctx.check_cancelled,
         )
         if state.replicas != self.to_replicas:
-            raise InvalidInput(
+            raise StepFailed(
                 f"{self.deployment} has {state.replicas} replicas, not "
                 f"{self.to_replicas}: something (an autoscaler?) changed it"
             )
