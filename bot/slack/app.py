@@ -34,6 +34,12 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
 )
 
+from bot.slack.buttons import (
+    ButtonNotUnderstood,
+    ConfirmValue,
+    IncidentRunValue,
+    execution_value,
+)
 from bot.slack.commands import (
     Parsed,
     UsageError,
@@ -236,15 +242,10 @@ def _channel_of(body: dict[str, Any]) -> str | None:
     return channel.get("id") or (body.get("container") or {}).get("channel_id")
 
 
-class ButtonNotUnderstood(Exception):
-    """A signed click whose ``value`` is not what our buttons carry (an old or forged card)."""
-
-
 NOT_UNDERSTOOD = (
     ":warning: I did not understand that button (it may come from an old or altered "
     "message); nothing was done. Run the command again for a fresh one."
 )
-_EXECUTION_ID = re.compile(r"^rb-[0-9a-f]{6}$")
 
 
 def _trigger(kind: Any, actor: Actor, incident: Any) -> Trigger | None:
@@ -253,31 +254,6 @@ def _trigger(kind: Any, actor: Actor, incident: Any) -> Trigger | None:
     if kind != str(TriggerKind.INCIDENT_BUTTON):
         return None
     return Trigger(TriggerKind.INCIDENT_BUTTON, actor.id, str(incident) if incident else None)
-
-
-def _json_value(action: dict[str, Any], *required: str) -> dict[str, Any]:
-    """A button value holding a JSON object with ``required`` keys."""
-    try:
-        value = json.loads(str(action.get("value") or ""))
-    except ValueError:
-        raise ButtonNotUnderstood("value is not JSON") from None
-    if not isinstance(value, dict):
-        raise ButtonNotUnderstood("value is not a JSON object")
-    missing = [key for key in required if key not in value]
-    if missing:
-        raise ButtonNotUnderstood(f"value lacks {', '.join(missing)}")
-    return value
-
-
-def _execution_value(action: dict[str, Any]) -> tuple[str, str]:
-    """``execution id`` and the rest of an ``id:...`` button value."""
-    value = action.get("value")
-    if not isinstance(value, str):
-        raise ButtonNotUnderstood("value is not text")
-    execution_id, _, rest = value.partition(":")
-    if not _EXECUTION_ID.match(execution_id):
-        raise ButtonNotUnderstood("value does not start with an execution id")
-    return execution_id, rest
 
 
 class _Listeners:
@@ -473,18 +449,18 @@ class _Listeners:
             return
         request = None
         if result.outcome == Outcome.CONFIRM:
-            request = {
-                "r": plan.runbook,
-                "p": parsed.params,
-                "h": plan.hash,
-                "u": user_id,
-                "c": channel,
-                "reason": flags.get("reason"),
-                "incident": flags.get("incident"),
-                "bg": bool(flags.get("break_glass")),
-                "d": flags.get("drill"),
-                "t": flags.get("trigger"),
-            }
+            request = ConfirmValue(
+                runbook=plan.runbook,
+                params=parsed.params,
+                plan_hash=plan.hash,
+                requester=user_id,
+                channel=channel,
+                reason=flags.get("reason"),
+                incident=flags.get("incident"),
+                break_glass=bool(flags.get("break_glass")),
+                drill=flags.get("drill"),
+                trigger=flags.get("trigger"),
+            )
         respond(
             text=plan_text(plan, banner),
             blocks=plan_blocks(
@@ -710,19 +686,19 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return
-        suggestion = _json_value(action, "runbook", "environment", "incident")
+        suggestion = IncidentRunValue.read(action)
         try:
-            spec = self.engine.registry.get(str(suggestion["runbook"]))
+            spec = self.engine.registry.get(suggestion.runbook)
         except RunbookError:
             self._whisper(body, "That button no longer names a runbook here.", respond)
             return
         fields = spec.params.model_fields
         params: dict[str, Any] = {}
         if "environment" in fields:
-            params["environment"] = str(suggestion["environment"])
-        if "service" in fields and suggestion.get("service"):
-            params["service"] = str(suggestion["service"])
-        incident = str(suggestion["incident"])
+            params["environment"] = suggestion.environment
+        if "service" in fields and suggestion.service:
+            params["service"] = suggestion.service
+        incident = suggestion.incident
         parsed = Parsed(
             command=f"/{spec.namespace or spec.name}",
             runbook=spec.name,
@@ -751,26 +727,24 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return
-        request = _json_value(action, "r", "p", "h", "u")
-        if not isinstance(request["p"], dict):
-            raise ButtonNotUnderstood("value's parameters are not an object")
-        if body["user"]["id"] != request["u"]:
+        request = ConfirmValue.read(action)
+        if body["user"]["id"] != request.requester:
             self._whisper(body, "Only the person who asked for this plan can confirm it.", respond)
             return
         engine = self.engine
         try:
             result = engine.request(
                 Request(
-                    runbook=request["r"],
-                    params=request["p"],
+                    runbook=request.runbook,
+                    params=request.params,
                     actor=actor,
-                    channel=request.get("c"),
-                    reason=request.get("reason"),
-                    incident=request.get("incident"),
-                    break_glass=bool(request.get("bg")),
-                    confirmed_hash=request["h"],
-                    drill=request.get("d"),
-                    trigger=_trigger(request.get("t"), actor, request.get("incident")),
+                    channel=request.channel,
+                    reason=request.reason,
+                    incident=request.incident,
+                    break_glass=request.break_glass,
+                    confirmed_hash=request.plan_hash,
+                    drill=request.drill,
+                    trigger=_trigger(request.trigger, actor, request.incident),
                 )
             )
         except RunbookError as exc:
@@ -786,8 +760,8 @@ class _Listeners:
                     plan,
                     banner=banner,
                     approvals=result.approvals,
-                    reason=request.get("reason"),
-                    request={**request, "h": plan.hash},
+                    reason=request.reason,
+                    request=request.with_hash(plan.hash),
                     heading=(
                         ":warning: The live state changed since you saw the plan; nothing "
                         "was submitted. This is the plan now; confirm it if it is right."
@@ -823,7 +797,7 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return None
-        execution_id, plan_hash = _execution_value(action)
+        execution_id, plan_hash = execution_value(action)
         try:
             decide(execution_id, actor, plan_hash)
         except RunbookError as exc:
@@ -860,7 +834,7 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return
-        execution_id, _ = _execution_value(action)
+        execution_id, _ = execution_value(action)
         client.views_open(
             trigger_id=body["trigger_id"], view=deny_modal(execution_id, _channel_of(body))
         )
@@ -887,7 +861,7 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return
-        execution_id, rest = _execution_value(action)
+        execution_id, rest = execution_value(action)
         key, _, choice = rest.rpartition(":")
         try:
             question = self.engine.answer(
@@ -907,7 +881,7 @@ class _Listeners:
         actor = self._clicker(body, respond)
         if actor is None:
             return
-        execution_id, _ = _execution_value(action)
+        execution_id, _ = execution_value(action)
         try:
             self._cancel(execution_id, actor, "")
         except RunbookError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bot.slack.buttons import ConfirmValue, IncidentRunValue
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.models import TERMINAL_STATES, Execution, State, StepStatus
 from runbooks.engine.plan import Plan, with_run_id
@@ -151,7 +152,7 @@ def plan_blocks(
     banner: str,
     approvals: int,
     reason: str | None,
-    request: dict[str, Any] | None,
+    request: ConfirmValue | None,
     heading: str | None = None,
 ) -> Blocks:
     """The private plan: what will change; Confirm / Cancel unless ``request`` is None."""
@@ -179,7 +180,7 @@ def plan_blocks(
         )
     )
     if request is not None:
-        value = json.dumps(request, separators=(",", ":"))
+        value = request.to_json()
         blocks.append(
             {
                 "type": "actions",
@@ -408,7 +409,6 @@ def deny_modal(execution_id: str, channel: str | None) -> dict[str, Any]:
 def incident_card(suggestion: dict[str, Any]) -> tuple[str, Blocks]:
     """A PagerDuty incident on a mapped service, with a Run button per suggested runbook. A
     click is the clicker's request (the plan first, privately), linked to the incident."""
-    import json
 
     incident = suggestion["incident"]
     link = _link(suggestion.get("url"), escape(incident))
@@ -422,15 +422,12 @@ def incident_card(suggestion: dict[str, Any]) -> tuple[str, Blocks]:
         button(
             f"Run {runbook}",
             "rb_incident_run",
-            json.dumps(
-                {
-                    "runbook": runbook,
-                    "environment": suggestion["environment"],
-                    "service": suggestion.get("service"),
-                    "incident": incident,
-                },
-                separators=(",", ":"),
-            ),
+            IncidentRunValue(
+                runbook=runbook,
+                environment=suggestion["environment"],
+                service=suggestion.get("service"),
+                incident=incident,
+            ).to_json(),
         )
         for runbook in suggestion["runbooks"][:5]
     ]
