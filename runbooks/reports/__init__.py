@@ -1,0 +1,1 @@
+"""Reports rendered from the engine's records (the drill report)."""
