@@ -50,9 +50,9 @@ import threading
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from sandbox.local_http import JsonHandler, LocalServer, QuietServer
 from sandbox.mongo import WRITE_COMMANDS, MongoServer, replay
 
 PROJECT = "5f0c0ffee0c0ffee0c0ffee0"
@@ -303,22 +303,8 @@ def _problem(code: str, detail: str) -> dict[str, Any]:
 # --- Admin API -----------------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def _send(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
 
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization", "")
@@ -463,8 +449,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"detail": f"no route {path}"})
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(QuietServer):
     state: ClusterState
     clusters: dict[str, ClusterState]
     #: source cluster name -> its cloud backups
@@ -473,7 +458,7 @@ class _Server(ThreadingHTTPServer):
     realm = "MMS Public API"
 
 
-class AtlasEmulator:
+class AtlasEmulator(LocalServer[_Server]):
     def __init__(
         self,
         state: ClusterState,
@@ -482,27 +467,14 @@ class AtlasEmulator:
         backups: AtlasBackups | Sequence[AtlasBackups] | None = None,
         others: list[ClusterState] | None = None,
     ) -> None:
-        self.server = _Server(("127.0.0.1", port), _Handler)
-        self.server.state = state
-        self.server.clusters = {c.name: c for c in [state, *(others or [])]}
+        server = _Server(("127.0.0.1", port), _Handler)
+        server.state = state
+        server.clusters = {c.name: c for c in [state, *(others or [])]}
         if isinstance(backups, AtlasBackups):
             backups = [backups]
-        self.server.backups = {b.cluster: b for b in backups or []}
-        self.server.nonces = set()
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> AtlasEmulator:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        server.backups = {b.cluster: b for b in backups or []}
+        server.nonces = set()
+        super().__init__(server)
 
 
 # --- the database --------------------------------------------------------------------------------

@@ -22,11 +22,10 @@ from __future__ import annotations
 import json
 import math
 import re
-import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+
+from sandbox.local_http import JsonHandler, LocalServer, QuietServer
 
 DEFAULT_ERROR_RATE = 0.002
 #: What each signal answers until set: error rate 0.2 %, p95 180 ms, no failing probes.
@@ -37,20 +36,8 @@ DEFAULTS: dict[str, float | None] = {
 }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def _send(self, status: int, doc: Any) -> None:
-        body = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
@@ -126,8 +113,7 @@ def signal_of(expr: str) -> str:
     return "error_rate"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(QuietServer):
     failing: set[str]
     hits: dict[str, int]
     error_rates: dict[str, float]
@@ -136,21 +122,16 @@ class _Server(ThreadingHTTPServer):
     signals: dict[tuple[str, str], float | None]
 
 
-class HealthServer:
+class HealthServer(LocalServer[_Server]):
     def __init__(self, port: int = 0) -> None:
-        self.server = _Server(("127.0.0.1", port), _Handler)
-        self.server.failing = set()
-        self.server.hits = {}
-        self.server.error_rates = {}
-        self.server.queries = []
-        self.server.prometheus_up = True
-        self.server.signals = {}
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        server = _Server(("127.0.0.1", port), _Handler)
+        server.failing = set()
+        server.hits = {}
+        server.error_rates = {}
+        server.queries = []
+        server.prometheus_up = True
+        server.signals = {}
+        super().__init__(server)
 
     def fail(self, region: str, failing: bool = True) -> None:
         if failing:
@@ -174,11 +155,3 @@ class HealthServer:
     @property
     def queries(self) -> list[str]:
         return list(self.server.queries)
-
-    def start(self) -> HealthServer:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

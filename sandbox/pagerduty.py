@@ -42,9 +42,10 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from sandbox.local_http import JsonHandler, LocalServer, QuietServer
 
 SANDBOX_API_TOKEN = "sandbox-pagerduty-token"  # noqa: S105 - the local emulator's own
 SANDBOX_ROUTING_KEY = "R0SANDBOXROUTINGKEY0000000000000"
@@ -110,26 +111,8 @@ class PagerDutyState:
         return incident
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def _send(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _body(self) -> Any:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        return json.loads(raw) if raw else {}
 
     def _handle(self, method: str) -> None:
         state = self.server.state
@@ -368,15 +351,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(202, {"status": "success", "message": "Event processed", "dedup_key": dedup})
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(QuietServer):
     state: PagerDutyState
 
 
-class PagerDutyEmulator:
+class PagerDutyEmulator(LocalServer[_Server]):
     """The local PagerDuty on https://127.0.0.1 (a free port unless given); its CA certificate
     is written to ``directory / "pagerduty-ca.pem"``. ``ca`` reuses a certificate authority
     (the tests make one per session); without it each emulator makes its own."""
+
+    scheme = "https"
 
     def __init__(self, directory: Path, *, port: int = 0, ca: Any | None = None) -> None:
         import trustme
@@ -388,27 +372,14 @@ class PagerDutyEmulator:
         cert = self.ca.issue_cert("127.0.0.1", "localhost")
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         cert.configure_cert(context)
-        self.server = _Server(("127.0.0.1", port), _Handler)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.server.state = PagerDutyState()
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        server = _Server(("127.0.0.1", port), _Handler)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server.state = PagerDutyState()
+        super().__init__(server)
 
     @property
     def state(self) -> PagerDutyState:
         return self.server.state
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"https://{host!s}:{port}"
-
-    def start(self) -> PagerDutyEmulator:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def calls(self, path_prefix: str = "") -> list[dict[str, Any]]:
         with self.state.lock:

@@ -15,8 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+
+from sandbox.local_http import JsonHandler, LocalServer, QuietServer
 
 #: The histogram's bucket bounds, in seconds (the triggers: 0.5 s and 1 s are bounds).
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0)
@@ -48,7 +48,7 @@ def _labels(key: Key, **more: str) -> str:
     return ",".join(f'{k}="{v}"' for k, v in pairs.items())
 
 
-class SignalExporter:
+class SignalExporter(LocalServer[QuietServer]):
     """Request counters per (environment, region, service), driven by ``set_traffic``."""
 
     def __init__(self, port: int = 0, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -58,12 +58,7 @@ class SignalExporter:
         self.probes: dict[Key, bool] = {}
         exporter = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404)
@@ -78,22 +73,7 @@ class SignalExporter:
                 except (BrokenPipeError, ConnectionResetError):  # the reader left (`| head`)
                     self.close_connection = True
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def address(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"{host!s}:{port}"
-
-    def start(self) -> SignalExporter:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(QuietServer(("127.0.0.1", port), Handler))
 
     def set_traffic(
         self,

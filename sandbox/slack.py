@@ -30,8 +30,9 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
+
+from sandbox.local_http import JsonHandler, LocalServer, QuietServer
 
 if TYPE_CHECKING:
     from sandbox.slack_socket import Ack, SocketModeHub
@@ -103,28 +104,15 @@ def _blocks(value: Any) -> list[dict[str, Any]]:
     return list(value or [])
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
+    content_type = "application/json; charset=utf-8"
 
     def _read(self) -> dict[str, Any]:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
         if "json" in (self.headers.get("Content-Type") or ""):
             return dict(json.loads(raw or "{}"))
         return {k: v[-1] for k, v in urllib.parse.parse_qs(raw).items()}
-
-    def _send(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
 
     def _send_bytes(self, status: int, body: bytes) -> None:
         self.send_response(status)
@@ -359,21 +347,20 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, {"ok": True})
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(QuietServer):
     state: SlackState
 
 
-class SlackEmulator:
+class SlackEmulator(LocalServer[_Server]):
     """The local Slack Web API on 127.0.0.1 (a free port unless given)."""
 
     def __init__(
         self, *, token: str = SANDBOX_BOT_TOKEN, port: int = 0, socket_mode: bool = False
     ) -> None:
-        self.server = _Server(("127.0.0.1", port), _Handler)
-        self.server.state = SlackState(token=token)
-        self.server.state.base_url = self.url
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        server = _Server(("127.0.0.1", port), _Handler)
+        server.state = SlackState(token=token)
+        super().__init__(server)
+        server.state.base_url = self.url
         if socket_mode:
             from sandbox.slack_socket import SocketModeHub
 
@@ -391,17 +378,12 @@ class SlackEmulator:
         return self.server.state
 
     @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    @property
     def api_url(self) -> str:
         """What ``WebClient(base_url=...)`` needs (the trailing slash matters)."""
         return self.url + "/api/"
 
-    def start(self) -> SlackEmulator:
-        self.thread.start()
+    def start(self) -> Self:
+        super().start()
         if self.state.socket_hub is not None:
             self.state.socket_hub.start()
         return self
@@ -409,8 +391,7 @@ class SlackEmulator:
     def stop(self) -> None:
         if self.state.socket_hub is not None:
             self.state.socket_hub.stop()
-        self.server.shutdown()
-        self.server.server_close()
+        super().stop()
 
     def calls(self, method: str | None = None) -> list[dict[str, Any]]:
         with self.state.lock:

@@ -43,8 +43,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from sandbox.kube.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
@@ -53,6 +52,7 @@ from sandbox.kube.selectors import (
     parse_label_selector,
     selector_from_match_labels,
 )
+from sandbox.local_http import JsonHandler, LocalServer, QuietServer
 
 SERVER_VERSION = {
     "major": "1",
@@ -1222,7 +1222,7 @@ class Cluster:
                     yield {"type": kind, "object": obj}
 
 
-class KubeEmulator:
+class KubeEmulator(LocalServer[QuietServer]):
     """The HTTP front of a Cluster, on 127.0.0.1 and a free port."""
 
     def __init__(
@@ -1230,26 +1230,20 @@ class KubeEmulator:
     ) -> None:
         self.cluster = cluster or Cluster()
         handler = type("Handler", (_Handler,), {"cluster": self.cluster})
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.server.daemon_threads = True
-        self.url = f"http://{host}:{self.server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever,
-            args=(0.05,),
-            daemon=True,
+        super().__init__(
+            QuietServer((host, port), handler),
+            poll_interval=0.05,
             name=f"kube-http-{self.cluster.name}",
         )
 
-    def start(self) -> KubeEmulator:
+    def start(self) -> Self:
         self.cluster.settle()
         self.cluster.start()
-        self._thread.start()
-        return self
+        return super().start()
 
     def stop(self) -> None:
         self.cluster.stop()
-        self.server.shutdown()
-        self.server.server_close()
+        super().stop()
 
 
 def _protobuf_fields(data: bytes) -> dict[int, bytes]:
@@ -1316,12 +1310,8 @@ def _deny_rule(body: dict[str, Any]) -> tuple[str, str, str, str]:
     return rule  # type: ignore[return-value]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(JsonHandler):
     cluster: Cluster
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -1339,21 +1329,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     # plumbing ---------------------------------------------------------------------------
-    def _send(self, code: int, body: Any) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if not raw:
-            return {}
         try:
-            return json.loads(raw)
+            return super()._body()
         except json.JSONDecodeError as exc:
             raise ApiError(400, "BadRequest", f"invalid JSON body: {exc}") from None
 
