@@ -34,6 +34,7 @@ from runbooks.engine.config.schedules import Drill, SchedulesFile  # noqa: E402
 from runbooks.engine.requesters.drills import DrillScheduler  # noqa: E402
 from runbooks.engine.settings import load_settings  # noqa: E402
 from runbooks.engine.wiring import Runtime, open_runtime  # noqa: E402
+from runbooks.engine.workers import Workers  # noqa: E402
 
 
 class EverySecond(Drill):
@@ -75,8 +76,7 @@ def lateness(fires: int, directory: Path) -> None:
     ticker.scheduler.schedules = rt.config.schedules
     ticker.start()
     time.sleep(fires + 1.5)
-    ticker.stop.set()
-    ticker.thread.join(timeout=5)
+    Workers([ticker]).stop_all(timeout=5)
     history = ticker.scheduler.history("every-second")
     late = sorted(float(e["updated_at"]) - float(e["at"]) for e in history)[-fires:]
     p50 = statistics.median(late)
@@ -117,7 +117,7 @@ def takeover(directory: Path) -> None:
             if float(entry["updated_at"]) > died:
                 fired_by_two = entry
                 break
-    ticker.stop.set()
+    Workers([ticker]).stop_all(timeout=5)
     took = float(fired_by_two["updated_at"]) - died if fired_by_two else float("nan")
     print(f"takeover: the other scheduler fired {took:.1f} s after the leader died (lease 15 s)")
     leader_rt.close()

@@ -29,6 +29,7 @@ from runbooks.engine.background.outbox import FollowerThread
 from runbooks.engine.errors import RunbookError, StoreFull
 from runbooks.engine.redact import redact_text
 from runbooks.engine.wiring import Runtime, open_runtime
+from runbooks.engine.workers import Worker, Workers
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackFrontEnd
@@ -185,7 +186,7 @@ class BotApp:
         return [payload]
 
 
-class Housekeeper:
+class Housekeeper(Worker):
     """The engine's supervisor on a timer, while this process holds the ``supervisor`` lease.
 
     Every sweep (``RUNBOOK_BOT_SWEEP_INTERVAL``, default 2 s, or at once when kicked) expires
@@ -202,16 +203,14 @@ class Housekeeper:
         self.interval = runtime.settings.sweep_interval if interval is None else interval
         self.supervisor = Supervisor(engine)
         self.leader = LeaderLease(engine.store, "supervisor", engine.owner, engine.clock)
-        self.stop = threading.Event()
-        self.wake = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="housekeeper", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def kick(self) -> None:
-        """Sweep now (a decision just landed) instead of at the next interval."""
-        self.wake.set()
+        super().__init__(
+            "housekeeper",
+            self.sweep,
+            lambda: min(self.interval, self.leader.retry),
+            log=log,
+            finish=self._release,
+            what="housekeeping",
+        )
 
     def sweep(self) -> None:
         if self.leader.acquire() is None:
@@ -224,21 +223,8 @@ class Housekeeper:
         for execution_id in done.started:
             log.info("starting approved execution", execution_id=execution_id)
 
-    def _loop(self) -> None:
-        full = False
-        while not self.stop.is_set():
-            try:
-                self.sweep()
-                full = False
-            except StoreFull as exc:
-                if not full:  # one line until it recovers, not one per sweep
-                    log.error("state store full", where="housekeeper", error=exc.message)
-                full = True
-            except Exception:
-                log.exception("housekeeping failed")
-            self.wake.wait(min(self.interval, self.leader.retry))
-            self.wake.clear()
-        self.leader.release()
+    def _release(self) -> None:
+        self.leader.release()  # looked up at the end: a bench may swap the scheduler
 
 
 #: What the first plan would otherwise import on a request's thread (about a second of CPU,
@@ -291,7 +277,7 @@ class AlertFollower(FollowerThread):
         )
 
 
-class DrillTicker:
+class DrillTicker(Worker):
     """The drill scheduler (``runbooks.engine.requesters.drills``) on a timer, on the ``scheduler``
     leader lease: it wakes at the next fire or announcement, and at least every second.
 
@@ -305,36 +291,29 @@ class DrillTicker:
 
         require_valid_drills(runtime.config, runtime.engine.registry)
         self.scheduler = DrillScheduler(runtime.engine, runtime.config.schedules)
-        self.kick = kick
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="drills", daemon=True)
+        self.on_requested = kick
+        super().__init__(
+            "drills",
+            self._tick,
+            lambda: max(0.05, self.scheduler.next_wake() - self.scheduler.clock.now()),
+            log=log,
+            finish=self._release,
+            enabled=bool(self.scheduler.schedules.drills),
+            what="drill scheduler",
+        )
 
-    def start(self) -> None:
-        if self.scheduler.schedules.drills:
-            self.thread.start()
+    def _tick(self) -> None:
+        done = self.scheduler.tick()
+        for text in done.announced:
+            log.info("drill", announcement=text)
+        if done.requested and self.on_requested is not None:
+            self.on_requested()  # start what needs no approval now, not at the next sweep
 
-    def _loop(self) -> None:
-        full = False
-        while not self.stop.is_set():
-            try:
-                done = self.scheduler.tick()
-                full = False
-                for text in done.announced:
-                    log.info("drill", announcement=text)
-                if done.requested and self.kick is not None:
-                    self.kick()  # start what needs no approval now, not at the next sweep
-            except StoreFull as exc:
-                if not full:
-                    log.error("state store full", where="drill scheduler", error=exc.message)
-                full = True
-            except Exception:
-                log.exception("drill scheduler failed")
-            clock = self.scheduler.clock
-            self.stop.wait(max(0.05, self.scheduler.next_wake() - clock.now()))
-        self.scheduler.lease.release()
+    def _release(self) -> None:
+        self.scheduler.lease.release()  # looked up at the end: a bench may swap the scheduler
 
 
-class ReadinessTicker:
+class ReadinessTicker(Worker):
     """Readiness (``runbooks.engine.background.readiness_watch``) on the ``readiness`` leader lease:
     it wakes when the next evaluation is due, and at least every lease renewal."""
 
@@ -342,35 +321,30 @@ class ReadinessTicker:
         from runbooks.engine.background.readiness_watch import ReadinessWatch
 
         self.watch = ReadinessWatch(runtime.engine, runtime.config.schedules.readiness)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="readiness", daemon=True)
+        super().__init__(
+            "readiness",
+            self._tick,
+            lambda: max(
+                1.0, min(self.watch.due() - self.watch.clock.now(), self.watch.lease.renew)
+            ),
+            log=log,
+            finish=self._release,
+            enabled=self.watch.schedule.enabled,
+            what="readiness evaluation",
+        )
 
-    def start(self) -> None:
-        if self.watch.schedule.enabled:
-            self.thread.start()
+    def _tick(self) -> None:
+        done = self.watch.tick()
+        if done.evaluated:
+            log.info(
+                "readiness evaluated",
+                opened=len(done.opened),
+                reminded=len(done.reminded),
+                resolved=len(done.resolved),
+            )
 
-    def _loop(self) -> None:
-        full = False
-        while not self.stop.is_set():
-            try:
-                done = self.watch.tick()
-                full = False
-                if done.evaluated:
-                    log.info(
-                        "readiness evaluated",
-                        opened=len(done.opened),
-                        reminded=len(done.reminded),
-                        resolved=len(done.resolved),
-                    )
-            except StoreFull as exc:
-                if not full:
-                    log.error("state store full", where="readiness", error=exc.message)
-                full = True
-            except Exception:
-                log.exception("readiness evaluation failed")
-            left = self.watch.due() - self.watch.clock.now()
-            self.stop.wait(max(1.0, min(left, self.watch.lease.renew)))
-        self.watch.lease.release()
+    def _release(self) -> None:
+        self.watch.lease.release()  # looked up at the end: a bench may swap the scheduler
 
 
 class ReadinessFollower(FollowerThread):
@@ -398,7 +372,7 @@ class ReadinessFollower(FollowerThread):
         )
 
 
-class GitOpsFollower:
+class GitOpsFollower(Worker):
     """GitOps suspensions (``runbooks.kit.gitops.GitOpsWatch``) on the ``gitops`` leader
     lease: every ``RUNBOOK_BOT_GITOPS_INTERVAL`` (default 30 s) it gives automated sync back
     where Git renders the rolled-back release, and pages once where the limit passed."""
@@ -415,24 +389,24 @@ class GitOpsFollower:
         self.watch = GitOpsWatch(runtime.engine, page=page)
         #: How often the watch reads suspended applications (docs/gitops.md).
         self.interval = runtime.settings.gitops_interval
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="gitops", daemon=True)
+        super().__init__(
+            "gitops",
+            self._tick,
+            lambda: min(self.interval, self.watch.lease.renew),
+            log=log,
+            finish=self._release,
+            what="gitops watch",
+        )
 
-    def start(self) -> None:
-        self.thread.start()
+    def _tick(self) -> None:
+        done = self.watch.tick()
+        for label in done.resumed:
+            log.info("gitops sync resumed", application=label)
+        for label in done.expired:
+            log.warning("gitops suspension expired", application=label)
 
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            try:
-                done = self.watch.tick()
-                for label in done.resumed:
-                    log.info("gitops sync resumed", application=label)
-                for label in done.expired:
-                    log.warning("gitops suspension expired", application=label)
-            except Exception:
-                log.exception("gitops watch failed")
-            self.stop.wait(min(self.interval, self.watch.lease.renew))
-        self.watch.lease.release()
+    def _release(self) -> None:
+        self.watch.lease.release()  # looked up at the end: a bench may swap the scheduler
 
 
 def main(argv: list[str]) -> int:
@@ -532,14 +506,12 @@ def main(argv: list[str]) -> int:
     app = BotApp(runtime, slack=slack if slack_settings.mode == "http" else None, warm=warmed)
     app.alertmanager.on_accepted = alerts.wake.set
     incidents = IncidentFollower(runtime, pagerduty) if pagerduty is not None else None
-    housekeeper.start()
-    drills.start()
-    alerts.start()
-    readiness.start()
-    readiness_notices.start()
-    gitops.start()
+    workers = Workers([housekeeper, drills, alerts, readiness, readiness_notices, gitops])
     if incidents is not None:
-        incidents.start()
+        workers.add(incidents)
+    workers.start_all()
+    if slack is not None:
+        workers.add(slack.notifier)  # started above, before Socket Mode connects: stopped here
     threading.Thread(target=preload, args=(warmed,), name="preload", daemon=True).start()
     # Acks are short and I/O bound; a running plan or rollout watch is CPU bound. A shorter
     # switch interval than the default 5 ms lets the acks through (bench/README.md).
@@ -571,17 +543,7 @@ def main(argv: list[str]) -> int:
     )
 
     def stop(_signum: int, _frame: Any) -> None:
-        housekeeper.stop.set()
-        housekeeper.wake.set()
-        drills.stop.set()
-        alerts.stop.set()
-        alerts.wake.set()
-        readiness.stop.set()
-        readiness_notices.stop.set()
-        readiness_notices.wake.set()
-        gitops.stop.set()
-        if slack is not None:
-            slack.notifier.stop.set()
+        workers.request_stop()
         if socket_handler is not None:
             socket_handler.close()
         server.close()
@@ -598,35 +560,9 @@ def main(argv: list[str]) -> int:
     except (KeyboardInterrupt, OSError):
         pass
     finally:
-        housekeeper.stop.set()
-        housekeeper.wake.set()
-        drills.stop.set()
-        # The background threads give up their leases (a successor need not wait for them
-        # to run out) and stop using the store before it closes.
-        alerts.stop.set()
-        alerts.wake.set()
-        readiness.stop.set()
-        readiness_notices.stop.set()
-        readiness_notices.wake.set()
-        gitops.stop.set()
-        threads = [
-            housekeeper.thread,
-            drills.thread,
-            alerts.thread,
-            readiness.thread,
-            readiness_notices.thread,
-            gitops.thread,
-        ]
-        if incidents is not None:
-            incidents.stop.set()
-            incidents.wake.set()
-            threads.append(incidents.thread)
-        if slack is not None:
-            slack.notifier.stop.set()
-            threads.append(slack.notifier.thread)
-        for thread in threads:
-            if thread.is_alive():
-                thread.join(timeout=SHUTDOWN_JOIN_S)
+        # The workers give up their leases (a successor need not wait for them to run out)
+        # and stop using the store before it closes.
+        workers.stop_all(timeout=SHUTDOWN_JOIN_S)
         runtime.close()
         if pagerduty is not None:
             pagerduty.close()
