@@ -247,7 +247,6 @@ def report(  # noqa: PLR0917 - invoke makes each parameter a flag
     from runbook_cli.commands import consoles, emit_json, with_runtime
     from runbooks.engine.errors import InvalidInput
     from runbooks.engine.requesters import drill_evidence as evidence
-    from runbooks.reports import drills as report
 
     def go(rt: Runtime) -> None:
         if format not in ("md", "html"):
@@ -273,16 +272,16 @@ def report(  # noqa: PLR0917 - invoke makes each parameter a flag
             audit_problem=chain.problem,
         )
         if format == "html":
-            text = report.html(found, generated_at=now, scope=scope)
+            text = evidence.html(found, generated_at=now, scope=scope)
         else:
             charts: dict[str, str] = {}
             if target is not None:
                 for drill in found:
-                    if drill.executed and report.measured(drill):
+                    if drill.executed and evidence.measured(drill):
                         chart = target.with_name(f"{target.stem}-{drill.name}.svg")
-                        chart.write_text(report.chart_svg(drill), encoding="utf-8")
+                        chart.write_text(evidence.chart_svg(drill), encoding="utf-8")
                         charts[drill.name] = chart.name
-            text = report.markdown(found, generated_at=now, scope=scope, charts=charts)
+            text = evidence.markdown(found, generated_at=now, scope=scope, charts=charts)
         if target is None:
             sys.stdout.write(text + "\n")
             return

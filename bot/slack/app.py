@@ -581,7 +581,6 @@ class _Listeners:
         """The recent runs per drill as text, and each drill's trend chart as an image in the
         channel (the CLI's ``drills.report --format html`` is the full evidence)."""
         from runbooks.engine.requesters import drill_evidence as evidence
-        from runbooks.reports import drills as report
 
         now = self.engine.clock.now()
         found = evidence.collect(scheduler, name=name, since=now - REPORT_DAYS * 86400.0)
@@ -589,7 +588,7 @@ class _Listeners:
         for drill in found:
             lines.append(f"*{drill.name}* `{drill.runbook}` · {drill.summary()}")
             for run in drill.runs[:REPORT_ROWS]:
-                row = report.slack_row(run)
+                row = evidence.slack_row(run)
                 lines.append(f"• {row}")
             if len(drill.runs) > REPORT_ROWS:
                 lines.append(f"• … {len(drill.runs) - REPORT_ROWS} older run(s)")
@@ -599,11 +598,11 @@ class _Listeners:
             return
         client = self.notifier.courier.client
         for drill in found:
-            if not drill.executed or not report.measured(drill):
+            if not drill.executed or not evidence.measured(drill):
                 continue
             client.files_upload_v2(
                 channel=channel,
-                file=report.chart_png(drill),
+                file=evidence.chart_png(drill),
                 filename=f"{drill.name}-trend.png",
                 title=f"{drill.name}: RTO and RPO per run against the target",
                 alt_txt=f"{drill.name}: {drill.summary()}",

@@ -19,7 +19,6 @@ from runbooks.engine.clock import FakeClock, iso
 from runbooks.engine.models import State
 from runbooks.engine.requesters import drill_evidence as evidence
 from runbooks.engine.requesters.drills import HISTORY_KEY
-from runbooks.reports import drills as report
 from tests.conftest import EngineFactory
 from tests.engine import world
 from tests.support.drill_world import END, START, World, config
@@ -126,7 +125,7 @@ def test_the_evidence_has_every_fire_its_verdict_and_what_it_measured(year: Worl
 
 def test_markdown_is_one_table_row_per_run(year: World) -> None:
     found = evidence.collect(year.scheduler, since=START)
-    text = report.markdown(found, generated_at=year.clock.now(), scope=scope(year))
+    text = evidence.markdown(found, generated_at=year.clock.now(), scope=scope(year))
     rows = [line for line in text.splitlines() if line.startswith("| 2027-")]
     assert len(rows) == 13
     may = next(r for r in rows if r.startswith("| 2027-05-01"))
@@ -149,7 +148,7 @@ class _Page(HTMLParser):
 
 
 def test_html_is_self_contained_with_the_chart_inline(year: World) -> None:
-    page = report.html(
+    page = evidence.html(
         evidence.collect(year.scheduler), generated_at=year.clock.now(), scope=scope(year)
     )
     parser = _Page()
@@ -161,9 +160,9 @@ def test_html_is_self_contained_with_the_chart_inline(year: World) -> None:
     assert SERIES.lower() in page.lower() and TARGET.lower() in page.lower()
 
 
-SERIES = report.SERIES_COLOUR
-TARGET = report.TARGET_COLOUR
-FAILED = report.FAILED_COLOUR
+SERIES = evidence.SERIES_COLOUR
+TARGET = evidence.TARGET_COLOUR
+FAILED = evidence.FAILED_COLOUR
 
 
 def chromium() -> str | None:
@@ -209,12 +208,12 @@ def test_the_html_report_renders_its_chart_in_headless_chromium(
         if os.environ.get("CI"):
             pytest.fail("CI must have Chromium: .ci/run installs chromium-headless-shell")
         pytest.skip("no Chromium here: `apt-get install chromium-headless-shell` (.ci/run does)")
-    page = report.html(
+    page = evidence.html(
         evidence.collect(year.scheduler), generated_at=year.clock.now(), scope=scope(year)
     )
-    written = tmp_path / "report.html"
-    written.write_text(page, encoding="utf-8")
-    drawn = screenshot(browser, written, tmp_path / "report.png")
+    report = tmp_path / "report.html"
+    report.write_text(page, encoding="utf-8")
+    drawn = screenshot(browser, report, tmp_path / "report.png")
     # The same page without its chart: the colours come from the chart, nothing else.
     bare = tmp_path / "bare.html"
     bare.write_text(re.sub(r"<svg.*?</svg>", "", page, flags=re.DOTALL), encoding="utf-8")
@@ -281,7 +280,7 @@ def test_runs_on_one_day_get_their_own_labels_and_the_legend_stays_off_the_plots
         "FAILED",
         "passed",
     ]
-    svg = report.chart_svg(drill)
+    svg = evidence.chart_svg(drill)
     # matplotlib writes each text it draws as a comment before its glyphs.
     ticks = [
         tuple(re.findall(r"<!-- (.*?) -->", chunk)[:2]) for chunk in svg.split('<g id="xtick_')[1:]
@@ -317,18 +316,18 @@ def test_a_drill_that_measures_nothing_has_no_empty_chart_and_says_why(
     found = evidence.collect(w.scheduler)
     (drill,) = found
     assert [r.verdict for r in drill.runs] == ["FAILED (compensated)"] * 2
-    page = report.html(found, generated_at=w.clock.now(), scope=scope(w))
+    page = evidence.html(found, generated_at=w.clock.now(), scope=scope(w))
     assert "<svg" not in page and "not measured" not in page.split("<table>")[0]
     assert "No chart: none of its 2 run(s) measured RTO or RPO" in page
     assert "2 failed (see the table)" in page
-    text = report.markdown(found, generated_at=w.clock.now(), scope=scope(w))
+    text = evidence.markdown(found, generated_at=w.clock.now(), scope=scope(w))
     assert "No chart: none of its 2 run(s) measured RTO or RPO" in text and "![" not in text
 
 
 def test_the_page_says_which_installation_period_and_audit_head_it_covers(year: World) -> None:
     chain = year.engine.audit.verify()
     covered = scope(year)
-    page = report.html(
+    page = evidence.html(
         evidence.collect(year.scheduler), generated_at=year.clock.now(), scope=covered
     )
     assert "<li>Installation: sandbox</li>" in page
@@ -344,5 +343,5 @@ def test_the_page_says_which_installation_period_and_audit_head_it_covers(year: 
         audit_intact=False,
         audit_problem="record seq 4 has been altered",
     )
-    text = report.markdown(evidence.collect(year.scheduler), generated_at=0, scope=broken)
+    text = evidence.markdown(evidence.collect(year.scheduler), generated_at=0, scope=broken)
     assert "Audit chain: NOT intact: record seq 4 has been altered" in text

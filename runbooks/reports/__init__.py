@@ -1,1 +1,0 @@
-"""Reports rendered from the engine's records (the drill report)."""
