@@ -9,14 +9,14 @@ from invoke.collection import Collection
 from invoke.tasks import Task, task
 
 if TYPE_CHECKING:
-    from runbooks.engine.requesters.drills import DrillScheduler
+    from runbooks.engine import DrillScheduler
     from runbooks.engine.wiring import Runtime
 
 
 def _scheduler(rt: Runtime) -> DrillScheduler:
     """The drills, checked against the catalog (an unknown runbook or bad parameters is a
     configuration error, exit 2), and the scheduler's state in the store."""
-    from runbooks.engine.requesters.drills import DrillScheduler, require_valid_drills
+    from runbooks.engine import DrillScheduler, require_valid_drills
 
     require_valid_drills(rt.config, rt.engine.registry)
     return DrillScheduler(rt.engine, rt.config.schedules)
@@ -245,8 +245,8 @@ def report(  # noqa: PLR0917 - invoke makes each parameter a flag
     from pathlib import Path
 
     from runbook_cli.commands import consoles, emit_json, with_runtime
+    from runbooks.engine import drill_evidence as evidence
     from runbooks.engine.errors import InvalidInput
-    from runbooks.engine.requesters import drill_evidence as evidence
 
     def go(rt: Runtime) -> None:
         if format not in ("md", "html"):

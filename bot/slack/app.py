@@ -505,8 +505,8 @@ class _Listeners:
     def _drills(
         self, parsed: Parsed, actor: Actor, respond: Respond, user_id: str, channel: str | None
     ) -> None:
+        from runbooks.engine import DrillScheduler
         from runbooks.engine.clock import iso
-        from runbooks.engine.requesters.drills import DrillScheduler
 
         scheduler = DrillScheduler(self.engine, self.runtime.config.schedules)
         if parsed.verb == "list":
@@ -550,8 +550,8 @@ class _Listeners:
         """``/incident list|show|ack|resolve|note``: the engine's incident verbs (authorised,
         redacted, audited there, as for the terminal) over the PagerDuty adapter."""
         from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
+        from runbooks.engine import Incidents, pagerduty_services
         from runbooks.engine.errors import InvalidInput
-        from runbooks.engine.incidents import Incidents, pagerduty_services
 
         if parsed.verb == "list" and not pagerduty_services(
             self.runtime.config, parsed.args[0] if parsed.args else None
@@ -603,7 +603,7 @@ class _Listeners:
     ) -> None:
         """The recent runs per drill as text, and each drill's trend chart as an image in the
         channel (the CLI's ``drills.report --format html`` is the full evidence)."""
-        from runbooks.engine.requesters import drill_evidence as evidence
+        from runbooks.engine import drill_evidence as evidence
 
         now = self.engine.clock.now()
         found = evidence.collect(scheduler, name=name, since=now - REPORT_DAYS * 86400.0)
