@@ -603,6 +603,7 @@ class _Listeners:
     ) -> None:
         """The recent runs per drill as text, and each drill's trend chart as an image in the
         channel (the CLI's ``drills.report --format html`` is the full evidence)."""
+        from reports import drills as report
         from runbooks.engine import drill_evidence as evidence
 
         now = self.engine.clock.now()
@@ -611,7 +612,7 @@ class _Listeners:
         for drill in found:
             lines.append(f"*{drill.name}* `{drill.runbook}` · {drill.summary()}")
             for run in drill.runs[:REPORT_ROWS]:
-                row = evidence.slack_row(run)
+                row = report.slack_row(run)
                 lines.append(f"• {row}")
             if len(drill.runs) > REPORT_ROWS:
                 lines.append(f"• … {len(drill.runs) - REPORT_ROWS} older run(s)")
@@ -621,11 +622,11 @@ class _Listeners:
             return
         client = self.notifier.courier.client
         for drill in found:
-            if not drill.executed or not evidence.measured(drill):
+            if not drill.executed or not report.measured(drill):
                 continue
             client.files_upload_v2(
                 channel=channel,
-                file=evidence.chart_png(drill),
+                file=report.chart_png(drill),
                 filename=f"{drill.name}-trend.png",
                 title=f"{drill.name}: RTO and RPO per run against the target",
                 alt_txt=f"{drill.name}: {drill.summary()}",

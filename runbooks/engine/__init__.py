@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from runbooks.engine.logs import configure_logging
     from runbooks.engine.models import Actor, Execution, State
     from runbooks.engine.params import flag
-    from runbooks.engine.plan import Plan, with_run_id
+    from runbooks.engine.plan import Measure, Plan, with_run_id
     from runbooks.engine.policy import terminal_actor
     from runbooks.engine.readiness import ReadinessReport
     from runbooks.engine.redact import redact as redact_value
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
         parse_notification,
         require_valid_routes,
     )
+    from runbooks.engine.requesters.drill_evidence import DrillEvidence, DrillRun, ReportScope
     from runbooks.engine.requesters.drills import DrillScheduler, require_valid_drills
     from runbooks.engine.secrets import resolve_environment
     from runbooks.engine.settings import (
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
         read_sandbox_env,
     )
     from runbooks.engine.store import Store, open_store
+    from runbooks.engine.verdicts import FAILED as FAILED_VERDICT
     from runbooks.engine.verdicts import execution_verdict, findings_verdict
 
 # name on the face -> "module" (below runbooks.engine) or "module:attribute" when they differ
@@ -97,10 +99,12 @@ _WHERE = {
     "RunbookSpec": "registry",
     "flag": "params",
     "Plan": "plan",
+    "Measure": "plan",
     "with_run_id": "plan",
     "ReadinessReport": "readiness",
     "execution_verdict": "verdicts",
     "findings_verdict": "verdicts",
+    "FAILED_VERDICT": "verdicts:FAILED",
     "transition_counts": "counters",
     # who is asking, what is kept and what leaves
     "terminal_actor": "policy",
@@ -111,6 +115,9 @@ _WHERE = {
     # requesters: drills, alerts, incidents
     "DrillScheduler": "requesters.drills",
     "require_valid_drills": "requesters.drills",
+    "DrillEvidence": "requesters.drill_evidence",
+    "DrillRun": "requesters.drill_evidence",
+    "ReportScope": "requesters.drill_evidence",
     "ALERTMANAGER": "requesters.alerts",
     "MAX_BODY": "requesters.alerts",
     "AlertIntake": "requesters.alerts",
@@ -135,6 +142,7 @@ _MODULES = {"drill_evidence": "requesters.drill_evidence"}
 __all__ = [
     "ALERTMANAGER",
     "DEFAULT_PORT",
+    "FAILED_VERDICT",
     "MAX_BODY",
     "OPEN_KEY",
     "REPORT_KEY",
@@ -143,6 +151,8 @@ __all__ = [
     "AlertRequests",
     "AuditLog",
     "Config",
+    "DrillEvidence",
+    "DrillRun",
     "DrillScheduler",
     "Engine",
     "Execution",
@@ -150,6 +160,7 @@ __all__ = [
     "Incidents",
     "InvalidInput",
     "LeaderLease",
+    "Measure",
     "OutboxFollower",
     "Outcome",
     "Plan",
@@ -160,6 +171,7 @@ __all__ = [
     "ReadinessWatch",
     "Refused",
     "Registry",
+    "ReportScope",
     "Request",
     "RequestResult",
     "RunbookError",
