@@ -7,6 +7,7 @@ COPY pyproject.toml README.md ./
 COPY runbooks ./runbooks
 COPY runbook_cli ./runbook_cli
 COPY bot ./bot
+COPY reports ./reports
 COPY sandbox ./sandbox
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check .

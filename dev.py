@@ -36,10 +36,10 @@ def _stamp(extra: str) -> Path:
 
 #: The packages a user's install must import whole, by extra: a module that imports what the
 #: extra does not declare fails here, at install time, naming the module (not at first use).
-PACKAGES = {"sandbox": ("bot", "runbooks", "runbook_cli", "sandbox")}
+PACKAGES = {"sandbox": ("bot", "runbooks", "runbook_cli", "reports", "sandbox")}
 PACKAGES["dev"] = PACKAGES["sandbox"]
 #: What the container image runs (Dockerfile: `pip install .`, no extras).
-RUNTIME_ONLY = ("bot", "runbooks", "runbook_cli")
+RUNTIME_ONLY = ("bot", "runbooks", "runbook_cli", "reports")
 
 IMPORT_CHECK = """
 import importlib, pkgutil, sys

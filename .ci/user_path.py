@@ -10,9 +10,9 @@
 4. One read-only runbook from the CLI against that sandbox (``invoke dr.status``) exits 0.
 5. Ctrl-C (SIGINT) stops the sandbox and the bot; no process of theirs is left.
 6. The container's set: a second fresh virtualenv with ``pip install .`` (no extras, as the
-   Dockerfile does) imports every module of ``bot``, ``runbooks`` and ``runbook_cli`` and starts
-   ``python -m bot serve`` with ``config/example`` (and a throwaway audit key, the one secret it
-   needs to start) until ``/health`` answers 200.
+   Dockerfile does) imports every module of ``bot``, ``runbooks``, ``runbook_cli`` and
+   ``reports`` and starts ``python -m bot serve`` with ``config/example`` (and a throwaway
+   audit key, the one secret it needs to start) until ``/health`` answers 200.
 
 Any failure names what was missing (``No module named 'mongomock'``) and exits 1. Uses only
 the standard library: it runs before any virtualenv exists.
@@ -224,7 +224,7 @@ def check_runtime_set(clone: Path, work: Path) -> None:
             "the runtime package alone cannot import"
             f"{missing_module(result.stdout + result.stderr)}:\n{result.stdout}{result.stderr}"
         )
-    say("  every module of bot, runbooks, runbook_cli imports")
+    say("  every module of bot, runbooks, runbook_cli, reports imports")
     port = free_port()
     log = work / "bot.log"
     env = {

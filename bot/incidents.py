@@ -22,11 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from runbooks.engine.background.outbox import FollowerThread, QueuedConsumer
+from runbooks.engine import FollowerThread, QueuedConsumer, execution_verdict, with_run_id
 from runbooks.engine.errors import RunbookError
 from runbooks.engine.models import TERMINAL_STATES, State, StepStatus
-from runbooks.engine.plan import with_run_id
-from runbooks.engine.verdicts import execution_verdict
 
 if TYPE_CHECKING:
     from runbooks.adapters.pagerduty import PagerDuty
@@ -171,7 +169,7 @@ class IncidentFeed(QueuedConsumer):
         return outcome + took + "." + "".join(f"\n{line}" for line in reverts)
 
     def _note(self, event: Event, execution: Execution) -> None:
-        from runbooks.engine.redact import redact_text
+        from runbooks.engine import redact_text
 
         noted = NOTED_KEY.format(event.id)
         if self.store.kv_get(noted):
@@ -216,7 +214,7 @@ class IncidentFeed(QueuedConsumer):
     def _page(self, event: Event, execution: Execution) -> None:
         if not self.pagerduty.can_page or not self._pages(execution):
             return
-        from runbooks.engine.redact import redact_text
+        from runbooks.engine import redact_text
 
         key = dedup_key(execution)
         paged = PAGED_KEY.format(key)

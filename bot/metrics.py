@@ -21,10 +21,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from runbooks.engine.background.readiness_watch import OPEN_KEY, REPORT_KEY
-from runbooks.engine.counters import transition_counts
+from runbooks.engine import OPEN_KEY, REPORT_KEY, Store, transition_counts
 from runbooks.engine.models import State
-from runbooks.engine.store.base import Store
 
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0)
 SCRAPE_LIMIT = 5000  # executions read per scrape (newest first)

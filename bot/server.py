@@ -25,11 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from runbooks.engine.background.outbox import FollowerThread
+from runbooks.engine import FollowerThread, Worker, Workers, redact_text
 from runbooks.engine.errors import RunbookError, StoreFull
-from runbooks.engine.redact import redact_text
 from runbooks.engine.wiring import Runtime, open_runtime
-from runbooks.engine.workers import Worker, Workers
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackFrontEnd
@@ -123,7 +121,7 @@ class BotApp:
         """Readiness: the store answers, the configuration is valid and the SDKs are imported
         (a first request that imports the Kubernetes client's API modules holds every thread
         for half a second: measured in bench/alertmanager_bench.py)."""
-        from runbooks.engine.config.loader import load_config
+        from runbooks.engine import load_config
 
         checks: dict[str, str] = {}
         try:
@@ -195,8 +193,7 @@ class Housekeeper(Worker):
     """
 
     def __init__(self, runtime: Runtime, interval: float | None = None) -> None:
-        from runbooks.engine.background.leases import LeaderLease
-        from runbooks.engine.background.supervisor import Supervisor
+        from runbooks.engine import LeaderLease, Supervisor
 
         engine = runtime.engine
         self.runtime = runtime
@@ -263,7 +260,7 @@ class AlertFollower(FollowerThread):
     into requests and pages, on the ``alerts`` leader lease (one replica at a time)."""
 
     def __init__(self, runtime: Runtime, *, kick: Any = None, page: Any = None) -> None:
-        from runbooks.engine.requesters.alerts import AlertRequests, require_valid_routes
+        from runbooks.engine import AlertRequests, require_valid_routes
 
         require_valid_routes(runtime.config, runtime.engine.registry)
         engine = runtime.engine
@@ -287,7 +284,7 @@ class DrillTicker(Worker):
     """
 
     def __init__(self, runtime: Runtime, *, kick: Any = None) -> None:
-        from runbooks.engine.requesters.drills import DrillScheduler, require_valid_drills
+        from runbooks.engine import DrillScheduler, require_valid_drills
 
         require_valid_drills(runtime.config, runtime.engine.registry)
         self.scheduler = DrillScheduler(runtime.engine, runtime.config.schedules)
@@ -318,7 +315,7 @@ class ReadinessTicker(Worker):
     it wakes when the next evaluation is due, and at least every lease renewal."""
 
     def __init__(self, runtime: Runtime) -> None:
-        from runbooks.engine.background.readiness_watch import ReadinessWatch
+        from runbooks.engine import ReadinessWatch
 
         self.watch = ReadinessWatch(runtime.engine, runtime.config.schedules.readiness)
         super().__init__(
@@ -352,7 +349,7 @@ class ReadinessFollower(FollowerThread):
     ``readiness-notices`` leader lease."""
 
     def __init__(self, runtime: Runtime, pagerduty: Any) -> None:
-        from runbooks.engine.background.readiness_watch import ReadinessNotices
+        from runbooks.engine import ReadinessNotices
 
         alert = resolve = None
         if pagerduty is not None and pagerduty.can_page:
@@ -434,9 +431,7 @@ def main(argv: list[str]) -> int:
 
     from runbooks.adapters import build_adapters, resolve_secret
     from runbooks.catalog import load_catalog
-    from runbooks.engine.logs import configure_logging
-    from runbooks.engine.secrets import resolve_environment
-    from runbooks.engine.settings import bot_port, load_settings
+    from runbooks.engine import bot_port, configure_logging, load_settings, resolve_environment
 
     try:
         port = bot_port(args.port)

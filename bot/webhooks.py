@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from runbooks.engine.errors import InvalidInput
-from runbooks.engine.models import Actor
-from runbooks.engine.redact import redact
-from runbooks.engine.requesters.alerts import (
+from runbooks.engine import (
     ALERTMANAGER,
     MAX_BODY,
     AlertIntake,
     parse_notification,
+    redact_value,
 )
+from runbooks.engine.errors import InvalidInput
+from runbooks.engine.models import Actor
 
 if TYPE_CHECKING:
     from runbooks.engine.wiring import Runtime
@@ -269,7 +269,9 @@ class PagerDutyWebhook:
             self._audit("ignored", "service not mapped in environments.yaml", detail)
             return 200, {"ignored": "service not mapped"}
         engine = self.runtime.engine
-        engine.store.append_event(None, "incident.suggest", redact(suggestion), engine.clock.now())
+        engine.store.append_event(
+            None, "incident.suggest", redact_value(suggestion), engine.clock.now()
+        )
         self._audit("suggested", "card posted", {**detail, "runbooks": suggestion["runbooks"]})
         return 200, {"suggested": suggestion["runbooks"]}
 

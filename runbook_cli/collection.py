@@ -17,7 +17,7 @@ from invoke.collection import Collection
 from invoke.tasks import Task
 
 if TYPE_CHECKING:
-    from runbooks.engine.registry import Registry, RunbookSpec
+    from runbooks.engine import Registry, RunbookSpec
 
 COMMON_FLAGS: dict[str, tuple[Any, str]] = {
     "dry_run": (False, "show the plan computed from live state and change nothing"),

@@ -26,9 +26,9 @@ from runbook_cli.render import (
     plan_json,
     print_plan,
 )
+from runbooks.engine import clean_reason
 from runbooks.engine.clock import format_duration
 from runbooks.engine.errors import Refused, RunbookError
-from runbooks.engine.lifecycle.journal import clean_reason
 from runbooks.engine.models import Actor, Execution, State
 from runbooks.engine.wiring import Runtime, open_runtime
 
@@ -67,8 +67,7 @@ def consoles(as_json: bool) -> tuple[Console, Console]:
 
 def open_cli_runtime() -> Runtime:
     from runbooks.adapters import build_adapters, resolve_secret
-    from runbooks.engine.logs import configure_logging
-    from runbooks.engine.settings import load_settings
+    from runbooks.engine import configure_logging, load_settings
 
     settings = load_settings()
     configure_logging(settings.log_target or str(settings.state_dir / "logs" / "runbook-bot.jsonl"))
@@ -80,7 +79,7 @@ def open_cli_runtime() -> Runtime:
 
 
 def cli_actor(runtime: Runtime) -> Actor:
-    from runbooks.engine.policy import terminal_actor
+    from runbooks.engine import terminal_actor
 
     return terminal_actor(runtime.config, override=runtime.settings.user_override)
 
@@ -138,7 +137,7 @@ def run_runbook(name: str, raw: dict[str, Any]) -> None:
 def _run(
     runtime: Runtime, name: str, raw: dict[str, Any], flags: dict[str, Any], as_json: bool
 ) -> int:
-    from runbooks.engine.lifecycle.requests import Outcome, Request
+    from runbooks.engine import Outcome, Request
 
     engine = runtime.engine
     out, _ = consoles(as_json)

@@ -94,9 +94,8 @@ def configured_environments() -> list[str]:
 
     Read only for help and for a missing environment: ``--list`` and parsing stay fast.
     """
-    from runbooks.engine.config.loader import load_config
+    from runbooks.engine import load_config, load_settings
     from runbooks.engine.errors import RunbookError
-    from runbooks.engine.settings import load_settings
 
     try:
         return load_config(load_settings().config_dir).environment_names()

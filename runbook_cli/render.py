@@ -13,10 +13,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from runbooks.engine import Plan, findings_verdict
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.models import Event, Execution, State, StepStatus
-from runbooks.engine.plan import Plan
-from runbooks.engine.verdicts import findings_verdict
 
 TIER_STYLE = {
     "production": "bold white on red",

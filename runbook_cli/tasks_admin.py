@@ -174,7 +174,7 @@ def answer(c: Any, id: str, choice: str, reason: str = "", json: bool = False) -
 def verify(c: Any, head: str = "", json: bool = False) -> None:
     """Verify the audit chain; exit 0 if intact, 1 naming the first bad seq."""
     from runbook_cli.commands import emit_json, with_runtime
-    from runbooks.engine.audit import parse_head
+    from runbooks.engine import parse_head
 
     def go(rt: Runtime) -> int:
         result = rt.engine.audit.verify(head=parse_head(head) if head else None)
@@ -299,18 +299,16 @@ def check(c: Any) -> None:
     """Validate config/ and schedules.yaml (drills against the catalog); print a summary, exit
     2 listing every problem."""
     from runbook_cli.commands import cli_errors
+    from runbooks.engine import load_config, load_settings
     from runbooks.engine.clock import format_duration
-    from runbooks.engine.config.loader import load_config
     from runbooks.engine.errors import ConfigError
-    from runbooks.engine.settings import load_settings
 
     with cli_errors():
         settings = load_settings()
         try:
             config = load_config(settings.config_dir, schedules=settings.schedules_path)
             from runbooks.catalog import load_catalog
-            from runbooks.engine.requesters.alerts import require_valid_routes
-            from runbooks.engine.requesters.drills import require_valid_drills
+            from runbooks.engine import require_valid_drills, require_valid_routes
 
             require_valid_drills(config, load_catalog())
             require_valid_routes(config, load_catalog())
@@ -322,7 +320,7 @@ def check(c: Any) -> None:
         from runbooks.adapters.kube_contexts import CONTEXT_HINT
 
         if config.is_sandbox:  # the sandbox's emulators announce their kubeconfig, as for runs
-            from runbooks.engine.settings import read_sandbox_env
+            from runbooks.engine import read_sandbox_env
 
             env_file = settings.state_dir / "sandbox" / "env"
             kubeconfig = read_sandbox_env(env_file).get("KUBECONFIG") if env_file.exists() else None

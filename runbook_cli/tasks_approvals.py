@@ -84,8 +84,8 @@ def _decide(
 ) -> None:
     from runbook_cli.commands import cli_actor, consoles, emit_json, with_runtime
     from runbook_cli.render import execution_summary, print_plan
+    from runbooks.engine import clean_reason
     from runbooks.engine.errors import Refused
-    from runbooks.engine.lifecycle.journal import clean_reason
     from runbooks.engine.models import State
 
     def go(rt: Runtime) -> int:

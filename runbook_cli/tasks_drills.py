@@ -9,14 +9,14 @@ from invoke.collection import Collection
 from invoke.tasks import Task, task
 
 if TYPE_CHECKING:
-    from runbooks.engine.requesters.drills import DrillScheduler
+    from runbooks.engine import DrillScheduler
     from runbooks.engine.wiring import Runtime
 
 
 def _scheduler(rt: Runtime) -> DrillScheduler:
     """The drills, checked against the catalog (an unknown runbook or bad parameters is a
     configuration error, exit 2), and the scheduler's state in the store."""
-    from runbooks.engine.requesters.drills import DrillScheduler, require_valid_drills
+    from runbooks.engine import DrillScheduler, require_valid_drills
 
     require_valid_drills(rt.config, rt.engine.registry)
     return DrillScheduler(rt.engine, rt.config.schedules)
@@ -244,9 +244,10 @@ def report(  # noqa: PLR0917 - invoke makes each parameter a flag
     approvals and execution, per drill, with a trend chart (html)."""
     from pathlib import Path
 
+    from reports import drills as report
     from runbook_cli.commands import consoles, emit_json, with_runtime
+    from runbooks.engine import drill_evidence as evidence
     from runbooks.engine.errors import InvalidInput
-    from runbooks.engine.requesters import drill_evidence as evidence
 
     def go(rt: Runtime) -> None:
         if format not in ("md", "html"):
@@ -272,16 +273,16 @@ def report(  # noqa: PLR0917 - invoke makes each parameter a flag
             audit_problem=chain.problem,
         )
         if format == "html":
-            text = evidence.html(found, generated_at=now, scope=scope)
+            text = report.html(found, generated_at=now, scope=scope)
         else:
             charts: dict[str, str] = {}
             if target is not None:
                 for drill in found:
-                    if drill.executed and evidence.measured(drill):
+                    if drill.executed and report.measured(drill):
                         chart = target.with_name(f"{target.stem}-{drill.name}.svg")
-                        chart.write_text(evidence.chart_svg(drill), encoding="utf-8")
+                        chart.write_text(report.chart_svg(drill), encoding="utf-8")
                         charts[drill.name] = chart.name
-            text = evidence.markdown(found, generated_at=now, scope=scope, charts=charts)
+            text = report.markdown(found, generated_at=now, scope=scope, charts=charts)
         if target is None:
             sys.stdout.write(text + "\n")
             return

@@ -12,7 +12,7 @@ from invoke.tasks import Task, task
 
 if TYPE_CHECKING:
     from runbooks.adapters.pagerduty import PagerDuty
-    from runbooks.engine.incidents import Incidents
+    from runbooks.engine import Incidents
     from runbooks.engine.wiring import Runtime
 
 
@@ -31,7 +31,7 @@ def _pagerduty() -> PagerDuty:
 @contextmanager
 def _incidents(rt: Runtime) -> Iterator[Incidents]:
     """The engine's incident verbs over the PagerDuty adapter (closed afterwards)."""
-    from runbooks.engine.incidents import Incidents
+    from runbooks.engine import Incidents
 
     pagerduty = _pagerduty()
     try:
@@ -55,7 +55,7 @@ def list_(c: Any, environment: str = "", json: bool = False) -> None:
     from runbook_cli.commands import consoles, emit_json, with_runtime
 
     def go(rt: Runtime) -> None:
-        from runbooks.engine.incidents import pagerduty_services
+        from runbooks.engine import pagerduty_services
 
         out = consoles(json)[0]
         if not pagerduty_services(rt.config, environment or None):

@@ -62,7 +62,7 @@ def check(
 def status(c: Any, json: bool = False) -> None:
     """Show what the bot's last readiness evaluation found: open findings, since when."""
     from runbook_cli.commands import consoles, emit_json, with_runtime
-    from runbooks.engine.background.readiness_watch import OPEN_KEY, REPORT_KEY
+    from runbooks.engine import OPEN_KEY, REPORT_KEY
     from runbooks.engine.clock import format_duration, iso
 
     def go(rt: Runtime) -> int:

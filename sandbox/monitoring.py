@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from runbooks.engine.config.loader import Config
+from runbooks.engine import Config
 from sandbox.health import DEFAULTS, HealthServer
 from sandbox.prometheus import (
     Alertmanager,

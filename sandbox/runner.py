@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from runbooks.engine.settings import DEFAULT_PORT, Settings, bot_port, load_settings
+from runbooks.engine import DEFAULT_PORT, Settings, bot_port, load_settings
 from sandbox import appdata
 from sandbox import atlas as atlas_sandbox
 from sandbox import monitoring as sandbox_monitoring
@@ -114,7 +114,7 @@ def seed_backups(
     as ``restore.backup`` (so ``restore.test`` works at once); what was written."""
     from runbooks.adapters.aws import AwsAdapter
     from runbooks.adapters.mongo_data import MongoData
-    from runbooks.engine.config.loader import load_config
+    from runbooks.engine import load_config
     from runbooks.kit import backups
 
     os.environ.update(CREDENTIALS)
@@ -154,7 +154,7 @@ def start_monitoring(
 ) -> sandbox_monitoring.RealMonitoring | None:
     """The real Prometheus and Alertmanager when installed (said in the log), else None: the
     health server's emulator answers the queries."""
-    from runbooks.engine.config.loader import load_config
+    from runbooks.engine import load_config
 
     where = directory / "monitoring"
     shutil.rmtree(where, ignore_errors=True)  # a fresh TSDB each run
@@ -279,11 +279,10 @@ def running_on(state_dir: Path, state_url: str) -> list[str]:
             found.append("the sandbox (a process of another user)")
     database = Path(state_url) if "://" not in state_url else None
     if database is not None and database.exists():
-        from runbooks.engine.background.leases import LeaderLease
+        from runbooks.engine import LeaderLease, open_store
         from runbooks.engine.clock import SystemClock
-        from runbooks.engine.store.sqlite import SqliteStore
 
-        store = SqliteStore(database)
+        store = open_store(str(database))
         try:
             leader = LeaderLease(store, "supervisor", "reset", SystemClock()).current()
         finally:

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from runbooks.engine.settings import Settings, read_sandbox_env
+from runbooks.engine import Settings, read_sandbox_env
 from sandbox.health import DEFAULTS
 from sandbox.kube.seed import LAYOUT
 from sandbox.pagerduty import SERVICES, URGENCIES

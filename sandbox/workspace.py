@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from bot.slack.render import REFUSAL_MARK
-from runbooks.engine.settings import Settings, read_sandbox_env
+from runbooks.engine import Settings, read_sandbox_env
 from sandbox.slack import AmbiguousButton, SlackUser, text_of
 
 #: A refusal's exit code, as the CLI's (runbook_cli.program.EXIT_REFUSED).
@@ -28,7 +28,7 @@ def _fingerprint(messages: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
 
 
 def act(settings: Settings, args: argparse.Namespace) -> int:
-    from runbooks.engine.config.loader import load_config
+    from runbooks.engine import load_config
 
     env = read_sandbox_env(settings.state_dir / "sandbox" / "env")
     if "RUNBOOK_BOT_SANDBOX_SLACK" not in env:

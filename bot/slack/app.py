@@ -482,8 +482,8 @@ class _Listeners:
     def _drills(
         self, parsed: Parsed, actor: Actor, respond: Respond, user_id: str, channel: str | None
     ) -> None:
+        from runbooks.engine import DrillScheduler
         from runbooks.engine.clock import iso
-        from runbooks.engine.requesters.drills import DrillScheduler
 
         scheduler = DrillScheduler(self.engine, self.runtime.config.schedules)
         if parsed.verb == "list":
@@ -527,8 +527,8 @@ class _Listeners:
         """``/incident list|show|ack|resolve|note``: the engine's incident verbs (authorised,
         redacted, audited there, as for the terminal) over the PagerDuty adapter."""
         from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
+        from runbooks.engine import Incidents, pagerduty_services
         from runbooks.engine.errors import InvalidInput
-        from runbooks.engine.incidents import Incidents, pagerduty_services
 
         if parsed.verb == "list" and not pagerduty_services(
             self.runtime.config, parsed.args[0] if parsed.args else None
@@ -580,7 +580,8 @@ class _Listeners:
     ) -> None:
         """The recent runs per drill as text, and each drill's trend chart as an image in the
         channel (the CLI's ``drills.report --format html`` is the full evidence)."""
-        from runbooks.engine.requesters import drill_evidence as evidence
+        from reports import drills as report
+        from runbooks.engine import drill_evidence as evidence
 
         now = self.engine.clock.now()
         found = evidence.collect(scheduler, name=name, since=now - REPORT_DAYS * 86400.0)
@@ -588,7 +589,7 @@ class _Listeners:
         for drill in found:
             lines.append(f"*{drill.name}* `{drill.runbook}` · {drill.summary()}")
             for run in drill.runs[:REPORT_ROWS]:
-                row = evidence.slack_row(run)
+                row = report.slack_row(run)
                 lines.append(f"• {row}")
             if len(drill.runs) > REPORT_ROWS:
                 lines.append(f"• … {len(drill.runs) - REPORT_ROWS} older run(s)")
@@ -598,11 +599,11 @@ class _Listeners:
             return
         client = self.notifier.courier.client
         for drill in found:
-            if not drill.executed or not evidence.measured(drill):
+            if not drill.executed or not report.measured(drill):
                 continue
             client.files_upload_v2(
                 channel=channel,
-                file=evidence.chart_png(drill),
+                file=report.chart_png(drill),
                 filename=f"{drill.name}-trend.png",
                 title=f"{drill.name}: RTO and RPO per run against the target",
                 alt_txt=f"{drill.name}: {drill.summary()}",

@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from runbooks.engine import Registry, RunbookSpec, flag
 from runbooks.engine.errors import InvalidInput
-from runbooks.engine.params import flag
-from runbooks.engine.registry import Registry, RunbookSpec
 
 #: Flags every runbook command takes in Slack, with whether they take a value.
 COMMON_FLAGS: dict[str, tuple[bool, str]] = {

@@ -35,10 +35,9 @@ from typing import Any, TypeVar, cast
 from slack_sdk import WebClient
 from slack_sdk.web.slack_response import SlackResponse
 
-from runbooks.engine.audit import AuditLog
+from runbooks.engine import AuditLog, redact_text
 from runbooks.engine.clock import Clock
 from runbooks.engine.models import Actor
-from runbooks.engine.redact import redact_text
 
 MAX_BODY = 64 * 1024
 #: Slack's replay window: requests signed more than five minutes away are refused.

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from bot.slack.commands import command_names
-from runbooks.engine.registry import Registry
+from runbooks.engine import Registry
 
 PLACEHOLDER_URL = "https://runbook-bot.example.com"
 BOT_SCOPES = [

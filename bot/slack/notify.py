@@ -33,7 +33,7 @@ from bot.slack.render import (
     plan_blocks,
     shorten_banner,
 )
-from runbooks.engine.background.outbox import OutboxFollower
+from runbooks.engine import OutboxFollower
 from runbooks.engine.clock import Clock, SystemClock
 from runbooks.engine.models import Event, Execution, State
 from runbooks.engine.wiring import Runtime

@@ -11,11 +11,9 @@ import json
 from typing import Any
 
 from bot.slack.buttons import ConfirmValue, IncidentRunValue
+from runbooks.engine import Plan, ReadinessReport, findings_verdict, with_run_id
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.models import TERMINAL_STATES, Execution, State, StepStatus
-from runbooks.engine.plan import Plan, with_run_id
-from runbooks.engine.readiness import ReadinessReport
-from runbooks.engine.verdicts import findings_verdict
 
 Blocks = list[dict[str, Any]]
 

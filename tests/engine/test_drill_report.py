@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from reports import drills as drill_report
 from runbooks.engine.clock import FakeClock, iso
 from runbooks.engine.models import State
 from runbooks.engine.requesters import drill_evidence as evidence
@@ -125,7 +126,7 @@ def test_the_evidence_has_every_fire_its_verdict_and_what_it_measured(year: Worl
 
 def test_markdown_is_one_table_row_per_run(year: World) -> None:
     found = evidence.collect(year.scheduler, since=START)
-    text = evidence.markdown(found, generated_at=year.clock.now(), scope=scope(year))
+    text = drill_report.markdown(found, generated_at=year.clock.now(), scope=scope(year))
     rows = [line for line in text.splitlines() if line.startswith("| 2027-")]
     assert len(rows) == 13
     may = next(r for r in rows if r.startswith("| 2027-05-01"))
@@ -148,7 +149,7 @@ class _Page(HTMLParser):
 
 
 def test_html_is_self_contained_with_the_chart_inline(year: World) -> None:
-    page = evidence.html(
+    page = drill_report.html(
         evidence.collect(year.scheduler), generated_at=year.clock.now(), scope=scope(year)
     )
     parser = _Page()
@@ -160,9 +161,9 @@ def test_html_is_self_contained_with_the_chart_inline(year: World) -> None:
     assert SERIES.lower() in page.lower() and TARGET.lower() in page.lower()
 
 
-SERIES = evidence.SERIES_COLOUR
-TARGET = evidence.TARGET_COLOUR
-FAILED = evidence.FAILED_COLOUR
+SERIES = drill_report.SERIES_COLOUR
+TARGET = drill_report.TARGET_COLOUR
+FAILED = drill_report.FAILED_COLOUR
 
 
 def chromium() -> str | None:
@@ -208,7 +209,7 @@ def test_the_html_report_renders_its_chart_in_headless_chromium(
         if os.environ.get("CI"):
             pytest.fail("CI must have Chromium: .ci/run installs chromium-headless-shell")
         pytest.skip("no Chromium here: `apt-get install chromium-headless-shell` (.ci/run does)")
-    page = evidence.html(
+    page = drill_report.html(
         evidence.collect(year.scheduler), generated_at=year.clock.now(), scope=scope(year)
     )
     report = tmp_path / "report.html"
@@ -280,7 +281,7 @@ def test_runs_on_one_day_get_their_own_labels_and_the_legend_stays_off_the_plots
         "FAILED",
         "passed",
     ]
-    svg = evidence.chart_svg(drill)
+    svg = drill_report.chart_svg(drill)
     # matplotlib writes each text it draws as a comment before its glyphs.
     ticks = [
         tuple(re.findall(r"<!-- (.*?) -->", chunk)[:2]) for chunk in svg.split('<g id="xtick_')[1:]
@@ -316,18 +317,18 @@ def test_a_drill_that_measures_nothing_has_no_empty_chart_and_says_why(
     found = evidence.collect(w.scheduler)
     (drill,) = found
     assert [r.verdict for r in drill.runs] == ["FAILED (compensated)"] * 2
-    page = evidence.html(found, generated_at=w.clock.now(), scope=scope(w))
+    page = drill_report.html(found, generated_at=w.clock.now(), scope=scope(w))
     assert "<svg" not in page and "not measured" not in page.split("<table>")[0]
     assert "No chart: none of its 2 run(s) measured RTO or RPO" in page
     assert "2 failed (see the table)" in page
-    text = evidence.markdown(found, generated_at=w.clock.now(), scope=scope(w))
+    text = drill_report.markdown(found, generated_at=w.clock.now(), scope=scope(w))
     assert "No chart: none of its 2 run(s) measured RTO or RPO" in text and "![" not in text
 
 
 def test_the_page_says_which_installation_period_and_audit_head_it_covers(year: World) -> None:
     chain = year.engine.audit.verify()
     covered = scope(year)
-    page = evidence.html(
+    page = drill_report.html(
         evidence.collect(year.scheduler), generated_at=year.clock.now(), scope=covered
     )
     assert "<li>Installation: sandbox</li>" in page
@@ -343,5 +344,5 @@ def test_the_page_says_which_installation_period_and_audit_head_it_covers(year: 
         audit_intact=False,
         audit_problem="record seq 4 has been altered",
     )
-    text = evidence.markdown(evidence.collect(year.scheduler), generated_at=0, scope=broken)
+    text = drill_report.markdown(evidence.collect(year.scheduler), generated_at=0, scope=broken)
     assert "Audit chain: NOT intact: record seq 4 has been altered" in text

@@ -1,0 +1,1 @@
+"""What the front ends render for people beyond a message: the drill report."""
