@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bot.webhooks.alertmanager import parse_notification
 from runbooks.catalog import load_catalog
 from runbooks.engine.background.outbox import OutboxFollower
 from runbooks.engine.background.supervisor import Supervisor
@@ -23,7 +24,6 @@ from runbooks.engine.requesters.alerts import (
     ALERTMANAGER,
     AlertIntake,
     AlertRequests,
-    parse_notification,
     render,
     route_problems,
 )

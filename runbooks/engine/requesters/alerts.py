@@ -5,8 +5,9 @@ alert's labels (``"{service}"``; ``"{region?}"`` leaves the parameter out when t
 missing). The spec's automatic rollback triggers ship mapped: ``HighErrorRate``,
 ``HighLatencyP95`` and ``HealthCheckFailing`` → ``rollback ENV --service S``.
 
-``AlertIntake.receive`` is what ``POST /webhooks/alertmanager`` calls after authentication; it
-is quick and decides, per firing alert:
+``AlertIntake.receive`` is what ``POST /webhooks/alertmanager`` calls after authentication and
+parsing (the wire format is the webhook's, ``bot/webhooks/alertmanager.py``); it is quick and
+decides, per firing alert:
 
 - **accepted**: the route's target (runbook, environment, service) is claimed for the
   cooldown (default 30 minutes) in the store, atomically, so repeats, Alertmanager's grouping
@@ -33,8 +34,6 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from runbooks.engine.background.outbox import QueuedConsumer
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.config.alerts import AlertRoute, AlertsFile
@@ -50,8 +49,6 @@ if TYPE_CHECKING:
 ALERTMANAGER = Actor("alertmanager", "Alertmanager", "alertmanager")
 CLAIM_KEY = "alert.claim.{}"
 DONE_KEY = "alert.done.{}"
-#: The largest notification accepted (Alertmanager sends a group's alerts in one body).
-MAX_BODY = 1 << 20
 _PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)(\??)\}")
 
 
@@ -105,16 +102,18 @@ def require_valid_routes(config: Config, registry: Registry) -> None:
         raise ConfigError("\n".join(problems))
 
 
-# --- the notification ----------------------------------------------------------------------
+# --- what arrived ----------------------------------------------------------------------------
 
 
-class Alert(BaseModel):
-    model_config = ConfigDict(extra="allow")
+@dataclass(frozen=True)
+class Alert:
+    """One alert of a notification, as the intake needs it (the wire format is the webhook's:
+    ``bot/webhooks/alertmanager.py``)."""
 
     status: str
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    starts_at: str = ""
     fingerprint: str = ""
 
     @property
@@ -122,37 +121,14 @@ class Alert(BaseModel):
         return self.labels.get("alertname", "")
 
 
-class Notification(BaseModel):
-    model_config = ConfigDict(extra="allow")
+@dataclass(frozen=True)
+class AlertBatch:
+    """A notification: the alerts of one group, sent to one receiver."""
 
-    version: str
-    status: str = ""
-    receiver: str = ""
-    groupKey: str = ""
     alerts: list[Alert]
-
-
-def parse_notification(body: bytes) -> Notification:
-    """Alertmanager's webhook body (payload version 4); InvalidInput says what is wrong."""
-    if len(body) > MAX_BODY:
-        raise InvalidInput(f"body of {len(body)} bytes is over the {MAX_BODY}-byte limit")
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"body is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidInput("body must be a JSON object (Alertmanager's webhook payload)")
-    if str(doc.get("version")) != "4":
-        raise InvalidInput(
-            f"payload version {doc.get('version')!r} is not supported; Alertmanager's webhook "
-            'payload version is "4"'
-        )
-    try:
-        return Notification.model_validate(doc)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"payload: {where}: {first['msg']}") from None
+    receiver: str = ""
+    group_key: str = ""
+    status: str = ""
 
 
 def render(route: AlertRoute, labels: dict[str, str]) -> dict[str, Any]:
@@ -226,7 +202,7 @@ class AlertIntake:
         self.store = engine.store
         self.clock = engine.clock
 
-    def receive(self, notification: Notification, *, source: str = "") -> Intake:
+    def receive(self, notification: AlertBatch, *, source: str = "") -> Intake:
         done = Intake()
         for alert in notification.alerts:
             done.decisions.append(self._one(alert))
@@ -236,7 +212,7 @@ class AlertIntake:
             outcome=",".join(sorted({d.outcome for d in done.decisions})) or "empty",
             target={"receiver": notification.receiver, "source": source},
             detail={
-                "group_key": notification.groupKey[:500],
+                "group_key": notification.group_key[:500],
                 "status": notification.status,
                 "alerts": [d.to_doc() for d in done.decisions][:50],
             },
@@ -348,7 +324,7 @@ class AlertIntake:
                 "summary": alert.annotations.get("summary")
                 or alert.annotations.get("description", ""),
                 "fingerprint": alert.fingerprint,
-                "starts_at": alert.startsAt,
+                "starts_at": alert.starts_at,
                 "runbook": route.runbook,
                 "params": params,
                 "target": target,

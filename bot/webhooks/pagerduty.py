@@ -1,17 +1,8 @@
-"""Webhooks: ``POST /webhooks/alertmanager``.
-
-Alertmanager cannot sign its notifications (alertmanager#4248); its receivers send a bearer
-token (``http_config.authorization``) or basic auth (``http_config.basic_auth``). The bot
-accepts either, compared in constant time with ``ALERTMANAGER_WEBHOOK_TOKEN`` (basic auth's
-password; its user name must be ``ALERTMANAGER_WEBHOOK_USER``, default ``alertmanager``).
-Answers: 200 with what was decided per alert; 400 with the reason for a body that is not a
-version-4 payload; 401 without valid credentials; 413 over 1 MiB. Anything but 200 changes
-nothing (it is audited as ``webhook.rejected``).
-"""
+"""``POST /webhooks/pagerduty``: PagerDuty's webhooks v3 (signed with ``X-PagerDuty-Signature``),
+checked for age and replay, turned into runbook suggestions for the incident's card."""
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import os
@@ -19,100 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from runbooks.engine import (
-    ALERTMANAGER,
-    MAX_BODY,
-    AlertIntake,
-    parse_notification,
-    redact_value,
-)
-from runbooks.engine.errors import InvalidInput
+from runbooks.engine import redact_value
 from runbooks.engine.models import Actor
 
 if TYPE_CHECKING:
     from runbooks.engine.wiring import Runtime
 
 log = structlog.get_logger("runbook_bot.webhooks")
+#: The largest event accepted (PagerDuty's are a few KiB).
+MAX_BODY = 1 << 20
 
-
-class AlertmanagerWebhook:
-    def __init__(
-        self, runtime: Runtime, *, token: str | None = None, user: str | None = None
-    ) -> None:
-        self.runtime = runtime
-        self.token = token if token is not None else os.environ.get("ALERTMANAGER_WEBHOOK_TOKEN")
-        self.user = user or os.environ.get("ALERTMANAGER_WEBHOOK_USER") or "alertmanager"
-        self.intake = AlertIntake(runtime.engine, runtime.config.alerts)
-        #: Called after an alert was accepted (wakes the follower that requests it).
-        self.on_accepted: Any = None
-
-    def describe(self) -> str:
-        if self.token:
-            return "on (bearer token or basic auth)"
-        if not self.runtime.config.alerts.require_auth:
-            return "on WITHOUT authentication (alerts.yaml require_auth: false)"
-        return "refusing: ALERTMANAGER_WEBHOOK_TOKEN is not set"
-
-    def _authenticated(self, environ: dict[str, Any]) -> str | None:
-        """None when the request may pass, else why not."""
-        if not self.token:
-            if not self.runtime.config.alerts.require_auth:
-                return None
-            return (
-                "the bot has no ALERTMANAGER_WEBHOOK_TOKEN, and alerts.yaml requires "
-                "authentication: set the token on the bot and in Alertmanager's receiver"
-            )
-        header = str(environ.get("HTTP_AUTHORIZATION") or "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer":
-            if hmac.compare_digest(value.strip().encode(), self.token.encode()):
-                return None
-            return "wrong bearer token"
-        if scheme.lower() == "basic":
-            try:
-                user, _, password = base64.b64decode(value.strip()).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                return "malformed basic auth"
-            same_user = hmac.compare_digest(user.encode(), self.user.encode())
-            same_password = hmac.compare_digest(password.encode(), self.token.encode())
-            if same_user and same_password:
-                return None
-            return "wrong basic auth user or password"
-        return "no credentials: send Authorization: Bearer <token> or basic auth"
-
-    def _reject(self, status: int, why: str, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        self.runtime.engine.audit.record(
-            "webhook.rejected",
-            actor=ALERTMANAGER,
-            outcome=str(status),
-            target={"webhook": "alertmanager", "source": str(environ.get("REMOTE_ADDR", ""))},
-            detail={"why": why},
-        )
-        log.info("alertmanager webhook rejected", status=status, why=why)
-        return status, {"error": why}
-
-    def __call__(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        refusal = self._authenticated(environ)
-        if refusal is not None:
-            return self._reject(401, refusal, environ)
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return self._reject(400, "Content-Length is not a number", environ)
-        if length > MAX_BODY:
-            return self._reject(413, f"body over {MAX_BODY} bytes", environ)
-        body = environ["wsgi.input"].read(length) if length > 0 else b""
-        try:
-            notification = parse_notification(body)
-        except InvalidInput as exc:
-            return self._reject(400, exc.message, environ)
-        done = self.intake.receive(notification, source=str(environ.get("REMOTE_ADDR", "")))
-        if (done.count("accepted") or done.count("escalated")) and self.on_accepted is not None:
-            self.on_accepted()
-        return 200, done.to_doc()
-
-
-# --- PagerDuty webhooks v3 ------------------------------------------------------------------
 
 PAGERDUTY = Actor("pagerduty", "PagerDuty", "pagerduty")
 SEEN_KEY = "pagerduty.webhook.{}"
