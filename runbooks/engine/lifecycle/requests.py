@@ -136,7 +136,8 @@ class RequestResult:
 
 
 class Requests:
-    """The one request path, and its verbs: dry run, preflight, submit."""
+    """The one request path, and its verbs: prepare (the planner's), dry run, preflight,
+    submit. Per request the gate is computed once and preflight runs once."""
 
     def __init__(
         self,
@@ -197,18 +198,20 @@ class Requests:
 
         if request.dry_run:
             self.dry_run(prepared, actor=request.actor, reason=request.reason)
-            return result(Outcome.DRY_RUN, would_refuse=self._would_refuse(prepared, request))
+            return result(Outcome.DRY_RUN, would_refuse=self._would_refuse(prepared, gate, request))
         if plan.read_only:
             # A report keeps its reason and incident too (a drill's name, the incident it
-            # serves).
-            execution = self.submit(
+            # serves). Policy refuses no report (``preflight`` lets read-only plans through).
+            execution = self._submit(
                 prepared,
+                gate,
                 actor=request.actor,
                 reason=request.reason,
                 incident=request.incident,
                 channel=request.channel,
                 drill=request.drill,
                 trigger=request.trigger,
+                checked=True,
             )
             if drills is not None:
                 drills.fired_by_hand(
@@ -217,8 +220,9 @@ class Requests:
             return result(
                 Outcome.REPORTED, execution=self._runner.start(execution.id, actor=request.actor)
             )
-        self.preflight(
+        self._check(
             prepared,
+            gate,
             actor=request.actor,
             reason=request.reason,
             incident=request.incident,
@@ -230,8 +234,9 @@ class Requests:
                 return result(Outcome.CONFIRM)
             if request.confirmed_hash != plan.hash:
                 return result(Outcome.CHANGED)
-        execution = self.submit(
+        execution = self._submit(
             prepared,
+            gate,
             actor=request.actor,
             reason=request.reason,
             incident=request.incident,
@@ -239,6 +244,7 @@ class Requests:
             channel=request.channel,
             drill=request.drill,
             trigger=request.trigger,
+            checked=True,  # just above, at the same moment: once per request
         )
         if drills is not None:
             drills.fired_by_hand(request.drill or "", execution, actor=request.actor)
@@ -266,12 +272,11 @@ class Requests:
             )
         return drills
 
-    def _would_refuse(self, prepared: Prepared, request: Request) -> str | None:
+    def _would_refuse(self, prepared: Prepared, gate: Gate, request: Request) -> str | None:
         """What policy would say to the real request now, without auditing a refusal."""
         plan = prepared.plan
         if plan.read_only:
             return None
-        gate = self._gate(plan)
         try:
             return self._policy.request_refusal(
                 request.actor,
