@@ -1,6 +1,8 @@
-"""Decisions on executions: approve, deny, confirm, cancel, acknowledge a review.
+"""Decisions on executions: approve, deny, confirm, cancel, resume, answer a step's question,
+acknowledge a review.
 
-Each is authorised here by policy, for every front end alike; refusals are audited.
+Each is authorised here by policy, for every front end alike; refusals are audited. What a
+decision sets going is another part's: re-planning the ``Planner``'s, running the ``Runner``'s.
 """
 
 from __future__ import annotations

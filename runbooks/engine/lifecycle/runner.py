@@ -1,4 +1,8 @@
-"""Running executions: start (re-planning first), resume, steps, compensation, leases."""
+"""Running executions: start (re-planning first), resume, steps, compensation, leases.
+
+The ``Runner`` authorises nothing: the decision verbs that reach it (``Decisions.resume``,
+``Decisions.cancel``) have authorised their actor first.
+"""
 
 from __future__ import annotations
 
