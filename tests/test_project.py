@@ -148,3 +148,33 @@ def test_no_import_cycle_among_modules(package: str) -> None:
         if node not in index:
             visit(node)
     assert cycles == [], "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_engine_holds_its_parts_rather_than_inheriting_them() -> None:
+    """``Engine`` and the lifecycle's parts are composed (issue #31): no class there inherits
+    another of them, and no ``NotImplementedError`` stub stands in for a part reached through
+    ``self``."""
+    import ast
+
+    engine = ROOT / "runbooks" / "engine"
+    paths = [engine / "engine.py", *sorted((engine / "lifecycle").glob("*.py"))]
+    trees = {path: ast.parse(path.read_text(encoding="utf-8")) for path in paths}
+    classes = {
+        node.name
+        for tree in trees.values()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+    }
+    offenders = []
+    for path, tree in trees.items():
+        where = path.relative_to(ROOT)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                inherited = [
+                    b.id for b in node.bases if isinstance(b, ast.Name) and b.id in classes
+                ]
+                if inherited:
+                    offenders.append(f"{where}:{node.lineno} {node.name}({', '.join(inherited)})")
+            elif isinstance(node, ast.Raise) and "NotImplementedError" in ast.unparse(node):
+                offenders.append(f"{where}:{node.lineno} raises NotImplementedError")
+    assert offenders == [], "\n".join(offenders)

@@ -22,7 +22,8 @@ from runbooks.engine.config.loader import Config
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, LeaseHeld, LockHeld, PlanChanged, Refused
 from runbooks.engine.lifecycle.requests import Outcome, Request
-from runbooks.engine.models import Execution, State, StepStatus
+from runbooks.engine.models import Actor, Execution, State, StepStatus
+from runbooks.engine.policy import ConfigPolicy, Gate, Refusal
 from runbooks.engine.registry import Registry
 from tests.conftest import AUDIT_KEY, EngineFactory
 from tests.engine import world
@@ -406,3 +407,37 @@ def test_a_long_wait_reports_progress_live_and_in_the_store(engine: Engine) -> N
     # Another terminal's `runs.show` sees the wait while it lasts (saved every few seconds).
     assert any(p and p.startswith("waiting for: set a") for p in stored)
     assert done.steps[0].progress is None  # gone once the step ended
+
+
+class CountingPolicy(ConfigPolicy):
+    """The configuration's policy, counting how often the request path asks it."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.gates = 0
+        self.checks = 0
+
+    def gate(self, runbook: str, environment: str, *, read_only: bool) -> Gate:
+        self.gates += 1
+        return super().gate(runbook, environment, read_only=read_only)
+
+    def check_request(self, actor: Actor, gate: Gate, **kw: Any) -> Refusal | None:
+        self.checks += 1
+        return super().check_request(actor, gate, **kw)
+
+
+def test_a_request_computes_its_gate_once_and_runs_preflight_once(
+    make_engine: EngineFactory, sandbox_config: Config
+) -> None:
+    policy = CountingPolicy(sandbox_config)
+    engine = make_engine(policy=policy)
+    result = engine.request(
+        Request("test.set", {"environment": "production"}, ALICE, assume_yes=True)
+    )
+    assert result.outcome == Outcome.SUBMITTED and result.execution is not None
+    assert (policy.gates, policy.checks) == (1, 1)
+    # Preflight still refuses (audited) before anything is stored.
+    with pytest.raises(Refused, match=r"Carol may not request test\.set in production"):
+        engine.request(Request("test.set", {"environment": "production"}, CAROL, assume_yes=True))
+    assert (policy.gates, policy.checks) == (2, 2)
+    assert actions(engine)[-1] == "request.refused" and len(engine.list()) == 1

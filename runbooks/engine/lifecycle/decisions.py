@@ -1,6 +1,8 @@
-"""Decisions on executions: approve, deny, confirm, cancel, acknowledge a review.
+"""Decisions on executions: approve, deny, confirm, cancel, resume, answer a step's question,
+acknowledge a review.
 
-Each is authorised here by policy, for every front end alike; refusals are audited.
+Each is authorised here by policy, for every front end alike; refusals are audited. What a
+decision sets going is another part's: re-planning the ``Planner``'s, running the ``Runner``'s.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from runbooks.engine.audit import AuditLog
+from runbooks.engine.clock import Clock
 from runbooks.engine.errors import (
     ConcurrentUpdate,
     InvalidInput,
     NotFound,
     PlanChanged,
+    RefusalKind,
     Refused,
     RunbookError,
 )
@@ -23,7 +28,11 @@ from runbooks.engine.lifecycle.journal import (
     Journal,
     T,
     clean_reason,
+    gate_satisfied,
+    plan_target,
 )
+from runbooks.engine.lifecycle.planner import Planner
+from runbooks.engine.lifecycle.runner import Runner
 from runbooks.engine.models import (
     Actor,
     Approval,
@@ -31,10 +40,82 @@ from runbooks.engine.models import (
     State,
     StopReason,
 )
-from runbooks.engine.params import validate_params
+from runbooks.engine.policy import ConfigPolicy
+from runbooks.engine.store.base import Store
 
 
-class Decisions(Journal):
+class Decisions:
+    """The engine's decision verbs, each authorised by policy for every front end alike."""
+
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        planner: Planner,
+        runner: Runner,
+        policy: ConfigPolicy,
+        store: Store,
+        audit: AuditLog,
+        clock: Clock,
+    ) -> None:
+        self._journal = journal
+        self._planner = planner
+        self._runner = runner
+        self._policy = policy
+        self._store = store
+        self._audit = audit
+        self._clock = clock
+
+    def _refusal(
+        self,
+        action: str,
+        actor: Actor,
+        execution: Execution,
+        why: str,
+        *,
+        outcome: str,
+        kind: RefusalKind = RefusalKind.STATE,
+    ) -> Refused:
+        """Audit the refusal of a decision on ``execution`` and return it for raising."""
+        self._audit.record(
+            action,
+            actor=actor,
+            outcome=outcome,
+            execution_id=execution.id,
+            target=plan_target(execution.plan),
+            incident=execution.incident,
+            detail={"why": why, "kind": str(kind)},
+        )
+        return Refused(why, kind=kind)
+
+    def _authorise(self, verb: str, actor: Actor, execution: Execution) -> None:
+        """Refuse (audited) a decision verb this person may not take on this execution."""
+        why = self._policy.operator_refusal(
+            verb,
+            actor,
+            execution_id=execution.id,
+            runbook=execution.runbook,
+            environment=execution.environment,
+            requester=execution.requester,
+        )
+        if why is None:
+            return
+        raise self._refusal(
+            f"{verb}.refused",
+            actor,
+            execution,
+            why,
+            outcome="not_allowed",
+            kind=RefusalKind.NOT_ALLOWED,
+        )
+
+    def resume(self, execution_id: str, *, actor: Actor) -> Execution:
+        """Continue a running execution whose process died (or start an approved one nobody
+        started), if ``actor`` may (``Runner.resume``)."""
+        execution = self._journal.get(execution_id)
+        self._authorise("resume", actor, execution)
+        return self._runner.resume(execution, actor=actor)
+
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Re-read and retry a decision that lost an optimistic-concurrency race."""
         for _ in range(DECISION_RETRIES):
@@ -62,21 +143,14 @@ class Decisions(Journal):
         return execution
 
     def _check_live_plan(self, execution: Execution, *, actor: Actor) -> None:
-        spec = self.registry.get(execution.runbook)
         try:
-            params = validate_params(spec.params, execution.plan.params, self.config)
-            fresh = self._plan(
-                spec,
-                params,
-                break_glass=execution.break_glass,
-                automatic=execution.requester.automatic,
-            )
+            fresh = self._planner.replan(execution)
         except RunbookError:
             return  # cannot plan now: the re-plan before the first step decides
         if fresh.hash == execution.plan.hash:
             return
         try:
-            self._void_for_plan_change(execution, fresh)
+            self._journal.void_for_plan_change(execution, fresh)
         except ConcurrentUpdate:
             return  # started or changed meanwhile: that path decides
         raise PlanChanged(
@@ -88,7 +162,7 @@ class Decisions(Journal):
 
     def _approve(self, execution_id: str, *, actor: Actor, plan_hash: str | None) -> Execution:
         execution = self._load_for_decision(execution_id, actor=actor)
-        gate = self.policy.gate(
+        gate = self._policy.gate(
             execution.runbook, execution.environment, read_only=execution.plan.read_only
         )
         # The approver groups were fixed when the request was made; the rest is current policy.
@@ -98,7 +172,7 @@ class Decisions(Journal):
         refusal = None
         if actor.id == execution.requester.id:
             refusal = f"you requested {execution.id}; someone else must approve it"
-        elif why := self.policy.approval_refusal(
+        elif why := self._policy.approval_refusal(
             actor, gate, runbook=execution.runbook, environment=execution.environment
         ):
             refusal = why
@@ -113,38 +187,41 @@ class Decisions(Journal):
             raise self._refusal("approval.refused", actor, execution, refusal, outcome="refused")
         execution.approvals.append(
             Approval(
-                actor=actor, decision="approved", plan_hash=execution.plan.hash, at=self.clock.now()
+                actor=actor,
+                decision="approved",
+                plan_hash=execution.plan.hash,
+                at=self._clock.now(),
             )
         )
-        if self._gate_satisfied(execution):
+        if gate_satisfied(execution):
             # One write: the last approval and the transition land together or not at all.
             execution.state = State.APPROVED
             try:
-                self._save(execution)
+                self._journal.save(execution)
             except ConcurrentUpdate:
                 execution.state = State.AWAITING_APPROVAL
                 raise
             self._record_approval(execution, actor)
-            self._after_transition(execution, State.AWAITING_APPROVAL, actor=actor)
+            self._journal.after_transition(execution, State.AWAITING_APPROVAL, actor=actor)
         else:
-            self._save(execution)
+            self._journal.save(execution)
             self._record_approval(execution, actor)
         return execution
 
     def _record_approval(self, execution: Execution, actor: Actor) -> None:
-        self.audit.record(
+        self._audit.record(
             "approval.granted",
             actor=actor,
             outcome="granted",
             execution_id=execution.id,
-            target=self._target(execution.plan),
+            target=plan_target(execution.plan),
             detail={
                 "plan_hash": execution.plan.hash,
                 "count": len(execution.valid_approvals()),
                 "required": execution.required_approvals,
             },
         )
-        self._publish(execution, "approval.granted", approver=actor.name)
+        self._journal.publish(execution, "approval.granted", approver=actor.name)
 
     def deny(self, execution_id: str, *, actor: Actor, reason: str) -> Execution:
         """End a pending request at once, with a reason.
@@ -158,7 +235,7 @@ class Decisions(Journal):
 
     def _deny(self, execution_id: str, *, actor: Actor, reason: str) -> Execution:
         execution = self._load_for_decision(execution_id, actor=actor)
-        if actor.id != execution.requester.id and not self.policy.member_of(
+        if actor.id != execution.requester.id and not self._policy.member_of(
             actor, execution.approver_groups or ["*"]
         ):
             why = (
@@ -172,8 +249,8 @@ class Decisions(Journal):
             execution.cancel_reason = reason
             execution.error = f"withdrawn by {actor.name}: {reason}"
             execution.stop_reason = StopReason.WITHDRAWN
-            execution.ended_at = self.clock.now()
-            self._transition(
+            execution.ended_at = self._clock.now()
+            self._journal.transition(
                 execution, State.CANCELLED, actor=actor, reason=reason, detail={"withdrawn": True}
             )
             return execution
@@ -182,13 +259,13 @@ class Decisions(Journal):
                 actor=actor,
                 decision="denied",
                 plan_hash=execution.plan.hash,
-                at=self.clock.now(),
+                at=self._clock.now(),
                 reason=reason,
             )
         )
         execution.error = f"denied by {actor.name}: {reason}"
         execution.stop_reason = StopReason.DENIED
-        self._transition(execution, State.DENIED, actor=actor, reason=reason)
+        self._journal.transition(execution, State.DENIED, actor=actor, reason=reason)
         return execution
 
     def confirm(self, execution_id: str, *, actor: Actor, plan_hash: str) -> Execution:
@@ -202,41 +279,34 @@ class Decisions(Journal):
         if plan_hash != execution.plan.hash:
             raise Refused(f"the plan of {execution.id} changed again; review it once more")
         execution.confirmed_hash = plan_hash
-        self._save(execution)
-        self.audit.record(
+        self._journal.save(execution)
+        self._audit.record(
             "request.confirmed",
             actor=actor,
             outcome="confirmed",
             execution_id=execution.id,
             detail={"plan_hash": plan_hash},
         )
-        if self._gate_satisfied(execution):
-            self._transition(execution, State.APPROVED, actor=actor)
+        if gate_satisfied(execution):
+            self._journal.transition(execution, State.APPROVED, actor=actor)
         return execution
 
     def _load_for_decision(self, execution_id: str, *, actor: Actor) -> Execution:
-        execution = self.get(execution_id)
-        self._expire_if_due(execution)
+        execution = self._journal.get(execution_id)
+        self._journal.expire_if_due(execution)
         if execution.state != State.AWAITING_APPROVAL:
             why = f"{execution.id} is {execution.state}; it is not waiting for a decision"
             # Often the second of two approvers clicking at once: audited like any refusal.
             raise self._refusal("decision.refused", actor, execution, why, outcome="not_pending")
         return execution
 
-    def _gate_satisfied(self, execution: Execution) -> bool:
-        return (
-            execution.state == State.AWAITING_APPROVAL
-            and execution.confirmed_hash == execution.plan.hash
-            and len(execution.valid_approvals()) >= execution.required_approvals
-        )
-
     def reviews(self, *, open_only: bool = True) -> list[dict[str, Any]]:
         """Break-glass review items, oldest first."""
-        return self.store.list_reviews(open_only=open_only)
+        return self._store.list_reviews(open_only=open_only)
 
     def ack_review(self, execution_id: str, *, actor: Actor, note: str = "") -> None:
         """Close a break-glass review; the person who broke the glass cannot close it."""
-        items = {r["execution_id"]: r for r in self.store.list_reviews(open_only=False)}
+        items = {r["execution_id"]: r for r in self._store.list_reviews(open_only=False)}
         item = items.get(execution_id)
         if item is None:
             raise NotFound(f"no break-glass review for {execution_id!r}; see `approvals.reviews`")
@@ -247,9 +317,9 @@ class Decisions(Journal):
             )
         if item["doc"]["requester"]["id"] == actor.id:
             raise Refused(f"you broke the glass on {execution_id}; someone else must review it")
-        reviewed = self.store.get_execution(execution_id)
+        reviewed = self._store.get_execution(execution_id)
         if reviewed is not None:
-            why = self.policy.operator_refusal(
+            why = self._policy.operator_refusal(
                 "acknowledge the break-glass review of",
                 actor,
                 execution_id=execution_id,
@@ -262,9 +332,9 @@ class Decisions(Journal):
                 raise self._refusal(
                     "break_glass.review_refused", actor, reviewed, why, outcome="not_allowed"
                 )
-        if not self.store.ack_review(execution_id, actor.to_doc(), self.clock.now()):
+        if not self._store.ack_review(execution_id, actor.to_doc(), self._clock.now()):
             raise Refused(f"the review of {execution_id} was acknowledged just now by someone else")
-        self.audit.record(
+        self._audit.record(
             "break_glass.reviewed",
             actor=actor,
             outcome="acknowledged",
@@ -276,7 +346,7 @@ class Decisions(Journal):
 
     def question(self, execution_id: str) -> dict[str, Any] | None:
         """The question the execution's running step waits on, or None."""
-        found = self.store.kv_get(QUESTION_KEY.format(execution_id))
+        found = self._store.kv_get(QUESTION_KEY.format(execution_id))
         return dict(found) if isinstance(found, dict) else None
 
     def answer(
@@ -293,17 +363,17 @@ class Decisions(Journal):
         Whoever may cancel the execution may answer (its requester or the rule's operators).
         Returns the question answered.
         """
-        execution = self.get(execution_id)
+        execution = self._journal.get(execution_id)
         self._authorise("answer", actor, execution)
 
         def refused(outcome: str, error: RunbookError) -> RunbookError:
             """Audit a refused answer of a known person (as the policy refusal is)."""
-            self.audit.record(
+            self._audit.record(
                 "answer.refused",
                 actor=actor,
                 outcome=outcome,
                 execution_id=execution.id,
-                target=self._target(execution.plan),
+                target=plan_target(execution.plan),
                 incident=execution.incident,
                 detail={"why": str(error), "choice": choice[:40]},
             )
@@ -337,7 +407,7 @@ class Decisions(Journal):
                     f"{execution.id}; answer one of: {', '.join(choices)}"
                 ),
             )
-        now = self.clock.now()
+        now = self._clock.now()
         if now >= float(question["until"]):
             raise refused(
                 "expired",
@@ -346,8 +416,8 @@ class Decisions(Journal):
         key = str(question["answer_key"])
         said = clean_reason(reason)
         doc = {"choice": picked, "actor": actor.to_doc(), "reason": said, "at": now}
-        if not self.store.kv_insert(key, doc):
-            first = self.store.kv_get(key) or {}
+        if not self._store.kv_insert(key, doc):
+            first = self._store.kv_get(key) or {}
             raise refused(
                 "already_answered",
                 Refused(
@@ -356,47 +426,44 @@ class Decisions(Journal):
                 ),
             )
         detail = {"step": question["step"], "question": question["text"], "choice": picked}
-        self.audit.record(
+        self._audit.record(
             "execution.answered",
             actor=actor,
             outcome=picked,
             execution_id=execution.id,
             reason=said,
-            target=self._target(execution.plan),
+            target=plan_target(execution.plan),
             incident=execution.incident,
             detail=detail,
         )
-        self._publish(execution, "execution.answered", by=actor.name, by_id=actor.id, **detail)
+        self._journal.publish(
+            execution, "execution.answered", by=actor.name, by_id=actor.id, **detail
+        )
         return question
 
     def cancel(self, execution_id: str, *, actor: Actor, reason: str = "") -> Execution:
         """Stop a request: at once if not started, else between steps or inside a wait."""
         reason = clean_reason(reason) or ""
-        execution = self.get(execution_id)
+        execution = self._journal.get(execution_id)
         self._authorise("cancel", actor, execution)
         if execution.terminal:
             raise Refused(f"{execution.id} already ended ({execution.state})")
         if execution.state in {State.AWAITING_APPROVAL, State.APPROVED}:
             execution.cancel_reason = reason or None
             execution.stop_reason = StopReason.CANCELLED
-            self._transition(execution, State.CANCELLED, actor=actor, reason=reason)
+            self._journal.transition(execution, State.CANCELLED, actor=actor, reason=reason)
             return execution
-        self.store.request_cancel(
-            execution.id, {"actor": actor.to_doc(), "reason": reason, "at": self.clock.now()}
+        self._store.request_cancel(
+            execution.id, {"actor": actor.to_doc(), "reason": reason, "at": self._clock.now()}
         )
-        self.audit.record(
+        self._audit.record(
             "execution.cancel_requested",
             actor=actor,
             outcome="requested",
             execution_id=execution.id,
             reason=reason,
-            target=self._target(execution.plan),
+            target=plan_target(execution.plan),
         )
-        self._publish(execution, "execution.cancel_requested", by=actor.name, reason=reason)
-        now = self.clock.now()
-        if self._driven_here(execution.id):
-            return execution  # our own thread runs it and will see the request
-        if self.store.claim_lease(execution.id, self.owner, now + self.lease_ttl, now):
-            # Nobody is running it (the process died): compensate here and now.
-            return self._drive(execution, actor=actor)
-        return execution
+        self._journal.publish(execution, "execution.cancel_requested", by=actor.name, reason=reason)
+        # Nobody running it (the process died): the runner compensates here and now.
+        return self._runner.take_over_cancelled(execution, actor=actor)

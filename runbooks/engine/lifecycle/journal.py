@@ -1,22 +1,20 @@
 """The engine's journal: every transition saved, audited and published, in that order.
 
-``Journal`` is the base of the engine's parts (``Locks``, ``Decisions``, ``Runner`` and the
-``Engine`` facade): it holds what they share and the persistence they all use.
+``Journal`` is the part every other part of the engine writes through (``Locks``,
+``Planner``, ``Runner``, ``Decisions``, ``Requests``; the ``Engine`` facade composes them):
+it is given the store, the audit log, the event bus and the clock, and nothing else.
 """
 
 from __future__ import annotations
 
 import builtins
 import logging
-import threading
-from pathlib import Path
 from typing import Any, TypeVar
 
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import Clock
-from runbooks.engine.config.loader import Config
 from runbooks.engine.counters import count_transition
-from runbooks.engine.errors import ConcurrentUpdate, NotFound, RefusalKind, Refused
+from runbooks.engine.errors import ConcurrentUpdate, NotFound
 from runbooks.engine.events import EventBus
 from runbooks.engine.models import (
     TERMINAL_STATES,
@@ -27,11 +25,8 @@ from runbooks.engine.models import (
     StepRecord,
     StopReason,
 )
-from runbooks.engine.params import RunbookParams
-from runbooks.engine.plan import Adapters, PastRun, Plan, diff_plans
-from runbooks.engine.policy import ConfigPolicy
+from runbooks.engine.plan import PastRun, Plan, diff_plans
 from runbooks.engine.redact import redact_text
-from runbooks.engine.registry import Registry, RunbookSpec
 from runbooks.engine.store.base import Store
 from runbooks.engine.verdicts import execution_measures
 
@@ -71,6 +66,8 @@ DECISION_RETRIES = 50
 #: How long a lock holder whose execution is not stored yet is presumed to be mid-submit.
 LOCK_UNBORN_CHECKS = 20
 LOCK_UNBORN_WAIT_S = 0.05
+#: How far back planners can look (``PlanContext.history``).
+HISTORY_LIMIT = 500
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
@@ -85,89 +82,75 @@ def step_records(plan: Plan) -> list[StepRecord]:
     ]
 
 
+def plan_target(plan: Plan) -> dict[str, Any]:
+    """What an audit record names as its target: the plan's runbook, place and lock."""
+    return {
+        "runbook": plan.runbook,
+        "environment": plan.environment,
+        "region": plan.region,
+        "lock": plan.lock_key,
+    }
+
+
+def past_runs(store: Store) -> builtins.list[PastRun]:
+    """Finished executions as planners see them (``PlanContext.history``), newest first."""
+    finished = store.list_executions(
+        limit=HISTORY_LIMIT, states=sorted(s.value for s in TERMINAL_STATES)
+    )
+    return [
+        PastRun(
+            id=e.id,
+            runbook=e.runbook,
+            environment=e.environment,
+            params=dict(e.plan.params),
+            state=e.state.value,
+            ended_at=e.ended_at,
+            summary=e.plan.summary,
+            steps=tuple(e.plan.steps),
+            requester=e.requester.name,
+            started_at=e.started_at,
+            drill=e.drill,
+            config_hash=e.plan.config_hash,
+            measures=tuple(execution_measures(e)),
+        )
+        for e in finished
+    ]
+
+
+def gate_satisfied(execution: Execution) -> bool:
+    """Waiting for approval, its plan confirmed, and approved by enough people."""
+    return (
+        execution.state == State.AWAITING_APPROVAL
+        and execution.confirmed_hash == execution.plan.hash
+        and len(execution.valid_approvals()) >= execution.required_approvals
+    )
+
+
 class Journal:
-    """Shared state of the engine's parts, and saving, auditing and publishing."""
+    """Save, audit and publish every transition, in that order; read executions back."""
 
-    config: Config
-    store: Store
-    registry: Registry
-    audit: AuditLog
-    clock: Clock
-    policy: ConfigPolicy
-    events: EventBus
-    state_dir: Path
-    lease_ttl: float
-    owner: str
-    _driving: set[str]
-    _driving_lock: threading.Lock
+    def __init__(self, *, store: Store, audit: AuditLog, events: EventBus, clock: Clock) -> None:
+        self._store = store
+        self._audit = audit
+        self._events = events
+        self._clock = clock
 
-    # Implemented by the engine's other parts (the facade combines them).
-    def _plan(
-        self,
-        spec: RunbookSpec[Any],
-        params: RunbookParams,
-        *,
-        break_glass: bool = False,
-        automatic: bool = False,
-    ) -> Plan:
-        raise NotImplementedError
+    def get(self, execution_id: str) -> Execution:
+        execution = self._store.get_execution(execution_id)
+        if execution is None:
+            raise NotFound(f"no execution {execution_id!r}; list them with `runs.list`")
+        return execution
 
-    def _drive(self, execution: Execution, *, actor: Actor) -> Execution:
-        raise NotImplementedError
+    def list(self, *, limit: int = 50, states: list[str] | None = None) -> list[Execution]:
+        return self._store.list_executions(limit=limit, states=states)
 
-    @property
-    def adapters(self) -> Adapters:
-        raise NotImplementedError
-
-    def _release_lock(self, execution: Execution) -> None:
+    def release_lock(self, execution: Execution) -> None:
         if execution.terminal:
             for key in execution.plan.locks:
-                self.store.release_lock(key, execution.id)
+                self._store.release_lock(key, execution.id)
 
-    def _refusal(
-        self,
-        action: str,
-        actor: Actor,
-        execution: Execution,
-        why: str,
-        *,
-        outcome: str,
-        kind: RefusalKind = RefusalKind.STATE,
-    ) -> Refused:
-        """Audit the refusal of a decision on ``execution`` and return it for raising."""
-        self.audit.record(
-            action,
-            actor=actor,
-            outcome=outcome,
-            execution_id=execution.id,
-            target=self._target(execution.plan),
-            incident=execution.incident,
-            detail={"why": why, "kind": str(kind)},
-        )
-        return Refused(why, kind=kind)
-
-    def _authorise(self, verb: str, actor: Actor, execution: Execution) -> None:
-        """Refuse (audited) a decision verb this person may not take on this execution."""
-        why = self.policy.operator_refusal(
-            verb,
-            actor,
-            execution_id=execution.id,
-            runbook=execution.runbook,
-            environment=execution.environment,
-            requester=execution.requester,
-        )
-        if why is None:
-            return
-        raise self._refusal(
-            f"{verb}.refused",
-            actor,
-            execution,
-            why,
-            outcome="not_allowed",
-            kind=RefusalKind.NOT_ALLOWED,
-        )
-
-    def _void_for_plan_change(self, execution: Execution, fresh: Plan) -> None:
+    def void_for_plan_change(self, execution: Execution, fresh: Plan) -> None:
+        """Put the fresh plan on the execution, void its approvals, and wait for them again."""
         old = execution.plan
         for approval in execution.approvals:
             approval.void = True
@@ -175,7 +158,7 @@ class Journal:
         execution.confirmed_hash = None
         execution.steps = step_records(fresh)
         changes = diff_plans(old, fresh)
-        self._transition(
+        self.transition(
             execution,
             State.AWAITING_APPROVAL,
             actor=SYSTEM_ACTOR,
@@ -188,51 +171,12 @@ class Journal:
             event_type="plan.changed",
         )
 
-    def _driven_here(self, execution_id: str) -> bool:
-        with self._driving_lock:
-            return execution_id in self._driving
-
-    def get(self, execution_id: str) -> Execution:
-        execution = self.store.get_execution(execution_id)
-        if execution is None:
-            raise NotFound(f"no execution {execution_id!r}; list them with `runs.list`")
-        return execution
-
-    def list(self, *, limit: int = 50, states: list[str] | None = None) -> list[Execution]:
-        return self.store.list_executions(limit=limit, states=states)
-
-    #: How far back planners can look (``PlanContext.history``).
-    HISTORY_LIMIT = 500
-
-    def _history(self) -> builtins.list[PastRun]:
-        finished = self.store.list_executions(
-            limit=self.HISTORY_LIMIT, states=sorted(s.value for s in TERMINAL_STATES)
-        )
-        return [
-            PastRun(
-                id=e.id,
-                runbook=e.runbook,
-                environment=e.environment,
-                params=dict(e.plan.params),
-                state=e.state.value,
-                ended_at=e.ended_at,
-                summary=e.plan.summary,
-                steps=tuple(e.plan.steps),
-                requester=e.requester.name,
-                started_at=e.started_at,
-                drill=e.drill,
-                config_hash=e.plan.config_hash,
-                measures=tuple(execution_measures(e)),
-            )
-            for e in finished
-        ]
-
-    def _save(self, execution: Execution) -> None:
-        execution.updated_at = self.clock.now()
+    def save(self, execution: Execution) -> None:
+        execution.updated_at = self._clock.now()
         scrub_execution(execution)
-        self.store.save_execution(execution)
+        self._store.save_execution(execution)
 
-    def _transition(
+    def transition(
         self,
         execution: Execution,
         state: State,
@@ -249,11 +193,11 @@ class Journal:
         previous = execution.state
         execution.state = state
         try:
-            self._save(execution)
+            self.save(execution)
         except ConcurrentUpdate:
             execution.state = previous
             raise
-        self._after_transition(
+        self.after_transition(
             execution,
             previous,
             actor=actor,
@@ -263,7 +207,7 @@ class Journal:
             release=release,
         )
 
-    def _after_transition(
+    def after_transition(
         self,
         execution: Execution,
         previous: State,
@@ -279,14 +223,14 @@ class Journal:
         One batch (one commit on SQLite): the saved state stays its own commit before it, so
         a crash between the two leaves the state as a crash right after a save always did."""
         state = execution.state
-        with self.store.batch():
-            count_transition(self.store, execution.runbook, execution.environment, str(state))
-            self.audit.record(
+        with self._store.batch():
+            count_transition(self._store, execution.runbook, execution.environment, str(state))
+            self._audit.record(
                 f"execution.{state}",
                 actor=actor,
                 outcome=str(state),
                 execution_id=execution.id,
-                target=self._target(execution.plan),
+                target=plan_target(execution.plan),
                 reason=reason or execution.reason,
                 incident=execution.incident,
                 detail={
@@ -297,21 +241,21 @@ class Journal:
                     **(detail or {}),
                 },
             )
-            self._publish(execution, event_type, previous=str(previous), **(detail or {}))
+            self.publish(execution, event_type, previous=str(previous), **(detail or {}))
             if release:
-                self._release_lock(execution)
+                self.release_lock(execution)
 
-    def _step_transition(
+    def step_transition(
         self, execution: Execution, record: StepRecord, event_type: str, *, actor: Actor
     ) -> None:
-        self._save(execution)
-        with self.store.batch():  # the audit record and the event: one commit
-            self.audit.record(
+        self.save(execution)
+        with self._store.batch():  # the audit record and the event: one commit
+            self._audit.record(
                 event_type,
                 actor=actor,
                 outcome=str(record.status),
                 execution_id=execution.id,
-                target=self._target(execution.plan),
+                target=plan_target(execution.plan),
                 incident=execution.incident,
                 detail={
                     "step": record.index + 1,
@@ -321,7 +265,7 @@ class Journal:
                     **({"output": record.output} if record.output else {}),
                 },
             )
-            self._publish(
+            self.publish(
                 execution,
                 event_type,
                 step=record.index + 1,
@@ -331,8 +275,8 @@ class Journal:
                 output=record.output,
             )
 
-    def _publish(self, execution: Execution, type_: str, **extra: Any) -> None:
-        self.events.publish(
+    def publish(self, execution: Execution, type_: str, **extra: Any) -> None:
+        self._events.publish(
             execution.id,
             type_,
             {
@@ -345,35 +289,26 @@ class Journal:
             },
         )
 
-    @staticmethod
-    def _target(plan: Plan) -> dict[str, Any]:
-        return {
-            "runbook": plan.runbook,
-            "environment": plan.environment,
-            "region": plan.region,
-            "lock": plan.lock_key,
-        }
-
-    def _expire_if_due(self, execution: Execution) -> bool:
+    def expire_if_due(self, execution: Execution) -> bool:
         if (
             execution.state in {State.AWAITING_APPROVAL, State.APPROVED}
             and execution.expires_at is not None
-            and self.clock.now() > execution.expires_at
+            and self._clock.now() > execution.expires_at
         ):
             execution.error = "approval window expired before the run started"
             execution.stop_reason = StopReason.EXPIRED
-            self._transition(execution, State.EXPIRED, actor=SYSTEM_ACTOR)
+            self.transition(execution, State.EXPIRED, actor=SYSTEM_ACTOR)
             return True
         return False
 
     def expire_due(self) -> builtins.list[str]:
         """Expire every pending request past its deadline (the bot runs this periodically)."""
         expired = []
-        for execution in self.store.list_executions(
+        for execution in self._store.list_executions(
             limit=1000, states=[State.AWAITING_APPROVAL, State.APPROVED]
         ):
             try:
-                if self._expire_if_due(execution):
+                if self.expire_if_due(execution):
                     expired.append(execution.id)
             except ConcurrentUpdate:
                 continue

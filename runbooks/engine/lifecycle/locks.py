@@ -4,20 +4,36 @@ from __future__ import annotations
 
 import time
 
+from runbooks.engine.audit import AuditLog
+from runbooks.engine.clock import Clock
 from runbooks.engine.errors import (
     LockHeld,
     Refused,
 )
-from runbooks.engine.lifecycle.journal import LOCK_UNBORN_CHECKS, LOCK_UNBORN_WAIT_S, Journal
+from runbooks.engine.lifecycle.journal import (
+    LOCK_UNBORN_CHECKS,
+    LOCK_UNBORN_WAIT_S,
+    Journal,
+    plan_target,
+)
 from runbooks.engine.models import (
     Actor,
     Execution,
     State,
 )
+from runbooks.engine.store.base import Store
 
 
-class Locks(Journal):
-    def _acquire_locks(self, keys: list[str], execution: Execution, *, actor: Actor) -> None:
+class Locks:
+    """Take a request's lock set at submit, expiring stale holders through the journal."""
+
+    def __init__(self, *, store: Store, journal: Journal, audit: AuditLog, clock: Clock) -> None:
+        self._store = store
+        self._journal = journal
+        self._audit = audit
+        self._clock = clock
+
+    def acquire(self, keys: list[str], execution: Execution, *, actor: Actor) -> None:
         """Take every key of the lock set, or none: overlapping sets exclude each other.
 
         ``ENV:*`` overlaps every key of ENV. Each side takes its own keys first and then
@@ -27,22 +43,22 @@ class Locks(Journal):
         taken: list[str] = []
         try:
             for key in sorted(keys):
-                self._acquire_lock(key, execution, actor=actor)
+                self._acquire_one(key, execution, actor=actor)
                 taken.append(key)
             for key in keys:
                 environment, _, resource = key.partition(":")
                 if resource == "*":
-                    others = self.store.lock_holders(f"{environment}:")
+                    others = self._store.lock_holders(f"{environment}:")
                 else:
                     wildcard = f"{environment}:*"
-                    holder = self.store.lock_holder(wildcard)
+                    holder = self._store.lock_holder(wildcard)
                     others = {wildcard: holder} if holder else {}
                 for other_key, holder in sorted(others.items()):
                     if holder == execution.id:
                         continue
-                    held = self.store.get_execution(holder)
+                    held = self._store.get_execution(holder)
                     if held is not None:
-                        self._expire_if_due(held)
+                        self._journal.expire_if_due(held)
                         if held.terminal:
                             continue  # finished: its keys are on their way out
                     # A holder not stored yet is mid-submit (or died there): treating it as
@@ -50,19 +66,19 @@ class Locks(Journal):
                     raise self._lock_refusal(other_key, holder, held, execution, actor=actor)
         except BaseException:
             for key in taken:
-                self.store.release_lock(key, execution.id)
+                self._store.release_lock(key, execution.id)
             raise
 
-    def _acquire_lock(self, key: str, execution: Execution, *, actor: Actor) -> None:
+    def _acquire_one(self, key: str, execution: Execution, *, actor: Actor) -> None:
         unborn_checks = 0
         for _ in range(40):
-            holder = self.store.try_lock(key, execution.id)
+            holder = self._store.try_lock(key, execution.id)
             if holder is None:
                 return
-            held = self.store.get_execution(holder)
+            held = self._store.get_execution(holder)
             if held is not None:
                 # Expiring a stale holder releases its lock; the next try then takes it.
-                self._expire_if_due(held)
+                self._journal.expire_if_due(held)
             elif unborn_checks < LOCK_UNBORN_CHECKS:
                 # A concurrent submit takes the lock just before it stores its execution: give
                 # it a moment. Only a holder still missing after that is an orphan (a process
@@ -71,7 +87,7 @@ class Locks(Journal):
                 time.sleep(LOCK_UNBORN_WAIT_S)
                 continue
             if held is None or held.terminal:
-                if self.store.steal_lock(key, execution.id, holder):
+                if self._store.steal_lock(key, execution.id, holder):
                     return
                 continue  # released or taken meanwhile: look again
             break
@@ -97,17 +113,17 @@ class Locks(Journal):
             state = f"{held.runbook}, {state}"
         hint = f"see `runs.show {holder}`"
         if held is not None and held.state in {State.RUNNING, State.COMPENSATING}:
-            lease = self.store.get_lease(holder)
-            if lease is None or lease.until <= self.clock.now():
+            lease = self._store.get_lease(holder)
+            if lease is None or lease.until <= self._clock.now():
                 hint = (
                     f"its process is gone: resume it with `runs.resume {holder}` or stop it "
                     f"with `runs.cancel {holder}`"
                 )
-        self.audit.record(
+        self._audit.record(
             "request.refused",
             actor=actor,
             outcome="lock_held",
-            target=self._target(execution.plan),
+            target=plan_target(execution.plan),
             params=execution.plan.params,
             reason=execution.reason,
             detail={"lock": key, "holder": holder},

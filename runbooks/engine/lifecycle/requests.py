@@ -10,24 +10,46 @@ and decides nothing: refusals are raised (and audited) here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from runbooks.engine.errors import InvalidInput, RunbookError
-from runbooks.engine.models import Actor, Execution, Trigger
+from runbooks.engine.audit import AuditLog
+from runbooks.engine.clock import Clock
+from runbooks.engine.counters import count_transition
+from runbooks.engine.errors import (
+    ConcurrentUpdate,
+    InvalidInput,
+    RefusalKind,
+    Refused,
+    RunbookError,
+)
+from runbooks.engine.ids import new_execution_id
+from runbooks.engine.lifecycle.journal import (
+    SYSTEM_ACTOR,
+    Journal,
+    clean_reason,
+    gate_satisfied,
+    plan_target,
+    step_records,
+)
+from runbooks.engine.lifecycle.locks import Locks
+from runbooks.engine.lifecycle.planner import Planner, Prepared
+from runbooks.engine.lifecycle.runner import Runner
+from runbooks.engine.models import Actor, Execution, State, Trigger
+from runbooks.engine.plan import Plan
+from runbooks.engine.policy import ConfigPolicy, Gate, Refusal
+from runbooks.engine.store.base import Store
 
 if TYPE_CHECKING:
     from runbooks.engine.config.schedules import Drill
-    from runbooks.engine.engine import Engine, Prepared
-    from runbooks.engine.plan import Plan
-    from runbooks.engine.policy import Gate
 
 
 class DrillRuns(Protocol):
     """What the request path needs of the drills (``requesters.drills.DrillScheduler``, given
-    to the engine by its composer as ``Engine(drill_runs=...)``: the lifecycle does not import
-    the requesters above it)."""
+    to the engine by its composer as ``Engine(drill_runs=...)``, and by the engine to
+    ``Requests``: the lifecycle does not import the requesters above it)."""
 
     def authorise(self, verb: str, name: str, *, actor: Actor) -> Drill: ...
 
@@ -113,118 +135,409 @@ class RequestResult:
         )
 
 
-def handle(engine: Engine, request: Request, *, prepared: Prepared | None = None) -> RequestResult:
-    """Take one request through validation, policy, planning and submission.
+class Requests:
+    """The one request path, and its verbs: prepare (the planner's), dry run, preflight,
+    submit. Per request the gate is computed once and preflight runs once."""
 
-    ``prepared`` is a plan this process computed and showed a moment ago for the same
-    request (the terminal's y/N question): it is submitted as shown, without planning again;
-    ``Engine.start`` re-plans before the first step all the same.
-    """
-    if request.break_glass and not (
-        (request.reason or "").strip() and (request.incident or "").strip()
-    ):
-        raise InvalidInput(
-            "--break-glass needs --reason TEXT and --incident ID (the PagerDuty incident "
-            "this emergency belongs to)"
-        )
-    drills = _drills(engine, request)
-    if prepared is None or prepared.plan.hash != request.confirmed_hash:
-        prepared = engine.prepare(
-            request.runbook,
-            request.params,
-            actor=request.actor,
-            break_glass=request.break_glass,
-            preview=request.dry_run,
-        )
-    plan = prepared.plan
-    gate = engine.policy.gate(plan.runbook, plan.environment, read_only=plan.read_only)
+    def __init__(
+        self,
+        *,
+        planner: Planner,
+        journal: Journal,
+        locks: Locks,
+        runner: Runner,
+        policy: ConfigPolicy,
+        store: Store,
+        audit: AuditLog,
+        clock: Clock,
+        drill_runs: Callable[[], DrillRuns] | None,
+    ) -> None:
+        self._planner = planner
+        self._journal = journal
+        self._locks = locks
+        self._runner = runner
+        self._policy = policy
+        self._store = store
+        self._audit = audit
+        self._clock = clock
+        self._drill_runs = drill_runs
 
-    def result(outcome: Outcome, **extra: Any) -> RequestResult:
-        return RequestResult(
-            outcome, plan, gate, prepared, break_glass=request.break_glass, **extra
-        )
+    def _gate(self, plan: Plan) -> Gate:
+        return self._policy.gate(plan.runbook, plan.environment, read_only=plan.read_only)
 
-    if request.dry_run:
-        engine.dry_run(prepared, actor=request.actor, reason=request.reason)
-        return result(Outcome.DRY_RUN, would_refuse=_would_refuse(engine, prepared, request))
-    if plan.read_only:
-        # A report keeps its reason and incident too (a drill's name, the incident it serves).
-        execution = engine.submit(
+    def handle(self, request: Request, *, prepared: Prepared | None = None) -> RequestResult:
+        """Take one request through validation, policy, planning and submission.
+
+        ``prepared`` is a plan this process computed and showed a moment ago for the same
+        request (the terminal's y/N question): it is submitted as shown, without planning
+        again; ``Engine.start`` re-plans before the first step all the same.
+        """
+        if request.break_glass and not (
+            (request.reason or "").strip() and (request.incident or "").strip()
+        ):
+            raise InvalidInput(
+                "--break-glass needs --reason TEXT and --incident ID (the PagerDuty incident "
+                "this emergency belongs to)"
+            )
+        drills = self._drills(request)
+        if prepared is None or prepared.plan.hash != request.confirmed_hash:
+            prepared = self._planner.prepare(
+                request.runbook,
+                request.params,
+                actor=request.actor,
+                break_glass=request.break_glass,
+                preview=request.dry_run,
+            )
+        plan = prepared.plan
+        gate = self._gate(plan)
+
+        def result(outcome: Outcome, **extra: Any) -> RequestResult:
+            return RequestResult(
+                outcome, plan, gate, prepared, break_glass=request.break_glass, **extra
+            )
+
+        if request.dry_run:
+            self.dry_run(prepared, actor=request.actor, reason=request.reason)
+            return result(Outcome.DRY_RUN, would_refuse=self._would_refuse(prepared, gate, request))
+        if plan.read_only:
+            # A report keeps its reason and incident too (a drill's name, the incident it
+            # serves). Policy refuses no report (``preflight`` lets read-only plans through).
+            execution = self._submit(
+                prepared,
+                gate,
+                actor=request.actor,
+                reason=request.reason,
+                incident=request.incident,
+                channel=request.channel,
+                drill=request.drill,
+                trigger=request.trigger,
+                checked=True,
+            )
+            if drills is not None:
+                drills.fired_by_hand(
+                    request.drill or "", execution, actor=request.actor, report=True
+                )
+            return result(
+                Outcome.REPORTED, execution=self._runner.start(execution.id, actor=request.actor)
+            )
+        self._check(
             prepared,
+            gate,
             actor=request.actor,
             reason=request.reason,
             incident=request.incident,
+            break_glass=request.break_glass,
+            channel=request.channel,
+        )
+        if not request.assume_yes:
+            if request.confirmed_hash is None:
+                return result(Outcome.CONFIRM)
+            if request.confirmed_hash != plan.hash:
+                return result(Outcome.CHANGED)
+        execution = self._submit(
+            prepared,
+            gate,
+            actor=request.actor,
+            reason=request.reason,
+            incident=request.incident,
+            break_glass=request.break_glass,
             channel=request.channel,
             drill=request.drill,
             trigger=request.trigger,
+            checked=True,  # just above, at the same moment: once per request
         )
         if drills is not None:
-            drills.fired_by_hand(request.drill or "", execution, actor=request.actor, report=True)
-        return result(Outcome.REPORTED, execution=engine.start(execution.id, actor=request.actor))
-    engine.preflight(
-        prepared,
-        actor=request.actor,
-        reason=request.reason,
-        incident=request.incident,
-        break_glass=request.break_glass,
-        channel=request.channel,
-    )
-    if not request.assume_yes:
-        if request.confirmed_hash is None:
-            return result(Outcome.CONFIRM)
-        if request.confirmed_hash != plan.hash:
-            return result(Outcome.CHANGED)
-    execution = engine.submit(
-        prepared,
-        actor=request.actor,
-        reason=request.reason,
-        incident=request.incident,
-        break_glass=request.break_glass,
-        channel=request.channel,
-        drill=request.drill,
-        trigger=request.trigger,
-    )
-    if drills is not None:
-        drills.fired_by_hand(request.drill or "", execution, actor=request.actor)
-    return result(Outcome.SUBMITTED, execution=execution)
+            drills.fired_by_hand(request.drill or "", execution, actor=request.actor)
+        return result(Outcome.SUBMITTED, execution=execution)
 
+    def _drills(self, request: Request) -> DrillRuns | None:
+        """For a person's drill run (``drills.run``): the scheduler that records and announces
+        it, once ``drills.operators`` allowed it; None for any other request (the scheduler
+        records its own fires)."""
+        if request.drill is None or request.actor.origin == "scheduler":
+            return None
+        if self._drill_runs is None:
+            raise InvalidInput(
+                f"drill {request.drill}: this engine runs no drills by hand",
+                hint=(
+                    "build the engine with runbooks.engine.wiring (it gives the engine its drills)"
+                ),
+            )
+        drills = self._drill_runs()
+        drill = drills.authorise("run", request.drill, actor=request.actor)
+        if drill.runbook != request.runbook:
+            raise InvalidInput(
+                f"drill {drill.name} runs {drill.runbook}, not {request.runbook}",
+                hint=f"drills.run {drill.name}",
+            )
+        return drills
 
-def _drills(engine: Engine, request: Request) -> DrillRuns | None:
-    """For a person's drill run (``drills.run``): the scheduler that records and announces it,
-    once ``drills.operators`` allowed it; None for any other request (the scheduler records
-    its own fires)."""
-    if request.drill is None or request.actor.origin == "scheduler":
-        return None
-    if engine.drill_runs is None:
-        raise InvalidInput(
-            f"drill {request.drill}: this engine runs no drills by hand",
-            hint="build the engine with runbooks.engine.wiring (it gives the engine its drills)",
+    def _would_refuse(self, prepared: Prepared, gate: Gate, request: Request) -> str | None:
+        """What policy would say to the real request now, without auditing a refusal."""
+        plan = prepared.plan
+        if plan.read_only:
+            return None
+        try:
+            return self._policy.request_refusal(
+                request.actor,
+                gate,
+                runbook=plan.runbook,
+                environment=plan.environment,
+                channel=request.channel,
+                break_glass=request.break_glass,
+                now=self._clock.now(),
+            )
+        except RunbookError as exc:
+            return exc.message
+
+    def dry_run(self, prepared: Prepared, *, actor: Actor, reason: str | None = None) -> Plan:
+        """Record that a plan was shown without being submitted."""
+        reason = clean_reason(reason)
+        self._audit.record(
+            "request.dry_run",
+            actor=actor,
+            outcome="planned",
+            target=plan_target(prepared.plan),
+            params=prepared.plan.params,
+            reason=reason,
+            detail={"plan_hash": prepared.plan.hash, "steps": len(prepared.plan.steps)},
         )
-    drills = engine.drill_runs(engine)
-    drill = drills.authorise("run", request.drill, actor=request.actor)
-    if drill.runbook != request.runbook:
-        raise InvalidInput(
-            f"drill {drill.name} runs {drill.runbook}, not {request.runbook}",
-            hint=f"drills.run {drill.name}",
+        return prepared.plan
+
+    def submit(
+        self,
+        prepared: Prepared,
+        *,
+        actor: Actor,
+        reason: str | None = None,
+        incident: str | None = None,
+        break_glass: bool = False,
+        channel: str | None = None,
+        drill: str | None = None,
+        trigger: Trigger | None = None,
+    ) -> Execution:
+        """Create an execution for the plan the requester saw (and thereby confirmed).
+
+        ``drill`` names the drill this is a run of (the scheduler's fire or ``drills.run``);
+        ``trigger`` what set the request off (by default: its drill, else its requester).
+
+        Refuses (audited) when policy forbids this person, front end, channel or moment.
+        Break-glass skips the approvals where policy allows it, needs a reason and an incident
+        id, and opens a review item that someone else must acknowledge.
+        """
+        return self._submit(
+            prepared,
+            self._gate(prepared.plan),
+            actor=actor,
+            reason=reason,
+            incident=incident,
+            break_glass=break_glass,
+            channel=channel,
+            drill=drill,
+            trigger=trigger,
+            checked=False,
         )
-    return drills
 
+    def _submit(
+        self,
+        prepared: Prepared,
+        gate: Gate,
+        *,
+        actor: Actor,
+        reason: str | None,
+        incident: str | None,
+        break_glass: bool = False,
+        channel: str | None,
+        drill: str | None,
+        trigger: Trigger | None,
+        checked: bool,
+    ) -> Execution:
+        """``submit`` under ``gate``; ``checked``: preflight already passed for this request."""
+        plan = prepared.plan
+        reason = clean_reason(reason)
+        incident = (incident or "").strip() or None
+        now = self._clock.now()
+        if break_glass and not (reason and incident):
+            raise InvalidInput(
+                "--break-glass needs --reason TEXT and --incident ID (the "
+                "PagerDuty incident this emergency belongs to)"
+            )
+        if not checked:
+            self._check(
+                prepared,
+                gate,
+                actor=actor,
+                reason=reason,
+                incident=incident,
+                break_glass=break_glass,
+                channel=channel,
+            )
+        trigger = trigger or Trigger.of(actor, drill=drill, at=now)
+        execution = Execution(
+            id=new_execution_id(),
+            plan=plan,
+            state=State.AWAITING_APPROVAL,
+            requester=actor,
+            created_at=now,
+            updated_at=now,
+            reason=reason,
+            incident=incident,
+            break_glass=break_glass,
+            required_approvals=gate.required,
+            approver_groups=list(gate.approver_groups),
+            expires_at=now + gate.expiry if gate.required else None,
+            confirmed_hash=plan.hash,
+            steps=step_records(plan),
+            drill=drill,
+            trigger=trigger,
+        )
+        for _ in range(20):
+            try:
+                self._locks.acquire(plan.locks, execution, actor=actor)
+                self._store.create_execution(execution)
+                break
+            except ConcurrentUpdate:  # id clash: draw another
+                for key in plan.locks:
+                    self._store.release_lock(key, execution.id)
+                execution.id = new_execution_id()
+        count_transition(self._store, plan.runbook, plan.environment, str(execution.state))
+        self._audit.record(
+            "request",
+            actor=actor,
+            outcome=str(execution.state),
+            target=plan_target(plan),
+            params=plan.params,
+            reason=reason,
+            execution_id=execution.id,
+            incident=incident,
+            detail={
+                "plan_hash": plan.hash,
+                "required_approvals": gate.required,
+                "break_glass": break_glass,
+                "drill": drill,
+                "trigger": trigger.to_doc(),
+            },
+        )
+        self._journal.publish(
+            execution,
+            "execution.created",
+            break_glass=break_glass,
+            channel=channel,
+            drill=drill,
+            trigger=trigger.to_doc(),
+        )
+        if break_glass:
+            self._audit.record(
+                "break_glass.used",
+                actor=actor,
+                outcome="approvals_bypassed",
+                target=plan_target(plan),
+                params=plan.params,
+                reason=reason,
+                execution_id=execution.id,
+                incident=incident,
+                detail={"bypassed_approvals": gate.required, "rule": gate.rule},
+            )
+            self._store.create_review(
+                execution.id,
+                {
+                    "runbook": plan.runbook,
+                    "environment": plan.environment,
+                    "requester": actor.to_doc(),
+                    "reason": reason,
+                    "incident": incident,
+                    "bypassed_approvals": gate.required,
+                },
+                now,
+            )
+            self._journal.transition(
+                execution,
+                State.APPROVED,
+                actor=actor,
+                detail={"why": "BREAK-GLASS: approvals bypassed", "break_glass": True},
+            )
+        elif gate_satisfied(execution):
+            self._journal.transition(
+                execution,
+                State.APPROVED,
+                actor=SYSTEM_ACTOR,
+                detail={"why": "no approvals required", "rule": gate.rule},
+            )
+        return execution
 
-def _would_refuse(engine: Engine, prepared: Prepared, request: Request) -> str | None:
-    """What policy would say to the real request now, without auditing a refusal."""
-    plan = prepared.plan
-    if plan.read_only:
-        return None
-    gate = engine.policy.gate(plan.runbook, plan.environment, read_only=False)
-    try:
-        return engine.policy.request_refusal(
-            request.actor,
+    def preflight(
+        self,
+        prepared: Prepared,
+        *,
+        actor: Actor,
+        reason: str | None = None,
+        incident: str | None = None,
+        break_glass: bool = False,
+        channel: str | None = None,
+    ) -> None:
+        """Refuse (audited) what policy forbids this person, front end, channel or moment.
+
+        ``submit`` calls it; a front end may call it before showing a Confirm button, so that
+        nobody confirms a plan that would be refused.
+        """
+        if prepared.plan.read_only:
+            return
+        self._check(
+            prepared,
+            self._gate(prepared.plan),
+            actor=actor,
+            reason=reason,
+            incident=incident,
+            break_glass=break_glass,
+            channel=channel,
+        )
+
+    def _check(
+        self,
+        prepared: Prepared,
+        gate: Gate,
+        *,
+        actor: Actor,
+        reason: str | None,
+        incident: str | None,
+        break_glass: bool,
+        channel: str | None,
+    ) -> None:
+        """``preflight`` under the gate the caller computed."""
+        plan = prepared.plan
+        if plan.read_only:
+            return
+        refusal = self._policy.check_request(
+            actor,
             gate,
             runbook=plan.runbook,
             environment=plan.environment,
-            channel=request.channel,
-            break_glass=request.break_glass,
-            now=engine.clock.now(),
+            channel=channel,
+            break_glass=break_glass,
+            now=self._clock.now(),
         )
-    except RunbookError as exc:
-        return exc.message
+        if not refusal and gate.when_not_ready == "refuse" and plan.warnings and not break_glass:
+            refusal = Refusal(
+                RefusalKind.NOT_READY,
+                f"{plan.runbook} in {plan.environment} is not ready ({len(plan.warnings)} open "
+                f"readiness finding(s), shown with the plan) and policy ({gate.rule}) refuses "
+                "it until they are fixed"
+                + (" or under break-glass" if gate.break_glass_allowed else ""),
+            )
+        if refusal:
+            self._audit.record(
+                "request.refused",
+                actor=actor,
+                outcome="not_allowed",
+                target=plan_target(plan),
+                params=plan.params,
+                reason=clean_reason(reason),
+                incident=incident,
+                detail={
+                    "why": refusal.message,
+                    "kind": str(refusal.kind),
+                    "channel": channel,
+                    "break_glass": break_glass,
+                },
+            )
+            raise Refused(refusal.message, kind=refusal.kind)

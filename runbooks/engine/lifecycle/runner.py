@@ -1,4 +1,8 @@
-"""Running executions: start (re-planning first), resume, steps, compensation, leases."""
+"""Running executions: start (re-planning first), resume, steps, compensation, leases.
+
+The ``Runner`` authorises nothing: the decision verbs that reach it (``Decisions.resume``,
+``Decisions.cancel``) have authorised their actor first.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import Clock, format_duration
+from runbooks.engine.config.loader import Config
 from runbooks.engine.errors import (
     Cancelled,
     ConcurrentUpdate,
@@ -25,8 +32,10 @@ from runbooks.engine.lifecycle.journal import (
     QUESTION_KEY,
     Journal,
     clean_reason,
+    plan_target,
     step_records,
 )
+from runbooks.engine.lifecycle.planner import LazyAdapters, Planner
 from runbooks.engine.models import (
     Actor,
     Execution,
@@ -41,6 +50,7 @@ from runbooks.engine.plan import (
     RunContext,
     Step,
 )
+from runbooks.engine.registry import Registry
 from runbooks.engine.store.base import Store
 
 _log = logging.getLogger(__name__)
@@ -102,7 +112,56 @@ class _Heartbeat:
                 _log.warning("lease renewal failed for %s; retrying", self._id, exc_info=True)
 
 
-class Runner(Journal):
+class Runner:
+    """Start, drive, resume and compensate executions under their lease, one thread each."""
+
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        planner: Planner,
+        registry: Registry,
+        config: Config,
+        store: Store,
+        audit: AuditLog,
+        clock: Clock,
+        adapters: LazyAdapters,
+        state_dir: Path,
+        lease_ttl: float,
+        owner: str,
+    ) -> None:
+        self._journal = journal
+        self._planner = planner
+        self._registry = registry
+        self._config = config
+        self._store = store
+        self._audit = audit
+        self._clock = clock
+        self._adapters = adapters
+        self._state_dir = state_dir
+        self.lease_ttl = lease_ttl
+        #: This process's name on leases (the bot's replicas each have their own).
+        self.owner = owner
+        #: Executions a thread of this process is driving now. A lease claim by our own
+        #: owner succeeds ("already ours"), so this is what keeps a second thread out.
+        self._driving: set[str] = set()
+        self._driving_lock = threading.Lock()
+
+    def driven_here(self, execution_id: str) -> bool:
+        """Whether a thread of this process is driving the execution now."""
+        with self._driving_lock:
+            return execution_id in self._driving
+
+    def take_over_cancelled(self, execution: Execution, *, actor: Actor) -> Execution:
+        """After a cancel was requested: if nobody runs the execution (its process died),
+        compensate it here and now; else its runner sees the request between steps."""
+        now = self._clock.now()
+        if self.driven_here(execution.id):
+            return execution  # our own thread runs it and will see the request
+        if self._store.claim_lease(execution.id, self.owner, now + self.lease_ttl, now):
+            return self._drive(execution, actor=actor)
+        return execution
+
     @contextmanager
     def hold(self, execution_id: str) -> Iterator[None]:
         """Hold the execution's lease while a requester waits for approval in this process.
@@ -110,23 +169,23 @@ class Runner(Journal):
         The bot starts approved executions that nobody holds; a waiting terminal holds its
         own, so exactly one process starts it. Released on exit (Ctrl-C included).
         """
-        now = self.clock.now()
-        if not self.store.claim_lease(execution_id, self.owner, now + self.lease_ttl, now):
+        now = self._clock.now()
+        if not self._store.claim_lease(execution_id, self.owner, now + self.lease_ttl, now):
             raise LeaseHeld(f"{execution_id} is held by another process")
-        heartbeat = _Heartbeat(self.store, execution_id, self.owner, self.lease_ttl, self.clock)
+        heartbeat = _Heartbeat(self._store, execution_id, self.owner, self.lease_ttl, self._clock)
         try:
             with heartbeat:
                 yield
         finally:
             if not heartbeat.lost:
-                self.store.release_lease(execution_id, self.owner)
+                self._store.release_lease(execution_id, self.owner)
 
     def startable(self) -> list[Execution]:
         """Approved executions that nobody is about to start (no live lease)."""
-        now = self.clock.now()
+        now = self._clock.now()
         found = []
-        for execution in self.store.list_executions(limit=1000, states=[State.APPROVED]):
-            lease = self.store.get_lease(execution.id)
+        for execution in self._store.list_executions(limit=1000, states=[State.APPROVED]):
+            lease = self._store.get_lease(execution.id)
             if lease is None or lease.until <= now:
                 found.append(execution)
         return found
@@ -137,8 +196,8 @@ class Runner(Journal):
         If the live plan differs from the approved one, approvals are void and the execution
         returns to ``awaiting_approval`` with the new plan; nothing runs.
         """
-        execution = self.get(execution_id)
-        if self._expire_if_due(execution):
+        execution = self._journal.get(execution_id)
+        if self._journal.expire_if_due(execution):
             raise Refused(
                 f"{execution.id} expired: approvals must be given and the run started "
                 "within the approval window"
@@ -147,31 +206,24 @@ class Runner(Journal):
             raise Refused(
                 f"{execution.id} is {execution.state}; only an approved execution can start"
             )
-        spec = self.registry.get(execution.runbook)
-        params = validate_params(spec.params, execution.plan.params, self.config)
-        fresh = self._plan(
-            spec,
-            params,
-            break_glass=execution.break_glass,
-            automatic=execution.requester.automatic,
-        )
+        fresh = self._planner.replan(execution)
         if fresh.hash != execution.plan.hash and execution.plan.read_only:
             # Nothing was approved: a read-only report is simply the newer one.
             execution.plan = fresh
             execution.confirmed_hash = fresh.hash
             execution.steps = step_records(fresh)
         elif fresh.hash != execution.plan.hash:
-            self._void_for_plan_change(execution, fresh)
+            self._journal.void_for_plan_change(execution, fresh)
             return execution
-        if not self.store.claim_lease(
-            execution.id, self.owner, self.clock.now() + self.lease_ttl, self.clock.now()
+        if not self._store.claim_lease(
+            execution.id, self.owner, self._clock.now() + self.lease_ttl, self._clock.now()
         ):
             raise LeaseHeld(f"{execution.id} is already being started by another process")
         try:
-            execution.started_at = self.clock.now()
-            self._transition(execution, State.RUNNING, actor=actor)
+            execution.started_at = self._clock.now()
+            self._journal.transition(execution, State.RUNNING, actor=actor)
         except ConcurrentUpdate:
-            self.store.release_lease(execution.id, self.owner)
+            self._store.release_lease(execution.id, self.owner)
             raise LeaseHeld(
                 f"{execution.id} was started or resumed by another process just now; this "
                 "one stepped back",
@@ -179,15 +231,14 @@ class Runner(Journal):
             ) from None
         return self._drive_or_yield(execution, actor=actor)
 
-    def resume(self, execution_id: str, *, actor: Actor) -> Execution:
+    def resume(self, execution: Execution, *, actor: Actor) -> Execution:
         """Continue a running execution whose process died, at the first step not verified.
 
         An approved execution that nobody started (its requester stopped waiting) is started.
+        The caller has authorised ``actor`` (``Decisions.resume``).
         """
-        execution = self.get(execution_id)
-        self._authorise("resume", actor, execution)
         if execution.state == State.APPROVED:
-            return self.start(execution_id, actor=actor)
+            return self.start(execution.id, actor=actor)
         if self._stranded(execution):
             # Saved as failed with steps left to undo by an engine that died before it could
             # record ``compensating`` (older versions wrote the two states separately).
@@ -197,28 +248,28 @@ class Runner(Journal):
                 f"{execution.id} is {execution.state}; only a running execution whose "
                 "process died can be resumed"
             )
-        now = self.clock.now()
-        if self._driven_here(execution.id) or not self.store.claim_lease(
+        now = self._clock.now()
+        if self.driven_here(execution.id) or not self._store.claim_lease(
             execution.id, self.owner, now + self.lease_ttl, now
         ):
-            lease = self.store.get_lease(execution.id)
+            lease = self._store.get_lease(execution.id)
             left = format_duration(max(0.0, lease.until - now)) if lease else "?"
             raise LeaseHeld(
                 f"{execution.id} is being run by {lease.owner if lease else 'another process'} "
                 f"(lease valid for {left} more)",
                 hint="if that process is gone, wait for the lease to expire and resume again",
             )
-        self.audit.record(
+        self._audit.record(
             "execution.resumed",
             actor=actor,
             outcome=str(execution.state),
             execution_id=execution.id,
-            target=self._target(execution.plan),
+            target=plan_target(execution.plan),
             detail={"first_pending_step": self._first_pending(execution)},
         )
-        self._publish(execution, "execution.resumed", by=actor.name)
+        self._journal.publish(execution, "execution.resumed", by=actor.name)
         if self._stranded(execution):
-            self._transition(execution, State.COMPENSATING, actor=actor)
+            self._journal.transition(execution, State.COMPENSATING, actor=actor)
         return self._drive_or_yield(execution, actor=actor)
 
     def _stranded(self, execution: Execution) -> bool:
@@ -243,14 +294,14 @@ class Runner(Journal):
 
     def resumable(self) -> list[Execution]:
         """Running (or stranded) executions whose lease has expired (their process died)."""
-        now = self.clock.now()
+        now = self._clock.now()
         found = []
-        for execution in self.store.list_executions(
+        for execution in self._store.list_executions(
             limit=1000, states=[State.RUNNING, State.COMPENSATING, State.FAILED]
         ):
             if execution.state == State.FAILED and not self._stranded(execution):
                 continue
-            lease = self.store.get_lease(execution.id)
+            lease = self._store.get_lease(execution.id)
             if lease is None or lease.until <= now:
                 found.append(execution)
         return found
@@ -275,10 +326,10 @@ class Runner(Journal):
 
     def _drive_held(self, execution: Execution, *, actor: Actor) -> Execution:
         steps = execution.plan.build_steps()
-        spec = self.registry.get(execution.runbook)
-        params = validate_params(spec.params, execution.plan.params, self.config)
+        spec = self._registry.get(execution.runbook)
+        params = validate_params(spec.params, execution.plan.params, self._config)
         last_poll = [float("-inf")]
-        heartbeat = _Heartbeat(self.store, execution.id, self.owner, self.lease_ttl, self.clock)
+        heartbeat = _Heartbeat(self._store, execution.id, self.owner, self.lease_ttl, self._clock)
 
         def check_lease() -> None:
             if heartbeat.lost:
@@ -286,23 +337,23 @@ class Runner(Journal):
 
         def check_cancelled() -> None:
             check_lease()
-            now = self.clock.now()
+            now = self._clock.now()
             if now - last_poll[0] >= CANCEL_POLL_S:
                 last_poll[0] = now
-                request = self.store.get_cancel(execution.id)
+                request = self._store.get_cancel(execution.id)
                 if request is not None:
                     execution.cancel_reason = request.get("reason") or None
                     raise Cancelled(f"cancelled by {request['actor']['name']}")
 
         ctx = RunContext(
-            config=self.config,
-            env=self.config.environment(execution.environment),
+            config=self._config,
+            env=self._config.environment(execution.environment),
             params=params,
-            clock=self.clock,
-            adapters=self.adapters,
-            state_dir=self.state_dir,
+            clock=self._clock,
+            adapters=self._adapters.get(),
+            state_dir=self._state_dir,
             execution_id=execution.id,
-            started_at=execution.started_at or self.clock.now(),
+            started_at=execution.started_at or self._clock.now(),
             check_cancelled=check_cancelled,
             check_lease=check_lease,
             break_glass=execution.break_glass,
@@ -321,7 +372,7 @@ class Runner(Journal):
         finally:
             if not heartbeat.lost:
                 with contextlib.suppress(StoreFull):
-                    self.store.release_lease(execution.id, self.owner)
+                    self._store.release_lease(execution.id, self.owner)
         return execution
 
     def _run_steps(
@@ -336,10 +387,10 @@ class Runner(Journal):
                 self._after_stop(execution, State.CANCELLED, str(exc), actor=actor)
                 return
             record.status = StepStatus.RUNNING
-            record.started_at = self.clock.now()
+            record.started_at = self._clock.now()
             record.attempts += 1
             record.error = None
-            self._step_transition(execution, record, "step.started", actor=actor)
+            self._journal.step_transition(execution, record, "step.started", actor=actor)
             ctx.notes = []
             ctx.measures = []
             ctx.on_progress = self._progress_reporter(execution, record, ctx)
@@ -347,13 +398,13 @@ class Runner(Journal):
             ctx.defer = self._deferrer(execution, record)
             try:
                 output = step.run(ctx)
-                step.wait(ctx, self.clock.now() + step.timeout)
+                step.wait(ctx, self._clock.now() + step.timeout)
             except Cancelled as exc:
                 record.status = StepStatus.CANCELLED
                 record.progress = None
-                record.ended_at = self.clock.now()
+                record.ended_at = self._clock.now()
                 record.error = str(exc)
-                self._step_transition(execution, record, "step.cancelled", actor=actor)
+                self._journal.step_transition(execution, record, "step.cancelled", actor=actor)
                 self._after_stop(execution, State.CANCELLED, str(exc), actor=actor)
                 return
             except (LeaseLost, StoreFull):
@@ -362,11 +413,11 @@ class Runner(Journal):
                 message = error_text(exc)
                 record.status = StepStatus.FAILED
                 record.progress = None
-                record.ended_at = self.clock.now()
+                record.ended_at = self._clock.now()
                 record.output = [*ctx.notes]
                 record.measures = [m.to_doc() for m in ctx.measures]
                 record.error = message
-                self._step_transition(execution, record, "step.failed", actor=actor)
+                self._journal.step_transition(execution, record, "step.failed", actor=actor)
                 error = f"step {record.index + 1} failed: {message}"
                 if step.keeps_done_on_failure and record.index:
                     error += (
@@ -375,20 +426,20 @@ class Runner(Journal):
                     )
                     execution.error = error
                     execution.stop_reason = StopReason.FAILED
-                    execution.ended_at = self.clock.now()
-                    self._transition(execution, State.FAILED, actor=actor)
+                    execution.ended_at = self._clock.now()
+                    self._journal.transition(execution, State.FAILED, actor=actor)
                     return
                 self._after_stop(execution, State.FAILED, error, actor=actor)
                 return
             record.status = StepStatus.SUCCEEDED
             record.progress = None
-            record.ended_at = self.clock.now()
+            record.ended_at = self._clock.now()
             record.output = [line for line in [output, *ctx.notes] if line]
             record.measures = [m.to_doc() for m in ctx.measures]
-            self._step_transition(execution, record, "step.succeeded", actor=actor)
+            self._journal.step_transition(execution, record, "step.succeeded", actor=actor)
             self._audit_effect(execution, record, step.audit_action, actor=actor)
-        execution.ended_at = self.clock.now()
-        self._transition(execution, State.SUCCEEDED, actor=actor)
+        execution.ended_at = self._clock.now()
+        self._journal.transition(execution, State.SUCCEEDED, actor=actor)
 
     def _deferrer(self, execution: Execution, record: StepRecord) -> Callable[[float], None]:
         def defer(due: float) -> None:
@@ -400,10 +451,10 @@ class Runner(Journal):
     def _swap_deferred(
         self, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
     ) -> None:
-        self.store.kv_insert(DEFERRED_KEY, [])
+        self._store.kv_insert(DEFERRED_KEY, [])
         for _ in range(100):  # compare-and-set: replicas and terminals share the list
-            current = self.store.kv_get(DEFERRED_KEY)
-            if self.store.kv_swap(DEFERRED_KEY, current, change(list(current or []))):
+            current = self._store.kv_get(DEFERRED_KEY)
+            if self._store.kv_swap(DEFERRED_KEY, current, change(list(current or []))):
                 return
         raise ConcurrentUpdate(f"{DEFERRED_KEY}: too many concurrent changes")
 
@@ -412,7 +463,7 @@ class Runner(Journal):
 
     def deferred(self) -> list[dict[str, Any]]:
         """Steps to run again later (a kept scratch database's drop), soonest first."""
-        return sorted(self.store.kv_get(DEFERRED_KEY) or [], key=lambda e: float(e["due"]))
+        return sorted(self._store.kv_get(DEFERRED_KEY) or [], key=lambda e: float(e["due"]))
 
     def run_due_deferred(self, *, actor: Actor) -> list[str]:
         """Run each deferred step that is due at the engine clock's now, audited
@@ -420,32 +471,32 @@ class Runner(Journal):
         the steps said (``dropped scratch database …``)."""
         done: list[str] = []
         for entry in self.deferred():
-            if float(entry["due"]) > self.clock.now():
+            if float(entry["due"]) > self._clock.now():
                 break
-            execution = self.store.get_execution(str(entry["execution_id"]))
+            execution = self._store.get_execution(str(entry["execution_id"]))
             if execution is None:
                 self._forget_deferred(entry)
                 continue
             index = int(entry["step"])
             step = execution.plan.build_steps()[index]
-            spec = self.registry.get(execution.runbook)
+            spec = self._registry.get(execution.runbook)
             ctx = RunContext(
-                config=self.config,
-                env=self.config.environment(execution.environment),
-                params=validate_params(spec.params, execution.plan.params, self.config),
-                clock=self.clock,
-                adapters=self.adapters,
-                state_dir=self.state_dir,
+                config=self._config,
+                env=self._config.environment(execution.environment),
+                params=validate_params(spec.params, execution.plan.params, self._config),
+                clock=self._clock,
+                adapters=self._adapters.get(),
+                state_dir=self._state_dir,
                 execution_id=execution.id,
-                started_at=execution.started_at or self.clock.now(),
+                started_at=execution.started_at or self._clock.now(),
                 break_glass=execution.break_glass,
             )
             target = {"runbook": execution.runbook, "environment": execution.environment}
             try:
                 output = step.run(ctx) or ""
-                step.wait(ctx, self.clock.now() + step.timeout)
+                step.wait(ctx, self._clock.now() + step.timeout)
             except Exception as exc:
-                self.audit.record(
+                self._audit.record(
                     "step.deferred_ran",
                     actor=actor,
                     outcome="failed",
@@ -455,7 +506,7 @@ class Runner(Journal):
                 )
                 _log.warning("deferred step %s of %s failed: %s", index + 1, execution.id, exc)
                 continue
-            self.audit.record(
+            self._audit.record(
                 "step.deferred_ran",
                 actor=actor,
                 outcome="ok",
@@ -467,7 +518,7 @@ class Runner(Journal):
             with contextlib.suppress(ConcurrentUpdate):
                 record = execution.steps[index]
                 record.output = [*record.output, *ctx.notes, output]
-                self._save(execution)
+                self._journal.save(execution)
             done.append(output)
         return done
 
@@ -481,16 +532,16 @@ class Runner(Journal):
 
         def report(text: str, is_note: bool) -> None:
             record.progress = text
-            self._publish(
+            self._journal.publish(
                 execution, "step.progress", step=record.index + 1, text=text, note=is_note
             )
-            now = self.clock.now()
+            now = self._clock.now()
             if now - last_save[0] >= PROGRESS_SAVE_S:
                 last_save[0] = now
                 record.output = [*ctx.notes]
                 # Progress is best effort; the step's own transitions decide.
                 with contextlib.suppress(ConcurrentUpdate):
-                    self._save(execution)
+                    self._journal.save(execution)
 
         return report
 
@@ -502,7 +553,7 @@ class Runner(Journal):
         the card), audited and published; a cancel still stops the wait."""
 
         def ask(question: str, choices: tuple[str, ...], within: float) -> Answer | None:
-            asked = self.clock.now()
+            asked = self._clock.now()
             step = record.index + 1
             key = ANSWER_KEY.format(execution.id, step, record.attempts)
             doc = {
@@ -520,47 +571,47 @@ class Runner(Journal):
                 f"({' or '.join(choices)}: `runs.answer {execution.id} CHOICE`)"
             )
             detail = {"step": step, "question": question, "choices": list(choices)}
-            self.audit.record(
+            self._audit.record(
                 "execution.question",
                 actor=actor,
                 outcome="asked",
                 execution_id=execution.id,
-                target=self._target(execution.plan),
+                target=plan_target(execution.plan),
                 incident=execution.incident,
                 detail={**detail, "within_s": within},
             )
             ctx.on_progress(f"{waiting}: {question}", False)
             record.output = [*ctx.notes]
             with contextlib.suppress(ConcurrentUpdate):  # shown by runs.show and the card
-                self._save(execution)
+                self._journal.save(execution)
             # Answerable only once the step shows it: whoever sees the open question (and
             # answers it) finds it in runs.show too.
-            self.store.kv_set(QUESTION_KEY.format(execution.id), doc)
-            self._publish(execution, "execution.question", **detail, until=asked + within)
+            self._store.kv_set(QUESTION_KEY.format(execution.id), doc)
+            self._journal.publish(execution, "execution.question", **detail, until=asked + within)
             answered: object = None
             try:
                 while True:
-                    answered = self.store.kv_get(key)
-                    now = self.clock.now()
+                    answered = self._store.kv_get(key)
+                    now = self._clock.now()
                     if answered or now >= asked + within:
                         break
                     ctx.check_cancelled()
-                    self.clock.sleep(min(CANCEL_POLL_S, asked + within - now))
+                    self._clock.sleep(min(CANCEL_POLL_S, asked + within - now))
             finally:
-                self.store.kv_set(QUESTION_KEY.format(execution.id), None)
+                self._store.kv_set(QUESTION_KEY.format(execution.id), None)
                 record.question = None
                 record.progress = None
             if not isinstance(answered, dict):
-                self.audit.record(
+                self._audit.record(
                     "execution.question_expired",
                     actor=actor,
                     outcome="unanswered",
                     execution_id=execution.id,
-                    target=self._target(execution.plan),
+                    target=plan_target(execution.plan),
                     incident=execution.incident,
                     detail={**detail, "within_s": within},
                 )
-                self._publish(execution, "execution.question_expired", **detail)
+                self._journal.publish(execution, "execution.question_expired", **detail)
                 return None
             return Answer(
                 choice=str(answered["choice"]),
@@ -592,31 +643,31 @@ class Runner(Journal):
             # ``failed`` first left a window in which a crash stranded done steps for good.)
             previous = execution.state
             execution.state = State.COMPENSATING
-            self._save(execution)
+            self._journal.save(execution)
             if state == State.FAILED:
                 # The failure keeps its own audit record (written after the one save).
-                self.audit.record(
+                self._audit.record(
                     "execution.failed",
                     actor=actor,
                     outcome=str(State.FAILED),
                     execution_id=execution.id,
-                    target=self._target(execution.plan),
+                    target=plan_target(execution.plan),
                     reason=execution.reason,
                     incident=execution.incident,
                     detail={"from": str(previous), "error": error, "then": "compensating"},
                 )
-            self._after_transition(
+            self._journal.after_transition(
                 execution,
                 previous,
                 actor=actor,
                 detail={"because": "failed" if state == State.FAILED else "cancelled"},
             )
         elif state == State.FAILED:
-            execution.ended_at = self.clock.now()
-            self._transition(execution, State.FAILED, actor=actor)
+            execution.ended_at = self._clock.now()
+            self._journal.transition(execution, State.FAILED, actor=actor)
         elif state == State.CANCELLED:
-            execution.ended_at = self.clock.now()
-            self._transition(execution, State.CANCELLED, actor=actor)
+            execution.ended_at = self._clock.now()
+            self._journal.transition(execution, State.CANCELLED, actor=actor)
 
     def _audit_effect(
         self, execution: Execution, record: StepRecord, action: str | None, *, actor: Actor
@@ -624,12 +675,12 @@ class Runner(Journal):
         """A step's effect under its own audit action (``Step.audit_action``)."""
         if not action:
             return
-        self.audit.record(
+        self._audit.record(
             action,
             actor=actor,
             outcome="ok",
             execution_id=execution.id,
-            target=self._target(execution.plan),
+            target=plan_target(execution.plan),
             incident=execution.incident,
             detail={
                 "step": record.index + 1,
@@ -648,7 +699,7 @@ class Runner(Journal):
         for record in self._to_undo(execution):
             step = steps[record.index]
             record.status = StepStatus.UNDOING
-            self._step_transition(execution, record, "step.undoing", actor=actor)
+            self._journal.step_transition(execution, record, "step.undoing", actor=actor)
             ctx.notes = []
             try:
                 output = step.undo(ctx)
@@ -659,14 +710,14 @@ class Runner(Journal):
                 record.status = StepStatus.UNDO_FAILED
                 record.error = f"undo failed: {message}"
                 failed.append(record.index + 1)
-                self._step_transition(execution, record, "step.undo_failed", actor=actor)
+                self._journal.step_transition(execution, record, "step.undo_failed", actor=actor)
                 continue
             record.status = StepStatus.UNDONE
             record.output = [*record.output, *[line for line in [output, *ctx.notes] if line]]
-            self._step_transition(execution, record, "step.undone", actor=actor)
+            self._journal.step_transition(execution, record, "step.undone", actor=actor)
             if step.audit_action:
                 self._audit_effect(execution, record, f"{step.audit_action}.undone", actor=actor)
-        execution.ended_at = self.clock.now()
+        execution.ended_at = self._clock.now()
         kept = [
             f"step {r.index + 1} ({r.description}) stays done: "
             f"{execution.plan.steps[r.index].get('irreversible_reason') or 'it cannot be undone'}"
@@ -680,8 +731,8 @@ class Runner(Journal):
                 f"{execution.error}; compensation failed at step(s) "
                 f"{', '.join(map(str, failed))}: manual action needed"
             )
-            self._transition(execution, State.COMPENSATION_FAILED, actor=actor)
+            self._journal.transition(execution, State.COMPENSATION_FAILED, actor=actor)
         elif execution.stop_reason == StopReason.CANCELLED:
-            self._transition(execution, State.CANCELLED, actor=actor)
+            self._journal.transition(execution, State.CANCELLED, actor=actor)
         else:
-            self._transition(execution, State.COMPENSATED, actor=actor)
+            self._journal.transition(execution, State.COMPENSATED, actor=actor)
