@@ -62,7 +62,15 @@ CANCEL_POLL_S = 0.5
 #: first answer goes (inserted once: the first answer wins, across replicas).
 QUESTION_KEY = "question:{}"
 ANSWER_KEY = "answer:{}:{}:{}"
+#: Retry budgets of the compare-and-set loops: how many times a write that lost a race to
+#: another replica or thread looks again before giving up with a clear refusal.
 DECISION_RETRIES = 50
+#: Tries to take one lock key while its holders change hands (expired, released, stolen).
+LOCK_TRIES = 40
+#: Fresh execution ids drawn when a new one clashes with a stored one.
+ID_CLASH_TRIES = 20
+#: Swaps of the shared list of deferred steps (replicas and terminals change it).
+DEFERRED_SWAP_TRIES = 100
 #: How long a lock holder whose execution is not stored yet is presumed to be mid-submit.
 LOCK_UNBORN_CHECKS = 20
 LOCK_UNBORN_WAIT_S = 0.05

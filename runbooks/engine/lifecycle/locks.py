@@ -11,6 +11,7 @@ from runbooks.engine.errors import (
     Refused,
 )
 from runbooks.engine.lifecycle.journal import (
+    LOCK_TRIES,
     LOCK_UNBORN_CHECKS,
     LOCK_UNBORN_WAIT_S,
     Journal,
@@ -71,7 +72,7 @@ class Locks:
 
     def _acquire_one(self, key: str, execution: Execution, *, actor: Actor) -> None:
         unborn_checks = 0
-        for _ in range(40):
+        for _ in range(LOCK_TRIES):
             holder = self._store.try_lock(key, execution.id)
             if holder is None:
                 return
@@ -82,7 +83,9 @@ class Locks:
             elif unborn_checks < LOCK_UNBORN_CHECKS:
                 # A concurrent submit takes the lock just before it stores its execution: give
                 # it a moment. Only a holder still missing after that is an orphan (a process
-                # died between the two writes) whose lock may be taken over.
+                # died between the two writes) whose lock may be taken over. The wait is on
+                # the wall clock, not the engine's: what it waits for is another thread's or
+                # process's write, which a skipping test clock would not wait for.
                 unborn_checks += 1
                 time.sleep(LOCK_UNBORN_WAIT_S)
                 continue

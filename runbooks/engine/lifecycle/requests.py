@@ -27,6 +27,7 @@ from runbooks.engine.errors import (
 )
 from runbooks.engine.ids import new_execution_id
 from runbooks.engine.lifecycle.journal import (
+    ID_CLASH_TRIES,
     SYSTEM_ACTOR,
     Journal,
     clean_reason,
@@ -391,7 +392,7 @@ class Requests:
             drill=drill,
             trigger=trigger,
         )
-        for _ in range(20):
+        for _ in range(ID_CLASH_TRIES):
             try:
                 self._locks.acquire(plan.locks, execution, actor=actor)
                 self._store.create_execution(execution)
@@ -400,6 +401,8 @@ class Requests:
                 for key in plan.locks:
                     self._store.release_lock(key, execution.id)
                 execution.id = new_execution_id()
+        else:
+            raise ConcurrentUpdate(f"no free execution id after {ID_CLASH_TRIES} tries")
         count_transition(self._store, plan.runbook, plan.environment, str(execution.state))
         self._audit.record(
             "request",

@@ -29,6 +29,7 @@ from runbooks.engine.errors import (
 from runbooks.engine.lifecycle.journal import (
     ANSWER_KEY,
     CANCEL_POLL_S,
+    DEFERRED_SWAP_TRIES,
     QUESTION_KEY,
     Journal,
     clean_reason,
@@ -452,7 +453,9 @@ class Runner:
         self, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
     ) -> None:
         self._store.kv_insert(DEFERRED_KEY, [])
-        for _ in range(100):  # compare-and-set: replicas and terminals share the list
+        for _ in range(
+            DEFERRED_SWAP_TRIES
+        ):  # compare-and-set: replicas and terminals share the list
             current = self._store.kv_get(DEFERRED_KEY)
             if self._store.kv_swap(DEFERRED_KEY, current, change(list(current or []))):
                 return

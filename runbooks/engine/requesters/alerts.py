@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 ALERTMANAGER = Actor("alertmanager", "Alertmanager", "alertmanager")
 CLAIM_KEY = "alert.claim.{}"
 DONE_KEY = "alert.done.{}"
+#: Claims of one target tried while other notifications (or replicas) claim it meanwhile.
+CLAIM_TRIES = 20
 _PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)(\??)\}")
 
 
@@ -276,7 +278,7 @@ class AlertIntake:
     ) -> Decision:
         key = CLAIM_KEY.format(target)
         cfg = self.alerts
-        for _ in range(20):
+        for _ in range(CLAIM_TRIES):
             now = self.clock.now()
             covered = self._covered(covering or [], now)
             if covered is not None:
