@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runbooks.engine import Registry, RunbookSpec, flag
+from runbooks.engine import Registry, RunbookSpec, flag, require_break_glass_context
 from runbooks.engine.errors import InvalidInput
 
 #: Flags every runbook command takes in Slack, with whether they take a value.
@@ -263,8 +263,11 @@ def _parse_words(
         if "environment" in still and environments:
             named += f" (one of: {', '.join(environments)})"
         raise UsageError(f"missing {named}", hint=right_form)
-    if flags.get("break_glass") and not (flags.get("reason") and flags.get("incident")):
-        raise UsageError("--break-glass needs --reason TEXT and --incident ID", hint=right_form)
+    if flags.get("break_glass"):
+        try:
+            require_break_glass_context(flags.get("reason"), flags.get("incident"))
+        except InvalidInput as exc:
+            raise UsageError(exc.message, hint=right_form) from None
     return params, flags
 
 

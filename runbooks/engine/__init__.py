@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from runbooks.engine.models import Actor, Execution, State
     from runbooks.engine.params import flag
     from runbooks.engine.plan import Measure, Plan, with_run_id
-    from runbooks.engine.policy import terminal_actor
+    from runbooks.engine.policy import require_break_glass_context, terminal_actor
     from runbooks.engine.readiness import ReadinessReport
     from runbooks.engine.redact import redact as redact_value
     from runbooks.engine.redact import redact_text
@@ -109,6 +109,7 @@ _WHERE = {
     "transition_counts": "counters",
     # who is asking, what is kept and what leaves
     "terminal_actor": "policy",
+    "require_break_glass_context": "policy",
     "AuditLog": "audit",
     "parse_head": "audit",
     "redact_text": "redact",
@@ -201,6 +202,7 @@ __all__ = [
     "read_sandbox_env",
     "redact_text",
     "redact_value",
+    "require_break_glass_context",
     "require_valid_drills",
     "require_valid_routes",
     "resolve_environment",

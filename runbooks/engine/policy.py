@@ -398,6 +398,20 @@ class ConfigPolicy:
         return lines
 
 
+#: What break-glass needs besides the flag, said the same by every front end.
+BREAK_GLASS_NEEDS = (
+    "--break-glass needs --reason TEXT and --incident ID (the PagerDuty incident this "
+    "emergency belongs to)"
+)
+
+
+def require_break_glass_context(reason: str | None, incident: str | None) -> None:
+    """Break-glass bypasses approvals: only with a reason and the incident it belongs to.
+    The one copy of the rule: the request path, a direct ``submit`` and Slack's parser use it."""
+    if not ((reason or "").strip() and (incident or "").strip()):
+        raise InvalidInput(BREAK_GLASS_NEEDS)
+
+
 def _named(rule: Rule) -> tuple[str, ...]:
     """The approvers a rule names itself: not the default, never "*"."""
     if "approvers" not in rule.model_fields_set:

@@ -40,7 +40,7 @@ from runbooks.engine.lifecycle.planner import Planner, Prepared
 from runbooks.engine.lifecycle.runner import Runner
 from runbooks.engine.models import Actor, Execution, State, Trigger
 from runbooks.engine.plan import Plan
-from runbooks.engine.policy import ConfigPolicy, Gate, Refusal
+from runbooks.engine.policy import ConfigPolicy, Gate, Refusal, require_break_glass_context
 from runbooks.engine.store.base import Store
 
 if TYPE_CHECKING:
@@ -173,13 +173,8 @@ class Requests:
         request (the terminal's y/N question): it is submitted as shown, without planning
         again; ``Engine.start`` re-plans before the first step all the same.
         """
-        if request.break_glass and not (
-            (request.reason or "").strip() and (request.incident or "").strip()
-        ):
-            raise InvalidInput(
-                "--break-glass needs --reason TEXT and --incident ID (the PagerDuty incident "
-                "this emergency belongs to)"
-            )
+        if request.break_glass:
+            require_break_glass_context(request.reason, request.incident)
         drills = self._drills(request)
         if prepared is None or prepared.plan.hash != request.confirmed_hash:
             prepared = self._planner.prepare(
@@ -358,11 +353,8 @@ class Requests:
         reason = clean_reason(reason)
         incident = (incident or "").strip() or None
         now = self._clock.now()
-        if break_glass and not (reason and incident):
-            raise InvalidInput(
-                "--break-glass needs --reason TEXT and --incident ID (the "
-                "PagerDuty incident this emergency belongs to)"
-            )
+        if break_glass:
+            require_break_glass_context(reason, incident)
         if not checked:
             self._check(
                 prepared,
