@@ -76,9 +76,7 @@ class GitAdapter:
         except OSError as exc:
             raise InfrastructureError(f"cannot run git to {what}: {exc}") from None
         if done.returncode != 0:
-            detail = redact_text(
-                done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
-            )
+            detail = redact_text(_why(done.stderr))
             raise InfrastructureError(
                 f"git could not {what}: {detail or f'exit {done.returncode}'}"
             )
@@ -184,6 +182,16 @@ class GitAdapter:
                 )
                 found.update(deployment_images(text))
             return found
+
+
+def _why(stderr: str) -> str:
+    """What a failed git command says: its last line, after what the server said (``remote:``
+    lines, e.g. a hook refusing a push), which the last line alone leaves out."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    remote = [line for line in lines[:-1] if line.startswith("remote:")][:3]
+    return "; ".join([*remote, lines[-1]])
 
 
 def _replace_image(text: str, old: str, new: str) -> str:
