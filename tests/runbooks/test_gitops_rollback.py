@@ -569,3 +569,68 @@ def test_the_audit_log_names_every_step_of_the_loop(
     assert expired["outcome"] == "paged" and "still suspended" in expired["detail"]["text"]
     head = world.head("api-staging")
     assert resumed["outcome"] == "ok" and resumed["detail"]["revision"].endswith(head)
+
+
+@pytest.mark.parametrize(
+    ("owner", "kind", "owned", "sync_off"),
+    [
+        (
+            "argo",
+            "applications.argoproj.io/api-production",
+            "owned by Argo CD application `api-production` (namespace argocd) (automated sync "
+            "every 3s (Argo CD's timeout.reconciliation))",
+            {"spec": {"syncPolicy": {"automated": None}}},
+        ),
+        (
+            "flux",
+            "kustomizations.kustomize.toolkit.fluxcd.io/api-staging",
+            "owned by Flux Kustomization `api-staging` (namespace flux-system) (automated sync "
+            "every 3s)",
+            {"spec": {"suspend": True}},
+        ),
+    ],
+)
+def test_readiness_finds_an_owned_deployment_the_bot_may_not_suspend_and_clears_it(
+    kube: KubeSandbox,
+    world: GitOpsWorld,
+    *,
+    engine: Engine,
+    owner: str,
+    kind: str,
+    owned: str,
+    sync_off: dict[str, Any],
+) -> None:
+    environment, _, regions = OWNERS[owner]
+    resource, _, name = kind.partition("/")
+    plural, _, group = resource.partition(".")
+    namespace = "argocd" if owner == "argo" else "flux-system"
+    forbid = {"rules": [{"group": group, "resource": plural, "verb": "patch"}]}
+
+    def findings() -> dict[str, tuple[bool, str]]:
+        report = engine.readiness(actor=ALICE, environment=environment, runbook="rollback")
+        return {
+            f.subject: (f.ok, f.detail)
+            for f in report.findings
+            if f.check == "GitOps sync can be suspended"
+        }
+
+    ok = f"api-deployment is {owned}: the rollback alone would be reverted; runbook-bot may "
+    assert findings() == {f"api {region}": (True, ok + "suspend it") for region in regions}
+    broken = regions[-1]  # in one cluster only: one finding
+    kube.hook("/_sandbox/forbid", forbid, region=broken)
+    found = findings()
+    assert [subject for subject, (ok, _) in found.items() if not ok] == [f"api {broken}"]
+    detail = found[f"api {broken}"][1]
+    assert detail.startswith(f"api-deployment is {owned}: the rollback alone would be reverted")
+    assert "RBAC does not let runbook-bot suspend it" in detail
+    assert "a rollback would be refused" in detail
+    kube.hook("/_sandbox/forbid", {}, region=broken)  # repaired
+    assert all(ok for ok, _ in findings().values())
+    # Automated sync off by hand: a rollback suspends nothing there, so nothing to find.
+    patched = kube.kubectl(
+        "patch", resource, name, "-n", namespace, "--type=merge", "-p", json.dumps(sync_off),
+        region=broken,
+    )  # fmt: skip
+    assert patched.returncode == 0, patched.stderr
+    kube.hook("/_sandbox/forbid", forbid, region=broken)
+    assert f"api {broken}" not in findings()
