@@ -245,3 +245,38 @@ def test_an_image_declared_nowhere_the_bot_looks_is_refused_before_any_push(
             message="Revert",
         )
     assert adapter.branch_head(repo.as_uri(), "runbook-bot/revert-rb-1") is None
+
+
+def test_helm_values_at_any_depth_with_a_registry_keep_their_types_and_comments() -> None:
+    values = (
+        "api:\n"
+        "  image:\n"
+        "    registry: registry.example  # mirrored\n"
+        "    repository: team/app\n"
+        "    tag: 2.0\n"
+        "worker:\n"
+        "  image:\n"
+        "    repository: team/worker\n"
+        "    tag: 2.0\n"
+    )
+    changed, sites = manifests.revert(
+        {"values.yaml": values}, {"registry.example/team/app:2.0": "registry.example/team/app:1.10"}
+    )
+    assert sites == {"registry.example/team/app:2.0": "values.yaml: api.image.tag"}
+    after = changed["values.yaml"]
+    assert "# mirrored" in after
+    loaded = yaml.safe_load(after)
+    assert loaded["api"]["image"]["tag"] == "1.10"  # a string, not the float 1.1
+    assert loaded["worker"]["image"]["tag"] == 2.0  # untouched, as it was
+    assert manifests.declared({"values.yaml": after}) >= {"registry.example/team/app:1.10"}
+
+
+def test_a_tag_entry_is_not_rewritten_to_a_digest_and_the_plan_is_told_why(tmp_path: Path) -> None:
+    repo = create_repository(tmp_path, "api", "staging", "api-deployment", layout="kustomize")
+    by_digest = NEW.rsplit(":", 1)[0] + "@sha256:" + "c" * 64
+    located = GitAdapter().locate_images(
+        repo.as_uri(), base="main", path=".", images={OLD: by_digest}
+    )
+    assert located.missing == (OLD,)
+    assert located.problem is not None and "pins" in located.problem
+    assert "is not pinned alike: not rewritten" in located.problem
