@@ -33,6 +33,7 @@ and GitRepositories are stored like any object; ``sandbox/gitops.py`` reconciles
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
@@ -1320,6 +1321,8 @@ def _deny_rule(body: dict[str, Any]) -> tuple[str, str, str, str]:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     cluster: Cluster
+    #: The current request's body once read (None: not yet).
+    _read: bytes | None = None
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -1348,9 +1351,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def _raw_body(self) -> bytes:
+        """The request's body, read once (``_dispatch`` drains what no handler read)."""
+        if self._read is None:
+            length = int(self.headers.get("Content-Length") or 0)
+            self._read = self.rfile.read(length) if length else b""
+        return self._read
+
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self._raw_body()
         if not raw:
             return {}
         try:
@@ -1359,6 +1368,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "BadRequest", f"invalid JSON body: {exc}") from None
 
     def _dispatch(self, method: str) -> None:
+        self._read = None
+        try:
+            self._answer(method)
+        finally:
+            # A body no handler read (kubectl's DELETE sends DeleteOptions) would otherwise be
+            # parsed as the next request on this kept-alive connection.
+            with contextlib.suppress(OSError, ValueError):
+                self._raw_body()
+
+    def _answer(self, method: str) -> None:
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         self.cluster.requests.append((method, parts.path))
@@ -1428,8 +1447,7 @@ class _Handler(BaseHTTPRequestHandler):
         """The review as JSON (the Python client) or protobuf (kubectl's typed client)."""
         if "protobuf" not in (self.headers.get("Content-Type") or ""):
             return self._body()
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        return review_from_protobuf(raw)
+        return review_from_protobuf(self._raw_body())
 
     def _access_review(self, body: Any) -> dict[str, Any]:
         """A SelfSubjectAccessReview: allowed unless ``/_sandbox/deny`` or ``/_sandbox/forbid``
