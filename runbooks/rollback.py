@@ -29,7 +29,7 @@ from runbooks.interfaces import (
     Revision,
     infrastructure,
 )
-from runbooks.kit.gitops import GitOpsPlan, find_owner, owned_words, plan_owned
+from runbooks.kit.gitops import GitOpsPlan, find_owner, owned_words, plan_owned, unfollowed
 from runbooks.kit.kube import KubeStep, kube_for, rollout_regions, service_config, service_name
 
 POLL_S = 0.2
@@ -830,6 +830,11 @@ def gitops_suspendable(ctx: PlanContext) -> Iterator[Observation]:
                 kube: KubeOps = kube, app: GitOpsApp = app, service: ServiceConfig = service
             ) -> tuple[bool, str]:
                 owned = f"{service.deployment} is {owned_words(app, change='rollback')}"
+                if unfollowed(app):
+                    return False, (
+                        f"{owned}, and {unfollowed(app)}: a rollback would be refused, or with "
+                        "break-glass reverted at the next sync"
+                    )
                 if kube.may_suspend(app.owner):
                     return True, f"{owned}; runbook-bot may suspend it"
                 return False, (

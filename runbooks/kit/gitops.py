@@ -97,6 +97,17 @@ def owned_warning(kube: KubeOps, namespace: str, deployment: str, *, change: str
     )
 
 
+def unfollowed(app: GitOpsApp) -> str:
+    """Why runbook-bot does not suspend this owner (Flux HelmReleases), or "" if it does."""
+    if app.owner.tool != "flux-helm":
+        return ""
+    return (
+        f"runbook-bot does not suspend {app.owner.words()}: its watch follows Argo CD "
+        "Applications and Flux Kustomizations only, so that suspension would never be given "
+        "back nor paged at its limit"
+    )
+
+
 def revert_branch(execution_id: str) -> str:
     return f"{BRANCH_PREFIX}{execution_id}"
 
@@ -275,6 +286,22 @@ def plan_owned(
     and path) for a rollback of an owned deployment, or refuse (module docstring)."""
     words = owned_words(app, change="rollback")
     found.notes.append(f"{region}: {deployment} is {words}")
+    if app.automated and app.owner.tool == "flux-helm":
+        # The watch lists Applications and Kustomizations, and a HelmRelease's chart source is
+        # not read: a suspension would never be given back nor paged at its limit.
+        why = unfollowed(app)
+        if not ctx.break_glass:
+            raise Refused(
+                f"{why}; the rollback alone would be reverted at the next sync ({app.interval})",
+                hint=f"suspend it by hand (flux suspend helmrelease {app.owner.name} -n "
+                f"{app.owner.namespace}) and set the chart's values in Git, or "
+                "--break-glass --reason TEXT --incident ID to roll back anyway",
+            )
+        found.notes.append(
+            f"{region}: WARNING (break-glass): {why}: the reconciler WILL revert this rollback "
+            f"at its next sync ({app.interval}) unless Git is changed first"
+        )
+        return
     if app.automated:
         if not kube.may_suspend(app.owner):
             where = f"{app.owner.words()} ({environment}, {region})"

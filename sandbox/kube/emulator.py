@@ -143,6 +143,15 @@ RESOURCES = [
         subresources=("status",),
         short=("ks",),
     ),
+    # Stored only (the sandbox's reconciler does not play helm-controller).
+    Resource(
+        "helm.toolkit.fluxcd.io",
+        "v2",
+        "helmreleases",
+        "HelmRelease",
+        subresources=("status",),
+        short=("hr",),
+    ),
     Resource(
         "source.toolkit.fluxcd.io",
         "v1",

@@ -27,6 +27,7 @@ from runbooks.engine.lifecycle.journal import CANCEL_POLL_S
 from runbooks.engine.models import State
 from runbooks.kit.gitops import GitOpsWatch
 from sandbox.gitops import git, merge
+from sandbox.kube.emulator import BY_PATH
 from sandbox.pagerduty import SANDBOX_API_TOKEN, SANDBOX_ROUTING_KEY
 from tests.conftest import KubeSandbox
 from tests.runbooks.conftest import live_engine, started
@@ -634,3 +635,49 @@ def test_readiness_finds_an_owned_deployment_the_bot_may_not_suspend_and_clears_
     assert patched.returncode == 0, patched.stderr
     kube.hook("/_sandbox/forbid", forbid, region=broken)
     assert f"api {broken}" not in findings()
+
+
+def test_a_helmrelease_owner_is_refused_rather_than_suspended_for_good(
+    kube: KubeSandbox, world: GitOpsWorld, engine: Engine
+) -> None:
+    """The watch follows Applications and Kustomizations only: a HelmRelease it suspended
+    would never be given back nor paged at the limit, so the plan refuses (break-glass: no
+    suspension, a warning), and readiness says so."""
+    kube.cluster("us-east-1").create(
+        BY_PATH["helm.toolkit.fluxcd.io", "v2", "helmreleases"],
+        "flux-system",
+        {
+            "metadata": {"name": "api"},
+            "spec": {
+                "interval": "5m",
+                "chart": {
+                    "spec": {
+                        "chart": "api",
+                        "sourceRef": {"kind": "HelmRepository", "name": "charts"},
+                    }
+                },
+            },
+        },
+    )
+    relabelled = kube.kubectl(
+        "label", "deployment/api-deployment", "-n", "staging",
+        "kustomize.toolkit.fluxcd.io/name-", "kustomize.toolkit.fluxcd.io/namespace-",
+        "helm.toolkit.fluxcd.io/name=api", "helm.toolkit.fluxcd.io/namespace=flux-system",
+    )  # fmt: skip
+    assert relabelled.returncode == 0, relabelled.stderr
+    with pytest.raises(Refused, match="runbook-bot does not suspend Flux HelmRelease `api`"):
+        engine.prepare("rollback", {"environment": "staging"}, actor=ALICE)
+    assert engine.list() == []
+    prepared = engine.prepare("rollback", {"environment": "staging"}, actor=ALICE, break_glass=True)
+    kinds = [s["kind"] for s in prepared.plan.steps]
+    assert "gitops.suspend" not in kinds and "gitops.revert" not in kinds
+    assert any(
+        "WARNING (break-glass)" in n
+        and "WILL revert this rollback at its next sync (every 5m)" in n
+        for n in prepared.plan.notes
+    ), prepared.plan.notes
+    release = _app(kube, "helmrelease", "api", "flux-system")
+    assert "suspend" not in release["spec"]  # nothing was patched
+    report = engine.readiness(actor=ALICE, environment="staging", runbook="rollback")
+    ((finding),) = [f for f in report.findings if f.check == "GitOps sync can be suspended"]
+    assert not finding.ok and "does not suspend Flux HelmRelease `api`" in finding.detail
