@@ -240,6 +240,20 @@ class Reverted:
     files: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class ImageSites:
+    """Where an application's path declares the images a revert would change (plan time)."""
+
+    #: Old image → where it is declared, in words (``kustomization.yaml: `images:` entry
+    #: `…/app-api` (newTag)``).
+    found: dict[str, str]
+    #: Old images declared nowhere the bot looks (or not rewritable: ``problem`` says why).
+    missing: tuple[str, ...]
+    #: What was looked for, in words (for the refusal).
+    looked: str = ""
+    problem: str | None = None
+
+
 class GitOps(Protocol):
     """An application's Git repository, with real ``git`` (every call with a timeout)."""
 
@@ -257,14 +271,36 @@ class GitOps(Protocol):
         images: dict[str, str],
         message: str,
     ) -> Reverted:
-        """Push ``branch`` (from ``base``'s head) with one commit replacing each image
-        (``old → new``) in the YAML under ``path``; refuses when no file names an old one."""
+        """Push ``branch`` (from ``base``'s head) with one commit setting each image
+        (``old → new``) where the files under ``path`` declare it (a kustomization's
+        ``images:``, a Helm values file, or the image as a value); refuses when one is
+        declared nowhere."""
+        ...
+
+    def locate_images(
+        self, repo_url: str, *, base: str, path: str, images: dict[str, str]
+    ) -> ImageSites:
+        """Where ``base``'s head declares each old image under ``path`` (nothing pushed)."""
         ...
 
     def delete_branch(self, repo_url: str, branch: str) -> None: ...
 
     def images_at(self, repo_url: str, revision: str, path: str) -> dict[str, dict[str, str]]:
-        """Deployment name → container → image in the YAML under ``path`` at ``revision``."""
+        """Deployment name → container → image in the YAML under ``path`` at ``revision``
+        (a kustomization's ``images:`` applied)."""
+        ...
+
+    def renders(
+        self,
+        repo_url: str,
+        revision: str,
+        path: str,
+        *,
+        deployment: str,
+        images: dict[str, str],
+    ) -> bool:
+        """Whether ``revision`` renders ``images`` (container → image) for ``deployment``:
+        its manifests (a kustomization's ``images:`` applied), or a chart's values."""
         ...
 
 

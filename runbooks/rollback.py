@@ -16,19 +16,20 @@ from pydantic import Field
 
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.config.loader import EnvironmentConfig, ServiceConfig
-from runbooks.engine.errors import InvalidInput, NeedsPerson, Refused, StepFailed
+from runbooks.engine.errors import InvalidInput, NeedsPerson, Refused, RunbookError, StepFailed
 from runbooks.engine.params import RegionalParams
 from runbooks.engine.plan import PastRun, PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.readiness import Observation, observe, readiness_check
 from runbooks.engine.registry import runbook
 from runbooks.interfaces import (
+    GitOpsApp,
     InfrastructureError,
     KubeOps,
     MetricsOps,
     Revision,
     infrastructure,
 )
-from runbooks.kit.gitops import GitOpsPlan, find_owner, plan_owned
+from runbooks.kit.gitops import GitOpsPlan, find_owner, owned_words, plan_owned, unfollowed
 from runbooks.kit.kube import KubeStep, kube_for, rollout_regions, service_config, service_name
 
 POLL_S = 0.2
@@ -800,6 +801,47 @@ def earlier_release(ctx: PlanContext) -> Iterator[Observation]:
                 return True, (
                     f"revision {current.number} ({current.image_text()}) can return to "
                     f"{good[-1].number} ({good[-1].image_text()})"
+                )
+
+            yield observe(f"{name} {region}", look)
+
+
+@readiness_check("rollback", "GitOps sync can be suspended")
+def gitops_suspendable(ctx: PlanContext) -> Iterator[Observation]:
+    """Per service and region whose deployment Argo CD or Flux owns with automated sync on:
+    runbook-bot may suspend that application (patch it and list its kind in all namespaces,
+    two SelfSubjectAccessReviews), as the rollback's plan demands. Without it a rollback is
+    refused, or with break-glass reverted by the reconciler at its next sync
+    (docs/gitops.md)."""
+    env = ctx.env
+    for name, service in env.services.items():
+        if service.strategy == "blue-green":
+            continue  # the rollback switches a Service, and suspends nothing
+        for region in rollout_regions(env, None):
+            kube = kube_for(ctx, ctx.environment, region)
+            try:
+                app = find_owner(kube, service.namespace, service.deployment)
+            except RunbookError:
+                continue  # an unreachable cluster is the reach check's and earlier_release's
+            if app is None or not app.automated:
+                continue
+
+            def look(
+                kube: KubeOps = kube, app: GitOpsApp = app, service: ServiceConfig = service
+            ) -> tuple[bool, str]:
+                owned = f"{service.deployment} is {owned_words(app, change='rollback')}"
+                if unfollowed(app):
+                    return False, (
+                        f"{owned}, and {unfollowed(app)}: a rollback would be refused, or with "
+                        "break-glass reverted at the next sync"
+                    )
+                if kube.may_suspend(app.owner):
+                    return True, f"{owned}; runbook-bot may suspend it"
+                return False, (
+                    f"{owned}, and RBAC does not let runbook-bot suspend it (patch the "
+                    "application, list its kind in all namespaces): a rollback would be "
+                    "refused, or with break-glass reverted at the next sync; bind "
+                    "deploy/kubernetes/components/gitops-* (docs/gitops.md)"
                 )
 
             yield observe(f"{name} {region}", look)

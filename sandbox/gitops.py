@@ -13,12 +13,13 @@ annotation, Flux's ``kustomize.toolkit.fluxcd.io/*`` labels) and creates the obj
   ``status.sync.revision`` (``Synced`` or ``OutOfSync``) and the GitRepository's
   ``status.artifact.revision`` (``main@sha1:<sha>``).
 - **Apply** only while automated sync is on (Argo: ``spec.syncPolicy.automated`` present;
-  Flux: ``spec.suspend`` not true): the containers' images of the Deployments in the manifest
-  replace the live ones when they differ; Flux's ``status.lastAppliedRevision`` records it.
+  Flux: ``spec.suspend`` not true): the containers' images of the Deployments the path renders
+  (its YAML files, or ``kubectl kustomize`` where it holds a ``kustomization.yaml``) replace
+  the live ones when they differ; Flux's ``status.lastAppliedRevision`` records it.
 
 Not emulated: other kinds and fields than the Deployment's images (no prune, no health
-assessment, no hooks or sync waves), kustomize builds and Helm charts (the manifest is plain
-YAML), webhooks (only the interval), Argo's operation state and retry, Flux's dependsOn and
+assessment, no hooks or sync waves), Helm charts (a chart's path renders nothing here),
+webhooks (only the interval), Argo's operation state and retry, Flux's dependsOn and
 health checks, and authentication to the repository (a local path).
 """
 
@@ -113,9 +114,77 @@ def manifest(namespace: str, deployment: str, image: str, cause: str) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def create_repository(directory: Path, name: str, namespace: str, deployment: str) -> Path:
+#: How a repository declares the image (``create_repository``'s layouts): ``plain``, the
+#: manifest with the image as a value; ``kustomize``, a base manifest without a tag and a
+#: ``kustomization.yaml`` whose ``images:`` entry sets ``newTag``; ``helm``, a chart whose
+#: ``values.yaml`` sets ``image.repository`` and ``image.tag``; ``appversion``, a chart whose
+#: tag comes from ``Chart.yaml``'s ``appVersion`` (``values.yaml`` leaves ``tag`` empty):
+#: somewhere the bot does not rewrite.
+Layout = Literal["plain", "kustomize", "helm", "appversion"]
+
+_HELM_TEMPLATE = """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {deployment}
+  namespace: {namespace}
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: api
+  template:
+    metadata:
+      labels:
+        app: api
+    spec:
+      containers:
+        - name: api
+          image: {image}
+"""
+_HELM_IMAGE = '"{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"'
+
+
+def _release_files(
+    layout: Layout, namespace: str, deployment: str, version: str, cause: str
+) -> dict[str, str]:
+    """The files of one release in a layout (relative path → text)."""
+    image = f"{REGISTRY}/app-api"
+    if layout == "plain":
+        return {MANIFEST: manifest(namespace, deployment, f"{image}:{version}", cause)}
+    if layout == "kustomize":
+        return {
+            MANIFEST: manifest(namespace, deployment, image, "kustomize base"),
+            "kustomization.yaml": (
+                "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+                "kind: Kustomization\n"
+                "resources:\n"
+                f"  - {MANIFEST}\n"
+                "images:\n"
+                "  # the release this environment runs\n"
+                f"  - name: {image}\n"
+                f"    newTag: {version}\n"
+            ),
+        }
+    tag = "" if layout == "appversion" else version
+    app_version = version if layout == "appversion" else "1.0.0"
+    return {
+        "Chart.yaml": f'apiVersion: v2\nname: api\nversion: 0.1.0\nappVersion: "{app_version}"\n',
+        "values.yaml": (
+            f'replicaCount: 3\nimage:\n  repository: {image}\n  tag: "{tag}"\n'
+            "  pullPolicy: IfNotPresent\n"
+        ),
+        "templates/deployment.yaml": _HELM_TEMPLATE.format(
+            deployment=deployment, namespace=namespace, image=_HELM_IMAGE
+        ),
+    }
+
+
+def create_repository(
+    directory: Path, name: str, namespace: str, deployment: str, *, layout: Layout = "plain"
+) -> Path:
     """A fresh bare repository ``<directory>/<name>.git`` whose ``main`` has one commit per
-    seeded release (the last one what the cluster runs)."""
+    seeded release (the last one what the cluster runs), declaring the image as ``layout``
+    says."""
     bare = directory / f"{name}.git"
     if bare.exists():
         shutil.rmtree(bare)
@@ -125,9 +194,12 @@ def create_repository(directory: Path, name: str, namespace: str, deployment: st
         work = Path(scratch)
         git("init", "--quiet", "--initial-branch", TRACKED, str(work))
         for version, cause in RELEASES:
-            image = f"{REGISTRY}/app-api:{version}"
-            (work / MANIFEST).write_text(manifest(namespace, deployment, image, cause))
-            git("add", MANIFEST, cwd=work)
+            for relative, text in _release_files(
+                layout, namespace, deployment, version, cause
+            ).items():
+                (work / relative).parent.mkdir(parents=True, exist_ok=True)
+                (work / relative).write_text(text)
+            git("add", "--all", cwd=work)
             git("commit", "--quiet", "-m", cause, cwd=work)
         git("push", "--quiet", str(bare), f"{TRACKED}:{TRACKED}", cwd=work)
     return bare
@@ -216,17 +288,25 @@ def seed_gitops(
     *,
     world: str = "serve",
     interval: float = RECONCILE_INTERVAL_S,
+    layouts: dict[str, Layout] | None = None,
 ) -> list[GitOpsApp]:
     """The ``serve`` world: production's ``api`` owned by Argo CD application
     ``api-production`` (one repository, an Application in each region's cluster), staging's by
-    Flux Kustomization ``api-staging``; both declare ``interval``, the reconciler's."""
+    Flux Kustomization ``api-staging``; both declare ``interval``, the reconciler's. Their
+    repositories hold plain manifests unless ``layouts`` (application → layout) says."""
     del world  # one world for now; the name says which
     found = []
     for tool, name, namespace in (
         ("argo", "api-production", "production"),
         ("flux", "api-staging", "staging"),
     ):
-        repo = create_repository(directory, name, namespace, "api-deployment")
+        repo = create_repository(
+            directory,
+            name,
+            namespace,
+            "api-deployment",
+            layout=(layouts or {}).get(name, "plain"),
+        )
         app = GitOpsApp(tool, name, namespace, "api-deployment", repo)  # type: ignore[arg-type]
         for cluster in clusters.values():
             with contextlib.suppress(ApiError):
@@ -252,14 +332,39 @@ def _images(text: str) -> dict[str, dict[str, str]]:
 
 
 def rendered_images(repo: Path, revision: str, path: str = ".") -> dict[str, dict[str, str]]:
-    """The Deployments' images in the YAML files under ``path`` at ``revision``."""
+    """The Deployments' images that ``path`` renders at ``revision``: a kustomization built
+    by kustomize itself (``kubectl kustomize`` on a copy of the tree), else the plain YAML
+    files at the path. A Helm chart renders nothing here (its templates are not YAML)."""
     prefix = "" if path.strip("./") == "" else path.strip("./") + "/"
     names = git("--git-dir", str(repo), "ls-tree", "--name-only", revision, prefix or ".")
+    listed = [n.removeprefix(prefix) for n in names.split()]
+    if "kustomization.yaml" in listed:
+        return _images(_kustomize(repo, revision, prefix))
     found: dict[str, dict[str, str]] = {}
     for name in names.split():
         if name.endswith((".yaml", ".yml")):
             found.update(_images(git("--git-dir", str(repo), "show", f"{revision}:{name}")))
     return found
+
+
+def _kustomize(repo: Path, revision: str, prefix: str) -> str:
+    """``kubectl kustomize`` of ``prefix`` in a copy of the tree at ``revision``."""
+    with tempfile.TemporaryDirectory(prefix="gitops-kustomize-") as scratch:
+        root = Path(scratch)
+        for name in git("--git-dir", str(repo), "ls-tree", "-r", "--name-only", revision).split():
+            target = root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(git("--git-dir", str(repo), "show", f"{revision}:{name}"))
+        done = subprocess.run(
+            ["kubectl", "kustomize", str(root / prefix)],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise GitFailed(f"kubectl kustomize: {done.stderr.strip()}")
+        return done.stdout
 
 
 def _repo_path(url: str) -> Path:

@@ -148,10 +148,8 @@ def used_by_the_adapter() -> set[tuple[str, str, str]]:
     calls = r"\.(read|list|patch|replace|create)_namespaced_(\w+)"
     for verb, resource in re.findall(calls, source):
         if resource in {"custom_object", "config_map"}:
-            # Argo CD / Flux objects (GitOps rollbacks): not granted by the shipped role, on
-            # purpose for now; docs/gitops.md lists the grants and the plan refuses to suspend
-            # without them (a SelfSubjectAccessReview), so a missing grant is never silent.
-            # ``config_map``: Argo CD's argocd-cm, read for its interval (optional).
+            # Argo CD / Flux objects and Argo's argocd-cm (GitOps rollbacks): granted by the
+            # optional components, not by the operator role (used_for_gitops, below).
             continue
         group, name = RESOURCES[resource]
         used.add((group, name, VERBS[verb]))
@@ -180,6 +178,91 @@ def test_the_operator_role_grants_exactly_what_the_adapter_uses() -> None:
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "runbook-bot", "namespace": "runbook-bot"}
         ]
+
+
+# --- RBAC for GitOps rollbacks: the optional components -----------------------------------
+
+GITOPS_COMPONENTS = ("gitops-argocd", "gitops-flux")
+#: Where each tool keeps its objects: the only namespace the components let the bot patch in.
+TOOL_NAMESPACE = {"argoproj.io": "argocd"}
+CLUSTER = "*"
+
+
+def used_for_gitops() -> set[tuple[str, str, str, str]]:
+    """(API group, resource, verb, where) of the Kubernetes adapter's GitOps calls: ``*`` for
+    every namespace, else the namespace (patches and argocd-cm: in the tools' namespaces)."""
+    from runbooks.adapters.kube import ARGO_CONFIGMAP, GIT_REPOSITORIES, OWNER_OBJECTS
+
+    source = (ROOT / "runbooks" / "adapters" / "kube.py").read_text()
+    calls = set(re.findall(r"\.(\w+_custom_object|read_namespaced_config_map)\(", source))
+    assert calls == {
+        "get_namespaced_custom_object",
+        "list_cluster_custom_object",
+        "patch_namespaced_custom_object",
+        "read_namespaced_config_map",
+    }, f"the adapter's GitOps calls changed ({sorted(calls)}): map the new ones here"
+    owners = {(group, plural) for group, _, plural in OWNER_OBJECTS.values()}
+    used = set()
+    # get: an owner in any namespace (plan), and the GitRepository a Flux owner syncs from.
+    used |= {
+        (g, r, "get", CLUSTER) for g, r in owners | {(GIT_REPOSITORIES[0], GIT_REPOSITORIES[2])}
+    }
+    # list: every owner kind cluster-wide (the watch lists; the plan's access review asks it).
+    used |= {(g, r, "list", CLUSTER) for g, r in owners}
+    # patch: suspend and resume, where the tool keeps its objects.
+    used |= {(g, r, "patch", TOOL_NAMESPACE.get(g, "flux-system")) for g, r in owners}
+    used.add(("", f"configmaps/{ARGO_CONFIGMAP}", "get", "argocd"))
+    return used
+
+
+def _grants(docs: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
+    """What the rendered roles grant the bot's service account, through their bindings."""
+    by_name = {(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")): d for d in docs}
+    granted = set()
+    for binding in docs:
+        if binding["kind"] not in {"RoleBinding", "ClusterRoleBinding"}:
+            continue
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "runbook-bot", "namespace": "runbook-bot"}
+        ]
+        where = binding["metadata"].get("namespace") or CLUSTER
+        ref = binding["roleRef"]
+        role = by_name[(ref["kind"], ref["name"], where if ref["kind"] == "Role" else None)]
+        for rule in role["rules"]:
+            for value in (*rule["apiGroups"], *rule["resources"], *rule["verbs"]):
+                assert "*" not in value, f"a wildcard in {ref['name']}: {rule}"
+            names = rule.get("resourceNames") or [None]
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        for name in names:
+                            what = f"{resource}/{name}" if name else resource
+                            granted.add((group, what, verb, where))
+    return granted
+
+
+def test_the_gitops_components_grant_exactly_the_gitops_calls_and_are_not_bound_by_default(
+    tmp_path: Any,
+) -> None:
+    gitops_groups = {"argoproj.io", "kustomize.toolkit.fluxcd.io", "helm.toolkit.fluxcd.io"}
+    gitops_groups.add("source.toolkit.fluxcd.io")
+    for overlay in OVERLAYS:
+        plain = _grants(render(overlay))
+        assert not {g for g in plain if g[0] in gitops_groups or g[1].startswith("configmaps")}
+        assert by_kind(render(overlay), "ClusterRoleBinding") == []
+        extra = (
+            _grants(render(overlay, components=GITOPS_COMPONENTS, scratch=tmp_path / overlay))
+            - plain
+        )
+        used = used_for_gitops()
+        assert used - extra == set(), "the adapter makes GitOps calls the components do not grant"
+        assert extra - used == set(), "the components grant what the GitOps calls do not use"
+    # Each component alone: one tool's rights, bound only where that tool keeps its objects.
+    argo = _grants(
+        render("staging", components=("gitops-argocd",), scratch=tmp_path / "argo")
+    ) - _grants(render("staging"))
+    assert {g[0] for g in argo} == {"argoproj.io", ""}
+    assert {g[3] for g in argo if g[2] == "patch" or g[0] == ""} == {"argocd"}
 
 
 # --- What a real installation needs: IRSA, Socket Mode, a pinned image, zones, parameters ----

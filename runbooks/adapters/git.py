@@ -14,12 +14,11 @@ import base64
 import os
 import subprocess
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-import yaml
-
+from runbooks.adapters import manifests
 from runbooks.engine.redact import redact_text, register_secret
-from runbooks.interfaces import InfrastructureError, Reverted
+from runbooks.interfaces import ImageSites, InfrastructureError, Reverted
 
 GIT_TIMEOUT_S = 60.0
 AUTHOR = ("runbook-bot", "runbook-bot@users.noreply.example.com")
@@ -76,9 +75,7 @@ class GitAdapter:
         except OSError as exc:
             raise InfrastructureError(f"cannot run git to {what}: {exc}") from None
         if done.returncode != 0:
-            detail = redact_text(
-                done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
-            )
+            detail = redact_text(_why(done.stderr))
             raise InfrastructureError(
                 f"git could not {what}: {detail or f'exit {done.returncode}'}"
             )
@@ -116,23 +113,24 @@ class GitAdapter:
             root = (work / path).resolve()
             if not root.is_relative_to(work.resolve()):
                 raise InfrastructureError(f"path {path!r} leaves the repository")
+            files = {
+                str(file.relative_to(root)): file.read_text()
+                for file in sorted(root.rglob("*"))
+                if file.is_file()
+                and ".git" not in file.relative_to(work).parts
+                and _wanted(file.name)
+            }
+            try:
+                texts, sites = manifests.revert(files, images)
+            except manifests.Unsupported as exc:
+                raise InfrastructureError(f"{exc} ({repo_url}, {base}, path {path!r})") from None
+            missing = sorted(set(images) - set(sites))
+            if missing:
+                raise InfrastructureError(_not_declared(missing, repo_url, base, path))
             changed = []
-            for file in sorted([*root.rglob("*.yaml"), *root.rglob("*.yml")]):
-                if ".git" in file.relative_to(work).parts:
-                    continue
-                text = file.read_text()
-                new = text
-                for old, wanted in images.items():
-                    new = _replace_image(new, old, wanted)
-                if new != text:
-                    file.write_text(new)
-                    changed.append(str(file.relative_to(work)))
-            if not changed:
-                raise InfrastructureError(
-                    f"no YAML under {path!r} on {base} names {', '.join(sorted(images))}: Git "
-                    "does not hold the release being rolled back (already reverted, or "
-                    "rendered another way); nothing to revert"
-                )
+            for name, text in sorted(texts.items()):
+                (root / name).write_text(text)
+                changed.append(str((root / name).relative_to(work.resolve())))
             self._git("add", "--", *changed, cwd=work, what="stage the revert")
             self._git("commit", "--quiet", "-m", message, cwd=work, what="commit the revert")
             self._git(
@@ -146,12 +144,9 @@ class GitAdapter:
             commit = self._git("rev-parse", "HEAD", cwd=work, what="read the commit").strip()
             return Reverted(branch=branch, commit=commit, files=tuple(changed))
 
-    def delete_branch(self, repo_url: str, branch: str) -> None:
-        if self.branch_head(repo_url, branch) is None:
-            return
-        self._git("push", "--quiet", repo_url, f":refs/heads/{branch}", what=f"delete {branch}")
-
-    def images_at(self, repo_url: str, revision: str, path: str) -> dict[str, dict[str, str]]:
+    def locate_images(
+        self, repo_url: str, *, base: str, path: str, images: dict[str, str]
+    ) -> ImageSites:
         with tempfile.TemporaryDirectory(prefix="runbook-bot-git-") as scratch:
             bare = Path(scratch) / "repo.git"
             self._git("init", "--quiet", "--bare", str(bare), what="prepare a fetch")
@@ -160,64 +155,103 @@ class GitAdapter:
                 str(bare),
                 "fetch",
                 "--quiet",
+                "--depth",
+                "1",
                 repo_url,
-                "+refs/heads/*:refs/heads/*",
-                what="fetch the branches",
+                f"refs/heads/{base}",
+                what=f"fetch {base}",
             )
-            prefix = path.strip("./")
-            listed = self._git(
-                "--git-dir",
-                str(bare),
-                "ls-tree",
-                "-r",
-                "--name-only",
-                revision,
-                *([prefix] if prefix else []),
-                what=f"list {path} at {revision[:12]}",
+            files = self._files(bare, "FETCH_HEAD", path)
+        looked = manifests.LOOKED_FOR.format(image=min(images))
+        try:
+            _, sites = manifests.revert(files, images)
+        except manifests.Unsupported as exc:
+            return ImageSites(
+                found={}, missing=tuple(sorted(images)), looked=looked, problem=str(exc)
             )
-            found: dict[str, dict[str, str]] = {}
-            for name in listed.split():
-                if not name.endswith((".yaml", ".yml")):
-                    continue
-                text = self._git(
-                    "--git-dir", str(bare), "show", f"{revision}:{name}", what=f"read {name}"
-                )
-                found.update(deployment_images(text))
-            return found
+        return ImageSites(
+            found=sites, missing=tuple(sorted(set(images) - set(sites))), looked=looked
+        )
+
+    def delete_branch(self, repo_url: str, branch: str) -> None:
+        if self.branch_head(repo_url, branch) is None:
+            return
+        self._git("push", "--quiet", repo_url, f":refs/heads/{branch}", what=f"delete {branch}")
+
+    def _fetched(self, scratch: str, repo_url: str) -> Path:
+        bare = Path(scratch) / "repo.git"
+        self._git("init", "--quiet", "--bare", str(bare), what="prepare a fetch")
+        self._git(
+            "--git-dir",
+            str(bare),
+            "fetch",
+            "--quiet",
+            repo_url,
+            "+refs/heads/*:refs/heads/*",
+            what="fetch the branches",
+        )
+        return bare
+
+    def _files(self, bare: Path, revision: str, path: str) -> dict[str, str]:
+        """The manifests under ``path`` at ``revision``, by their path relative to it."""
+        prefix = path.strip("./")
+        listed = self._git(
+            "--git-dir",
+            str(bare),
+            "ls-tree",
+            "-r",
+            "--name-only",
+            revision,
+            *([prefix] if prefix else []),
+            what=f"list {path} at {revision[:12]}",
+        )
+        files = {}
+        for name in listed.splitlines():
+            if not _wanted(PurePosixPath(name).name):
+                continue
+            relative = name[len(prefix) + 1 :] if prefix else name
+            files[relative] = self._git(
+                "--git-dir", str(bare), "show", f"{revision}:{name}", what=f"read {name}"
+            )
+        return files
+
+    def images_at(self, repo_url: str, revision: str, path: str) -> dict[str, dict[str, str]]:
+        with tempfile.TemporaryDirectory(prefix="runbook-bot-git-") as scratch:
+            files = self._files(self._fetched(scratch, repo_url), revision, path)
+        return manifests.rendered(files)
+
+    def renders(
+        self,
+        repo_url: str,
+        revision: str,
+        path: str,
+        *,
+        deployment: str,
+        images: dict[str, str],
+    ) -> bool:
+        with tempfile.TemporaryDirectory(prefix="runbook-bot-git-") as scratch:
+            files = self._files(self._fetched(scratch, repo_url), revision, path)
+        return manifests.renders(files, deployment, images)
 
 
-def _replace_image(text: str, old: str, new: str) -> str:
-    """Replace an image reference where it stands as a whole value (``image: old``), so
-    ``app:1.4.2`` does not also rewrite ``app:1.4.20``."""
-    lines = []
-    for line in text.splitlines(keepends=True):
-        body = line.rstrip("\r\n")
-        ending = line[len(body) :]
-        stripped = body.rstrip()
-        for quote in ("", '"', "'"):
-            if stripped.endswith(f"{quote}{old}{quote}") and (
-                stripped[: -len(f"{quote}{old}{quote}")].rstrip().endswith((":", "-"))
-            ):
-                body = stripped[: -len(f"{quote}{old}{quote}")] + f"{quote}{new}{quote}"
-                break
-        lines.append(body + ending)
-    return "".join(lines)
+def _wanted(name: str) -> bool:
+    """A file that may declare an image: YAML, or kustomize's extension-less name."""
+    return name.endswith((".yaml", ".yml")) or name == "Kustomization"
 
 
-def deployment_images(text: str) -> dict[str, dict[str, str]]:
-    """Deployment name → container → image, from one file's YAML documents."""
-    found: dict[str, dict[str, str]] = {}
-    try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError:
-        return found
-    for doc in docs:
-        if not isinstance(doc, dict) or doc.get("kind") != "Deployment":
-            continue
-        template = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
-        found[str((doc.get("metadata") or {}).get("name"))] = {
-            str(c.get("name")): str(c.get("image"))
-            for c in template.get("containers") or []
-            if c.get("image")
-        }
-    return found
+def _not_declared(missing: list[str], repo_url: str, base: str, path: str) -> str:
+    return (
+        f"no file under {path!r} of {repo_url} ({base}) declares {', '.join(missing)}: looked "
+        f"for {manifests.LOOKED_FOR.format(image=missing[0])}; Git does not hold the release "
+        "being rolled back (already reverted, or rendered another way); nothing to revert"
+    )
+
+
+def _why(stderr: str) -> str:
+    """What a failed git command says: its last line, after what the server said (``remote:``
+    lines, e.g. a hook refusing a push), which the last line alone leaves out."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    remote = [line for line in lines[:-1] if line.startswith("remote:")][:3]
+    return "; ".join([*remote, lines[-1]])

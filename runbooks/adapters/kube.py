@@ -525,7 +525,8 @@ class KubeAdapter:
             self._get_object(
                 GIT_REPOSITORIES, ref.get("namespace") or owner.namespace, ref.get("name", "")
             )
-            if ref.get("kind", "GitRepository") == "GitRepository"
+            # A HelmRelease's chart source is under spec.chart: not read (kit.gitops.unfollowed).
+            if owner.tool == "flux" and ref.get("kind", "GitRepository") == "GitRepository"
             else None
         ) or {}
         artifact = ((source.get("status") or {}).get("artifact") or {}).get("revision")

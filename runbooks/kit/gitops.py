@@ -97,6 +97,17 @@ def owned_warning(kube: KubeOps, namespace: str, deployment: str, *, change: str
     )
 
 
+def unfollowed(app: GitOpsApp) -> str:
+    """Why runbook-bot does not suspend this owner (Flux HelmReleases), or "" if it does."""
+    if app.owner.tool != "flux-helm":
+        return ""
+    return (
+        f"runbook-bot does not suspend {app.owner.words()}: its watch follows Argo CD "
+        "Applications and Flux Kustomizations only, so that suspension would never be given "
+        "back nor paged at its limit"
+    )
+
+
 def revert_branch(execution_id: str) -> str:
     return f"{BRANCH_PREFIX}{execution_id}"
 
@@ -194,6 +205,8 @@ class RevertInGit(Step, kind="gitops.revert"):
     path: str
     #: Old image → new image (full references).
     images: dict[str, str]
+    #: Where the path declares them, in words (found at plan time).
+    sites: tuple[str, ...] = ()
     timeout: float = 120.0
     audit_action = "gitops.reverted"
 
@@ -202,9 +215,10 @@ class RevertInGit(Step, kind="gitops.revert"):
             f"{old.rsplit('/', 1)[-1]} → {new.rsplit('/', 1)[-1]}"
             for old, new in sorted(self.images.items())
         )
+        where = f" ({'; '.join(self.sites)})" if self.sites else ""
         return (
             f"revert in Git for {self.app}: push branch {BRANCH_PREFIX}{RUN_ID} to "
-            f"{self.repo_url} (from {self.base}) with one commit setting {changes} under "
+            f"{self.repo_url} (from {self.base}) with one commit setting {changes}{where} under "
             f"{self.path}; merging it into {self.base} ends the suspension"
         )
 
@@ -249,6 +263,8 @@ class GitOpsPlan:
 
     suspends: list[SuspendSync] = field(default_factory=list)
     reverts: dict[tuple[str, str, str], RevertInGit] = field(default_factory=dict)
+    #: Repositories and paths that declare the images nowhere the bot looks (break-glass).
+    unrevertable: set[tuple[str, str, str]] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
 
 
@@ -270,6 +286,22 @@ def plan_owned(
     and path) for a rollback of an owned deployment, or refuse (module docstring)."""
     words = owned_words(app, change="rollback")
     found.notes.append(f"{region}: {deployment} is {words}")
+    if app.automated and app.owner.tool == "flux-helm":
+        # The watch lists Applications and Kustomizations, and a HelmRelease's chart source is
+        # not read: a suspension would never be given back nor paged at its limit.
+        why = unfollowed(app)
+        if not ctx.break_glass:
+            raise Refused(
+                f"{why}; the rollback alone would be reverted at the next sync ({app.interval})",
+                hint=f"suspend it by hand (flux suspend helmrelease {app.owner.name} -n "
+                f"{app.owner.namespace}) and set the chart's values in Git, or "
+                "--break-glass --reason TEXT --incident ID to roll back anyway",
+            )
+        found.notes.append(
+            f"{region}: WARNING (break-glass): {why}: the reconciler WILL revert this rollback "
+            f"at its next sync ({app.interval}) unless Git is changed first"
+        )
+        return
     if app.automated:
         if not kube.may_suspend(app.owner):
             where = f"{app.owner.words()} ({environment}, {region})"
@@ -314,15 +346,40 @@ def plan_owned(
         if container in to_images and to_images[container] != old
     }
     key = (app.repo_url, app.branch, app.path)
-    if changes and key not in found.reverts:
-        found.reverts[key] = RevertInGit(
-            environment=environment,
-            app=app.owner.name,
-            repo_url=app.repo_url,
-            base=app.branch,
-            path=app.path,
-            images=changes,
+    if not changes or key in found.reverts or key in found.unrevertable:
+        return
+    located = (
+        infrastructure(ctx)
+        .git(environment)
+        .locate_images(app.repo_url, base=app.branch, path=app.path, images=changes)
+    )
+    if located.missing:
+        found.unrevertable.add(key)
+        why = located.problem or (
+            f"no file under {app.path!r} of {app.repo_url} ({app.branch}) declares "
+            f"{short_images({m: m for m in located.missing})}: looked for {located.looked}"
         )
+        if not ctx.break_glass:
+            raise Refused(
+                f"runbook-bot cannot revert {app.owner.words()} in Git: {why}; without the "
+                "revert the suspension would only end when someone changes Git by hand",
+                hint="declare the image where the bot looks (docs/gitops.md), or "
+                "--break-glass --reason TEXT --incident ID to roll back and suspend anyway",
+            )
+        found.notes.append(
+            f"WARNING (break-glass): no revert branch for {app.owner.words()}: {why}; set Git "
+            "to the rolled-back release by hand (sync stays suspended until Git renders it)"
+        )
+        return
+    found.reverts[key] = RevertInGit(
+        environment=environment,
+        app=app.owner.name,
+        repo_url=app.repo_url,
+        base=app.branch,
+        path=app.path,
+        images=changes,
+        sites=tuple(located.found[old] for old in sorted(changes)),
+    )
 
 
 # -- the watch on the leader ---------------------------------------------------------------
@@ -397,16 +454,19 @@ class GitOpsWatch:
         except (ValueError, KeyError, TypeError):
             return  # not ours, or damaged: a person decides
         label = f"{app.owner.name} ({environment}, {doc.get('region', '?')})"
-        rendered: dict[str, str] | None = None
+        matches = False
         if app.source_revision:
             try:
-                found = adapters.git(environment).images_at(
-                    app.repo_url, app.source_revision, app.path
+                matches = adapters.git(environment).renders(
+                    app.repo_url,
+                    app.source_revision,
+                    app.path,
+                    deployment=str(doc["deployment"]),
+                    images=wanted,
                 )
-                rendered = found.get(str(doc["deployment"]))
             except Exception as exc:
                 _log.warning("gitops watch: cannot read %s: %s", app.repo_url, exc)
-        if rendered is not None and all(rendered.get(c) == i for c, i in wanted.items()):
+        if matches:
             kube.resume_gitops(app.owner, doc.get("automated"))
             text = (
                 f"automated sync of {app.owner.words()} in {environment} "

@@ -33,6 +33,7 @@ and GitRepositories are stored like any object; ``sandbox/gitops.py`` reconciles
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
@@ -140,6 +141,15 @@ RESOURCES = [
         "Kustomization",
         subresources=("status",),
         short=("ks",),
+    ),
+    # Stored only (the sandbox's reconciler does not play helm-controller).
+    Resource(
+        "helm.toolkit.fluxcd.io",
+        "v2",
+        "helmreleases",
+        "HelmRelease",
+        subresources=("status",),
+        short=("hr",),
     ),
     Resource(
         "source.toolkit.fluxcd.io",
@@ -1312,6 +1322,8 @@ def _deny_rule(body: dict[str, Any]) -> tuple[str, str, str, str]:
 
 class _Handler(JsonHandler):
     cluster: Cluster
+    #: The current request's body once read (None: not yet).
+    _read: bytes | None = None
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -1329,6 +1341,13 @@ class _Handler(JsonHandler):
         self._dispatch("DELETE")
 
     # plumbing ---------------------------------------------------------------------------
+    def _raw_body(self) -> bytes:
+        """The request's body, read once (``_dispatch`` drains what no handler read)."""
+        if self._read is None:
+            length = int(self.headers.get("Content-Length") or 0)
+            self._read = self.rfile.read(length) if length else b""
+        return self._read
+
     def _body(self) -> Any:
         try:
             return super()._body()
@@ -1336,6 +1355,16 @@ class _Handler(JsonHandler):
             raise ApiError(400, "BadRequest", f"invalid JSON body: {exc}") from None
 
     def _dispatch(self, method: str) -> None:
+        self._read = None
+        try:
+            self._answer(method)
+        finally:
+            # A body no handler read (kubectl's DELETE sends DeleteOptions) would otherwise be
+            # parsed as the next request on this kept-alive connection.
+            with contextlib.suppress(OSError, ValueError):
+                self._raw_body()
+
+    def _answer(self, method: str) -> None:
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         self.cluster.requests.append((method, parts.path))
@@ -1405,8 +1434,7 @@ class _Handler(JsonHandler):
         """The review as JSON (the Python client) or protobuf (kubectl's typed client)."""
         if "protobuf" not in (self.headers.get("Content-Type") or ""):
             return self._body()
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        return review_from_protobuf(raw)
+        return review_from_protobuf(self._raw_body())
 
     def _access_review(self, body: Any) -> dict[str, Any]:
         """A SelfSubjectAccessReview: allowed unless ``/_sandbox/deny`` or ``/_sandbox/forbid``

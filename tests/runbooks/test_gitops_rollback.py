@@ -23,18 +23,27 @@ from runbooks.engine.clock import FakeClock
 from runbooks.engine.config.loader import Config
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import Refused
+from runbooks.engine.lifecycle.journal import CANCEL_POLL_S
 from runbooks.engine.models import State
 from runbooks.kit.gitops import GitOpsWatch
 from sandbox.gitops import git, merge
+from sandbox.kube.emulator import BY_PATH
 from sandbox.pagerduty import SANDBOX_API_TOKEN, SANDBOX_ROUTING_KEY
 from tests.conftest import KubeSandbox
-from tests.runbooks.conftest import live_engine
+from tests.runbooks.conftest import live_engine, started
 from tests.support.gitops import GitOpsWorld, gitops_world
 from tests.support.kube_runs import DEPLOY, actions, run
 from tests.support.people import ALICE, BOB
+from tests.support.waiting import wait_for
 from tests.support.windows import _window
 
 DAY = 86400.0
+#: (environment, application, region where its deployment runs) per owner.
+OWNERS = {
+    "argo": ("production", "api-production", ("us-east-1", "us-west-2")),
+    "flux": ("staging", "api-staging", ("us-east-1",)),
+}
+RELEASE_141 = "123456789012.dkr.ecr.us-east-1.amazonaws.com/app-api:1.4.1"
 
 
 @pytest.fixture
@@ -112,6 +121,23 @@ def _argo_automated(kube: KubeSandbox, region: str) -> Any:
         .get("syncPolicy", {})
         .get("automated")
     )
+
+
+def _sync_on(kube: KubeSandbox, owner: str, region: str) -> bool:
+    """Automated sync as kubectl reads it: Argo's automated policy as seeded, Flux unsuspended;
+    and no suspension annotation left behind."""
+    if owner == "argo":
+        app = _app(kube, "applications.argoproj.io", "api-production", "argocd", region)
+        on = app["spec"].get("syncPolicy", {}).get("automated") == {"prune": True, "selfHeal": True}
+    else:
+        app = _app(kube, "kustomization", "api-staging", "flux-system", region)
+        on = app["spec"]["suspend"] is False
+    return on and "runbook-bot.io/suspended" not in app["metadata"].get("annotations", {})
+
+
+def _revert_branches(world: GitOpsWorld, app: str) -> str:
+    repo = str(world.apps[app].repo)
+    return git("--git-dir", repo, "branch", "--list", "runbook-bot/*").strip()
 
 
 def _commits(world: GitOpsWorld, app: str, branch: str) -> list[str]:
@@ -339,30 +365,52 @@ def test_an_unowned_deployment_rolls_back_as_before(
 # ``list``: the watch that gives sync back finds suspended applications by listing them; a
 # bot that could suspend but not list would never resume nor page at the limit.
 @pytest.mark.parametrize("verb", ["patch", "list"])
+@pytest.mark.parametrize(
+    ("owner", "group", "resource", "words"),
+    [
+        ("argo", "argoproj.io", "applications", "Argo CD application `api-production`"),
+        (
+            "flux",
+            "kustomize.toolkit.fluxcd.io",
+            "kustomizations",
+            "Flux Kustomization `api-staging`",
+        ),
+    ],
+)
 def test_without_rbac_to_suspend_the_plan_refuses_and_break_glass_warns(
-    kube: KubeSandbox, world: GitOpsWorld, engine: Engine, verb: str
+    kube: KubeSandbox,
+    world: GitOpsWorld,
+    *,
+    engine: Engine,
+    verb: str,
+    owner: str,
+    group: str,
+    resource: str,
+    words: str,
 ) -> None:
-    kube.hook(
-        "/_sandbox/forbid",
-        {
-            "rules": [
-                {
-                    "group": "kustomize.toolkit.fluxcd.io",
-                    "resource": "kustomizations",
-                    "verb": verb,
-                }
-            ]
-        },
-    )
-    with pytest.raises(Refused, match="may not suspend Flux Kustomization `api-staging`"):
-        engine.prepare("rollback", {"environment": "staging"}, actor=ALICE)
+    environment, _, regions = OWNERS[owner]
+    for region in regions:
+        kube.hook(
+            "/_sandbox/forbid",
+            {"rules": [{"group": group, "resource": resource, "verb": verb}]},
+            region=region,
+        )
+    with pytest.raises(Refused, match=f"may not suspend {words}"):
+        engine.prepare("rollback", {"environment": environment}, actor=ALICE)
     assert engine.list() == []
-    prepared = engine.prepare("rollback", {"environment": "staging"}, actor=ALICE, break_glass=True)
-    assert any(
-        "WARNING (break-glass)" in n and "WILL revert this rollback" in n
-        for n in prepared.plan.notes
-    ), prepared.plan.notes
+    prepared = engine.prepare(
+        "rollback", {"environment": environment}, actor=ALICE, break_glass=True
+    )
+    # Per region: the reconciler will revert the rollback within the interval it declares.
+    for region in regions:
+        assert any(
+            n.startswith(f"{region}: WARNING (break-glass)")
+            and words in n
+            and "the reconciler WILL revert this rollback at its next sync (every 3s" in n
+            for n in prepared.plan.notes
+        ), prepared.plan.notes
     assert "gitops.suspend" not in [s["kind"] for s in prepared.plan.steps]
+    assert "gitops.revert" in [s["kind"] for s in prepared.plan.steps]
 
 
 def test_scaling_and_resources_plans_warn_that_the_reconciler_would_revert_them(
@@ -392,3 +440,244 @@ def test_scaling_and_resources_plans_warn_that_the_reconciler_would_revert_them(
         "scale.pods", {"environment": "development", "service": "api", "replicas": 5}, actor=ALICE
     )
     assert not any("owned by" in n for n in plain.plan.notes)
+
+
+def test_flux_suspension_pages_once_at_the_limit_and_stays_suspended(
+    kube: KubeSandbox,
+    world: GitOpsWorld,
+    *,
+    engine: Engine,
+    clock: FakeClock,
+    pagerduty: PagerDuty,
+    pagerduty_emulator: Any,
+) -> None:
+    done = run(engine, "rollback", environment="staging")
+    assert done.state == State.SUCCEEDED, done.error
+    watch = _watch(engine, pagerduty)
+    clock.advance(DAY - 60)
+    assert watch.tick().expired == []
+    assert pagerduty_emulator.state.events == []
+    clock.advance(120)  # past the 24 h limit, Git still on 1.4.2
+    assert watch.tick().expired == ["api-staging (staging, us-east-1)"]
+    world.next_pass("us-east-1", "api-staging", clock.advance)
+    assert watch.tick().expired == []  # once
+    clock.advance(DAY)
+    assert watch.tick().expired == []
+    (event,) = pagerduty_emulator.state.events
+    assert event["event_action"] == "trigger"
+    assert event["dedup_key"] == f"runbook-bot:gitops:api-staging:{done.id}"
+    assert f"runbook-bot/revert-{done.id}" in event["payload"]["summary"]
+    kustomization = _app(kube, "kustomization", "api-staging", "flux-system")
+    assert kustomization["spec"]["suspend"] is True
+    assert done.id in kustomization["metadata"]["annotations"]["runbook-bot.io/suspended"]
+    assert _image(kube, "staging") == "app-api:1.4.1"  # the reconciler passed, applied nothing
+    expired = [r for r in engine.audit.export() if r["action"] == "gitops.expired"]
+    assert [(r["execution_id"], r["target"], r["outcome"]) for r in expired] == [
+        (done.id, {"environment": "staging", "application": "api-staging"}, "paged")
+    ]
+
+
+@pytest.mark.parametrize("owner", ["argo", "flux"])
+def test_a_cancel_during_the_rollback_gives_sync_back(
+    kube: KubeSandbox, world: GitOpsWorld, *, engine: Engine, clock: FakeClock, owner: str
+) -> None:
+    environment, app, regions = OWNERS[owner]
+    # 1.4.1's pods never become ready in us-east-1: its undo waits (for the image pull's
+    # grace) until the cancel comes.
+    kube.hook("/_sandbox/broken", {"images": [RELEASE_141]})
+    prepared = engine.prepare("rollback", {"environment": environment}, actor=ALICE)
+    execution = engine.submit(prepared, actor=ALICE)
+    if execution.state == State.AWAITING_APPROVAL:
+        engine.approve(execution.id, actor=BOB, plan_hash=execution.plan.hash)
+    undo = [s.kind for s in execution.steps].index("kube.undo")
+    with started(engine, execution.id, actor=ALICE) as finished:
+        wait_for(
+            lambda: engine.get(execution.id).steps[undo].status.value == "running",
+            what="the rollback's undo",
+        )
+        for region in regions:
+            assert not _sync_on(kube, owner, region)  # suspended before the undo
+        engine.cancel(execution.id, actor=ALICE, reason="rolling forward instead")
+        clock.advance(CANCEL_POLL_S)  # the run looks for a cancel once per poll of its clock
+    assert finished and finished[0].state == State.CANCELLED, finished[0].error
+    for region in regions:
+        assert _sync_on(kube, owner, region)
+    assert _revert_branches(world, app) == ""  # the revert step never ran
+    assert actions(engine, execution.id).count("gitops.suspended.undone") == len(regions)
+
+
+@pytest.mark.parametrize("owner", ["argo", "flux"])
+def test_a_failed_revert_undoes_the_rollback_and_gives_sync_back(
+    kube: KubeSandbox, world: GitOpsWorld, engine: Engine, owner: str
+) -> None:
+    environment, app, regions = OWNERS[owner]
+    # The repository refuses every push (a server-side hook, real git): the revert fails
+    # after the rollback succeeded.
+    hook = world.apps[app].repo / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'branch creation needs review' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    done = run(engine, "rollback", environment=environment)
+    assert done.state == State.COMPENSATED, done.error
+    assert "branch creation needs review" in (done.error or "")
+    for region in regions:
+        assert _sync_on(kube, owner, region)
+        assert _image(kube, environment, region) == "app-api:1.4.2"  # the undo was undone
+    assert _revert_branches(world, app) == ""
+    recorded = actions(engine, done.id)
+    assert recorded.count("gitops.suspended.undone") == len(regions)
+    assert "gitops.reverted" not in recorded
+
+
+def test_the_audit_log_names_every_step_of_the_loop(
+    kube: KubeSandbox,
+    world: GitOpsWorld,
+    *,
+    engine: Engine,
+    clock: FakeClock,
+    pagerduty: PagerDuty,
+) -> None:
+    """Suspended, reverted, expired (the limit passed first), then resumed once the branch
+    was merged and the reconciler fetched it: each an audit entry of the run, in that order."""
+    done = run(engine, "rollback", environment="staging")
+    assert done.state == State.SUCCEEDED, done.error
+    branch = f"runbook-bot/revert-{done.id}"
+    watch = _watch(engine, pagerduty)
+    clock.advance(DAY + 60)
+    assert watch.tick().expired != []
+    merge(world.apps["api-staging"].repo, branch)
+    world.next_pass("us-east-1", "api-staging", clock.advance)
+    assert watch.tick().resumed != []
+    gitops = [
+        r
+        for r in engine.audit.export()
+        if r.get("execution_id") == done.id and r["action"].startswith("gitops.")
+    ]
+    assert [r["action"] for r in gitops] == [
+        "gitops.suspended",
+        "gitops.reverted",
+        "gitops.expired",
+        "gitops.resumed",
+    ]
+    suspended, reverted, expired, resumed = gitops
+    assert "Flux Kustomization `api-staging`" in suspended["detail"]["description"]
+    assert "suspended until Git renders app-api:1.4.1" in " ".join(suspended["detail"]["output"])
+    assert f"pushed branch {branch}" in " ".join(reverted["detail"]["output"])
+    for entry in (expired, resumed):
+        assert entry["actor"]["id"] == "gitops"
+        assert entry["target"] == {"environment": "staging", "application": "api-staging"}
+        assert entry["detail"]["branch"] == branch
+        assert entry["detail"]["region"] == "us-east-1"
+    assert expired["outcome"] == "paged" and "still suspended" in expired["detail"]["text"]
+    head = world.head("api-staging")
+    assert resumed["outcome"] == "ok" and resumed["detail"]["revision"].endswith(head)
+
+
+@pytest.mark.parametrize(
+    ("owner", "kind", "owned", "sync_off"),
+    [
+        (
+            "argo",
+            "applications.argoproj.io/api-production",
+            "owned by Argo CD application `api-production` (namespace argocd) (automated sync "
+            "every 3s (Argo CD's timeout.reconciliation))",
+            {"spec": {"syncPolicy": {"automated": None}}},
+        ),
+        (
+            "flux",
+            "kustomizations.kustomize.toolkit.fluxcd.io/api-staging",
+            "owned by Flux Kustomization `api-staging` (namespace flux-system) (automated sync "
+            "every 3s)",
+            {"spec": {"suspend": True}},
+        ),
+    ],
+)
+def test_readiness_finds_an_owned_deployment_the_bot_may_not_suspend_and_clears_it(
+    kube: KubeSandbox,
+    world: GitOpsWorld,
+    *,
+    engine: Engine,
+    owner: str,
+    kind: str,
+    owned: str,
+    sync_off: dict[str, Any],
+) -> None:
+    environment, _, regions = OWNERS[owner]
+    resource, _, name = kind.partition("/")
+    plural, _, group = resource.partition(".")
+    namespace = "argocd" if owner == "argo" else "flux-system"
+    forbid = {"rules": [{"group": group, "resource": plural, "verb": "patch"}]}
+
+    def findings() -> dict[str, tuple[bool, str]]:
+        report = engine.readiness(actor=ALICE, environment=environment, runbook="rollback")
+        return {
+            f.subject: (f.ok, f.detail)
+            for f in report.findings
+            if f.check == "GitOps sync can be suspended"
+        }
+
+    ok = f"api-deployment is {owned}: the rollback alone would be reverted; runbook-bot may "
+    assert findings() == {f"api {region}": (True, ok + "suspend it") for region in regions}
+    broken = regions[-1]  # in one cluster only: one finding
+    kube.hook("/_sandbox/forbid", forbid, region=broken)
+    found = findings()
+    assert [subject for subject, (ok, _) in found.items() if not ok] == [f"api {broken}"]
+    detail = found[f"api {broken}"][1]
+    assert detail.startswith(f"api-deployment is {owned}: the rollback alone would be reverted")
+    assert "RBAC does not let runbook-bot suspend it" in detail
+    assert "a rollback would be refused" in detail
+    kube.hook("/_sandbox/forbid", {}, region=broken)  # repaired
+    assert all(ok for ok, _ in findings().values())
+    # Automated sync off by hand: a rollback suspends nothing there, so nothing to find.
+    patched = kube.kubectl(
+        "patch", resource, name, "-n", namespace, "--type=merge", "-p", json.dumps(sync_off),
+        region=broken,
+    )  # fmt: skip
+    assert patched.returncode == 0, patched.stderr
+    kube.hook("/_sandbox/forbid", forbid, region=broken)
+    assert f"api {broken}" not in findings()
+
+
+def test_a_helmrelease_owner_is_refused_rather_than_suspended_for_good(
+    kube: KubeSandbox, world: GitOpsWorld, engine: Engine
+) -> None:
+    """The watch follows Applications and Kustomizations only: a HelmRelease it suspended
+    would never be given back nor paged at the limit, so the plan refuses (break-glass: no
+    suspension, a warning), and readiness says so."""
+    kube.cluster("us-east-1").create(
+        BY_PATH["helm.toolkit.fluxcd.io", "v2", "helmreleases"],
+        "flux-system",
+        {
+            "metadata": {"name": "api"},
+            "spec": {
+                "interval": "5m",
+                "chart": {
+                    "spec": {
+                        "chart": "api",
+                        "sourceRef": {"kind": "HelmRepository", "name": "charts"},
+                    }
+                },
+            },
+        },
+    )
+    relabelled = kube.kubectl(
+        "label", "deployment/api-deployment", "-n", "staging",
+        "kustomize.toolkit.fluxcd.io/name-", "kustomize.toolkit.fluxcd.io/namespace-",
+        "helm.toolkit.fluxcd.io/name=api", "helm.toolkit.fluxcd.io/namespace=flux-system",
+    )  # fmt: skip
+    assert relabelled.returncode == 0, relabelled.stderr
+    with pytest.raises(Refused, match="runbook-bot does not suspend Flux HelmRelease `api`"):
+        engine.prepare("rollback", {"environment": "staging"}, actor=ALICE)
+    assert engine.list() == []
+    prepared = engine.prepare("rollback", {"environment": "staging"}, actor=ALICE, break_glass=True)
+    kinds = [s["kind"] for s in prepared.plan.steps]
+    assert "gitops.suspend" not in kinds and "gitops.revert" not in kinds
+    assert any(
+        "WARNING (break-glass)" in n
+        and "WILL revert this rollback at its next sync (every 5m)" in n
+        for n in prepared.plan.notes
+    ), prepared.plan.notes
+    release = _app(kube, "helmrelease", "api", "flux-system")
+    assert "suspend" not in release["spec"]  # nothing was patched
+    report = engine.readiness(actor=ALICE, environment="staging", runbook="rollback")
+    ((finding),) = [f for f in report.findings if f.check == "GitOps sync can be suspended"]
+    assert not finding.ok and "does not suspend Flux HelmRelease `api`" in finding.detail

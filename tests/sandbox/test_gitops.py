@@ -7,7 +7,7 @@ import json
 import urllib.request
 from pathlib import Path
 
-from sandbox.gitops import git
+from sandbox.gitops import Layout, git
 from tests.conftest import KubeSandbox
 from tests.support.gitops import gitops_world
 
@@ -187,3 +187,27 @@ def test_forbidden_rules_answer_403_and_access_reviews_say_no(
         assert patched.returncode != 0
         assert "cannot patch resource" in patched.stderr
         assert kube.kubectl("get", "app", "api-production", "-n", "argocd").returncode == 0
+
+
+def test_a_kustomization_is_built_by_kustomize_and_a_chart_is_not_applied(
+    kube: KubeSandbox, tmp_path: Path
+) -> None:
+    """Staging's repository holds a kustomization (its base has no tag: only the ``images:``
+    entry says 1.4.2), production's a Helm chart (not rendered by the sandbox)."""
+    now = [0.0]
+    layouts: dict[str, Layout] = {"api-staging": "kustomize", "api-production": "helm"}
+    with gitops_world(
+        kube, tmp_path / "git", clock=lambda: now[0], running=False, layouts=layouts
+    ) as world:
+        world.reconciler.tick()
+        _drift(kube, "staging", "1.4.0")
+        _drift(kube, "production", "1.4.0")
+        now[0] += 3.0
+        world.reconciler.tick()
+        assert _image(kube, "staging") == "app-api:1.4.2"  # what kustomize renders
+        assert _image(kube, "production") == "app-api:1.4.0"  # a chart: refreshed, not applied
+        assert world.passes("us-east-1", "api-production") == 2
+        status = json.loads(
+            kube.kubectl("get", "app", "api-production", "-n", "argocd", "-o", "json").stdout
+        )["status"]
+        assert status["sync"]["revision"] == world.head("api-production")

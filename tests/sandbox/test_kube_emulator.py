@@ -3,10 +3,12 @@ Python client (the emulator is ours, so it is not its own oracle)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -361,3 +363,28 @@ def test_a_broken_image_named_as_people_say_it_never_becomes_ready(kube: KubeSan
         if "waiting" in c.get("state", {})
     ]
     assert waiting and set(waiting) == {"ImagePullBackOff"}, waiting
+
+
+def test_a_delete_with_a_body_leaves_the_kept_alive_connection_usable(kube: KubeSandbox) -> None:
+    """kubectl delete sends DeleteOptions as the body and reuses the connection: a body the
+    emulator did not read would be parsed as the next request (kubectl then saw "malformed
+    HTTP status code" from the HTML error page an HTTP/0.9-looking request gets)."""
+    url = urlsplit(kube.emulators["us-east-1"].url)
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    try:
+        body = json.dumps({"kind": "DeleteOptions", "propagationPolicy": "Background"})
+        connection.request(
+            "DELETE",
+            "/api/v1/namespaces/production/configmaps/none-such",
+            body=body,
+            headers={"Content-Type": "application/json"},
+        )
+        deleted = connection.getresponse()
+        assert deleted.status == 404
+        deleted.read()
+        connection.request("GET", "/api/v1/namespaces/production")  # the same connection
+        again = connection.getresponse()
+        assert again.status == 200
+        assert json.loads(again.read())["metadata"]["name"] == "production"
+    finally:
+        connection.close()

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.gitops import GitOpsApp, GitOpsReconciler, git, seed_gitops
+from sandbox.gitops import GitOpsApp, GitOpsReconciler, Layout, git, seed_gitops
 from tests.conftest import KubeSandbox
 from tests.support.waiting import wait_for
 
@@ -41,12 +41,17 @@ def gitops_world(
     clock: Callable[[], float],
     running: bool = True,
     interval: float = 3.0,
+    layouts: dict[str, Layout] | None = None,
 ) -> Iterator[GitOpsWorld]:
     """Seed the owners into ``kube``'s clusters; the reconciler runs on a thread (it ticks
     every 20 ms of real time, reconciling each app every ``interval`` of ``clock``) unless
-    ``running`` is false (the test calls ``tick``)."""
+    ``running`` is false (the test calls ``tick``); ``layouts`` says how an application's
+    repository declares the image (``sandbox.gitops.Layout``; plain manifests otherwise)."""
     clusters = {region: kube.cluster(region) for region in kube.emulators}
-    apps = {app.name: app for app in seed_gitops(clusters, directory, interval=interval)}
+    apps = {
+        app.name: app
+        for app in seed_gitops(clusters, directory, interval=interval, layouts=layouts)
+    }
     reconciler = GitOpsReconciler(clusters, interval=interval, clock=clock, pace=0.02)
     if running:
         reconciler.start()
