@@ -203,6 +203,14 @@ def test_failover_to_an_unhealthy_region_is_refused_before_anything_changes(
         kube_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE)
     assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}
     assert cluster.primary == "US_EAST_1" and kube_engine.list() == []
+    # Each refusal is audited as the person's refused request, with the reason.
+    refused = [r for r in kube_engine.audit.tail(50) if r["action"] == "request.refused"]
+    assert [(r["actor"]["id"], r["target"]["runbook"]) for r in refused] == [
+        ("alice", "dr.failover"),
+        ("alice", "dr.failover"),
+    ]
+    assert "answered 503" in refused[0]["detail"]["error"]
+    assert "above the rollback trigger" in refused[1]["detail"]["error"]
 
 
 def test_a_failed_failover_that_stranded_the_database_is_flagged_and_recovered(

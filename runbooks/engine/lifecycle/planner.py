@@ -13,7 +13,7 @@ from runbooks.engine.audit import AuditLog
 from runbooks.engine.background.readiness_watch import plan_warnings, summary_line
 from runbooks.engine.clock import Clock, parse_iso
 from runbooks.engine.config.loader import Config
-from runbooks.engine.errors import InvalidInput, NeedsPerson, Refused
+from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.lifecycle.journal import past_runs
 from runbooks.engine.models import Actor, Execution
 from runbooks.engine.params import RunbookParams, validate_params
@@ -169,8 +169,10 @@ class Planner:
                 detail={"error": exc.message},
             )
             raise
-        except NeedsPerson as exc:
-            # An automatic requester's refusal is a decision someone must be able to find.
+        except Refused as exc:
+            # A refusal is a decision someone must be able to find: the planner's (the live
+            # state forbids it: an unhealthy target, a reconciler the bot may not suspend) as
+            # much as an automatic requester's (NeedsPerson).
             self._audit.record(
                 "request.refused",
                 actor=actor,
