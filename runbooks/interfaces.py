@@ -261,6 +261,10 @@ class GitOps(Protocol):
         """The branch's commit on the remote, or None when it does not exist."""
         ...
 
+    def default_branch(self, repo_url: str) -> str:
+        """The branch the remote's HEAD names."""
+        ...
+
     def revert_images(
         self,
         repo_url: str,

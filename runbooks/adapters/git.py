@@ -87,6 +87,19 @@ class GitAdapter:
         )
         return out.split()[0] if out.strip() else None
 
+    def default_branch(self, repo_url: str) -> str:
+        """The branch the remote's HEAD names (what Argo CD's ``targetRevision: HEAD``, its
+        default, tracks)."""
+        out = self._git("ls-remote", "--symref", repo_url, "HEAD", what="read the default branch")
+        for line in out.splitlines():
+            ref, _, name = line.partition("\t")
+            if name == "HEAD" and ref.startswith("ref: refs/heads/"):
+                return ref.removeprefix("ref: refs/heads/")
+        raise InfrastructureError(
+            f"{repo_url} names no default branch (its HEAD is not a branch); set the "
+            "application's targetRevision to the branch it tracks"
+        )
+
     def revert_images(
         self,
         repo_url: str,

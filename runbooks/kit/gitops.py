@@ -345,18 +345,19 @@ def plan_owned(
         for container, old in from_images.items()
         if container in to_images and to_images[container] != old
     }
-    key = (app.repo_url, app.branch, app.path)
-    if not changes or key in found.reverts or key in found.unrevertable:
+    if not changes:
         return
-    located = (
-        infrastructure(ctx)
-        .git(environment)
-        .locate_images(app.repo_url, base=app.branch, path=app.path, images=changes)
-    )
+    git = infrastructure(ctx).git(environment)
+    # Argo CD's default targetRevision is HEAD: the revert goes to the branch HEAD names.
+    base = git.default_branch(app.repo_url) if app.branch == "HEAD" else app.branch
+    key = (app.repo_url, base, app.path)
+    if key in found.reverts or key in found.unrevertable:
+        return
+    located = git.locate_images(app.repo_url, base=base, path=app.path, images=changes)
     if located.missing:
         found.unrevertable.add(key)
         why = located.problem or (
-            f"no file under {app.path!r} of {app.repo_url} ({app.branch}) declares "
+            f"no file under {app.path!r} of {app.repo_url} ({base}) declares "
             f"{short_images({m: m for m in located.missing})}: looked for {located.looked}"
         )
         if not ctx.break_glass:
@@ -375,7 +376,7 @@ def plan_owned(
         environment=environment,
         app=app.owner.name,
         repo_url=app.repo_url,
-        base=app.branch,
+        base=base,
         path=app.path,
         images=changes,
         sites=tuple(located.found[old] for old in sorted(changes)),

@@ -246,6 +246,27 @@ def test_argo_owned_rollback_holds_reverts_in_git_and_resumes_only_after_merge_a
     assert "gitops.expired" not in recorded
 
 
+def test_argo_tracking_head_reverts_onto_the_branch_head_names(
+    kube: KubeSandbox, world: GitOpsWorld, engine: Engine
+) -> None:
+    """``targetRevision: HEAD`` (Argo CD's default) tracks the repository's default branch:
+    the plan finds the image there and the revert branch starts from it (before: git was
+    asked for refs/heads/HEAD and the plan failed)."""
+    repo = world.apps["api-production"].repo
+    for region in ("us-east-1", "us-west-2"):
+        patched = kube.kubectl(
+            "patch", "applications.argoproj.io", "api-production", "-n", "argocd",
+            "--type", "merge", "-p", '{"spec": {"source": {"targetRevision": "HEAD"}}}',
+            region=region,
+        )  # fmt: skip
+        assert patched.returncode == 0, patched.stderr
+    default = git("--git-dir", str(repo), "symbolic-ref", "--short", "HEAD").strip()
+    prepared = engine.prepare("rollback", {"environment": "production"}, actor=ALICE)
+    [revert] = [s for s in prepared.plan.steps if s["kind"] == "gitops.revert"]
+    assert revert["args"]["base"] == default
+    assert f"(from {default})" in revert["description"]
+
+
 def test_argo_says_its_default_interval_where_the_installation_declares_none(
     kube: KubeSandbox, world: GitOpsWorld, engine: Engine
 ) -> None:
