@@ -1415,6 +1415,49 @@ def standby_ready(ctx: PlanContext) -> Iterator[Observation]:
         yield observe("database replication", lag)
 
 
+@readiness_check("dr.failover", "the Atlas cluster's regions")
+def atlas_regions(ctx: PlanContext) -> Iterator[Observation]:
+    """For an Atlas database of an environment in two or more regions: the cluster (as its
+    Admin API configures it) has electable nodes in every region of the environment, so a
+    failover can move the primary there (``dr.failover`` raises that region's priority; a
+    region with only read-only nodes, or none, never leads). Reading it also proves the
+    Admin API keys a failover needs still work."""
+    env = ctx.env
+    mongo = env.mongodb
+    if mongo is None or mongo.kind != "atlas" or len(env.regions) < 2:
+        return
+
+    def look() -> tuple[bool, str]:
+        configured = {
+            r.tag: r for r in infrastructure(ctx).database(ctx.environment).atlas_regions()
+        }
+        shown = "; ".join(
+            f"{r.tag} {r.electable} electable"
+            + (f" + {r.read_only} read-only" if r.read_only else "")
+            + f" (priority {r.priority})"
+            for r in configured.values()
+        )
+        problems = []
+        for region in env.regions:
+            tag = mongo.region_tags.get(region)
+            if tag is None:
+                problems.append(f"{region} has no region tag (mongodb.region_tags)")
+                continue
+            found = configured.get(tag)
+            if found is None:
+                problems.append(f"{region} ({tag}) is not one of the cluster's regions")
+            elif found.electable < 1 or found.priority < 1:
+                problems.append(f"{region} ({tag}) has no electable node")
+        if problems:
+            return False, (
+                f"{'; '.join(problems)}: a failover could not move the primary there "
+                f"(the cluster: {shown or 'no regions'})"
+            )
+        return True, shown
+
+    yield observe(f"Atlas cluster {mongo.atlas_cluster}", look)
+
+
 @readiness_check("dr.failover", "the predicted RTO is within the target")
 def predicted_rto(ctx: PlanContext) -> Iterator[Observation]:
     """A failover from the serving region to the other, predicted from live settings (DNS
