@@ -1,8 +1,9 @@
 """The issue's journey, one broken thing at a time, on the bot's readiness watch and a fake
 clock: each thing is broken from outside the bot by an independent client (the AWS CLI
-raises the DNS TTL or empties the backup bucket, kubectl pauses a deployment, the Atlas
-emulator's hooks raise lag or turn the standby region's nodes read-only, the Slack emulator
-revokes the token, the Kubernetes emulator denies a verb in an access review). After one
+raises the DNS TTL or empties the backup bucket, kubectl pauses a deployment or raises one
+region's autoscaler ceiling, the Atlas emulator's hooks raise lag or turn the standby
+region's nodes read-only, the Slack emulator revokes the token, the Kubernetes emulator
+denies a verb in an access review). After one
 evaluation exactly one finding opens naming it, one line is queued for the ops channel and
 one PagerDuty alert goes out; repairing it resolves the finding (and the alert) on the next
 evaluation. No evaluation writes: the write logs of the Kubernetes emulators, moto, the Atlas
@@ -36,6 +37,7 @@ from tests.runbooks.conftest import Chat, live_engine
 
 REGIONS = ("us-east-1", "us-west-2")
 DEPLOY = ("deployment/api-deployment", "-n", "production")
+HPA = ("patch", "hpa", "api-deployment", "-n", "production")
 DUMP = "s3://app-backups/runbook-bot/2026-12-04T00-00-00Z/app/users.bson.gz"
 SCALE = {"namespace": "production", "group": "apps", "resource": "deployments/scale"}
 
@@ -151,6 +153,13 @@ CASES: dict[str, tuple[Change, Change, str | tuple[str, ...], str]] = {
         lambda w: w.standby_nodes(electable=2, read_only=0),
         "production:dr.failover:the Atlas cluster's regions:Atlas cluster production",
         "us-west-2 (US_WEST_2) has no electable node: a failover could not move the primary",
+    ),
+    "autoscaler-bounds-differ": (
+        lambda w: w.kubectl(*HPA, "--type", "merge", "-p", '{"spec": {"maxReplicas": 12}}'),
+        lambda w: w.kubectl(*HPA, "--type", "merge", "-p", '{"spec": {"maxReplicas": 10}}'),
+        "production:scale.hpa:autoscaler bounds within policy, equal across regions:"
+        "api autoscaler api-deployment",
+        "us-east-1 2-10; us-west-2 2-12: regions differ",
     ),
     "standby-health-failing": (
         lambda w: w.hook("/_sandbox/health", {"region": "us-west-2", "healthy": False}),
