@@ -2,12 +2,12 @@
 clock: each thing is broken from outside the bot by an independent client (the AWS CLI
 raises the DNS TTL or empties the backup bucket, kubectl pauses a deployment or raises one
 region's autoscaler ceiling, the Atlas emulator's hooks raise lag or turn the standby
-region's nodes read-only, the Slack emulator revokes the token, the Kubernetes emulator
-denies a verb in an access review). After one
-evaluation exactly one finding opens naming it, one line is queued for the ops channel and
-one PagerDuty alert goes out; repairing it resolves the finding (and the alert) on the next
-evaluation. No evaluation writes: the write logs of the Kubernetes emulators, moto, the Atlas
-API and its wire server stay empty."""
+region's nodes read-only, the Prometheus emulator's hook leaves a gate signal without data,
+the Slack emulator revokes the token, the Kubernetes emulator denies a verb in an access
+review). After one evaluation exactly one finding opens naming it, one line is queued for
+the ops channel and one PagerDuty alert goes out; repairing it resolves the finding (and the
+alert) on the next evaluation. No evaluation writes: the write logs of the Kubernetes
+emulators, moto, the Atlas API and its wire server stay empty."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from tests.runbooks.conftest import Chat, live_engine
 REGIONS = ("us-east-1", "us-west-2")
 DEPLOY = ("deployment/api-deployment", "-n", "production")
 HPA = ("patch", "hpa", "api-deployment", "-n", "production")
+P95 = {"signal": "latency_p95", "region": "us-west-2"}
 DUMP = "s3://app-backups/runbook-bot/2026-12-04T00-00-00Z/app/users.bson.gz"
 SCALE = {"namespace": "production", "group": "apps", "resource": "deployments/scale"}
 
@@ -160,6 +161,13 @@ CASES: dict[str, tuple[Change, Change, str | tuple[str, ...], str]] = {
         "production:scale.hpa:autoscaler bounds within policy, equal across regions:"
         "api autoscaler api-deployment",
         "us-east-1 2-10; us-west-2 2-12: regions differ",
+    ),
+    "gate-signal-without-data": (
+        # The Prometheus emulator's hook: us-west-2's p95 latency has no series any more.
+        lambda w: w.hook("/_sandbox/signal", P95 | {"value": None}),
+        lambda w: w.hook("/_sandbox/signal", P95 | {"value": 0.18}),
+        "production:rollback:the gate's signals have data:api us-west-2 p95 response time",
+        "no data (query ",
     ),
     "standby-health-failing": (
         lambda w: w.hook("/_sandbox/health", {"region": "us-west-2", "healthy": False}),
