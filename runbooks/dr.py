@@ -293,7 +293,11 @@ class PromoteDatabase(Step, kind="db.promote"):
 
     def run(self, ctx: RunContext) -> str | None:
         database = infrastructure(ctx).database(self.environment)
+        moves = database.topology().primary_region != self.region
+        started = ctx.clock.now()
         database.promote(self.region, timeout=self.timeout, check=ctx.check_cancelled)
+        if moves:  # what the next predicted RTO counts for an election (``predict_rto``)
+            ctx.measure(Measure(ELECTION, ctx.clock.now() - started))
         return f"database primary now in {self.region}"
 
     def verify(self, ctx: RunContext) -> bool:
@@ -715,12 +719,32 @@ class Soak(AwsStep, kind="dr.soak"):
             ctx.clock.sleep(min(self.interval, left))
 
 
-#: Parts of the predicted RTO that nothing here measures yet: a primary election (MongoDB's
+#: Parts of the predicted RTO: a primary election until a run measured one (MongoDB's
 #: typical, Atlas's documented order of magnitude), a node joining a node group that must grow,
-#: and the failover's own verification once DNS has moved.
+#: and the failover's own verification once DNS has moved (neither measured here yet).
 ELECTION_S = 12.0
 NODE_BOOT_S = 180.0
 VERIFY_S = 60.0
+#: The measure a promotion records (``PromoteDatabase``): request to primary seen there.
+ELECTION = "primary election"
+#: How many of the newest measured elections the prediction takes the slowest of.
+ELECTION_RUNS = 5
+
+
+def measured_election(ctx: PlanContext) -> tuple[float, int] | None:
+    """(seconds, runs): the slowest election of the environment's newest ``ELECTION_RUNS``
+    succeeded runs that measured one (failovers, failbacks, region-failure simulations);
+    None before any did."""
+    seen: list[float] = []
+    for run in ctx.history():  # newest first
+        if run.environment != ctx.environment or run.state != "succeeded":
+            continue
+        found = next((m for m in run.measures if m.name == ELECTION), None)
+        if found is not None:
+            seen.append(found.seconds)
+            if len(seen) == ELECTION_RUNS:
+                break
+    return (max(seen), len(seen)) if seen else None
 
 
 @dataclass(frozen=True)
@@ -769,7 +793,12 @@ def predict_rto(
             _host, interval, threshold = max(timing, key=lambda t: t[1] * t[2])
             parts.append((f"health checks {interval}s × {threshold}", float(interval * threshold)))
     if env.mongodb is not None:
-        parts.append(("primary election", ELECTION_S))
+        measured = measured_election(ctx)
+        if measured is None:
+            parts.append((ELECTION, ELECTION_S))
+        else:
+            seconds, runs = measured
+            parts.append((f"{ELECTION} (slowest of the last {runs} measured)", seconds))
     source_group, target_group = (env.autoscaling_groups.get(r) for r in (source, target))
     if source_group and target_group:
         need, have = desired or (
@@ -1413,6 +1442,49 @@ def standby_ready(ctx: PlanContext) -> Iterator[Observation]:
             return True, f"lag {shown} (RPO target {format_duration(target.rpo)})"
 
         yield observe("database replication", lag)
+
+
+@readiness_check("dr.failover", "the Atlas cluster's regions")
+def atlas_regions(ctx: PlanContext) -> Iterator[Observation]:
+    """For an Atlas database of an environment in two or more regions: the cluster (as its
+    Admin API configures it) has electable nodes in every region of the environment, so a
+    failover can move the primary there (``dr.failover`` raises that region's priority; a
+    region with only read-only nodes, or none, never leads). Reading it also proves the
+    Admin API keys a failover needs still work."""
+    env = ctx.env
+    mongo = env.mongodb
+    if mongo is None or mongo.kind != "atlas" or len(env.regions) < 2:
+        return
+
+    def look() -> tuple[bool, str]:
+        configured = {
+            r.tag: r for r in infrastructure(ctx).database(ctx.environment).atlas_regions()
+        }
+        shown = "; ".join(
+            f"{r.tag} {r.electable} electable"
+            + (f" + {r.read_only} read-only" if r.read_only else "")
+            + f" (priority {r.priority})"
+            for r in configured.values()
+        )
+        problems = []
+        for region in env.regions:
+            tag = mongo.region_tags.get(region)
+            if tag is None:
+                problems.append(f"{region} has no region tag (mongodb.region_tags)")
+                continue
+            found = configured.get(tag)
+            if found is None:
+                problems.append(f"{region} ({tag}) is not one of the cluster's regions")
+            elif found.electable < 1 or found.priority < 1:
+                problems.append(f"{region} ({tag}) has no electable node")
+        if problems:
+            return False, (
+                f"{'; '.join(problems)}: a failover could not move the primary there "
+                f"(the cluster: {shown or 'no regions'})"
+            )
+        return True, shown
+
+    yield observe(f"Atlas cluster {mongo.atlas_cluster}", look)
 
 
 @readiness_check("dr.failover", "the predicted RTO is within the target")

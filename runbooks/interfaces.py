@@ -480,10 +480,25 @@ class DbTopology:
         return min(lags) if lags else None
 
 
+@dataclass(frozen=True)
+class AtlasRegion:
+    """One region of an Atlas cluster's configuration (``replicationSpecs[].regionConfigs[]``)."""
+
+    tag: str  # Atlas's region name: US_EAST_1
+    priority: int  # 7 for the preferred region, then 6, 5, ...; 0 without electable nodes
+    electable: int  # electableSpecs.nodeCount: members that can become primary
+    read_only: int  # readOnlySpecs.nodeCount: members that replicate but never lead
+
+
 class DatabaseOps(Protocol):
     """The environment's MongoDB: topology, and moving the primary to a region."""
 
     def topology(self) -> DbTopology: ...
+
+    def atlas_regions(self) -> tuple[AtlasRegion, ...]:
+        """The Atlas cluster's regions as its Admin API configures them (a read, ``GET`` of
+        the cluster); InfrastructureError for a self-managed replica set or a refused call."""
+        ...
 
     def ping(self) -> None:
         """Reach the database (``ping``); InfrastructureError naming why it could not."""

@@ -772,26 +772,34 @@ class DropRestored(Step, kind="restore.atlas_drop"):
         return (self.database in target.database_names()) == kept
 
 
-#: How old the newest backup may be before the restore test has nothing recent to test: a
-#: nightly backup plus an hour's slack.
-MAX_BACKUP_AGE = 25 * 3600.0
+#: How long past the backup policy's interval the newest backup may be (the backup's own run
+#: time): a nightly policy (``mongodb.backup_interval`` 24h) allows 25 h.
+BACKUP_SLACK = 3600.0
+
+
+def max_backup_age(env: EnvironmentConfig) -> float:
+    """How old the newest backup may be: the environment's backup policy plus slack."""
+    return _backup_interval(env) + BACKUP_SLACK
 
 
 @readiness_check("restore.test", "a recent backup")
 def recent_backup(ctx: PlanContext) -> Iterator[Observation]:
     """Where a restore test is set up: the newest backup (the bucket's dumps, or the cluster's
-    Atlas snapshots) is younger than a nightly interval plus slack."""
+    Atlas snapshots) is younger than the backup policy's interval (``mongodb.backup_interval``,
+    per environment) plus an hour's slack: 25 h for nightly backups."""
     env = ctx.env
     if env.mongodb is None or env.restore is None:
         return  # no restore test is set up for this environment
     infra = infrastructure(ctx)
     now = ctx.clock.now()
+    limit = max_backup_age(env)
+    policy = f"the backup policy: every {format_duration(_backup_interval(env))}, plus 1h"
 
     def age_words(created: float, what: str) -> tuple[bool, str]:
         age = now - created
         words = f"{what} taken {iso(created)}, {format_duration(age)} ago"
-        if age > MAX_BACKUP_AGE:
-            return False, f"{words}: older than {format_duration(MAX_BACKUP_AGE)}"
+        if age > limit:
+            return False, f"{words}: older than {format_duration(limit)} ({policy})"
         return True, words
 
     if env.mongodb.backups == "atlas":

@@ -35,8 +35,11 @@ which ``dr.simulate --scenario region-failure`` fails over and back) answer the 
 endpoints, each from its own ``ClusterState`` and ``WireDatabase``.
 
 Test hooks: ``POST /_sandbox/lag {"region": "us-west-2", "seconds": 600}`` (``"cluster"``
-names another cluster; default production). ``ClusterState.writes`` is the write log (Admin
-API PATCH/POST and wire write commands).
+names another cluster; default production); ``POST /_sandbox/nodes {"region": "us-west-2",
+"electable": 0, "read_only": 2}`` sets a region's electable and read-only node counts, as a
+change made in Atlas's UI would (a region without electable nodes shows priority 0; read-only
+members replicate, tagged ``nodeType: READ_ONLY``, and never lead). ``ClusterState.writes``
+is the write log (Admin API PATCH/POST and wire write commands).
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class ClusterState:
     )
     primary: str = "US_EAST_1"
     lag: dict[str, float] = field(default_factory=lambda: {"US_WEST_2": 2.0})
+    #: region tag -> read-only node count (none by default)
+    read_only: dict[str, int] = field(default_factory=dict)
     state_name: str = "IDLE"
     election_delay: float = 0.5
     patches: list[dict[str, Any]] = field(default_factory=list)
@@ -89,6 +94,14 @@ class ClusterState:
                 out.append((f"{host}:27017", tag))
         return out
 
+    def read_only_members(self) -> list[tuple[str, str]]:
+        """(host, region tag) for every read-only member."""
+        return [
+            (f"{self.name}-{tag.lower().replace('_', '-')}-ro-{i}.sandbox.mongodb.net:27017", tag)
+            for tag, count in self.read_only.items()
+            for i in range(count)
+        ]
+
     def cluster_doc(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -102,8 +115,13 @@ class ClusterState:
                         {
                             "providerName": "AWS",
                             "regionName": tag,
-                            "priority": priority,
+                            "priority": priority if count else 0,
                             "electableSpecs": {"instanceSize": "M30", "nodeCount": count},
+                            **(
+                                {"readOnlySpecs": {"instanceSize": "M30", "nodeCount": ro}}
+                                if (ro := self.read_only.get(tag, 0))
+                                else {}
+                            ),
                         }
                         for tag, (priority, count) in self.regions.items()
                     ],
@@ -445,6 +463,13 @@ class _Handler(JsonHandler):
             with state.lock:
                 state.lag[REGION_TAGS[body["region"]]] = float(body["seconds"])
             self._send(200, {"ok": True})
+        elif path == "/_sandbox/nodes":
+            state = self.server.clusters.get(body.get("cluster", CLUSTER), state)
+            tag = REGION_TAGS[body["region"]]
+            with state.lock:
+                state.regions[tag][1] = int(body["electable"])
+                state.read_only[tag] = int(body.get("read_only", 0))
+            self._send(200, state.cluster_doc())
         else:
             self._send(404, {"detail": f"no route {path}"})
 
@@ -513,6 +538,15 @@ class WireDatabase(MongoServer):
                         "optimeDate": now - datetime.timedelta(seconds=lag),
                     }
                 )
+            members += [  # read-only members replicate like secondaries and never lead
+                {
+                    "name": host,
+                    "stateStr": "SECONDARY",
+                    "health": 1,
+                    "optimeDate": now - datetime.timedelta(seconds=self.state.lag.get(tag, 0.0)),
+                }
+                for host, tag in self.state.read_only_members()
+            ]
         return {"set": self.state.name, "members": members}
 
     def _config(self, _doc: dict[str, Any]) -> dict[str, Any]:
@@ -525,5 +559,14 @@ class WireDatabase(MongoServer):
                     "tags": {"region": tag, "provider": "AWS", "nodeType": "ELECTABLE"},
                 }
                 for i, (host, tag) in enumerate(self.state.members())
+            ]
+            members += [
+                {
+                    "_id": len(members) + i,
+                    "host": host,
+                    "priority": 0,
+                    "tags": {"region": tag, "provider": "AWS", "nodeType": "READ_ONLY"},
+                }
+                for i, (host, tag) in enumerate(self.state.read_only_members())
             ]
         return {"config": {"_id": self.state.name, "version": 1, "members": members}}

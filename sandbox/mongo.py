@@ -39,7 +39,7 @@ from typing import Any
 import bson
 import mongomock
 from mockupdb import OP_MSG_FLAGS, MockupDB
-from pymongo import ReturnDocument
+from pymongo import MongoClient, ReturnDocument
 
 Doc = dict[str, Any]
 Extra = Callable[[Doc], Doc]
@@ -133,6 +133,12 @@ class MongoServer:
     def start(self) -> MongoServer:
         self.server.run()
         self.server.autoresponds(self._handle)
+        # Answer one command before returning: MockupDB's accept thread takes its listening
+        # socket on its own schedule, and a server stopped before it did (a test that skips
+        # at once) raised EBADF in that thread.
+        probe: MongoClient[Doc] = MongoClient(self.uri, serverSelectionTimeoutMS=10_000)
+        with probe:
+            probe.admin.command("ping")
         return self
 
     def stop(self) -> None:
@@ -180,11 +186,15 @@ class MongoServer:
     # --- handshake and server ----------------------------------------------------------------
 
     def _hello(self) -> Doc:
+        # No ``topologyVersion``: with one, drivers monitor by streaming (an awaitable hello
+        # the server holds until its topology changes); MockupDB serialises every connection
+        # under one lock, so it cannot hold one, and answering at once made each monitor ask
+        # again at once (~3,000 hellos a second per client). Without it, they poll every
+        # heartbeat (10 s).
         return {
             "helloOk": True,
             "isWritablePrimary": True,
             "ismaster": True,
-            "topologyVersion": {"processId": bson.ObjectId(), "counter": 0},
             "maxBsonObjectSize": MAX_BSON,
             "maxMessageSizeBytes": 48_000_000,
             "maxWriteBatchSize": 100_000,

@@ -31,7 +31,13 @@ from requests.auth import HTTPDigestAuth
 from runbooks.adapters import secret_env
 from runbooks.engine.clock import parse_iso
 from runbooks.engine.config.loader import MongoConfig
-from runbooks.interfaces import CloudSnapshot, DbMember, DbTopology, InfrastructureError
+from runbooks.interfaces import (
+    AtlasRegion,
+    CloudSnapshot,
+    DbMember,
+    DbTopology,
+    InfrastructureError,
+)
 
 ATLAS_MEDIA_TYPE = "application/vnd.atlas.2023-02-01+json"
 DEFAULT_ATLAS_URL = "https://cloud.mongodb.com"
@@ -281,6 +287,27 @@ class MongoAdapter:
                 )
             )
         return DbTopology(tuple(members))
+
+    def atlas_regions(self) -> tuple[AtlasRegion, ...]:
+        if self.config.kind != "atlas":
+            raise InfrastructureError(
+                f"{self.environment} database: a self-managed replica set has no Atlas regions"
+            )
+        api = atlas_api(self.environment, self.config, "read the cluster's regions")
+        try:
+            doc = api.cluster_doc()
+        finally:
+            api.session.close()
+        return tuple(
+            AtlasRegion(
+                tag=str(config.get("regionName", "?")),
+                priority=int(config.get("priority") or 0),
+                electable=int((config.get("electableSpecs") or {}).get("nodeCount") or 0),
+                read_only=int((config.get("readOnlySpecs") or {}).get("nodeCount") or 0),
+            )
+            for spec in doc.get("replicationSpecs") or []
+            for config in spec.get("regionConfigs") or []
+        )
 
     def promote(self, region: str, *, timeout: float, check: Callable[[], None]) -> None:
         tag = self.config.region_tags.get(region)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from runbooks.engine.clock import format_duration
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.models import Actor, Execution, State
@@ -157,6 +158,34 @@ def test_failover_then_failback(
     assert again.plan.steps == [] and "already serves from us-east-1" in again.plan.notes[-1]
     last = [n for n in _status(kube_engine) if n.startswith("last failover/failback: ")]
     assert last[0].endswith(f"SUCCEEDED ({back.id}: failback: us-west-2 → us-east-1)")
+
+
+def test_promotions_measure_their_election_and_the_predicted_rto_counts_the_slowest(
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+) -> None:
+    """The promotion step measures its election (request to the primary seen in the target
+    region); the predicted RTO then counts the slowest of the last measured elections instead
+    of the default 12 s. The Atlas emulator elects ``election_delay`` after the request: no
+    measure can be shorter."""
+
+    def predicted() -> str:
+        report = kube_engine.readiness(actor=ALICE, environment="production", runbook="dr.failover")
+        (found,) = [f for f in report.findings if f.subject == "failover RTO"]
+        return found.detail
+
+    assert " + primary election 12.0s + " in predicted()
+    elections = []
+    for runbook, params in (("dr.failover", {"region": "us-west-2"}), ("dr.failback", {})):
+        done = _run(kube_engine, runbook, params)
+        assert done.state == State.SUCCEEDED, done.error
+        (promote,) = [s for s in done.steps if s.kind == "db.promote"]
+        (measure,) = promote.measures
+        assert measure["name"] == "primary election" and measure["target"] is None
+        assert measure["seconds"] >= cluster.election_delay
+        assert any(line.startswith("primary election achieved ") for line in promote.output)
+        elections.append(measure["seconds"])
+    slowest = format_duration(max(elections))
+    assert f" + primary election (slowest of the last 2 measured) {slowest} + " in predicted()
 
 
 def test_failover_refused_when_lag_exceeds_the_rpo(

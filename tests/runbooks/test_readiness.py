@@ -6,6 +6,7 @@ it. Every evaluation reads only: the Kubernetes emulators' request logs show no 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
 from runbooks.engine.background.outbox import OutboxFollower
 from runbooks.engine.background.readiness_watch import ReadinessNotices, ReadinessWatch, WatchTick
 from runbooks.engine.clock import FakeClock
-from runbooks.engine.config.loader import Config, PolicyFile
+from runbooks.engine.config.loader import Config, EnvironmentsFile, PolicyFile
 from runbooks.engine.config.schedules import ReadinessSchedule
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, Refused
@@ -327,3 +328,42 @@ def test_open_findings_warn_on_plans_outside_the_hash_and_policy_may_refuse(
         assert "1 open readiness finding(s)" in refused[-1]["detail"]["why"]
         # Another environment's plan warns too (policy there only warns, the default).
         assert warning in plan("selftest", "staging").warnings
+
+
+def test_the_newest_backup_is_judged_by_the_environments_backup_policy(
+    *, kube: KubeSandbox, sandbox_config: Config, tmp_path: Path, aws: Any, cluster: Any
+) -> None:
+    """``mongodb.backup_interval`` is per environment: the AWS CLI puts a dump in production's
+    bucket, and eight hours later (a fake clock) it is recent for the nightly policy (24h,
+    plus an hour's slack: 25h) but stale for a six-hourly one (6h + 1h = 7h)."""
+    dump = tmp_path / "users.bson.gz"
+    dump.write_bytes(b"\x1f\x8b sandbox dump")
+    key = "s3://app-backups/runbook-bot/2026-12-05T00-00-00Z/app/users.bson.gz"
+    aws.cli("s3", "cp", "--only-show-errors", str(dump), key)
+    doc = sandbox_config.environments.model_dump(mode="json")
+    doc["environments"]["production"]["mongodb"]["backup_interval"] = 6 * 3600
+    six_hourly = Config(
+        sandbox_config.directory,
+        EnvironmentsFile.model_validate(doc),
+        sandbox_config.policy,
+        sandbox_config.schedules,
+    )
+    later = time.time() + 8 * 3600  # the object carries moto's real time
+
+    def newest(config: Config, name: str) -> tuple[bool, str]:
+        with live_engine(
+            config, tmp_path / name, clock=FakeClock(later), kubeconfig=str(kube.kubeconfig)
+        ) as engine:
+            report = engine.readiness(actor=ALICE, environment="production", runbook="restore.test")
+        (found,) = [f for f in report.findings if f.check == "a recent backup"]
+        assert found.subject == "backups in app-backups"
+        return found.ok, found.detail
+
+    ok, detail = newest(sandbox_config, "nightly")
+    assert ok, detail
+    assert "runbook-bot/2026-12-05T00-00-00Z" in detail and "8h00m ago" in detail
+    ok, detail = newest(six_hourly, "six-hourly")
+    assert not ok
+    assert detail.endswith(
+        "8h00m ago: older than 7h00m (the backup policy: every 6h00m, plus 1h)"
+    ), detail

@@ -1,11 +1,13 @@
 """The issue's journey, one broken thing at a time, on the bot's readiness watch and a fake
 clock: each thing is broken from outside the bot by an independent client (the AWS CLI
-raises the DNS TTL or empties the backup bucket, kubectl pauses a deployment, the Atlas
-emulator's hook raises lag, the Slack emulator revokes the token, the Kubernetes emulator
-denies a verb in an access review). After one evaluation exactly one finding opens naming it,
-one line is queued for the ops channel and one PagerDuty alert goes out; repairing it
-resolves the finding (and the alert) on the next evaluation. No evaluation writes: the write
-logs of the Kubernetes emulators, moto, the Atlas API and its wire server stay empty."""
+raises the DNS TTL or empties the backup bucket, kubectl pauses a deployment or raises one
+region's autoscaler ceiling, the Atlas emulator's hooks raise lag or turn the standby
+region's nodes read-only, the Prometheus emulator's hook leaves a gate signal without data,
+the Slack emulator revokes the token, the Kubernetes emulator denies a verb in an access
+review). After one evaluation exactly one finding opens naming it, one line is queued for
+the ops channel and one PagerDuty alert goes out; repairing it resolves the finding (and the
+alert) on the next evaluation. No evaluation writes: the write logs of the Kubernetes
+emulators, moto, the Atlas API and its wire server stay empty."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from requests.auth import HTTPDigestAuth
 
 from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
 from runbooks.engine.background.outbox import OutboxFollower
@@ -27,11 +31,14 @@ from runbooks.engine.clock import FakeClock
 from runbooks.engine.config.loader import Config
 from runbooks.engine.config.schedules import ReadinessSchedule
 from runbooks.engine.engine import Engine
+from sandbox import atlas
 from tests.conftest import KubeSandbox
 from tests.runbooks.conftest import Chat, live_engine
 
 REGIONS = ("us-east-1", "us-west-2")
 DEPLOY = ("deployment/api-deployment", "-n", "production")
+HPA = ("patch", "hpa", "api-deployment", "-n", "production")
+P95 = {"signal": "latency_p95", "region": "us-west-2"}
 DUMP = "s3://app-backups/runbook-bot/2026-12-04T00-00-00Z/app/users.bson.gz"
 SCALE = {"namespace": "production", "group": "apps", "resource": "deployments/scale"}
 
@@ -82,9 +89,32 @@ class World:
 
     def lag(self, seconds: float) -> None:
         """The Atlas emulator's hook: the us-west-2 member's replication lag."""
+        self.atlas_hook("/_sandbox/lag", {"region": "us-west-2", "seconds": seconds})
+
+    def standby_nodes(self, electable: int, read_only: int) -> None:
+        """The Atlas emulator's hook: us-west-2's electable and read-only node counts (as a
+        change in Atlas's UI would make them); the Admin API, read by plain ``requests``
+        with digest auth, shows the change."""
+        self.atlas_hook(
+            "/_sandbox/nodes",
+            {"region": "us-west-2", "electable": electable, "read_only": read_only},
+        )
+        seen = requests.get(
+            f"{os.environ['ATLAS_API_URL']}/api/atlas/v2/groups/{atlas.PROJECT}/clusters/production",
+            auth=HTTPDigestAuth(atlas.PUBLIC_KEY, atlas.PRIVATE_KEY),
+            timeout=5,
+        ).json()
+        (west,) = [
+            c
+            for c in seen["replicationSpecs"][0]["regionConfigs"]
+            if c["regionName"] == "US_WEST_2"
+        ]
+        assert west["electableSpecs"]["nodeCount"] == electable
+
+    def atlas_hook(self, path: str, body: dict[str, Any]) -> None:
         request = urllib.request.Request(  # noqa: S310 - the local emulator
-            os.environ["ATLAS_API_URL"] + "/_sandbox/lag",
-            data=json.dumps({"region": "us-west-2", "seconds": seconds}).encode(),
+            os.environ["ATLAS_API_URL"] + path,
+            data=json.dumps(body).encode(),
             method="POST",
             headers={"Content-Type": "application/json"},
         )
@@ -116,6 +146,28 @@ CASES: dict[str, tuple[Change, Change, str | tuple[str, ...], str]] = {
         lambda w: w.lag(2),
         "production:dr.failover:the standby region can take the traffic:database replication",
         "above the RPO target 5m",
+    ),
+    "standby-region-not-electable": (
+        # us-west-2's nodes turned read-only: they still replicate (the lag check passes), but
+        # no member there can become primary, so a failover could not move the primary.
+        lambda w: w.standby_nodes(electable=0, read_only=2),
+        lambda w: w.standby_nodes(electable=2, read_only=0),
+        "production:dr.failover:the Atlas cluster's regions:Atlas cluster production",
+        "us-west-2 (US_WEST_2) has no electable node: a failover could not move the primary",
+    ),
+    "autoscaler-bounds-differ": (
+        lambda w: w.kubectl(*HPA, "--type", "merge", "-p", '{"spec": {"maxReplicas": 12}}'),
+        lambda w: w.kubectl(*HPA, "--type", "merge", "-p", '{"spec": {"maxReplicas": 10}}'),
+        "production:scale.hpa:autoscaler bounds within policy, equal across regions:"
+        "api autoscaler api-deployment",
+        "us-east-1 2-10; us-west-2 2-12: regions differ",
+    ),
+    "gate-signal-without-data": (
+        # The Prometheus emulator's hook: us-west-2's p95 latency has no series any more.
+        lambda w: w.hook("/_sandbox/signal", P95 | {"value": None}),
+        lambda w: w.hook("/_sandbox/signal", P95 | {"value": 0.18}),
+        "production:rollback:the gate's signals have data:api us-west-2 p95 response time",
+        "no data (query ",
     ),
     "standby-health-failing": (
         lambda w: w.hook("/_sandbox/health", {"region": "us-west-2", "healthy": False}),

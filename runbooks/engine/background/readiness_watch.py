@@ -11,7 +11,8 @@
   low-urgency PagerDuty alert whose dedup key is the finding's key. Still open a ``reannounce``
   later (default a day): announced again, once. Gone from an evaluation: resolved (audited,
   posted, the PagerDuty alert resolved).
-- Each evaluation is kept (``readiness:report``) for ``readiness.status`` and ``/metrics``.
+- Each evaluation is kept (``readiness:report``) for ``readiness.status`` and ``/metrics``,
+  and audited (``readiness.checked``) with the replica that made it in the actor's name.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class ReadinessWatch:
         self.lease = lease or LeaderLease(
             engine.store, LEASE_NAME, owner or engine.owner, engine.clock
         )
+        #: The watch as the audit names it: which replica evaluated (its lease owner).
+        self.actor = Actor(READINESS.id, f"{READINESS.name} ({self.lease.owner})", READINESS.origin)
 
     def due(self) -> float:
         """When the next evaluation is due (now, if nothing was recorded yet)."""
@@ -97,7 +100,7 @@ class ReadinessWatch:
         claim = {"at": now, "term": term, "owner": self.lease.owner}
         if not self.store.kv_swap(LAST_KEY, last, claim) or not self.lease.leads(term):
             return done  # another replica claimed this interval, or the lease moved on
-        report = self.engine.readiness(actor=READINESS)
+        report = self.engine.readiness(actor=self.actor)
         done.evaluated = True
         self._track(report, now, done)
         self.store.kv_set(REPORT_KEY, report.to_doc())
@@ -142,7 +145,7 @@ class ReadinessWatch:
         payload = {**finding.to_doc(), "opened_at": opened_at}
         self.engine.audit.record(
             kind,
-            actor=READINESS,
+            actor=self.actor,
             outcome="ok" if finding.ok else "not_ready",
             target={"environment": finding.environment, "runbook": finding.runbook},
             detail={"check": finding.check, "subject": finding.subject, "detail": finding.detail},
