@@ -30,7 +30,7 @@ from runbooks.interfaces import (
     infrastructure,
 )
 from runbooks.kit import backups
-from runbooks.kit.aws import AwsStep, SetNodeCapacity
+from runbooks.kit.aws import SCALE_UP, AwsStep, SetNodeCapacity
 from runbooks.kit.kube import ScaleDeployment, kube_for
 from runbooks.kit.regions import active_region
 from runbooks.kit.report import Verdict
@@ -731,20 +731,32 @@ ELECTION = "primary election"
 ELECTION_RUNS = 5
 
 
-def measured_election(ctx: PlanContext) -> tuple[float, int] | None:
-    """(seconds, runs): the slowest election of the environment's newest ``ELECTION_RUNS``
-    succeeded runs that measured one (failovers, failbacks, region-failure simulations);
-    None before any did."""
+def _slowest_measured(ctx: PlanContext, name: str) -> tuple[float, int] | None:
+    """(seconds, runs): the slowest ``name`` measure of the environment's newest
+    ``ELECTION_RUNS`` succeeded runs that measured one; None before any did."""
     seen: list[float] = []
     for run in ctx.history():  # newest first
         if run.environment != ctx.environment or run.state != "succeeded":
             continue
-        found = next((m for m in run.measures if m.name == ELECTION), None)
+        found = next((m for m in run.measures if m.name == name), None)
         if found is not None:
             seen.append(found.seconds)
             if len(seen) == ELECTION_RUNS:
                 break
     return (max(seen), len(seen)) if seen else None
+
+
+def measured_scale_up(ctx: PlanContext) -> tuple[float, int] | None:
+    """The slowest node-group scale-up the newest runs measured (``SetNodeCapacity``: a
+    failover's standby, a ``scale.nodes`` up, a resize's surge)."""
+    return _slowest_measured(ctx, SCALE_UP)
+
+
+def measured_election(ctx: PlanContext) -> tuple[float, int] | None:
+    """(seconds, runs): the slowest election of the environment's newest ``ELECTION_RUNS``
+    succeeded runs that measured one (failovers, failbacks, region-failure simulations);
+    None before any did."""
+    return _slowest_measured(ctx, ELECTION)
 
 
 @dataclass(frozen=True)
@@ -806,7 +818,18 @@ def predict_rto(
             infra.aws(target).node_group(target_group).desired,
         )
         if need > have:
-            parts.append((f"standby scale-up {have} → {need} nodes", NODE_BOOT_S))
+            scale_up = measured_scale_up(ctx)
+            if scale_up is None:
+                parts.append((f"standby scale-up {have} → {need} nodes", NODE_BOOT_S))
+            else:
+                seconds, runs = scale_up
+                parts.append(
+                    (
+                        f"standby scale-up {have} → {need} nodes (slowest of the last {runs} "
+                        "measured)",
+                        seconds,
+                    )
+                )
     parts.append(("verification", VERIFY_S))
     objective = env.targets["api"].rto if "api" in env.targets else None
     return RtoPrediction(source, target, tuple(parts), objective)

@@ -182,6 +182,9 @@ class RunContext(PlanContext):
     execution_id: str = ""
     #: When the execution's first step started (its RTO clock).
     started_at: float = 0.0
+    #: When the running step's current attempt started (what a step measures its own
+    #: duration from, across the run and its verifications).
+    step_started_at: float = 0.0
     check_cancelled: Callable[[], None] = lambda: None
     #: Raises when this process lost the execution's lease (compensation's only stop).
     check_lease: Callable[[], None] = lambda: None

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runbooks.engine.plan import RunContext, Step
+from runbooks.engine.plan import Measure, RunContext, Step
 from runbooks.interfaces import AwsOps, InfrastructureError, infrastructure
+
+#: The measure a node group's scale-up records (from the desired capacity set to every
+#: instance in service): what dr.failover's predicted RTO counts for the standby's scale-up.
+SCALE_UP = "node group scale-up"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +57,14 @@ class SetNodeCapacity(AwsStep, kind="aws.node_capacity"):
         done = state.in_service == self.to_desired and len(state.instances) == self.to_desired
         if done:
             ctx.note(f"{self.group}: {state.in_service}/{self.to_desired} instances in service")
+            if self.to_desired > self.from_desired and ctx.step_started_at:
+                ctx.measure(
+                    Measure(
+                        SCALE_UP,
+                        ctx.clock.now() - ctx.step_started_at,
+                        detail=f"{self.group} {self.from_desired} → {self.to_desired}",
+                    )
+                )
         return done
 
     def undo(self, ctx: RunContext) -> str | None:

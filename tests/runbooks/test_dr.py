@@ -188,6 +188,36 @@ def test_promotions_measure_their_election_and_the_predicted_rto_counts_the_slow
     assert f" + primary election (slowest of the last 2 measured) {slowest} + " in predicted()
 
 
+def test_a_scale_up_is_measured_and_the_predicted_rto_counts_it(
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+) -> None:
+    """The node-capacity step measures its scale-up (desired set to all in service); a
+    failover's predicted RTO then counts the slowest measured instead of the constant
+    3 minutes a node was presumed to take."""
+
+    def predicted() -> str:
+        report = kube_engine.readiness(actor=ALICE, environment="production", runbook="dr.failover")
+        (found,) = [f for f in report.findings if f.subject == "failover RTO"]
+        return found.detail
+
+    before = predicted()
+    assert "standby scale-up 2 → 4 nodes 3m + " in before, before
+    done = _run(kube_engine, "dr.failover", {"region": "us-west-2"})
+    assert done.state == State.SUCCEEDED, done.error
+    ups = [m for s in done.steps if s.kind == "aws.node_capacity" for m in s.measures]
+    assert [m["name"] for m in ups] == ["node group scale-up"], ups
+    seconds = ups[0]["seconds"]
+    assert 0 <= seconds < 180
+    back = _run(kube_engine, "dr.failback", {})
+    assert back.state == State.SUCCEEDED, back.error
+    # The standby back at 2 nodes (the AWS CLI), so a failover must scale it up again.
+    aws.cli("autoscaling", "set-desired-capacity", "--auto-scaling-group-name", "prod-api-usw2",
+            "--desired-capacity", "2", region="us-west-2")  # fmt: skip
+    after = predicted()
+    assert "standby scale-up 2 → 4 nodes (slowest of the last" in after, after
+    assert "nodes 3m + " not in after, after
+
+
 def test_failover_refused_when_lag_exceeds_the_rpo(
     kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:

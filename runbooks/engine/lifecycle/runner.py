@@ -394,6 +394,7 @@ class Runner:
             self._journal.step_transition(execution, record, "step.started", actor=actor)
             ctx.notes = []
             ctx.measures = []
+            ctx.step_started_at = record.started_at
             ctx.on_progress = self._progress_reporter(execution, record, ctx)
             ctx.ask = self._asker(execution, record, ctx, actor=actor)
             ctx.defer = self._deferrer(execution, record)
