@@ -95,6 +95,7 @@ def test_rollback_from_slack_plan_confirm_approve_progress_success(world: SlackW
     assert [(a["actor"]["id"], a["actor"]["origin"]) for a in approvals] == [("bob", "slack")]
 
     # /metrics counts it, with the Slack ack latency histogram beside it.
+    assert world.bot is not None
     with urllib.request.urlopen(world.bot.base + "/metrics", timeout=5) as response:  # noqa: S310
         metrics = response.read().decode()
     assert (
