@@ -36,6 +36,7 @@ def answer(world: SlackWorld, user: str, text: str) -> str:
     return str(ephemeral_to(world, user)[seen]["text"])
 
 
+@pytest.mark.slow  # the held run is a CLI process
 def test_a_developer_cannot_cancel_someone_elses_production_run(app_world: SlackWorld) -> None:
     run = start_held_selftest(app_world.env, environment="production", user="alice")
     try:
