@@ -20,7 +20,9 @@ def aws_cli(*args: str, region: str | None = None) -> Any:
 
     Like the command, the driver reads its endpoint, credentials and region from the process
     environment (``AWS_ENDPOINT_URL``, …): set them with ``monkeypatch.setenv`` (the ``aws``
-    fixture does)."""
+    fixture does). ``sys.stdout`` is the process's: while the call runs, whatever another
+    thread of this process prints would land in the output, so use it where nothing else in
+    the test's process prints (the product running as processes, as in the sandbox tests)."""
     from awscli.clidriver import create_clidriver  # type: ignore[import-untyped]
 
     out, err = io.StringIO(), io.StringIO()
