@@ -111,6 +111,21 @@ def test_rollback_from_slack_plan_confirm_approve_progress_success(world: SlackW
     assert "runbook_bot_execution_duration_seconds_bucket" in metrics
 
 
+def test_in_this_process_bolt_still_checks_each_signature(app_world: SlackWorld) -> None:
+    """``app_world`` is no way around the signature check: Bolt refuses a forged and a stale
+    request with 401 before any listener runs, as the bot does over HTTP (where the gate in
+    front of Bolt refuses them first: the test below)."""
+    alice = app_world.user("alice")
+    body = alice.command_body("/rollback production --dry-run", channel="C0OPS")
+    forged = alice.post(body, "application/x-www-form-urlencoded", signature="v0=" + "0" * 64)
+    assert forged.status == 401
+    stale = int(time.time()) - 6 * 60  # signed correctly, six minutes ago
+    assert alice.post(body, "application/x-www-form-urlencoded", timestamp=stale).status == 401
+    assert alice.post(body, "application/x-www-form-urlencoded").status == 200  # the control
+    app_world.wait_for_message(lambda m: m["ephemeral_to"] == "U0ALICE", what="the dry run")
+    assert [a["action"] for a in app_world.audit_actions()] == ["request.dry_run"]
+
+
 def test_forged_and_replayed_requests_change_nothing(world: SlackWorld) -> None:
     alice = world.user("alice")
     body = alice.command_body("/rollback production", channel="C0OPS")
