@@ -51,6 +51,57 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+#: Process journeys by what they start: our front ends as processes (the CLI, invoke, the bot,
+#: the sandbox) and the real servers and browser. Oracles that are not ours (kubectl, the AWS
+#: CLI, mongosh, git, promtool, amtool) and helper interpreters may run in any test.
+JOURNEY_PROGRAMS = frozenset(
+    {"runbook", "invoke", "chromium", "chromium-headless-shell", "prometheus", "alertmanager"}
+)
+JOURNEY_MODULES = frozenset({"bot", "sandbox"})
+
+
+def process_journey(argv: Any) -> str | None:
+    """What ``argv`` starts if it is a process journey (``runbook``, ``python -m bot``), else
+    None."""
+    args = [argv] if isinstance(argv, (str, bytes, os.PathLike)) else list(argv)
+    if not args:
+        return None
+    name = Path(os.fsdecode(args[0])).name
+    if name in JOURNEY_PROGRAMS:
+        return name
+    if name.startswith("python") and len(args) > 2 and args[1] == "-m":
+        module = str(args[2])
+        if module.partition(".")[0] in JOURNEY_MODULES:
+            return f"python -m {module}"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _process_journeys_are_marked_slow(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Fail a test that starts a process journey without the ``slow`` marker: it would run in
+    ``dev.py test --fast``, whose point is to leave them out (docs/testing.md)."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    started: list[str] = []
+    popen_init = subprocess.Popen.__init__
+
+    def recording_init(self: subprocess.Popen[Any], args: Any, *more: Any, **options: Any) -> None:
+        journey = process_journey(args)
+        if journey is not None:
+            started.append(journey)
+        popen_init(self, args, *more, **options)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", recording_init)
+    yield
+    assert not started, (
+        f"this test starts {', '.join(sorted(set(started)))} as a process: a process journey, "
+        "so mark it slow (pytestmark or @pytest.mark.slow; docs/testing.md)"
+    )
+
+
 @pytest.fixture(autouse=True)
 def _log_stream() -> Iterator[io.StringIO]:
     """Send structured logs to a buffer per test (tests that read logs use ``log_stream``)."""

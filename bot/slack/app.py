@@ -126,6 +126,14 @@ class SlackFrontEnd:
     commands: list[str]
     #: Size, signature and shape checks before Bolt (HTTP mode; None in Socket Mode).
     gate: SlackGate | None = None
+    #: The pools the listeners run on: Bolt's (the acks), then the work after the acks.
+    pools: tuple[ThreadPoolExecutor, ...] = ()
+
+    def drain(self) -> None:
+        """Take no more requests and wait for the listeners' work in flight (before the
+        store it writes to closes)."""
+        for pool in self.pools:
+            pool.shutdown(wait=True)
 
     def socket_mode_handler(self, app_token: str) -> Any:
         """Socket Mode for teams without public ingress (connects when ``connect()`` runs)."""
@@ -157,6 +165,7 @@ def build_slack(
     client = web_client(settings)
     bolt_log = logging.getLogger("runbook_bot.slack.bolt")
     bolt_log.addFilter(_quiet_token_notice)
+    acks = ThreadPoolExecutor(max_workers=16, thread_name_prefix="slack-ack")
     app = App(
         client=client,
         signing_secret=settings.signing_secret,
@@ -166,7 +175,7 @@ def build_slack(
         logger=bolt_log,
         # Bolt runs listeners (our acks) on this pool; the work after the ack has its own pool
         # (_Listeners.work) so that acks never queue behind planning.
-        listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="slack-ack"),
+        listener_executor=acks,
     )
     notifier = Notifier(runtime, client, min_interval=settings.min_interval)
     runtime.engine.policy.use_usergroups(UsergroupCache(client, clock=runtime.engine.clock))
@@ -192,7 +201,9 @@ def build_slack(
         if settings.signing_secret
         else None
     )
-    return SlackFrontEnd(app, SlackRequestHandler(app), client, notifier, commands, gate)
+    return SlackFrontEnd(
+        app, SlackRequestHandler(app), client, notifier, commands, gate, (acks, listeners.work)
+    )
 
 
 class UsergroupCache:

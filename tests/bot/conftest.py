@@ -1,8 +1,10 @@
-"""A real bot process with Slack on, the local Slack Web API emulator and the Kubernetes sandbox."""
+"""The bot with Slack on (a real process: ``world``; its Slack app in this process:
+``app_world``), the local Slack Web API emulator and the Kubernetes sandbox."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from sandbox.slack import (
 )
 from tests.conftest import ROOT, KubeSandbox
 from tests.support.bots import Bot, free_port
+from tests.support.slack_app import InProcessUser, in_process_bot
 from tests.support.waiting import wait_for
 
 PEOPLE = {"alice": "U0ALICE", "bob": "U0BOB", "dave": "U0DAVE", "carol": "U0CAROL"}
@@ -30,7 +33,8 @@ PEOPLE = {"alice": "U0ALICE", "bob": "U0BOB", "dave": "U0DAVE", "carol": "U0CARO
 
 @dataclass
 class SlackWorld:
-    bot: Bot
+    #: The bot process (None when its Slack app runs in this process: ``app_world``).
+    bot: Bot | None
     slack: SlackEmulator
     kube: KubeSandbox
     env: dict[str, str]
@@ -155,17 +159,19 @@ def slack_env_extra() -> dict[str, str]:
     return {}
 
 
-@pytest.fixture
-def world(
+def bot_env(
     cli_env: dict[str, str],
     tmp_path: Path,
     kube: KubeSandbox,
     *,
     health: Any,
+    slack: SlackEmulator,
     slack_env_extra: dict[str, str],
     policy_edit: Callable[[str], str],
     request: pytest.FixtureRequest,
-) -> Iterator[SlackWorld]:
+) -> dict[str, str]:
+    """The bot's environment for a test: the sandbox's config copied and edited by the test's
+    ``policy_edit`` and ``config_edit`` markers, the emulators, and ``slack_env_extra``."""
     config = tmp_path / "config"
     shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("example"))
     policy = config / "policy.yaml"
@@ -175,7 +181,6 @@ def world(
         path = config / file
         assert old in path.read_text(), f"{file} has no {old!r} to replace"
         path.write_text(path.read_text().replace(old, new))
-    slack = SlackEmulator().start()
     env = {
         **replica_env(
             cli_env,
@@ -188,6 +193,32 @@ def world(
         **slack_env_extra,
     }
     env.pop("SLACK_APP_TOKEN", None)
+    return env
+
+
+@pytest.fixture
+def world(
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    kube: KubeSandbox,
+    *,
+    health: Any,
+    slack_env_extra: dict[str, str],
+    policy_edit: Callable[[str], str],
+    request: pytest.FixtureRequest,
+) -> Iterator[SlackWorld]:
+    """A bot process (HTTP mode) and the people of the workspace talking to it over HTTP."""
+    slack = SlackEmulator().start()
+    env = bot_env(
+        cli_env,
+        tmp_path,
+        kube,
+        health=health,
+        slack=slack,
+        slack_env_extra=slack_env_extra,
+        policy_edit=policy_edit,
+        request=request,
+    )
     bot = Bot(env, free_port())
     bot.wait_ready()
     users = {
@@ -201,6 +232,49 @@ def world(
         slack.stop()
         if "Traceback" in output:
             print(output)
+
+
+@pytest.fixture
+def app_world(
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    kube: KubeSandbox,
+    *,
+    health: Any,
+    slack_env_extra: dict[str, str],
+    policy_edit: Callable[[str], str],
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[SlackWorld]:
+    """The same world with the bot's Slack app in this process (``tests/support/slack_app.py``):
+    requests dispatched into Bolt, signed with slack_sdk's ``SignatureVerifier``; the same
+    configuration, store, emulators and notifier. For rendering, usage, refusals, plans, dry
+    runs and dialogs; journeys about the process keep ``world``."""
+    slack = SlackEmulator().start()
+    env = bot_env(
+        cli_env,
+        tmp_path,
+        kube,
+        health=health,
+        slack=slack,
+        slack_env_extra=slack_env_extra,
+        policy_edit=policy_edit,
+        request=request,
+    )
+    for key in os.environ:  # what the bot process would have as its environment
+        if key.startswith("RUNBOOK") and key not in env:
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        with in_process_bot(env) as bot:
+            users: dict[str, SlackUser] = {
+                name: InProcessUser(bot.app, uid, slack_url=slack.url, user_name=name)
+                for name, uid in {**PEOPLE, "stranger": "U0NOBODY"}.items()
+            }
+            yield SlackWorld(None, slack, kube, env, users)
+    finally:
+        slack.stop()
 
 
 @pytest.fixture

@@ -242,6 +242,7 @@ def test_settings_refuse_plain_http_and_say_what_is_off() -> None:
     assert off.describe() == "REST off (no token); Events off (no key)"
 
 
+@pytest.mark.slow  # a bot process and the CLI
 def test_the_bot_notes_a_terminal_run_linked_to_an_incident(
     cli_env: dict[str, str], emulator: PagerDutyEmulator, tmp_path: Path
 ) -> None:

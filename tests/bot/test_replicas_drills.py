@@ -3,7 +3,12 @@ fires every minute fires exactly once per minute; kill the leader with SIGKILL a
 takes the ``scheduler`` lease and fires the next one, once.
 
 The oracle is plain pymongo reading the store's collections, not the code under test. This
-runs on the real clock: a minute's cron has minute resolution, so it takes up to two minutes.
+runs on the real clock, and a minute's cron has minute resolution. So that the test does not
+wait for a first minute to begin, the store is not new: it holds the drill's cursor (the last
+fire handled) a minute back, as a store the replicas ran on before would, and the minute that
+has just begun is due when they start (within the drill's catch-up window; one fire, on the
+leader, as at any minute). The survivor's fire is the next minute: at most a minute's wait,
+instead of up to two (measured in bench/README.md).
 """
 
 from __future__ import annotations
@@ -35,9 +40,15 @@ def state_server() -> Iterator[MongoServer]:
 
 
 def fires(db: Any) -> dict[float, dict[str, Any]]:
+    """The drill's fires that started a run (a minute passed over while the replicas started
+    is recorded as coalesced into the next one, and runs nothing)."""
     prefix = f"drill.fire.{DRILL}."
     found = db.kv.find({"_id": {"$regex": f"^{prefix.replace('.', '[.]')}"}})
-    return {float(doc["_id"][len(prefix) :]): doc["value"] for doc in found}
+    return {
+        float(doc["_id"][len(prefix) :]): doc["value"]
+        for doc in found
+        if doc["value"]["state"] == "firing"
+    }
 
 
 def test_two_bots_on_one_mongodb_fire_each_minute_once_and_survive_the_leader(
@@ -66,6 +77,9 @@ def test_two_bots_on_one_mongodb_fire_each_minute_once_and_survive_the_leader(
         state_server.uri, serverSelectionTimeoutMS=5000
     )
     db = client.replicas
+    # The last fire handled was a minute before the current one: that one is due at start.
+    minute = time.time() // 60 * 60
+    db.kv.insert_one({"_id": f"drill.cursor.{DRILL}", "value": minute - 60})
     bots = start_replicas(env, 2)
     try:
 

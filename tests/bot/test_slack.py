@@ -1,8 +1,11 @@
-"""Slack scenarios against the bot started as a real server process.
+"""Slack scenarios: journeys against the bot started as a real server process (``world``),
+usage, refusals, dry runs, help, dialogs and cards against its Slack app in this process
+(``app_world``, tests/support/slack_app.py).
 
-Requests are signed like Slack signs them and sent over HTTP to ``/slack/events``; the bot's
-Web API calls go to the local Slack emulator, which records them; its Kubernetes calls go to
-the sandbox's API emulators. Assertions are on effects: the deployment's pod template, the
+Requests are signed like Slack signs them and sent over HTTP to ``/slack/events`` (or, in
+this process, handed to Bolt's ``dispatch``, which checks the signature); the bot's Web API
+calls go to the local Slack emulator, which records them; its Kubernetes calls go to the
+sandbox's API emulators. Assertions are on effects: the deployment's pod template, the
 card's final text and buttons, the store and the audit log.
 """
 
@@ -92,6 +95,7 @@ def test_rollback_from_slack_plan_confirm_approve_progress_success(world: SlackW
     assert [(a["actor"]["id"], a["actor"]["origin"]) for a in approvals] == [("bob", "slack")]
 
     # /metrics counts it, with the Slack ack latency histogram beside it.
+    assert world.bot is not None
     with urllib.request.urlopen(world.bot.base + "/metrics", timeout=5) as response:  # noqa: S310
         metrics = response.read().decode()
     assert (
@@ -105,6 +109,21 @@ def test_rollback_from_slack_plan_confirm_approve_progress_success(world: SlackW
     ]
     assert count and float(count[0].split()[-1]) == 5  # the command and four clicks
     assert "runbook_bot_execution_duration_seconds_bucket" in metrics
+
+
+def test_in_this_process_bolt_still_checks_each_signature(app_world: SlackWorld) -> None:
+    """``app_world`` is no way around the signature check: Bolt refuses a forged and a stale
+    request with 401 before any listener runs, as the bot does over HTTP (where the gate in
+    front of Bolt refuses them first: the test below)."""
+    alice = app_world.user("alice")
+    body = alice.command_body("/rollback production --dry-run", channel="C0OPS")
+    forged = alice.post(body, "application/x-www-form-urlencoded", signature="v0=" + "0" * 64)
+    assert forged.status == 401
+    stale = int(time.time()) - 6 * 60  # signed correctly, six minutes ago
+    assert alice.post(body, "application/x-www-form-urlencoded", timestamp=stale).status == 401
+    assert alice.post(body, "application/x-www-form-urlencoded").status == 200  # the control
+    app_world.wait_for_message(lambda m: m["ephemeral_to"] == "U0ALICE", what="the dry run")
+    assert [a["action"] for a in app_world.audit_actions()] == ["request.dry_run"]
 
 
 def test_forged_and_replayed_requests_change_nothing(world: SlackWorld) -> None:
@@ -202,46 +221,46 @@ def test_forged_and_replayed_requests_change_nothing(world: SlackWorld) -> None:
     ],
 )
 def test_bad_input_is_answered_privately_and_creates_nothing(
-    world: SlackWorld, text: str, expected: str, right_form: str
+    app_world: SlackWorld, text: str, expected: str, right_form: str
 ) -> None:
-    answer = world.user("alice").command(text)
+    answer = app_world.user("alice").command(text)
     assert answer.status == 200
     if answer.body:  # parse errors are answered in the ack itself
         reply = json.loads(answer.body)
         assert reply.get("response_type", "ephemeral") == "ephemeral"
         shown = reply["text"]
     else:  # validation against live config/state: a private response_url message
-        shown = world.wait_for_message(
+        shown = app_world.wait_for_message(
             lambda m: m["ephemeral_to"] == "U0ALICE", what="the private answer"
         )["text"]
     assert expected in shown
     assert right_form in shown
-    assert world.executions() == []
-    assert all(m["ephemeral_to"] == "U0ALICE" for m in world.messages())
+    assert app_world.executions() == []
+    assert all(m["ephemeral_to"] == "U0ALICE" for m in app_world.messages())
     for region in ("us-east-1", "us-west-2"):
-        assert image(world.kube, region) == "app-api:1.4.2"
+        assert image(app_world.kube, region) == "app-api:1.4.2"
 
 
-def test_unknown_user_and_wrong_channel_are_refused_and_audited(world: SlackWorld) -> None:
-    answer = world.user("stranger").command("/rollback production")
+def test_unknown_user_and_wrong_channel_are_refused_and_audited(app_world: SlackWorld) -> None:
+    answer = app_world.user("stranger").command("/rollback production")
     assert "I do not know you yet" in json.loads(answer.body)["text"]
     assert "slack_id: U0NOBODY" in json.loads(answer.body)["text"]
-    refused = [a for a in world.audit_actions() if a["outcome"] == "unknown_user"]
+    refused = [a for a in app_world.audit_actions() if a["outcome"] == "unknown_user"]
     assert refused and refused[0]["actor"]["id"] == "slack:U0NOBODY"
 
-    world.user("alice").command("/rollback production", channel="C0RANDOM")
-    refusal = world.wait_for_message(
+    app_world.user("alice").command("/rollback production", channel="C0RANDOM")
+    refusal = app_world.wait_for_message(
         lambda m: m["ephemeral_to"] == "U0ALICE", what="the channel refusal"
     )
     assert "can only be requested from <#C0OPS>, not from <#C0RANDOM>" in refusal["text"]
     assert labels(refusal) == []  # no Confirm offered
-    assert world.executions() == []
-    assert any(a["outcome"] == "not_allowed" for a in world.audit_actions())
+    assert app_world.executions() == []
+    assert any(a["outcome"] == "not_allowed" for a in app_world.audit_actions())
 
 
-def test_dry_run_shows_the_plan_without_buttons_and_changes_nothing(world: SlackWorld) -> None:
-    world.user("alice").command("/rollback production --dry-run --to-revision 1")
-    plan = world.wait_for_message(lambda m: m["ephemeral_to"] == "U0ALICE", what="the dry run")
+def test_dry_run_shows_the_plan_without_buttons_and_changes_nothing(app_world: SlackWorld) -> None:
+    app_world.user("alice").command("/rollback production --dry-run --to-revision 1")
+    plan = app_world.wait_for_message(lambda m: m["ephemeral_to"] == "U0ALICE", what="the dry run")
     assert labels(plan) == []
     assert "revision 3 (app-api:1.4.2) → revision 1 (app-api:1.4.0)" in text_of(plan)
     assert "dry run: nothing was changed" in text_of(plan)
@@ -250,46 +269,46 @@ def test_dry_run_shows_the_plan_without_buttons_and_changes_nothing(world: Slack
         "the real request would be allowed now, then wait for 1 approval(s) from sre: "
         "policy.yaml rules[2] (rollback in production)"
     ) in text_of(plan)
-    assert world.executions() == []
-    assert image(world.kube, "us-east-1") == "app-api:1.4.2"
-    assert [a["action"] for a in world.audit_actions()] == ["request.dry_run"]
+    assert app_world.executions() == []
+    assert image(app_world.kube, "us-east-1") == "app-api:1.4.2"
+    assert [a["action"] for a in app_world.audit_actions()] == ["request.dry_run"]
 
 
-def test_deny_asks_for_a_reason_and_tells_the_requester(world: SlackWorld) -> None:
-    _request_rollback(world)
-    bob = world.user("bob")
+def test_deny_asks_for_a_reason_and_tells_the_requester(app_world: SlackWorld) -> None:
+    _request_rollback(app_world)
+    bob = app_world.user("bob")
     bob.click("Deny")
     wait_for(lambda: bob.last_view() is not None, what="the Deny dialog")
     view = bob.last_view()
     assert view is not None and view["callback_id"] == "rb_deny_modal"
     bob.view_submission(view, {"reason": "release 1.4.2 is fine; the alert was the CDN"})
-    card = world.wait_card(lambda t: "— denied" in t, what="the denied card")
+    card = app_world.wait_card(lambda t: "— denied" in t, what="the denied card")
     assert labels(card) == []
     assert "denied by Bob: release 1.4.2 is fine" in text_of(card)
-    world.wait_for_message(
+    app_world.wait_for_message(
         lambda m: m["channel"] == "U0ALICE" and "the alert was the CDN" in m["text"],
         what="alice hearing why",
     )
-    assert image(world.kube, "us-east-1") == "app-api:1.4.2"
+    assert image(app_world.kube, "us-east-1") == "app-api:1.4.2"
 
 
 @pytest.mark.policy_edit("approvals: 1, expiry: 30m", "approvals: 1, expiry: 2s")
-def test_expired_card_stops_working(world: SlackWorld) -> None:
-    card = _request_rollback(world)
-    stale_approve = world.user("bob").click_payload(card, buttons_of(card)[0])
-    expired = world.wait_card(lambda t: "— expired" in t, what="the card to expire")
+def test_expired_card_stops_working(app_world: SlackWorld) -> None:
+    card = _request_rollback(app_world)
+    stale_approve = app_world.user("bob").click_payload(card, buttons_of(card)[0])
+    expired = app_world.wait_card(lambda t: "— expired" in t, what="the card to expire")
     assert labels(expired) == []
-    world.user("bob").interaction(stale_approve)  # an old card still on someone's phone
-    world.wait_for_message(
+    app_world.user("bob").interaction(stale_approve)  # an old card still on someone's phone
+    app_world.wait_for_message(
         lambda m: m["ephemeral_to"] == "U0BOB" and "expired" in m["text"],
         what="the refusal of a stale click",
     )
-    (execution,) = world.executions()
+    (execution,) = app_world.executions()
     assert execution.state == State.EXPIRED and execution.valid_approvals() == []
-    world.wait_for_message(
+    app_world.wait_for_message(
         lambda m: m["channel"] == "U0ALICE" and "expired" in m["text"], what="alice told"
     )
-    assert image(world.kube, "us-east-1") == "app-api:1.4.2"
+    assert image(app_world.kube, "us-east-1") == "app-api:1.4.2"
 
 
 def test_rate_limited_progress_still_ends_on_the_final_state(world: SlackWorld) -> None:
@@ -320,15 +339,17 @@ def test_terminal_request_is_approved_from_slack(world: SlackWorld) -> None:
     assert image(world.kube, "us-west-2") == "app-api:1.4.1"
 
 
-def test_help_is_generated_from_the_registry(world: SlackWorld) -> None:
-    world.user("alice").command("/scale help")
-    shown = world.wait_for_message(lambda m: m["ephemeral_to"] == "U0ALICE", what="help")["text"]
+def test_help_is_generated_from_the_registry(app_world: SlackWorld) -> None:
+    app_world.user("alice").command("/scale help")
+    shown = app_world.wait_for_message(lambda m: m["ephemeral_to"] == "U0ALICE", what="help")[
+        "text"
+    ]
     assert "`/scale pods ENVIRONMENT SERVICE REPLICAS [--region REGION]" in shown
     assert "`/scale hpa ENVIRONMENT SERVICE MIN MAX" in shown
-    answer = world.user("alice").command("/runbook help")
+    answer = app_world.user("alice").command("/runbook help")
     assert answer.body == ""
-    wait_for(lambda: len(ephemeral_to(world, "alice")) == 2, what="/runbook help")
-    shown = ephemeral_to(world, "alice")[-1]["text"]
+    wait_for(lambda: len(ephemeral_to(app_world, "alice")) == 2, what="/runbook help")
+    shown = ephemeral_to(app_world, "alice")[-1]["text"]
     assert (
         "/dr, /drills, /incident, /maintenance, /restore, /rollback, /runbook, /scale, /selftest"
         in shown
@@ -339,21 +360,21 @@ def test_help_is_generated_from_the_registry(world: SlackWorld) -> None:
 @pytest.mark.policy_edit(
     "approvers: [sre], approvals: 1, expiry: 30m", "approvers: [slack:S0ONCALL], approvals: 1"
 )
-def test_approvers_from_a_slack_user_group(world: SlackWorld) -> None:
+def test_approvers_from_a_slack_user_group(app_world: SlackWorld) -> None:
     request = urllib.request.Request(  # noqa: S310 - the local emulator
-        world.slack.url + "/_sandbox/usergroup",
+        app_world.slack.url + "/_sandbox/usergroup",
         data=json.dumps({"id": "S0ONCALL", "users": ["U0DAVE"]}).encode(),
         method="POST",
         headers={"Content-Type": "application/json"},
     )
     urllib.request.urlopen(request, timeout=5).close()  # noqa: S310
-    _request_rollback(world)
-    world.user("bob").click("Approve")  # sre, but not on call
-    world.wait_for_message(
+    _request_rollback(app_world)
+    app_world.user("bob").click("Approve")  # sre, but not on call
+    app_world.wait_for_message(
         lambda m: m["ephemeral_to"] == "U0BOB" and "approvers: slack:S0ONCALL" in m["text"],
         what="bob refused",
     )
-    world.user("dave").click("Approve")
-    card = world.wait_card(lambda t: "— succeeded" in t, what="dave's approval to run it")
+    app_world.user("dave").click("Approve")
+    card = app_world.wait_card(lambda t: "— succeeded" in t, what="dave's approval to run it")
     assert "1/1: Dave" in text_of(card)
-    assert world.slack.calls("usergroups.users.list")
+    assert app_world.slack.calls("usergroups.users.list")

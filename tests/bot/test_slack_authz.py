@@ -1,6 +1,6 @@
-"""Who may act on other people's work, drills and incidents, from Slack (a real bot process
-against the Slack emulator, one shared state): the engine decides as for the terminal, the
-refusal answers privately and is audited, and nothing changes."""
+"""Who may act on other people's work, drills and incidents, from Slack (the bot's Slack app
+in this process against the Slack emulator, one shared state): the engine decides as for the
+terminal, the refusal answers privately and is audited, and nothing changes."""
 
 from __future__ import annotations
 
@@ -36,14 +36,15 @@ def answer(world: SlackWorld, user: str, text: str) -> str:
     return str(ephemeral_to(world, user)[seen]["text"])
 
 
-def test_a_developer_cannot_cancel_someone_elses_production_run(world: SlackWorld) -> None:
-    run = start_held_selftest(world.env, environment="production", user="alice")
+@pytest.mark.slow  # the held run is a CLI process
+def test_a_developer_cannot_cancel_someone_elses_production_run(app_world: SlackWorld) -> None:
+    run = start_held_selftest(app_world.env, environment="production", user="alice")
     try:
-        said = answer(world, "carol", f"/runbook cancel {run.execution_id}")
+        said = answer(app_world, "carol", f"/runbook cancel {run.execution_id}")
         assert f"Carol may not cancel {run.execution_id}" in said, said
         assert "only the requester or sre may" in said
         assert run.execution().state == State.RUNNING
-        (refusal,) = [a for a in world.audit_actions() if a["action"] == "cancel.refused"]
+        (refusal,) = [a for a in app_world.audit_actions() if a["action"] == "cancel.refused"]
         assert refusal["actor"] == {"id": "carol", "name": "Carol", "origin": "slack"}
     finally:
         code, _out, err = run.release()
@@ -54,55 +55,57 @@ def test_a_developer_cannot_cancel_someone_elses_production_run(world: SlackWorl
 DRILL = "quarterly-partial-failover"
 
 
-def test_only_drill_operators_may_pause_resume_or_run_a_drill(world: SlackWorld) -> None:
-    said = answer(world, "carol", f"/drills pause {DRILL} --reason 'my release week'")
+def test_only_drill_operators_may_pause_resume_or_run_a_drill(app_world: SlackWorld) -> None:
+    said = answer(app_world, "carol", f"/drills pause {DRILL} --reason 'my release week'")
     assert f"Carol may not pause the drill {DRILL}; only sre may" in said, said
-    assert drill_paused(world.env, DRILL) is None
+    assert drill_paused(app_world.env, DRILL) is None
 
-    said = answer(world, "alice", f"/drills pause {DRILL} --reason 'region migration week'")
+    said = answer(app_world, "alice", f"/drills pause {DRILL} --reason 'region migration week'")
     assert said == f":double_vertical_bar: {DRILL} paused: region migration week", said
-    assert drill_paused(world.env, DRILL)["by"] == "Alice"
-    said = answer(world, "carol", f"/drills resume {DRILL}")
+    assert drill_paused(app_world.env, DRILL)["by"] == "Alice"
+    said = answer(app_world, "carol", f"/drills resume {DRILL}")
     assert f"Carol may not resume the drill {DRILL}" in said, said
-    assert drill_paused(world.env, DRILL)["reason"] == "region migration week"
+    assert drill_paused(app_world.env, DRILL)["reason"] == "region migration week"
 
-    said = answer(world, "carol", "/drills run monthly-restore-test")
+    said = answer(app_world, "carol", "/drills run monthly-restore-test")
     assert "Carol may not run the drill monthly-restore-test" in said, said
-    assert world.executions() == []
+    assert app_world.executions() == []
 
-    refusals = [a for a in world.audit_actions() if a["action"] == "drill.refused"]
+    refusals = [a for a in app_world.audit_actions() if a["action"] == "drill.refused"]
     assert [(r["actor"]["id"], r["actor"]["origin"], r["detail"]["verb"]) for r in refusals] == [
         ("carol", "slack", "pause"),
         ("carol", "slack", "resume"),
         ("carol", "slack", "run"),
     ]
-    said = answer(world, "bob", f"/drills resume {DRILL}")
+    said = answer(app_world, "bob", f"/drills resume {DRILL}")
     assert said == f":arrow_forward: {DRILL} resumed", said
-    assert drill_paused(world.env, DRILL) is None
+    assert drill_paused(app_world.env, DRILL) is None
 
 
-def test_drill_pause_needs_a_name_and_a_reason(world: SlackWorld) -> None:
-    assert "pausing a drill needs --reason TEXT" in answer(world, "alice", f"/drills pause {DRILL}")
-    assert "/drills resume needs one drill name" in answer(world, "alice", "/drills resume")
-    assert "unknown flag --force" in answer(world, "alice", f"/drills resume {DRILL} --force")
-    assert drill_paused(world.env, DRILL) is None
+def test_drill_pause_needs_a_name_and_a_reason(app_world: SlackWorld) -> None:
+    assert "pausing a drill needs --reason TEXT" in answer(
+        app_world, "alice", f"/drills pause {DRILL}"
+    )
+    assert "/drills resume needs one drill name" in answer(app_world, "alice", "/drills resume")
+    assert "unknown flag --force" in answer(app_world, "alice", f"/drills resume {DRILL} --force")
+    assert drill_paused(app_world.env, DRILL) is None
 
 
-def test_a_pause_reason_is_masked_where_it_is_stored(world: SlackWorld) -> None:
+def test_a_pause_reason_is_masked_where_it_is_stored(app_world: SlackWorld) -> None:
     planted = ("xoxb-123456789012-plantedtoken", "hunter2planted")
     reason = f"rotating {planted[0]} and password={planted[1]} this week"
-    said = answer(world, "alice", f"/drills pause {DRILL} --reason '{reason}'")
+    said = answer(app_world, "alice", f"/drills pause {DRILL} --reason '{reason}'")
     assert said.endswith("paused: rotating xox?-*** and password=*** this week"), said
-    texts = everything_stored(world.env)
+    texts = everything_stored(app_world.env)
     assert any(
-        "rotating xox?-***" in text for text in stored(world.env, "SELECT payload FROM events")
+        "rotating xox?-***" in text for text in stored(app_world.env, "SELECT payload FROM events")
     )
     for secret in planted:
         assert not [text for text in texts if secret in text], secret
 
 
 def test_only_incident_responders_may_act_on_an_incident(
-    world: SlackWorld, pagerduty_emulator: PagerDutyEmulator
+    app_world: SlackWorld, pagerduty_emulator: PagerDutyEmulator
 ) -> None:
     emulator = pagerduty_emulator
     incident = emulator.open_incident("api 5xx above 5 %", "PSVCPROD")["id"]
@@ -111,26 +114,26 @@ def test_only_incident_responders_may_act_on_an_incident(
         (f"/incident resolve {incident}", "resolve"),
         (f"/incident note {incident} taking this one", "note"),
     ):
-        said = answer(world, "carol", text)
+        said = answer(app_world, "carol", text)
         assert f"Carol may not {verb} PagerDuty incident {incident}; only sre" in said, said
     assert emulator.state.incidents[incident]["status"] == "triggered"
     assert [c for c in emulator.calls(f"/incidents/{incident}") if c["method"] != "GET"] == []
     assert emulator.notes(incident) == []
-    refusals = [a for a in world.audit_actions() if a["action"] == "incident.refused"]
+    refusals = [a for a in app_world.audit_actions() if a["action"] == "incident.refused"]
     assert [(r["actor"]["id"], r["actor"]["origin"], r["detail"]["verb"]) for r in refusals] == [
         ("carol", "slack", "acknowledge"),
         ("carol", "slack", "resolve"),
         ("carol", "slack", "note"),
     ]
-    assert f"*{incident}*" in answer(world, "carol", "/incident list")  # looking is for anyone
+    assert f"*{incident}*" in answer(app_world, "carol", "/incident list")  # looking is for anyone
 
 
 def test_a_note_from_slack_reaches_pagerduty_with_its_secrets_masked(
-    world: SlackWorld, pagerduty_emulator: PagerDutyEmulator
+    app_world: SlackWorld, pagerduty_emulator: PagerDutyEmulator
 ) -> None:
     incident = pagerduty_emulator.open_incident("api 5xx above 5 %", "PSVCPROD")["id"]
     said = answer(
-        world,
+        app_world,
         "alice",
         f"/incident note {incident} rotating xoxb-123456789012-plantedtoken "
         "and password=hunter2planted this week",
@@ -143,22 +146,22 @@ def test_a_note_from_slack_reaches_pagerduty_with_its_secrets_masked(
 
 
 def test_readiness_from_slack_is_the_engines_check_audited_as_the_person(
-    world: SlackWorld,
+    app_world: SlackWorld,
 ) -> None:
     """``/runbook readiness ENV`` runs the engine's checks as the person who typed it (audited
     ``readiness.checked`` with their id and origin, like ``invoke readiness.check``); bad
     input is answered in words and checks nothing."""
-    said = answer(world, "carol", "/runbook readiness development")
+    said = answer(app_world, "carol", "/runbook readiness development")
     verdict = said.splitlines()[-1]
     assert verdict.startswith("*readiness*: ") and " check(s), " in verdict, said
     records = [
         json.loads(row)
-        for row in stored(world.env, "SELECT CAST(body AS TEXT) FROM audit ORDER BY seq")
+        for row in stored(app_world.env, "SELECT CAST(body AS TEXT) FROM audit ORDER BY seq")
         if '"readiness.' in row
     ]
     assert [(r["action"], r["actor"]["id"], r["actor"]["origin"]) for r in records] == [
         ("readiness.checked", "carol", "slack")
     ]
     assert records[0]["target"] == {"environment": "development", "runbook": "*"}
-    assert "unknown environment 'prod'" in answer(world, "alice", "/runbook readiness prod")
-    assert "unexpected `staging`" in answer(world, "alice", "/runbook readiness dev staging")
+    assert "unknown environment 'prod'" in answer(app_world, "alice", "/runbook readiness prod")
+    assert "unexpected `staging`" in answer(app_world, "alice", "/runbook readiness dev staging")

@@ -1,5 +1,7 @@
 """Malformed and hostile requests to /slack/events: 400, 401 or 413, never 500; nothing runs;
-anonymous refusals audited once a minute per reason; nothing secret posted to Slack."""
+anonymous refusals audited once a minute per reason (against a bot process: the gate in front
+of Bolt); nothing secret posted to Slack, and a usage error audited (its Slack app in this
+process)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ FORM = "application/x-www-form-urlencoded"
 
 def raw_post(world: SlackWorld, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
     """POST exactly these bytes and headers (no client-side fixing up)."""
+    assert world.bot is not None, "the gate is in front of Bolt in the bot process"
     host, port = world.bot.base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
@@ -100,21 +103,21 @@ def test_a_flood_of_forgeries_writes_one_audit_record_a_minute(world: SlackWorld
     assert [r["outcome"] for r in records] == ["bad_signature"]
 
 
-def test_a_secret_typed_into_a_reason_never_reaches_slack(world: SlackWorld) -> None:
+def test_a_secret_typed_into_a_reason_never_reaches_slack(app_world: SlackWorld) -> None:
     token = "xoxb-1234567890-abcdefghijkl"
-    alice = world.user("alice")
+    alice = app_world.user("alice")
     reply = alice.command(f'/rollback production --reason "rotated {token} after a leak"')
     assert reply.status == 200
-    wait_for(lambda: bool(ephemeral_to(world, "alice")), what="the private plan")
-    everything = " ".join(text_of(m) + str(m) for m in world.messages())
+    wait_for(lambda: bool(ephemeral_to(app_world, "alice")), what="the private plan")
+    everything = " ".join(text_of(m) + str(m) for m in app_world.messages())
     assert "after a leak" in everything  # the reason is shown...
     assert token not in everything  # ...with the token masked
     assert "xox?-***" in everything
 
 
-def test_a_usage_error_answered_in_the_ack_is_audited(world: SlackWorld) -> None:
-    answer = world.user("alice").command("/rollback production --colour red")
+def test_a_usage_error_answered_in_the_ack_is_audited(app_world: SlackWorld) -> None:
+    answer = app_world.user("alice").command("/rollback production --colour red")
     assert answer.status == 200 and "colour" in answer.body
-    [record] = [r for r in world.audit_actions() if r["outcome"] == "usage_error"]
+    [record] = [r for r in app_world.audit_actions() if r["outcome"] == "usage_error"]
     assert record["actor"]["id"] == "alice" and record["action"] == "request.rejected"
     assert "--colour red" in record["params"]["text"]

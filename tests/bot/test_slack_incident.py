@@ -1,6 +1,7 @@
 """``/incident`` in Slack against the TLS PagerDuty emulator: list, ack, note and show as the
 person; ``/incident P1ABC23 rollback production`` is the rollback request linked to the
-incident, plan first, and its request note lands on the incident; bad forms are refused."""
+incident, plan first, and its request note lands on the incident (a bot process); bad forms
+are refused and PagerDuty's text is shown inert (the bot's Slack app in this process)."""
 
 from __future__ import annotations
 
@@ -69,14 +70,14 @@ def test_incident_verbs_and_a_linked_rollback(
     )
 
 
-def test_bad_forms_are_refused_at_once(world: SlackWorld) -> None:
-    bad = world.user("alice").command("/incident ack nope", channel="C0OPS")
+def test_bad_forms_are_refused_at_once(app_world: SlackWorld) -> None:
+    bad = app_world.user("alice").command("/incident ack nope", channel="C0OPS")
     assert "is not a PagerDuty incident id" in bad.body
-    bad = world.user("alice").command("/incident P1ABC23", channel="C0OPS")
+    bad = app_world.user("alice").command("/incident P1ABC23", channel="C0OPS")
     assert "needs a command to run" in bad.body
-    bad = world.user("alice").command("/incident P1ABC23 runbook list", channel="C0OPS")
+    bad = app_world.user("alice").command("/incident P1ABC23 runbook list", channel="C0OPS")
     assert "runs a runbook command" in bad.body
-    assert world.executions() == []
+    assert app_world.executions() == []
 
 
 def test_an_unverified_gate_asks_on_the_card_and_the_incident(
@@ -142,12 +143,12 @@ def test_an_unverified_gate_asks_on_the_card_and_the_incident(
 
 
 def test_incident_titles_and_notes_from_pagerduty_reach_slack_inert(
-    world: SlackWorld, emulator: PagerDutyEmulator
+    app_world: SlackWorld, emulator: PagerDutyEmulator
 ) -> None:
     hostile = "<!channel> see <https://evil.example/login|the runbook> & go"
     incident = emulator.open_incident(hostile, "PSVCPROD")["id"]
-    listed = answer(world, "alice", "/incident list", 1)
-    shown = answer(world, "alice", f"/incident show {incident}", 2)
+    listed = answer(app_world, "alice", "/incident list", 1)
+    shown = answer(app_world, "alice", f"/incident show {incident}", 2)
     for text in (listed, shown):
         assert "<!channel>" not in text and "<https://evil.example" not in text
         assert (

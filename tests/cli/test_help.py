@@ -89,6 +89,7 @@ def test_every_task_prints_its_help_through_invoke(cli_env: dict[str, str], flag
     assert failures == []
 
 
+@pytest.mark.slow  # invoke or runbook as a process
 def test_help_after_the_arguments_too(cli_env: dict[str, str]) -> None:
     result = entry_point(
         "invoke", ["rollback", "production", "--service", "api", "--help"], cli_env
@@ -96,6 +97,7 @@ def test_help_after_the_arguments_too(cli_env: dict[str, str]) -> None:
     assert result.returncode == 0 and _is_help_for("rollback", result.stdout)
 
 
+@pytest.mark.slow  # invoke or runbook as a process
 @pytest.mark.parametrize("entry", ["invoke", "runbook"])
 def test_a_mistyped_option_gets_the_nearest_one(entry: str, cli_env: dict[str, str]) -> None:
     args = ["scale.pods", "production", "--service", "api", "--replica", "6"]
@@ -128,6 +130,7 @@ def test_every_integer_parameter_is_shown_as_a_number(capsys: pytest.CaptureFixt
     assert failures == []
 
 
+@pytest.mark.slow  # invoke or runbook as a process
 @pytest.mark.parametrize("entry", ["invoke", "runbook"])
 @pytest.mark.parametrize(
     "args",
@@ -162,6 +165,7 @@ def listed_descriptions(listing: str) -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow  # invoke or runbook as a process
 @pytest.mark.parametrize("program", ["runbook", "invoke"])
 def test_list_shows_each_task_s_whole_first_sentence(program: str, tmp_path: Path) -> None:
     listed = subprocess.run(
@@ -186,6 +190,7 @@ def _configured_environments() -> list[str]:
     return list(document["environments"])
 
 
+@pytest.mark.slow  # invoke or runbook as a process
 @pytest.mark.parametrize("entry", ["invoke", "runbook"])
 def test_a_missing_environment_names_the_configured_ones(
     entry: str, cli_env: dict[str, str]
@@ -200,6 +205,7 @@ def test_a_missing_environment_names_the_configured_ones(
     assert "Traceback" not in result.stderr + other.stderr
 
 
+@pytest.mark.slow  # invoke or runbook as a process
 @pytest.mark.parametrize("entry", ["invoke", "runbook"])
 def test_environment_help_lists_the_configured_environments(
     entry: str, cli_env: dict[str, str]

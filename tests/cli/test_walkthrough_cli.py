@@ -17,6 +17,8 @@ import yaml
 from tests.conftest import BIN, ROOT, KubeSandbox, run_cli
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.slow  # the runbook CLI and invoke as subprocesses
+
 
 @pytest.fixture
 def env(cli_env: dict[str, str], kube: KubeSandbox) -> dict[str, str]:

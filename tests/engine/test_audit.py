@@ -117,6 +117,7 @@ def test_any_single_byte_edit_is_caught_at_its_seq(
     assert not result.ok and result.bad_seq == seq
 
 
+@pytest.mark.slow  # the CLI as a process
 def test_cli_audit_verify_exit_codes_name_the_seq(tmp_path: Path, cli_env: dict[str, str]) -> None:
     db = Path(cli_env["RUNBOOK_BOT_STATE"])
     for _ in range(2):

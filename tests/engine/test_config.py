@@ -135,6 +135,7 @@ def test_malformed_yaml_gives_line_and_column(config_dir: Path) -> None:
         load_config(config_dir)
 
 
+@pytest.mark.slow  # the CLI as a process
 def test_config_check_exit_codes(config_dir: Path, cli_env: dict[str, str]) -> None:
     ok = run_cli(["config.check"], {**cli_env, "RUNBOOK_BOT_CONFIG": str(config_dir)})
     assert ok.returncode == 0 and ok.stdout.startswith("configuration OK")
@@ -166,6 +167,7 @@ def test_a_key_given_twice_is_refused_with_both_lines(config_dir: Path) -> None:
     assert f"duplicate key 'staging' (first given on line {first})" in message
 
 
+@pytest.mark.slow  # the CLI as a process
 def test_a_person_given_twice_or_sharing_an_identity_is_refused(
     config_dir: Path, cli_env: dict[str, str]
 ) -> None:

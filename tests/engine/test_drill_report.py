@@ -201,6 +201,7 @@ def screenshot(browser: str, page: Path, out: Path) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow  # headless Chromium
 def test_the_html_report_renders_its_chart_in_headless_chromium(
     year: World, tmp_path: Path
 ) -> None:

@@ -140,6 +140,7 @@ def test_two_drills_with_one_name_are_refused(tmp_path: Path) -> None:
         load_schedules(path)
 
 
+@pytest.mark.slow  # the CLI (or the bot) as a process
 @pytest.mark.parametrize(
     ("drill", "message"),
     [
@@ -163,6 +164,7 @@ def test_a_drill_is_checked_against_the_catalog_when_the_bot_or_cli_starts(
     assert f"schedules.yaml: drills[0] (d): {message}" in result.stderr, result.stderr
 
 
+@pytest.mark.slow  # the CLI (or the bot) as a process
 def test_drills_list_shows_next_fire_in_utc_and_local(cli_env: dict[str, str]) -> None:
     import json
 
@@ -176,6 +178,7 @@ def test_drills_list_shows_next_fire_in_utc_and_local(cli_env: dict[str, str]) -
     assert rows["monthly-restore-test"]["next_fire"].endswith("T03:00:00.000Z")
 
 
+@pytest.mark.slow  # the CLI (or the bot) as a process
 def test_config_check_validates_the_drills_too(tmp_path: Path, cli_env: dict[str, str]) -> None:
     fine = run_cli(["config.check"], cli_env)
     assert fine.returncode == 0, fine.stderr

@@ -7,6 +7,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -57,6 +58,7 @@ def test_structlog_processor_redacts() -> None:
     assert SLACK_TOKEN not in json.dumps(event) and "hunter2secret" not in json.dumps(event)
 
 
+@pytest.mark.slow  # the CLI as a process
 def test_a_token_in_a_request_reaches_neither_the_log_nor_the_audit_store(
     tmp_path: Path, cli_env: dict[str, str], log_stream: io.StringIO
 ) -> None:

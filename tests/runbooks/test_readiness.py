@@ -93,6 +93,7 @@ def test_an_unknown_runbook_or_environment_is_refused(kube_engine: Engine) -> No
         kube_engine.readiness(actor=ALICE, environment="prod")
 
 
+@pytest.mark.slow  # the CLI as a process
 def test_the_watch_opens_one_finding_pages_once_and_resolves_it_on_a_fake_clock(
     *,
     kube: KubeSandbox,

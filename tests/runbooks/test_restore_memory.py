@@ -52,6 +52,7 @@ BOMBS: dict[str, tuple[str, Callable[[bytes], bytes], str, str]] = {
 }
 
 
+@pytest.mark.slow  # the CLI as a process
 @pytest.mark.parametrize("bomb", list(BOMBS))
 def test_a_decompression_bomb_fails_the_restore_test_with_memory_bounded(
     bomb: str, cli_env: dict[str, str], production_backup: dict[str, str], aws: AwsWorld

@@ -16,7 +16,9 @@ from runbooks.engine.models import TERMINAL_STATES
 from runbooks.engine.settings import read_sandbox_env
 from sandbox.prometheus import alertmanager_binary, prometheus_binary
 from tests.conftest import BIN, ROOT, run_cli
+from tests.support.aws_cli import aws_cli
 from tests.support.bots import _answers, free_port
+from tests.support.state import stored
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow  # the sandbox, the bot and the CLI as processes
@@ -34,7 +36,9 @@ def invoke(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[
     )
 
 
-def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path) -> None:
+def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = {k: v for k, v in cli_env.items() if k not in ("RUNBOOK_BOT_LOG", "KUBECONFIG")}
     home = Path(env["RUNBOOK_BOT_HOME"])
     port = free_port()
@@ -89,11 +93,15 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
         assert approved.returncode == 0, approved.stdout + approved.stderr
         assert "Approvals* 1/1: Bob" in approved.stdout
 
-        def staging_done() -> bool:
-            rows = json.loads(run_cli(["runs.list", "--json"], env).stdout)
-            return any(r["environment"] == "staging" and r["state"] == "succeeded" for r in rows)
+        # Waits poll the state file with sqlite3 (an independent reader, no process start per
+        # poll); what is asserted once they end is read through the CLI.
+        def ended(runbook: str, environment: str) -> bool:
+            sql = "SELECT state FROM executions WHERE runbook = ? AND environment = ?"
+            return bool(set(stored(env, sql, runbook, environment)) & TERMINAL_STATES)
 
-        wait_for(staging_done, timeout=60, what="the staging rollback approved in Slack")
+        wait_for(lambda: ended("rollback", "staging"), timeout=60, what="the staging rollback")
+        rows = json.loads(run_cli(["runs.list", "--json"], env).stdout)
+        assert any(r["environment"] == "staging" and r["state"] == "succeeded" for r in rows)
 
         # The requester's direct message (the outcome) is visible from the sandbox too.
         def told() -> bool:
@@ -104,10 +112,13 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
         nobody = invoke(["sandbox.click", "--as", "bob", "Approve"], env)
         assert nobody.returncode == 1 and "no message visible to U0BOB" in nobody.stdout
 
-        # The AWS CLI works against the sandbox's moto server with the env file alone.
-        aws_env = {**env, **read_sandbox_env(env_file)}
-        assert _weights(aws_env) == {"us-east-1": 100, "us-west-2": 0}
-        assert _desired(aws_env, "us-west-2", "prod-api-usw2") == 2
+        # The AWS CLI works against the sandbox's moto server with the env file alone (its
+        # AWS_* lines; the driver runs in this process, tests/support/aws_cli.py).
+        for key, value in read_sandbox_env(env_file).items():
+            if key.startswith("AWS_"):
+                monkeypatch.setenv(key, value)
+        assert _weights() == {"us-east-1": 100, "us-west-2": 0}
+        assert _desired("us-west-2", "prod-api-usw2") == 2
 
         # Production DR failover from Slack: two approvals (bob and dave), never alice's own.
         typed = invoke(["sandbox.slack", "--as", "alice", "/dr failover us-west-2"], env)
@@ -120,7 +131,7 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
         assert "someone else must approve" in own.stdout, own.stdout
         first = invoke(["sandbox.click", "--as", "bob", "Approve"], env)
         assert "Approvals* 1/2: Bob" in first.stdout, first.stdout
-        assert _weights(aws_env) == {"us-east-1": 100, "us-west-2": 0}  # one is not enough
+        assert _weights() == {"us-east-1": 100, "us-west-2": 0}  # one is not enough
         second = invoke(["sandbox.click", "--as", "dave", "Approve"], env)
         assert "2/2" in second.stdout, second.stdout
 
@@ -136,11 +147,11 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
                     return str(row["state"])
             return None
 
-        wait_for(lambda: finished("dr.failover") is not None, timeout=90, what="the failover")
+        wait_for(lambda: ended("dr.failover", "production"), timeout=90, what="the failover")
         assert finished("dr.failover") == "succeeded"
         # The independent oracle: the AWS CLI sees the traffic and the capacity in us-west-2.
-        assert _weights(aws_env) == {"us-east-1": 0, "us-west-2": 100}
-        assert _desired(aws_env, "us-west-2", "prod-api-usw2") == 4
+        assert _weights() == {"us-east-1": 0, "us-west-2": 100}
+        assert _desired("us-west-2", "prod-api-usw2") == 4
         status = run_cli(["dr.status", "--json"], env)
         assert "active: us-west-2" in status.stdout and "primary in us-west-2" in status.stdout
 
@@ -153,9 +164,9 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
                 ["approvals.approve", failback_id, "--yes"], {**env, "RUNBOOK_USER": approver}
             )
             assert approved_cli.returncode in (0, 3), approved_cli.stdout + approved_cli.stderr
-        wait_for(lambda: finished("dr.failback") is not None, timeout=90, what="the failback")
+        wait_for(lambda: ended("dr.failback", "production"), timeout=90, what="the failback")
         assert finished("dr.failback") == "succeeded"
-        assert _weights(aws_env) == {"us-east-1": 100, "us-west-2": 0}
+        assert _weights() == {"us-east-1": 100, "us-west-2": 0}
 
         # A production rollback from a terminal, run by the bot once bob approves: it ends
         # with the Prometheus gate, which the bot reaches through the sandbox's env alone.
@@ -170,7 +181,11 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
         def shown() -> dict[str, Any]:
             return dict(json.loads(run_cli(["runs.show", rollback_id, "--json"], env).stdout))
 
-        wait_for(lambda: shown()["state"] in TERMINAL_STATES, timeout=90, what="the rollback")
+        def rollback_ended() -> bool:
+            found = stored(env, "SELECT state FROM executions WHERE id = ?", rollback_id)
+            return bool(set(found) & TERMINAL_STATES)
+
+        wait_for(rollback_ended, timeout=90, what="the rollback")
         done_rollback = shown()
         assert done_rollback["state"] == "succeeded", done_rollback
         watch = done_rollback["steps"][-1]
@@ -215,23 +230,10 @@ def test_sandbox_up_with_bot_serves_and_a_terminal_rolls_back(cli_env, tmp_path)
     assert len(run_cli(["audit.tail", "-n", "100000", "--json"], kept).stdout) == records
 
 
-def _aws(env: dict[str, str], *args: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [str(BIN / "aws"), *args, "--output", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    answer: dict[str, Any] = json.loads(done.stdout)
-    return answer
-
-
-def _weights(env: dict[str, str]) -> dict[str, int]:
+def _weights() -> dict[str, int]:
     """The production traffic split as the AWS CLI reads it."""
-    zone_id = _aws(env, "route53", "list-hosted-zones-by-name")["HostedZones"][0]["Id"]
-    records = _aws(env, "route53", "list-resource-record-sets", "--hosted-zone-id", zone_id)
+    zone_id = aws_cli("route53", "list-hosted-zones-by-name")["HostedZones"][0]["Id"]
+    records = aws_cli("route53", "list-resource-record-sets", "--hosted-zone-id", zone_id)
     return {
         r["SetIdentifier"]: r["Weight"]
         for r in records["ResourceRecordSets"]
@@ -239,15 +241,13 @@ def _weights(env: dict[str, str]) -> dict[str, int]:
     }
 
 
-def _desired(env: dict[str, str], region: str, group: str) -> int:
-    found = _aws(
-        env,
+def _desired(region: str, group: str) -> int:
+    found = aws_cli(
         "autoscaling",
         "describe-auto-scaling-groups",
-        "--region",
-        region,
         "--auto-scaling-group-names",
         group,
+        region=region,
     )
     return int(found["AutoScalingGroups"][0]["DesiredCapacity"])
 

@@ -1,0 +1,34 @@
+"""The AWS CLI (PyPI awscli) as an oracle, run in this process.
+
+The ``aws`` command is awscli's ``create_clidriver().main(args)`` behind an interpreter start;
+this runs the same driver (its parser, botocore client and JSON output) without that start,
+which costs 0.5-1 s per call on the 2-core machine. It is not the code under test: an
+independent client reading the same server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from typing import Any
+
+
+def aws_cli(*args: str, region: str | None = None) -> Any:
+    """``aws [--region REGION] --output json ARGS``: the parsed output (None when it printed
+    nothing); a non-zero exit fails the test with what the CLI wrote to stderr.
+
+    Like the command, the driver reads its endpoint, credentials and region from the process
+    environment (``AWS_ENDPOINT_URL``, …): set them with ``monkeypatch.setenv`` (the ``aws``
+    fixture does). ``sys.stdout`` is the process's: while the call runs, whatever another
+    thread of this process prints would land in the output, so use it where nothing else in
+    the test's process prints (the product running as processes, as in the sandbox tests)."""
+    from awscli.clidriver import create_clidriver  # type: ignore[import-untyped]
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = [*(["--region", region] if region else []), "--output", "json", *args]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = create_clidriver().main(argv)
+    assert code == 0, f"aws {' '.join(argv)} exited {code}: {err.getvalue()}"
+    text = out.getvalue()
+    return json.loads(text) if text.strip() else None
