@@ -92,11 +92,12 @@ def in_process_bot(env: dict[str, str]) -> Iterator[InProcessBot]:
     from runbooks.catalog import load_catalog
     from runbooks.engine.settings import load_settings
     from runbooks.engine.wiring import open_runtime
+    from runbooks.engine.workers import Workers
 
     runtime = open_runtime(
         load_settings(env), registry=load_catalog(), adapters=build_adapters, secrets=resolve_secret
     )
-    housekeeper = Housekeeper(runtime, interval=float(env.get("RUNBOOK_BOT_SWEEP_INTERVAL", "2")))
+    housekeeper = Housekeeper(runtime)  # RUNBOOK_BOT_SWEEP_INTERVAL, read with the settings
     front = build_slack(runtime, SlackSettings.from_env(env), kick=housekeeper.kick)
     front.notifier.start()
     housekeeper.start()
@@ -104,10 +105,5 @@ def in_process_bot(env: dict[str, str]) -> Iterator[InProcessBot]:
         yield InProcessBot(runtime, front, housekeeper)
     finally:
         front.drain()
-        housekeeper.stop.set()
-        housekeeper.wake.set()
-        front.notifier.stop.set()
-        front.notifier.wake.set()
-        for thread in (housekeeper.thread, front.notifier.thread):
-            thread.join(timeout=30)
+        Workers([housekeeper, front.notifier]).stop_all(timeout=30)
         runtime.close()
