@@ -180,6 +180,8 @@ class RunContext(PlanContext):
     """What a step sees while running: the plan context plus the execution and cancellation."""
 
     execution_id: str = ""
+    #: The PagerDuty incident the execution is linked to, if any.
+    incident: str | None = None
     #: When the execution's first step started (its RTO clock).
     started_at: float = 0.0
     check_cancelled: Callable[[], None] = lambda: None
