@@ -323,6 +323,9 @@ class RollbackGate(_Strict):
 
 _OWNER_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: GitHub's token prefixes (personal, OAuth, user-to-server, server-to-server, refresh, fine-
+#: grained): a value like this in ``token_env`` is the secret pasted in the wrong place.
+_TOKEN_SHAPE = re.compile(r"^(gh[pousr]_|github_pat_)\w{20,}")
 _SECRET_REFERENCE = "aws-secretsmanager:"  # noqa: S105 - a scheme, not a secret
 
 
@@ -367,11 +370,16 @@ class PullRequestConfig(_Strict):
     @classmethod
     def _token(cls, value: str) -> str:
         reference = value.startswith(_SECRET_REFERENCE) and len(value) > len(_SECRET_REFERENCE)
+        if _TOKEN_SHAPE.match(value):
+            raise ValueError(
+                "this looks like a token itself: name the environment variable that holds it "
+                f"(or an {_SECRET_REFERENCE} reference); tokens never go in this file"
+            )
         if not (_VARIABLE.match(value) or reference):
             raise ValueError(
-                f"{value!r} is neither the name of an environment variable (e.g. "
+                "neither the name of an environment variable (e.g. "
                 f"GITHUB_TOKEN) nor an {_SECRET_REFERENCE}<secret id>[#<json key>] reference; "
-                "never the token itself"
+                "never the token itself (the value is not repeated here, in case it is one)"
             )
         return value
 
