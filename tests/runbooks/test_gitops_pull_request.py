@@ -74,11 +74,18 @@ def github(world: GitOpsWorld, token: str) -> Iterator[GitHubEmulator]:
     emulator.stop()
 
 
-def _config(sandbox_config: Config, world: GitOpsWorld, github: GitHubEmulator) -> Config:
+def _config(
+    sandbox_config: Config,
+    world: GitOpsWorld,
+    github: GitHubEmulator,
+    *,
+    token_env: str = TOKEN_ENV,
+    apps: tuple[str, ...] = tuple(REPOS),
+) -> Config:
     wanted = PullRequestConfig(
         api_url=github.url,
-        repositories={app.url: REPOS[name] for name, app in world.apps.items()},
-        token_env=TOKEN_ENV,
+        repositories={world.apps[name].url: REPOS[name] for name in apps},
+        token_env=token_env,
         run_link="https://runbook-bot.example.com/runs/{run}",
         timeout=5.0,
     )
@@ -342,3 +349,53 @@ def test_the_adapter_gives_up_on_an_api_that_never_answers() -> None:
                 "acme/api", head="runbook-bot/revert-x", base="main", title="t", body="b"
             )
     assert PLAIN_TOKEN not in str(error.value)
+
+
+def test_the_token_may_be_a_secrets_manager_reference(
+    kube: KubeSandbox,
+    world: GitOpsWorld,
+    *,
+    github: GitHubEmulator,
+    token: str,
+    aws: Any,
+    sandbox_config: Config,
+    tmp_path: Path,
+    clock: FakeClock,
+) -> None:
+    name = f"gitops/pull-requests-{tmp_path.name}"  # resolved once per process: its own id
+    aws.client("secretsmanager").create_secret(Name=name, SecretString=json.dumps({"token": token}))
+    config = _config(sandbox_config, world, github, token_env=f"aws-secretsmanager:{name}#token")
+    with live_engine(
+        config, tmp_path / "engine", clock=clock, kubeconfig=str(kube.kubeconfig)
+    ) as engine:
+        done = run(engine, "rollback", environment="staging")
+    assert done.state == State.SUCCEEDED, done.error
+    (created,) = github.state.creations()
+    assert created["authorization"] == f"Bearer {token}"
+    assert _revert(done)[1].startswith("pull request opened: https://github.sandbox.local/")
+    assert leaks(_stored_text(tmp_path)) == []
+
+
+def test_a_repository_not_listed_opens_none_and_the_plan_says_so(
+    kube: KubeSandbox,
+    world: GitOpsWorld,
+    *,
+    github: GitHubEmulator,
+    sandbox_config: Config,
+    tmp_path: Path,
+    clock: FakeClock,
+) -> None:
+    config = _config(sandbox_config, world, github, apps=("api-production",))
+    with live_engine(
+        config, tmp_path / "engine", clock=clock, kubeconfig=str(kube.kubeconfig)
+    ) as engine:
+        prepared = engine.prepare("rollback", {"environment": "staging"}, actor=ALICE)
+        assert any(
+            n.startswith("no pull request for Flux Kustomization `api-staging`")
+            and "is not in gitops.pull_request.repositories" in n
+            for n in prepared.plan.notes
+        ), prepared.plan.notes
+        done = run(engine, "rollback", environment="staging")
+    assert done.state == State.SUCCEEDED, done.error
+    assert not any("pull request" in line for line in _revert(done))
+    assert github.state.calls == []
