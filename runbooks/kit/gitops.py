@@ -272,6 +272,8 @@ class RevertInGit(Step, kind="gitops.revert"):
             )
         except Exception as exc:  # the branch is pushed: a person can open it by hand
             why = exc.message if isinstance(exc, RunbookError) else str(exc)
+            if isinstance(exc, RunbookError) and exc.hint:
+                why += f" ({exc.hint})"
             return redact_text(
                 f"pull request NOT opened in {self.pull_request}: {why}; branch {branch} is "
                 f"pushed: open one into {self.base} by hand"

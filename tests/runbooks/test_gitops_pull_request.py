@@ -278,7 +278,11 @@ def test_a_wrong_token_or_an_unset_variable_is_said_in_the_note_and_the_rollback
     monkeypatch.setenv(TOKEN_ENV, "not-the-token-at-all-123456")
     done = run(engine, "rollback", environment="staging")
     assert done.state == State.SUCCEEDED, done.error
-    assert "GitHub refused GET" in _revert(done)[1] and "(401): Bad credentials" in _revert(done)[1]
+    assert "GitHub refused GET" in _revert(done)[1]
+    assert (
+        "(401): Bad credentials (the token is not valid (gitops.pull_request.token_env))"
+        in (_revert(done)[1])
+    )
     monkeypatch.delenv(TOKEN_ENV)
     again = run(engine, "rollback", environment="production")
     assert again.state == State.SUCCEEDED, again.error
