@@ -309,6 +309,27 @@ class GitOps(Protocol):
 
 
 @dataclass(frozen=True)
+class PullRequest:
+    """A pull request for a revert branch: where people review it."""
+
+    url: str
+    number: int
+    #: It was open already (a resumed run, or one opened by hand): none was created.
+    existed: bool = False
+
+
+class PullRequestOps(Protocol):
+    """A repository hosting API (GitHub's REST API), every call with a timeout."""
+
+    def open_pull_request(
+        self, repository: str, *, head: str, base: str, title: str, body: str
+    ) -> PullRequest:
+        """The open pull request of ``head`` into ``base`` in ``repository`` (``owner/name``):
+        the one already open for that branch, else a new one."""
+        ...
+
+
+@dataclass(frozen=True)
 class Instance:
     id: str
     type: str
@@ -647,6 +668,11 @@ class Infrastructure(Adapters):
 
     def git(self, environment: str) -> GitOps:
         raise InvalidInput(f"no Git adapter is configured for {environment}")
+
+    def pull_requests(self, environment: str) -> PullRequestOps | None:
+        """The hosting API that opens revert branches' pull requests; None when off
+        (``gitops.pull_request`` unset)."""
+        return None
 
 
 def infrastructure(ctx: PlanContext) -> Infrastructure:

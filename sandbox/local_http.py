@@ -2,7 +2,8 @@
 HTTP server on 127.0.0.1 (a free port unless given) served from a daemon thread.
 
 The emulators (Atlas, PagerDuty, Slack, the health/Prometheus double, the metrics exporter,
-Kubernetes) differ in what they answer, not in how they listen; this module is the how.
+Kubernetes, GitHub's pull requests) differ in what they answer, not in how they listen; this
+module is the how.
 """
 
 from __future__ import annotations

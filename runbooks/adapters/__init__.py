@@ -15,7 +15,7 @@ from typing import Any
 from runbooks.adapters.kube_contexts import context_problems
 from runbooks.engine.config.loader import Config
 from runbooks.engine.errors import InvalidInput
-from runbooks.engine.secrets import resolve_reference
+from runbooks.engine.secrets import is_reference, resolve_reference
 from runbooks.interfaces import (
     AwsOps,
     CloudBackupOps,
@@ -27,6 +27,7 @@ from runbooks.interfaces import (
     Infrastructure,
     KubeOps,
     MetricsOps,
+    PullRequestOps,
 )
 
 
@@ -164,6 +165,23 @@ class LiveInfrastructure(Infrastructure):
                 "in the bot's environment"
             )
         return GitAdapter(token=token)
+
+    def pull_requests(self, environment: str) -> PullRequestOps | None:
+        wanted = self._config.environment(environment).gitops.pull_request
+        if wanted is None:
+            return None
+        from runbooks.adapters.github import GitHubPulls
+
+        key = f"{environment}: gitops.pull_request.token_env"
+        if is_reference(wanted.token_env):
+            token: str | None = resolve_reference(key, wanted.token_env, resolve_secret)
+        else:
+            token = secret_env(wanted.token_env)
+            if not token:
+                raise InvalidInput(
+                    f"{key} names ${wanted.token_env}, which is not set in the bot's environment"
+                )
+        return GitHubPulls(wanted.api_url, token or "", timeout=wanted.timeout)
 
     def chat(self) -> IdentityOps | None:
         token = secret_env("SLACK_BOT_TOKEN")

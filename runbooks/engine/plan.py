@@ -180,6 +180,8 @@ class RunContext(PlanContext):
     """What a step sees while running: the plan context plus the execution and cancellation."""
 
     execution_id: str = ""
+    #: The PagerDuty incident the execution is linked to, if any.
+    incident: str | None = None
     #: When the execution's first step started (its RTO clock).
     started_at: float = 0.0
     #: When the running step's current attempt started (what a step measures its own

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from runbooks.engine.background.leases import LeaderLease
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.errors import Refused, StepFailed
+from runbooks.engine.errors import InvalidInput, Refused, RunbookError, StepFailed
 from runbooks.engine.models import Actor
 from runbooks.engine.plan import RUN_ID, PlanContext, RunContext, Step
+from runbooks.engine.redact import redact_text
 from runbooks.interfaces import (
     GitOpsApp,
     GitOpsOwner,
@@ -207,6 +208,9 @@ class RevertInGit(Step, kind="gitops.revert"):
     images: dict[str, str]
     #: Where the path declares them, in words (found at plan time).
     sites: tuple[str, ...] = ()
+    #: The hosting API's ``owner/name`` to open a pull request in after the push
+    #: (``gitops.pull_request``); None: no pull request.
+    pull_request: str | None = None
     timeout: float = 120.0
     audit_action = "gitops.reverted"
 
@@ -216,18 +220,82 @@ class RevertInGit(Step, kind="gitops.revert"):
             for old, new in sorted(self.images.items())
         )
         where = f" ({'; '.join(self.sites)})" if self.sites else ""
+        pull = (
+            f", then open a pull request into {self.base} in {self.pull_request} (GitHub)"
+            if self.pull_request
+            else ""
+        )
         return (
             f"revert in Git for {self.app}: push branch {BRANCH_PREFIX}{RUN_ID} to "
             f"{self.repo_url} (from {self.base}) with one commit setting {changes}{where} under "
-            f"{self.path}; merging it into {self.base} ends the suspension"
+            f"{self.path}{pull}; merging it into {self.base} ends the suspension"
         )
+
+    def _releases(self) -> tuple[str, str]:
+        """The release rolled back from and the one rolled back to, as people name them."""
+        return (
+            short_images({old: old for old in self.images}),
+            short_images({new: new for new in self.images.values()}),
+        )
+
+    def _open_pull_request(self, ctx: RunContext, branch: str) -> str:
+        """The pull request's line for the step's output: its URL, or why there is none. A
+        failure here never fails the rollback: the branch is pushed either way."""
+        if self.pull_request is None:
+            return ""
+        old, new = self._releases()
+        incident = f", incident {ctx.incident}" if ctx.incident else ""
+        title = f"Revert {self.app} to {new} (from {old}): runbook-bot run {ctx.execution_id}"
+        try:
+            pulls = infrastructure(ctx).pull_requests(self.environment)
+            if pulls is None:
+                raise InvalidInput("gitops.pull_request is no longer configured")
+            wanted = ctx.env.gitops.pull_request
+            link = (
+                wanted.run_link.replace("{run}", ctx.execution_id)
+                if wanted is not None and wanted.run_link
+                else f"`{ctx.execution_id}` (`runs.show {ctx.execution_id}`)"
+            )
+            body = (
+                f"runbook-bot rolled {self.app} back in {self.environment} from {old} to {new} "
+                f"and suspended its automated sync{incident}.\n\n"
+                f"Merging this branch into `{self.base}` makes Git match the cluster; automated "
+                "sync resumes by itself once the reconciler syncs the merge.\n\n"
+                f"Run: {link}\n" + (f"Incident: {ctx.incident}\n" if ctx.incident else "")
+            )
+            pull = pulls.open_pull_request(
+                self.pull_request,
+                head=branch,
+                base=self.base,
+                title=redact_text(title + incident),
+                body=redact_text(body),
+            )
+        except Exception as exc:  # the branch is pushed: a person can open it by hand
+            why = exc.message if isinstance(exc, RunbookError) else str(exc)
+            if isinstance(exc, RunbookError) and exc.hint:
+                why += f" ({exc.hint})"
+            return redact_text(
+                f"pull request NOT opened in {self.pull_request}: {why}; branch {branch} is "
+                f"pushed: open one into {self.base} by hand"
+            )
+        verb = "already open" if pull.existed else "opened"
+        return f"pull request {verb}: {pull.url} (#{pull.number}, {branch} into {self.base})"
 
     def run(self, ctx: RunContext) -> str | None:
         branch = revert_branch(ctx.execution_id)
         git = infrastructure(ctx).git(self.environment)
         head = git.branch_head(self.repo_url, branch)
         if head is not None:
-            return f"branch {branch} already pushed ({head[:12]})"
+            pushed = f"branch {branch} already pushed ({head[:12]})"
+        else:
+            pushed = self._push(ctx, branch)
+        pull = self._open_pull_request(ctx, branch)
+        if pull:
+            ctx.note(pull)
+        return pushed
+
+    def _push(self, ctx: RunContext, branch: str) -> str:
+        git = infrastructure(ctx).git(self.environment)
         done = git.revert_images(
             self.repo_url,
             base=self.base,
@@ -254,7 +322,8 @@ class RevertInGit(Step, kind="gitops.revert"):
     def undo(self, ctx: RunContext) -> str | None:
         branch = revert_branch(ctx.execution_id)
         infrastructure(ctx).git(self.environment).delete_branch(self.repo_url, branch)
-        return f"deleted branch {branch}"
+        closes = " (GitHub closes its pull request with it)" if self.pull_request else ""
+        return f"deleted branch {branch}{closes}"
 
 
 @dataclass
@@ -372,6 +441,13 @@ def plan_owned(
             "to the rolled-back release by hand (sync stays suspended until Git renders it)"
         )
         return
+    wanted = ctx.env.gitops.pull_request
+    repository = wanted.repositories.get(app.repo_url) if wanted is not None else None
+    if wanted is not None and repository is None:
+        found.notes.append(
+            f"no pull request for {app.owner.words()}: its repository {app.repo_url} is not in "
+            "gitops.pull_request.repositories; the branch is pushed, open one by hand"
+        )
     found.reverts[key] = RevertInGit(
         environment=environment,
         app=app.owner.name,
@@ -380,6 +456,7 @@ def plan_owned(
         path=app.path,
         images=changes,
         sites=tuple(located.found[old] for old in sorted(changes)),
+        pull_request=repository,
     )
 
 

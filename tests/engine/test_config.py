@@ -129,6 +129,86 @@ def test_errors_name_file_key_and_what_is_allowed(
     assert expected in error.value.message
 
 
+_PR = "repositories: {'file:///srv/api.git': acme/api}, token_env: GITHUB_TOKEN"
+_PR_KEY = "environments.yaml: environments.production.gitops.pull_request"
+
+
+@pytest.mark.parametrize(
+    ("pull_request", "expected"),
+    [
+        (
+            "{repositories: {'file:///srv/api.git': acme}, token_env: GITHUB_TOKEN}",
+            f"{_PR_KEY}.repositories: file:///srv/api.git: 'acme' is not owner/name",
+        ),
+        ("{repositories: {}, token_env: GITHUB_TOKEN}", f"{_PR_KEY}.repositories: "),
+        (
+            "{repositories: {'file:///srv/api.git': acme/api}}",
+            f"{_PR_KEY}.token_env: required key is missing",
+        ),
+        (
+            f"{{{_PR.replace('GITHUB_TOKEN', 'ghp_R2d2C3poBb8Lk4q9ZxW1mN7vT5yU0sA3eD6f')}}}",
+            f"{_PR_KEY}.token_env: this looks like a token itself",
+        ),
+        (
+            f"{{{_PR.replace('GITHUB_TOKEN', 'my token')}}}",
+            f"{_PR_KEY}.token_env: neither the name of an environment variable",
+        ),
+        (f"{{{_PR}, api: gitlab}}", f"{_PR_KEY}.api: must be 'github'"),
+        (
+            f"{{{_PR}, api_url: api.github.com}}",
+            f"{_PR_KEY}.api_url: 'api.github.com' is not an http(s) URL",
+        ),
+        (
+            f"{{{_PR}, run_link: 'https://logs.example.com/runs'}}",
+            f"{_PR_KEY}.run_link: 'https://logs.example.com/runs' has no {{run}}",
+        ),
+        (f"{{{_PR}, timeout: 10 parsecs}}", "invalid duration '10 parsecs'"),
+        (f"{{{_PR}, draft: true}}", f"{_PR_KEY}.draft: unknown key"),
+    ],
+    ids=[
+        "owner-name",
+        "no-repositories",
+        "no-token",
+        "token-pasted",
+        "token-not-a-name",
+        "api-kind",
+        "api-url",
+        "run-link",
+        "timeout",
+        "unknown-key",
+    ],
+)
+def test_a_bad_pull_request_configuration_names_its_key(
+    config_dir: Path, pull_request: str, expected: str
+) -> None:
+    anchor = "    kube_contexts: {us-east-1: us-east-1, us-west-2: us-west-2}\n"
+    edit(
+        config_dir / "environments.yaml",
+        anchor,
+        f"{anchor}    gitops: {{pull_request: {pull_request}}}\n",
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(config_dir)
+    assert expected in error.value.message
+    assert "R2d2C3po" not in error.value.message and "my token" not in error.value.message
+
+
+def test_a_pull_request_configuration_loads_and_is_off_elsewhere(config_dir: Path) -> None:
+    anchor = "    kube_contexts: {us-east-1: us-east-1, us-west-2: us-west-2}\n"
+    secret = "aws-secretsmanager:prod/github#token"
+    edit(
+        config_dir / "environments.yaml",
+        anchor,
+        f"{anchor}    gitops: {{pull_request: {{{_PR.replace('GITHUB_TOKEN', secret)}}}}}\n",
+    )
+    config = load_config(config_dir)
+    wanted = config.environment("production").gitops.pull_request
+    assert wanted is not None and wanted.token_env == secret
+    assert (wanted.api, wanted.api_url, wanted.timeout) == ("github", "https://api.github.com", 10)
+    assert wanted.repositories == {"file:///srv/api.git": "acme/api"}
+    assert config.environment("staging").gitops.pull_request is None
+
+
 def test_malformed_yaml_gives_line_and_column(config_dir: Path) -> None:
     (config_dir / "policy.yaml").write_text("people: [alice\nrules: {")
     with pytest.raises(ConfigError, match=r"policy.yaml: line \d+, column \d+: malformed YAML"):

@@ -41,11 +41,17 @@ def started(engine: Engine, execution_id: str, *, actor: Actor) -> Iterator[list
 
 @contextlib.contextmanager
 def live_engine(
-    config: Config, directory: Path, *, clock: Clock | None = None, kubeconfig: str | None = None
+    config: Config,
+    directory: Path,
+    *,
+    clock: Clock | None = None,
+    kubeconfig: str | None = None,
+    store: SqliteStore | None = None,
 ) -> Iterator[Engine]:
-    """The catalog's runbooks on a fresh SQLite store in ``directory``, live adapters; the
-    engine and its store are closed on exit."""
-    store = SqliteStore(directory / "state.db")
+    """The catalog's runbooks on a fresh SQLite store in ``directory`` (or on ``store``, which
+    the caller closes), live adapters; the engine and the store it made are closed on exit."""
+    given = store
+    store = store or SqliteStore(directory / "state.db")
     clock = clock or SystemClock()
     engine = Engine(
         config=config,
@@ -60,7 +66,8 @@ def live_engine(
         yield engine
     finally:
         engine.close()
-        store.close()
+        if given is None:
+            store.close()
 
 
 @pytest.fixture

@@ -19,9 +19,17 @@ class Killed(BaseException):
 
 
 class CrashingStore(SqliteStore):
-    def __init__(self, path: Path, *, kill_after: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        kill_after: int | None = None,
+        kill_when: Callable[[Execution], bool] | None = None,
+    ) -> None:
         super().__init__(path)
         self.kill_after = kill_after
+        #: Die right after the first write of an execution this says yes to (then forget it).
+        self.kill_when = kill_when
         self.saves = 0
         self.states: list[str] = []
 
@@ -30,6 +38,9 @@ class CrashingStore(SqliteStore):
         self.saves += 1
         self.states.append(f"{execution.state}:{[str(s.status) for s in execution.steps]}")
         if self.kill_after is not None and self.saves == self.kill_after:
+            raise Killed(f"killed after write {self.saves} ({execution.state})")
+        if self.kill_when is not None and self.kill_when(execution):
+            self.kill_when = None
             raise Killed(f"killed after write {self.saves} ({execution.state})")
 
 

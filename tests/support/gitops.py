@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from runbooks.engine.config.loader import Config, PullRequestConfig
 from sandbox.gitops import GitOpsApp, GitOpsReconciler, Layout, git, seed_gitops
 from tests.conftest import KubeSandbox
 from tests.support.waiting import wait_for
@@ -59,3 +60,20 @@ def gitops_world(
         yield GitOpsWorld(kube, apps, reconciler)
     finally:
         reconciler.stop()
+
+
+def with_pull_requests(config: Config, pull_request: PullRequestConfig, *names: str) -> Config:
+    """``config`` with ``gitops.pull_request`` set in the environments ``names``."""
+    files = config.environments
+    changed = {
+        name: files.environments[name].model_copy(
+            update={
+                "gitops": files.environments[name].gitops.model_copy(
+                    update={"pull_request": pull_request}
+                )
+            }
+        )
+        for name in names
+    }
+    environments = files.model_copy(update={"environments": {**files.environments, **changed}})
+    return Config(config.directory, environments, config.policy, config.schedules, config.alerts)

@@ -321,6 +321,76 @@ class RollbackGate(_Strict):
         return self
 
 
+_OWNER_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: GitHub's token prefixes (personal, OAuth, user-to-server, server-to-server, refresh, fine-
+#: grained): a value like this in ``token_env`` is the secret pasted in the wrong place.
+_TOKEN_SHAPE = re.compile(r"^(gh[pousr]_|github_pat_)\w{20,}")
+_SECRET_REFERENCE = "aws-secretsmanager:"  # noqa: S105 - a scheme, not a secret
+
+
+class PullRequestConfig(_Strict):
+    """Open a pull request for each revert branch through the hosting API (docs/gitops.md).
+
+    Off unless ``gitops.pull_request`` is set. The token is never in this file: ``token_env``
+    names the variable holding it (its value may be an ``aws-secretsmanager:`` reference), or
+    is such a reference itself.
+    """
+
+    #: The hosting API: GitHub's REST API (``POST /repos/{owner}/{repo}/pulls``).
+    api: Literal["github"] = "github"
+    #: Its base URL (GitHub Enterprise Server: ``https://HOST/api/v3``); ``${VAR}`` expanded.
+    api_url: str = "https://api.github.com"
+    #: An application's Git URL, exactly as its Application or GitRepository names it, to the
+    #: hosting API's ``owner/name`` of that repository. A revert pushed elsewhere opens none.
+    repositories: dict[str, str] = Field(min_length=1)
+    token_env: str
+    #: Seconds each call to the API may take.
+    timeout: Seconds = 10.0
+    #: Where the pull request's body links the run: a URL with ``{run}`` (a log search, a
+    #: dashboard); unset, the body names the run and ``runs.show``.
+    run_link: str | None = None
+
+    @field_validator("api_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://", "${")):
+            raise ValueError(f"{value!r} is not an http(s) URL (e.g. https://api.github.com)")
+        return value
+
+    @field_validator("repositories")
+    @classmethod
+    def _owner_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for url, name in value.items():
+            if not _OWNER_NAME.match(name):
+                raise ValueError(f"{url}: {name!r} is not owner/name (e.g. acme/deploy)")
+        return value
+
+    @field_validator("token_env")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        reference = value.startswith(_SECRET_REFERENCE) and len(value) > len(_SECRET_REFERENCE)
+        if _TOKEN_SHAPE.match(value):
+            raise ValueError(
+                "this looks like a token itself: name the environment variable that holds it "
+                f"(or an {_SECRET_REFERENCE} reference); tokens never go in this file"
+            )
+        if not (_VARIABLE.match(value) or reference):
+            raise ValueError(
+                "neither the name of an environment variable (e.g. "
+                f"GITHUB_TOKEN) nor an {_SECRET_REFERENCE}<secret id>[#<json key>] reference; "
+                "never the token itself (the value is not repeated here, in case it is one)"
+            )
+        return value
+
+    @field_validator("run_link")
+    @classmethod
+    def _run_link(cls, value: str | None) -> str | None:
+        if value is not None and "{run}" not in value:
+            raise ValueError(f"{value!r} has no {{run}} (where the run's id goes)")
+        return value
+
+
 class GitOpsConfig(_Strict):
     """Deployments owned by Argo CD or Flux (docs/gitops.md)."""
 
@@ -330,6 +400,8 @@ class GitOpsConfig(_Strict):
     #: The variable holding an HTTPS token for pushing revert branches (a value or an
     #: ``aws-secretsmanager:`` reference); unset: git's own access (SSH keys, a local path).
     token_env: str | None = None
+    #: Open a pull request for each revert branch (off unless set).
+    pull_request: PullRequestConfig | None = None
 
 
 class EnvironmentConfig(_Strict):

@@ -354,6 +354,7 @@ class Runner:
             adapters=self._adapters.get(),
             state_dir=self._state_dir,
             execution_id=execution.id,
+            incident=execution.incident,
             started_at=execution.started_at or self._clock.now(),
             check_cancelled=check_cancelled,
             check_lease=check_lease,
@@ -492,6 +493,7 @@ class Runner:
                 adapters=self._adapters.get(),
                 state_dir=self._state_dir,
                 execution_id=execution.id,
+                incident=execution.incident,
                 started_at=execution.started_at or self._clock.now(),
                 break_glass=execution.break_glass,
             )
