@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pydantic import Field, ValidationInfo, field_validator
 
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.config.loader import EnvironmentConfig, ServiceConfig
+from runbooks.engine.config.environments import EnvironmentConfig, ServiceConfig
 from runbooks.engine.config.yaml_files import Seconds
 from runbooks.engine.errors import InvalidInput, Refused, RunbookError
 from runbooks.engine.params import RunbookParams

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pydantic import Field, field_validator
 
 from runbooks.engine.clock import format_duration, iso, parse_iso
-from runbooks.engine.config.loader import EnvironmentConfig
+from runbooks.engine.config.environments import EnvironmentConfig
 from runbooks.engine.config.yaml_files import Seconds
 from runbooks.engine.errors import InvalidInput, Refused, RunbookError
 from runbooks.engine.params import RunbookParams

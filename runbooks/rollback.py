@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.config.loader import EnvironmentConfig, ServiceConfig
+from runbooks.engine.config.environments import EnvironmentConfig, ServiceConfig
 from runbooks.engine.errors import InvalidInput, NeedsPerson, Refused, RunbookError, StepFailed
 from runbooks.engine.params import RegionalParams
 from runbooks.engine.plan import PastRun, PlanContext, PlanDraft, RunContext, Step

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.config.loader import ServiceConfig
+from runbooks.engine.config.environments import ServiceConfig
 from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.params import RegionalParams
 from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step

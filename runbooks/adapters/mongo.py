@@ -30,7 +30,7 @@ from requests.auth import HTTPDigestAuth
 
 from runbooks.adapters import secret_env
 from runbooks.engine.clock import parse_iso
-from runbooks.engine.config.loader import MongoConfig
+from runbooks.engine.config.environments import MongoConfig
 from runbooks.interfaces import (
     AtlasRegion,
     CloudSnapshot,

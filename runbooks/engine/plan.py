@@ -22,7 +22,8 @@ from runbooks.engine.errors import InvalidInput, StepFailed
 
 if TYPE_CHECKING:
     from runbooks.engine.clock import Clock
-    from runbooks.engine.config.loader import Config, EnvironmentConfig
+    from runbooks.engine.config.environments import EnvironmentConfig
+    from runbooks.engine.config.loader import Config
     from runbooks.engine.params import RunbookParams
 
 _STEP_KINDS: dict[str, type[Step]] = {}

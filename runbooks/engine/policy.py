@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runbooks.engine.clock import format_duration, iso, parse_iso
-from runbooks.engine.config.loader import Config, Freeze, Rule
+from runbooks.engine.config.loader import Config
+from runbooks.engine.config.policy_file import Freeze, Rule
 from runbooks.engine.errors import InvalidInput, RefusalKind
 from runbooks.engine.models import Actor
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runbooks.engine.config.loader import EnvironmentConfig, ServiceConfig
+from runbooks.engine.config.environments import EnvironmentConfig, ServiceConfig
 from runbooks.engine.errors import InvalidInput, StepFailed
 from runbooks.engine.plan import PlanContext, RunContext, Step
 from runbooks.interfaces import KubeOps, infrastructure

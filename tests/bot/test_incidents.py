@@ -15,7 +15,8 @@ import pytest
 from bot.incidents import SENDING_KEY, IncidentFeed, dedup_key, page_callback
 from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings, RateLimited
 from runbooks.engine.background.outbox import OutboxFollower
-from runbooks.engine.config.loader import Config, PolicyFile, load_config
+from runbooks.engine.config.loader import Config, load_config
+from runbooks.engine.config.policy_file import PolicyFile
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput
 from runbooks.engine.models import State

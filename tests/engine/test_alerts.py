@@ -16,7 +16,8 @@ from runbooks.engine.background.outbox import OutboxFollower
 from runbooks.engine.background.supervisor import Supervisor
 from runbooks.engine.clock import FakeClock
 from runbooks.engine.config.alerts import AlertRoute, AlertsFile
-from runbooks.engine.config.loader import Config, PolicyFile, load_config
+from runbooks.engine.config.loader import Config, load_config
+from runbooks.engine.config.policy_file import PolicyFile
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput
 from runbooks.engine.models import State

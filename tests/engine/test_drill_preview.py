@@ -11,7 +11,8 @@ import pytest
 
 from runbooks.engine.background.supervisor import Supervisor
 from runbooks.engine.clock import FakeClock, iso
-from runbooks.engine.config.loader import Config, PolicyFile, load_config
+from runbooks.engine.config.loader import Config, load_config
+from runbooks.engine.config.policy_file import PolicyFile
 from runbooks.engine.config.schedules import SchedulesFile
 from runbooks.engine.requesters import drills as drills_module
 from runbooks.engine.requesters.drills import Announcement, DrillScheduler

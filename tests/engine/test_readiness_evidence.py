@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runbooks.engine.clock import FakeClock
-from runbooks.engine.config.loader import Config, EnvironmentsFile
+from runbooks.engine.config.environments import EnvironmentsFile
+from runbooks.engine.config.loader import Config
 from runbooks.engine.readiness import Finding
 from runbooks.engine.registry import Registry
 from runbooks.freshness import drill_evidence

@@ -73,7 +73,7 @@ def test_operators_in_policy_decide_who_else_may_cancel(
         {**rule, "operators": ["dave"]} if rule["environments"] == ["production"] else rule
         for rule in doc["rules"]
     ]
-    from runbooks.engine.config.loader import PolicyFile
+    from runbooks.engine.config.policy_file import PolicyFile
 
     config = Config(sandbox_config.directory, sandbox_config.environments, PolicyFile(**doc))
     engine = make_engine(config=config)

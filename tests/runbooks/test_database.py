@@ -16,7 +16,7 @@ import pytest
 from mockupdb import Matcher, MockupDB
 
 from runbooks.adapters.mongo import MongoAdapter
-from runbooks.engine.config.loader import MongoConfig
+from runbooks.engine.config.environments import MongoConfig
 from runbooks.interfaces import InfrastructureError
 from sandbox import atlas
 

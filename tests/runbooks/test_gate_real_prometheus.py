@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from runbooks.engine.config.loader import Config, PrometheusConfig, RollbackGate
+from runbooks.engine.config.environments import PrometheusConfig, RollbackGate
+from runbooks.engine.config.loader import Config
 from runbooks.engine.engine import Engine
 from runbooks.engine.models import Execution, State, StepStatus
 from sandbox.kube.emulator import BY_PATH

@@ -23,7 +23,8 @@ from runbooks.adapters.github import GitHubPulls
 from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
 from runbooks.engine.background.outbox import OutboxFollower
 from runbooks.engine.clock import FakeClock
-from runbooks.engine.config.loader import Config, PullRequestConfig
+from runbooks.engine.config.environments import PullRequestConfig
+from runbooks.engine.config.loader import Config
 from runbooks.engine.engine import Engine
 from runbooks.engine.models import Execution, State
 from runbooks.interfaces import InfrastructureError

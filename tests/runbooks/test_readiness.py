@@ -18,7 +18,9 @@ from runbooks.adapters.pagerduty import PagerDuty, PagerDutySettings
 from runbooks.engine.background.outbox import OutboxFollower
 from runbooks.engine.background.readiness_watch import ReadinessNotices, ReadinessWatch, WatchTick
 from runbooks.engine.clock import FakeClock
-from runbooks.engine.config.loader import Config, EnvironmentsFile, PolicyFile
+from runbooks.engine.config.environments import EnvironmentsFile
+from runbooks.engine.config.loader import Config
+from runbooks.engine.config.policy_file import PolicyFile
 from runbooks.engine.config.schedules import ReadinessSchedule
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, Refused

@@ -19,7 +19,8 @@ from bson import json_util
 
 from runbooks.engine import Engine
 from runbooks.engine.clock import FakeClock, format_duration
-from runbooks.engine.config.loader import Config, EnvironmentsFile
+from runbooks.engine.config.environments import EnvironmentsFile
+from runbooks.engine.config.loader import Config
 from runbooks.engine.errors import Refused
 from runbooks.engine.models import State
 from sandbox import appdata

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from runbooks.engine.config.loader import Config, EnvironmentConfig, RollbackGate
+from runbooks.engine.config.environments import EnvironmentConfig, RollbackGate
+from runbooks.engine.config.loader import Config
 from runbooks.engine.engine import Engine
 from runbooks.engine.models import Execution, State
 from tests.conftest import KubeSandbox

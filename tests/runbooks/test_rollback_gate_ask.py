@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from runbooks.engine.config.loader import Config, RollbackGate
+from runbooks.engine.config.environments import RollbackGate
+from runbooks.engine.config.loader import Config
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, NotFound, Refused
 from runbooks.engine.models import Actor, Execution, State, StepStatus

@@ -9,7 +9,7 @@ import pytest
 
 from runbooks.adapters.mongo import MongoAdapter
 from runbooks.catalog import load_catalog
-from runbooks.engine.config.loader import MongoConfig
+from runbooks.engine.config.environments import MongoConfig
 from runbooks.engine.lifecycle.requests import Request
 from runbooks.interfaces import InfrastructureError
 from tests.conftest import EngineFactory

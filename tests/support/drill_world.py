@@ -7,7 +7,8 @@ from typing import Any
 
 from runbooks.engine.background.supervisor import Supervisor
 from runbooks.engine.clock import FakeClock
-from runbooks.engine.config.loader import Config, PolicyFile, load_config
+from runbooks.engine.config.loader import Config, load_config
+from runbooks.engine.config.policy_file import PolicyFile
 from runbooks.engine.config.schedules import SchedulesFile
 from runbooks.engine.engine import Engine
 from runbooks.engine.requesters.drills import DrillScheduler

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runbooks.engine.config.loader import Config, RollbackGate
+from runbooks.engine.config.environments import RollbackGate
+from runbooks.engine.config.loader import Config
 from runbooks.engine.engine import Engine
 from runbooks.engine.models import Execution, State, StepStatus
 from tests.conftest import KubeSandbox

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from runbooks.engine.config.loader import Config, PullRequestConfig
+from runbooks.engine.config.environments import PullRequestConfig
+from runbooks.engine.config.loader import Config
 from sandbox.gitops import GitOpsApp, GitOpsReconciler, Layout, git, seed_gitops
 from tests.conftest import KubeSandbox
 from tests.support.waiting import wait_for

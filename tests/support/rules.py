@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from runbooks.engine.config.loader import Config, PolicyFile, load_config
+from runbooks.engine.config.loader import Config, load_config
+from runbooks.engine.config.policy_file import PolicyFile
 from tests.conftest import ROOT
 
 
