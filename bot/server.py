@@ -468,7 +468,11 @@ def main(argv: list[str]) -> int:
     except RunbookError as exc:
         print(f"runbook-bot cannot start: {exc}", flush=True)
         return 2
-    slack_settings = SlackSettings.from_env()  # after open_runtime: the sandbox's env applied
+    try:
+        slack_settings = SlackSettings.from_env()  # after open_runtime: the sandbox's env applied
+    except RunbookError as exc:
+        print(f"runbook-bot cannot start: {exc}", flush=True)
+        return 2
     slack = None
     socket_handler = None
     if slack_settings.mode is None:
@@ -501,6 +505,31 @@ def main(argv: list[str]) -> int:
     app = BotApp(runtime, slack=slack if slack_settings.mode == "http" else None, warm=warmed)
     app.alertmanager.on_accepted = alerts.wake.set
     incidents = IncidentFollower(runtime, pagerduty) if pagerduty is not None else None
+    try:
+        server = create_server(
+            app,
+            host=args.host,
+            port=port,
+            threads=args.threads,
+            ident="runbook-bot",
+            # Alertmanager keeps one connection alive per notification group: a burst of 100
+            # groups held waitress's default 100 connections, and every new one (the kubelet's
+            # probes, Prometheus, Slack) waited two minutes for them to time out
+            # (bench/alertmanager_real_bench.py). Idle ones close after 30 s.
+            connection_limit=CONNECTION_LIMIT,
+            channel_timeout=IDLE_TIMEOUT_S,
+        )
+    except OSError as exc:  # the port is taken (or the address is not ours): one line, no trace
+        print(
+            f"runbook-bot cannot start: cannot listen on {args.host}:{port}: {exc.strerror}",
+            flush=True,
+        )
+        if socket_handler is not None:
+            socket_handler.close()
+        if slack is not None:
+            Workers([slack.notifier]).stop_all(timeout=SHUTDOWN_JOIN_S)
+        runtime.close()
+        return 2
     workers = Workers([housekeeper, drills, alerts, readiness, readiness_notices, gitops])
     if incidents is not None:
         workers.add(incidents)
@@ -522,19 +551,6 @@ def main(argv: list[str]) -> int:
         alertmanager=app.alertmanager.describe(),
         pagerduty=pagerduty_settings.describe(),
         pagerduty_webhook=app.pagerduty.describe(),
-    )
-    server = create_server(
-        app,
-        host=args.host,
-        port=port,
-        threads=args.threads,
-        ident="runbook-bot",
-        # Alertmanager keeps one connection alive per notification group: a burst of 100
-        # groups held waitress's default 100 connections, and every new one (the kubelet's
-        # probes, Prometheus, Slack) waited two minutes for them to time out
-        # (bench/alertmanager_real_bench.py). Idle ones close after 30 s.
-        connection_limit=CONNECTION_LIMIT,
-        channel_timeout=IDLE_TIMEOUT_S,
     )
 
     def stop(_signum: int, _frame: Any) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from runbooks.engine import DEFAULT_PORT, Settings, bot_port, load_settings
+from runbooks.engine import DEFAULT_PORT, RunbookError, Settings, bot_port, load_settings
 from sandbox import appdata
 from sandbox import atlas as atlas_sandbox
 from sandbox import monitoring as sandbox_monitoring
@@ -263,20 +263,28 @@ def write_env(
 SANDBOX_ALERTMANAGER_TOKEN = "sandbox-alertmanager-token"  # noqa: S105 - the sandbox's own
 
 
+def sandbox_running(state_dir: Path) -> str | None:
+    """The sandbox that runs on this state now (its pid file names a live process), if any."""
+    pid_file = state_dir / "sandbox" / "pid"
+    if not pid_file.exists():
+        return None
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return None
+    except PermissionError:
+        return "the sandbox (a process of another user)"
+    return f"the sandbox (pid {pid})"
+
+
 def running_on(state_dir: Path, state_url: str) -> list[str]:
     """What is using this state now: a sandbox (its pid file names a live process) or a bot
     (it holds the store's ``supervisor`` leader lease)."""
     found = []
-    pid_file = state_dir / "sandbox" / "pid"
-    if pid_file.exists():
-        try:
-            pid = int(pid_file.read_text().strip())
-            os.kill(pid, 0)
-            found.append(f"the sandbox (pid {pid})")
-        except (ValueError, ProcessLookupError):
-            pass
-        except PermissionError:
-            found.append("the sandbox (a process of another user)")
+    sandbox = sandbox_running(state_dir)
+    if sandbox is not None:
+        found.append(sandbox)
     database = Path(state_url) if "://" not in state_url else None
     if database is not None and database.exists():
         from runbooks.engine import LeaderLease, open_store
@@ -404,7 +412,12 @@ def main(argv: list[str]) -> int:
     fault.add_argument("--value", default="", help="the fault's value (README)")
     fault.add_argument("--off", action="store_true", help="turn it off")
     args = parser.parse_args(argv)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+        port = bot_port(args.port) if args.command == "up" else DEFAULT_PORT
+    except RunbookError as exc:
+        print(f"runbook-bot cannot start: {exc.message}", file=sys.stderr, flush=True)
+        return 2
     directory = settings.state_dir / "sandbox"
     if args.command in {"channel", "incident", "fault"}:
         return _tool(settings, args)
@@ -414,7 +427,18 @@ def main(argv: list[str]) -> int:
         from sandbox.workspace import act
 
         return act(settings, args)
-    port = bot_port(args.port)
+    other = sandbox_running(settings.state_dir)
+    if other is not None:
+        # A second sandbox on the same state would rewrite the first one's env file,
+        # kubeconfig and Git repositories, and delete them when it stops.
+        print(
+            f"runbook-bot cannot start: {other} already runs on {settings.state_dir}; stop it "
+            "first, or give this one its own state: RUNBOOK_BOT_HOME=/tmp/another "
+            "python3 dev.py serve --port 3100",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
     # From the first server on, SIGTERM and Ctrl-C only ask to stop: a signal during start-up
     # (seeding the backups takes seconds) ends in the same clean stop.
     stop = threading.Event()

@@ -39,6 +39,7 @@ from bot.slack.guard import RedactingWebClient, SlackGate
 from bot.slack.handlers import register
 from bot.slack.notify import Notifier
 from runbooks.engine.clock import Clock, SystemClock
+from runbooks.engine.errors import InvalidInput
 from runbooks.engine.wiring import Runtime
 
 log = structlog.get_logger("runbook_bot.slack")
@@ -68,7 +69,7 @@ class SlackSettings:
             app_token=env.get("SLACK_APP_TOKEN") or None,
             # WebClient silently drops the path unless the base URL ends with a slash.
             api_url=api_url if api_url.endswith("/") else api_url + "/",
-            min_interval=float(env.get("RUNBOOK_BOT_SLACK_INTERVAL") or 1.0),
+            min_interval=_pacing(env.get("RUNBOOK_BOT_SLACK_INTERVAL") or ""),
         )
 
     @property
@@ -109,6 +110,22 @@ class SlackFrontEnd:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         return SocketModeHandler(self.app, app_token)
+
+
+def _pacing(raw: str) -> float:
+    """``RUNBOOK_BOT_SLACK_INTERVAL``: seconds between messages per channel (default 1; 0
+    paces nothing); a clear error for anything else."""
+    if not raw.strip():
+        return 1.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (0 <= value < float("inf")):  # NaN compares false: refused too
+        raise InvalidInput(
+            f"RUNBOOK_BOT_SLACK_INTERVAL={raw!r} is not a number of seconds, 0 or more (default 1)"
+        )
+    return value
 
 
 def web_client(settings: SlackSettings) -> WebClient:

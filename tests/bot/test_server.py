@@ -108,6 +108,11 @@ def test_invalid_configuration_refuses_to_start_with_the_reason(bot_env: dict[st
             "'0' is not a positive number of seconds (default 30)",
         ),
         ("RUNBOOK_BOT_SLACK_WORKERS", "2.5", "'2.5' is not a positive whole number (default 4)"),
+        (
+            "RUNBOOK_BOT_SLACK_INTERVAL",
+            "1s",
+            "'1s' is not a number of seconds, 0 or more (default 1)",
+        ),
     ],
 )
 def test_a_malformed_tuning_variable_refuses_to_start_naming_it(
@@ -127,6 +132,25 @@ def test_a_malformed_tuning_variable_refuses_to_start_naming_it(
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"runbook-bot cannot start: {name}={expected}" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_port_in_use_refuses_to_start_in_one_line(bot: Bot, bot_env: dict[str, str]) -> None:
+    """A second bot on the port the first one holds: one line, exit 2, no traceback (before:
+    waitress's OSError after a log line saying it served)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "serve", "--port", str(bot.port), "--host", "127.0.0.1"],
+        env=bot_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"runbook-bot cannot start: cannot listen on 127.0.0.1:{bot.port}: " in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert '"runbook-bot serving"' not in result.stdout
+    assert get(bot.base + "/health")[0] == 200  # the first one is untouched
 
 
 def test_bot_resumes_an_orphaned_execution_at_start_up(

@@ -4,6 +4,7 @@ execs), then the real `runbook` command against it."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -298,3 +299,54 @@ def test_sandbox_up_without_the_bot_exits_0_on_sigterm_with_clients_still_connec
     assert proc.returncode == 0, out
     assert out.rstrip().endswith("sandbox stopped"), out[-2000:]
     assert not env_file.exists()  # the running sandbox's marker is gone
+
+
+def test_a_second_sandbox_on_the_same_state_refuses_and_touches_nothing(
+    cli_env: dict[str, str],
+) -> None:
+    """A sandbox already runs on this state (its pid file names a live process: this test's
+    own): a second ``sandbox up`` refuses in one line and leaves the first one's files alone
+    (it used to rewrite the env file, kubeconfig and Git repositories, and delete them when it
+    stopped, so the first sandbox became unreachable)."""
+    env = {k: v for k, v in cli_env.items() if k not in ("RUNBOOK_BOT_LOG", "KUBECONFIG")}
+    directory = Path(env["RUNBOOK_BOT_HOME"]) / "sandbox"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "pid").write_text(str(os.getpid()))
+    (directory / "env").write_text("export KUBECONFIG=/the/first/one\n")
+    before = sorted(p.relative_to(directory) for p in directory.rglob("*"))
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox", "up", "--bot", "--port", str(free_port())],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"runbook-bot cannot start: the sandbox (pid {os.getpid()}) already runs on" in (
+        result.stderr
+    )
+    assert "RUNBOOK_BOT_HOME=" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.relative_to(directory) for p in directory.rglob("*")) == before
+    assert (directory / "env").read_text() == "export KUBECONFIG=/the/first/one\n"
+    assert (directory / "pid").read_text() == str(os.getpid())
+
+
+def test_a_malformed_setting_stops_the_sandbox_in_one_line(cli_env: dict[str, str]) -> None:
+    env = {k: v for k, v in cli_env.items() if k not in ("RUNBOOK_BOT_LOG", "KUBECONFIG")}
+    for command in (["up", "--bot"], ["channel", "C0OPS"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "sandbox", *command],
+            env={**env, "RUNBOOK_BOT_SWEEP_INTERVAL": "2s"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.strip() == (
+            "runbook-bot cannot start: RUNBOOK_BOT_SWEEP_INTERVAL='2s' is not a positive number "
+            "of seconds (default 2)"
+        )
