@@ -196,3 +196,26 @@ def test_mongosh_an_independent_client_reads_and_writes_through_it(server: Mongo
     check: pymongo.MongoClient[dict[str, object]]
     with pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=5000) as check:
         assert check.app.notes.find_one({}, {"_id": 0}) == {"from": "mongosh"}
+
+
+def test_an_idle_client_s_monitor_waits_on_its_awaitable_hello(server: MongoServer) -> None:
+    """The streaming monitor protocol (MongoDB 4.4+): a driver that has seen the server's
+    ``topologyVersion`` asks again with ``maxAwaitTimeMS``, and the server answers when the
+    topology changes or that time runs out, not at once. Answered at once, pymongo's monitor
+    asked again in a tight loop (about 4,000 hellos a second per idle client: CPU every
+    process with a client open paid, the engine's own time in bench/dr_bench.py included).
+
+    The work measured is a fixed number of pings, not a time; the server's command counts
+    are the oracle. One new hello at most: the driver's round-trip monitor, which starts once
+    streaming does."""
+    mongo: pymongo.MongoClient[dict[str, object]]
+    with pymongo.MongoClient(
+        server.uri, serverSelectionTimeoutMS=5000, heartbeatFrequencyMS=120_000
+    ) as mongo:
+        mongo.admin.command("ping")
+        hellos = server.commands.get("hello", 0) + server.commands.get("ismaster", 0)
+        for _ in range(200):
+            mongo.admin.command("ping")
+        after = server.commands.get("hello", 0) + server.commands.get("ismaster", 0)
+    assert server.commands["ping"] == 201
+    assert after - hellos <= 1, f"{after - hellos} hellos while 200 pings ran"
