@@ -108,6 +108,10 @@ class MongoServer:
         self.commands: dict[str, int] = {}
         self.oplog: list[OplogEntry] | None = None
         self._oplog_clock: Callable[[], float] = time.time
+        #: This server's ``topologyVersion``: one process id for its life (a new one on every
+        #: hello told drivers it had restarted each time).
+        self._process_id = bson.ObjectId()
+        self._stopping = threading.Event()
 
     def writes(self) -> dict[str, int]:
         """The write log: how many of each write command this server ran."""
@@ -131,6 +135,7 @@ class MongoServer:
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
     def start(self) -> MongoServer:
+        self._stopping.clear()
         self.server.run()
         self.server.autoresponds(self._handle)
         # Answer one command before returning: MockupDB's accept thread takes its listening
@@ -142,6 +147,7 @@ class MongoServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # answers the monitors' awaited hellos now
         self.server.stop()
 
     # --- dispatch --------------------------------------------------------------------------
@@ -162,8 +168,38 @@ class MongoServer:
         flags = getattr(request, "flags", 0) or 0
         if getattr(request, "is_command", False) and flags & OP_MSG_FLAGS["moreToCome"]:
             return True  # an unacknowledged write: no reply is expected
+        wait = self._awaited(name, doc)
+        if wait:
+            # mockupdb serves every connection under one lock: wait in a thread of its own.
+            threading.Thread(
+                target=self._reply_later, args=(request, reply, wait), daemon=True
+            ).start()
+            return True
         request.replies(reply)
         return True
+
+    def _awaited(self, name: str, doc: Doc) -> float:
+        """Seconds to hold a monitor's awaitable hello (the streaming protocol of MongoDB 4.4+),
+        or 0 to answer at once.
+
+        A driver that has this server's ``topologyVersion`` sends it back with
+        ``maxAwaitTimeMS``; the server answers when its topology changes (a standalone's
+        never does) or when that time is up. Answered at once, pymongo's monitor asks again
+        at once: thousands of hellos a second per idle client."""
+        if name.lower() not in {"hello", "ismaster"}:
+            return 0.0
+        version = doc.get("topologyVersion")
+        if not isinstance(version, dict) or version.get("processId") != self._process_id:
+            return 0.0  # a first hello, or one from before a restart: at once
+        try:
+            return max(0.0, float(doc.get("maxAwaitTimeMS", 0)) / 1000)
+        except (TypeError, ValueError):
+            return 0.0
+
+    def _reply_later(self, request: Any, reply: Doc, wait: float) -> None:
+        self._stopping.wait(wait)
+        with contextlib.suppress(OSError):  # the client went away meanwhile
+            request.replies({**reply, "localTime": datetime.datetime.now(datetime.UTC)})
 
     def run(self, name: str, doc: Doc, database: str) -> Doc:
         """Run one command document on the mongomock client; the reply document."""
@@ -195,6 +231,7 @@ class MongoServer:
             "helloOk": True,
             "isWritablePrimary": True,
             "ismaster": True,
+            "topologyVersion": {"processId": self._process_id, "counter": bson.Int64(0)},
             "maxBsonObjectSize": MAX_BSON,
             "maxMessageSizeBytes": 48_000_000,
             "maxWriteBatchSize": 100_000,

@@ -42,6 +42,11 @@ CHANGE_TIMEOUT_S = 300.0
 MAX_LIST_PAGES = 20
 
 
+class HostedZoneGone(InfrastructureError):
+    """Route53 no longer knows a hosted zone id (the zone was deleted, perhaps created again
+    under a new id)."""
+
+
 class AwsAdapter:
     def __init__(self, region: str, *, endpoint_url: str | None = None) -> None:
         self.region = region
@@ -53,6 +58,9 @@ class AwsAdapter:
             read_timeout=30,
         )
         self._clients: dict[str, Any] = {}
+        #: Hosted zone ids by zone name, looked up once: Route53 never reuses an id, and a
+        #: DR run reads its traffic record a dozen times (each plan, each verification).
+        self._zone_ids: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def client(self, service: str) -> Any:
@@ -68,7 +76,10 @@ class AwsAdapter:
             return fn(**kwargs)
         except ClientError as exc:
             error = exc.response.get("Error", {})
-            raise InfrastructureError(
+            kind = (
+                HostedZoneGone if error.get("Code") == "NoSuchHostedZone" else InfrastructureError
+            )
+            raise kind(
                 f"{what} in {self.region}: {error.get('Code', 'error')}: "
                 f"{error.get('Message', str(exc))}"
             ) from None
@@ -386,13 +397,34 @@ class AwsAdapter:
         return sorted(result)
 
     def _zone_id(self, zone: str) -> str:
-        route53 = self.client("route53")
         name = zone if zone.endswith(".") else zone + "."
+        with self._lock:
+            known = self._zone_ids.get(name)
+        if known is not None:
+            return known
+        route53 = self.client("route53")
         found = self._call(f"hosted zone {name}", route53.list_hosted_zones_by_name, DNSName=name)
         for candidate in found.get("HostedZones", []):
             if candidate["Name"] == name:
-                return str(candidate["Id"]).rsplit("/", 1)[-1]
+                zone_id = str(candidate["Id"]).rsplit("/", 1)[-1]
+                with self._lock:
+                    self._zone_ids[name] = zone_id
+                return zone_id
         raise InfrastructureError(f"hosted zone {name} does not exist")
+
+    def _in_zone(self, zone: str, use: Callable[[str], T]) -> T:
+        """``use(zone_id)``; when a remembered id is gone, once more with a fresh lookup."""
+        name = zone if zone.endswith(".") else zone + "."
+        with self._lock:
+            remembered = name in self._zone_ids
+        try:
+            return use(self._zone_id(zone))
+        except HostedZoneGone:
+            if not remembered:
+                raise
+            with self._lock:
+                self._zone_ids.pop(name, None)
+            return use(self._zone_id(zone))
 
     def _weighted(self, zone_id: str, record: str) -> list[dict[str, Any]]:
         route53 = self.client("route53")
@@ -418,7 +450,7 @@ class AwsAdapter:
         return records
 
     def traffic_ttl(self, zone: str, record: str) -> int:
-        records = self._weighted(self._zone_id(zone), record)
+        records = self._in_zone(zone, lambda zone_id: self._weighted(zone_id, record))
         return max(int(r.get("TTL", 0)) for r in records)
 
     def health_check_timing(self, domain: str) -> list[tuple[str, int, int]]:
@@ -442,12 +474,14 @@ class AwsAdapter:
         return sorted(timing)
 
     def traffic_weights(self, zone: str, record: str) -> dict[str, int]:
-        records = self._weighted(self._zone_id(zone), record)
+        records = self._in_zone(zone, lambda zone_id: self._weighted(zone_id, record))
         return {r["SetIdentifier"]: int(r["Weight"]) for r in records}
 
     def set_traffic_weights(self, zone: str, record: str, weights: dict[str, int]) -> None:
+        self._in_zone(zone, lambda zone_id: self._set_weights(zone_id, record, weights))
+
+    def _set_weights(self, zone_id: str, record: str, weights: dict[str, int]) -> None:
         route53 = self.client("route53")
-        zone_id = self._zone_id(zone)
         records = self._weighted(zone_id, record)
         known = {r["SetIdentifier"] for r in records}
         unknown = set(weights) - known

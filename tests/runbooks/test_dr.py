@@ -483,3 +483,37 @@ def test_partial_failover_aborts_when_the_error_rate_rises_mid_soak(
     assert "bad signal after" in error and "error rate in us-west-2 is 7 % (limit 5 %)" in error
     assert _good_checks(error) <= 3, error
     assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}
+
+
+def test_dns_reads_look_the_hosted_zone_up_once_and_again_when_it_was_recreated(
+    aws: AwsWorld,
+) -> None:
+    """A DR run reads the traffic record's weights and TTL at each of its three plans and
+    after it moves traffic: the hosted zone's id is looked up once per adapter (an id is
+    never reused, so a remembered one cannot point at another zone). A zone deleted and
+    created again gets a new id; the read that finds the old one gone looks it up again.
+    moto's request log is the oracle for the lookups, the AWS CLI for the weights."""
+    from runbooks.adapters.aws import AwsAdapter
+
+    zone, record = "example.com.", "api-production.example.com."
+
+    def lookups() -> int:
+        return sum(1 for call in aws.server.calls if "hostedzonesbyname" in call[1])
+
+    def zone_id() -> str:
+        return str(aws.cli("route53", "list-hosted-zones-by-name")["HostedZones"][0]["Id"])
+
+    adapter = AwsAdapter("us-east-1")
+    before = lookups()
+    assert adapter.traffic_weights(zone, record) == _weights(aws)
+    adapter.traffic_ttl(zone, record)
+    adapter.set_traffic_weights(zone, record, adapter.traffic_weights(zone, record))
+    assert lookups() - before == 1 + 1  # the adapter's one, the CLI oracle's one
+    old = zone_id()
+    aws.server.reset()  # the zone is gone; the seed creates it again, with a new id
+    aws.server.seed()
+    assert zone_id() != old
+    before = lookups()
+    assert adapter.traffic_weights(zone, record) == _weights(aws)
+    # The remembered id is refused (NoSuchHostedZone); one lookup again, and the oracle's.
+    assert lookups() - before == 1 + 1
