@@ -150,6 +150,9 @@ class PlanContext:
     #: A dry run: say what would stop the real request now (a closed window) in the plan's
     #: notes instead of refusing, so a future window can be previewed.
     preview: bool = False
+    #: In a preview, what the real request would be refused for now (a window not open yet),
+    #: recorded by the planner with ``refuse_now``; the dry run's verdict says it.
+    refused_now: list[str] = field(default_factory=list)
     #: Requested by an automatic requester (an alert, a schedule), not a person: planners
     #: refuse (``NeedsPerson``) what needs a person's judgement.
     automatic: bool = False
@@ -157,6 +160,11 @@ class PlanContext:
     @property
     def environment(self) -> str:
         return self.params.environment
+
+    def refuse_now(self, why: str) -> None:
+        """In a preview: the real request would be refused now for ``why`` (the plan is still
+        shown). Outside a preview a planner raises ``Refused`` instead."""
+        self.refused_now.append(why)
 
 
 @dataclass(frozen=True)
@@ -324,7 +332,7 @@ class PlanDraft:
 
 
 #: Plan fields outside its hash: recorded or shown with it, never bound by approvals.
-UNHASHED = frozenset({"config_hash", "warnings"})
+UNHASHED = frozenset({"config_hash", "warnings", "refused_now"})
 
 
 @dataclass(frozen=True)
@@ -350,6 +358,9 @@ class Plan:
     #: What the plan's reader should know but does not change what runs (open readiness
     #: findings): shown with the plan, outside its hash, so approvals do not depend on them.
     warnings: list[str] = field(default_factory=list)
+    #: A dry run's plan only: what the real request would be refused for now (outside its
+    #: hash; a real request's plan never has any: its planner refuses instead).
+    refused_now: list[str] = field(default_factory=list)
 
     def to_doc(self) -> dict[str, Any]:
         # Shallow on purpose: its parts are JSON values already, and ``asdict``'s deep copy

@@ -70,6 +70,7 @@ def window_notes(ctx: PlanContext, params: _Windowed) -> tuple[float | None, lis
             message = f"maintenance window {name} is not open now ({iso(start)} to {iso(end)})"
             if ctx.preview and now < start:
                 # A dry run of a window to come: plan it, and say the real request must wait.
+                ctx.refuse_now(f"{message}; it opens at {iso(start)}")
                 return end, [
                     f"window {name}: {iso(start)} to {iso(end)}; NOT OPEN NOW: the real request "
                     "is refused until it opens"

@@ -208,6 +208,14 @@ def test_a_future_window_can_be_previewed_but_not_requested(
         "NOT OPEN NOW: the real request is refused until it opens" in n
         for n in (preview.plan.notes)
     )
+    # The verdict agrees with the note (it said "would be allowed now" beside it before).
+    assert preview.would_refuse is not None and "is not open now" in preview.would_refuse
+    assert preview.dry_run_verdict.startswith("the real request would be refused now: ")
+    assert f"it opens at {iso(start)}" in preview.dry_run_verdict
+    assert (
+        preview.plan.hash
+        == kube_engine.request(Request("maintenance.resize", params, ALICE, dry_run=True)).plan.hash
+    )  # the verdict stays outside the plan's hash
     with pytest.raises(Refused, match="is not open now"):
         kube_engine.request(Request("maintenance.resize", params, ALICE))
     assert kube_engine.list() == []

@@ -124,6 +124,7 @@ class Planner:
             warnings=[]
             if spec.read_only
             else plan_warnings(self._store, params.environment, spec.name),
+            refused_now=list(ctx.refused_now),
         )
 
     def replan(self, execution: Execution) -> Plan:

@@ -273,6 +273,8 @@ class Requests:
         plan = prepared.plan
         if plan.read_only:
             return None
+        if plan.refused_now:  # the planner's, in this preview (a window not open yet)
+            return "; ".join(plan.refused_now)
         try:
             return self._policy.request_refusal(
                 request.actor,
