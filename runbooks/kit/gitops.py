@@ -337,6 +337,24 @@ class GitOpsPlan:
     notes: list[str] = field(default_factory=list)
 
 
+def _pending_revert(app: GitOpsApp) -> str | None:
+    """Why Git does not declare the live image when an earlier run's suspension still holds:
+    its revert branch is not merged yet (Git still names the release that run left)."""
+    if not app.suspended:
+        return None
+    try:
+        run = str(json.loads(app.suspended).get("run") or "")
+    except (ValueError, AttributeError):
+        return None
+    if not run:
+        return None
+    return (
+        f"{app.owner.words()} is still suspended by {run}, whose revert "
+        f"{BRANCH_PREFIX}{run} is not merged yet (Git still declares the release {run} rolled "
+        f"back from); merge it into {app.branch} first (sync then resumes), then roll back again"
+    )
+
+
 def plan_owned(
     ctx: PlanContext,
     kube: KubeOps,
@@ -425,16 +443,25 @@ def plan_owned(
     located = git.locate_images(app.repo_url, base=base, path=app.path, images=changes)
     if located.missing:
         found.unrevertable.add(key)
-        why = located.problem or (
-            f"no file under {app.path!r} of {app.repo_url} ({base}) declares "
-            f"{short_images({m: m for m in located.missing})}: looked for {located.looked}"
+        pending = _pending_revert(app)
+        why = (
+            pending
+            or located.problem
+            or (
+                f"no file under {app.path!r} of {app.repo_url} ({base}) declares "
+                f"{short_images({m: m for m in located.missing})}: looked for {located.looked}"
+            )
         )
         if not ctx.break_glass:
             raise Refused(
                 f"runbook-bot cannot revert {app.owner.words()} in Git: {why}; without the "
                 "revert the suspension would only end when someone changes Git by hand",
-                hint="declare the image where the bot looks (docs/gitops.md), or "
-                "--break-glass --reason TEXT --incident ID to roll back and suspend anyway",
+                hint=(
+                    "merge the pending revert branch first"
+                    if pending
+                    else "declare the image where the bot looks (docs/gitops.md)"
+                )
+                + ", or --break-glass --reason TEXT --incident ID to roll back and suspend anyway",
             )
         found.notes.append(
             f"WARNING (break-glass): no revert branch for {app.owner.words()}: {why}; set Git "

@@ -349,6 +349,24 @@ def test_flux_owned_rollback_suspends_reverts_and_resumes_after_merge(
     assert {"gitops.suspended", "gitops.reverted", "gitops.resumed"} <= set(recorded)
 
 
+def test_a_second_rollback_before_the_revert_is_merged_says_to_merge_it_first(
+    kube: KubeSandbox, world: GitOpsWorld, engine: Engine
+) -> None:
+    """Git still declares the release the first run rolled back from until its branch is
+    merged: the second plan names that run and branch (it said "no file declares app-api:1.4.1
+    ... declare the image where the bot looks", which sent people to their manifests)."""
+    done = run(engine, "rollback", environment="staging")
+    assert done.state == State.SUCCEEDED, done.error
+    branch = f"runbook-bot/revert-{done.id}"
+    with pytest.raises(Refused) as refused:
+        engine.prepare("rollback", {"environment": "staging"}, actor=ALICE)
+    assert (
+        f"Flux Kustomization `api-staging` (namespace flux-system) is still suspended by "
+        f"{done.id}, whose revert {branch} is not merged yet"
+    ) in refused.value.message
+    assert (refused.value.hint or "").startswith("merge the pending revert branch first")
+
+
 def test_a_failed_rollback_gives_sync_back_and_deletes_the_branch(
     kube: KubeSandbox, world: GitOpsWorld, engine: Engine
 ) -> None:
