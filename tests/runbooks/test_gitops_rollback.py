@@ -188,6 +188,8 @@ def test_argo_owned_rollback_holds_reverts_in_git_and_resumes_only_after_merge_a
     ]
     branch = f"runbook-bot/revert-{done.id}"
     assert branch in " ".join(done.steps[4].output)
+    # The step as runs.show, the terminal and the thread read it names the branch too.
+    assert f"push branch {branch} to" in engine.get(done.id).steps[4].description
     # The finished card names the real branch, in the step and in its output.
     card = json.dumps(card_blocks(engine.get(done.id), banner="production", now=clock.now()))
     assert f"push branch {branch} to" in card

@@ -25,7 +25,7 @@ from runbooks.engine.models import (
     StepRecord,
     StopReason,
 )
-from runbooks.engine.plan import PastRun, Plan, diff_plans
+from runbooks.engine.plan import PastRun, Plan, diff_plans, with_run_id
 from runbooks.engine.redact import redact_text
 from runbooks.engine.store.base import Store
 from runbooks.engine.verdicts import execution_measures
@@ -80,11 +80,17 @@ T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
 
-def step_records(plan: Plan) -> list[StepRecord]:
-    """Fresh (pending) step records for every step of a plan."""
+def step_records(plan: Plan, execution_id: str | None = None) -> list[StepRecord]:
+    """Fresh (pending) step records for every step of a plan; with the execution's id, each
+    description names it where the plan could only say ``RUN_ID`` (a revert branch)."""
     return [
         StepRecord(
-            index=i, kind=s["kind"], description=s["description"], reversible=s["reversible"]
+            index=i,
+            kind=s["kind"],
+            description=s["description"]
+            if execution_id is None
+            else with_run_id(s["description"], execution_id),
+            reversible=s["reversible"],
         )
         for i, s in enumerate(plan.steps)
     ]
@@ -164,7 +170,7 @@ class Journal:
             approval.void = True
         execution.plan = fresh
         execution.confirmed_hash = None
-        execution.steps = step_records(fresh)
+        execution.steps = step_records(fresh, execution.id)
         changes = diff_plans(old, fresh)
         self.transition(
             execution,

@@ -388,6 +388,7 @@ class Requests:
         )
         for _ in range(ID_CLASH_TRIES):
             try:
+                execution.steps = step_records(plan, execution.id)
                 self._locks.acquire(plan.locks, execution, actor=actor)
                 self._store.create_execution(execution)
                 break

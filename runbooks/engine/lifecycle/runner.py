@@ -212,7 +212,7 @@ class Runner:
             # Nothing was approved: a read-only report is simply the newer one.
             execution.plan = fresh
             execution.confirmed_hash = fresh.hash
-            execution.steps = step_records(fresh)
+            execution.steps = step_records(fresh, execution.id)
         elif fresh.hash != execution.plan.hash:
             self._journal.void_for_plan_change(execution, fresh)
             return execution
