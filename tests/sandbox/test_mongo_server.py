@@ -207,8 +207,10 @@ def test_an_idle_client_s_monitor_waits_on_its_awaitable_hello(server: MongoServ
     process with a client open paid, the engine's own time in bench/dr_bench.py included).
 
     The work measured is a fixed number of pings, not a time; the server's command counts
-    are the oracle. One new hello at most: the driver's round-trip monitor, which starts once
-    streaming does."""
+    are the oracle. Two new hellos at most: the streaming monitor's awaitable hello (it may
+    arrive after the first ping returned) and the handshake of the driver's round-trip monitor,
+    which starts once streaming does; both then wait out heartbeatFrequencyMS (120 s). Answered
+    at once, the same 200 pings saw hundreds (162 at the least measured)."""
     pings = server.commands.get("ping", 0)  # start() answers one before it returns
     mongo: pymongo.MongoClient[dict[str, object]]
     with pymongo.MongoClient(
@@ -220,4 +222,4 @@ def test_an_idle_client_s_monitor_waits_on_its_awaitable_hello(server: MongoServ
             mongo.admin.command("ping")
         after = server.commands.get("hello", 0) + server.commands.get("ismaster", 0)
     assert server.commands["ping"] - pings == 201
-    assert after - hellos <= 1, f"{after - hellos} hellos while 200 pings ran"
+    assert after - hellos <= 2, f"{after - hellos} hellos while 200 pings ran"
