@@ -22,11 +22,11 @@ from bot.slack.commands import (
 from bot.slack.handlers.base import (
     Listening,
     channel_of,
-    error_text,
     short_banner,
     trigger_of,
 )
 from bot.slack.handlers.commands import Commands
+from bot.slack.handlers.errors import error_text
 from bot.slack.render import (
     deny_modal,
     plan_blocks,

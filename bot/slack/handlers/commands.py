@@ -24,10 +24,10 @@ from bot.slack.handlers.base import (
     REPORT_DAYS,
     REPORT_ROWS,
     Listening,
-    error_text,
     short_banner,
     trigger_of,
 )
+from bot.slack.handlers.errors import error_text
 from bot.slack.render import (
     card_blocks,
     card_text,
@@ -79,11 +79,10 @@ class Commands:
                 params={"text": command.get("text", "")},
                 detail={"error": exc.message, "channel": command.get("channel_id")},
             )
-            text = f":warning: {exc.message}\n{exc.hint or ''}".rstrip()
-            ack(text=text, response_type="ephemeral")
+            ack(text=error_text(exc), response_type="ephemeral")
             return
         ack()
-        self.kit.later(self.run_command, command, respond)
+        self.kit.later(command, respond, self.run_command, command, respond)
 
     def _parse(self, command: dict[str, Any]) -> Parsed:
         return parse(
