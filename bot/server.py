@@ -557,6 +557,10 @@ def main(argv: list[str]) -> int:
         workers.request_stop()
         if socket_handler is not None:
             socket_handler.close()
+        # The requests in flight finish first (waitress's own Ctrl-C path does the same): a
+        # task thread ends each by writing to the wake-up pipe that close() shuts, and a
+        # SIGTERM in between printed an EBADF traceback.
+        server.task_dispatcher.shutdown()
         server.close()
 
     signal.signal(signal.SIGTERM, stop)

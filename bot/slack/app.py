@@ -158,6 +158,9 @@ def build_slack(
         request_verification_enabled=True,
         token_verification_enabled=False,  # no auth.test at start: the bot starts offline too
         process_before_response=False,
+        # A request no listener takes goes to the error handler too (handlers/errors.py),
+        # which logs it and keeps Bolt's 404.
+        raise_error_for_unhandled_request=True,
         logger=bolt_log,
         # Bolt runs listeners (our acks) on this pool; the work after the ack has its own pool
         # (_Listeners.work) so that acks never queue behind planning.

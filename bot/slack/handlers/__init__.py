@@ -1,6 +1,7 @@
 """Every Slack listener, registered by ``register(app, ...)``: the slash commands
 (``commands.py``) and the buttons and dialog (``actions.py``), over one shared kit
-(``base.py``: identity, private answers, the work pool after the ack)."""
+(``base.py``: identity, private answers, the work pool after the ack), and the one error
+mapper (``errors.py``) as Bolt's global error handler and the work pool's."""
 
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ if TYPE_CHECKING:
 def register(
     app: App, runtime: Runtime, notifier: Notifier, kick: Callable[[], None]
 ) -> ThreadPoolExecutor:
-    """Register every command, button and dialog listener on ``app``; returns the pool the
-    work after each ack runs on (the caller drains it at shutdown)."""
+    """Register every command, button and dialog listener on ``app``, and the error mapper as
+    its error handler; returns the pool the work after each ack runs on (the caller drains it
+    at shutdown)."""
     kit = Listening(runtime, notifier, kick)
+    # What a listener raises on Bolt's thread; the work pool's wrapper calls the same mapper.
+    app.error(kit.errors.bolt_error)
     commands = Commands(kit)
     actions = Actions(kit, commands)
     for name in command_names(runtime.engine.registry):

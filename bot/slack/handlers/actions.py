@@ -1,5 +1,6 @@
 """Buttons and the deny dialog: acked at once, the work on the pool; a value that is not
-what our buttons carry is answered privately (``bot.slack.buttons``)."""
+what our buttons carry, and every refusal, is answered privately by the error mapper
+(``errors.py``), which sees what these raise."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from bot.slack.commands import (
 from bot.slack.handlers.base import (
     Listening,
     channel_of,
-    error_text,
     short_banner,
     trigger_of,
 )
@@ -61,6 +61,9 @@ class Actions:
         try:
             spec = self.engine.registry.get(suggestion.runbook)
         except RunbookError:
+            # Kept: a runbook the card names but this catalog no longer has says so in the
+            # button's terms, rather than the registry's "unknown runbook" to someone who
+            # typed nothing.
             self.kit.whisper(body, "That button no longer names a runbook here.", respond)
             return
         fields = spec.params.model_fields
@@ -85,12 +88,9 @@ class Actions:
         def privately(**kwargs: Any) -> Any:
             return respond(replace_original=False, response_type="ephemeral", **kwargs)
 
-        try:
-            self.commands.request(
-                parsed, actor, cast("Respond", privately), body["user"]["id"], channel_of(body)
-            )
-        except RunbookError as exc:
-            privately(text=error_text(exc))
+        self.commands.request(
+            parsed, actor, cast("Respond", privately), body["user"]["id"], channel_of(body)
+        )
 
     def on_confirm(
         self, body: dict[str, Any], action: dict[str, Any], respond: Respond, _client: WebClient
@@ -105,24 +105,20 @@ class Actions:
             )
             return
         engine = self.engine
-        try:
-            result = engine.request(
-                Request(
-                    runbook=request.runbook,
-                    params=request.params,
-                    actor=actor,
-                    channel=request.channel,
-                    reason=request.reason,
-                    incident=request.incident,
-                    break_glass=request.break_glass,
-                    confirmed_hash=request.plan_hash,
-                    drill=request.drill,
-                    trigger=trigger_of(request.trigger, actor, request.incident),
-                )
+        result = engine.request(
+            Request(
+                runbook=request.runbook,
+                params=request.params,
+                actor=actor,
+                channel=request.channel,
+                reason=request.reason,
+                incident=request.incident,
+                break_glass=request.break_glass,
+                confirmed_hash=request.plan_hash,
+                drill=request.drill,
+                trigger=trigger_of(request.trigger, actor, request.incident),
             )
-        except RunbookError as exc:
-            respond(replace_original=False, text=error_text(exc))
-            return
+        )
         if result.outcome != Outcome.SUBMITTED or result.execution is None:
             plan = result.plan
             banner = short_banner(self.runtime, plan.environment)
@@ -165,17 +161,13 @@ class Actions:
         respond: Respond,
         decide: Callable[[str, Actor, str], object],
     ) -> str | None:
-        """Run an engine decision for the clicker on ``execution id:plan hash``; refusals
-        answer the clicker privately. Returns the execution id when it went through."""
+        """Run an engine decision for the clicker on ``execution id:plan hash`` (a refusal is
+        raised, for the error mapper). Returns the execution id when it went through."""
         actor = self.kit.clicker(body, respond)
         if actor is None:
             return None
         execution_id, plan_hash = execution_value(action)
-        try:
-            decide(execution_id, actor, plan_hash)
-        except RunbookError as exc:
-            self.kit.whisper(body, error_text(exc), respond)
-            return None
+        decide(execution_id, actor, plan_hash)
         self.kit.done()
         return execution_id
 
@@ -219,11 +211,8 @@ class Actions:
             return
         meta = json.loads(view.get("private_metadata") or "{}")
         reason = view["state"]["values"]["reason"]["value"].get("value") or ""
-        try:
-            self.engine.deny(meta["id"], actor=actor, reason=reason)
-        except RunbookError as exc:
-            ack(response_action="errors", errors={"reason": exc.message[:150]})
-            return
+        # A refusal is raised before the ack: the error mapper shows it under the reason.
+        self.engine.deny(meta["id"], actor=actor, reason=reason)
         ack()
         self.kit.done()
 
@@ -236,13 +225,7 @@ class Actions:
             return
         execution_id, rest = execution_value(action)
         key, _, choice = rest.rpartition(":")
-        try:
-            question = self.engine.answer(
-                execution_id, choice, actor=actor, question_key=key or None
-            )
-        except RunbookError as exc:
-            self.kit.whisper(body, error_text(exc), respond)
-            return
+        question = self.engine.answer(execution_id, choice, actor=actor, question_key=key or None)
         self.kit.whisper(
             body, f"You answered {choice} to step {question['step']} of `{execution_id}`.", respond
         )
@@ -255,7 +238,4 @@ class Actions:
         if actor is None:
             return
         execution_id, _ = execution_value(action)
-        try:
-            self.kit.cancel(execution_id, actor, "")
-        except RunbookError as exc:
-            self.kit.whisper(body, error_text(exc), respond)
+        self.kit.cancel(execution_id, actor, "")

@@ -1,5 +1,6 @@
 """What every Slack listener shares: who the clicker is, answering privately, the work pool
-after the ack, a malformed button answered once, and the engine verbs both kinds call."""
+after the ack (what it raises goes to the one error mapper, ``errors.py``), and the engine
+verbs both kinds call."""
 
 from __future__ import annotations
 
@@ -7,45 +8,26 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import structlog
 from slack_bolt import Ack, Respond
 from slack_sdk import WebClient
 
-from bot.slack.buttons import (
-    ButtonNotUnderstood,
-)
 from bot.slack.guard import redacting
+from bot.slack.handlers.errors import ErrorMapper
 from bot.slack.notify import Notifier
 from bot.slack.render import (
-    REFUSAL_MARK,
     shorten_banner,
 )
-from runbooks.engine.errors import RunbookError, StoreFull
 from runbooks.engine.models import Actor, Trigger, TriggerKind
 from runbooks.engine.wiring import Runtime
 
-log = structlog.get_logger("runbook_bot.slack")
 ActionWork = Callable[[dict[str, Any], dict[str, Any], Respond, WebClient], None]
 REPORT_DAYS = 400
 REPORT_ROWS = 6
 
 
-def error_text(exc: RunbookError) -> str:
-    text = f"{REFUSAL_MARK} {exc.message}"
-    if exc.hint:
-        text += f"\n{exc.hint}"
-    return text
-
-
 def channel_of(body: dict[str, Any]) -> str | None:
     channel = body.get("channel") or {}
     return channel.get("id") or (body.get("container") or {}).get("channel_id")
-
-
-NOT_UNDERSTOOD = (
-    ":warning: I did not understand that button (it may come from an old or altered "
-    "message); nothing was done. Run the command again for a fresh one."
-)
 
 
 def trigger_of(kind: Any, actor: Actor, incident: Any) -> Trigger | None:
@@ -71,17 +53,21 @@ class Listening:
         self.work = ThreadPoolExecutor(
             max_workers=runtime.settings.slack_workers, thread_name_prefix="slack-work"
         )
+        self.errors = ErrorMapper(self.whisper)
 
-    def later(self, fn: Callable[..., None], *args: Any) -> None:
+    def later(
+        self, body: dict[str, Any], respond: Respond, work: Callable[..., None], *args: Any
+    ) -> None:
+        """Run ``work(*args)`` on the work pool, after the ack of the request ``body``. Bolt's
+        error handler does not see this thread: what ``work`` raises goes to the same mapper,
+        answered through ``respond`` (already redacting) or privately to the clicker."""
+        name = getattr(work, "__name__", str(work))
+
         def guarded() -> None:
             try:
-                fn(*args)
-            except StoreFull as full:  # answered where the work could; one line here
-                log.error(
-                    "state store full", work=getattr(fn, "__name__", str(fn)), error=full.message
-                )
-            except Exception:
-                log.exception("slack work failed", work=getattr(fn, "__name__", str(fn)))
+                work(*args)
+            except Exception as error:
+                self.errors.answer(error, body, respond, work=name)
 
         self.work.submit(guarded)
 
@@ -96,33 +82,11 @@ class Listening:
             client: WebClient,
         ) -> None:
             ack()
-            self.later(self.understood(work), body, action, redacting(respond), client)
+            respond = redacting(respond)
+            self.later(body, respond, work, body, action, respond, client)
 
         listener.__name__ = f"deferred_{work.__name__}"
         return listener
-
-    def understood(self, work: ActionWork) -> ActionWork:
-        """``work``, answering a malformed button privately and logging one line."""
-
-        def run(
-            body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
-        ) -> None:
-            try:
-                work(body, action, respond, client)
-            except StoreFull as full:
-                log.error("state store full", action_id=action.get("action_id"), error=full.message)
-                self.whisper(body, error_text(full), respond)
-            except ButtonNotUnderstood as exc:
-                log.warning(
-                    "slack button not understood",
-                    action_id=action.get("action_id"),
-                    user=(body.get("user") or {}).get("id"),
-                    why=str(exc),
-                )
-                self.whisper(body, NOT_UNDERSTOOD, respond)
-
-        run.__name__ = work.__name__
-        return run
 
     def actor(self, user_id: str) -> Actor | None:
         policy = self.engine.config.policy

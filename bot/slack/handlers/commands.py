@@ -24,7 +24,6 @@ from bot.slack.handlers.base import (
     REPORT_DAYS,
     REPORT_ROWS,
     Listening,
-    error_text,
     short_banner,
     trigger_of,
 )
@@ -39,7 +38,6 @@ from bot.slack.render import (
     report_blocks,
 )
 from runbooks.engine import Outcome, Request
-from runbooks.engine.errors import RunbookError
 from runbooks.engine.models import Actor
 
 log = structlog.get_logger("runbook_bot.slack")
@@ -55,8 +53,9 @@ class Commands:
         self.notifier = kit.notifier
 
     def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond) -> None:
-        """Parse and check identity inside the ack; bad input is answered here, privately.
-        Planning and the rest happen after the ack, on the work pool."""
+        """Parse and check identity inside the ack; bad input is answered in the ack,
+        privately (by the error mapper). Planning and the rest happen after the ack, on the
+        work pool; what they raise is answered by the same mapper."""
         ack, respond = redacting(ack), redacting(respond)
         user_id = command.get("user_id", "")
         if self.kit.actor(user_id) is None:
@@ -68,9 +67,11 @@ class Commands:
         try:
             self._parse(command)
         except UsageError as exc:
+            # Caught for what only a command does: the audit record, written before the
+            # answer so that whoever sees the refusal can find it in the log. The answer (the
+            # usage text, in the ack) is the error mapper's: Bolt hands it what is re-raised.
             actor = self.kit.actor(user_id)
             assert actor is not None
-            # Recorded before the answer: whoever sees the refusal can find it in the log.
             self.engine.audit.record(
                 "request.rejected",
                 actor=actor,
@@ -79,11 +80,9 @@ class Commands:
                 params={"text": command.get("text", "")},
                 detail={"error": exc.message, "channel": command.get("channel_id")},
             )
-            text = f":warning: {exc.message}\n{exc.hint or ''}".rstrip()
-            ack(text=text, response_type="ephemeral")
-            return
+            raise
         ack()
-        self.kit.later(self.run_command, command, respond)
+        self.kit.later(command, respond, self.run_command, command, respond)
 
     def _parse(self, command: dict[str, Any]) -> Parsed:
         return parse(
@@ -101,34 +100,31 @@ class Commands:
         try:
             parsed = self._parse(command)
         except UsageError:
-            return  # answered in the ack
-        try:
-            if parsed.runbook is None and parsed.verb == "help" and parsed.command != "/runbook":
-                respond(
-                    namespace_usage(
-                        self.engine.registry,
-                        parsed.command,
-                        environments=self.engine.config.environment_names(),
-                    )
+            return  # already answered in the ack: not a second answer from the mapper
+        if parsed.runbook is None and parsed.verb == "help" and parsed.command != "/runbook":
+            respond(
+                namespace_usage(
+                    self.engine.registry,
+                    parsed.command,
+                    environments=self.engine.config.environment_names(),
                 )
-            elif parsed.command == "/drills":
-                self._drills(parsed, actor, respond, user_id, command.get("channel_id"))
-            elif parsed.command == "/incident":
-                self._incident(parsed, actor, respond)
-            elif parsed.runbook is None:
-                self._admin(parsed, actor, respond, user_id, command.get("channel_id"))
-            elif parsed.verb == "help":
-                respond(
-                    usage(
-                        self.engine.registry.get(parsed.runbook),
-                        parsed.command,
-                        environments=self.engine.config.environment_names(),
-                    )
+            )
+        elif parsed.command == "/drills":
+            self._drills(parsed, actor, respond, user_id, command.get("channel_id"))
+        elif parsed.command == "/incident":
+            self._incident(parsed, actor, respond)
+        elif parsed.runbook is None:
+            self._admin(parsed, actor, respond, user_id, command.get("channel_id"))
+        elif parsed.verb == "help":
+            respond(
+                usage(
+                    self.engine.registry.get(parsed.runbook),
+                    parsed.command,
+                    environments=self.engine.config.environment_names(),
                 )
-            else:
-                self.request(parsed, actor, respond, user_id, command.get("channel_id"))
-        except RunbookError as exc:
-            respond(error_text(exc))
+            )
+        else:
+            self.request(parsed, actor, respond, user_id, command.get("channel_id"))
 
     def request(
         self, parsed: Parsed, actor: Actor, respond: Respond, user_id: str, channel: str | None
