@@ -593,8 +593,11 @@ def _plan_undo(
     redeploys = ""
     if ctx.automatic and current.earlier:
         before = next((m for m in moved.values() if m.by.number == current.number), None)
+        # Not "the release before it": the release that rollback replaced is the newer one
+        # (1.4.2 before 1.4.1 went back on); the release before 1.4.1 is older still.
         rolled = (
-            f"; the release before it, {before.revision.image_text()}, is {before.words()}"
+            f"; the release that rollback replaced, {before.revision.image_text()} (revision "
+            f"{before.revision.number}), is {before.words()}"
             if before is not None
             else ""
         )

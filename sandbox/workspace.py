@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from typing import Any
 
 from bot.slack.render import REFUSAL_MARK
 from runbooks.engine import Settings, read_sandbox_env
-from sandbox.slack import AmbiguousButton, SlackUser, text_of
+from sandbox.slack import AmbiguousButton, SlackUser, buttons_of, text_of
 
 #: A refusal's exit code, as the CLI's (runbook_cli.program.EXIT_REFUSED).
 EXIT_REFUSED = 2
 QUIET_S = 1.5
 MAX_WAIT_S = 15.0
+#: An execution id as the bot shows it (``runbooks.engine.ids.new_execution_id``).
+EXECUTION_ID = re.compile(r"\brb-[0-9a-f]{6}\b")
 
 
 def _fingerprint(messages: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
@@ -75,8 +78,12 @@ def act(settings: Settings, args: argparse.Namespace) -> int:
         print(f"the bot answered HTTP {delivery.status}: {delivery.body}")
         return 1
     refused = False
+    # The request this is about: the card clicked (Approve on rb-…), the immediate answer
+    # ("Submitted rb-…"); what the bot posts about it elsewhere is not "elsewhere".
+    about: set[str] = set() if args.command == "slack" else executions_of(message)
     if delivery.body.strip():
         immediate = answer_text(delivery.body)
+        about |= set(EXECUTION_ID.findall(immediate))
         refused = immediate.startswith(REFUSAL_MARK)
         print(f"--- the bot's immediate answer (only you)\n{immediate}")
     if args.command == "click" and args.label.lower() == "deny":
@@ -89,7 +96,7 @@ def act(settings: Settings, args: argparse.Namespace) -> int:
         if answer.body.strip():
             print(f"--- the dialog's answer\n{answer_text(answer.body)}")
     here = args.channel if args.command == "slack" else message["channel"]
-    changed = _print_changes(user, before, channel=here)
+    changed = _print_changes(user, before, channel=here, about=about)
     if refused or any(
         m["ephemeral_to"] == user.user_id and text_of(m).startswith(REFUSAL_MARK) for m in changed
     ):
@@ -124,14 +131,28 @@ def _wait_for_view(user: SlackUser) -> dict[str, Any] | None:
     return None
 
 
+def executions_of(message: dict[str, Any]) -> set[str]:
+    """The execution ids a message names: in its text, or its buttons' values."""
+    found = set(EXECUTION_ID.findall(text_of(message)))
+    for button in buttons_of(message):
+        found.update(EXECUTION_ID.findall(str(button.get("value", ""))))
+    return found
+
+
 def _print_changes(
-    user: SlackUser, before: dict[tuple[str, str], int], *, channel: str | None
+    user: SlackUser,
+    before: dict[tuple[str, str], int],
+    *,
+    channel: str | None,
+    about: set[str] | frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """Print what is new or changed for this person since ``before``; returns those messages.
 
     The answer first (what only you see, then the channel you typed in, then your direct
-    messages); what changed elsewhere meanwhile (another run's card, a drill's announcement)
-    after it, marked ``elsewhere``: it may have nothing to do with what you typed."""
+    messages); then what changed in other channels about the same request (``about``, and
+    the executions the answer names: the approval card of the request a Confirm submitted),
+    marked with its id; what changed elsewhere meanwhile (another run's card, a drill's
+    announcement) last, marked ``elsewhere``: it may have nothing to do with what you typed."""
     # Wait for the bot's first answer (planning may take seconds: a DR plan reads DNS, both
     # regions, the database and /health), then until it has been quiet for QUIET_S.
     start = time.monotonic()
@@ -146,12 +167,24 @@ def _print_changes(
             seen, last_change = now, time.monotonic()
     changed = [m for m in user.visible() if before.get((m["channel"], m["ts"])) != m["updates"]]
 
-    def rank(message: dict[str, Any]) -> int:
+    def placed(message: dict[str, Any]) -> int:
         if message["ephemeral_to"] == user.user_id:
             return 0
         if message["channel"] == channel:
             return 1
         return 2 if message["channel"] == user.user_id else 3
+
+    ours = set(about)
+    for message in changed:
+        if placed(message) < 3:
+            ours |= executions_of(message)
+
+    def same_request(message: dict[str, Any]) -> list[str]:
+        return sorted(executions_of(message) & ours)
+
+    def rank(message: dict[str, Any]) -> int:
+        where = placed(message)
+        return where if where < 3 or same_request(message) else 4
 
     changed.sort(key=rank)  # stable: each group keeps Slack's order
     for message in changed:
@@ -163,6 +196,8 @@ def _print_changes(
         if message["thread_ts"]:
             where += " (thread)"
         if rank(message) == 3:
+            where += f" ({', '.join(same_request(message))}: the same request)"
+        elif rank(message) == 4:
             where += " (elsewhere: meanwhile, maybe not about this)"
         print(f"--- #{where}")
         print(text_of(message))

@@ -220,27 +220,19 @@ class ConfigPolicy:
         break_glass: bool,
         now: float,
     ) -> Refusal | None:
-        """The refusal (its kind and its words) of this request here and now, or None."""
-        not_allowed = RefusalKind.NOT_ALLOWED
-        if not self.member_of(actor, gate.requesters):
-            return Refusal(
-                not_allowed,
-                f"{actor.name} may not request {runbook} in {environment}; requesters: "
-                f"{', '.join(gate.requesters)} ({gate.rule})",
-            )
-        if actor.origin == "cli" and not gate.terminal_requests:
-            return Refusal(
-                not_allowed,
-                f"{runbook} in {environment} cannot be requested from a terminal; "
-                f"use Slack ({gate.rule})",
-            )
-        if actor.origin == "slack" and gate.channels and channel not in gate.channels:
-            return Refusal(
-                not_allowed,
-                f"{runbook} in {environment} can only be requested from "
-                f"{', '.join('<#' + c + '>' for c in gate.channels)}, not from "
-                f"{'<#' + channel + '>' if channel else 'a direct message'}",
-            )
+        """The refusal (its kind and its words) of this request here and now, or None: the
+        requester's permission (``permission_refusal``), then the moment (a change freeze,
+        a maintenance window)."""
+        refusal = self.permission_refusal(
+            actor,
+            gate,
+            runbook=runbook,
+            environment=environment,
+            channel=channel,
+            break_glass=break_glass,
+        )
+        if refusal is not None:
+            return refusal
         freeze = self.active_freeze(gate, now)
         if freeze is not None and not break_glass:
             return Refusal(
@@ -263,6 +255,43 @@ class ConfigPolicy:
                     f"{runbook} in {environment} runs only inside a maintenance window; "
                     f"none is open now ({nxt})",
                 )
+        return None
+
+    def permission_refusal(
+        self,
+        actor: Actor,
+        gate: Gate,
+        *,
+        runbook: str,
+        environment: str,
+        channel: str | None,
+        break_glass: bool,
+    ) -> Refusal | None:
+        """Whether this person may request this here, from this front end and channel, with
+        break-glass if asked: what depends on neither the plan nor the moment, so that the
+        request path refuses it before planning reads live state."""
+        not_allowed = RefusalKind.NOT_ALLOWED
+        if not self.member_of(actor, gate.requesters):
+            return Refusal(
+                not_allowed,
+                f"{actor.name} may not request {runbook} in {environment}; requesters: "
+                f"{', '.join(gate.requesters)} ({gate.rule})",
+            )
+        if actor.origin == "cli" and not gate.terminal_requests:
+            return Refusal(
+                not_allowed,
+                f"{runbook} in {environment} cannot be requested from a terminal; "
+                f"use Slack ({gate.rule})",
+            )
+        if actor.origin == "slack" and gate.channels and channel not in gate.channels:
+            return Refusal(
+                not_allowed,
+                f"{runbook} in {environment} can only be requested from "
+                f"{', '.join('<#' + c + '>' for c in gate.channels)}, not from "
+                f"{'<#' + channel + '>' if channel else 'a direct message'}",
+            )
+        # Before the freeze and the window as it always could be: with break-glass neither
+        # of them refuses.
         if break_glass and not gate.break_glass_allowed:
             return Refusal(
                 not_allowed,

@@ -79,22 +79,34 @@ def find_owner(kube: KubeOps, namespace: str, deployment: str) -> GitOpsApp | No
     return kube.gitops_app(owner)
 
 
-def owned_words(app: GitOpsApp, *, change: str) -> str:
+def owned_words(app: GitOpsApp, *, change: str, source: str = "") -> str:
     """``owned by Argo CD application `api-production` (automated sync every 3m): the
-    rollback alone would be reverted``."""
-    sync = f"automated sync {app.interval}" if app.automated else "automated sync off"
-    return f"owned by {app.owner.words()} ({sync}): the {change} alone would be reverted"
+    rollback alone would be reverted`` (``source``: `` from REPO (BRANCH)`` after "sync"
+    where the words name it). With automated sync off nothing reverts the change now; the
+    next sync would (by hand, or once someone turns automated sync back on)."""
+    owner = app.owner.words()
+    if app.automated:
+        return (
+            f"owned by {owner} (automated sync {app.interval}): the {change} alone would be "
+            f"reverted{' at the next sync' + source if source else ''}"
+        )
+    return (
+        f"owned by {owner} (automated sync off): nothing reverts the {change} while "
+        f"automated sync stays off, but the next sync{source} would (a sync by hand, or "
+        "automated sync turned back on)"
+    )
 
 
 def owned_warning(kube: KubeOps, namespace: str, deployment: str, *, change: str) -> str | None:
     """A plan line for runbooks that change an owned deployment without Git (scaling,
-    resources): the reconciler undoes it at its next sync."""
+    resources): the reconciler undoes it at its next sync (automated or not)."""
     app = find_owner(kube, namespace, deployment)
     if app is None:
         return None
+    source = f" from {app.repo_url} ({app.branch})"
     return (
-        f"WARNING: {deployment} is {owned_words(app, change=change)} at the next sync "
-        f"from {app.repo_url} ({app.branch}); make the change in Git as well"
+        f"WARNING: {deployment} is {owned_words(app, change=change, source=source)}; "
+        "make the change in Git as well"
     )
 
 

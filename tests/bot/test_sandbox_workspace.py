@@ -180,3 +180,63 @@ def test_the_answer_comes_first_and_what_changed_elsewhere_is_marked(capsys: Any
     out = capsys.readouterr().out
     assert "--- #C0DRILLS (elsewhere: meanwhile, maybe not about this)" in out
     assert out.index("only alice sees this") < out.index("a drill starts in 15 minutes")
+
+
+def test_confirm_shows_the_card_of_the_request_it_submitted_as_that_request(
+    world: SlackWorld, tmp_path: Path
+) -> None:
+    """The walkthrough: ``sandbox.click --as alice Confirm`` printed the approval card of the
+    request just submitted as "elsewhere: meanwhile, maybe not about this" (it is in another
+    channel than the plan). It is that request: marked with its id, right after the answer."""
+    alice = world.user("alice")
+    assert alice.command("/rollback staging").status == 200
+    wait_for(lambda: alice.find_button("Confirm") is not None, what="the plan")
+    confirmed = _workspace(world, tmp_path, "click", "--as", "alice", "Confirm")
+    assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
+    [execution] = world.executions()
+    out = confirmed.stdout
+    assert f"--- #C0APPROVALS ({execution.id}: the same request)" in out, out
+    assert "elsewhere" not in out, out
+    assert out.index(f"Submitted `{execution.id}`") < out.index("--- #C0APPROVALS"), out
+
+
+def test_what_names_the_request_acted_on_is_marked_so_and_the_rest_stays_elsewhere(
+    capsys: Any,
+) -> None:
+    from sandbox.workspace import _print_changes
+
+    def message(channel: str, ts: str, text: str, ephemeral_to: str | None = None) -> Any:
+        return {"channel": channel, "ts": ts, "updates": 0, "text": text,
+                "ephemeral_to": ephemeral_to, "thread_ts": None, "blocks": []}  # fmt: skip
+
+    card = message("C0APPROVALS", "1.2", "")
+    card["blocks"] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "*rollback* `rb-0a1b2c`"}},
+        {
+            "type": "actions",
+            "elements": [
+                {"type": "button", "text": {"type": "plain_text", "text": "Approve"},
+                 "value": "rb-0a1b2c:approve"},
+            ],
+        },
+    ]  # fmt: skip
+
+    class Person:
+        user_id = "U0ALICE"
+
+        def visible(self) -> list[dict[str, Any]]:
+            return [
+                message("C0APPROVALS", "1.1", "*rollback* `rb-999999` — awaiting_approval"),
+                card,
+                message("C0DRILLS", "1.3", "a drill starts in 15 minutes"),
+                message("C0OPS", "1.4", "Submitted `rb-0a1b2c`", ephemeral_to="U0ALICE"),
+            ]
+
+    shown = _print_changes(Person(), {}, channel="C0OPS")  # type: ignore[arg-type]
+    assert [m["ts"] for m in shown] == ["1.4", "1.2", "1.1", "1.3"]
+    out = capsys.readouterr().out
+    assert "--- #C0APPROVALS (rb-0a1b2c: the same request)\n*rollback* `rb-0a1b2c`" in out
+    assert out.count("(elsewhere: meanwhile, maybe not about this)") == 2
+    # The card clicked names its request even when the answer does not.
+    _print_changes(Person(), {}, channel="C0OPS", about={"rb-999999"})  # type: ignore[arg-type]
+    assert "--- #C0APPROVALS (rb-999999: the same request)" in capsys.readouterr().out

@@ -287,6 +287,73 @@ def test_a_dry_run_says_whether_the_real_request_would_be_allowed(engine: Engine
     assert actions(engine) == ["request.dry_run", "request.dry_run"]
 
 
+def test_a_person_who_may_not_request_is_told_so_before_the_plan_reads_live_state(
+    engine: Engine,
+) -> None:
+    """The walkthrough: Carol's production request met the plan's error (a live read that
+    failed), not "Carol may not request ...": planning came before the permission check."""
+    world.UNREADABLE.add("a")
+    params = {"environment": "production", "keys": "a"}
+    asked = Request("test.set", params, CAROL, reason=" mine ", incident="PD-9", assume_yes=True)
+    with pytest.raises(Refused) as refused:
+        engine.request(asked)
+    rule = engine.policy.gate("test.set", "production", read_only=False).rule
+    assert refused.value.message == (
+        f"Carol may not request test.set in production; requesters: sre ({rule})"
+    )
+    # Audited as the check after planning audited it: the plan's target and parameters.
+    [record] = engine.audit.export()
+    assert record["action"] == "request.refused" and record["outcome"] == "not_allowed"
+    assert record["actor"] == CAROL.to_doc() and record["incident"] == "PD-9"
+    assert record["reason"] == "mine"
+    assert record["target"] == {
+        "runbook": "test.set",
+        "environment": "production",
+        "region": None,
+        "lock": "production:test",
+    }
+    assert record["params"] == {
+        "environment": "production",
+        "keys": "a",
+        "value": 1,
+        "announce": False,
+    }
+    assert record["detail"] == {
+        "why": refused.value.message,
+        "kind": "not_allowed",
+        "channel": None,
+        "break_glass": False,
+    }
+    # The same refusal where the plan can be made: the record is the same.
+    world.UNREADABLE.clear()
+    with pytest.raises(Refused, match=r"^Carol may not request test\.set in production"):
+        engine.request(asked)
+    again = list(engine.audit.export())[-1]
+    assert {k: again[k] for k in ("action", "outcome", "target", "params", "detail")} == {
+        k: record[k] for k in ("action", "outcome", "target", "params", "detail")
+    }
+    # Someone who may request it meets the plan's error, as before.
+    world.UNREADABLE.add("a")
+    with pytest.raises(InvalidInput, match="cannot read a in production"):
+        engine.request(Request("test.set", params, ALICE, assume_yes=True))
+    assert engine.list() == []
+
+
+def test_a_dry_run_by_someone_who_may_not_request_shows_the_plan_and_says_why_not(
+    engine: Engine,
+) -> None:
+    world.STATE["a"] = 3
+    looked = engine.request(
+        Request("test.set", {"environment": "production", "keys": "a"}, CAROL, dry_run=True)
+    )
+    assert looked.outcome == Outcome.DRY_RUN
+    assert [s["description"] for s in looked.plan.steps] == ["set a: 3 → 1"]
+    assert looked.dry_run_verdict.startswith(
+        "the real request would be refused now: Carol may not request test.set in production"
+    )
+    assert actions(engine) == ["request.dry_run"]
+
+
 def scheduler_fire(engine: Engine, drill: dict[str, Any]) -> Any:
     """A stub of the drill scheduler's entry point: a translator, nothing more."""
     return engine.request(
@@ -436,8 +503,9 @@ def test_a_request_computes_its_gate_once_and_runs_preflight_once(
     )
     assert result.outcome == Outcome.SUBMITTED and result.execution is not None
     assert (policy.gates, policy.checks) == (1, 1)
-    # Preflight still refuses (audited) before anything is stored.
+    # A person who may not request it is refused (audited) before anything is stored, and
+    # before planning: preflight does not run, the gate is still computed once.
     with pytest.raises(Refused, match=r"Carol may not request test\.set in production"):
         engine.request(Request("test.set", {"environment": "production"}, CAROL, assume_yes=True))
-    assert (policy.gates, policy.checks) == (2, 2)
+    assert (policy.gates, policy.checks) == (2, 1)
     assert actions(engine)[-1] == "request.refused" and len(engine.list()) == 1

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
+from runbooks.engine.errors import InvalidInput
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import Measure, PlanContext, PlanDraft, RunContext, Step
 from runbooks.engine.registry import RunbookSpec, runbook
@@ -23,6 +24,8 @@ FAILING_UNDO: set[str] = set()
 #: Keys whose undo waits (checking for cancellation, as a rollout watch does).
 WAITING_UNDO: set[str] = set()
 GATES: dict[str, threading.Event] = {}
+#: Keys whose live read fails while planning (an unreachable cluster, a missing revision).
+UNREADABLE: set[str] = set()
 #: What ``test.measure``'s next runs take (RTO, seconds on the engine clock) and lose (RPO).
 MEASURED: list[tuple[float, float]] = []
 
@@ -35,6 +38,7 @@ def reset() -> None:
     WAITING_UNDO.clear()
     GATES.clear()
     MEASURED.clear()
+    UNREADABLE.clear()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +104,8 @@ def set_values(ctx: PlanContext, params: SetParams) -> PlanDraft:
     if params.announce:
         steps.append(Announce(text=f"setting {params.keys}"))
     for key in params.keys.split(","):
+        if key in UNREADABLE:
+            raise InvalidInput(f"cannot read {key} in {params.environment}: unreachable")
         current = STATE.get(key, 0)
         if current != params.value:
             steps.append(SetValue(key=key, before=current, after=params.value))

@@ -483,6 +483,51 @@ def test_scaling_and_resources_plans_warn_that_the_reconciler_would_revert_them(
     assert not any("owned by" in n for n in plain.plan.notes)
 
 
+def test_with_automated_sync_off_the_plans_say_nothing_reverts_the_change_until_a_sync(
+    kube: KubeSandbox, world: GitOpsWorld, engine: Engine
+) -> None:
+    """The walkthrough: with the application's automated sync suspended, scale.pods said
+    "(automated sync off): the scaling alone would be reverted", which is not what happens
+    now; nothing reverts it until someone syncs or turns automated sync back on."""
+    for resource, name, namespace, sync_off in (
+        ("applications.argoproj.io", "api-production", "argocd", {"spec": {"syncPolicy": None}}),
+        ("kustomizations.kustomize.toolkit.fluxcd.io", "api-staging", "flux-system",
+         {"spec": {"suspend": True}}),
+    ):  # fmt: skip
+        patched = kube.kubectl(
+            "patch", resource, name, "-n", namespace, "--type=merge", "-p", json.dumps(sync_off),
+            region="us-east-1",
+        )  # fmt: skip
+        assert patched.returncode == 0, patched.stderr
+    scaled = engine.prepare(
+        "scale.pods",
+        {"environment": "production", "service": "api", "replicas": 5, "region": "us-east-1"},
+        actor=ALICE,
+    )
+    [warning] = [n for n in scaled.plan.notes if "owned by" in n]
+    assert warning == (
+        "WARNING: api-deployment is owned by Argo CD application `api-production` (namespace "
+        "argocd) (automated sync off): nothing reverts the scaling while automated sync stays "
+        f"off, but the next sync from {world.apps['api-production'].url} (main) would (a sync "
+        "by hand, or automated sync turned back on); make the change in Git as well"
+    )
+    assert "alone would be reverted" not in warning
+    resized = engine.prepare(
+        "maintenance.resources",
+        {"environment": "staging", "service": "api", "cpu_limit": "3", "window": _window(900)},
+        actor=ALICE,
+    )
+    [warning] = [n for n in resized.plan.notes if "owned by" in n]
+    assert "(automated sync off): nothing reverts the resources change while" in warning
+    rolled = engine.prepare("rollback", {"environment": "production"}, actor=ALICE)
+    owned = [n for n in rolled.plan.notes if "owned by" in n]
+    assert [n.split(":")[0] for n in owned] == ["us-east-1", "us-west-2"]
+    assert "(automated sync off): nothing reverts the rollback while" in owned[0]
+    # Where automated sync is on, the reconciler does revert it, and the plan says so.
+    assert "(automated sync every 3s" in owned[1]
+    assert owned[1].endswith("the rollback alone would be reverted")
+
+
 def test_flux_suspension_pages_once_at_the_limit_and_stays_suspended(
     kube: KubeSandbox,
     world: GitOpsWorld,

@@ -11,7 +11,7 @@ from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.models import Execution, State
 from tests.conftest import AwsWorld
-from tests.support.people import ALICE
+from tests.support.people import ALICE, CAROL
 from tests.support.windows import _window, run_approved
 
 GROUP = "staging-api-use1"
@@ -218,5 +218,15 @@ def test_a_future_window_can_be_previewed_but_not_requested(
     )  # the verdict stays outside the plan's hash
     with pytest.raises(Refused, match="is not open now"):
         kube_engine.request(Request("maintenance.resize", params, ALICE))
+    # Someone who may not request it sees the plan too, and the verdict says first what the
+    # real request would meet first: the permission refusal, before the plan is made.
+    theirs = kube_engine.request(Request("maintenance.resize", params, CAROL, dry_run=True))
+    assert theirs.plan.hash == preview.plan.hash
+    assert theirs.dry_run_verdict.startswith(
+        "the real request would be refused now: Carol may not request maintenance.resize in "
+        "staging; requesters: sre"
+    ), theirs.dry_run_verdict
+    with pytest.raises(Refused, match=r"^Carol may not request maintenance\.resize in staging"):
+        kube_engine.request(Request("maintenance.resize", params, CAROL))
     assert kube_engine.list() == []
     assert _types(aws) == ["t3.medium", "t3.medium"]

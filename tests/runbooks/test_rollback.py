@@ -275,6 +275,31 @@ def test_a_rollback_after_a_rollback_skips_the_release_it_removed(kube, kube_eng
     assert any("rolled back outside runbook-bot" in n for n in plan.notes)
 
 
+def test_the_automatic_refusal_names_the_release_rolled_back_from_as_such(
+    kube, kube_engine
+) -> None:
+    """The walkthrough: the alert's refusal called app-api:1.4.2 "the release before it" (before
+    1.4.1): it is the newer release that rollback replaced; the release before 1.4.1 is 1.4.0
+    (revision 1). The page says which is which."""
+    first = run(kube_engine, "rollback", environment="development")
+    assert first.state == State.SUCCEEDED, first.error
+    alerts = Actor("alertmanager", "Alertmanager", "alertmanager")
+    with pytest.raises(NeedsPerson) as refused:
+        kube_engine.prepare("rollback", {"environment": "development"}, actor=alerts)
+    message = refused.value.message
+    assert "the release before it" not in message
+    assert message.startswith(
+        "api-deployment in development (us-east-1) is still failing after rolling back to "
+        "app-api:1.4.1 (revision 4); the release that rollback replaced, app-api:1.4.2 "
+        "(revision 3), is the release rolled back at "
+    ), message
+    assert f"by {first.id} (Alice)" in message
+    assert message.endswith(
+        ": no earlier good release is known, and an automatic rollback does not go further "
+        "back on its own"
+    ), message
+
+
 def test_a_crashing_pod_of_the_replica_set_rolled_away_from_is_not_blamed(tmp_path) -> None:
     """Terminating pods of the old ReplicaSet linger on a real cluster (their grace period):
     one that was OOMKilled must not fail the next rollout's wait, which is about the new

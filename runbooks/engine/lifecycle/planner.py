@@ -3,8 +3,9 @@ checks. Nothing here changes an execution; refusals of bad input are audited."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,12 +108,11 @@ class Planner:
             ),
         )
         draft = spec.make_plan(ctx)
-        region = getattr(params, "region", None) or None
         return Plan(
             runbook=spec.name,
             environment=params.environment,
             tier=env.tier,
-            region=region,
+            region=_region(params),
             lock_key=spec.lock_key(params),
             locks=spec.lock_keys(params),
             params=params.model_dump(mode="json"),
@@ -146,20 +146,32 @@ class Planner:
         actor: Actor,
         break_glass: bool = False,
         preview: bool = False,
+        before_planning: Callable[[RunbookSpec[Any], RunbookParams], None] | None = None,
     ) -> Prepared:
         """Validate parameters and compute the plan from live state; change nothing.
 
         ``preview`` (a dry run) lets planners describe what is not possible right now (a
         maintenance window that is not open) instead of refusing. Invalid input is audited
-        as a rejected request and raised as InvalidInput.
+        as a rejected request and raised as InvalidInput. ``before_planning`` sees the
+        validated request before anything live is read (the request path refuses a person
+        who may not request there; it audits its own refusals).
         """
-        try:
+        with self._audited(name, raw_params, actor=actor):
             spec = self._registry.get(name)
             params = validate_params(spec.params, raw_params, self._config)
+        if before_planning is not None:
+            before_planning(spec, params)
+        with self._audited(name, raw_params, actor=actor):
             plan = self.plan(
                 spec, params, break_glass=break_glass, preview=preview, automatic=actor.automatic
             )
-            return Prepared(spec, params, plan)
+        return Prepared(spec, params, plan)
+
+    @contextlib.contextmanager
+    def _audited(self, name: str, raw_params: dict[str, Any], *, actor: Actor) -> Iterator[None]:
+        """Audit invalid input as a rejected request, and a refusal, then raise them on."""
+        try:
+            yield
         except InvalidInput as exc:
             self._audit.record(
                 "request.rejected",
@@ -245,3 +257,19 @@ class Planner:
             if close is not None:
                 close()
         return None if first is None else parse_iso(str(json.loads(first.body)["time"]))
+
+
+def _region(params: RunbookParams) -> str | None:
+    """The region a request names (None: all of the environment's)."""
+    return getattr(params, "region", None) or None
+
+
+def request_target(spec: RunbookSpec[Any], params: RunbookParams) -> dict[str, Any]:
+    """What an audit record names as the target of a validated request that has no plan yet:
+    the same as ``journal.plan_target`` of the plan it would get."""
+    return {
+        "runbook": spec.name,
+        "environment": params.environment,
+        "region": _region(params),
+        "lock": spec.lock_key(params),
+    }

@@ -1,7 +1,8 @@
 """The one request path every requester takes: CLI, Slack, the scheduler, webhooks.
 
 A front end translates what it received into a ``Request`` and calls ``Engine.request``; the
-engine validates, plans from live state, applies policy, and either answers with the plan to
+engine validates, refuses a person who may not request it there (before any live read), plans
+from live state, applies the rest of policy, and either answers with the plan to
 show (``CONFIRM``: nothing stored), the newer plan when the live state moved since the
 requester saw one (``CHANGED``), a dry run, the report of a read-only runbook it just ran
 (``REPORTED``), or the submitted execution (``SUBMITTED``). The front end renders the answer
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import Clock
@@ -36,11 +37,13 @@ from runbooks.engine.lifecycle.journal import (
     step_records,
 )
 from runbooks.engine.lifecycle.locks import Locks
-from runbooks.engine.lifecycle.planner import Planner, Prepared
+from runbooks.engine.lifecycle.planner import Planner, Prepared, request_target
 from runbooks.engine.lifecycle.runner import Runner
 from runbooks.engine.models import Actor, Execution, State, Trigger
+from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import Plan
 from runbooks.engine.policy import ConfigPolicy, Gate, Refusal, require_break_glass_context
+from runbooks.engine.registry import RunbookSpec
 from runbooks.engine.store.base import Store
 
 if TYPE_CHECKING:
@@ -176,6 +179,36 @@ class Requests:
         if request.break_glass:
             require_break_glass_context(request.reason, request.incident)
         drills = self._drills(request)
+        gates: list[Gate] = []
+
+        def permitted(spec: RunbookSpec[Any], params: RunbookParams) -> None:
+            # Before planning reads live state: a person who may not request this is told
+            # so first (audited), and reads nothing. A dry run plans all the same (it is
+            # read-only) and its verdict says the real request would be refused.
+            gate = self._policy.gate(spec.name, params.environment, read_only=spec.read_only)
+            gates.append(gate)
+            if request.dry_run or spec.read_only:
+                return
+            refusal = self._policy.permission_refusal(
+                request.actor,
+                gate,
+                runbook=spec.name,
+                environment=params.environment,
+                channel=request.channel,
+                break_glass=request.break_glass,
+            )
+            if refusal:
+                self._refuse(
+                    refusal,
+                    target=request_target(spec, params),
+                    params=params.model_dump(mode="json"),
+                    actor=request.actor,
+                    reason=request.reason,
+                    incident=request.incident,
+                    channel=request.channel,
+                    break_glass=request.break_glass,
+                )
+
         if prepared is None or prepared.plan.hash != request.confirmed_hash:
             prepared = self._planner.prepare(
                 request.runbook,
@@ -183,9 +216,10 @@ class Requests:
                 actor=request.actor,
                 break_glass=request.break_glass,
                 preview=request.dry_run,
+                before_planning=permitted,
             )
         plan = prepared.plan
-        gate = self._gate(plan)
+        gate = gates[0] if gates else self._gate(plan)
 
         def result(outcome: Outcome, **extra: Any) -> RequestResult:
             return RequestResult(
@@ -273,7 +307,19 @@ class Requests:
         plan = prepared.plan
         if plan.read_only:
             return None
-        if plan.refused_now:  # the planner's, in this preview (a window not open yet)
+        # In the real request's order: the person's permission (checked before planning),
+        # then the planner's (a window not open yet, in this preview), then the moment.
+        permission = self._policy.permission_refusal(
+            request.actor,
+            gate,
+            runbook=plan.runbook,
+            environment=plan.environment,
+            channel=request.channel,
+            break_glass=request.break_glass,
+        )
+        if permission is not None:
+            return permission.message
+        if plan.refused_now:
             return "; ".join(plan.refused_now)
         try:
             return self._policy.request_refusal(
@@ -523,19 +569,43 @@ class Requests:
                 + (" or under break-glass" if gate.break_glass_allowed else ""),
             )
         if refusal:
-            self._audit.record(
-                "request.refused",
-                actor=actor,
-                outcome="not_allowed",
+            self._refuse(
+                refusal,
                 target=plan_target(plan),
                 params=plan.params,
-                reason=clean_reason(reason),
+                actor=actor,
+                reason=reason,
                 incident=incident,
-                detail={
-                    "why": refusal.message,
-                    "kind": str(refusal.kind),
-                    "channel": channel,
-                    "break_glass": break_glass,
-                },
+                channel=channel,
+                break_glass=break_glass,
             )
-            raise Refused(refusal.message, kind=refusal.kind)
+
+    def _refuse(
+        self,
+        refusal: Refusal,
+        *,
+        target: dict[str, Any],
+        params: dict[str, Any],
+        actor: Actor,
+        reason: str | None,
+        incident: str | None,
+        channel: str | None,
+        break_glass: bool,
+    ) -> NoReturn:
+        """Audit policy's refusal of a request (``request.refused``) and raise it."""
+        self._audit.record(
+            "request.refused",
+            actor=actor,
+            outcome="not_allowed",
+            target=target,
+            params=params,
+            reason=clean_reason(reason),
+            incident=incident,
+            detail={
+                "why": refusal.message,
+                "kind": str(refusal.kind),
+                "channel": channel,
+                "break_glass": break_glass,
+            },
+        )
+        raise Refused(refusal.message, kind=refusal.kind)
