@@ -268,6 +268,13 @@ def test_a_rollback_after_a_rollback_skips_the_release_it_removed(kube, kube_eng
     # By hand in staging, outside runbook-bot: the cluster's own history says it all the same.
     undo = kube.kubectl("rollout", "undo", "deployment/api-deployment", "-n", "staging")
     assert undo.returncode == 0, undo.stderr
+    # As on a real cluster, the deployment controller renumbers the replica sets after the
+    # patch, not in it: wait for the rollout as a person would before planning (planned in
+    # the same millisecond, the history did not show the undo yet).
+    done = kube.kubectl(
+        "rollout", "status", "deployment/api-deployment", "-n", "staging", "--timeout=60s"
+    )
+    assert done.returncode == 0, done.stderr
     plan = kube_engine.prepare(
         "rollback", {"environment": "staging", "region": "us-east-1"}, actor=ALICE
     ).plan
