@@ -21,7 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from runbooks.engine import OPEN_KEY, REPORT_KEY, Store, transition_counts
+from runbooks.engine import Engine
 from runbooks.engine.models import State
 
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0)
@@ -29,8 +29,10 @@ SCRAPE_LIMIT = 5000  # executions read per scrape (newest first)
 
 
 class StoreCollector(Collector):
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    """The store's facts at scrape time, read through the engine's read verbs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
     def collect(self) -> Iterator[Metric]:
         # A counter: how many times an execution entered each state, kept in the store.
@@ -39,10 +41,10 @@ class StoreCollector(Collector):
             "Execution transitions: how many times an execution entered each state",
             labels=["runbook", "environment", "state"],
         )
-        for (runbook, environment, state), count in sorted(transition_counts(self.store).items()):
+        for (runbook, environment, state), count in sorted(self.engine.transition_counts().items()):
             total.add_metric([runbook, environment, state], count)
         yield total
-        executions = self.store.list_executions(limit=SCRAPE_LIMIT)
+        executions = self.engine.list(limit=SCRAPE_LIMIT)
         by_state = Counter((e.runbook, e.environment, str(e.state)) for e in executions)
         current = GaugeMetricFamily(
             "runbook_bot_executions_in_state",
@@ -90,29 +92,29 @@ class StoreCollector(Collector):
             "Open readiness findings: a runbook's precondition that does not hold now",
             labels=["environment", "runbook", "check"],
         )
+        status = self.engine.readiness_status()
         open_now = Counter(
             (str(f["environment"]), str(f["runbook"]), str(f["check"]))
-            for f in (self.store.kv_get(OPEN_KEY) or {}).values()
+            for f in status.open.values()
         )
         for (environment, runbook, check), count in sorted(open_now.items()):
             findings.add_metric([environment, runbook, check], count)
         yield findings
-        report = self.store.kv_get(REPORT_KEY)
-        if report:
+        if status.last_evaluated_at is not None:
             last = GaugeMetricFamily(
                 "runbook_bot_readiness_last_evaluation_timestamp_seconds",
                 "When the leader last evaluated every runbook's readiness (Unix time)",
             )
-            last.add_metric([], float(report["at"]))
+            last.add_metric([], status.last_evaluated_at)
             yield last
 
 
 class Metrics:
     """One registry per bot (tests run several bots in one process)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(StoreCollector(store))
+        self.registry.register(StoreCollector(engine))
         self.slack_ack = Histogram(
             "runbook_bot_slack_ack_seconds",
             "Time to answer a request on /slack/events (Slack's deadline is 3 s)",

@@ -67,7 +67,7 @@ class BotApp:
         self.slack = slack
         #: Set once ``preload`` has imported the SDKs; None: nothing to wait for.
         self.warm = warm
-        self.metrics = Metrics(runtime.store)
+        self.metrics = Metrics(runtime.engine)
         from bot.webhooks import AlertmanagerWebhook, PagerDutyWebhook
 
         self.alertmanager = AlertmanagerWebhook(runtime)

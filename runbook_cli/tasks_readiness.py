@@ -62,28 +62,27 @@ def check(
 def status(c: Any, json: bool = False) -> None:
     """Show what the bot's last readiness evaluation found: open findings, since when."""
     from runbook_cli.commands import consoles, emit_json, with_runtime
-    from runbooks.engine import OPEN_KEY, REPORT_KEY
     from runbooks.engine.clock import format_duration, iso
 
     def go(rt: Runtime) -> int:
-        report = rt.engine.store.kv_get(REPORT_KEY)
-        found = dict(rt.engine.store.kv_get(OPEN_KEY) or {})
+        status = rt.engine.readiness_status()
+        found = status.open
         now = rt.engine.clock.now()
         if json:
-            emit_json({"last_evaluation": report and report.get("at"), "open": found})
+            emit_json({"last_evaluation": status.last_evaluated_at, "open": found})
             return EXIT_FINDINGS if found else 0
         out, _ = consoles(False)
-        if not report:
+        if status.last_evaluated_at is None:
             out.print(
                 "readiness: not evaluated yet (the bot's leader evaluates every "
                 f"{format_duration(rt.config.schedules.readiness.interval)}; "
                 "`invoke readiness.check` runs the checks now)"
             )
             return 0
-        at = float(report["at"])
+        at = status.last_evaluated_at
         out.print(
             f"readiness: last evaluated {iso(at)} ({format_duration(now - at)} ago), "
-            f"{report['checked']} check(s), {len(found)} open finding(s)"
+            f"{status.checked} check(s), {len(found)} open finding(s)"
         )
         for entry in sorted(found.values(), key=lambda f: float(f["opened_at"])):
             out.print(

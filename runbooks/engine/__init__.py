@@ -22,14 +22,12 @@ if TYPE_CHECKING:
     from runbooks.engine.background.leases import LeaderLease
     from runbooks.engine.background.outbox import FollowerThread, OutboxFollower, QueuedConsumer
     from runbooks.engine.background.readiness_watch import (
-        OPEN_KEY,
-        REPORT_KEY,
         ReadinessNotices,
         ReadinessWatch,
+        WatchStatus,
     )
     from runbooks.engine.background.supervisor import Supervisor
     from runbooks.engine.config.loader import Config, load_config
-    from runbooks.engine.counters import transition_counts
     from runbooks.engine.engine import Engine, Prepared
     from runbooks.engine.errors import InvalidInput, Refused, RunbookError
     from runbooks.engine.incidents import Incidents, pagerduty_services
@@ -63,7 +61,7 @@ if TYPE_CHECKING:
         load_settings,
         read_sandbox_env,
     )
-    from runbooks.engine.store import Store, open_store
+    from runbooks.engine.store import open_store
     from runbooks.engine.verdicts import FAILED as FAILED_VERDICT
     from runbooks.engine.verdicts import execution_verdict, findings_verdict
     from runbooks.engine.workers import Worker, Workers
@@ -91,7 +89,6 @@ _WHERE = {
     "read_sandbox_env": "settings",
     "Config": "config.loader",
     "load_config": "config.loader",
-    "Store": "store",
     "open_store": "store",
     "resolve_environment": "secrets",
     "configure_logging": "logs",
@@ -106,7 +103,6 @@ _WHERE = {
     "execution_verdict": "verdicts",
     "findings_verdict": "verdicts",
     "FAILED_VERDICT": "verdicts:FAILED",
-    "transition_counts": "counters",
     # who is asking, what is kept and what leaves
     "terminal_actor": "policy",
     "require_break_glass_context": "policy",
@@ -134,10 +130,9 @@ _WHERE = {
     "FollowerThread": "background.outbox",
     "OutboxFollower": "background.outbox",
     "QueuedConsumer": "background.outbox",
-    "OPEN_KEY": "background.readiness_watch",
-    "REPORT_KEY": "background.readiness_watch",
     "ReadinessNotices": "background.readiness_watch",
     "ReadinessWatch": "background.readiness_watch",
+    "WatchStatus": "background.readiness_watch",
     "Worker": "workers",
     "Workers": "workers",
 }
@@ -147,8 +142,6 @@ __all__ = [
     "ALERTMANAGER",
     "DEFAULT_PORT",
     "FAILED_VERDICT",
-    "OPEN_KEY",
-    "REPORT_KEY",
     "Actor",
     "Alert",
     "AlertBatch",
@@ -174,6 +167,7 @@ __all__ = [
     "ReadinessNotices",
     "ReadinessReport",
     "ReadinessWatch",
+    "WatchStatus",
     "Refused",
     "Registry",
     "ReportScope",
@@ -183,7 +177,6 @@ __all__ = [
     "RunbookSpec",
     "Settings",
     "State",
-    "Store",
     "Supervisor",
     "Worker",
     "Workers",
@@ -207,7 +200,6 @@ __all__ = [
     "require_valid_routes",
     "resolve_environment",
     "terminal_actor",
-    "transition_counts",
     "with_run_id",
 ]
 

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from runbooks.engine.audit import AuditLog
+from runbooks.engine.background.readiness_watch import WatchStatus, watch_status
 from runbooks.engine.clock import Clock, SystemClock
+from runbooks.engine.counters import transition_counts
 from runbooks.engine.config.loader import Config
 from runbooks.engine.events import EventBus
 from runbooks.engine.ids import process_owner
@@ -216,6 +218,14 @@ class Engine:
     ) -> ReadinessReport:
         """Run the runbooks' readiness checks against live state (``Planner.readiness``)."""
         return self._planner.readiness(actor=actor, environment=environment, runbook=runbook)
+
+    def readiness_status(self) -> WatchStatus:
+        """What the readiness watch last found (its leader's last evaluation, open findings)."""
+        return watch_status(self.store)
+
+    def transition_counts(self) -> dict[tuple[str, str, str], int]:
+        """(runbook, environment, state) -> how many times an execution entered the state."""
+        return transition_counts(self.store)
 
     # Reading executions, expiring them (``Journal``).
 

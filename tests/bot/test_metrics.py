@@ -68,7 +68,7 @@ def request(engine: Engine, runbook: str, **params: object) -> Execution:
 
 
 def test_the_executions_counter_counts_transitions_and_never_goes_down(engine: Engine) -> None:
-    metrics = Metrics(engine.store)
+    metrics = Metrics(engine)
     scrapes: list[dict[str, dict[Series, float]]] = []
 
     def scrape() -> None:
@@ -117,7 +117,7 @@ def test_the_executions_counter_counts_transitions_and_never_goes_down(engine: E
 def test_promtool_accepts_the_metrics(engine: Engine) -> None:
     promtool = need("promtool")["promtool"]
     request(engine, "rollback", environment="production")
-    body = Metrics(engine.store).render()
+    body = Metrics(engine).render()
     checked = subprocess.run(
         [promtool, "check", "metrics"], input=body, capture_output=True, check=False
     )

@@ -182,7 +182,7 @@ def test_the_watch_opens_one_finding_pages_once_and_resolves_it_on_a_fake_clock(
         # /metrics: the open finding by environment, runbook and check; when it was evaluated.
         scraped = {
             (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(Metrics(engine.store).render().decode())
+            for family in text_string_to_metric_families(Metrics(engine).render().decode())
             for sample in family.samples
         }
         labels = (

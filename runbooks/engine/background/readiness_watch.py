@@ -160,6 +160,26 @@ class ReadinessWatch:
         return dict(report) if report else None
 
 
+@dataclass(frozen=True)
+class WatchStatus:
+    """What the readiness watch last found, for readers (``readiness.status``, /metrics):
+    when the leader last evaluated (None: not yet), how many checks, and the open findings by
+    key (each: environment, runbook, check, subject, detail, opened_at)."""
+
+    last_evaluated_at: float | None
+    checked: int
+    open: dict[str, dict[str, Any]]
+
+
+def watch_status(store: Store) -> WatchStatus:
+    report = store.kv_get(REPORT_KEY)
+    return WatchStatus(
+        last_evaluated_at=float(report["at"]) if report else None,
+        checked=int(report["checked"]) if report else 0,
+        open={str(k): dict(v) for k, v in (store.kv_get(OPEN_KEY) or {}).items()},
+    )
+
+
 def open_for(store: Store, environment: str, runbook: str | None = None) -> list[dict[str, Any]]:
     """The last evaluation's open findings about ``environment`` (its own and the
     installation's), of ``runbook`` and the environment-wide checks (all, without one)."""
