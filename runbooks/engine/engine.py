@@ -19,8 +19,8 @@ from typing import Any
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.background.readiness_watch import WatchStatus, watch_status
 from runbooks.engine.clock import Clock, SystemClock
-from runbooks.engine.counters import transition_counts
 from runbooks.engine.config.loader import Config
+from runbooks.engine.counters import transition_counts
 from runbooks.engine.events import EventBus
 from runbooks.engine.ids import process_owner
 from runbooks.engine.lifecycle.decisions import Decisions
