@@ -8,7 +8,9 @@ module is the how.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, Self, TypeVar
@@ -88,5 +90,14 @@ class LocalServer(Generic[ServerT]):
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
+        """Stop serving and close the socket, at once: ``shutdown`` waits for the serving
+        loop to look at its flag, which it does between ``select`` timeouts (``poll_interval``)
+        or after a request; connections of our own wake it until it has stopped."""
+        stopper = threading.Thread(target=self.server.shutdown, daemon=True)
+        stopper.start()
+        host, port = self.server.server_address[:2]
+        while stopper.is_alive():
+            with contextlib.suppress(OSError):
+                socket.create_connection((str(host), int(port)), timeout=1).close()
+            stopper.join(0.01)
         self.server.server_close()

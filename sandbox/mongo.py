@@ -30,6 +30,7 @@ import contextlib
 import copy
 import datetime
 import itertools
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -148,6 +149,12 @@ class MongoServer:
 
     def stop(self) -> None:
         self._stopping.set()  # answers the monitors' awaited hellos now
+        # MockupDB's accept loop waits in select() for up to a second before it looks at its
+        # stop flag, and stop() joins it: set the flag, then wake the select with a connection
+        # of our own (0.5-1 s less per server stopped).
+        self.server._stopped = True
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
         self.server.stop()
 
     # --- dispatch --------------------------------------------------------------------------

@@ -341,13 +341,23 @@ class AwsWorld:
         return json.loads(result.stdout) if result.stdout.strip() else None  # no output: None
 
 
+#: The session's moto server -> its call count right after the last seed.
+_AWS_SEEDED: dict[int, int] = {}
+
+
 @pytest.fixture
 def aws(aws_server: Any, monkeypatch: pytest.MonkeyPatch) -> AwsWorld:
     """The seeded sandbox AWS; boto3 in this process and child processes point at it."""
     from sandbox.aws import CREDENTIALS
 
-    aws_server.reset()
-    aws_server.seed()
+    # Reseeded only when the last test changed it: the write log (every call through moto's
+    # HTTP front, from this process and child processes alike) says whether anything since
+    # the last seed may have changed state. Reset and seed cost 0.6-1.6 s a test.
+    seeded = _AWS_SEEDED.get(id(aws_server))
+    if seeded is None or aws_server.writes(seeded):
+        aws_server.reset()
+        aws_server.seed()
+        _AWS_SEEDED[id(aws_server)] = len(aws_server.calls)
     env = {**CREDENTIALS, "AWS_ENDPOINT_URL": aws_server.url, "AWS_DEFAULT_REGION": "us-east-1"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
