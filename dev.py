@@ -151,6 +151,10 @@ def ensure_tools() -> None:
 #: the wall clock rather than compute, so more workers than cores pay (docs/testing.md).
 #: A later ``-n`` in the arguments wins (``python3 dev.py test -n 0`` runs in one process).
 WORKERS = "3"
+#: At most this many tests handed to a worker at once (xdist's first hand-out is otherwise a
+#: quarter of each worker's share, 70 consecutive tests): with the process journeys collected
+#: first (tests/conftest.py), they spread over the workers and start at once.
+SCHEDULE_CHUNK = "4"
 
 
 def pytest_args(args: list[str]) -> list[str]:
@@ -158,7 +162,10 @@ def pytest_args(args: list[str]) -> list[str]:
     arguments after ours so that they win; ``--fast`` leaves out the ``slow`` tests."""
     fast = "--fast" in args
     rest = [a for a in args if a != "--fast"]
-    return ["-n", WORKERS, *(["-m", "not slow"] if fast else []), *rest]
+    return [
+        "-n", WORKERS, "--maxschedchunk", SCHEDULE_CHUNK,
+        *(["-m", "not slow"] if fast else []), *rest,
+    ]  # fmt: skip
 
 
 def run_tests(args: list[str]) -> int:

@@ -49,6 +49,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    # The process journeys first: xdist hands tests out in this order (dev.py caps each hand-out
+    # at a few tests), so the long ones, which mostly wait on processes and the wall clock,
+    # start at once and the short ones fill the workers around them instead of a two-minute
+    # journey starting last. Otherwise the order is pytest's.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 #: Process journeys by what they start: our front ends as processes (the CLI, invoke, the bot,
