@@ -223,3 +223,28 @@ def test_an_idle_client_s_monitor_waits_on_its_awaitable_hello(server: MongoServ
         after = server.commands.get("hello", 0) + server.commands.get("ismaster", 0)
     assert server.commands["ping"] - pings == 201
     assert after - hellos <= 2, f"{after - hellos} hellos while 200 pings ran"
+
+
+def test_a_count_answers_as_the_documents_it_counts(
+    server: MongoServer, client: pymongo.MongoClient[dict[str, object]]
+) -> None:
+    """pymongo's ``count_documents`` (an aggregate the server counts without its aggregation
+    engine) and ``list_database_names`` (names only, no sizes) agree with the documents a find
+    returns and the sizes a full ``listDatabases`` gives; any other grouping still groups."""
+    appdata.seed(server, "staging")
+    orders = client.app.orders
+    options: dict[str, Any]
+    for query, options in (
+        ({}, {}), ({"status": "shipped"}, {}), ({"status": "shipped"}, {"skip": 10, "limit": 50}),
+        ({"status": "no such status"}, {}), ({}, {"limit": 7}), ({"total": {"$gt": 100}}, {}),
+    ):  # fmt: skip
+        found = list(orders.find(query, skip=options.get("skip", 0), limit=options.get("limit", 0)))
+        counted = orders.count_documents(query, None, **options)
+        assert counted == len(found), (query, options)
+    grouped: dict[Any, int] = {d["_id"]: int(str(d["n"])) for d in orders.aggregate(
+        [{"$match": {}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+    )}  # fmt: skip
+    assert sum(grouped.values()) == orders.count_documents({}) and len(grouped) > 1
+    full = list(client.list_databases())
+    assert client.list_database_names() == [d["name"] for d in full] == ["app"]
+    assert full[0]["sizeOnDisk"] > 0 and not full[0]["empty"]
