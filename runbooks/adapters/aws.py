@@ -20,6 +20,8 @@ from datetime import datetime
 from typing import Any, BinaryIO, TypeVar, cast
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from botocore.parsers import ResponseParserError
@@ -42,6 +44,20 @@ CHANGE_TIMEOUT_S = 300.0
 MAX_LIST_PAGES = 20
 
 
+#: One botocore data loader for every session of the process: a new session otherwise parses
+#: the service models again (EC2's is megabytes of JSON): a session with its six clients cost
+#: 230 ms, 30 ms with the models already loaded. The loader only reads botocore's own files.
+_LOADER = botocore.loaders.create_loader()
+
+
+def new_session(region: str | None = None) -> boto3.session.Session:
+    """A boto3 session (credentials, region and endpoint from boto3's usual configuration)
+    on the process's shared model loader."""
+    core = botocore.session.Session()
+    core.register_component("data_loader", _LOADER)
+    return boto3.session.Session(botocore_session=core, region_name=region)
+
+
 class HostedZoneGone(InfrastructureError):
     """Route53 no longer knows a hosted zone id (the zone was deleted, perhaps created again
     under a new id)."""
@@ -51,7 +67,7 @@ class AwsAdapter:
     def __init__(self, region: str, *, endpoint_url: str | None = None) -> None:
         self.region = region
         self._endpoint_url = endpoint_url
-        self._session = boto3.session.Session(region_name=region)
+        self._session = new_session(region)
         self._config = BotoConfig(
             retries={"mode": "standard", "max_attempts": 5},
             connect_timeout=5,

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from runbooks.adapters.aws import new_session
 from runbooks.engine.errors import InvalidInput
 from runbooks.interfaces import InfrastructureError
 
@@ -21,7 +21,7 @@ from runbooks.interfaces import InfrastructureError
 def resolve_secret(reference: str) -> str:
     secret_id, _, field = reference.partition("#")
     region = secret_id.split(":")[3] if secret_id.startswith("arn:") else None
-    client: Any = boto3.session.Session().client(
+    client: Any = new_session().client(
         "secretsmanager",
         region_name=region,
         config=BotoConfig(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5),

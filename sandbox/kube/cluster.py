@@ -4,7 +4,6 @@ endpoints), with the write log and the sandbox's hooks."""
 from __future__ import annotations
 
 import copy
-import itertools
 import threading
 import time
 import uuid
@@ -66,7 +65,27 @@ class Cluster:
         #: Every API call with its watch flag (method, path, watch): what RBAC must grant.
         self.calls: list[tuple[str, str, bool]] = []
         self._stop = threading.Event()
-        self._names = (f"{n:05x}"[-5:] for n in itertools.count(0x1A2B3))
+        self._name_counter = 0x1A2B3
+
+    def _next_name(self) -> str:
+        """The next generated-name suffix (``generateName``, pods)."""
+        self._name_counter += 1
+        return f"{self._name_counter - 1:05x}"[-5:]
+
+    def clone(self) -> Cluster:
+        """A new cluster (stopped, no calls recorded) holding a copy of this one's objects,
+        history and names drawn: tests seed a region's cluster once per session and clone it
+        for each test (seeding two clusters cost 0.16 s of CPU a test, 9 % of the suite)."""
+        with self.lock:
+            twin = Cluster(
+                self.name, pace=self.pace, ready_after=self.ready_after, clock=self.clock
+            )
+            twin.objects = copy.deepcopy(self.objects)
+            twin.rv = self.rv
+            twin.history = copy.deepcopy(self.history)
+            twin._name_counter = self._name_counter
+            twin._progress_store = copy.deepcopy(self._progress)
+            return twin
 
     def writes(self, since: int = 0) -> list[tuple[str, str]]:
         """The write log: every call from ``requests[since:]`` that may change state (not a
@@ -138,7 +157,7 @@ class Cluster:
             obj = prune_nulls(copy.deepcopy(body))
             meta = obj.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
-                meta["name"] = meta["generateName"] + next(self._names)
+                meta["name"] = meta["generateName"] + self._next_name()
             name = meta.get("name")
             if not name:
                 raise ApiError(
@@ -527,19 +546,22 @@ class Cluster:
             for rs in self._owned("apps/replicasets", deploy)
             if rs["metadata"]["name"] != new_rs["metadata"]["name"]
         ]
-        new_rs = self.get(
-            BY_PATH["apps", "v1", "replicasets"], meta["namespace"], new_rs["metadata"]["name"]
-        )
+        # The stored replica set, read as it stands and copied only to be changed: a pass of
+        # an idle cluster changes nothing, and copying it each pass (50 a second) was half of
+        # the controller's time.
+        new_rs = self.objects[
+            self._key(
+                BY_PATH["apps", "v1", "replicasets"], meta["namespace"], new_rs["metadata"]["name"]
+            )
+        ]
         # One step per pass: surge the new replica set by one, then drain old ones as the
         # total available allows (maxUnavailable 1).
         new_replicas = new_rs["spec"]["replicas"]
         old_available = sum(rs.get("status", {}).get("availableReplicas", 0) for rs in olds)
         new_available = new_rs.get("status", {}).get("availableReplicas", 0)
-        if new_replicas < desired:
-            new_rs["spec"]["replicas"] = new_replicas + 1
-            self._write("replicasets", "apps", new_rs)
-        elif new_replicas > desired:
-            new_rs["spec"]["replicas"] = desired
+        if new_replicas != desired:
+            new_rs = copy.deepcopy(new_rs)
+            new_rs["spec"]["replicas"] = new_replicas + 1 if new_replicas < desired else desired
             self._write("replicasets", "apps", new_rs)
         for rs in olds:
             if rs["spec"]["replicas"] > 0 and (
@@ -714,7 +736,7 @@ class Cluster:
                 meta["namespace"],
                 {
                     "metadata": {
-                        "name": f"{meta['name']}-{next(self._names)}",
+                        "name": f"{meta['name']}-{self._next_name()}",
                         "labels": copy.deepcopy(template.get("metadata", {}).get("labels")),
                         "ownerReferences": [
                             {

@@ -3,7 +3,6 @@ helpers every part shares (Status errors, timestamps, template hashes)."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -176,8 +175,11 @@ def prune_nulls(value: Any, key: str = "") -> Any:
 
 def template_hash(template: dict[str, Any]) -> str:
     """A stable pod-template-hash (the label kube adds to replica sets and pods)."""
-    clean = copy.deepcopy(template)
-    clean.get("metadata", {}).get("labels", {}).pop("pod-template-hash", None)
+    clean = template
+    labels = (template.get("metadata") or {}).get("labels")
+    if isinstance(labels, dict) and "pod-template-hash" in labels:  # copied where it differs
+        kept = {k: v for k, v in labels.items() if k != "pod-template-hash"}
+        clean = {**template, "metadata": {**template["metadata"], "labels": kept}}
     digest = hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest()
     alphabet = "bcdfghjklmnpqrstvwxz2456789"
     number = int(digest[:16], 16)

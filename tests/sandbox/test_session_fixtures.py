@@ -97,3 +97,32 @@ def test_the_aws_cli_oracle_answers_as_the_console_script_does(aws: Any) -> None
     args = ("route53", "list-hosted-zones-by-name", "--dns-name", "example.com.")
     in_process, console = aws.cli(*args), aws.cli_process(*args)
     assert in_process == console and in_process["HostedZones"][0]["Name"] == "example.com."
+
+
+def test_each_test_s_clusters_are_clones_that_share_nothing(
+    kube: Any, _seeded_clusters: dict[str, Any]
+) -> None:
+    """The ``kube`` fixture's clusters are clones of the session's seeded ones: a rollout in
+    the test's cluster leaves the seed as it was, and the next clone starts from the seed."""
+    seeded = _seeded_clusters["us-east-1"]
+    before = (seeded.rv, len(seeded.objects), len(seeded.history))
+    changed = kube.kubectl(
+        "set", "image", "deployment/api-deployment", "api=registry.example.com/app-api:9.9.9",
+        "-n", "production",
+    )  # fmt: skip
+    assert changed.returncode == 0, changed.stderr
+    cluster = kube.cluster("us-east-1")
+    cluster.settle()
+    assert cluster.rv > before[0] and cluster.objects is not seeded.objects
+    assert (seeded.rv, len(seeded.objects), len(seeded.history)) == before
+    images = {
+        c["image"]
+        for k, o in seeded.objects.items() if k[0] == "apps/deployments"
+        for c in o["spec"]["template"]["spec"]["containers"]
+    }  # fmt: skip
+    assert not any(image.endswith(":9.9.9") for image in images)
+    twin = seeded.clone()
+    assert twin.objects == seeded.objects and twin.rv == seeded.rv
+    seeded_suffixes = {k[2].rsplit("-", 1)[-1] for k in seeded.objects if k[0] == "/pods"}
+    assert seeded_suffixes  # a clone draws names after the seed's: no pod name repeats
+    assert twin._next_name() not in seeded_suffixes
