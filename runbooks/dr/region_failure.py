@@ -87,7 +87,7 @@ def _reverse(step: Step) -> Step:
     raise TypeError(f"no reverse of {step.kind}")
 
 
-def _region_failure_plan(ctx: PlanContext, params: SimulateParams) -> PlanDraft:
+def region_failure_plan(ctx: PlanContext, params: SimulateParams) -> PlanDraft:
     """Fail the region serving the environment (its pods scaled to zero), observe it down,
     fail over to the other region as ``dr.failover`` does, restore the region, fail back,
     and return the survivor's capacity: the environment ends as it started."""
