@@ -192,7 +192,7 @@ class VerifyRegion(AwsStep, kind="dr.verify"):
         return None
 
 
-def _dns(ctx: PlanContext) -> tuple[str, str, dict[str, int]]:
+def dns(ctx: PlanContext) -> tuple[str, str, dict[str, int]]:
     env = ctx.env
     if env.route53 is None:
         raise InvalidInput(f"{ctx.environment} has no route53 configured: nothing to fail over")
@@ -203,11 +203,11 @@ def _dns(ctx: PlanContext) -> tuple[str, str, dict[str, int]]:
     return r53.zone, r53.traffic_record, weights
 
 
-def _move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: str) -> PlanDraft:
+def move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: str) -> PlanDraft:
     """The steps that move an environment's traffic, compute and database to ``target``."""
     env = ctx.env
     infra = infrastructure(ctx)
-    zone, record, weights = _dns(ctx)
+    zone, record, weights = dns(ctx)
     source = active_region(weights)
     notes = ["DNS now: " + ", ".join(f"{r} {w}" for r, w in sorted(weights.items()))]
     topology = infra.database(ctx.environment).topology() if env.mongodb is not None else None
@@ -602,13 +602,13 @@ def dr_failover(ctx: PlanContext, params: FailoverParams) -> PlanDraft:
         return _partial_plan(ctx, params)
     if params.soak is not None:
         raise InvalidInput("--soak is for a partial test (--partial P)")
-    return _move_plan(ctx, params.region, accept_data_loss=params.accept_data_loss, what="failover")
+    return move_plan(ctx, params.region, accept_data_loss=params.accept_data_loss, what="failover")
 
 
 def _partial_plan(ctx: PlanContext, params: FailoverParams) -> PlanDraft:
     env = ctx.env
     assert params.partial is not None
-    zone, record, weights = _dns(ctx)
+    zone, record, weights = dns(ctx)
     source = active_region(weights)
     if source is None or weights.get(source) != 100:
         raise Refused(
@@ -663,4 +663,4 @@ def _partial_plan(ctx: PlanContext, params: FailoverParams) -> PlanDraft:
 @runbook("dr.failback", params=FailbackParams, lock="{environment}:*")
 def dr_failback(ctx: PlanContext, params: FailbackParams) -> PlanDraft:
     """Return an environment to its primary region after a failover (data sync checked)."""
-    return _move_plan(ctx, ctx.env.primary_region, accept_data_loss=False, what="failback")
+    return move_plan(ctx, ctx.env.primary_region, accept_data_loss=False, what="failback")
