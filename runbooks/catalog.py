@@ -1,7 +1,12 @@
 """The runbook modules that make up the product; the engine never names them.
 
-A module's name is its command namespace (``scale.*`` in ``runbooks/scale.py``). A new
-runbook is a module plus one line here.
+Each entry is a dotted module name that ``load_registry`` imports (``importlib``): a module
+(``runbooks.scale``, ``runbooks/scale.py``) or a package (``runbooks.dr``, ``runbooks/dr/``).
+Only the named module's own namespace is searched for runbooks and readiness checks, so a
+package's ``__init__.py`` imports those its submodules declare. By convention a module's
+name is its command namespace (``scale.*`` in ``runbooks/scale.py``, ``dr.*`` in
+``runbooks/dr/``); the names themselves are those given to ``@runbook``. A new runbook module
+or package is the module plus one line here.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def error_rate_query(env: EnvironmentConfig, environment: str, region: str) -> s
     )
 
 
-def _percent(rate: float) -> str:
+def percent(rate: float) -> str:
     return f"{rate * 100:.2f} %".replace(".00 %", " %")
 
 
@@ -33,5 +33,5 @@ def read_error_rate(ctx: RunContext | PlanContext, environment: str, query: str)
     return infrastructure(ctx).metrics(environment).query(query)
 
 
-def _get_status(ctx: RunContext | PlanContext, url: str) -> int | str:
+def get_status(ctx: RunContext | PlanContext, url: str) -> int | str:
     return infrastructure(ctx).health().status(url)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from runbooks.dr.common import _get_status, _percent, error_rate_query, health_url, read_error_rate
+from runbooks.dr.common import error_rate_query, get_status, health_url, percent, read_error_rate
 from runbooks.engine.clock import format_duration
 from runbooks.engine.config.yaml_files import Seconds
 from runbooks.engine.errors import InvalidInput, Refused, RunbookError
@@ -142,7 +142,7 @@ class VerifyRegion(AwsStep, kind="dr.verify"):
         if self.url:
             parts.append(f"{self.url} answers 200 {self.checks} times in a row")
         if self.error_query:
-            parts.append(f"error rate at most {_percent(self.max_error_rate)}")
+            parts.append(f"error rate at most {percent(self.max_error_rate)}")
         return f"verify {self.region}: " + (" and ".join(parts) or "nothing configured to check")
 
     def run(self, ctx: RunContext) -> str | None:
@@ -158,7 +158,7 @@ class VerifyRegion(AwsStep, kind="dr.verify"):
                 if attempt:
                     ctx.clock.sleep(self.interval)
                 ctx.check_cancelled()
-                status = _get_status(ctx, self.url)
+                status = get_status(ctx, self.url)
                 if status != 200:
                     raise InfrastructureError(
                         f"{self.url} answered {status} (check {attempt + 1} of {self.checks})"
@@ -172,13 +172,13 @@ class VerifyRegion(AwsStep, kind="dr.verify"):
             else:
                 if rate is not None and rate > self.max_error_rate:
                     raise InfrastructureError(
-                        f"error rate in {self.region} is {_percent(rate)}, above the rollback "
-                        f"trigger of {_percent(self.max_error_rate)}"
+                        f"error rate in {self.region} is {percent(rate)}, above the rollback "
+                        f"trigger of {percent(self.max_error_rate)}"
                     )
                 ctx.note(
                     f"error rate in {self.region}: "
-                    + (_percent(rate) if rate is not None else "no samples yet")
-                    + f" (limit {_percent(self.max_error_rate)})"
+                    + (percent(rate) if rate is not None else "no samples yet")
+                    + f" (limit {percent(self.max_error_rate)})"
                 )
         if not self.measure_rto:
             return None
@@ -192,7 +192,7 @@ class VerifyRegion(AwsStep, kind="dr.verify"):
         return None
 
 
-def _dns(ctx: PlanContext) -> tuple[str, str, dict[str, int]]:
+def dns(ctx: PlanContext) -> tuple[str, str, dict[str, int]]:
     env = ctx.env
     if env.route53 is None:
         raise InvalidInput(f"{ctx.environment} has no route53 configured: nothing to fail over")
@@ -203,11 +203,11 @@ def _dns(ctx: PlanContext) -> tuple[str, str, dict[str, int]]:
     return r53.zone, r53.traffic_record, weights
 
 
-def _move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: str) -> PlanDraft:
+def move_plan(ctx: PlanContext, target: str, *, accept_data_loss: bool, what: str) -> PlanDraft:
     """The steps that move an environment's traffic, compute and database to ``target``."""
     env = ctx.env
     infra = infrastructure(ctx)
-    zone, record, weights = _dns(ctx)
+    zone, record, weights = dns(ctx)
     source = active_region(weights)
     notes = ["DNS now: " + ", ".join(f"{r} {w}" for r, w in sorted(weights.items()))]
     topology = infra.database(ctx.environment).topology() if env.mongodb is not None else None
@@ -378,7 +378,7 @@ def _preflight_target(ctx: PlanContext, target: str, notes: list[str]) -> None:
     problems = []
     url = health_url(env, target)
     if url is not None:
-        status = _get_status(ctx, url)
+        status = get_status(ctx, url)
         if status != 200:
             problems.append(f"{url} answered {status}")
         else:
@@ -393,11 +393,11 @@ def _preflight_target(ctx: PlanContext, target: str, notes: list[str]) -> None:
             limit = env.rollback_triggers.error_rate
             if rate is not None and rate > limit:
                 problems.append(
-                    f"its error rate is {_percent(rate)}, above the rollback trigger of "
-                    f"{_percent(limit)}"
+                    f"its error rate is {percent(rate)}, above the rollback trigger of "
+                    f"{percent(limit)}"
                 )
             elif rate is not None:
-                notes.append(f"preflight: error rate in {target} {_percent(rate)}")
+                notes.append(f"preflight: error rate in {target} {percent(rate)}")
     if not problems:
         return
     why = f"{target} is not healthy: " + "; ".join(problems)
@@ -425,7 +425,7 @@ class Soak(AwsStep, kind="dr.soak"):
     max_error_rate: float = 0.05
 
     def describe(self) -> str:
-        error = f"error rate (at most {_percent(self.max_error_rate)})" if self.error_query else ""
+        error = f"error rate (at most {percent(self.max_error_rate)})" if self.error_query else ""
         watched = ", ".join(
             p for p in [f"{self.group} targets" if self.group else "", self.url or "", error] if p
         )
@@ -447,7 +447,7 @@ class Soak(AwsStep, kind="dr.soak"):
                         f"{healthy}/{total} healthy targets"
                     )
             if self.url:
-                status = _get_status(ctx, self.url)
+                status = get_status(ctx, self.url)
                 if status != 200:
                     raise InfrastructureError(
                         f"bad signal after {checks} good checks: {self.url} answered {status}"
@@ -464,7 +464,7 @@ class Soak(AwsStep, kind="dr.soak"):
                 if rate is not None and rate > self.max_error_rate:
                     raise InfrastructureError(
                         f"bad signal after {checks} good checks: error rate in {self.region} "
-                        f"is {_percent(rate)} (limit {_percent(self.max_error_rate)})"
+                        f"is {percent(rate)} (limit {percent(self.max_error_rate)})"
                     )
             checks += 1
             left = deadline - ctx.clock.now()
@@ -602,13 +602,13 @@ def dr_failover(ctx: PlanContext, params: FailoverParams) -> PlanDraft:
         return _partial_plan(ctx, params)
     if params.soak is not None:
         raise InvalidInput("--soak is for a partial test (--partial P)")
-    return _move_plan(ctx, params.region, accept_data_loss=params.accept_data_loss, what="failover")
+    return move_plan(ctx, params.region, accept_data_loss=params.accept_data_loss, what="failover")
 
 
 def _partial_plan(ctx: PlanContext, params: FailoverParams) -> PlanDraft:
     env = ctx.env
     assert params.partial is not None
-    zone, record, weights = _dns(ctx)
+    zone, record, weights = dns(ctx)
     source = active_region(weights)
     if source is None or weights.get(source) != 100:
         raise Refused(
@@ -663,4 +663,4 @@ def _partial_plan(ctx: PlanContext, params: FailoverParams) -> PlanDraft:
 @runbook("dr.failback", params=FailbackParams, lock="{environment}:*")
 def dr_failback(ctx: PlanContext, params: FailbackParams) -> PlanDraft:
     """Return an environment to its primary region after a failover (data sync checked)."""
-    return _move_plan(ctx, ctx.env.primary_region, accept_data_loss=False, what="failback")
+    return move_plan(ctx, ctx.env.primary_region, accept_data_loss=False, what="failback")

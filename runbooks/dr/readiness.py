@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from runbooks.dr.common import _get_status, _percent, error_rate_query, health_url, read_error_rate
+from runbooks.dr.common import error_rate_query, get_status, health_url, percent, read_error_rate
 from runbooks.dr.failover import predict_rto
 from runbooks.engine.clock import format_duration
 from runbooks.engine.config.environments import ServiceConfig
@@ -92,7 +92,7 @@ def standby_ready(ctx: PlanContext) -> Iterator[Observation]:
         if url is not None:
 
             def answers(url: str = url) -> tuple[bool, str]:
-                status = _get_status(ctx, url)
+                status = get_status(ctx, url)
                 return status == 200, f"{url} answered {status}"
 
             yield observe(f"{region} /health", answers)
@@ -106,10 +106,10 @@ def standby_ready(ctx: PlanContext) -> Iterator[Observation]:
                     return True, "no samples (no traffic to count errors of)"
                 if rate > limit:
                     return False, (
-                        f"{_percent(rate)}, above the rollback trigger of {_percent(limit)}: a "
+                        f"{percent(rate)}, above the rollback trigger of {percent(limit)}: a "
                         "failover's verification would fail"
                     )
-                return True, f"{_percent(rate)} (trigger {_percent(limit)})"
+                return True, f"{percent(rate)} (trigger {percent(limit)})"
 
             yield observe(f"{region} error rate", errors)
     target = env.targets.get("database")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from runbooks.dr.common import error_rate_query, health_url
-from runbooks.dr.failover import PromoteDatabase, ShiftTraffic, VerifyRegion, _dns, _move_plan
+from runbooks.dr.failover import PromoteDatabase, ShiftTraffic, VerifyRegion, dns, move_plan
 from runbooks.engine.errors import Refused
 from runbooks.engine.plan import Measure, PlanContext, PlanDraft, RunContext, Step
 from runbooks.interfaces import InfrastructureError, infrastructure
@@ -87,7 +87,7 @@ def _reverse(step: Step) -> Step:
     raise TypeError(f"no reverse of {step.kind}")
 
 
-def _region_failure_plan(ctx: PlanContext, params: SimulateParams) -> PlanDraft:
+def region_failure_plan(ctx: PlanContext, params: SimulateParams) -> PlanDraft:
     """Fail the region serving the environment (its pods scaled to zero), observe it down,
     fail over to the other region as ``dr.failover`` does, restore the region, fail back,
     and return the survivor's capacity: the environment ends as it started."""
@@ -104,7 +104,7 @@ def _region_failure_plan(ctx: PlanContext, params: SimulateParams) -> PlanDraft:
             + ("" if env.route53 else " and no route53"),
             hint=hint,
         )
-    _zone, record, weights = _dns(ctx)
+    _zone, record, weights = dns(ctx)
     failed = active_region(weights)
     if failed is None or weights.get(failed) != 100:
         raise Refused(
@@ -142,7 +142,7 @@ def _region_failure_plan(ctx: PlanContext, params: SimulateParams) -> PlanDraft:
             f"{params.environment} runs no service in {failed} (kube_contexts): nothing to fail",
             hint=hint,
         )
-    failover = _move_plan(ctx, survivor, accept_data_loss=False, what="failover")
+    failover = move_plan(ctx, survivor, accept_data_loss=False, what="failover")
     database = env.targets.get("database")
     observe = ObserveRegionDown(
         environment=params.environment,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from pydantic import Field, field_validator
 
-from runbooks.dr.region_failure import _region_failure_plan
+from runbooks.dr.region_failure import region_failure_plan
 from runbooks.engine.errors import InvalidInput, Refused
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import PlanContext, PlanDraft, RunContext, Step
@@ -219,7 +219,7 @@ def dr_simulate(ctx: PlanContext, params: SimulateParams) -> PlanDraft:
             hint="simulate in staging: dr.simulate --scenario SCENARIO --environment staging",
         )
     if params.scenario == "region-failure":
-        return _region_failure_plan(ctx, params)
+        return region_failure_plan(ctx, params)
     if env.mongodb is None or env.backup_bucket is None or env.restore is None:
         raise InvalidInput(
             f"{params.environment} needs mongodb, backup_bucket and restore (a scratch "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from runbooks.dr.common import _percent, error_rate_query
+from runbooks.dr.common import error_rate_query, percent
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.config.environments import EnvironmentConfig
 from runbooks.engine.errors import RunbookError
@@ -107,7 +107,7 @@ def dr_status(ctx: PlanContext, params: DrStatusParams) -> PlanDraft:
         if query is not None:
             try:
                 rate = infra.metrics(params.environment).query(query)
-                parts.append("error rate " + (_percent(rate) if rate is not None else "no samples"))
+                parts.append("error rate " + (percent(rate) if rate is not None else "no samples"))
             except RunbookError as exc:
                 parts.append(cannot(f"error rate ({region})", exc))
         notes.append(f"compute {label}: " + ("; ".join(parts) or "nothing configured"))

@@ -169,6 +169,21 @@ class Requests:
     def _gate(self, plan: Plan) -> Gate:
         return self._policy.gate(plan.runbook, plan.environment, read_only=plan.read_only)
 
+    def _permission(
+        self, request: Request, gate: Gate, *, runbook: str, environment: str
+    ) -> Refusal | None:
+        """Whether the requester may request ``runbook`` in ``environment`` from where they
+        asked (``ConfigPolicy.permission_refusal``): the real request's check before planning,
+        and the dry run's verdict."""
+        return self._policy.permission_refusal(
+            request.actor,
+            gate,
+            runbook=runbook,
+            environment=environment,
+            channel=request.channel,
+            break_glass=request.break_glass,
+        )
+
     def handle(self, request: Request, *, prepared: Prepared | None = None) -> RequestResult:
         """Take one request through validation, policy, planning and submission.
 
@@ -189,13 +204,8 @@ class Requests:
             gates.append(gate)
             if request.dry_run or spec.read_only:
                 return
-            refusal = self._policy.permission_refusal(
-                request.actor,
-                gate,
-                runbook=spec.name,
-                environment=params.environment,
-                channel=request.channel,
-                break_glass=request.break_glass,
+            refusal = self._permission(
+                request, gate, runbook=spec.name, environment=params.environment
             )
             if refusal:
                 self._refuse(
@@ -309,13 +319,8 @@ class Requests:
             return None
         # In the real request's order: the person's permission (checked before planning),
         # then the planner's (a window not open yet, in this preview), then the moment.
-        permission = self._policy.permission_refusal(
-            request.actor,
-            gate,
-            runbook=plan.runbook,
-            environment=plan.environment,
-            channel=request.channel,
-            break_glass=request.break_glass,
+        permission = self._permission(
+            request, gate, runbook=plan.runbook, environment=plan.environment
         )
         if permission is not None:
             return permission.message
