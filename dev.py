@@ -172,6 +172,12 @@ def pytest_args(args: list[str]) -> list[str]:
 def run_tests(args: list[str]) -> int:
     """Run every check CI runs, in order, stopping at the first failure."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # Bytecode cached under the virtualenv even where the environment says not to write it
+    # beside the sources (PYTHONDONTWRITEBYTECODE): the suite starts about 150 interpreters
+    # (workers, bots, the CLI), and each compiled the project from source (0.5 s -> 0.37 s
+    # to import the bot; --fast 112 s -> 104 s, one run each).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.setdefault("PYTHONPYCACHEPREFIX", str(VENV / "pycache"))
     checks: list[list[str]] = [
         [str(PY), "-m", "ruff", "check", "."],
         [str(PY), "-m", "ruff", "format", "--check", "."],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import time
 from collections.abc import Callable
@@ -301,6 +302,13 @@ class KubeAdapter:
                     f"rollout of {namespace}/{name} ({self.label}) did not "
                     f"finish within {timeout:g}s: {message}"
                 )
+            # A watch window ends by the deadline, and by the end of a pull's grace when
+            # one is counting, so a stuck pull is named when its grace ends, not up to a
+            # window later.
+            window = min(int(left) + 1, 5)
+            if pulling_since is not None:
+                grace_left = pulling_since + self.image_pull_grace - time.monotonic()
+                window = min(window, math.ceil(grace_left))
             stream = watch.Watch()
             try:
                 for event in stream.stream(
@@ -308,7 +316,7 @@ class KubeAdapter:
                     namespace,
                     field_selector=f"metadata.name={name}",
                     resource_version=resource_version or None,
-                    timeout_seconds=max(1, min(int(left) + 1, 5)),
+                    timeout_seconds=max(1, window),
                 ):
                     raw = self._api.sanitize_for_serialization(event["object"])
                     resource_version = raw["metadata"]["resourceVersion"]

@@ -93,8 +93,10 @@ def test_the_preview_is_what_the_scheduler_then_posts(make_engine: EngineFactory
     assert expected[0].text == (f"upcoming: monthly runs test.set at {iso(FIRE)}, in 24h00m")
     assert _posted(engine) == []  # a preview posts nothing
 
+    # Woken only when next_wake says something is due (or hourly): every announcement must
+    # come from a wake it named, at the minute the preview promised.
     while clock.now() < FIRE + 600:
-        clock.advance(max(0.0, scheduler.next_wake(cap=60.0) - clock.now()))
+        clock.advance(max(0.0, scheduler.next_wake(cap=3600.0) - clock.now()))
         for _ in range(2):
             scheduler.tick()
             supervisor.sweep()

@@ -74,24 +74,28 @@ def live_engine(
 def kube_engine(
     kube: KubeSandbox, sandbox_config: Config, tmp_path: Path, health: Any
 ) -> Iterator[Engine]:
-    """The sandbox's clusters, and its Prometheus for production's rollback gate."""
-    with live_engine(sandbox_config, tmp_path, kubeconfig=str(kube.kubeconfig)) as engine:
-        yield engine
-
-
-@pytest.fixture
-def skip_engine(
-    kube: KubeSandbox, sandbox_config: Config, tmp_path: Path, health: Any
-) -> Iterator[Engine]:
-    """``kube_engine`` on a ``FakeClock`` (started at the wall time, so moto's and the
-    emulators' timestamps stay plausible): every settle, poll and deadline of the runbook
-    advances virtual time at once, and a maintenance window built from ``engine.clock.now()``
-    cannot close before the run starts, however loaded the machine. The emulators keep
-    their own (instant, in moto's case) steps: nothing here waits on them by wall time."""
+    """The sandbox's clusters, moto, and its Prometheus double for production's rollback
+    gate, on a ``FakeClock`` (started at the wall time, so moto's and the emulators'
+    timestamps stay plausible): every settle, poll and deadline of the runbook advances
+    virtual time at once, and a maintenance window built from ``engine.clock.now()`` cannot
+    close before the run starts, however loaded the machine. The emulators keep their own
+    steps: moto's are instant, and a rollout is the Kubernetes emulator's controller, which
+    the adapter waits for by watch (its own wall-clock wait), not by the engine's clock."""
     clock = FakeClock(time.time())
     with live_engine(
         sandbox_config, tmp_path, clock=clock, kubeconfig=str(kube.kubeconfig)
     ) as engine:
+        yield engine
+
+
+@pytest.fixture
+def wall_engine(
+    kube: KubeSandbox, sandbox_config: Config, tmp_path: Path, health: Any
+) -> Iterator[Engine]:
+    """``kube_engine`` on the wall clock, for a test whose world moves in real time while the
+    runbook waits (an emulator's election measured against its delay, a signal another
+    thread turns bad mid-soak): a skipping soak would end before the change."""
+    with live_engine(sandbox_config, tmp_path, kubeconfig=str(kube.kubeconfig)) as engine:
         yield engine
 
 

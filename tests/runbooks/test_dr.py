@@ -1,7 +1,7 @@
 """DR runbooks against the sandbox's moto server and Kubernetes emulators.
 
-Most tests run on ``skip_engine``: the runbook's settles, health-check intervals and soaks
-advance a fake clock at once. Four stay on the wall clock (``kube_engine``) because something
+Most tests run on ``kube_engine``: the runbook's settles, health-check intervals and soaks
+advance a fake clock at once. Four stay on the wall clock (``wall_engine``) because something
 outside the engine moves in real time while the runbook waits: the Atlas emulator's election
 (measured against its delay) and a signal that turns bad mid-soak from another thread."""
 
@@ -36,11 +36,11 @@ def _status(engine: Engine) -> list[str]:
 
 
 def test_status_reports_each_component_by_region(
-    skip_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
     cluster.lag["US_WEST_2"] = 4.0
     health.set_error_rate("us-west-2", 0.031)
-    notes = _status(skip_engine)
+    notes = _status(kube_engine)
     assert notes[0] == (
         "DNS api.example.com. → api-production.example.com.: weights us-east-1 100, "
         "us-west-2 0; active: us-east-1"
@@ -71,16 +71,16 @@ def test_status_reports_each_component_by_region(
         "last failover/failback: none recorded",
     ]
     assert any(n.startswith("targets: api RTO 15m") for n in notes)
-    assert skip_engine.list()[0].plan.read_only
+    assert kube_engine.list()[0].plan.read_only
 
 
 def test_status_still_reports_when_a_component_cannot_be_read(
-    skip_engine: Engine, aws: AwsWorld
+    kube_engine: Engine, aws: AwsWorld
 ) -> None:
     aws.client("autoscaling", "us-west-2").delete_auto_scaling_group(
         AutoScalingGroupName="prod-api-usw2", ForceDelete=True
     )
-    notes = _status(skip_engine)
+    notes = _status(kube_engine)
     assert "active: us-east-1" in notes[0]
     assert (
         "node group prod-api-usw2: cannot read (autoscaling group prod-api-usw2 does not "
@@ -120,9 +120,9 @@ def _run(engine: Engine, name: str, params: dict[str, Any], **submit: Any) -> Ex
 
 
 def test_failover_then_failback(
-    skip_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
-    done = _run(skip_engine, "dr.failover", {"region": "us-west-2"})
+    done = _run(kube_engine, "dr.failover", {"region": "us-west-2"})
     assert done.state == State.SUCCEEDED, done.error
     assert [s["description"] for s in done.plan.steps] == [
         "set node group prod-api-usw2 in production (us-west-2): 2 → 4 instances, wait until "
@@ -150,7 +150,7 @@ def test_failover_then_failback(
     assert "error rate in us-west-2: 0.20 % (limit 5 %)" in done.steps[-1].output
 
     assert any(n.startswith("us-east-1 keeps running (for a failback)") for n in done.plan.notes)
-    back = _run(skip_engine, "dr.failback", {})
+    back = _run(kube_engine, "dr.failback", {})
     assert back.state == State.SUCCEEDED, back.error
     (kept,) = [n for n in back.plan.notes if "keeps running" in n]
     assert kept.startswith(
@@ -159,14 +159,14 @@ def test_failover_then_failback(
     ), kept
     assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}
     assert cluster.primary == "US_EAST_1"
-    again = skip_engine.prepare("dr.failback", {}, actor=ALICE)
+    again = kube_engine.prepare("dr.failback", {}, actor=ALICE)
     assert again.plan.steps == [] and "already serves from us-east-1" in again.plan.notes[-1]
-    last = [n for n in _status(skip_engine) if n.startswith("last failover/failback: ")]
+    last = [n for n in _status(kube_engine) if n.startswith("last failover/failback: ")]
     assert last[0].endswith(f"SUCCEEDED ({back.id}: failback: us-west-2 → us-east-1)")
 
 
 def test_promotions_measure_their_election_and_the_predicted_rto_counts_the_slowest(
-    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+    wall_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
     """The promotion step measures its election (request to the primary seen in the target
     region); the predicted RTO then counts the slowest of the last measured elections instead
@@ -174,14 +174,14 @@ def test_promotions_measure_their_election_and_the_predicted_rto_counts_the_slow
     measure can be shorter."""
 
     def predicted() -> str:
-        report = kube_engine.readiness(actor=ALICE, environment="production", runbook="dr.failover")
+        report = wall_engine.readiness(actor=ALICE, environment="production", runbook="dr.failover")
         (found,) = [f for f in report.findings if f.subject == "failover RTO"]
         return found.detail
 
     assert " + primary election 12.0s + " in predicted()
     elections = []
     for runbook, params in (("dr.failover", {"region": "us-west-2"}), ("dr.failback", {})):
-        done = _run(kube_engine, runbook, params)
+        done = _run(wall_engine, runbook, params)
         assert done.state == State.SUCCEEDED, done.error
         (promote,) = [s for s in done.steps if s.kind == "db.promote"]
         (measure,) = promote.measures
@@ -194,26 +194,26 @@ def test_promotions_measure_their_election_and_the_predicted_rto_counts_the_slow
 
 
 def test_a_scale_up_is_measured_and_the_predicted_rto_counts_it(
-    skip_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
     """The node-capacity step measures its scale-up (desired set to all in service); a
     failover's predicted RTO then counts the slowest measured instead of the constant
     3 minutes a node was presumed to take."""
 
     def predicted() -> str:
-        report = skip_engine.readiness(actor=ALICE, environment="production", runbook="dr.failover")
+        report = kube_engine.readiness(actor=ALICE, environment="production", runbook="dr.failover")
         (found,) = [f for f in report.findings if f.subject == "failover RTO"]
         return found.detail
 
     before = predicted()
     assert "standby scale-up 2 → 4 nodes 3m + " in before, before
-    done = _run(skip_engine, "dr.failover", {"region": "us-west-2"})
+    done = _run(kube_engine, "dr.failover", {"region": "us-west-2"})
     assert done.state == State.SUCCEEDED, done.error
     ups = [m for s in done.steps if s.kind == "aws.node_capacity" for m in s.measures]
     assert [m["name"] for m in ups] == ["node group scale-up"], ups
     seconds = ups[0]["seconds"]
     assert 0 <= seconds < 180
-    back = _run(skip_engine, "dr.failback", {})
+    back = _run(kube_engine, "dr.failback", {})
     assert back.state == State.SUCCEEDED, back.error
     # The standby back at 2 nodes (the AWS CLI), so a failover must scale it up again.
     aws.cli("autoscaling", "set-desired-capacity", "--auto-scaling-group-name", "prod-api-usw2",
@@ -224,22 +224,22 @@ def test_a_scale_up_is_measured_and_the_predicted_rto_counts_it(
 
 
 def test_failover_refused_when_lag_exceeds_the_rpo(
-    skip_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
     cluster.lag["US_WEST_2"] = 600.0
     with pytest.raises(Refused) as caught:
-        skip_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE)
+        kube_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE)
     assert "replication lag in us-west-2 is 10m, beyond the database RPO of 5m" in (
         caught.value.message
     )
     assert "--accept-data-loss" in (caught.value.hint or "")
     with pytest.raises(Refused):  # break-glass alone is not enough
-        skip_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE, break_glass=True)
+        kube_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE, break_glass=True)
     with pytest.raises(InvalidInput):  # and accepting data loss needs break-glass
-        skip_engine.prepare(
+        kube_engine.prepare(
             "dr.failover", {"region": "us-west-2", "accept_data_loss": True}, actor=ALICE
         )
-    prepared = skip_engine.prepare(
+    prepared = kube_engine.prepare(
         "dr.failover",
         {"region": "us-west-2", "accept_data_loss": True},
         actor=ALICE,
@@ -251,11 +251,11 @@ def test_failover_refused_when_lag_exceeds_the_rpo(
 
 
 def test_failover_to_an_unhealthy_region_is_refused_before_anything_changes(
-    skip_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
     health.fail("us-west-2")
     with pytest.raises(Refused) as caught:
-        skip_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE)
+        kube_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE)
     assert caught.value.message.startswith(
         f"us-west-2 is not healthy: {health.url}/us-west-2/health answered 503. Failing over "
         "to it would promote the database there (irreversible)"
@@ -264,11 +264,11 @@ def test_failover_to_an_unhealthy_region_is_refused_before_anything_changes(
     health.fail("us-west-2", failing=False)
     health.set_error_rate("us-west-2", 0.12)
     with pytest.raises(Refused, match=r"its error rate is 12 %, above the rollback trigger of 5 %"):
-        skip_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE)
+        kube_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE)
     assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}
-    assert cluster.primary == "US_EAST_1" and skip_engine.list() == []
+    assert cluster.primary == "US_EAST_1" and kube_engine.list() == []
     # Each refusal is audited as the person's refused request, with the reason.
-    refused = [r for r in skip_engine.audit.tail(50) if r["action"] == "request.refused"]
+    refused = [r for r in kube_engine.audit.tail(50) if r["action"] == "request.refused"]
     assert [(r["actor"]["id"], r["target"]["runbook"]) for r in refused] == [
         ("alice", "dr.failover"),
         ("alice", "dr.failover"),
@@ -278,14 +278,14 @@ def test_failover_to_an_unhealthy_region_is_refused_before_anything_changes(
 
 
 def test_a_failed_failover_that_stranded_the_database_is_flagged_and_recovered(
-    skip_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
     """The walkthrough's sequence: us-west-2 answers 503, the failover goes ahead anyway (now
     only with break-glass), promotes the database, fails verification and moves traffic back,
     leaving traffic in us-east-1 and the database primary in us-west-2."""
     health.fail("us-west-2")
     done = _run(
-        skip_engine,
+        kube_engine,
         "dr.failover",
         {"region": "us-west-2"},
         break_glass=True,
@@ -303,28 +303,28 @@ def test_a_failed_failover_that_stranded_the_database_is_flagged_and_recovered(
         "there)) stays done: the new primary takes writes at once"
     ) in (done.error or "")
     # dr.status says so first; failback and failover to us-east-1 plan the way back.
-    assert _status(skip_engine)[0].startswith(
+    assert _status(kube_engine)[0].startswith(
         "SPLIT: traffic goes to us-east-1 but the database primary is in us-west-2"
     )
     for name, params in (("dr.failover", {"region": "us-east-1"}), ("dr.failback", {})):
-        plan = skip_engine.prepare(name, params, actor=ALICE).plan
+        plan = kube_engine.prepare(name, params, actor=ALICE).plan
         assert [s["description"] for s in plan.steps] == [
             "promote the production database in us-east-1 (move its primary there)"
         ], name
         assert "SPLIT: traffic is in us-east-1" in " ".join(plan.notes)
     health.fail("us-west-2", failing=False)
     assert any(n.startswith("us-east-1 keeps running (for a failback)") for n in done.plan.notes)
-    back = _run(skip_engine, "dr.failback", {})
+    back = _run(kube_engine, "dr.failback", {})
     assert back.state == State.SUCCEEDED, back.error
     # Traffic never left us-east-1: the way back moves only the database (no "keeps running").
     assert not [n for n in back.plan.notes if "keeps running" in n], back.plan.notes
     assert cluster.primary == "US_EAST_1"
     assert _weights(aws) == {"us-east-1": 100, "us-west-2": 0}
-    assert not _status(skip_engine)[0].startswith("SPLIT")
+    assert not _status(kube_engine)[0].startswith("SPLIT")
 
 
 def test_failover_whose_error_rate_rises_after_preflight_compensates(
-    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+    wall_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
     def rise_during_verification() -> None:
         # Three preflight checks (the plan, the last approval's re-plan, the re-plan before
@@ -338,7 +338,7 @@ def test_failover_whose_error_rate_rises_after_preflight_compensates(
 
     riser = threading.Thread(target=rise_during_verification)
     riser.start()
-    done = _run(kube_engine, "dr.failover", {"region": "us-west-2"})
+    done = _run(wall_engine, "dr.failover", {"region": "us-west-2"})
     riser.join()
     assert done.state == State.COMPENSATED
     assert "error rate in us-west-2 is 12 %, above the rollback trigger of 5 %" in (
@@ -349,12 +349,12 @@ def test_failover_whose_error_rate_rises_after_preflight_compensates(
 
 
 def test_failover_verifies_without_an_unreachable_prometheus_and_says_so(
-    skip_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
     """Prometheus may have died with the failed region: health checks still gate the
     verification, and the report says the error rate was not checked."""
     health.server.prometheus_up = False
-    done = _run(skip_engine, "dr.failover", {"region": "us-west-2"})
+    done = _run(kube_engine, "dr.failover", {"region": "us-west-2"})
     assert done.state == State.SUCCEEDED, done.error
     assert _weights(aws) == {"us-east-1": 0, "us-west-2": 100}
     [line] = [o for o in done.steps[-1].output if "error rate" in o]
@@ -363,7 +363,7 @@ def test_failover_verifies_without_an_unreachable_prometheus_and_says_so(
 
 
 def test_failover_dry_run_changes_nothing(
-    skip_engine: Engine, aws: AwsWorld, cluster: Any, health: Any, kube: KubeSandbox
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any, kube: KubeSandbox
 ) -> None:
     def snapshot() -> Any:
         return (
@@ -380,29 +380,29 @@ def test_failover_dry_run_changes_nothing(
         )
 
     before = snapshot()
-    prepared = skip_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE)
-    skip_engine.dry_run(prepared, actor=ALICE)
+    prepared = kube_engine.prepare("dr.failover", {"region": "us-west-2"}, actor=ALICE)
+    kube_engine.dry_run(prepared, actor=ALICE)
     assert len(prepared.plan.steps) == 4
     assert snapshot() == before
-    assert skip_engine.list() == []
+    assert kube_engine.list() == []
 
 
 def test_failover_to_the_active_region_or_an_unknown_one(
-    skip_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
-    same = skip_engine.prepare("dr.failover", {"region": "us-east-1"}, actor=ALICE)
+    same = kube_engine.prepare("dr.failover", {"region": "us-east-1"}, actor=ALICE)
     assert same.plan.steps == [] and "already serves from us-east-1" in same.plan.notes[-1]
     with pytest.raises(InvalidInput) as caught:
-        skip_engine.prepare("dr.failover", {"region": "eu-west-1"}, actor=ALICE)
+        kube_engine.prepare("dr.failover", {"region": "eu-west-1"}, actor=ALICE)
     assert "unknown region 'eu-west-1' for production; known: us-east-1, us-west-2" in (
         caught.value.message
     )
 
 
 def test_partial_failover_moves_a_share_soaks_and_moves_it_back(
-    skip_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
-    done = _run(skip_engine, "dr.failover", {"region": "us-west-2", "partial": "10", "soak": "2s"})
+    done = _run(kube_engine, "dr.failover", {"region": "us-west-2", "partial": "10", "soak": "2s"})
     assert done.state == State.SUCCEEDED, done.error
     assert done.plan.steps[0]["description"] == (
         "shift traffic of api-production.example.com.: us-east-1 100/us-west-2 0 → "
@@ -413,7 +413,7 @@ def test_partial_failover_moves_a_share_soaks_and_moves_it_back(
     assert health.server.hits.get("us-west-2", 0) >= 3  # watched during the soak
     assert cluster.primary == "US_EAST_1" and cluster.patches == []  # database untouched
     assert _desired(aws, "prod-api-usw2", "us-west-2") == 2  # capacity untouched
-    drills = [n for n in _status(skip_engine) if n.startswith("last ")]
+    drills = [n for n in _status(kube_engine) if n.startswith("last ")]
     assert drills[0].endswith(
         f"SUCCEEDED ({done.id}: partial failover test: 10 % to us-west-2 for 2.0s)"
     )
@@ -427,14 +427,14 @@ def _good_checks(error: str | None) -> int:
 
 
 def test_partial_failover_with_a_bad_signal_mid_soak_moves_traffic_back(
-    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+    wall_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
-    prepared = kube_engine.prepare(
+    prepared = wall_engine.prepare(
         "dr.failover", {"region": "us-west-2", "partial": "10", "soak": "30s"}, actor=ALICE
     )
-    execution = kube_engine.submit(prepared, actor=ALICE)
+    execution = wall_engine.submit(prepared, actor=ALICE)
     for approver in (BOB, DAVE):
-        execution = kube_engine.approve(execution.id, actor=approver, plan_hash=execution.plan.hash)
+        execution = wall_engine.approve(execution.id, actor=approver, plan_hash=execution.plan.hash)
     seen_split: list[dict[str, int]] = []
 
     def break_mid_soak() -> None:
@@ -449,7 +449,7 @@ def test_partial_failover_with_a_bad_signal_mid_soak_moves_traffic_back(
 
     breaker = threading.Thread(target=break_mid_soak)
     breaker.start()
-    done = kube_engine.start(execution.id, actor=ALICE)
+    done = wall_engine.start(execution.id, actor=ALICE)
     breaker.join()
     assert seen_split == [{"us-east-1": 90, "us-west-2": 10}]
     assert done.state == State.COMPENSATED
@@ -461,15 +461,15 @@ def test_partial_failover_with_a_bad_signal_mid_soak_moves_traffic_back(
 
 
 def test_partial_failover_aborts_when_the_error_rate_rises_mid_soak(
-    kube_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
+    wall_engine: Engine, aws: AwsWorld, cluster: Any, health: Any
 ) -> None:
-    prepared = kube_engine.prepare(
+    prepared = wall_engine.prepare(
         "dr.failover", {"region": "us-west-2", "partial": "10", "soak": "30s"}, actor=ALICE
     )
     assert "error rate (at most 5 %)" in prepared.plan.steps[1]["description"]
-    execution = kube_engine.submit(prepared, actor=ALICE)
+    execution = wall_engine.submit(prepared, actor=ALICE)
     for approver in (BOB, DAVE):
-        execution = kube_engine.approve(execution.id, actor=approver, plan_hash=execution.plan.hash)
+        execution = wall_engine.approve(execution.id, actor=approver, plan_hash=execution.plan.hash)
 
     def degrade_mid_soak() -> None:
         deadline = time.monotonic() + 20
@@ -481,7 +481,7 @@ def test_partial_failover_aborts_when_the_error_rate_rises_mid_soak(
 
     degrader = threading.Thread(target=degrade_mid_soak)
     degrader.start()
-    done = kube_engine.start(execution.id, actor=ALICE)
+    done = wall_engine.start(execution.id, actor=ALICE)
     degrader.join()
     assert done.state == State.COMPENSATED
     error = done.error or ""

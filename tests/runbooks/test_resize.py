@@ -53,18 +53,18 @@ def test_resize_replaces_every_instance_within_the_window(
 
 
 def test_window_closing_midway_returns_to_the_previous_template_and_type(
-    skip_engine: Engine, aws: AwsWorld
+    kube_engine: Engine, aws: AwsWorld
 ) -> None:
     aws.client("autoscaling").set_desired_capacity(AutoScalingGroupName=GROUP, DesiredCapacity=4)
     # On the engine's FakeClock: the window opens by virtual time, so load cannot close it
     # before the run starts, and the settles cost no wall time.
     done = _run(
-        skip_engine,
+        kube_engine,
         # Four instances, one at a time, each settling 1 s: the 2.5 s left cannot hold them all.
         {
             "environment": "staging",
             "instance_type": "t3.large",
-            "window": _window(2.5, now=skip_engine.clock.now()),
+            "window": _window(2.5, now=kube_engine.clock.now()),
             "settle": "1s",
         },
     )
@@ -138,7 +138,7 @@ def _standalone(aws: AwsWorld, name: str) -> dict[str, Any]:
 
 
 def test_resize_a_standalone_instance_stops_changes_and_starts_it(
-    skip_engine: Engine, aws: AwsWorld
+    kube_engine: Engine, aws: AwsWorld
 ) -> None:
     before = _standalone(aws, "staging-reports-use1")
     assert before["InstanceType"] == "t3.medium" and before["State"]["Name"] == "running"
@@ -146,10 +146,10 @@ def test_resize_a_standalone_instance_stops_changes_and_starts_it(
         "environment": "staging",
         "instance_type": "t3.xlarge",
         "instance": "staging-reports-use1",
-        "window": _window(600, now=skip_engine.clock.now()),
+        "window": _window(600, now=kube_engine.clock.now()),
         "settle": "1s",
     }
-    prepared = skip_engine.prepare("maintenance.resize", params, actor=ALICE)
+    prepared = kube_engine.prepare("maintenance.resize", params, actor=ALICE)
     [step] = prepared.plan.steps
     assert step["description"].startswith(
         f"resize instance staging-reports-use1 ({before['InstanceId']}) in staging (us-east-1): "
@@ -157,7 +157,7 @@ def test_resize_a_standalone_instance_stops_changes_and_starts_it(
         "after "
     )
     assert any("STOPPED while its type changes" in n for n in prepared.plan.notes)
-    done = _run(skip_engine, params)
+    done = _run(kube_engine, params)
     assert done.state == State.SUCCEEDED, done.error
     after = _standalone(aws, "staging-reports-use1")
     assert after["InstanceId"] == before["InstanceId"]  # the same instance, not a new one
@@ -165,7 +165,7 @@ def test_resize_a_standalone_instance_stops_changes_and_starts_it(
     status = aws.cli("ec2", "describe-instance-status", "--instance-ids", after["InstanceId"])
     assert status["InstanceStatuses"][0]["InstanceStatus"]["Status"] == "ok"
     assert _types(aws) == ["t3.medium", "t3.medium"]  # the node group is not touched
-    again = skip_engine.prepare("maintenance.resize", params, actor=ALICE)
+    again = kube_engine.prepare("maintenance.resize", params, actor=ALICE)
     assert again.plan.steps == [] and "already t3.xlarge" in again.plan.notes[-1]
 
 

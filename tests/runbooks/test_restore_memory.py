@@ -82,6 +82,9 @@ def test_a_decompression_bomb_fails_the_restore_test_with_memory_bounded(
     assert "Traceback" not in bad.stderr
 
 
+# Slow with the tests it vouches for: it decompresses the 1.8 GiB the bombs claim (12 s of a
+# loaded worker), and only the process journeys above plant them.
+@pytest.mark.slow
 def test_the_bombs_are_what_they_claim() -> None:
     """The oracle for the fixtures themselves: zlib and bson, streamed, say the planted
     objects decompress to what their names say."""
