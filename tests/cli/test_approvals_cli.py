@@ -50,7 +50,15 @@ def request_in_background(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A terminal where Ctrl-C works, however pytest was started: a background job of a
+        # non-interactive shell inherits SIGINT ignored, and so would this child (it then
+        # waited for approval through the Ctrl-C test's SIGINT until its timeout).
+        preexec_fn=_sigint_default,  # noqa: PLW1509 - one call, before exec
     )
+
+
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def pending_id(env: dict[str, str]) -> str:
@@ -174,7 +182,12 @@ def test_ctrl_c_stops_waiting_but_keeps_the_request(env, tmp_path: Path) -> None
     store = SqliteStore(env["RUNBOOK_BOT_STATE"])
     wait_for(lambda: store.get_lease(execution_id) is not None, what="the waiter's lease")
     requester.send_signal(signal.SIGINT)
-    out, err = requester.communicate(timeout=60)
+    try:
+        out, err = requester.communicate(timeout=60)
+    finally:
+        if requester.poll() is None:  # do not leave it waiting (and its pipes open)
+            requester.kill()
+            requester.communicate()
     assert requester.returncode == 3, err
     assert "stopped waiting" in err and f"runs.show {execution_id}" in err
     assert json.loads(out)["state"] == "awaiting_approval"
