@@ -16,6 +16,7 @@ from bot.slack.manifest import manifest_yaml
 from bot.slack.notify import Courier
 from runbook_cli.collection import runbook_task
 from runbooks.catalog import load_catalog
+from runbooks.engine.clock import FakeClock
 from runbooks.engine.settings import load_settings
 from runbooks.engine.wiring import open_runtime
 from sandbox.slack import SANDBOX_BOT_TOKEN, SlackEmulator
@@ -159,6 +160,18 @@ def test_socket_mode_handler_is_wired_to_the_same_app(
         runtime.close()
 
 
+class _SleepLog(FakeClock):
+    """The courier's clock: each wait it asks for, taken at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        super().sleep(seconds)
+
+
 def test_courier_paces_each_channel_and_honours_retry_after() -> None:
     from bot.slack.app import web_client
 
@@ -167,13 +180,16 @@ def test_courier_paces_each_channel_and_honours_retry_after() -> None:
         client = web_client(
             SlackSettings(bot_token=SANDBOX_BOT_TOKEN, signing_secret="s", api_url=slack.api_url)
         )
-        courier = Courier(client, min_interval=0.3)
+        clock = _SleepLog()
+        courier = Courier(client, min_interval=0.3, clock=clock)
         ts = [courier.post("C1", f"m{i}") for i in range(3)]
+        assert clock.slept == pytest.approx([0.3, 0.3])  # one channel: paced
         courier.post("C2", "other channel")
+        assert clock.slept == pytest.approx([0.3, 0.3])  # another channel: not held back
         posts = slack.calls("chat.postMessage")
-        gaps_c1 = [posts[i + 1]["at"] - posts[i]["at"] for i in range(2)]
-        assert min(gaps_c1) >= 0.29  # one channel: paced
-        assert posts[3]["at"] - posts[2]["at"] < 0.2  # another channel: not held back
+        assert [(p["args"]["channel"], p["args"]["text"]) for p in posts] == [
+            ("C1", "m0"), ("C1", "m1"), ("C1", "m2"), ("C2", "other channel"),
+        ]  # fmt: skip
         slack.state.rate_limits["chat.update"] = [1.0]
         started = time.monotonic()
         courier.update("C1", ts[0], "edited", [])
