@@ -19,12 +19,12 @@ from pathlib import Path
 from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import SystemClock
 from runbooks.engine.logs import configure_logging
-from runbooks.engine.models import Actor
+from runbooks.engine.models import Actor, Origin
 from runbooks.engine.plan import canonical_json
 from runbooks.engine.store.sqlite import SqliteStore
 
 KEY = b"bench-key-0123456789abcdef"
-ACTOR = Actor("alice", "Alice", "cli")
+ACTOR = Actor("alice", "Alice", Origin.CLI)
 
 
 def append_chain(path: Path, n: int) -> float:

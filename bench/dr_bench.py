@@ -44,7 +44,7 @@ from runbooks.engine.clock import SystemClock  # noqa: E402
 from runbooks.engine.config.loader import load_config  # noqa: E402
 from runbooks.engine.engine import Engine  # noqa: E402
 from runbooks.engine.logs import configure_logging  # noqa: E402
-from runbooks.engine.models import Actor, State  # noqa: E402
+from runbooks.engine.models import Actor, Origin, State  # noqa: E402
 from runbooks.engine.store.sqlite import SqliteStore  # noqa: E402
 from sandbox import atlas  # noqa: E402
 from sandbox.aws import CREDENTIALS, AwsSandbox  # noqa: E402
@@ -52,7 +52,7 @@ from sandbox.health import HealthServer  # noqa: E402
 from sandbox.kube.emulator import Cluster, KubeEmulator, kubeconfig  # noqa: E402
 from sandbox.kube.seed import seed  # noqa: E402
 
-ALICE = Actor("alice", "Alice", "cli")
+ALICE = Actor("alice", "Alice", Origin.CLI)
 
 
 class Timed:
@@ -116,7 +116,7 @@ class SleepCountingClock(SystemClock):
         super().sleep(seconds)
 
 
-APPROVERS = [Actor("bob", "Bob", "slack"), Actor("dave", "Dave", "slack")]
+APPROVERS = [Actor("bob", "Bob", Origin.SLACK), Actor("dave", "Dave", Origin.SLACK)]
 ZONE, RECORD = "example.com.", "api-production.example.com."
 
 

@@ -33,7 +33,7 @@ from runbooks.engine.clock import SystemClock  # noqa: E402
 from runbooks.engine.config.loader import load_config  # noqa: E402
 from runbooks.engine.engine import Engine  # noqa: E402
 from runbooks.engine.logs import configure_logging  # noqa: E402
-from runbooks.engine.models import Actor  # noqa: E402
+from runbooks.engine.models import Actor, Origin  # noqa: E402
 from runbooks.engine.settings import load_settings  # noqa: E402
 from runbooks.engine.store.sqlite import SqliteStore  # noqa: E402
 from sandbox import atlas  # noqa: E402
@@ -49,7 +49,7 @@ from sandbox.runner import (  # noqa: E402
 )
 from sandbox.slack import SlackEmulator  # noqa: E402
 
-ALICE = Actor("alice", "Alice", "cli")
+ALICE = Actor("alice", "Alice", Origin.CLI)
 
 
 def export(env_file: Path) -> None:

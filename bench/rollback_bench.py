@@ -31,7 +31,7 @@ from runbooks.engine.clock import SystemClock
 from runbooks.engine.config.loader import load_config
 from runbooks.engine.engine import Engine
 from runbooks.engine.logs import configure_logging
-from runbooks.engine.models import Actor, State
+from runbooks.engine.models import Actor, Origin, State
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import PlanContext, RunContext, Step
 from runbooks.engine.registry import Registry, runbook
@@ -40,7 +40,7 @@ from sandbox.kube.emulator import Cluster, KubeEmulator, kubeconfig
 from sandbox.kube.seed import seed
 
 ROOT = Path(__file__).resolve().parents[1]
-ALICE = Actor("alice", "Alice", "cli")
+ALICE = Actor("alice", "Alice", Origin.CLI)
 NS, NAME = "development", "api-deployment"
 
 

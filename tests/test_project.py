@@ -172,6 +172,24 @@ def test_no_import_cycle_among_the_runbook_modules() -> None:
     assert cycles == [], "\n".join(" <-> ".join(c) for c in cycles)
 
 
+def test_every_catalog_module_is_placed_in_the_import_contracts() -> None:
+    """A runbook or check module the catalog loads is a layer of the ``layers`` contract and a
+    member of ``runbooks-independent``: import-linter ignores a module no contract names, so
+    a new module left out would be free to import a sibling (``maintenance_windows`` was)."""
+    import configparser
+
+    from runbooks.catalog import CHECK_MODULES, RUNBOOK_MODULES
+
+    contracts = configparser.ConfigParser(interpolation=None)
+    contracts.read(ROOT / ".importlinter", encoding="utf-8")
+    layers = contracts["importlinter:contract:layers"]["layers"]
+    placed = {m.strip() for line in layers.splitlines() for m in line.split("|") if m.strip()}
+    independent = set(contracts["importlinter:contract:runbooks-independent"]["modules"].split())
+    modules = set(RUNBOOK_MODULES + CHECK_MODULES)
+    assert modules - placed == set(), "not a layer of [importlinter:contract:layers]"
+    assert modules - independent == set(), "not in [importlinter:contract:runbooks-independent]"
+
+
 def test_the_engine_holds_its_parts_rather_than_inheriting_them() -> None:
     """``Engine`` and the lifecycle's parts are composed (issue #31): no class there inherits
     another of them, and no ``NotImplementedError`` stub stands in for a part reached through

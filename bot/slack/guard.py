@@ -37,13 +37,13 @@ from slack_sdk.web.slack_response import SlackResponse
 
 from runbooks.engine import AuditLog, redact_text
 from runbooks.engine.clock import Clock
-from runbooks.engine.models import Actor
+from runbooks.engine.models import Actor, Origin
 
 MAX_BODY = 64 * 1024
 #: Slack's replay window: requests signed more than five minutes away are refused.
 MAX_AGE_S = 300
 AUDIT_EVERY_S = 60.0
-ANONYMOUS = Actor(id="anonymous", name="anonymous", origin="slack")
+ANONYMOUS = Actor(id="anonymous", name="anonymous", origin=Origin.SLACK)
 
 
 def scrub(value: Any) -> Any:

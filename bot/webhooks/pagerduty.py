@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from runbooks.engine import redact_value
-from runbooks.engine.models import Actor
+from runbooks.engine.models import Actor, Origin
 
 if TYPE_CHECKING:
     from runbooks.engine.wiring import Runtime
@@ -21,7 +21,7 @@ log = structlog.get_logger("runbook_bot.webhooks")
 MAX_BODY = 1 << 20
 
 
-PAGERDUTY = Actor("pagerduty", "PagerDuty", "pagerduty")
+PAGERDUTY = Actor("pagerduty", "PagerDuty", Origin.PAGERDUTY)
 SEEN_KEY = "pagerduty.webhook.{}"
 #: How old an event may be (PagerDuty signs no timestamp: ``occurred_at`` is what ages).
 DEFAULT_MAX_AGE_S = 600.0

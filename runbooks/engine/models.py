@@ -63,16 +63,27 @@ class StepStatus(StrEnum):
     UNDO_FAILED = "undo_failed"
 
 
+class Origin(StrEnum):
+    """Through which front end or requester an actor acts (stored and shown as its value)."""
+
+    CLI = "cli"  # a terminal
+    SLACK = "slack"  # a slash command, a button, a dialog
+    SCHEDULER = "scheduler"  # the bot's own schedules: drills, the readiness and GitOps watches
+    ALERTMANAGER = "alertmanager"  # an alert, under policy
+    PAGERDUTY = "pagerduty"  # a PagerDuty webhook
+    SYSTEM = "system"  # the engine itself: expiry, resuming a run nobody holds
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who did something, and through which front end."""
 
     id: str
     name: str
-    origin: str  # cli | slack | scheduler | webhook | system
+    origin: Origin
 
     def to_doc(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
+        return {"id": self.id, "name": self.name, "origin": str(self.origin)}
 
     @property
     def automatic(self) -> bool:
@@ -81,12 +92,13 @@ class Actor:
 
     @staticmethod
     def from_doc(doc: dict[str, Any]) -> Actor:
-        return Actor(id=doc["id"], name=doc["name"], origin=doc["origin"])
+        return Actor(id=doc["id"], name=doc["name"], origin=Origin(doc["origin"]))
 
 
-SYSTEM = Actor(id="runbook-bot", name="runbook-bot", origin="system")
+#: The engine itself (expiring approvals, resuming and starting what nobody holds).
+SYSTEM = Actor(id="runbook-bot", name="runbook-bot", origin=Origin.SYSTEM)
 #: Origins of requesters that are not people (see ``Actor.automatic``).
-AUTOMATIC_ORIGINS = frozenset({"alertmanager", "scheduler"})
+AUTOMATIC_ORIGINS = frozenset({Origin.ALERTMANAGER, Origin.SCHEDULER})
 
 
 class TriggerKind(StrEnum):
@@ -137,9 +149,9 @@ class Trigger:
         field): its drill, else what its requester is."""
         if drill:
             return Trigger(TriggerKind.DRILL, drill, at=at)
-        if actor.origin == "alertmanager":
+        if actor.origin == Origin.ALERTMANAGER:
             return Trigger(TriggerKind.ALERT, actor.name, at=at)
-        if actor.origin == "scheduler":
+        if actor.origin == Origin.SCHEDULER:
             return Trigger(TriggerKind.SCHEDULE, actor.name, at=at)
         return Trigger(TriggerKind.PERSON, actor.id, at=at)
 

@@ -21,7 +21,7 @@ from runbooks.engine.clock import format_duration, iso, parse_iso
 from runbooks.engine.config.loader import Config
 from runbooks.engine.config.policy_file import Freeze, Rule
 from runbooks.engine.errors import InvalidInput, RefusalKind
-from runbooks.engine.models import Actor
+from runbooks.engine.models import Actor, Origin
 
 #: Resolves a Slack user group id to the Slack user ids in it (provided by the Slack front end).
 UsergroupResolver = Callable[[str], set[str]]
@@ -131,7 +131,7 @@ class ConfigPolicy:
         self, verb: str, actor: Actor, *, drill: str, runbook: str, environment: str
     ) -> str | None:
         """Why this person may not ``verb`` (pause, resume, run) the drill, or None."""
-        if actor.origin == "system":
+        if actor.origin == Origin.SYSTEM:
             return None
         operators = self.drill_operators(runbook, environment)
         if self.member_of(actor, operators):
@@ -177,7 +177,7 @@ class ConfigPolicy:
         return [
             f"{p.name} ({key})"
             for key, p in self._config.policy.people.items()
-            if key != requester and self.member_of(Actor(key, p.name, "slack"), groups)
+            if key != requester and self.member_of(Actor(key, p.name, Origin.SLACK), groups)
         ]
 
     def active_freeze(self, gate: Gate, now: float) -> Freeze | None:
@@ -277,13 +277,13 @@ class ConfigPolicy:
                 f"{actor.name} may not request {runbook} in {environment}; requesters: "
                 f"{', '.join(gate.requesters)} ({gate.rule})",
             )
-        if actor.origin == "cli" and not gate.terminal_requests:
+        if actor.origin == Origin.CLI and not gate.terminal_requests:
             return Refusal(
                 not_allowed,
                 f"{runbook} in {environment} cannot be requested from a terminal; "
                 f"use Slack ({gate.rule})",
             )
-        if actor.origin == "slack" and gate.channels and channel not in gate.channels:
+        if actor.origin == Origin.SLACK and gate.channels and channel not in gate.channels:
             return Refusal(
                 not_allowed,
                 f"{runbook} in {environment} can only be requested from "
@@ -307,7 +307,7 @@ class ConfigPolicy:
                 f"{actor.name} may not approve {runbook} in {environment}; approvers: "
                 f"{', '.join(gate.approver_groups) or 'nobody'}"
             )
-        if gate.slack_approvals_only and actor.origin != "slack":
+        if gate.slack_approvals_only and actor.origin != Origin.SLACK:
             return (
                 f"approvals for {runbook} in {environment} must come from Slack "
                 "(its identity is verified by Slack's signature), not from a terminal"
@@ -331,7 +331,7 @@ class ConfigPolicy:
         break-glass review is never closed by the person who broke the glass), and so may the
         engine itself; everyone else must be one of the rule's ``operators`` (see ``gate``).
         """
-        if actor.origin == "system" or (requester_may and actor.id == requester.id):
+        if actor.origin == Origin.SYSTEM or (requester_may and actor.id == requester.id):
             return None
         gate = self.gate(runbook, environment, read_only=False)
         if actor.id != requester.id and self.member_of(actor, gate.operators):
@@ -352,7 +352,7 @@ class ConfigPolicy:
         if person not in policy.people:
             raise InvalidInput(f"unknown person {person!r}; known: {', '.join(policy.people)}")
         who = policy.people[person]
-        actor = Actor(person, who.name, "cli")
+        actor = Actor(person, who.name, Origin.CLI)
         gate = self.gate(runbook, environment, read_only=read_only)
         lines = [f"{runbook} in {environment}: decided by {gate.rule}."]
         if read_only:
@@ -472,4 +472,4 @@ def terminal_actor(config: Config, *, override: str | None, login: str | None = 
             f"(known: {', '.join(policy.terminal_users()) or 'none'})",
             hint=hint,
         )
-    return Actor(id=key, name=policy.people[key].name, origin="cli")
+    return Actor(id=key, name=policy.people[key].name, origin=Origin.CLI)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from runbooks.engine.background.leases import LeaderLease
 from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.errors import InvalidInput, Refused, RunbookError, StepFailed
-from runbooks.engine.models import Actor
+from runbooks.engine.models import Actor, Origin
 from runbooks.engine.plan import RUN_ID, PlanContext, RunContext, Step
 from runbooks.engine.redact import redact_text
 from runbooks.interfaces import (
@@ -502,7 +502,7 @@ def plan_owned(
 # -- the watch on the leader ---------------------------------------------------------------
 
 LEASE_NAME = "gitops"
-GITOPS = Actor("gitops", "GitOps watch", "scheduler")
+GITOPS = Actor("gitops", "GitOps watch", Origin.SCHEDULER)
 #: ``page(summary, dedup_key, details)``: PagerDuty's Events API.
 Page = Callable[[str, str, dict[str, Any]], None]
 

@@ -43,7 +43,7 @@ from pathlib import Path
 import structlog
 from runbooks.engine.audit import AuditLog, resolve_audit_key
 from runbooks.engine.clock import SystemClock
-from runbooks.engine.models import Actor
+from runbooks.engine.models import Actor, Origin
 from runbooks.engine.store import open_store
 
 url, writer, count, key = sys.argv[1:5]
@@ -54,7 +54,7 @@ audit = AuditLog(store, key, SystemClock())
 print("ready", flush=True)
 sys.stdin.readline()  # all writers start together: released by one line on stdin
 for i in range(int(count)):
-    audit.record("test.append", actor=Actor(writer, writer, "cli"), outcome="ok",
+    audit.record("test.append", actor=Actor(writer, writer, Origin.CLI), outcome="ok",
                  detail={"writer": writer, "i": i})
 store.close()
 print("done", flush=True)

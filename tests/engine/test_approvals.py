@@ -17,7 +17,7 @@ from runbooks.engine.clock import FakeClock, iso
 from runbooks.engine.config.loader import Config, load_config
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, Refused
-from runbooks.engine.models import Actor, State
+from runbooks.engine.models import Actor, Origin, State
 from runbooks.engine.policy import ConfigPolicy, terminal_actor
 from runbooks.engine.registry import Registry
 from runbooks.engine.store.base import Store
@@ -27,11 +27,11 @@ from tests.conftest import AUDIT_KEY, ROOT
 from tests.engine import world
 from tests.support.rules import RULES_2_IN_PRODUCTION, config_with
 
-ALICE = Actor("alice", "Alice", "cli")
-BOB = Actor("bob", "Bob", "slack")
-DAVE = Actor("dave", "Dave", "cli")
-CAROL = Actor("carol", "Carol", "cli")
-MALLORY = Actor("mallory", "Mallory", "cli")
+ALICE = Actor("alice", "Alice", Origin.CLI)
+BOB = Actor("bob", "Bob", Origin.SLACK)
+DAVE = Actor("dave", "Dave", Origin.CLI)
+CAROL = Actor("carol", "Carol", Origin.CLI)
+MALLORY = Actor("mallory", "Mallory", Origin.CLI)
 
 
 @pytest.fixture(params=["sqlite", "mongo"])
@@ -79,7 +79,7 @@ def test_self_approval_is_refused_and_audited(build) -> None:
     engine = build()
     execution = request(engine)
     with pytest.raises(Refused, match="someone else must approve"):
-        engine.approve(execution.id, actor=Actor("alice", "Alice", "slack"))
+        engine.approve(execution.id, actor=Actor("alice", "Alice", Origin.SLACK))
     assert engine.get(execution.id).state == State.AWAITING_APPROVAL
     assert decisions(engine) == [("approval.refused", "alice", "refused")]
 
@@ -90,7 +90,7 @@ def test_the_same_person_counts_once_across_front_ends(build) -> None:
     assert execution.required_approvals == 2
     engine.approve(execution.id, actor=BOB)
     with pytest.raises(Refused, match="already approved"):
-        engine.approve(execution.id, actor=Actor("bob", "Bob", "cli"))
+        engine.approve(execution.id, actor=Actor("bob", "Bob", Origin.CLI))
     assert engine.get(execution.id).state == State.AWAITING_APPROVAL
     assert engine.approve(execution.id, actor=DAVE).state == State.APPROVED
 
@@ -197,7 +197,7 @@ def test_channel_restriction_applies_to_slack_requests(build) -> None:
         }
     ]
     engine = build(config_with(rules=rules))
-    slack_alice = Actor("alice", "Alice", "slack")
+    slack_alice = Actor("alice", "Alice", Origin.SLACK)
     with pytest.raises(Refused, match="only be requested from <#C0OPS>, not from <#C0RANDOM>"):
         request(engine, actor=slack_alice, channel="C0RANDOM")
     assert request(engine, actor=slack_alice, channel="C0OPS").state == State.AWAITING_APPROVAL
@@ -218,7 +218,7 @@ def test_terminal_requests_and_terminal_approvals_can_be_forbidden(build) -> Non
     engine = build(config_with(rules=rules))
     with pytest.raises(Refused, match="cannot be requested from a terminal"):
         request(engine)
-    execution = request(engine, actor=Actor("alice", "Alice", "slack"), channel="C0OPS")
+    execution = request(engine, actor=Actor("alice", "Alice", Origin.SLACK), channel="C0OPS")
     with pytest.raises(Refused, match="must come from Slack"):
         engine.approve(execution.id, actor=DAVE)
     assert engine.approve(execution.id, actor=BOB).state == State.APPROVED
@@ -260,7 +260,7 @@ def test_slack_usergroups_can_approve(build) -> None:
     with pytest.raises(Refused, match="Bob may not approve"):
         engine.approve(execution.id, actor=BOB)
     assert (
-        engine.approve(execution.id, actor=Actor("carol", "Carol", "slack")).state == State.APPROVED
+        engine.approve(execution.id, actor=Actor("carol", "Carol", Origin.SLACK)).state == State.APPROVED
     )
 
 

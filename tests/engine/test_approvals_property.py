@@ -20,7 +20,7 @@ from runbooks.engine.audit import AuditLog
 from runbooks.engine.clock import FakeClock
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, LockHeld, PlanChanged, Refused
-from runbooks.engine.models import Actor, State
+from runbooks.engine.models import Actor, Origin, State
 from runbooks.engine.registry import Registry
 from runbooks.engine.store.sqlite import SqliteStore
 from tests.conftest import AUDIT_KEY
@@ -28,11 +28,11 @@ from tests.engine import world
 from tests.support.rules import RULES_2_IN_PRODUCTION, config_with
 
 PEOPLE = {
-    "alice": Actor("alice", "Alice", "cli"),
-    "bob": Actor("bob", "Bob", "slack"),
-    "dave": Actor("dave", "Dave", "cli"),
-    "carol": Actor("carol", "Carol", "cli"),
-    "mallory": Actor("mallory", "Mallory", "slack"),
+    "alice": Actor("alice", "Alice", Origin.CLI),
+    "bob": Actor("bob", "Bob", Origin.SLACK),
+    "dave": Actor("dave", "Dave", Origin.CLI),
+    "carol": Actor("carol", "Carol", Origin.CLI),
+    "mallory": Actor("mallory", "Mallory", Origin.SLACK),
 }
 AUTHORISED = {"alice", "bob", "dave"}  # group sre in the sandbox policy
 REQUIRED, EXPIRY = 2, 1800.0

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from runbooks.engine.audit import AuditLog, parse_head, resolve_audit_key
 from runbooks.engine.clock import FakeClock
 from runbooks.engine.errors import AuditError, InvalidInput
-from runbooks.engine.models import Actor
+from runbooks.engine.models import Actor, Origin
 from runbooks.engine.store.sqlite import SqliteStore
 from tests.conftest import AUDIT_KEY, ROOT, run_cli
 
-ALICE = Actor("alice", "Alice", "cli")
+ALICE = Actor("alice", "Alice", Origin.CLI)
 
 
 def fill(path: Path, n: int) -> AuditLog:
@@ -171,11 +171,11 @@ APPENDER = textwrap.dedent(
     from runbooks.engine.audit import AuditLog
     from runbooks.engine.clock import SystemClock
     from runbooks.engine.logs import configure_logging
-    from runbooks.engine.models import Actor
+    from runbooks.engine.models import Actor, Origin
     from runbooks.engine.store.sqlite import SqliteStore
     configure_logging(sys.argv[3])
     audit = AuditLog(SqliteStore(sys.argv[1]), sys.argv[2].encode(), SystemClock())
-    actor = Actor(sys.argv[4], sys.argv[4], "cli")
+    actor = Actor(sys.argv[4], sys.argv[4], Origin.CLI)
     end, n = time.monotonic() + float(sys.argv[5]), 0
     while time.monotonic() < end:
         audit.record("load", actor=actor, outcome="ok", detail={"n": n})

@@ -10,13 +10,13 @@ import pytest
 
 from runbooks.engine.clock import FakeClock
 from runbooks.engine.errors import InvalidInput, LeaseHeld, LockHeld, NotFound, Refused
-from runbooks.engine.models import Actor, State, StepStatus, StopReason, Trigger, TriggerKind
+from runbooks.engine.models import Actor, Origin, State, StepStatus, StopReason, Trigger, TriggerKind
 from tests.engine import world
 
-ALICE = Actor("alice", "Alice", "cli")
-BOB = Actor("bob", "Bob", "slack")
-DAVE = Actor("dave", "Dave", "cli")
-CAROL = Actor("carol", "Carol", "cli")
+ALICE = Actor("alice", "Alice", Origin.CLI)
+BOB = Actor("bob", "Bob", Origin.SLACK)
+DAVE = Actor("dave", "Dave", Origin.CLI)
+CAROL = Actor("carol", "Carol", Origin.CLI)
 
 
 def submit(engine, environment="development", actor=ALICE, **params):
@@ -86,7 +86,7 @@ def test_production_needs_an_approval_from_someone_other_than_the_requester(engi
     execution = submit(engine, "production")
     assert execution.state == State.AWAITING_APPROVAL and execution.required_approvals == 1
     with pytest.raises(Refused, match=r"you requested .*someone else must approve"):
-        engine.approve(execution.id, actor=Actor("alice", "Alice", "slack"))
+        engine.approve(execution.id, actor=Actor("alice", "Alice", Origin.SLACK))
     with pytest.raises(Refused, match="Carol may not approve"):
         engine.approve(execution.id, actor=CAROL)
     with pytest.raises(Refused, match="only an approved execution can start"):
@@ -109,7 +109,7 @@ def test_one_person_counts_once_whatever_channel(make_engine, sandbox_config):
     engine.store.save_execution(execution)
     engine.approve(execution.id, actor=BOB)
     with pytest.raises(Refused, match="Bob has already approved"):
-        engine.approve(execution.id, actor=Actor("bob", "Bob", "cli"))
+        engine.approve(execution.id, actor=Actor("bob", "Bob", Origin.CLI))
     assert engine.get(execution.id).state == State.AWAITING_APPROVAL
     assert engine.approve(execution.id, actor=DAVE).state == State.APPROVED
 

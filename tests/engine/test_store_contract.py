@@ -14,7 +14,7 @@ import mongomock
 import pytest
 
 from runbooks.engine.errors import ConcurrentUpdate
-from runbooks.engine.models import Actor, Execution, State
+from runbooks.engine.models import Actor, Origin, Execution, State
 from runbooks.engine.plan import Plan
 from runbooks.engine.store.base import GENESIS, Store
 from runbooks.engine.store.mongo import MongoStore
@@ -47,7 +47,7 @@ def make_execution(execution_id: str, created_at: float = 1.0, state: State = St
         id=execution_id,
         plan=plan,
         state=state,
-        requester=Actor("alice", "Alice", "cli"),
+        requester=Actor("alice", "Alice", Origin.CLI),
         created_at=created_at,
         updated_at=created_at,
     )

@@ -17,14 +17,14 @@ import pytest
 from runbooks.engine.clock import format_duration
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, Refused
-from runbooks.engine.models import Actor, Execution, State
+from runbooks.engine.models import Actor, Origin, Execution, State
 from tests.conftest import AwsWorld, KubeSandbox
 from tests.support.kube_runs import DEPLOY
 from tests.support.people import ALICE, BOB
 
 REGIONS = ("us-east-1", "us-west-2")
 
-DAVE = Actor("dave", "Dave", "slack")
+DAVE = Actor("dave", "Dave", Origin.SLACK)
 
 
 def _status(engine: Engine) -> list[str]:

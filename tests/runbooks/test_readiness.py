@@ -24,7 +24,7 @@ from runbooks.engine.config.policy_file import PolicyFile
 from runbooks.engine.config.schedules import ReadinessSchedule
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, Refused
-from runbooks.engine.models import Actor
+from runbooks.engine.models import Actor, Origin
 from sandbox.pagerduty import SANDBOX_ROUTING_KEY, PagerDutyEmulator
 from tests.conftest import KubeSandbox, run_cli
 from tests.runbooks.conftest import Chat, live_engine
@@ -259,7 +259,7 @@ def test_the_predicted_rto_is_read_from_route53_and_an_hour_long_ttl_is_a_findin
 def test_someone_who_is_not_a_person_of_the_policy_is_refused_and_audited(
     kube_engine: Engine,
 ) -> None:
-    stranger = Actor("mallory", "mallory", "cli")
+    stranger = Actor("mallory", "mallory", Origin.CLI)
     with pytest.raises(Refused, match="mallory may not check readiness"):
         kube_engine.readiness(actor=stranger, environment="development")
     (refused,) = [r for r in kube_engine.audit.export() if r["action"].startswith("readiness.")]

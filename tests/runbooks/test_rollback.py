@@ -10,14 +10,14 @@ import yaml
 
 from runbooks.adapters.kube import KubeAdapter, make_api_client
 from runbooks.engine.errors import InvalidInput, NeedsPerson, Refused
-from runbooks.engine.models import Actor, State
+from runbooks.engine.models import Actor, Origin, State
 from runbooks.interfaces import RolloutFailed
 from sandbox.kube.emulator import BY_PATH, Cluster, KubeEmulator, kubeconfig
 from sandbox.kube.seed import seed
 from tests.support.kube_runs import DEPLOY, actions, image, run
 
-ALICE = Actor("alice", "Alice", "cli")
-BOB = Actor("bob", "Bob", "slack")
+ALICE = Actor("alice", "Alice", Origin.CLI)
+BOB = Actor("bob", "Bob", Origin.SLACK)
 SERVICES = BY_PATH["", "v1", "services"]
 
 
@@ -260,7 +260,7 @@ def test_a_rollback_after_a_rollback_skips_the_release_it_removed(kube, kube_eng
     )
     assert any(n.startswith("us-east-1: WARNING: revision 3 re-deploys") for n in by_revision.notes)
 
-    alerts = Actor("alertmanager", "Alertmanager", "alertmanager")
+    alerts = Actor("alertmanager", "Alertmanager", Origin.ALERTMANAGER)
     with pytest.raises(NeedsPerson, match=r"still failing after rolling back to app-api:1\.4\.1"):
         kube_engine.prepare("rollback", {"environment": "development"}, actor=alerts)
     assert image(kube, "us-east-1", "development") == "app-api:1.4.1"
@@ -290,7 +290,7 @@ def test_the_automatic_refusal_names_the_release_rolled_back_from_as_such(
     (revision 1). The page says which is which."""
     first = run(kube_engine, "rollback", environment="development")
     assert first.state == State.SUCCEEDED, first.error
-    alerts = Actor("alertmanager", "Alertmanager", "alertmanager")
+    alerts = Actor("alertmanager", "Alertmanager", Origin.ALERTMANAGER)
     with pytest.raises(NeedsPerson) as refused:
         kube_engine.prepare("rollback", {"environment": "development"}, actor=alerts)
     message = refused.value.message

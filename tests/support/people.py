@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from runbooks.engine.models import Actor
+from runbooks.engine.models import Actor, Origin
 
-ALICE = Actor("alice", "Alice", "cli")  # sre
-BOB = Actor("bob", "Bob", "slack")  # sre
-DAVE = Actor("dave", "Dave", "cli")  # sre
-CAROL = Actor("carol", "Carol", "cli")  # developers
-SCHEDULER = Actor("scheduler", "scheduler", "scheduler")
+ALICE = Actor("alice", "Alice", Origin.CLI)  # sre
+BOB = Actor("bob", "Bob", Origin.SLACK)  # sre
+DAVE = Actor("dave", "Dave", Origin.CLI)  # sre
+CAROL = Actor("carol", "Carol", Origin.CLI)  # developers
+SCHEDULER = Actor("scheduler", "scheduler", Origin.SCHEDULER)

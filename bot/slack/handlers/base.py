@@ -17,7 +17,7 @@ from bot.slack.notify import Notifier
 from bot.slack.render import (
     shorten_banner,
 )
-from runbooks.engine.models import Actor, Trigger, TriggerKind
+from runbooks.engine.models import Actor, Origin, Trigger, TriggerKind
 from runbooks.engine.wiring import Runtime
 
 ActionWork = Callable[[dict[str, Any], dict[str, Any], Respond, WebClient], None]
@@ -93,12 +93,12 @@ class Listening:
         key = policy.person_for_slack(user_id)
         if key is None:
             return None
-        return Actor(id=key, name=policy.people[key].name, origin="slack")
+        return Actor(id=key, name=policy.people[key].name, origin=Origin.SLACK)
 
     def refuse_stranger(self, user_id: str, user_name: str, what: str) -> str:
         self.engine.audit.record(
             "request.refused",
-            actor=Actor(id=f"slack:{user_id}", name=user_name or user_id, origin="slack"),
+            actor=Actor(id=f"slack:{user_id}", name=user_name or user_id, origin=Origin.SLACK),
             outcome="unknown_user",
             target={"slack": what},
             detail={"why": f"Slack user {user_id} is not in policy.yaml"},

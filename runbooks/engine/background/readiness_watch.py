@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from runbooks.engine.background.leases import LeaderLease
 from runbooks.engine.background.outbox import QueuedConsumer
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.models import Actor, Event
+from runbooks.engine.models import Actor, Origin, Event
 from runbooks.engine.readiness import (
     ENVIRONMENT_WIDE,
     EVERY_ENVIRONMENT,
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 LEASE_NAME = "readiness"
-READINESS = Actor("readiness", "readiness watch", "scheduler")
+READINESS = Actor("readiness", "readiness watch", Origin.SCHEDULER)
 LAST_KEY = "readiness:last"
 OPEN_KEY = "readiness:open"
 REPORT_KEY = "readiness:report"

@@ -18,6 +18,7 @@ from runbooks.engine.errors import ConcurrentUpdate, NotFound
 from runbooks.engine.events import EventBus
 from runbooks.engine.models import (
     TERMINAL_STATES,
+    SYSTEM,
     TRANSITIONS,
     Actor,
     Execution,
@@ -30,7 +31,6 @@ from runbooks.engine.redact import redact_text
 from runbooks.engine.store.base import Store
 from runbooks.engine.verdicts import execution_measures
 
-SYSTEM_ACTOR = Actor(id="runbook-bot", name="runbook-bot", origin="system")
 
 
 def clean_reason(reason: str | None) -> str | None:
@@ -175,7 +175,7 @@ class Journal:
         self.transition(
             execution,
             State.AWAITING_APPROVAL,
-            actor=SYSTEM_ACTOR,
+            actor=SYSTEM,
             detail={
                 "why": "plan changed before the first step; approvals void",
                 "old_plan_hash": old.hash,
@@ -311,7 +311,7 @@ class Journal:
         ):
             execution.error = "approval window expired before the run started"
             execution.stop_reason = StopReason.EXPIRED
-            self.transition(execution, State.EXPIRED, actor=SYSTEM_ACTOR)
+            self.transition(execution, State.EXPIRED, actor=SYSTEM)
             return True
         return False
 

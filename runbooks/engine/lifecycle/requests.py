@@ -29,7 +29,6 @@ from runbooks.engine.errors import (
 from runbooks.engine.ids import new_execution_id
 from runbooks.engine.lifecycle.journal import (
     ID_CLASH_TRIES,
-    SYSTEM_ACTOR,
     Journal,
     clean_reason,
     gate_satisfied,
@@ -39,7 +38,7 @@ from runbooks.engine.lifecycle.journal import (
 from runbooks.engine.lifecycle.locks import Locks
 from runbooks.engine.lifecycle.planner import Planner, Prepared, request_target
 from runbooks.engine.lifecycle.runner import Runner
-from runbooks.engine.models import Actor, Execution, State, Trigger
+from runbooks.engine.models import SYSTEM, Actor, Execution, Origin, State, Trigger
 from runbooks.engine.params import RunbookParams
 from runbooks.engine.plan import Plan
 from runbooks.engine.policy import ConfigPolicy, Gate, Refusal, require_break_glass_context
@@ -294,7 +293,7 @@ class Requests:
         """For a person's drill run (``drills.run``): the scheduler that records and announces
         it, once ``drills.operators`` allowed it; None for any other request (the scheduler
         records its own fires)."""
-        if request.drill is None or request.actor.origin == "scheduler":
+        if request.drill is None or request.actor.origin == Origin.SCHEDULER:
             return None
         if self._drill_runs is None:
             raise InvalidInput(
@@ -509,7 +508,7 @@ class Requests:
             self._journal.transition(
                 execution,
                 State.APPROVED,
-                actor=SYSTEM_ACTOR,
+                actor=SYSTEM,
                 detail={"why": "no approvals required", "rule": gate.rule},
             )
         return execution

@@ -39,14 +39,14 @@ from runbooks.engine.clock import format_duration, iso
 from runbooks.engine.config.alerts import AlertRoute, AlertsFile
 from runbooks.engine.config.loader import Config
 from runbooks.engine.errors import ConfigError, InvalidInput, NeedsPerson, RunbookError
-from runbooks.engine.models import Actor, Trigger, TriggerKind
+from runbooks.engine.models import Actor, Origin, Trigger, TriggerKind
 from runbooks.engine.registry import Registry
 
 if TYPE_CHECKING:
     from runbooks.engine.engine import Engine
     from runbooks.engine.models import Event
 
-ALERTMANAGER = Actor("alertmanager", "Alertmanager", "alertmanager")
+ALERTMANAGER = Actor("alertmanager", "Alertmanager", Origin.ALERTMANAGER)
 CLAIM_KEY = "alert.claim.{}"
 DONE_KEY = "alert.done.{}"
 #: Claims of one target tried while other notifications (or replicas) claim it meanwhile.

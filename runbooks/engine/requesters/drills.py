@@ -47,7 +47,7 @@ from runbooks.engine.errors import (
 )
 from runbooks.engine.lifecycle.journal import clean_reason
 from runbooks.engine.lifecycle.requests import Outcome, Request, RequestResult
-from runbooks.engine.models import TERMINAL_STATES, Actor, State, Trigger, TriggerKind
+from runbooks.engine.models import TERMINAL_STATES, Actor, Origin, State, Trigger, TriggerKind
 from runbooks.engine.params import validate_params
 from runbooks.engine.policy import ConfigPolicy
 from runbooks.engine.registry import Registry
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-SCHEDULER = Actor("scheduler", "drill scheduler", "scheduler")
+SCHEDULER = Actor("scheduler", "drill scheduler", Origin.SCHEDULER)
 LEASE_NAME = "scheduler"
 FIRE_KEY = "drill.fire.{}.{}"
 CURSOR_KEY = "drill.cursor.{}"
