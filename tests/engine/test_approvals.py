@@ -260,7 +260,8 @@ def test_slack_usergroups_can_approve(build) -> None:
     with pytest.raises(Refused, match="Bob may not approve"):
         engine.approve(execution.id, actor=BOB)
     assert (
-        engine.approve(execution.id, actor=Actor("carol", "Carol", Origin.SLACK)).state == State.APPROVED
+        engine.approve(execution.id, actor=Actor("carol", "Carol", Origin.SLACK)).state
+        == State.APPROVED
     )
 
 

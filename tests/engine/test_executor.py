@@ -10,7 +10,15 @@ import pytest
 
 from runbooks.engine.clock import FakeClock
 from runbooks.engine.errors import InvalidInput, LeaseHeld, LockHeld, NotFound, Refused
-from runbooks.engine.models import Actor, Origin, State, StepStatus, StopReason, Trigger, TriggerKind
+from runbooks.engine.models import (
+    Actor,
+    Origin,
+    State,
+    StepStatus,
+    StopReason,
+    Trigger,
+    TriggerKind,
+)
 from tests.engine import world
 
 ALICE = Actor("alice", "Alice", Origin.CLI)

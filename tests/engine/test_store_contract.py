@@ -14,7 +14,7 @@ import mongomock
 import pytest
 
 from runbooks.engine.errors import ConcurrentUpdate
-from runbooks.engine.models import Actor, Origin, Execution, State
+from runbooks.engine.models import Actor, Execution, Origin, State
 from runbooks.engine.plan import Plan
 from runbooks.engine.store.base import GENESIS, Store
 from runbooks.engine.store.mongo import MongoStore

@@ -17,7 +17,7 @@ import pytest
 from runbooks.engine.clock import format_duration
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, Refused
-from runbooks.engine.models import Actor, Origin, Execution, State
+from runbooks.engine.models import Actor, Execution, Origin, State
 from tests.conftest import AwsWorld, KubeSandbox
 from tests.support.kube_runs import DEPLOY
 from tests.support.people import ALICE, BOB

@@ -16,7 +16,7 @@ from runbooks.engine.config.environments import RollbackGate
 from runbooks.engine.config.loader import Config
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, NotFound, Refused
-from runbooks.engine.models import Actor, Origin, Execution, State, StepStatus
+from runbooks.engine.models import Actor, Execution, Origin, State, StepStatus
 from tests.conftest import KubeSandbox
 from tests.support.gate import REGIONS, assert_kept, gate_engine
 from tests.support.kube_runs import actions, image

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from runbooks.engine.background.leases import LeaderLease
 from runbooks.engine.background.outbox import QueuedConsumer
 from runbooks.engine.clock import format_duration, iso
-from runbooks.engine.models import Actor, Origin, Event
+from runbooks.engine.models import Actor, Event, Origin
 from runbooks.engine.readiness import (
     ENVIRONMENT_WIDE,
     EVERY_ENVIRONMENT,

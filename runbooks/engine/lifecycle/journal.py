@@ -17,8 +17,8 @@ from runbooks.engine.counters import count_transition
 from runbooks.engine.errors import ConcurrentUpdate, NotFound
 from runbooks.engine.events import EventBus
 from runbooks.engine.models import (
-    TERMINAL_STATES,
     SYSTEM,
+    TERMINAL_STATES,
     TRANSITIONS,
     Actor,
     Execution,
@@ -30,7 +30,6 @@ from runbooks.engine.plan import PastRun, Plan, diff_plans, with_run_id
 from runbooks.engine.redact import redact_text
 from runbooks.engine.store.base import Store
 from runbooks.engine.verdicts import execution_measures
-
 
 
 def clean_reason(reason: str | None) -> str | None:
