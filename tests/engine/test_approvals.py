@@ -25,12 +25,9 @@ from runbooks.engine.store.mongo import MongoStore
 from runbooks.engine.store.sqlite import SqliteStore
 from tests.conftest import AUDIT_KEY, ROOT
 from tests.engine import world
+from tests.support.people import ALICE, BOB, CAROL, DAVE
 from tests.support.rules import RULES_2_IN_PRODUCTION, config_with
 
-ALICE = Actor("alice", "Alice", Origin.CLI)
-BOB = Actor("bob", "Bob", Origin.SLACK)
-DAVE = Actor("dave", "Dave", Origin.CLI)
-CAROL = Actor("carol", "Carol", Origin.CLI)
 MALLORY = Actor("mallory", "Mallory", Origin.CLI)
 
 

@@ -16,11 +16,9 @@ from hypothesis import strategies as st
 from runbooks.engine.audit import AuditLog, parse_head, resolve_audit_key
 from runbooks.engine.clock import FakeClock
 from runbooks.engine.errors import AuditError, InvalidInput
-from runbooks.engine.models import Actor, Origin
 from runbooks.engine.store.sqlite import SqliteStore
 from tests.conftest import AUDIT_KEY, ROOT, run_cli
-
-ALICE = Actor("alice", "Alice", Origin.CLI)
+from tests.support.people import ALICE
 
 
 def fill(path: Path, n: int) -> AuditLog:

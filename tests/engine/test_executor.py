@@ -20,11 +20,7 @@ from runbooks.engine.models import (
     TriggerKind,
 )
 from tests.engine import world
-
-ALICE = Actor("alice", "Alice", Origin.CLI)
-BOB = Actor("bob", "Bob", Origin.SLACK)
-DAVE = Actor("dave", "Dave", Origin.CLI)
-CAROL = Actor("carol", "Carol", Origin.CLI)
+from tests.support.people import ALICE, BOB, CAROL, DAVE
 
 
 def submit(engine, environment="development", actor=ALICE, **params):

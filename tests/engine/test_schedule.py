@@ -17,12 +17,11 @@ from runbooks.engine.config.schedules import (
     load_schedules,
 )
 from runbooks.engine.errors import ConfigError
-from runbooks.engine.models import Actor, Origin
 from runbooks.engine.policy import ConfigPolicy
 from tests.conftest import ROOT
 from tests.support.cron_oracle import croniter_fires
+from tests.support.people import ALICE
 
-ALICE = Actor("alice", "Alice", Origin.CLI)
 SUNDAY_2AM = MaintenanceWindow(
     name="sun", start="0 2 * * sun", duration=4 * 3600, environments=["production"]
 )

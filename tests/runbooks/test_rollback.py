@@ -15,9 +15,8 @@ from runbooks.interfaces import RolloutFailed
 from sandbox.kube.emulator import BY_PATH, Cluster, KubeEmulator, kubeconfig
 from sandbox.kube.seed import seed
 from tests.support.kube_runs import DEPLOY, actions, image, run
+from tests.support.people import ALICE
 
-ALICE = Actor("alice", "Alice", Origin.CLI)
-BOB = Actor("bob", "Bob", Origin.SLACK)
 SERVICES = BY_PATH["", "v1", "services"]
 
 

@@ -16,15 +16,12 @@ from runbooks.engine.config.environments import RollbackGate
 from runbooks.engine.config.loader import Config
 from runbooks.engine.engine import Engine
 from runbooks.engine.errors import InvalidInput, NotFound, Refused
-from runbooks.engine.models import Actor, Execution, Origin, State, StepStatus
+from runbooks.engine.models import Execution, State, StepStatus
 from tests.conftest import KubeSandbox
 from tests.support.gate import REGIONS, assert_kept, gate_engine
 from tests.support.kube_runs import actions, image
-from tests.support.people import ALICE, BOB
+from tests.support.people import ALICE, BOB, CAROL, DAVE
 from tests.support.waiting import wait_for
-
-CAROL = Actor("carol", "Carol", Origin.CLI)  # a developer: not an operator of production rollbacks
-DAVE = Actor("dave", "Dave", Origin.CLI)
 
 
 @pytest.fixture
