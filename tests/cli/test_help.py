@@ -4,6 +4,7 @@ their first required argument."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -77,12 +78,45 @@ def test_every_task_prints_its_help_through_runbook(
     assert failures == []
 
 
-@pytest.mark.slow  # an invoke process per task
 @pytest.mark.parametrize("flag", ["--help", "-h"])
-def test_every_task_prints_its_help_through_invoke(cli_env: dict[str, str], flag: str) -> None:
-    env = {**cli_env, "RUNBOOK_USER": "nobody-known"}
+def test_every_task_prints_its_help_through_invoke(
+    flag: str,
+    cli_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """invoke's own program object (``invoke.main.program``, what the ``invoke`` console script
+    runs), in the checkout so it finds ``tasks.py`` as a person's shell would. One interpreter
+    for every task: the console script itself is the next test's."""
+    from invoke.main import program
+
+    for key in [k for k in os.environ if k.startswith("RUNBOOK")]:
+        monkeypatch.delenv(key)
+    for key, value in {**cli_env, "RUNBOOK_USER": "nobody-known"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(ROOT)
     failures = []
     for name in TASKS:
+        try:
+            program.run(["invoke", name, flag], exit=False)
+        except BaseException as exc:
+            failures.append(f"{name}: {type(exc).__name__}: {exc}")
+            continue
+        out = capsys.readouterr().out
+        if not _is_help_for(name, out):
+            failures.append(f"{name}: {out[:120]!r}")
+    assert failures == []
+
+
+@pytest.mark.slow  # an invoke process per sampled task
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_the_invoke_console_script_prints_a_tasks_help(cli_env: dict[str, str], flag: str) -> None:
+    """The console script as a process, for a task of each kind: a default task of a
+    collection, a task inside one, and a task at the top."""
+    env = {**cli_env, "RUNBOOK_USER": "nobody-known"}
+    sample = ["rollback", "dr.failover", "runs.show", "audit.verify", TASKS[0], TASKS[-1]]
+    failures = []
+    for name in dict.fromkeys(sample):
         result = entry_point("invoke", [name, flag], env)
         if result.returncode != 0 or not _is_help_for(name, result.stdout):
             failures.append(f"{name}: exit {result.returncode}: {result.stderr[-200:]!r}")
