@@ -120,10 +120,12 @@ _SCHEMES = frozenset({"bearer", "basic", "token", MASK})
 
 #: Cheap pre-check: a string that matches none of these cannot match any pattern above, so
 #: the common case (ids, names, short text) costs one search instead of every substitution.
+#: It is searched in the case-folded text, in lower case: with ``re.IGNORECASE`` the search
+#: took 10x as long (16 vs 1.7 us for a step's description), and every event, audit record
+#: and log line passes here. ``casefold`` folds at least what IGNORECASE does (``ſ`` is s).
 _TRIGGER = re.compile(
-    r"://|xox|xapp-|AKIA|ASIA|gh[pousr]_|github_pat_|glpat-|_live_|AIza|npm_|pypi-|bearer|basic|"
-    r"token|PRIVATE KEY|pass|pwd|secret|key|auth|cookie|credential",
-    re.IGNORECASE,
+    r"://|xox|xapp-|akia|asia|gh[pousr]_|github_pat_|glpat-|_live_|aiza|npm_|pypi-|bearer|basic|"
+    r"token|private key|pass|pwd|secret|key|auth|cookie|credential"
 )
 
 
@@ -151,7 +153,7 @@ def redact_text(text: str) -> str:
     for known in _KNOWN:
         if known in text:
             text = text.replace(known, MASK)
-    if not _TRIGGER.search(text):
+    if not _TRIGGER.search(text.casefold()):
         return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
