@@ -261,8 +261,8 @@ class Journal:
     def step_transition(
         self, execution: Execution, record: StepRecord, event_type: str, *, actor: Actor
     ) -> None:
-        self.save(execution)
-        with self._store.batch():  # the audit record and the event: one commit
+        with self._store.batch():  # the step's state, its audit record and its event: one commit
+            self.save(execution)
             self._audit.record(
                 event_type,
                 actor=actor,

@@ -4,6 +4,7 @@ checks. Nothing here changes an execution; refusals of bad input are audited."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -97,7 +98,8 @@ class Planner:
             adapters=self._adapters.get(),
             state_dir=self._state_dir,
             break_glass=break_glass,
-            history=self.history,
+            # Read once a plan (a planner may ask twice); the store's finished runs, parsed.
+            history=functools.cache(self.history),
             preview=preview,
             automatic=automatic,
             readiness=lambda: summary_line(

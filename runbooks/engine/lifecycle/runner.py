@@ -533,8 +533,9 @@ class Runner:
     ) -> Callable[[str, bool], None]:
         """Show a long step's notes and waits at once: an event for the CLI's live line and
         the Slack card, and (at most every ``PROGRESS_SAVE_S`` of the engine's clock) the
-        output so far saved, for ``runs.show`` in another terminal."""
-        last_save = [float("-inf")]
+        output so far saved, for ``runs.show`` in another terminal. The step's start was just
+        saved: a step shorter than that saves its output once, when it ends."""
+        last_save = [self._clock.now()]
 
         def report(text: str, is_note: bool) -> None:
             record.progress = text
