@@ -135,10 +135,16 @@ _KNOWN: set[str] = set()
 MIN_KNOWN_LENGTH = 6
 
 
+#: Bumped after every new known secret: the memo below is keyed by it, so a text masked
+#: before the secret was known is masked again (a stale entry is never looked up).
+_generation = [0]
+
+
 def register_secret(value: str) -> None:
     """Mask ``value`` in everything logged or audited from now on."""
-    if len(value) >= MIN_KNOWN_LENGTH:
+    if len(value) >= MIN_KNOWN_LENGTH and value not in _KNOWN:
         _KNOWN.add(value)
+        _generation[0] += 1  # after the add: whoever reads the new generation sees the secret
 
 
 def _mask_assignment(match: re.Match[str]) -> str:
@@ -148,8 +154,27 @@ def _mask_assignment(match: re.Match[str]) -> str:
     return match.group("key") + match.group("sep") + MASK
 
 
+#: Texts longer than this are masked without the memo (it holds what it is given).
+_MEMO_MAX_LENGTH = 1024
+
+
 def redact_text(text: str) -> str:
-    """Mask credential-looking substrings of ``text``, and every registered secret."""
+    """Mask credential-looking substrings of ``text``, and every registered secret.
+
+    The same text passes here several times (a step's output is in its saved execution, its
+    audit record, its event and the audit log line): short texts are remembered, by the
+    generation of known secrets they were masked under."""
+    if len(text) > _MEMO_MAX_LENGTH:
+        return _redact_text(text)
+    return _remembered(text, _generation[0])
+
+
+@functools.lru_cache(maxsize=8192)
+def _remembered(text: str, generation: int) -> str:
+    return _redact_text(text)
+
+
+def _redact_text(text: str) -> str:
     for known in _KNOWN:
         if known in text:
             text = text.replace(known, MASK)

@@ -158,3 +158,16 @@ def test_keys_are_judged_by_their_whole_words() -> None:
 def test_prose_around_the_word_token_is_not_masked() -> None:
     text = "token rotation is planned; basic configuration only"
     assert redact_text(text) == text
+
+
+def test_a_secret_registered_after_a_text_was_masked_is_masked_in_it_from_then_on() -> None:
+    """redact_text remembers short texts; a secret learnt later still reaches them."""
+    from runbooks.engine.redact import register_secret
+
+    value = "plain-value-learnt-late-7f3a"  # nothing about it looks like a credential
+    text = f"connected with {value} to the primary"
+    assert redact_text(text) == text  # remembered as it is
+    register_secret(value)
+    assert redact_text(text) == f"connected with {MASK} to the primary"
+    long_text = text + " " + "x" * 2000  # past the memo's length: masked directly
+    assert MASK in redact_text(long_text) and value not in redact_text(long_text)
