@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from slack_bolt import Ack, Respond
@@ -39,6 +39,9 @@ from bot.slack.render import (
 )
 from runbooks.engine import Outcome, Request
 from runbooks.engine.models import Actor
+
+if TYPE_CHECKING:  # the face loads it lazily; the handler imports it when a drill verb runs
+    from runbooks.engine import DrillScheduler
 
 log = structlog.get_logger("runbook_bot.slack")
 
@@ -283,7 +286,7 @@ class Commands:
             pagerduty.close()
 
     def _drill_report(
-        self, scheduler: Any, name: str | None, respond: Respond, channel: str | None
+        self, scheduler: DrillScheduler, name: str | None, respond: Respond, channel: str | None
     ) -> None:
         """The recent runs per drill as text, and each drill's trend chart as an image in the
         channel (the CLI's ``drills.report --format html`` is the full evidence)."""
