@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -122,7 +123,8 @@ _SCHEMES = frozenset({"bearer", "basic", "token", MASK})
 #: the common case (ids, names, short text) costs one search instead of every substitution.
 #: It is searched in the case-folded text, in lower case: with ``re.IGNORECASE`` the search
 #: took 10x as long (16 vs 1.7 us for a step's description), and every event, audit record
-#: and log line passes here. ``casefold`` folds at least what IGNORECASE does (``ſ`` is s).
+#: and log line passes here. ``_folded`` folds at least what IGNORECASE does for these words
+#: (``ſ`` is s, the Kelvin sign k, ``İ`` and ``ı`` are i).
 _TRIGGER = re.compile(
     r"://|xox|xapp-|akia|asia|gh[pousr]_|github_pat_|glpat-|_live_|aiza|npm_|pypi-|bearer|basic|"
     r"token|private key|pass|pwd|secret|key|auth|cookie|credential"
@@ -140,9 +142,16 @@ MIN_KNOWN_LENGTH = 6
 _generation = [0]
 
 
+_registering = threading.Lock()
+
+
 def register_secret(value: str) -> None:
     """Mask ``value`` in everything logged or audited from now on."""
-    if len(value) >= MIN_KNOWN_LENGTH and value not in _KNOWN:
+    if len(value) < MIN_KNOWN_LENGTH or value in _KNOWN:
+        return
+    # Under a lock: two threads incrementing at once could set the generation back, and a
+    # text remembered before the second secret would then be served under the new number.
+    with _registering:
         _KNOWN.add(value)
         _generation[0] += 1  # after the add: whoever reads the new generation sees the secret
 
@@ -152,6 +161,15 @@ def _mask_assignment(match: re.Match[str]) -> str:
     if value.lower() in _SCHEMES or not is_secret_key(match.group("key")):
         return match.group(0)
     return match.group("key") + match.group("sep") + MASK
+
+
+def _folded(text: str) -> str:
+    """``text`` case-folded, with the dotless ``ı`` and the dotted ``İ`` (``i`` + U+0307 once
+    folded) as ``i``: ``re.IGNORECASE`` matches both to ``i`` and casefold does not."""
+    folded = text.casefold()
+    if not folded.isascii():
+        folded = folded.replace("i\u0307", "i").replace("\u0131", "i")
+    return folded
 
 
 #: Texts longer than this are masked without the memo (it holds what it is given).
@@ -178,7 +196,7 @@ def _redact_text(text: str) -> str:
     for known in _KNOWN:
         if known in text:
             text = text.replace(known, MASK)
-    if not _TRIGGER.search(text.casefold()):
+    if not _TRIGGER.search(_folded(text)):
         return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)

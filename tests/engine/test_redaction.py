@@ -171,3 +171,11 @@ def test_a_secret_registered_after_a_text_was_masked_is_masked_in_it_from_then_o
     assert redact_text(text) == f"connected with {MASK} to the primary"
     long_text = text + " " + "x" * 2000  # past the memo's length: masked directly
     assert MASK in redact_text(long_text) and value not in redact_text(long_text)
+
+
+@pytest.mark.parametrize("letter", ["İ", "ı", "I", "i"])
+def test_a_credential_after_basic_spelled_with_any_i_is_masked(letter: str) -> None:
+    """The pre-check folds what the masking patterns' IGNORECASE matches: ``İ`` and ``ı`` are i
+    there, and ``casefold`` alone does not make them i."""
+    text = f"curl -H 'BAS{letter}C dXNlcjpwYXNzd29yZDE='"
+    assert "dXNlcjpwYXNzd29yZDE=" not in redact_text(text)
