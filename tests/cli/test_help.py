@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,22 +61,30 @@ def _is_help_for(name: str, out: str) -> bool:
     return out.startswith("Usage: ") and f" {name} [" in out.splitlines()[0]
 
 
-@pytest.mark.parametrize("flag", ["--help", "-h"])
-def test_every_task_prints_its_help_through_runbook(
-    flag: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("RUNBOOK_USER", "nobody-known")  # help must not need an identity
+def _help_failures(
+    run: Callable[..., object], program: str, flag: str, capsys: pytest.CaptureFixture[str]
+) -> list[str]:
+    """Every task's ``TASK FLAG`` through a program object's ``run`` (``exit=False``, output
+    captured): what did not print that task's help."""
     failures = []
     for name in TASKS:
         try:
-            build_program().run(["runbook", name, flag], exit=False)
+            run([program, name, flag], exit=False)
         except BaseException as exc:
             failures.append(f"{name}: {type(exc).__name__}: {exc}")
             continue
         out = capsys.readouterr().out
         if not _is_help_for(name, out):
             failures.append(f"{name}: {out[:120]!r}")
-    assert failures == []
+    return failures
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_task_prints_its_help_through_runbook(
+    flag: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNBOOK_USER", "nobody-known")  # help must not need an identity
+    assert _help_failures(build_program().run, "runbook", flag, capsys) == []
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
@@ -95,17 +104,7 @@ def test_every_task_prints_its_help_through_invoke(
     for key, value in {**cli_env, "RUNBOOK_USER": "nobody-known"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(ROOT)
-    failures = []
-    for name in TASKS:
-        try:
-            program.run(["invoke", name, flag], exit=False)
-        except BaseException as exc:
-            failures.append(f"{name}: {type(exc).__name__}: {exc}")
-            continue
-        out = capsys.readouterr().out
-        if not _is_help_for(name, out):
-            failures.append(f"{name}: {out[:120]!r}")
-    assert failures == []
+    assert _help_failures(program.run, "invoke", flag, capsys) == []
 
 
 @pytest.mark.slow  # an invoke process per sampled task
