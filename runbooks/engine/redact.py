@@ -140,9 +140,7 @@ MIN_KNOWN_LENGTH = 6
 #: Bumped after every new known secret: the memo below is keyed by it, so a text masked
 #: before the secret was known is masked again (a stale entry is never looked up).
 _generation = [0]
-
-
-_registering = threading.Lock()
+_registering = threading.Lock()  # held while a secret is added and the generation bumped
 
 
 def register_secret(value: str) -> None:
